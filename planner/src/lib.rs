@@ -1,0 +1,1 @@
+//! vmctl planning: LiveState, diff, action graph, rendering. Filled by issue 5.

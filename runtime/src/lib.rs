@@ -1,0 +1,1 @@
+//! vmctl runtime: observing and changing a host, and the microVM engine. Filled by issues 3, 4 and 6.

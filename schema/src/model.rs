@@ -1,0 +1,149 @@
+//! The typed config model: plain data that every other crate works from.
+//!
+//! A `Config` is what a whole infra repo (one file or a folder of files) means once
+//! parsed and validated: names resolved, defaults filled in, sizes in bytes, paths
+//! absolute. Spans for diagnostics live beside it (see `Loaded`), not in it, so the
+//! model stays plain data that serializes the same whatever file it came from.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A whole validated config: one project's resources across its hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    /// The project namespace: vmctl only touches what this project made.
+    pub project: String,
+    pub hosts: Vec<Host>,
+    pub networks: Vec<Network>,
+    pub vlans: Vec<Vlan>,
+    pub pools: Vec<Pool>,
+    pub volumes: Vec<Volume>,
+    pub vms: Vec<Vm>,
+}
+
+/// A machine vmctl manages: `local` is this machine, no daemon; `ssh` hosts are reached
+/// over OpenSSH.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Host {
+    pub name: String,
+    /// Where vmctl keeps VM state dirs and locks. Default `/var/lib/vmctl`.
+    pub state_dir: PathBuf,
+    /// Run this host's networking in this named network namespace.
+    pub netns: Option<String>,
+    /// Host CPUs available to VMs; `None` means what the host reports.
+    pub cpus: Option<u32>,
+    /// Host memory in bytes; `None` means what the host reports.
+    pub memory: Option<u64>,
+    /// Fraction of memory kept free for the host itself, 0.0..1.0. Default 0.08.
+    pub reserve_memory: f64,
+    /// vCPUs allowed per host CPU. Default 1.5.
+    pub cpu_overcommit: f64,
+    /// `user@host[:port]` for a remote host; `None` for this machine.
+    pub ssh: Option<String>,
+}
+
+/// A Linux bridge with VLAN filtering on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Network {
+    pub name: String,
+    pub host: String,
+    /// The bridge interface name (given, or derived stably; at most 15 bytes).
+    pub bridge: String,
+    /// An optional trunk port enslaved to the bridge.
+    pub uplink: Option<String>,
+}
+
+/// A VLAN on a network's bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Vlan {
+    pub name: String,
+    pub network: String,
+    /// 1..=4094, unique per network.
+    pub id: u16,
+    /// Optional host address on this VLAN, in CIDR form (`10.100.0.1/24`).
+    pub gateway: Option<String>,
+}
+
+/// The kinds of storage pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolKind {
+    /// A directory holding one raw file per volume.
+    Dir,
+}
+
+/// A storage pool on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Pool {
+    pub name: String,
+    pub host: String,
+    #[serde(rename = "type")]
+    pub kind: PoolKind,
+    /// Absolute path of the pool directory on its host.
+    pub path: PathBuf,
+}
+
+/// A raw volume file in a pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Volume {
+    pub name: String,
+    pub pool: String,
+    /// Size in bytes, > 0.
+    pub size: u64,
+    /// Optional base image, absolute path (resolved against the declaring file).
+    pub from: Option<PathBuf>,
+    /// When true, a plan that would delete or replace this volume fails.
+    pub prevent_destroy: bool,
+}
+
+/// Whether a VM should be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+/// A virtio-net interface of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Nic {
+    /// The VLAN this NIC is an untagged member of.
+    pub vlan: String,
+    /// Lowercase `aa:bb:cc:dd:ee:ff`, unicast; derived stably from project, VM and
+    /// index when not given.
+    pub mac: String,
+}
+
+/// A KVM microVM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Vm {
+    pub name: String,
+    pub host: String,
+    /// vCPUs, >= 1.
+    pub cpus: u32,
+    /// Guest memory in bytes, >= 16 MiB and a multiple of 4 KiB.
+    pub memory: u64,
+    /// Absolute path of an ELF vmlinux or bzImage.
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    /// Volume names, attached as vda, vdb, … in order.
+    pub disks: Vec<String>,
+    pub nics: Vec<Nic>,
+    /// cgroup v2 cpuset list (`2-3`, `0,4-5`).
+    pub cpuset: Option<String>,
+    pub state: VmState,
+    /// Names of VMs that must be created/started before this one.
+    pub depends_on: Vec<String>,
+}

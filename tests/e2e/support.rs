@@ -1,0 +1,53 @@
+//! Helpers shared by the end-to-end tests: the binary under test, the repo root, and
+//! the rule for tests that need privileges this machine may not give.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `vmctl` binary cargo built for this test run.
+pub fn vmctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmctl"))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+/// Whether a requirement (root, /dev/kvm, netns) is missing. Returns `true` when the
+/// test should skip: it prints why. Under CI (`CI` set) a missing requirement is a
+/// failure, never a skip.
+pub fn skip_unless(ok: bool, what: &str) -> bool {
+    if ok {
+        return false;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("this end-to-end test needs {what}, and CI must run it");
+    }
+    eprintln!("SKIPPED: this end-to-end test needs {what}");
+    true
+}
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// True when /dev/kvm can be opened read-write.
+pub fn has_kvm() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
