@@ -1,0 +1,151 @@
+//! The project mark that vmctl puts on network interfaces it creates, in the interface
+//! alias (`IFLA_IFALIAS`): `vmctl:<project>:<name>`.
+//!
+//! The name part says what the interface is for: a network name on a bridge,
+//! `<network>.<vlan-id>` on a gateway VLAN link, `<vm>#<nic-index>` on a tap. An alias
+//! without the `vmctl:` prefix, or of another project, is never touched.
+
+/// The prefix of every alias vmctl writes.
+pub const PREFIX: &str = "vmctl:";
+
+/// Longest Linux interface name (`IFNAMSIZ` - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// A parsed `vmctl:<project>:<name>` alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub project: String,
+    pub name: String,
+}
+
+impl Mark {
+    pub fn new(project: &str, name: &str) -> Self {
+        Mark {
+            project: project.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The alias text for this mark.
+    pub fn alias(&self) -> String {
+        format!("{PREFIX}{}:{}", self.project, self.name)
+    }
+
+    /// Parses an alias; `None` when it is not a vmctl mark.
+    pub fn parse(alias: &str) -> Option<Mark> {
+        let rest = alias.strip_prefix(PREFIX)?;
+        let (project, name) = rest.split_once(':')?;
+        if project.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(Mark::new(project, name))
+    }
+
+    /// The mark of a gateway VLAN link: `<network>.<id>`.
+    pub fn gateway(project: &str, network: &str, vlan_id: u16) -> Self {
+        Mark::new(project, &format!("{network}.{vlan_id}"))
+    }
+
+    /// The mark of a VM NIC's tap: `<vm>#<index>`.
+    pub fn tap(project: &str, vm: &str, nic_index: usize) -> Self {
+        Mark::new(project, &format!("{vm}#{nic_index}"))
+    }
+
+    /// Splits a tap mark's name into VM name and NIC index.
+    pub fn tap_parts(&self) -> Option<(&str, usize)> {
+        let (vm, index) = self.name.rsplit_once('#')?;
+        Some((vm, index.parse().ok()?))
+    }
+}
+
+/// The name of the gateway VLAN link of `bridge` for VLAN `id`: `<bridge>.<id>`, with the
+/// bridge part shortened so the whole fits in 15 bytes.
+pub fn gateway_ifname(bridge: &str, id: u16) -> String {
+    let suffix = format!(".{id}");
+    let keep = IFNAME_MAX - suffix.len();
+    let mut end = bridge.len().min(keep);
+    while !bridge.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &bridge[..end])
+}
+
+/// A stable tap name for NIC `nic_index` of `vm` in `project`: `vt` and 12 hex digits of
+/// a hash of the three (FNV-1a, 64 bit), 14 bytes. Stable across runs and machines, so an
+/// apply after a crash finds the tap it made before.
+pub fn tap_ifname(project: &str, vm: &str, nic_index: usize) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let key = format!("{project}\0{vm}\0{nic_index}");
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("vt{:012x}", hash >> 16)
+}
+
+/// Whether `name` is safe as a file name component: not empty, no `/`, no NUL, not
+/// starting with `.`.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_round_trips() {
+        let mark = Mark::new("lab", "lan");
+        assert_eq!(mark.alias(), "vmctl:lab:lan");
+        assert_eq!(Mark::parse("vmctl:lab:lan"), Some(mark));
+    }
+
+    #[test]
+    fn foreign_aliases_are_not_marks() {
+        for alias in [
+            "",
+            "lan",
+            "vmctl:",
+            "vmctl:lab",
+            "vmctl::lan",
+            "vmctl:lab:",
+            "xvmctl:a:b",
+        ] {
+            assert_eq!(Mark::parse(alias), None, "{alias:?}");
+        }
+    }
+
+    #[test]
+    fn tap_mark_splits_into_vm_and_index() {
+        let mark = Mark::tap("lab", "web#1", 3);
+        assert_eq!(mark.alias(), "vmctl:lab:web#1#3");
+        assert_eq!(mark.tap_parts(), Some(("web#1", 3)));
+        assert_eq!(Mark::new("lab", "lan").tap_parts(), None);
+    }
+
+    #[test]
+    fn gateway_ifname_fits_ifnamsiz() {
+        assert_eq!(gateway_ifname("vmbr0", 100), "vmbr0.100");
+        let long = gateway_ifname("abcdefghijklmno", 4094);
+        assert_eq!(long, "abcdefghij.4094");
+        assert!(long.len() <= IFNAME_MAX);
+    }
+
+    #[test]
+    fn tap_ifname_is_stable_short_and_distinct() {
+        let a = tap_ifname("lab", "web-1", 0);
+        assert_eq!(a, tap_ifname("lab", "web-1", 0));
+        assert_eq!(a.len(), 14);
+        assert_ne!(a, tap_ifname("lab", "web-1", 1));
+        assert_ne!(a, tap_ifname("lab2", "web-1", 0));
+        assert_ne!(tap_ifname("a", "bc", 0), tap_ifname("ab", "c", 0));
+    }
+
+    #[test]
+    fn safe_file_names() {
+        assert!(is_safe_file_name("web-1-root"));
+        for bad in ["", ".", "..", ".hidden", "a/b", "a\0b"] {
+            assert!(!is_safe_file_name(bad), "{bad:?}");
+        }
+    }
+}

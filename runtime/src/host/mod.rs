@@ -1,0 +1,27 @@
+//! Observing and changing one host's resources: pools, volumes, bridges, VLANs, taps,
+//! and the per-host lock.
+//!
+//! Every module here has one job and its own error enum; nothing prints. The functions
+//! take plain values (project, names, paths) rather than the config model, so the action
+//! executor and `observe(host)` can call them from whatever they hold.
+//!
+//! How vmctl recognises what it made (DESIGN.md, "Live state, not a state file"):
+//!
+//! | resource | mark |
+//! | --- | --- |
+//! | pool | `<pool>/.vmctl.json` (`project`, `name`, `kind`), and an index entry `<state-dir>/<project>/pools/<name>.json` so a pool deleted from the config is still found |
+//! | volume | `<pool>/<name>.raw` with its marker `<pool>/<name>.vmctl.json` (`project`, `name`, base image digest) |
+//! | bridge | interface alias `vmctl:<project>:<network>` |
+//! | VLAN | an entry in the bridge's own VLAN table; a gateway is an address on the VLAN link `<bridge>.<id>` (alias `vmctl:<project>:<network>.<id>`) |
+//! | tap | interface alias `vmctl:<project>:<vm>#<nic-index>` |
+//! | lock | `flock` on `<state-dir>/<project>/lock`, holding the holder's pid |
+
+pub mod image;
+pub mod lock;
+pub mod mark;
+pub mod net;
+pub mod observe;
+pub mod pool;
+pub mod volume;
+
+mod fsutil;

@@ -1,0 +1,1 @@
+//! Bridges, VLANs, gateways and taps over netlink. (Filled in below.)

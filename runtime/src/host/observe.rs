@@ -1,0 +1,1 @@
+//! Assembling what the host modules observe into one inventory. (Filled in below.)
