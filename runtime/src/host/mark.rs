@@ -1,9 +1,11 @@
 //! The project mark that vmctl puts on network interfaces it creates, in the interface
 //! alias (`IFLA_IFALIAS`): `vmctl:<project>:<name>`.
 //!
-//! The name part says what the interface is for: a network name on a bridge,
-//! `<network>.<vlan-id>` on a gateway VLAN link, `<vm>#<nic-index>` on a tap. An alias
-//! without the `vmctl:` prefix, or of another project, is never touched.
+//! The name part says what the interface is for: a network name on a network's bridge,
+//! `<network>/<vlan-id>` on what carries one VLAN of it (the gateway VLAN link on a
+//! VLAN-filtering bridge, or the VLAN's own bridge where the kernel cannot filter), and
+//! `<vm>#<nic-index>` on a tap. An alias without the `vmctl:` prefix, or of another
+//! project, is never touched.
 
 /// The prefix of every alias vmctl writes.
 pub const PREFIX: &str = "vmctl:";
@@ -41,9 +43,18 @@ impl Mark {
         Some(Mark::new(project, name))
     }
 
-    /// The mark of a gateway VLAN link: `<network>.<id>`.
-    pub fn gateway(project: &str, network: &str, vlan_id: u16) -> Self {
-        Mark::new(project, &format!("{network}.{vlan_id}"))
+    /// The mark of what carries VLAN `vlan_id` of `network`: `<network>/<id>`.
+    pub fn vlan(project: &str, network: &str, vlan_id: u16) -> Self {
+        Mark::new(project, &format!("{network}/{vlan_id}"))
+    }
+
+    /// Splits a VLAN mark's name into network name and VLAN id.
+    pub fn vlan_parts(&self) -> Option<(&str, u16)> {
+        let (network, id) = self.name.rsplit_once('/')?;
+        if network.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((network, id.parse().ok()?))
     }
 
     /// The mark of a VM NIC's tap: `<vm>#<index>`.
@@ -61,7 +72,16 @@ impl Mark {
 /// The name of the gateway VLAN link of `bridge` for VLAN `id`: `<bridge>.<id>`, with the
 /// bridge part shortened so the whole fits in 15 bytes.
 pub fn gateway_ifname(bridge: &str, id: u16) -> String {
-    let suffix = format!(".{id}");
+    suffixed_ifname(bridge, &format!(".{id}"))
+}
+
+/// The name of the bridge of VLAN `id` of `bridge`'s network where the kernel has no
+/// VLAN filtering: `<bridge>v<id>`, shortened like [`gateway_ifname`].
+pub fn vlan_bridge_ifname(bridge: &str, id: u16) -> String {
+    suffixed_ifname(bridge, &format!("v{id}"))
+}
+
+fn suffixed_ifname(bridge: &str, suffix: &str) -> String {
     let keep = IFNAME_MAX - suffix.len();
     let mut end = bridge.len().min(keep);
     while !bridge.is_char_boundary(end) {
@@ -124,7 +144,22 @@ mod tests {
     }
 
     #[test]
+    fn vlan_mark_splits_into_network_and_id() {
+        let mark = Mark::vlan("lab", "lan", 100);
+        assert_eq!(mark.alias(), "vmctl:lab:lan/100");
+        assert_eq!(mark.vlan_parts(), Some(("lan", 100)));
+        assert_eq!(Mark::new("lab", "lan").vlan_parts(), None);
+        assert_eq!(Mark::new("lab", "/100").vlan_parts(), None);
+        assert_eq!(Mark::new("lab", "lan/x").vlan_parts(), None);
+    }
+
+    #[test]
     fn gateway_ifname_fits_ifnamsiz() {
+        assert_eq!(vlan_bridge_ifname("vmbr0", 100), "vmbr0v100");
+        assert_eq!(
+            vlan_bridge_ifname("abcdefghijklmno", 4094),
+            "abcdefghijv4094"
+        );
         assert_eq!(gateway_ifname("vmbr0", 100), "vmbr0.100");
         let long = gateway_ifname("abcdefghijklmno", 4094);
         assert_eq!(long, "abcdefghij.4094");

@@ -1,1 +1,195 @@
-//! Bridges, VLANs, gateways and taps over netlink. (Filled in below.)
+//! Networks on a host over netlink: bridges with VLAN filtering ([`bridge`]; one bridge
+//! per VLAN on kernels without it, see [`VlanMode`]), VLANs and their gateways
+//! ([`vlan`]), a tap per VM NIC ([`tap`]), and reading all of it back ([`observe_net`]).
+//!
+//! Everything runs through a [`Netlink`] session, which lives on a thread inside the
+//! host's network namespace:
+//!
+//! ```no_run
+//! use vmctl_runtime::host::net::{bridge, observe_net, vlan, Netlink};
+//! # fn main() -> Result<(), vmctl_runtime::host::net::vlan::VlanError> {
+//! Netlink::run(Some("vmctl-lab"), |nl| {
+//!     bridge::create_bridge(nl, "lab", "lan", "vmbr0")?;
+//!     vlan::add_vlan(nl, "lab", "lan", "vmbr0", 100)?;
+//!     vlan::set_gateway(nl, "lab", "lan", "vmbr0", 100, Some("10.100.0.1/24"))?;
+//!     let live = observe_net(nl, "lab")?;
+//!     assert_eq!(live.networks[0].vlans[0].id, 100);
+//!     Ok(())
+//! })
+//! # }
+//! ```
+
+pub mod bridge;
+pub mod session;
+pub mod tap;
+pub mod vlan;
+
+use serde::{Deserialize, Serialize};
+
+pub use bridge::VlanMode;
+pub use session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
+
+use crate::host::mark::Mark;
+
+/// A network (bridge) of the project, as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveNetwork {
+    /// The network's name, from the bridge's mark.
+    pub name: String,
+    pub bridge: String,
+    /// How its VLANs are carried (what the kernel allows).
+    pub mode: VlanMode,
+    /// Whether VLAN filtering is on (always false in [`VlanMode::BridgePerVlan`]).
+    pub vlan_filtering: bool,
+    pub up: bool,
+    /// The port vmctl did not make, if any.
+    pub uplink: Option<String>,
+    /// Its VLANs, by id.
+    pub vlans: Vec<LiveVlan>,
+}
+
+/// A VLAN of a project's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveVlan {
+    pub id: u16,
+    /// The gateway address in CIDR form, when the VLAN has a gateway of ours with an
+    /// address (the first one, if several).
+    pub gateway: Option<String>,
+}
+
+/// A tap of the project, as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveTap {
+    pub ifname: String,
+    pub vm: String,
+    pub nic: usize,
+    /// The network and VLAN it is correctly attached to: an access port of exactly that
+    /// VLAN (filtering), or a port of that VLAN's bridge. `None` when it is not (drift).
+    pub network: Option<String>,
+    pub vlan: Option<u16>,
+    /// The bridge it is a port of.
+    pub bridge: Option<String>,
+    /// Its VLAN table on a VLAN-filtering bridge (empty otherwise).
+    pub vlans: Vec<PortVlan>,
+    pub up: bool,
+}
+
+/// Everything of a project's networking on one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetInventory {
+    pub networks: Vec<LiveNetwork>,
+    pub taps: Vec<LiveTap>,
+}
+
+/// Reads the project's networks (bridges by their mark), their VLANs (VLAN tables or VLAN
+/// bridges), gateways, uplinks, and the project's taps. Interfaces of other projects
+/// and unmarked ones are skipped.
+pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkError> {
+    let links = nl.links()?;
+    let tables = nl.bridge_vlans()?;
+    let by_index = |index: u32| links.iter().find(|l| l.index == index);
+    let gateway_of = |carrier: &Link| -> Result<Option<String>, NetlinkError> {
+        Ok(nl
+            .addresses(carrier.index)?
+            .first()
+            .map(|a| format!("{}/{}", a.address, a.prefix)))
+    };
+
+    let mut inventory = NetInventory::default();
+    for link in &links {
+        let Some(mark) = bridge::mark_of(link, project) else {
+            continue;
+        };
+        match link.kind {
+            LinkKind::Bridge if mark.vlan_parts().is_none() => {
+                let mode = bridge::vlan_mode(link);
+                let mut vlans = Vec::new();
+                match mode {
+                    VlanMode::Filtering => {
+                        for entry in tables.get(&link.index).into_iter().flatten() {
+                            let vlan_mark = Mark::vlan(project, &mark.name, entry.id);
+                            let mut gateway = None;
+                            for gw in vlan::gateway_links(&links, link, entry.id) {
+                                if bridge::mark_of(gw, project).as_ref() == Some(&vlan_mark) {
+                                    gateway = gateway_of(gw)?;
+                                }
+                            }
+                            vlans.push(LiveVlan {
+                                id: entry.id,
+                                gateway,
+                            });
+                        }
+                    }
+                    VlanMode::BridgePerVlan => {
+                        for carrier in &links {
+                            let carrier_mark = bridge::mark_of(carrier, project);
+                            let parts = carrier_mark.as_ref().and_then(Mark::vlan_parts);
+                            if let (LinkKind::Bridge, Some((network, id))) = (&carrier.kind, parts)
+                            {
+                                if network == mark.name {
+                                    vlans.push(LiveVlan {
+                                        id,
+                                        gateway: gateway_of(carrier)?,
+                                    });
+                                }
+                            }
+                        }
+                        vlans.sort_by_key(|v| v.id);
+                    }
+                }
+                inventory.networks.push(LiveNetwork {
+                    name: mark.name,
+                    bridge: link.name.clone(),
+                    mode,
+                    vlan_filtering: link.vlan_filtering.unwrap_or(false),
+                    up: link.up,
+                    uplink: bridge::uplinks(&links, link.index)
+                        .next()
+                        .map(|l| l.name.clone()),
+                    vlans,
+                });
+            }
+            LinkKind::Tun => {
+                let Some((vm, nic)) = mark.tap_parts() else {
+                    continue;
+                };
+                let port_vlans = tables.get(&link.index).cloned().unwrap_or_default();
+                let controller = link.controller.and_then(by_index);
+                let (network, vlan) = controller
+                    .and_then(|c| tap_place(c, project, &port_vlans))
+                    .unzip();
+                inventory.taps.push(LiveTap {
+                    ifname: link.name.clone(),
+                    vm: vm.into(),
+                    nic,
+                    network,
+                    vlan,
+                    bridge: controller.map(|c| c.name.clone()),
+                    vlans: port_vlans,
+                    up: link.up,
+                });
+            }
+            _ => {}
+        }
+    }
+    inventory.networks.sort_by(|a, b| a.name.cmp(&b.name));
+    inventory
+        .taps
+        .sort_by(|a, b| (&a.vm, a.nic).cmp(&(&b.vm, b.nic)));
+    Ok(inventory)
+}
+
+/// The network and VLAN a tap sits on, given the bridge it is a port of.
+fn tap_place(controller: &Link, project: &str, port_vlans: &[PortVlan]) -> Option<(String, u16)> {
+    let mark = bridge::mark_of(controller, project)?;
+    if controller.kind != LinkKind::Bridge {
+        return None;
+    }
+    if let Some((network, id)) = mark.vlan_parts() {
+        return Some((network.to_owned(), id));
+    }
+    match port_vlans {
+        [only] if only.pvid && only.untagged => Some((mark.name, only.id)),
+        _ => None,
+    }
+}

@@ -1,0 +1,528 @@
+//! Networking tests of `host::net`: bridges, VLANs, gateways, taps and uplinks, made,
+//! observed, changed and deleted inside a network namespace each test creates
+//! (`vmctl-test-<pid>-<n>`) and removes on drop, failure included.
+//!
+//! They need root (CAP_NET_ADMIN, /dev/net/tun, `ip netns`). Without it they skip with a
+//! message — except when `CI` is set, where skipping is a failure. Nothing here touches
+//! the machine's own network namespace beyond reading it, and no traffic is sent.
+//!
+//! The kernel decides the VLAN mode (`VlanMode`): with `CONFIG_BRIDGE_VLAN_FILTERING` the
+//! tests check VLAN tables, without it (vmctl's CI machines) one bridge per VLAN. Each
+//! test says on stderr which mode it ran.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+use vmctl_runtime::host::net::bridge::{self, BridgeError};
+use vmctl_runtime::host::net::tap::{self, TapError, TapPort};
+use vmctl_runtime::host::net::vlan::{self, VlanError};
+use vmctl_runtime::host::net::{observe_net, LiveNetwork, LiveVlan, Netlink, PortVlan, VlanMode};
+
+/// Whether this process can run the tests; panics under `CI` when it cannot.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tun = std::path::Path::new("/dev/net/tun").exists();
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && tun && ip {
+        return true;
+    }
+    let why = format!("needs root, /dev/net/tun and iproute2 (root: {root}, tun: {tun}, ip: {ip})");
+    if std::env::var_os("CI").is_some() {
+        panic!("host_net: {why}; CI must run these tests");
+    }
+    eprintln!("SKIPPED host_net test: {why}");
+    false
+}
+
+/// A network namespace for one test, deleted on drop (also when the test panics).
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new() -> TestNetns {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "vmctl-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &name]);
+        TestNetns { name }
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    /// Runs `ip`/`bridge` with `-n <netns>`, for fixtures and independent checks.
+    fn cmd(&self, tool: &str, args: &[&str]) -> String {
+        let mut full = vec![tool, "-n", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// The names of all interfaces in the namespace.
+    fn ifnames(&self) -> Vec<String> {
+        let links: Value = serde_json::from_str(&self.cmd("ip", &["-j", "link", "show"])).unwrap();
+        let mut names: Vec<String> = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `bridge vlan show dev <dev>` as (vid, pvid, untagged) triples.
+    fn vlans_of(&self, dev: &str) -> Vec<(u64, bool, bool)> {
+        let out = self.cmd("bridge", &["-j", "vlan", "show", "dev", dev]);
+        let parsed: Value =
+            serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
+        let mut vlans = Vec::new();
+        for entry in parsed.as_array().unwrap() {
+            for vlan in entry["vlans"].as_array().into_iter().flatten() {
+                let flags: Vec<&str> = vlan["flags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str())
+                    .collect();
+                vlans.push((
+                    vlan["vlan"].as_u64().unwrap(),
+                    flags.contains(&"PVID"),
+                    flags.contains(&"Egress Untagged"),
+                ));
+            }
+        }
+        vlans
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    #[error(transparent)]
+    Vlan(#[from] VlanError),
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
+    Netlink(#[from] vmctl_runtime::host::net::NetlinkError),
+}
+
+/// Where a tap of network "lan" on `bridge` goes.
+fn port(bridge: &str, vlan_id: u16) -> TapPort<'_> {
+    TapPort {
+        network: "lan",
+        bridge,
+        vlan_id,
+    }
+}
+
+/// The VLAN mode of the network bridge `bridge` of "lab"/"lan", announced on stderr.
+fn mode_of(ns: &TestNetns, bridge: &str) -> VlanMode {
+    let live = in_ns(ns, |nl| Ok(observe_net(nl, "lab")?));
+    let net = live.networks.iter().find(|n| n.bridge == bridge).unwrap();
+    eprintln!("VLAN mode of this kernel: {:?}", net.mode);
+    net.mode
+}
+
+/// The carrier of VLAN `id`'s gateway: the VLAN link or the VLAN's bridge.
+fn gateway_dev(mode: VlanMode, bridge: &str, id: u16) -> String {
+    match mode {
+        VlanMode::Filtering => format!("{bridge}.{id}"),
+        VlanMode::BridgePerVlan => format!("{bridge}v{id}"),
+    }
+}
+
+fn in_ns<T: Send>(ns: &TestNetns, f: impl FnOnce(&Netlink) -> Result<T, TestError> + Send) -> T {
+    Netlink::run(ns.name(), f).unwrap()
+}
+
+#[test]
+fn bridge_vlans_gateway_and_tap_lifecycle() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    let br = "vmbr-t0";
+
+    // Create: a bridge, VLANs 10 and 20, a gateway on 10, a tap of web NIC 0 on 10.
+    in_ns(&ns, |nl| Ok(bridge::create_bridge(nl, "lab", "lan", br)?));
+    let mode = mode_of(&ns, br);
+    let tap_name = in_ns(&ns, |nl| {
+        vlan::add_vlan(nl, "lab", "lan", br, 10)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 20)?;
+        vlan::set_gateway(nl, "lab", "lan", br, 10, Some("10.10.0.1/24"))?;
+        Ok(tap::create_tap(nl, "lab", "web", 0, port(br, 10))?)
+    });
+    assert_eq!(tap_name, tap::tap_ifname("lab", "web", 0));
+
+    let live = in_ns(&ns, |nl| Ok(observe_net(nl, "lab")?));
+    assert_eq!(
+        live.networks,
+        [LiveNetwork {
+            name: "lan".into(),
+            bridge: br.into(),
+            mode,
+            vlan_filtering: mode == VlanMode::Filtering,
+            up: true,
+            uplink: None,
+            vlans: vec![
+                LiveVlan {
+                    id: 10,
+                    gateway: Some("10.10.0.1/24".into())
+                },
+                LiveVlan {
+                    id: 20,
+                    gateway: None
+                },
+            ],
+        }]
+    );
+    assert_eq!(live.taps.len(), 1);
+    let tap = &live.taps[0];
+    assert_eq!(
+        (tap.vm.as_str(), tap.nic, tap.ifname.as_str()),
+        ("web", 0, tap_name.as_str())
+    );
+    assert_eq!((tap.network.as_deref(), tap.vlan), (Some("lan"), Some(10)));
+    assert!(tap.up);
+
+    // Checked independently with iproute2.
+    let gw_dev = gateway_dev(mode, br, 10);
+    let gw_addrs = ns.cmd("ip", &["-j", "addr", "show", "dev", &gw_dev]);
+    assert!(gw_addrs.contains("\"10.10.0.1\""), "{gw_addrs}");
+    let details = ns.cmd("ip", &["-d", "-j", "link", "show", "dev", br]);
+    assert!(
+        details.contains("\"ifalias\":\"vmctl:lab:lan\""),
+        "{details}"
+    );
+    let tap_details = ns.cmd("ip", &["-d", "-j", "link", "show", "dev", &tap_name]);
+    assert!(tap_details.contains("\"vnet_hdr\":true"), "{tap_details}");
+    assert!(tap_details.contains("\"persist\":true"), "{tap_details}");
+    match mode {
+        VlanMode::Filtering => {
+            // An access port of VLAN 10 only (no default VLAN 1); the bridge carries both.
+            assert_eq!(tap.vlans, [PortVlan::access(10)]);
+            assert_eq!(ns.vlans_of(&tap_name), [(10, true, true)]);
+            assert_eq!(ns.vlans_of(br), [(10, false, false), (20, false, false)]);
+            assert!(details.contains("\"vlan_filtering\":1"), "{details}");
+        }
+        VlanMode::BridgePerVlan => {
+            assert_eq!(tap.bridge.as_deref(), Some("vmbr-t0v10"));
+            let ports = ns.cmd("ip", &["-j", "link", "show", "master", "vmbr-t0v10"]);
+            assert!(ports.contains(&tap_name), "{ports}");
+        }
+    }
+
+    // Other projects see nothing of it.
+    let other = in_ns(&ns, |nl| Ok(observe_net(nl, "other")?));
+    assert!(other.networks.is_empty() && other.taps.is_empty());
+
+    // Change: move the gateway, move the tap to VLAN 20, then drop the gateway.
+    let live = in_ns(&ns, |nl| {
+        // Creating again is idempotent.
+        bridge::create_bridge(nl, "lab", "lan", br)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 10)?;
+        vlan::set_gateway(nl, "lab", "lan", br, 10, Some("10.10.0.2/24"))?;
+        tap::create_tap(nl, "lab", "web", 0, port(br, 20))?;
+        Ok(observe_net(nl, "lab")?)
+    });
+    assert_eq!(
+        live.networks[0].vlans[0].gateway.as_deref(),
+        Some("10.10.0.2/24")
+    );
+    assert_eq!(live.taps[0].vlan, Some(20));
+    if mode == VlanMode::Filtering {
+        assert_eq!(ns.vlans_of(&tap_name), [(20, true, true)]);
+    }
+
+    let live = in_ns(&ns, |nl| {
+        vlan::set_gateway(nl, "lab", "lan", br, 10, None)?;
+        Ok(observe_net(nl, "lab")?)
+    });
+    assert_eq!(
+        live.networks[0].vlans[0],
+        LiveVlan {
+            id: 10,
+            gateway: None
+        }
+    );
+    if mode == VlanMode::Filtering {
+        assert!(!ns.ifnames().contains(&gw_dev));
+    }
+
+    // Delete: tap, VLANs, bridge; nothing is left but loopback.
+    in_ns(&ns, |nl| {
+        assert!(tap::delete_tap(nl, "lab", "web", 0)?);
+        assert!(!tap::delete_tap(nl, "lab", "web", 0)?);
+        vlan::set_gateway(nl, "lab", "lan", br, 20, Some("10.20.0.1/24"))?;
+        assert!(vlan::delete_vlan(nl, "lab", "lan", br, 20)?);
+        assert!(!vlan::delete_vlan(nl, "lab", "lan", br, 20)?);
+        assert!(vlan::delete_vlan(nl, "lab", "lan", br, 10)?);
+        let live = observe_net(nl, "lab")?;
+        assert!(live.networks[0].vlans.is_empty());
+        assert!(bridge::delete_bridge(nl, "lab", "lan", br)?);
+        assert!(!bridge::delete_bridge(nl, "lab", "lan", br)?);
+        assert_eq!(observe_net(nl, "lab")?, Default::default());
+        Ok(())
+    });
+    assert_eq!(ns.ifnames(), ["lo"]);
+}
+
+#[test]
+fn deleting_a_bridge_takes_its_vlans_and_gateways_but_not_taps() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    let br = "vmbr-t4";
+    let tap_name = in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "lab", "lan", br)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 7)?;
+        vlan::set_gateway(nl, "lab", "lan", br, 7, Some("fd00:7::1/64"))?;
+        let tap = tap::create_tap(nl, "lab", "web", 0, port(br, 7))?;
+        assert_eq!(
+            observe_net(nl, "lab")?.networks[0].vlans[0]
+                .gateway
+                .as_deref(),
+            Some("fd00:7::1/64")
+        );
+        assert!(bridge::delete_bridge(nl, "lab", "lan", br)?);
+        let live = observe_net(nl, "lab")?;
+        assert!(live.networks.is_empty());
+        // The tap is the VM's: left, detached, for its own delete.
+        assert_eq!(
+            (live.taps[0].bridge.as_deref(), live.taps[0].vlan),
+            (None, None)
+        );
+        Ok(tap)
+    });
+    assert_eq!(ns.ifnames(), ["lo".to_owned(), tap_name]);
+    in_ns(&ns, |nl| Ok(tap::delete_tap(nl, "lab", "web", 0)?));
+    assert_eq!(ns.ifnames(), ["lo"]);
+}
+
+#[test]
+fn interfaces_of_others_are_never_touched() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    ns.cmd("ip", &["link", "add", "plain0", "type", "bridge"]);
+    ns.cmd(
+        "ip",
+        &[
+            "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+        ],
+    );
+    ns.cmd("ip", &["link", "set", "veth0", "master", "plain0"]);
+    in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "theirs", "lan", "theirbr")?;
+        // Another project's bridge, an unmarked bridge with a port, a non-bridge.
+        for name in ["theirbr", "plain0", "veth0"] {
+            assert!(matches!(
+                bridge::create_bridge(nl, "lab", "lan", name),
+                Err(BridgeError::ForeignBridge { .. })
+            ));
+            assert!(matches!(
+                bridge::delete_bridge(nl, "lab", "lan", name),
+                Err(BridgeError::ForeignBridge { .. })
+            ));
+        }
+        // Same project, other network name: not ours either.
+        assert!(matches!(
+            bridge::create_bridge(nl, "theirs", "wan", "theirbr"),
+            Err(BridgeError::ForeignBridge { .. })
+        ));
+        assert!(matches!(
+            vlan::add_vlan(nl, "lab", "lan", "theirbr", 10),
+            Err(VlanError::Bridge(BridgeError::ForeignBridge { .. }))
+        ));
+        assert!(matches!(
+            tap::create_tap(nl, "lab", "web", 0, port("theirbr", 10)),
+            Err(TapError::ForeignBridge { .. })
+        ));
+        assert_eq!(observe_net(nl, "lab")?, Default::default());
+        assert_eq!(observe_net(nl, "theirs")?.networks.len(), 1);
+        assert!(bridge::delete_bridge(nl, "theirs", "lan", "theirbr")?);
+        Ok(())
+    });
+    assert_eq!(ns.ifnames(), ["lo", "plain0", "veth0", "veth1"]);
+}
+
+#[test]
+fn uplink_is_a_trunk_of_the_bridge_vlans() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    ns.cmd(
+        "ip",
+        &["link", "add", "up0", "type", "veth", "peer", "name", "up0p"],
+    );
+    let br = "vmbr-t1";
+    in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "lab", "lan", br)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 10)?;
+        Ok(vlan::add_vlan(nl, "lab", "lan", br, 20)?)
+    });
+    if mode_of(&ns, br) == VlanMode::BridgePerVlan {
+        // No 802.1Q on this kernel: a trunk is refused, and the uplink is left alone.
+        in_ns(&ns, |nl| {
+            assert!(matches!(
+                bridge::set_uplink(nl, "lab", "lan", br, Some("up0")),
+                Err(BridgeError::UplinkNeedsVlanFiltering { .. })
+            ));
+            assert_eq!(observe_net(nl, "lab")?.networks[0].uplink, None);
+            bridge::set_uplink(nl, "lab", "lan", br, None)?;
+            Ok(bridge::delete_bridge(nl, "lab", "lan", br)?)
+        });
+        assert_eq!(ns.ifnames(), ["lo", "up0", "up0p"]);
+        return;
+    }
+    let live = in_ns(&ns, |nl| {
+        bridge::set_uplink(nl, "lab", "lan", br, Some("up0"))?;
+        // A VLAN added later reaches the uplink too.
+        vlan::add_vlan(nl, "lab", "lan", br, 30)?;
+        tap::create_tap(nl, "lab", "db", 1, port(br, 30))?;
+        Ok(observe_net(nl, "lab")?)
+    });
+    assert_eq!(live.networks[0].uplink.as_deref(), Some("up0"));
+    assert_eq!(live.taps.len(), 1, "the tap is not taken for an uplink");
+    assert_eq!(
+        ns.vlans_of("up0"),
+        [(10, false, false), (20, false, false), (30, false, false)]
+    );
+
+    let live = in_ns(&ns, |nl| {
+        vlan::delete_vlan(nl, "lab", "lan", br, 20)?;
+        Ok(observe_net(nl, "lab")?)
+    });
+    assert_eq!(ns.vlans_of("up0"), [(10, false, false), (30, false, false)]);
+    assert_eq!(live.networks[0].vlans.len(), 2);
+
+    in_ns(&ns, |nl| {
+        assert!(matches!(
+            bridge::set_uplink(nl, "lab", "lan", br, Some("nope0")),
+            Err(BridgeError::MissingUplink { .. })
+        ));
+        bridge::set_uplink(nl, "lab", "lan", br, None)?;
+        assert_eq!(observe_net(nl, "lab")?.networks[0].uplink, None);
+        tap::delete_tap(nl, "lab", "db", 1)?;
+        bridge::delete_bridge(nl, "lab", "lan", br)?;
+        Ok(())
+    });
+    // The uplink is the user's: released, never deleted.
+    assert_eq!(ns.ifnames(), ["lo", "up0", "up0p"]);
+}
+
+#[test]
+fn observing_finds_and_repairs_drift() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    let br = "vmbr-t2";
+    in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "lab", "lan", br)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 100)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 200)?;
+        Ok(())
+    });
+    // By hand: a VLAN deleted, the bridge down (and VLAN filtering turned off).
+    let mode = mode_of(&ns, br);
+    match mode {
+        VlanMode::Filtering => {
+            ns.cmd("bridge", &["vlan", "del", "dev", br, "vid", "200", "self"]);
+            ns.cmd(
+                "ip",
+                &[
+                    "link",
+                    "set",
+                    br,
+                    "down",
+                    "type",
+                    "bridge",
+                    "vlan_filtering",
+                    "0",
+                ],
+            );
+        }
+        VlanMode::BridgePerVlan => {
+            ns.cmd("ip", &["link", "del", "vmbr-t2v200"]);
+            ns.cmd("ip", &["link", "set", br, "down"]);
+        }
+    }
+    let live = in_ns(&ns, |nl| Ok(observe_net(nl, "lab")?));
+    let net = &live.networks[0];
+    assert_eq!(net.vlans.iter().map(|v| v.id).collect::<Vec<_>>(), [100]);
+    assert!(!net.vlan_filtering && !net.up);
+
+    let live = in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "lab", "lan", br)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 200)?;
+        Ok(observe_net(nl, "lab")?)
+    });
+    let net = &live.networks[0];
+    assert_eq!(
+        net.vlans.iter().map(|v| v.id).collect::<Vec<_>>(),
+        [100, 200]
+    );
+    assert!(net.up);
+    assert_eq!(net.vlan_filtering, mode == VlanMode::Filtering);
+}
+
+#[test]
+fn netns_switch_is_thread_scoped() {
+    if !can_run() {
+        return;
+    }
+    let own = || std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let before = own();
+    let ns = TestNetns::new();
+    let inside = in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "lab", "lan", "vmbr-t3")?;
+        Ok((
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+            nl.links()?,
+        ))
+    });
+    assert_ne!(inside.0, before);
+    assert_eq!(own(), before, "the calling thread changed namespace");
+    let names: Vec<_> = inside.1.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["lo", "vmbr-t3"]);
+    // The bridge is not in this process's own namespace.
+    let here = Netlink::run(None, |nl| nl.link_by_name("vmbr-t3")).unwrap();
+    assert_eq!(here, None);
+    assert!(matches!(
+        Netlink::run(Some("vmctl-test-does-not-exist"), |nl| nl.links()),
+        Err(vmctl_runtime::host::net::NetlinkError::EnterNetns { .. })
+    ));
+}
