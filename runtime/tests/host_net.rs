@@ -329,6 +329,79 @@ fn deleting_a_bridge_takes_its_vlans_and_gateways_but_not_taps() {
     assert_eq!(ns.ifnames(), ["lo"]);
 }
 
+/// Reads frames from a non-blocking tap fd until `payload` shows up or `wait` passes.
+fn sees(tap: &mut std::fs::File, payload: &[u8], wait: std::time::Duration) -> bool {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < deadline {
+        match tap.read(&mut buf) {
+            Ok(n) => {
+                if buf[..n].windows(payload.len()).any(|w| w == payload) {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reading a tap: {e}"),
+        }
+    }
+    false
+}
+
+#[test]
+fn frames_stay_inside_their_vlan() {
+    if !can_run() {
+        return;
+    }
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    let ns = TestNetns::new();
+    let br = "vmbr-t5";
+    // web and db on VLAN 10, cache on VLAN 20; the fds are what a VMM would hold.
+    let mut fds = in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "lab", "lan", br)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 10)?;
+        vlan::add_vlan(nl, "lab", "lan", br, 20)?;
+        let mut fds = Vec::new();
+        for (vm, id) in [("web", 10), ("db", 10), ("cache", 20)] {
+            let name = tap::create_tap(nl, "lab", vm, 0, port(br, id))?;
+            fds.push(tap::open_tap(nl, &name)?);
+        }
+        Ok(fds)
+    });
+    for fd in &fds {
+        // SAFETY: fcntl on an fd this test owns.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    // Let the ports come up before sending.
+    std::thread::sleep(Duration::from_millis(100));
+
+    // A broadcast frame of a local experimental ethertype, after a zero virtio_net_hdr.
+    let payload = b"vmctl-vlan-isolation-test";
+    let mut frame = vec![0u8; 10];
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&[0x52, 0x54, 0x00, 0x00, 0x00, 0x0a]);
+    frame.extend_from_slice(&[0x88, 0xb5]);
+    frame.extend_from_slice(payload);
+    frame.resize(10 + 60, 0);
+    fds[0].write_all(&frame).unwrap();
+
+    assert!(
+        sees(&mut fds[1], payload, Duration::from_secs(2)),
+        "db (same VLAN) did not see web's frame"
+    );
+    assert!(
+        !sees(&mut fds[2], payload, Duration::from_millis(300)),
+        "cache (other VLAN) saw web's frame"
+    );
+    drop(fds);
+    in_ns(&ns, |nl| Ok(bridge::delete_bridge(nl, "lab", "lan", br)?));
+}
+
 #[test]
 fn interfaces_of_others_are_never_touched() {
     if !can_run() {
@@ -525,4 +598,61 @@ fn netns_switch_is_thread_scoped() {
         Netlink::run(Some("vmctl-test-does-not-exist"), |nl| nl.links()),
         Err(vmctl_runtime::host::net::NetlinkError::EnterNetns { .. })
     ));
+}
+
+#[test]
+fn observe_host_assembles_storage_and_network() {
+    if !can_run() {
+        return;
+    }
+    use vmctl_runtime::host::observe::{observe_host, HostSpec, ObservedVlan};
+    use vmctl_runtime::host::{pool, volume};
+
+    let ns = TestNetns::new();
+    let state = tempfile::tempdir().unwrap();
+    let pool_path = state.path().join("pools/fast");
+    pool::create_pool(state.path(), "lab", "fast", &pool_path).unwrap();
+    let root = volume::VolumeSpec {
+        name: "web-root",
+        size: 1 << 20,
+        from: None,
+        prevent_destroy: false,
+    };
+    volume::create_volume("lab", &pool_path, &root).unwrap();
+    in_ns(&ns, |nl| {
+        bridge::create_bridge(nl, "lab", "lan", "vmbr-t6")?;
+        vlan::add_vlan(nl, "lab", "lan", "vmbr-t6", 100)?;
+        vlan::set_gateway(nl, "lab", "lan", "vmbr-t6", 100, Some("10.100.0.1/24"))?;
+        Ok(tap::create_tap(nl, "lab", "web", 0, port("vmbr-t6", 100))?)
+    });
+
+    let observed = observe_host(&HostSpec {
+        project: "lab",
+        state_dir: state.path(),
+        netns: ns.name(),
+        pool_paths: &[],
+    })
+    .unwrap();
+    assert_eq!(observed.pools.len(), 1);
+    assert_eq!(
+        (
+            observed.volumes[0].pool.as_str(),
+            observed.volumes[0].name.as_str()
+        ),
+        ("fast", "web-root")
+    );
+    assert_eq!(observed.networks[0].bridge, "vmbr-t6");
+    assert_eq!(
+        observed.vlans,
+        [ObservedVlan {
+            project: "lab".into(),
+            network: "lan".into(),
+            id: 100,
+            gateway: Some("10.100.0.1/24".into()),
+        }]
+    );
+    assert_eq!(
+        (observed.taps[0].vm.as_str(), observed.taps[0].vlan),
+        ("web", Some(100))
+    );
 }

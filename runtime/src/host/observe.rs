@@ -1,1 +1,255 @@
-//! Assembling what the host modules observe into one inventory. (Filled in below.)
+//! One host's inventory of one project, rebuilt from the host itself: pools by their
+//! markers (and the project's pool index), volumes by theirs, networks, VLANs and taps
+//! over netlink inside the host's netns. The disk and the netlink halves run in
+//! parallel.
+//!
+//! The types mirror the planner's `LiveState` (`LivePool`, `LiveVolume`, `LiveNetwork`,
+//! `LiveVlan`) field for field where the host can answer, so wiring them is a move of
+//! fields; the extras (paths, allocation, VLAN mode, link state, taps) are for drift
+//! checks and the executor. VMs are not observed here (the engine's state dirs are).
+//!
+//! One thing the host cannot say is a VLAN's *name*: a bridge's VLAN table only holds
+//! ids. [`ObservedVlan`] carries `network` and `id`; whoever builds `LiveState` names
+//! VLANs from the config by `(network, id)`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::net::{self, LiveTap, Netlink, NetlinkError, VlanMode};
+use super::pool::{self, PoolError, PoolKind};
+use super::volume::{self, VolumeError};
+
+/// Errors of observing a host.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("cannot observe the pools")]
+    ObservePools(#[source] PoolError),
+    #[error("cannot observe the volumes of pool {pool:?}")]
+    ObserveVolumes {
+        pool: String,
+        #[source]
+        source: VolumeError,
+    },
+    #[error("cannot observe the networks")]
+    ObserveNetworks(#[source] NetlinkError),
+}
+
+/// What to observe: the project on one host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSpec<'a> {
+    pub project: &'a str,
+    /// The host's state dir (`<state-dir>/<project>/pools/` is the pool index).
+    pub state_dir: &'a Path,
+    /// The host's network namespace, if it has one.
+    pub netns: Option<&'a str>,
+    /// The pool paths the config names (pools are also found through the index).
+    pub pool_paths: &'a [&'a Path],
+}
+
+/// A pool of the project (planner: `LivePool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ObservedPool {
+    pub name: String,
+    pub project: String,
+    #[serde(rename = "type")]
+    pub kind: PoolKind,
+    pub path: PathBuf,
+}
+
+/// A volume of the project (planner: `LiveVolume`, plus `path` and `allocated`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ObservedVolume {
+    pub name: String,
+    pub project: String,
+    /// The pool's name.
+    pub pool: String,
+    /// Apparent size in bytes, from `stat`.
+    pub size: u64,
+    pub from: Option<PathBuf>,
+    pub from_digest: Option<String>,
+    pub prevent_destroy: bool,
+    pub path: PathBuf,
+    /// Bytes allocated on disk.
+    pub allocated: u64,
+}
+
+/// A network of the project (planner: `LiveNetwork`, plus its state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ObservedNetwork {
+    pub name: String,
+    pub project: String,
+    pub bridge: String,
+    pub uplink: Option<String>,
+    pub mode: VlanMode,
+    pub vlan_filtering: bool,
+    pub up: bool,
+}
+
+/// A VLAN of the project (planner: `LiveVlan` without `name`, see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ObservedVlan {
+    pub project: String,
+    pub network: String,
+    pub id: u16,
+    pub gateway: Option<String>,
+}
+
+/// Everything of the project on one host, each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HostObservation {
+    pub pools: Vec<ObservedPool>,
+    pub volumes: Vec<ObservedVolume>,
+    pub networks: Vec<ObservedNetwork>,
+    pub vlans: Vec<ObservedVlan>,
+    pub taps: Vec<LiveTap>,
+}
+
+/// Observes `spec.project` on this host (disk and netlink in parallel).
+pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError> {
+    let (storage, net) = std::thread::scope(|scope| {
+        let storage = scope.spawn(|| observe_storage(spec));
+        let net = Netlink::run(spec.netns, |nl| net::observe_net(nl, spec.project));
+        let storage = match storage.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (storage, net)
+    });
+    let (pools, volumes) = storage?;
+    let net = net.map_err(ObserveError::ObserveNetworks)?;
+    let project = spec.project.to_owned();
+    let mut observation = HostObservation {
+        pools,
+        volumes,
+        taps: net.taps,
+        ..HostObservation::default()
+    };
+    for network in net.networks {
+        for vlan in network.vlans {
+            observation.vlans.push(ObservedVlan {
+                project: project.clone(),
+                network: network.name.clone(),
+                id: vlan.id,
+                gateway: vlan.gateway,
+            });
+        }
+        observation.networks.push(ObservedNetwork {
+            name: network.name,
+            project: project.clone(),
+            bridge: network.bridge,
+            uplink: network.uplink,
+            mode: network.mode,
+            vlan_filtering: network.vlan_filtering,
+            up: network.up,
+        });
+    }
+    Ok(observation)
+}
+
+/// The project's pools and the volumes in them.
+pub fn observe_storage(
+    spec: &HostSpec<'_>,
+) -> Result<(Vec<ObservedPool>, Vec<ObservedVolume>), ObserveError> {
+    let live_pools = pool::observe_pools(spec.state_dir, spec.project, spec.pool_paths)
+        .map_err(ObserveError::ObservePools)?;
+    let mut pools = Vec::new();
+    let mut volumes = Vec::new();
+    for live in live_pools {
+        let found = volume::observe_volumes(spec.project, &live.path).map_err(|source| {
+            ObserveError::ObserveVolumes {
+                pool: live.name.clone(),
+                source,
+            }
+        })?;
+        volumes.extend(found.into_iter().map(|v| ObservedVolume {
+            name: v.name,
+            project: spec.project.to_owned(),
+            pool: live.name.clone(),
+            size: v.size,
+            from: v.from,
+            from_digest: v.from_digest,
+            prevent_destroy: v.prevent_destroy,
+            path: v.path,
+            allocated: v.allocated,
+        }));
+        pools.push(ObservedPool {
+            name: live.name,
+            project: spec.project.to_owned(),
+            kind: live.kind,
+            path: live.path,
+        });
+    }
+    volumes.sort_by(|a, b| (&a.pool, &a.name).cmp(&(&b.pool, &b.name)));
+    Ok((pools, volumes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::volume::VolumeSpec;
+
+    #[test]
+    fn storage_is_observed_with_pool_names_and_protection() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let fast = root.path().join("fast");
+        let slow = root.path().join("slow");
+        pool::create_pool(state.path(), "lab", "fast", &fast).unwrap();
+        pool::create_pool(state.path(), "lab", "slow", &slow).unwrap();
+        let spec = |name, prevent_destroy| VolumeSpec {
+            name,
+            size: 1 << 20,
+            from: None,
+            prevent_destroy,
+        };
+        volume::create_volume("lab", &fast, &spec("root", true)).unwrap();
+        volume::create_volume("lab", &slow, &spec("data", false)).unwrap();
+        pool::create_pool(state.path(), "other", "theirs", &root.path().join("theirs")).unwrap();
+
+        // Only `fast` is in the config; `slow` is found through the index.
+        let host = HostSpec {
+            project: "lab",
+            state_dir: state.path(),
+            netns: None,
+            pool_paths: &[&fast],
+        };
+        let (pools, volumes) = observe_storage(&host).unwrap();
+        let pools: Vec<_> = pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.project.as_str()))
+            .collect();
+        assert_eq!(pools, [("fast", "lab"), ("slow", "lab")]);
+        let volumes: Vec<_> = volumes
+            .iter()
+            .map(|v| (v.pool.as_str(), v.name.as_str(), v.size, v.prevent_destroy))
+            .collect();
+        assert_eq!(
+            volumes,
+            [
+                ("fast", "root", 1 << 20, true),
+                ("slow", "data", 1 << 20, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn observation_serializes_like_live_state() {
+        let pool = ObservedPool {
+            name: "fast".into(),
+            project: "lab".into(),
+            kind: PoolKind::Dir,
+            path: "/p".into(),
+        };
+        let json = serde_json::to_string(&pool).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"fast","project":"lab","type":"dir","path":"/p"}"#
+        );
+    }
+}

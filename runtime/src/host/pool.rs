@@ -365,7 +365,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("pool");
         create_pool(state.path(), "lab", "fast", &path).unwrap();
-        volume::create_volume("lab", &path, "disk", 4096, None).unwrap();
+        let disk = volume::VolumeSpec {
+            name: "disk",
+            size: 4096,
+            from: None,
+            prevent_destroy: false,
+        };
+        volume::create_volume("lab", &path, &disk).unwrap();
         fs::write(path.join("notes.txt"), "mine").unwrap();
 
         let err = delete_pool(state.path(), "lab", "fast", &path).unwrap_err();

@@ -86,6 +86,19 @@ pub struct VolumeMarker {
     /// Its digest at copy time, `sha256:<hex>` ([`image::image_digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_digest: Option<String>,
+    /// Whether the applied config protected it, so that removing a protected volume
+    /// from the config still fails the plan.
+    #[serde(default)]
+    pub prevent_destroy: bool,
+}
+
+/// What to create: the volume's name, size in bytes, base image and protection.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeSpec<'a> {
+    pub name: &'a str,
+    pub size: u64,
+    pub from: Option<&'a Path>,
+    pub prevent_destroy: bool,
 }
 
 /// A volume found in a pool.
@@ -100,6 +113,7 @@ pub struct LiveVolume {
     pub allocated: u64,
     pub from: Option<PathBuf>,
     pub from_digest: Option<String>,
+    pub prevent_destroy: bool,
 }
 
 /// The raw file of volume `name` in the pool at `pool_path`.
@@ -160,15 +174,20 @@ fn our_marker(
     }
 }
 
-/// Creates volume `name` of `size` bytes in the pool of `project` at `pool_path`: a
-/// sparse file, or a copy of `from` (reflink, else sparse) grown to `size`.
+/// Creates volume `spec.name` of `spec.size` bytes in the pool of `project` at
+/// `pool_path`: a sparse file, or a copy of `spec.from` (reflink, else sparse) grown to
+/// the size. Returns the volume and how the image was copied.
 pub fn create_volume(
     project: &str,
     pool_path: &Path,
-    name: &str,
-    size: u64,
-    from: Option<&Path>,
+    spec: &VolumeSpec<'_>,
 ) -> Result<(LiveVolume, Option<CopyMethod>), VolumeError> {
+    let VolumeSpec {
+        name,
+        size,
+        from,
+        prevent_destroy,
+    } = *spec;
     check_name(name)?;
     check_pool(project, pool_path)?;
     let path = volume_path(pool_path, name);
@@ -188,6 +207,7 @@ pub fn create_volume(
         name: name.into(),
         from: from.map(Path::to_path_buf),
         from_digest,
+        prevent_destroy,
     };
     let marker_file = marker_path(pool_path, name);
     write_json_atomic(&marker_file, &marker).map_err(|source| VolumeError::WriteMarker {
@@ -288,6 +308,28 @@ pub fn grow_volume(
     live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })
 }
 
+/// Records a new `prevent-destroy` for volume `name` in its marker (an in-place update).
+pub fn set_prevent_destroy(
+    project: &str,
+    pool_path: &Path,
+    name: &str,
+    prevent_destroy: bool,
+) -> Result<LiveVolume, VolumeError> {
+    check_name(name)?;
+    let path = volume_path(pool_path, name);
+    let mut marker = our_marker(project, pool_path, name)?
+        .ok_or(VolumeError::MissingVolume { path: path.clone() })?;
+    if marker.prevent_destroy != prevent_destroy {
+        marker.prevent_destroy = prevent_destroy;
+        let marker_file = marker_path(pool_path, name);
+        write_json_atomic(&marker_file, &marker).map_err(|source| VolumeError::WriteMarker {
+            path: marker_file,
+            source,
+        })?;
+    }
+    live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })
+}
+
 /// Deletes volume `name` (file, partial copy, marker) when it is ours. Returns whether
 /// there was anything to delete.
 pub fn delete_volume(project: &str, pool_path: &Path, name: &str) -> Result<bool, VolumeError> {
@@ -367,6 +409,7 @@ fn live_volume(pool_path: &Path, marker: VolumeMarker) -> Result<Option<LiveVolu
         allocated: meta.blocks() * 512,
         from: marker.from,
         from_digest: marker.from_digest,
+        prevent_destroy: marker.prevent_destroy,
     }))
 }
 
@@ -376,6 +419,15 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     const MIB: u64 = 1 << 20;
+
+    fn spec<'a>(name: &'a str, size: u64, from: Option<&'a Path>) -> VolumeSpec<'a> {
+        VolumeSpec {
+            name,
+            size,
+            from,
+            prevent_destroy: false,
+        }
+    }
 
     fn pool(project: &str) -> (tempfile::TempDir, tempfile::TempDir, PathBuf) {
         let state = tempfile::tempdir().unwrap();
@@ -392,27 +444,28 @@ mod tests {
             name: "root".into(),
             from: Some("/img/rootfs.ext4".into()),
             from_digest: Some("sha256:00".into()),
+            prevent_destroy: true,
         };
         let json = serde_json::to_string(&marker).unwrap();
         assert_eq!(
             json,
-            r#"{"project":"lab","name":"root","from":"/img/rootfs.ext4","from_digest":"sha256:00"}"#
+            r#"{"project":"lab","name":"root","from":"/img/rootfs.ext4","from_digest":"sha256:00","prevent_destroy":true}"#
         );
         let bare: VolumeMarker =
             serde_json::from_str(r#"{"project":"lab","name":"root"}"#).unwrap();
-        assert_eq!(bare.from, None);
+        assert_eq!((bare.from, bare.prevent_destroy), (None, false));
     }
 
     #[test]
     fn empty_volume_is_sparse() {
         let (_state, _root, pool) = pool("lab");
-        let (live, method) = create_volume("lab", &pool, "data", 4 << 30, None).unwrap();
+        let (live, method) = create_volume("lab", &pool, &spec("data", 4 << 30, None)).unwrap();
         assert_eq!(method, None);
         assert_eq!(live.size, 4 << 30);
         assert!(live.allocated < MIB, "{} bytes allocated", live.allocated);
         assert_eq!(observe_volumes("lab", &pool).unwrap(), [live]);
         assert!(matches!(
-            create_volume("lab", &pool, "data", 4096, None),
+            create_volume("lab", &pool, &spec("data", 4096, None)),
             Err(VolumeError::VolumeExists { .. })
         ));
     }
@@ -422,7 +475,8 @@ mod tests {
         let (_state, root, pool) = pool("lab");
         let image = root.path().join("rootfs.img");
         fs::write(&image, b"image bytes").unwrap();
-        let (live, method) = create_volume("lab", &pool, "root", 8 * MIB, Some(&image)).unwrap();
+        let (live, method) =
+            create_volume("lab", &pool, &spec("root", 8 * MIB, Some(&image))).unwrap();
         assert!(method.is_some());
         assert_eq!(live.size, 8 * MIB);
         assert_eq!(live.from.as_deref(), Some(image.as_path()));
@@ -441,18 +495,18 @@ mod tests {
         let (_state, root, pool) = pool("lab");
         let image = root.path().join("big.img");
         File::create(&image).unwrap().set_len(2 * MIB).unwrap();
-        let err = create_volume("lab", &pool, "root", MIB, Some(&image)).unwrap_err();
+        let err = create_volume("lab", &pool, &spec("root", MIB, Some(&image))).unwrap_err();
         assert!(matches!(err, VolumeError::ImageTooLarge { .. }), "{err:?}");
         assert!(!partial_path(&pool, "root").exists());
         assert!(observe_volumes("lab", &pool).unwrap().is_empty());
         // The leftover marker does not block a retry.
-        create_volume("lab", &pool, "root", 4 * MIB, Some(&image)).unwrap();
+        create_volume("lab", &pool, &spec("root", 4 * MIB, Some(&image))).unwrap();
     }
 
     #[test]
     fn grow_in_place_never_shrink() {
         let (_state, _root, pool) = pool("lab");
-        let (live, _) = create_volume("lab", &pool, "data", MIB, None).unwrap();
+        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
         File::options()
             .write(true)
             .open(&live.path)
@@ -478,9 +532,27 @@ mod tests {
     }
 
     #[test]
+    fn protection_is_kept_in_the_marker() {
+        let (_state, _root, pool) = pool("lab");
+        let protected = VolumeSpec {
+            prevent_destroy: true,
+            ..spec("db", MIB, None)
+        };
+        let (live, _) = create_volume("lab", &pool, &protected).unwrap();
+        assert!(live.prevent_destroy);
+        assert!(observe_volumes("lab", &pool).unwrap()[0].prevent_destroy);
+        assert!(
+            !set_prevent_destroy("lab", &pool, "db", false)
+                .unwrap()
+                .prevent_destroy
+        );
+        assert!(!observe_volumes("lab", &pool).unwrap()[0].prevent_destroy);
+    }
+
+    #[test]
     fn delete_only_ours() {
         let (_state, _root, pool) = pool("lab");
-        create_volume("lab", &pool, "data", MIB, None).unwrap();
+        create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
         // A file someone else put there, and another project's marked volume.
         fs::write(volume_path(&pool, "theirs"), b"x").unwrap();
         fs::write(volume_path(&pool, "other"), b"x").unwrap();
@@ -489,6 +561,7 @@ mod tests {
             name: "other".into(),
             from: None,
             from_digest: None,
+            prevent_destroy: false,
         };
         write_json_atomic(&marker_path(&pool, "other"), &other).unwrap();
 
@@ -501,7 +574,7 @@ mod tests {
             Err(VolumeError::ForeignVolume { .. })
         ));
         assert!(matches!(
-            create_volume("lab", &pool, "theirs", MIB, None),
+            create_volume("lab", &pool, &spec("theirs", MIB, None)),
             Err(VolumeError::ForeignVolume { .. })
         ));
         let names: Vec<_> = observe_volumes("lab", &pool)
@@ -522,10 +595,10 @@ mod tests {
     #[test]
     fn deleted_file_is_observed_as_missing_and_recreated() {
         let (_state, _root, pool) = pool("lab");
-        let (live, _) = create_volume("lab", &pool, "data", MIB, None).unwrap();
+        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
         fs::remove_file(&live.path).unwrap();
         assert!(observe_volumes("lab", &pool).unwrap().is_empty());
-        create_volume("lab", &pool, "data", MIB, None).unwrap();
+        create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
         assert_eq!(observe_volumes("lab", &pool).unwrap().len(), 1);
     }
 
@@ -533,12 +606,12 @@ mod tests {
     fn volumes_need_a_pool_of_ours() {
         let (_state, _root, pool) = pool("other");
         assert!(matches!(
-            create_volume("lab", &pool, "data", MIB, None),
+            create_volume("lab", &pool, &spec("data", MIB, None)),
             Err(VolumeError::ForeignPool { .. })
         ));
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            create_volume("lab", dir.path(), "data", MIB, None),
+            create_volume("lab", dir.path(), &spec("data", MIB, None)),
             Err(VolumeError::ForeignPool { .. })
         ));
     }

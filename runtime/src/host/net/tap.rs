@@ -54,6 +54,8 @@ pub enum TapError {
         id: u16,
         source: NetlinkError,
     },
+    #[error("cannot open tap {tap}")]
+    OpenTap { tap: String, source: io::Error },
     #[error("cannot delete tap {tap}")]
     DeleteTap { tap: String, source: NetlinkError },
     #[error(transparent)]
@@ -68,8 +70,9 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// Creates (or re-attaches to) the persistent tap `name`, then lets go of it.
-fn make_persistent_tap(name: &str) -> io::Result<()> {
+/// Opens `/dev/net/tun` attached to tap `name` with [`TAP_FLAGS`] (creating the tap when
+/// there is none; it goes away with the fd unless made persistent).
+fn attach(name: &str) -> io::Result<File> {
     let tun: File = OpenOptions::new()
         .read(true)
         .write(true)
@@ -79,6 +82,9 @@ fn make_persistent_tap(name: &str) -> io::Result<()> {
         flags: TAP_FLAGS as libc::c_short,
         _pad: [0; 22],
     };
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads and writes a `struct ifreq`; `req` has its layout and size
     // and lives across the call.
@@ -86,12 +92,37 @@ fn make_persistent_tap(name: &str) -> io::Result<()> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(tun)
+}
+
+/// Creates the persistent tap `name`, then lets go of it.
+fn make_persistent_tap(name: &str) -> io::Result<()> {
+    let tun = attach(name)?;
     // SAFETY: TUNSETPERSIST takes an integer argument; no memory is passed.
     let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Opens the existing tap `ifname` for a VM's virtio-net device: an fd with
+/// [`TAP_FLAGS`] (so each frame carries a 10-byte `virtio_net_hdr`), usable from any
+/// thread once returned. Taking the session makes the open happen in the host's netns.
+pub fn open_tap(nl: &Netlink, ifname: &str) -> Result<File, TapError> {
+    if nl
+        .link_by_name(ifname)?
+        .is_none_or(|l| l.kind != LinkKind::Tun)
+    {
+        return Err(TapError::OpenTap {
+            tap: ifname.into(),
+            source: io::ErrorKind::NotFound.into(),
+        });
+    }
+    attach(ifname).map_err(|source| TapError::OpenTap {
+        tap: ifname.into(),
+        source,
+    })
 }
 
 /// Whether `link` is the tap of NIC `nic` of `vm` in `project`.
