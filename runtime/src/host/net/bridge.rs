@@ -195,6 +195,7 @@ pub(crate) fn ensure_marked_bridge(
         }
         None => None,
     };
+    let created = existing.is_none();
     let link = match existing {
         Some(link) => link,
         None => {
@@ -211,14 +212,22 @@ pub(crate) fn ensure_marked_bridge(
         }
     };
     // Alias, options and state in one change; the same request repairs drift.
+    let filters = vlan_mode(&link) == VlanMode::Filtering;
     let mut builder = LinkBridge::new(bridge)
         .index(link.index)
         .alias(mark.alias());
-    if vlan_mode(&link) == VlanMode::Filtering {
+    if filters {
         builder = filtering(builder);
     }
     nl.change_link(link.index, builder.build())
         .map_err(create_err)?;
+    if created && filters {
+        // A new bridge may have joined the default VLAN before `vlan_default_pvid 0`
+        // took effect; a VLAN of the bridge is only ever one vmctl added.
+        let own = nl.bridge_vlans()?.remove(&link.index).unwrap_or_default();
+        nl.set_port_vlans(link.index, &own, &[], true)
+            .map_err(create_err)?;
+    }
     nl.link_by_name(bridge)?.ok_or(BridgeError::MissingBridge {
         bridge: bridge.into(),
     })
