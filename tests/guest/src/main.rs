@@ -36,12 +36,11 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
         linux_checks(info, &mut report)
     };
 
+    let cpus = if mode == entry::MODE_PVH { None } else { mptable::check(&mut report) };
     let apic_id = cpuid::check(&mut report);
-    if mode != entry::MODE_PVH {
-        if let Some(cpus) = mptable::check(&mut report) {
-            if cpus.bsp_apic_id.is_some_and(|id| u32::from(id) != apic_id) {
-                report.fail(b"mp table's BSP apic id differs from this CPU's (cpuid leaf 1)");
-            }
+    if let Some(bsp) = cpus.and_then(|c| c.bsp_apic_id) {
+        if u32::from(bsp) != apic_id {
+            report.fail(b"mp table's BSP apic id differs from this CPU's (cpuid leaf 1)");
         }
     }
     report.verdict();
