@@ -59,6 +59,25 @@ fn find(bad: &mut u32) -> Option<u64> {
     scan(0x9fc00, 0x400, bad).or_else(|| scan(0xf0000, 0x10000, bad))
 }
 
+/// Whether an enabled processor entry in `[from, to)` (entries already checked) has
+/// APIC id `apic_id`. Rescanning keeps no bitmap on the stack (a zeroed array of 16+
+/// bytes is where rustc would reach for SSE stores).
+fn enabled_before(from: u64, to: u64, apic_id: u8) -> bool {
+    let mut at = from;
+    while at < to {
+        let kind = rd8(at);
+        if kind == ENTRY_PROCESSOR {
+            if rd8(at + 1) == apic_id && rd8(at + 3) & PROCESSOR_ENABLED != 0 {
+                return true;
+            }
+            at += 20;
+        } else {
+            at += 8;
+        }
+    }
+    false
+}
+
 /// Finds and checks the MP table; prints `cpus=<n>` (enabled processor entries).
 pub fn check(report: &mut Report) -> Option<Cpus> {
     let mut bad = 0;
@@ -101,7 +120,6 @@ pub fn check(report: &mut Report) -> Option<Cpus> {
     }
     let count = rd16(mpc + 34);
     let mut cpus = Cpus { enabled: 0, bsp_apic_id: None };
-    let mut seen = [0u64; 4];
     let mut at = mpc + 44;
     let end = mpc + len;
     for _ in 0..count {
@@ -130,15 +148,13 @@ pub fn check(report: &mut Report) -> Option<Cpus> {
             let flags = rd8(at + 3);
             if flags & PROCESSOR_ENABLED != 0 {
                 cpus.enabled += 1;
-                let (word, bit) = (usize::from(apic_id >> 6), apic_id & 63);
-                if seen[word] & (1 << bit) != 0 {
+                if enabled_before(mpc + 44, at, apic_id) {
                     report.fail_begin();
                     serial::bytes(b"mp table lists apic id ");
                     serial::dec(u64::from(apic_id));
                     serial::bytes(b" twice");
                     serial::end();
                 }
-                seen[word] |= 1 << bit;
             }
             if flags & PROCESSOR_BSP != 0 {
                 if cpus.bsp_apic_id.is_some() {

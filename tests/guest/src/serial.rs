@@ -33,18 +33,20 @@ pub fn text(s: &[u8]) {
     }
 }
 
-pub fn dec(mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
+/// `n` in decimal. No digit buffer: a zeroed array of 16+ bytes is where rustc would
+/// reach for SSE stores.
+pub fn dec(n: u64) {
+    let mut p: u64 = 1;
+    while n / p >= 10 {
+        p *= 10;
+    }
     loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
+        byte(b'0' + (n / p % 10) as u8);
+        if p == 1 {
             break;
         }
+        p /= 10;
     }
-    bytes(&buf[i..]);
 }
 
 /// `n` as exactly `digits` lowercase hex digits.
