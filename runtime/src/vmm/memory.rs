@@ -95,7 +95,7 @@ pub fn check_size(requested: u64, host: HostLimits) -> Result<(), MemoryError> {
     if requested < MIN_MEMORY {
         return Err(MemoryError::TooSmall { requested });
     }
-    if requested % PAGE_SIZE != 0 {
+    if requested & (PAGE_SIZE - 1) != 0 {
         return Err(MemoryError::Unaligned { requested });
     }
     let too_large = |why: String| Err(MemoryError::TooLarge { requested, why });

@@ -59,6 +59,17 @@ pub const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
 /// Guest page size.
 pub const PAGE_SIZE: u64 = 4096;
 
+// The fixed structures must not overlap: checked at compile time.
+const _: () = {
+    assert!(BOOT_GDT_START + 4 * 8 <= BOOT_IDT_START);
+    assert!(BOOT_IDT_START + 8 <= ZERO_PAGE_START);
+    assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
+    assert!(BOOT_STACK_POINTER < PML4_START);
+    assert!(PDE_START + 4096 <= CMDLINE_START);
+    assert!(CMDLINE_START + (CMDLINE_MAX_SIZE as u64) < MPTABLE_START);
+    assert!(VIRTIO_MMIO_START > MMIO_HOLE_START && VIRTIO_MMIO_START < IOAPIC_START);
+};
+
 /// The guest RAM ranges `(start, size)` for `memory` bytes: one range below the MMIO
 /// hole, and a second one from 4 GiB when memory does not fit below it.
 pub fn ram_ranges(memory: u64) -> Vec<(u64, u64)> {
@@ -87,16 +98,5 @@ mod tests {
         let r = ram_ranges(4 << 30);
         assert_eq!(r, vec![(0, 3 << 30), (1 << 32, 1 << 30)]);
         assert_eq!(r.iter().map(|r| r.1).sum::<u64>(), 4 << 30);
-    }
-
-    #[test]
-    fn fixed_structures_do_not_overlap() {
-        assert!(BOOT_GDT_START + 4 * 8 <= BOOT_IDT_START);
-        assert!(BOOT_IDT_START + 8 <= ZERO_PAGE_START);
-        assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
-        assert!(BOOT_STACK_POINTER < PML4_START);
-        assert!(PDE_START + 4096 <= CMDLINE_START);
-        assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 + 1 <= MPTABLE_START);
-        assert!(VIRTIO_MMIO_START > MMIO_HOLE_START && VIRTIO_MMIO_START < IOAPIC_START);
     }
 }
