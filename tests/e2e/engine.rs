@@ -220,18 +220,18 @@ fn faulting_guest_ends_with_a_clear_error() {
     assert!(run.stderr.contains("triple fault"), "{}", run.stderr);
 }
 
-/// A detached VMM of the test guest with `testguest.halt`, in a temp dir.
+/// A detached VMM of the test guest, in a temp dir.
 struct Detached {
     dir: tempfile::TempDir,
     guard: KillOnDrop,
 }
 
 impl Detached {
-    fn start(cpus: u32) -> Self {
+    fn start(cpus: u32, cmdline: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let spec = json!({
             "kernel": guest(),
-            "cmdline": "console=ttyS0 testguest.halt",
+            "cmdline": cmdline,
             "cpus": cpus,
             "memory": "128MiB",
             "console_log": dir.path().join("console.log"),
@@ -246,10 +246,11 @@ impl Detached {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        // The VMM is detached: the pid file names it, and the guard kills it.
-        let pid = std::fs::read_to_string(dir.path().join("vmm.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
+        // The VMM is detached: `vmctl vmm --spec` prints its pid (also in the pid file),
+        // and the guard kills it.
+        let pid: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
             .unwrap_or(0);
         let me = Self {
             dir,
@@ -260,7 +261,7 @@ impl Detached {
             "vmctl vmm --spec failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(pid > 0, "no pid file");
+        assert!(pid > 0, "no pid printed");
         me
     }
 
@@ -328,7 +329,7 @@ fn detached_vmm_answers_status_pauses_and_shuts_down_gracefully() {
     if skip() {
         return;
     }
-    let vm = Detached::start(2);
+    let vm = Detached::start(2, "console=ttyS0 testguest.halt");
     vm.wait_console("testguest: ok");
     let mut ctl = vm.connect();
 
@@ -338,6 +339,8 @@ fn detached_vmm_answers_status_pauses_and_shuts_down_gracefully() {
     assert_eq!(status["vcpus"], 2);
     assert_eq!(status["memory"], 128u64 << 20);
     assert_eq!(status["pid"], vm.guard.pid);
+    let pid_file = std::fs::read_to_string(vm.path("vmm.pid")).unwrap();
+    assert_eq!(pid_file.trim(), vm.guard.pid.to_string());
     assert!(status["uptime_ms"].as_u64().is_some(), "{status}");
     assert!(status["exits"]["io"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["exits"]["unknown_mmio"], 0, "{status}");
@@ -363,7 +366,7 @@ fn kill_stops_a_halted_guest() {
     if skip() {
         return;
     }
-    let vm = Detached::start(1);
+    let vm = Detached::start(1, "console=ttyS0 testguest.halt");
     vm.wait_console("testguest: ok");
     let reply = vm.connect().request(json!({"cmd": "kill"}));
     assert_eq!(reply["ok"], true, "{reply}");
@@ -371,6 +374,21 @@ fn kill_stops_a_halted_guest() {
     vm.assert_exits();
     assert!(!vm.console().contains("shutdown requested"));
     assert_line(&vm.console(), "vmctl vmm: the VM was killed");
+}
+
+#[test]
+fn detached_faulting_guest_logs_the_reason() {
+    if skip() {
+        return;
+    }
+    let vm = Detached::start(1, "console=ttyS0 testguest.fault");
+    vm.assert_exits();
+    let console = vm.console();
+    assert_line(&console, "testguest: faulting");
+    assert!(
+        console.contains("guest fault on vCPU 0: triple fault"),
+        "{console}"
+    );
 }
 
 /// Runs `vmctl vmm --spec` on `spec`; returns (exit code, stderr).

@@ -2,7 +2,8 @@
 //!
 //! - `vmctl vmm --spec FILE [--foreground]` runs the VM a spec describes, detached
 //!   (double fork, setsid, stdio to the console log) unless `--foreground`; the
-//!   original process exits once the VMM serves its control socket (0) or failed (1).
+//!   original process exits once the VMM serves its control socket (0, printing the
+//!   VMM's pid) or failed (1).
 //! - `vmctl vmm run --kernel PATH …` runs a VM in the foreground with its serial
 //!   output on stdout: exit 0 when the guest powers off, 2 when it faults, 1 when the
 //!   VM cannot be built.
@@ -116,7 +117,10 @@ fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<ExitCode
     };
     let detached = process::detach(&log).map_err(process_error)?;
     match detached {
-        Detached::Parent(Ok(_pid)) => Ok(ExitCode::SUCCESS),
+        Detached::Parent(Ok(pid)) => {
+            println!("{pid}");
+            Ok(ExitCode::SUCCESS)
+        }
         Detached::Parent(Err(why)) => Err(miette!(
             code = "vmctl::vmm::start",
             help = format!("the console log {} may say more", log.display()),
