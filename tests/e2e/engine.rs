@@ -377,6 +377,19 @@ fn kill_stops_a_halted_guest() {
 }
 
 #[test]
+fn sigterm_stops_the_vmm_cleanly() {
+    if skip() {
+        return;
+    }
+    let vm = Detached::start(2, "console=ttyS0 testguest.halt");
+    vm.wait_console("testguest: ok");
+    // SAFETY: signalling the VMM this test started, by its pid.
+    assert_eq!(unsafe { libc::kill(vm.guard.pid, libc::SIGTERM) }, 0);
+    vm.assert_exits();
+    assert_line(&vm.console(), "vmctl vmm: the VM was killed");
+}
+
+#[test]
 fn detached_faulting_guest_logs_the_reason() {
     if skip() {
         return;

@@ -139,6 +139,7 @@ fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<ExitCode> {
             None => Box::new(std::io::stdout()),
         };
         let vmm = Vmm::build(spec, console).map_err(diagnostic)?;
+        vmm.stop_on_termination_signals().map_err(diagnostic)?;
         let pid_file = match &spec.pid_file {
             Some(path) => Some(PidFile::write(path).map_err(process_error)?),
             None => None,

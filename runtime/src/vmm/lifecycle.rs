@@ -8,7 +8,7 @@
 //! are repeated until every thread has acknowledged (parked or exited).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -122,6 +122,38 @@ pub fn install_kick_handler() -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
     }
+    Ok(())
+}
+
+/// Makes SIGTERM, SIGINT and SIGHUP stop the VM (as `kill` does) instead of ending the
+/// process abruptly, so the VMM still removes its control socket and pid file. Blocks
+/// them in the calling thread, whose mask threads spawned later inherit, and waits for
+/// them on a thread of its own: call before starting any other thread.
+pub fn stop_on_termination_signals(life: Arc<Lifecycle>) -> std::io::Result<()> {
+    // SAFETY: sigset operations on a local, zeroed set; pthread_sigmask with valid
+    // pointers.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        set
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: sigwait with a valid set and out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                life.request_stop(StopReason::Killed);
+            }
+        })?;
     Ok(())
 }
 
@@ -330,7 +362,6 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn first_stop_reason_wins() {

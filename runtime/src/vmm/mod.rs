@@ -291,6 +291,13 @@ impl Vmm {
         &self.life
     }
 
+    /// Makes SIGTERM, SIGINT and SIGHUP kill the VM cleanly (control socket and pid
+    /// file removed) instead of ending the process. Call before [`Vmm::run`], while the
+    /// process has no other thread.
+    pub fn stop_on_termination_signals(&self) -> Result<(), VmmError> {
+        lifecycle::stop_on_termination_signals(self.life.clone()).map_err(VmmError::Thread)
+    }
+
     /// Runs the VM: one thread per vCPU, the control socket served on another, until
     /// the guest powers off, faults, or is stopped. Returns once every vCPU thread has
     /// ended, after removing the control socket.

@@ -138,9 +138,28 @@ pub fn detach(console_log: &Path) -> Result<Detached, ProcessError> {
         }
     }
     redirect_stdio(&log)?;
+    drop(log);
+    close_inherited_fds(write_end.as_raw_fd());
     // SAFETY: chdir with a valid NUL-terminated path.
     unsafe { libc::chdir(c"/".as_ptr()) };
     Ok(Detached::Child(ReadyPipe(File::from(write_end))))
+}
+
+/// Closes every fd above stderr except `keep`: a detached VMM must not hold pipes or
+/// files its launcher shares with others (a caller waiting for EOF would hang).
+fn close_inherited_fds(keep: i32) {
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+        // SAFETY: closing an fd this process inherited and no Rust object owns (the
+        // only owned ones, `keep` and the standard fds, are skipped). The fd of the
+        // finished directory listing is already closed: EBADF, ignored.
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn redirect_stdio(log: &File) -> Result<(), ProcessError> {

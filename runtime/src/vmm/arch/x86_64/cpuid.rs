@@ -205,8 +205,14 @@ pub fn fix_topology(entries: &mut [kvm_cpuid_entry2], apic_id: u32, cpus: u32) {
                     continue;
                 }
                 let level = (e.eax >> 5) & 0x7;
-                let sharing = if level >= 3 { cpus - 1 } else { 0 };
-                e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((cpus - 1) & 0x3f) << 26);
+                let sharing = if level >= 3 {
+                    cpus.saturating_sub(1)
+                } else {
+                    0
+                };
+                e.eax = (e.eax & 0x3fff)
+                    | ((sharing & 0xfff) << 14)
+                    | ((cpus.saturating_sub(1) & 0x3f) << 26);
             }
             0xb | 0x1f => {
                 e.flags |= KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
