@@ -21,6 +21,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 timeout_s=${TIMEOUT:-120}
 marker="VMCTL-LINUX-BOOT-OK"
 work=$(mktemp -d)
+chmod 755 "$work" # apt-get download drops privileges to _apt
 [ "${KEEP:-}" = 1 ] || trap 'rm -rf "$work"' EXIT
 
 if [ -z "${VMCTL:-}" ]; then

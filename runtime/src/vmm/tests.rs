@@ -38,8 +38,15 @@ fn elf(code: &[u8]) -> Vec<u8> {
 const HELLO_POWEROFF: &[u8] = &[
     0x66, 0xba, 0xf8, 0x03, 0xb0, b'K', 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd,
 ];
-/// `in al,0x80` (nobody there), `mov [0x500000],rsi`-free: `ud2` with an empty IDT.
+/// `in al,0x80` (nobody there), then `ud2` with an empty IDT: a triple fault.
 const TRIPLE_FAULT: &[u8] = &[0xe4, 0x80, 0x0f, 0x0b];
+
+/// `mov eax,[0x2000000]` (past the end of 16 MiB of RAM: MMIO nobody claims), print
+/// `al`, `mov [0x2000000],eax`, power off.
+const UNKNOWN_MMIO: &[u8] = &[
+    0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x02, 0x66, 0xba, 0xf8, 0x03, 0xee, 0x89, 0x04, 0x25, 0x00,
+    0x00, 0x00, 0x02, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd,
+];
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -112,6 +119,19 @@ fn faulting_guest_is_reported_and_unknown_io_counted() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+}
+
+#[test]
+fn unknown_mmio_reads_all_ones_and_is_counted() {
+    if !kvm_usable() {
+        return;
+    }
+    let (r, out, life) = boot(UNKNOWN_MMIO, 1);
+    assert_eq!(r.unwrap(), Exit::PowerOff);
+    assert_eq!(out, [0xff]);
+    let c = &life.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((load(&c.mmio), load(&c.unknown_mmio)), (2, 2));
 }
 
 #[test]
