@@ -1,3 +1,8 @@
-//! vmctl runtime: observing and changing a host, and the microVM engine. Filled by issues 3, 4 and 6.
+//! vmctl runtime: observing and changing a host ([`host`]: pools, volumes, bridges,
+//! VLANs, taps, the host lock) and the microVM engine ([`vmm`], x86-64 Linux only).
+//! Nothing here prints to the terminal: functions return values and errors, and the CLI
+//! presents them.
 
 pub mod host;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod vmm;

@@ -1,4 +1,5 @@
 //! End-to-end tests: each drives the real `vmctl` binary. One test binary (cli's `e2e`
 //! target); one module per area.
 
+mod engine;
 mod support;

@@ -1,0 +1,207 @@
+//! `vmctl vmm` (hidden): the VMM process of one VM.
+//!
+//! - `vmctl vmm --spec FILE [--foreground]` runs the VM a spec describes, detached
+//!   (double fork, setsid, stdio to the console log) unless `--foreground`; the
+//!   original process exits once the VMM serves its control socket (0, printing the
+//!   VMM's pid) or failed (1).
+//! - `vmctl vmm run --kernel PATH …` runs a VM in the foreground with its serial
+//!   output on stdout: exit 0 when the guest powers off, 2 when it faults, 1 when the
+//!   VM cannot be built.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use miette::{miette, Report};
+use vmctl_runtime::vmm::process::{self, Detached, PidFile, ReadyPipe};
+use vmctl_runtime::vmm::spec::{self, Size, SpecError, VmmSpec};
+use vmctl_runtime::vmm::{memory, Exit, Vmm, VmmError};
+
+/// Runs one VM in this process.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct VmmArgs {
+    /// The VMM spec (JSON) of the VM to run.
+    #[arg(long, value_name = "FILE", required = false)]
+    spec: Option<PathBuf>,
+    /// Stay in the foreground instead of detaching.
+    #[arg(long, requires = "spec")]
+    foreground: bool,
+    #[command(subcommand)]
+    command: Option<VmmCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum VmmCommand {
+    /// Boots a kernel in the foreground, guest serial output on stdout.
+    Run(RunArgs),
+}
+
+/// `vmctl vmm run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// ELF vmlinux or bzImage.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = spec::DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// Guest memory, e.g. 128MiB, 1G.
+    #[arg(long, value_name = "SIZE", default_value = "128MiB")]
+    memory: String,
+    /// CPUID features to hide from the guest (names as in /proc/cpuinfo).
+    #[arg(long, value_name = "FEATURE,…", value_delimiter = ',')]
+    mask_cpuid: Vec<String>,
+    /// Create the in-kernel PIT (Linux guests want it; the test guest does not).
+    #[arg(long)]
+    pit: bool,
+}
+
+/// Runs `vmctl vmm`.
+pub fn run(args: VmmArgs) -> miette::Result<ExitCode> {
+    match (args.command, args.spec) {
+        (Some(VmmCommand::Run(run)), _) => run_foreground(run),
+        (None, Some(spec)) => run_spec(&spec, args.foreground),
+        (None, None) => Err(miette!(
+            code = "vmctl::vmm::usage",
+            help = "vmctl vmm --spec FILE [--foreground], or vmctl vmm run --kernel PATH",
+            "nothing to run"
+        )),
+    }
+}
+
+fn run_foreground(args: RunArgs) -> miette::Result<ExitCode> {
+    let memory = spec::parse_size(&args.memory).map_err(|e| diagnostic(e.into()))?;
+    let mut spec = VmmSpec::new(args.kernel);
+    spec.initrd = args.initrd;
+    spec.cmdline = args.cmdline;
+    spec.cpus = args.cpus;
+    spec.memory = Size(memory);
+    spec.cpuid_mask = args.mask_cpuid;
+    spec.pit = args.pit;
+    let vmm = Vmm::build(&spec, Box::new(std::io::stdout())).map_err(diagnostic)?;
+    finish(vmm.run())
+}
+
+/// Maps how the VM ended to an exit code, printing a guest fault.
+fn finish(result: Result<Exit, VmmError>) -> miette::Result<ExitCode> {
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e @ VmmError::GuestFault { .. }) => {
+            eprintln!("{:?}", diagnostic(e));
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(diagnostic(e)),
+    }
+}
+
+fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<ExitCode> {
+    let mut spec = VmmSpec::from_file(path).map_err(|e| diagnostic(e.into()))?;
+    spec.validate().map_err(|e| diagnostic(e.into()))?;
+    memory::check_size(spec.memory.0, memory::HostLimits::current())
+        .map_err(|e| diagnostic(e.into()))?;
+    spec.absolutize();
+    if foreground {
+        return serve(&spec, None);
+    }
+    let Some(log) = spec.console_log.clone() else {
+        return Err(diagnostic(SpecError::NoConsoleLog.into()));
+    };
+    let detached = process::detach(&log).map_err(process_error)?;
+    match detached {
+        Detached::Parent(Ok(pid)) => {
+            println!("{pid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Detached::Parent(Err(why)) => Err(miette!(
+            code = "vmctl::vmm::start",
+            help = format!("the console log {} may say more", log.display()),
+            "the VMM did not start: {why}"
+        )),
+        Detached::Child(ready) => serve(&spec, Some(ready)),
+    }
+}
+
+/// Builds and runs the VM of a spec: serial output to the console log (stdout when
+/// there is none), pid file while it runs, start-up reported through `ready`.
+fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<ExitCode> {
+    let started = (|| {
+        let console: Box<dyn Write + Send> = match &spec.console_log {
+            Some(path) => Box::new(process::open_console_log(path).map_err(process_error)?),
+            None => Box::new(std::io::stdout()),
+        };
+        let vmm = Vmm::build(spec, console).map_err(diagnostic)?;
+        vmm.stop_on_termination_signals().map_err(diagnostic)?;
+        let pid_file = match &spec.pid_file {
+            Some(path) => Some(PidFile::write(path).map_err(process_error)?),
+            None => None,
+        };
+        Ok::<_, Report>((vmm, pid_file))
+    })();
+    let (vmm, pid_file) = match started {
+        Ok(v) => v,
+        Err(report) => {
+            if let Some(ready) = ready {
+                ready.report(Err(report.to_string()));
+            }
+            return Err(report);
+        }
+    };
+    if let Some(ready) = ready {
+        ready.report(Ok(()));
+    }
+    let result = vmm.run();
+    drop(pid_file);
+    match &result {
+        Ok(Exit::PowerOff) => eprintln!("vmctl vmm: the guest powered off"),
+        Ok(Exit::Killed) => eprintln!("vmctl vmm: the VM was killed"),
+        Err(_) => {}
+    }
+    finish(result)
+}
+
+fn process_error(e: process::ProcessError) -> Report {
+    miette!(code = "vmctl::vmm::process", "{e}")
+}
+
+/// The CLI's diagnostic for an engine error: a code per kind and a hint.
+fn diagnostic(e: VmmError) -> Report {
+    let (code, help): (&str, Option<&str>) = match &e {
+        VmmError::Spec(SpecError::Parse { .. } | SpecError::Read { .. }) => (
+            "vmctl::vmm::spec",
+            Some("see `runtime/src/vmm/spec.rs` for the spec format"),
+        ),
+        VmmError::Spec(SpecError::Kernel { .. } | SpecError::Initrd { .. }) => (
+            "vmctl::vmm::image",
+            Some("check the path; it must be a readable file"),
+        ),
+        VmmError::Spec(SpecError::Cpuid(_)) => ("vmctl::vmm::cpuid", None),
+        VmmError::Spec(_) => ("vmctl::vmm::spec", None),
+        VmmError::Memory(_) => (
+            "vmctl::vmm::memory",
+            Some("give the VM less memory, or free memory on the host"),
+        ),
+        VmmError::OpenKvm(_) => (
+            "vmctl::vmm::kvm",
+            Some("vmctl needs read-write access to /dev/kvm (hardware or nested virtualization)"),
+        ),
+        VmmError::Load(_) | VmmError::OpenImage { .. } => ("vmctl::vmm::load", None),
+        VmmError::GuestFault { .. } => (
+            "vmctl::vmm::guest_fault",
+            Some("the guest crashed; its serial output above shows how far it got"),
+        ),
+        _ => ("vmctl::vmm::engine", None),
+    };
+    match help {
+        Some(help) => miette!(code = code, help = help, "{e}"),
+        None => miette!(code = code, "{e}"),
+    }
+}

@@ -1,0 +1,3 @@
+//! Architecture-specific set-up. Only x86-64 is supported.
+
+pub mod x86_64;

@@ -1,0 +1,92 @@
+//! The 8250/16550 serial port (vm-superio's `Serial`) on the port I/O bus. Output is
+//! written through to the console log or stdout byte by byte, as the guest writes it:
+//! nothing is buffered in the VMM, so a guest flooding the port cannot grow host memory
+//! (a slow reader only slows the guest down).
+
+use std::io::Write;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::Serial;
+
+use super::bus::BusDevice;
+use super::EventFdTrigger;
+
+/// COM1's first port.
+pub const COM1_PORT: u64 = 0x3f8;
+/// COM1's ports.
+pub const COM1_LEN: u64 = 8;
+/// COM1's IRQ line.
+pub const COM1_IRQ: u32 = 4;
+
+/// Where guest serial output goes.
+pub type SerialOut = Box<dyn Write + Send>;
+
+/// A serial port raising its interrupt through an eventfd.
+pub struct SerialDevice {
+    serial: Serial<EventFdTrigger, NoEvents, SerialOut>,
+}
+
+impl SerialDevice {
+    /// A serial port writing to `out` and signalling `irq`.
+    pub fn new(irq: EventFdTrigger, out: SerialOut) -> Self {
+        Self {
+            serial: Serial::new(irq, out),
+        }
+    }
+}
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match (data.len(), u8::try_from(offset)) {
+            (1, Ok(offset)) => data[0] = self.serial.read(offset),
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (1, Ok(offset)) = (data.len(), u8::try_from(offset)) {
+            // A failed host write (closed stdout, full disk) loses the byte; the guest
+            // carries on, as with a disconnected UART.
+            let _ = self.serial.write(offset, data[0]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bytes_written_go_out_and_raise_thre() {
+        let sink = Sink::default();
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = EventFdTrigger(evt.try_clone().unwrap());
+        let mut dev = SerialDevice::new(irq, Box::new(sink.clone()));
+        dev.write(1, &[0x02]); // IER: THR empty interrupt
+        for b in b"hi\n" {
+            dev.write(0, &[*b]);
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), b"hi\n");
+        assert!(evt.read().unwrap() >= 1);
+        let mut lsr = [0u8];
+        dev.read(5, &mut lsr);
+        assert_ne!(lsr[0] & 0x20, 0, "THR empty");
+        let mut wide = [0u8; 2];
+        dev.read(0, &mut wide);
+        assert_eq!(wide, [0xff, 0xff]);
+    }
+}

@@ -1,0 +1,366 @@
+//! vmctl's KVM microVM engine: one VMM per VM, built from a [`VmmSpec`] in steps, then
+//! run until the guest powers off, faults, or is told to stop.
+//!
+//! Boot steps, in order (each a method of [`Vmm`] or a function of its module):
+//!
+//! 1. check the memory size against the host (`memory::check_size`);
+//! 2. open /dev/kvm, create the VM, set the TSS address;
+//! 3. map guest memory and register it with KVM — before the irqchip, which is
+//!    measurably slower to create otherwise;
+//! 4. create the in-kernel irqchip (PIC, IO-APIC, LAPICs) and, only when asked, the PIT;
+//! 5. load the kernel (ELF or bzImage), the command line and the initrd;
+//! 6. write the GDT, page tables, MP table and zero page;
+//! 7. add devices: serial on COM1 (IRQ 4 through an irqfd), the i8042 (IRQ 1);
+//! 8. create every vCPU and set up its CPUID, MSRs, registers, FPU and LAPIC;
+//! 9. bind the control socket; then [`Vmm::run`] starts one thread per vCPU.
+
+pub mod arch;
+pub mod control;
+pub mod devices;
+pub mod lifecycle;
+pub mod memory;
+pub mod process;
+pub mod spec;
+pub mod vcpu;
+
+use std::fs::File;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vm_superio::Trigger;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use arch::x86_64::boot_params::{self, BootInfo, BootParamsError};
+use arch::x86_64::layout::{self, KVM_TSS_ADDRESS};
+use arch::x86_64::loader::{self, LoaderError};
+use arch::x86_64::mptable::{self, MptableError};
+use arch::x86_64::regs::{self, RegsError};
+use control::{ControlError, Controller};
+use devices::bus::{self, BusError, MmioBus, PioBus};
+use devices::i8042::{I8042, I8042_DATA_PORT, I8042_LEN, KBD_IRQ};
+use devices::serial::{SerialDevice, SerialOut, COM1_IRQ, COM1_LEN, COM1_PORT};
+use devices::EventFdTrigger;
+use lifecycle::{Lifecycle, StopReason};
+use memory::{HostLimits, MemoryError};
+use spec::SpecError;
+pub use spec::VmmSpec;
+use vcpu::{Vcpu, VcpuConfig, VcpuError};
+
+/// Errors building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Guest memory cannot be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// /dev/kvm cannot be opened.
+    #[error("cannot open /dev/kvm: {0}")]
+    OpenKvm(kvm_ioctls::Error),
+    /// A VM-level KVM ioctl failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        /// What was being done.
+        what: &'static str,
+        /// The errno.
+        source: kvm_ioctls::Error,
+    },
+    /// A kernel or initrd file cannot be opened.
+    #[error("cannot open {path}: {source}")]
+    OpenImage {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Loading the kernel, command line or initrd failed.
+    #[error(transparent)]
+    Load(#[from] LoaderError),
+    /// Writing boot tables failed.
+    #[error(transparent)]
+    Regs(#[from] RegsError),
+    /// Writing the MP table failed.
+    #[error(transparent)]
+    Mptable(#[from] MptableError),
+    /// Writing the zero page failed.
+    #[error(transparent)]
+    BootParams(#[from] BootParamsError),
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// Devices could not be placed on a bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A vCPU could not be set up.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    /// The guest faulted; the VM has stopped.
+    #[error("guest fault on vCPU {vcpu}: {reason}")]
+    GuestFault {
+        /// The vCPU.
+        vcpu: u32,
+        /// What happened.
+        reason: String,
+    },
+    /// vCPU threads did not stop.
+    #[error("vCPU threads did not stop within {0:?}")]
+    StopTimeout(Duration),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { what, source }
+}
+
+/// How a VM ended without a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest powered off.
+    PowerOff,
+    /// The VM was killed (control socket `kill`, or `shutdown` past its timeout).
+    Killed,
+}
+
+/// Asks the VM to stop: what the i8042's reset line is wired to.
+struct PowerOffTrigger(Arc<Lifecycle>);
+
+impl Trigger for PowerOffTrigger {
+    type E = std::convert::Infallible;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.request_stop(StopReason::PowerOff);
+        Ok(())
+    }
+}
+
+type I8042Device = I8042<PowerOffTrigger, EventFdTrigger>;
+
+/// A built VM, ready to [`run`](Vmm::run).
+pub struct Vmm {
+    // Field order is drop order: vCPUs and the VM go before the memory they map.
+    vcpus: Vec<Vcpu>,
+    i8042: Arc<Mutex<I8042Device>>,
+    control: Option<(UnixListener, PathBuf)>,
+    life: Arc<Lifecycle>,
+    _vm: VmFd,
+    _kvm: Kvm,
+    _mem: GuestMemoryMmap,
+}
+
+fn eventfd() -> Result<EventFd, VmmError> {
+    EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)
+}
+
+fn open(path: &std::path::Path) -> Result<File, VmmError> {
+    File::open(path).map_err(|source| VmmError::OpenImage {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Vmm {
+    /// Builds the VM `spec` describes; guest serial output goes to `console`.
+    pub fn build(spec: &VmmSpec, console: SerialOut) -> Result<Self, VmmError> {
+        spec.validate()?;
+        let mem_size = spec.memory.0;
+        memory::check_size(mem_size, HostLimits::current())?;
+        let cpuid_mask = spec.cpuid_features()?;
+        lifecycle::install_kick_handler().map_err(VmmError::Thread)?;
+
+        let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+
+        let mem = memory::create(mem_size)?;
+        memory::register(&vm, &mem)?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        if spec.pit {
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        }
+
+        let entry = Self::load_guest(spec, &mem)?;
+
+        let life = Arc::new(Lifecycle::new(spec.cpus, mem_size));
+        let (pio, i8042) = Self::add_legacy_devices(&vm, &life, console)?;
+        let mmio = Arc::new(MmioBus::new());
+
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let cfg = VcpuConfig {
+            supported_cpuid: &supported_cpuid,
+            cpuid_mask: &cpuid_mask,
+            cpus: spec.cpus,
+            entry,
+        };
+        let vcpus = (0..spec.cpus)
+            .map(|id| Vcpu::new(&vm, id, &cfg, pio.clone(), mmio.clone(), life.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let control = match &spec.control_socket {
+            Some(path) => Some((control::bind(path)?, path.clone())),
+            None => None,
+        };
+        Ok(Self {
+            vcpus,
+            i8042,
+            control,
+            life,
+            _vm: vm,
+            _kvm: kvm,
+            _mem: mem,
+        })
+    }
+
+    /// Loads kernel, command line and initrd; writes the boot tables. Returns the
+    /// kernel's 64-bit entry.
+    fn load_guest(spec: &VmmSpec, mem: &GuestMemoryMmap) -> Result<u64, VmmError> {
+        let kernel = loader::load_kernel(mem, &mut open(&spec.kernel)?)?;
+        let (cmdline_addr, cmdline_len) = loader::load_cmdline(mem, &spec.cmdline)?;
+        let initrd = match &spec.initrd {
+            Some(path) => {
+                let mut f = open(path)?;
+                let size = f
+                    .metadata()
+                    .map_err(|source| VmmError::OpenImage {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .len();
+                let low_end = memory::low_ram_end(mem);
+                Some(loader::load_initrd(mem, &mut f, size, &kernel, low_end)?)
+            }
+            None => None,
+        };
+        regs::write_boot_tables(mem)?;
+        mptable::setup_mptable(mem, spec.cpus)?;
+        let info = BootInfo {
+            ram: layout::ram_ranges(spec.memory.0),
+            cmdline_addr,
+            cmdline_len,
+            initrd,
+            setup_header: kernel.setup_header,
+        };
+        boot_params::write_boot_params(mem, &info)?;
+        Ok(kernel.entry)
+    }
+
+    /// COM1 and the i8042 on the port I/O bus, their IRQs through irqfds.
+    fn add_legacy_devices(
+        vm: &VmFd,
+        life: &Arc<Lifecycle>,
+        console: SerialOut,
+    ) -> Result<(Arc<PioBus>, Arc<Mutex<I8042Device>>), VmmError> {
+        let mut pio = PioBus::new();
+
+        let com1_irq = eventfd()?;
+        vm.register_irqfd(&com1_irq, COM1_IRQ)
+            .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
+        let serial = SerialDevice::new(EventFdTrigger(com1_irq), console);
+        pio.insert(COM1_PORT, COM1_LEN, Arc::new(Mutex::new(serial)))?;
+
+        let kbd_irq = eventfd()?;
+        vm.register_irqfd(&kbd_irq, KBD_IRQ)
+            .map_err(kvm_err("KVM_IRQFD (i8042)"))?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            PowerOffTrigger(life.clone()),
+            EventFdTrigger(kbd_irq),
+        )));
+        pio.insert(I8042_DATA_PORT, I8042_LEN, i8042.clone())?;
+        Ok((Arc::new(pio), i8042))
+    }
+
+    /// The VM's shared state (for tests and status).
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.life
+    }
+
+    /// Makes SIGTERM, SIGINT and SIGHUP kill the VM cleanly (control socket and pid
+    /// file removed) instead of ending the process. Call before [`Vmm::run`], while the
+    /// process has no other thread.
+    pub fn stop_on_termination_signals(&self) -> Result<(), VmmError> {
+        lifecycle::stop_on_termination_signals(self.life.clone()).map_err(VmmError::Thread)
+    }
+
+    /// Runs the VM: one thread per vCPU, the control socket served on another, until
+    /// the guest powers off, faults, or is stopped. Returns once every vCPU thread has
+    /// ended, after removing the control socket.
+    pub fn run(mut self) -> Result<Exit, VmmError> {
+        let mut threads = Vec::with_capacity(self.vcpus.len());
+        for vcpu in self.vcpus.drain(..) {
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{}", vcpu.id()))
+                .stack_size(256 * 1024)
+                .spawn(move || vcpu.run());
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.life.request_stop(StopReason::Killed);
+                    self.life.kick_until_exited(Duration::from_secs(5));
+                    return Err(VmmError::Thread(e));
+                }
+            }
+        }
+        let socket_path = self.start_control()?;
+
+        self.life.wait_stopped(None);
+        const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+        let all_exited = self.life.kick_until_exited(STOP_TIMEOUT);
+        if all_exited {
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+        self.life.drain_requests(Duration::from_secs(2));
+        if let Some(path) = socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+        if !all_exited {
+            return Err(VmmError::StopTimeout(STOP_TIMEOUT));
+        }
+        match self.life.stop_reason() {
+            Some(StopReason::Fault { vcpu, reason }) => Err(VmmError::GuestFault { vcpu, reason }),
+            Some(StopReason::Killed) => Ok(Exit::Killed),
+            Some(StopReason::PowerOff) | None => Ok(Exit::PowerOff),
+        }
+    }
+
+    fn start_control(&mut self) -> Result<Option<PathBuf>, VmmError> {
+        let Some((listener, path)) = self.control.take() else {
+            return Ok(None);
+        };
+        let i8042 = self.i8042.clone();
+        let ctl = Controller::new(
+            self.life.clone(),
+            Box::new(move || {
+                bus::lock(&i8042)
+                    .inject_ctrl_alt_del()
+                    .map_err(|e| e.to_string())
+            }),
+        );
+        if let Err(e) = control::serve(listener, Arc::new(ctl)) {
+            self.life.request_stop(StopReason::Killed);
+            return Err(VmmError::Thread(e));
+        }
+        Ok(Some(path))
+    }
+}
+
+#[cfg(test)]
+mod tests;

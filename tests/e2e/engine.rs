@@ -1,0 +1,476 @@
+//! The microVM engine end to end: `vmctl vmm run` boots the test guest (tests/guest)
+//! and every boot-protocol check it prints passes; a detached `vmctl vmm --spec`
+//! answers its control socket and stops on `shutdown` and `kill`; faults and bad specs
+//! give clear errors. Every process a test starts is killed by pid when the test ends,
+//! also when it fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{self, vmctl};
+
+/// How long any one VM may take here (the guest needs ~30 ms; CI may be slow).
+const VM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The test guest's ELF, built once per test run.
+fn guest() -> &'static Path {
+    static GUEST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = GUEST.get_or_init(|| {
+        let out = Command::new(support::repo_root().join("tests/guest/build"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run tests/guest/build: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("tests/guest/build failed: {}", out.status));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match built {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn skip() -> bool {
+    support::skip_unless(
+        support::is_root() && support::has_kvm(),
+        "root and /dev/kvm",
+    )
+}
+
+/// Kills a process by pid (SIGKILL) when dropped, unless it already ended.
+struct KillOnDrop {
+    pid: i32,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: kill has no memory-safety preconditions; the pid is one this test
+            // started (the VMM it detached, or a child it spawned).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); it has ended as far as the tests care.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// What a foreground run printed and how it ended.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `vmctl vmm run …` with a timeout; the child is killed if the test panics.
+fn vmm_run(args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child: Child = vmctl()
+        .args(["vmm", "run"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop {
+        pid: child.id() as i32,
+    };
+    let deadline = Instant::now() + VM_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vmctl vmm run {args:?} did not end"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        status,
+        stdout: std::fs::read_to_string(out_path).unwrap(),
+        stderr: std::fs::read_to_string(err_path).unwrap(),
+    }
+}
+
+/// 32-bit FNV-1a, as the test guest sums its initrd.
+fn fnv1a(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{h:08x}")
+}
+
+fn assert_line(out: &str, line: &str) {
+    assert!(
+        out.lines().any(|l| l == line),
+        "expected the line `{line}` in:\n{out}"
+    );
+}
+
+fn assert_guest_ok(run: &Run) {
+    assert!(
+        run.status.success(),
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    assert_line(&run.stdout, "testguest: ok");
+    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
+}
+
+#[test]
+fn test_guest_boots_with_1_and_2_vcpus_with_and_without_initrd() {
+    if skip() {
+        return;
+    }
+    let kernel = guest().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let initrd_path = dir.path().join("initrd.img");
+    let initrd: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&initrd_path, &initrd).unwrap();
+    let initrd_arg = initrd_path.to_str().unwrap();
+
+    for cpus in ["1", "2"] {
+        for with_initrd in [false, true] {
+            let cmdline = format!("console=ttyS0 e2e cpus={cpus}");
+            let mut args = vec!["--kernel", kernel, "--cpus", cpus, "--memory", "64MiB"];
+            args.extend(["--cmdline", &cmdline]);
+            if with_initrd {
+                args.extend(["--initrd", initrd_arg]);
+            }
+            let run = vmm_run(&args);
+            assert_guest_ok(&run);
+            assert_line(&run.stdout, &format!("testguest: cmdline={cmdline}"));
+            assert_line(&run.stdout, &format!("testguest: cpus={cpus}"));
+            assert_line(&run.stdout, "testguest: hypervisor=KVMKVMKVM");
+            assert_line(&run.stdout, "testguest: apic-id=0");
+            // e820 RAM: below the EBDA (0x9fc00) and from 1 MiB to the end.
+            let ram = 0x9fc00 + (64u64 << 20) - (1 << 20);
+            assert_line(&run.stdout, &format!("testguest: memory={ram}"));
+            let initrd_line = format!("testguest: initrd={} sum={}", initrd.len(), fnv1a(&initrd));
+            if with_initrd {
+                assert_line(&run.stdout, &initrd_line);
+            } else {
+                assert!(!run.stdout.contains("initrd="), "{}", run.stdout);
+            }
+        }
+    }
+}
+
+#[test]
+fn cpuid_mask_is_accepted_and_unknown_features_refused() {
+    if skip() {
+        return;
+    }
+    let kernel = guest().to_str().unwrap();
+    let run = vmm_run(&["--kernel", kernel, "--mask-cpuid", "avx,xsave,sse4_2"]);
+    assert_guest_ok(&run);
+    let run = vmm_run(&["--kernel", kernel, "--mask-cpuid", "avx,warp_drive"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown CPUID feature `warp_drive`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn faulting_guest_ends_with_a_clear_error() {
+    if skip() {
+        return;
+    }
+    let run = vmm_run(&[
+        "--kernel",
+        guest().to_str().unwrap(),
+        "--cmdline",
+        "testguest.fault",
+    ]);
+    assert_line(&run.stdout, "testguest: faulting");
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("guest fault on vCPU 0"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("triple fault"), "{}", run.stderr);
+}
+
+/// A detached VMM of the test guest, in a temp dir.
+struct Detached {
+    dir: tempfile::TempDir,
+    guard: KillOnDrop,
+}
+
+impl Detached {
+    fn start(cpus: u32, cmdline: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = json!({
+            "kernel": guest(),
+            "cmdline": cmdline,
+            "cpus": cpus,
+            "memory": "128MiB",
+            "console_log": dir.path().join("console.log"),
+            "control_socket": dir.path().join("control.sock"),
+            "pid_file": dir.path().join("vmm.pid"),
+        });
+        let spec_path = dir.path().join("spec.json");
+        std::fs::write(&spec_path, spec.to_string()).unwrap();
+        let out = vmctl()
+            .args(["vmm", "--spec"])
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // The VMM is detached: `vmctl vmm --spec` prints its pid (also in the pid file),
+        // and the guard kills it.
+        let pid: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let me = Self {
+            dir,
+            guard: KillOnDrop { pid },
+        };
+        assert!(
+            out.status.success(),
+            "vmctl vmm --spec failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(pid > 0, "no pid printed");
+        me
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.path("console.log")).unwrap_or_default()
+    }
+
+    fn wait_console(&self, line: &str) {
+        let deadline = Instant::now() + VM_TIMEOUT;
+        while !self.console().lines().any(|l| l == line) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{line}` in:\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn connect(&self) -> Control {
+        let s = UnixStream::connect(self.path("control.sock")).unwrap();
+        s.set_read_timeout(Some(VM_TIMEOUT)).unwrap();
+        Control {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    /// Waits for the VMM to exit; checks it removed its socket and pid file.
+    fn assert_exits(&self) {
+        assert!(
+            wait_gone(self.guard.pid, VM_TIMEOUT),
+            "the VMM is still running"
+        );
+        assert!(
+            !self.path("control.sock").exists(),
+            "control socket left behind"
+        );
+        assert!(!self.path("vmm.pid").exists(), "pid file left behind");
+    }
+}
+
+struct Control {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Control {
+    fn request(&mut self, req: Value) -> Value {
+        self.writer
+            .write_all(format!("{req}\n").as_bytes())
+            .unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+}
+
+#[test]
+fn detached_vmm_answers_status_pauses_and_shuts_down_gracefully() {
+    if skip() {
+        return;
+    }
+    let vm = Detached::start(2, "console=ttyS0 testguest.halt");
+    vm.wait_console("testguest: ok");
+    let mut ctl = vm.connect();
+
+    let status = ctl.request(json!({"cmd": "status"}));
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["vcpus"], 2);
+    assert_eq!(status["memory"], 128u64 << 20);
+    assert_eq!(status["pid"], vm.guard.pid);
+    let pid_file = std::fs::read_to_string(vm.path("vmm.pid")).unwrap();
+    assert_eq!(pid_file.trim(), vm.guard.pid.to_string());
+    assert!(status["uptime_ms"].as_u64().is_some(), "{status}");
+    assert!(status["exits"]["io"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["exits"]["unknown_mmio"], 0, "{status}");
+
+    assert_eq!(ctl.request(json!({"cmd": "pause"}))["state"], "paused");
+    assert_eq!(ctl.request(json!({"cmd": "status"}))["state"], "paused");
+    assert_eq!(ctl.request(json!({"cmd": "resume"}))["state"], "running");
+    let bad = ctl.request(json!({"cmd": "reboot"}));
+    assert_eq!(bad["ok"], false, "{bad}");
+
+    let reply = ctl.request(json!({"cmd": "shutdown", "timeout_ms": 30000}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["graceful"], true, "{reply}");
+    assert_eq!(reply["state"], "stopped", "{reply}");
+    vm.assert_exits();
+    let console = vm.console();
+    assert_line(&console, "testguest: shutdown requested");
+    assert_line(&console, "vmctl vmm: the guest powered off");
+}
+
+#[test]
+fn kill_stops_a_halted_guest() {
+    if skip() {
+        return;
+    }
+    let vm = Detached::start(1, "console=ttyS0 testguest.halt");
+    vm.wait_console("testguest: ok");
+    let reply = vm.connect().request(json!({"cmd": "kill"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["state"], "stopped", "{reply}");
+    vm.assert_exits();
+    assert!(!vm.console().contains("shutdown requested"));
+    assert_line(&vm.console(), "vmctl vmm: the VM was killed");
+}
+
+#[test]
+fn sigterm_stops_the_vmm_cleanly() {
+    if skip() {
+        return;
+    }
+    let vm = Detached::start(2, "console=ttyS0 testguest.halt");
+    vm.wait_console("testguest: ok");
+    // SAFETY: signalling the VMM this test started, by its pid.
+    assert_eq!(unsafe { libc::kill(vm.guard.pid, libc::SIGTERM) }, 0);
+    vm.assert_exits();
+    assert_line(&vm.console(), "vmctl vmm: the VM was killed");
+}
+
+#[test]
+fn detached_faulting_guest_logs_the_reason() {
+    if skip() {
+        return;
+    }
+    let vm = Detached::start(1, "console=ttyS0 testguest.fault");
+    vm.assert_exits();
+    let console = vm.console();
+    assert_line(&console, "testguest: faulting");
+    assert!(
+        console.contains("guest fault on vCPU 0: triple fault"),
+        "{console}"
+    );
+}
+
+/// Runs `vmctl vmm --spec` on `spec`; returns (exit code, stderr).
+fn bad_spec(spec: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.json");
+    std::fs::write(&path, spec).unwrap();
+    let out = vmctl()
+        .args(["vmm", "--foreground", "--spec"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_specs_give_clear_errors() {
+    // These fail before KVM is touched: no root or /dev/kvm needed.
+    let (code, err) = bad_spec(r#"{"kernel": "/nonexistent/vmlinux"}"#);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("kernel /nonexistent/vmlinux"), "{err}");
+
+    let (code, err) = bad_spec(r#"{"cpus": 1}"#);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing field `kernel`"), "{err}");
+
+    let (code, err) = bad_spec(r#"{"kernel": "/proc/self/exe", "memory": "100TiB"}"#);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot give the VM"), "{err}");
+
+    let (code, err) = bad_spec(r#"{"kernel": "/proc/self/exe", "cpus": 0}"#);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cpus must be between 1 and"), "{err}");
+
+    let (code, err) = bad_spec(r#"{"kernel": "/proc/self/exe", "memroy": "1G"}"#);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown field `memroy`"), "{err}");
+
+    let out = vmctl()
+        .args(["vmm", "run", "--kernel", "/nonexistent/bzImage"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/bzImage"));
+}
+
+#[test]
+fn detached_vmm_without_console_log_is_refused() {
+    let (code, err) = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.json");
+        std::fs::write(&path, r#"{"kernel": "/proc/self/exe"}"#).unwrap();
+        let out = vmctl().args(["vmm", "--spec"]).arg(&path).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(1));
+    assert!(err.contains("console_log"), "{err}");
+}
+
+#[test]
+fn vmm_is_hidden_from_help() {
+    let out = vmctl().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains("vmm"), "{help}");
+}
