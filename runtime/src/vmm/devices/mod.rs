@@ -1,0 +1,3 @@
+//! Devices the microVM engine emulates.
+
+pub mod virtio;

@@ -1,0 +1,3 @@
+//! The microVM engine (issue 3); this branch carries only its device layer.
+
+pub mod devices;
