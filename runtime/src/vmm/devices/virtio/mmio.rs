@@ -217,7 +217,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             self.read_config(offset - CONFIG_SPACE_OFFSET, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             self.counters.bad_accesses += 1;
             data.fill(0xff);
             return;
@@ -239,7 +239,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             return;
         }
         let value = match <[u8; 4]>::try_from(data) {
-            Ok(bytes) if offset % 4 == 0 => u32::from_le_bytes(bytes),
+            Ok(bytes) if offset.is_multiple_of(4) => u32::from_le_bytes(bytes),
             _ => {
                 self.counters.bad_accesses += 1;
                 return;
@@ -471,7 +471,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// The config space is accessed in naturally aligned 1, 2, 4 or 8-byte units.
     fn config_access_ok(&mut self, offset: u64, len: usize) -> Option<usize> {
         let config_len = self.device.config_space().len() as u64;
-        let aligned = matches!(len, 1 | 2 | 4 | 8) && offset % len as u64 == 0;
+        let aligned = matches!(len, 1 | 2 | 4 | 8) && offset.is_multiple_of(len as u64);
         let end = offset.checked_add(len as u64);
         if aligned && end.is_some_and(|end| end <= config_len) {
             Some(offset as usize)

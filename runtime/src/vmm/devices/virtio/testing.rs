@@ -110,6 +110,22 @@ impl QueueLayout {
         mem.write_slice(&raw, at).expect("descriptor in memory");
     }
 
+    /// Writes a chain of `bufs` (address, length, device-writable) into descriptors
+    /// `first`, `first + 1`, … (modulo the size); returns its head, `first`.
+    pub fn write_chain(&self, mem: &GuestMemoryMmap, first: u16, bufs: &[(u64, u32, bool)]) -> u16 {
+        let n = bufs.len();
+        for (i, &(addr, len, writable)) in bufs.iter().enumerate() {
+            let index = (first as usize + i) % usize::from(self.size);
+            let next = ((index + 1) % usize::from(self.size)) as u16;
+            let mut flags = if writable { F_WRITE } else { 0 };
+            if i + 1 < n {
+                flags |= F_NEXT;
+            }
+            self.write_desc(mem, index as u16, addr, len, flags, next);
+        }
+        first
+    }
+
     /// The avail ring's index.
     pub fn avail_idx(&self, mem: &GuestMemoryMmap) -> u16 {
         mem.read_obj::<u16>(GuestAddress(self.avail + 2))
@@ -156,4 +172,13 @@ impl QueueLayout {
         mem.write_obj(0u16, GuestAddress(self.used + 2))
             .expect("used ring in memory");
     }
+}
+
+/// Writes a virtio-blk request header (`type`, reserved, `sector`) at `at`.
+pub fn write_blk_header(mem: &GuestMemoryMmap, at: u64, kind: u32, sector: u64) {
+    let mut raw = [0u8; 16];
+    raw[0..4].copy_from_slice(&kind.to_le_bytes());
+    raw[8..16].copy_from_slice(&sector.to_le_bytes());
+    mem.write_slice(&raw, GuestAddress(at))
+        .expect("header in memory");
 }
