@@ -347,38 +347,38 @@ impl Disk {
 
 /// `pread` until `len` bytes landed at `ptr`.
 fn pread_exact(file: &File, ptr: *mut u8, len: usize, offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < len {
-        let at = i64::try_from(offset + done as u64)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = file.as_raw_fd();
+    retry_until_done(len, offset, io::ErrorKind::UnexpectedEof, |done, at| {
         // SAFETY: `ptr..ptr + len` is a guest memory slice the caller holds a guard on;
         // the kernel writes at most `len - done` bytes from `ptr + done`.
-        let n = unsafe { libc::pread64(file.as_raw_fd(), ptr.add(done).cast(), len - done, at) };
-        match n {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n if n > 0 => done += n as usize,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
+        unsafe { libc::pread64(fd, ptr.add(done).cast(), len - done, at) }
+    })
 }
 
 /// `pwrite` until the `len` bytes at `ptr` are in the file.
 fn pwrite_all(file: &File, ptr: *const u8, len: usize, offset: u64) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    retry_until_done(len, offset, io::ErrorKind::WriteZero, |done, at| {
+        // SAFETY: `ptr..ptr + len` is a guest memory slice the caller holds a guard on;
+        // the kernel reads at most `len - done` bytes from `ptr + done`.
+        unsafe { libc::pwrite64(fd, ptr.add(done).cast(), len - done, at) }
+    })
+}
+
+/// Calls `op(done, file offset)` until `len` bytes are done; retries EINTR, fails on
+/// other errors and on a zero-byte transfer (`stalled`).
+fn retry_until_done(
+    len: usize,
+    offset: u64,
+    stalled: io::ErrorKind,
+    mut op: impl FnMut(usize, i64) -> isize,
+) -> io::Result<()> {
     let mut done = 0;
     while done < len {
         let at = i64::try_from(offset + done as u64)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `ptr..ptr + len` is a guest memory slice the caller holds a guard on;
-        // the kernel reads at most `len - done` bytes from `ptr + done`.
-        let n = unsafe { libc::pwrite64(file.as_raw_fd(), ptr.add(done).cast(), len - done, at) };
-        match n {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
+        match op(done, at) {
+            0 => return Err(stalled.into()),
             n if n > 0 => done += n as usize,
             _ => {
                 let e = io::Error::last_os_error();
