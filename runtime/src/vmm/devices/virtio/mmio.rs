@@ -211,6 +211,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
+    /// The fd of the device's host backend, if it has one (a NIC's tap): the VMM polls
+    /// it with `EPOLLIN | EPOLLET` and calls [`MmioTransport::process_backend`].
+    pub fn backend_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        self.device.backend_fd()
+    }
+
     /// A guest read of `data.len()` bytes at `offset` in the window.
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= CONFIG_SPACE_OFFSET {

@@ -181,6 +181,25 @@ pub enum ActivateError {
     AlreadyActive,
 }
 
+/// Checks the queues a device gets at activation: exactly `N`, each ready, and the
+/// device not already active.
+pub(crate) fn take_queues<const N: usize>(
+    already_active: bool,
+    queues: Vec<Queue>,
+) -> Result<[Queue; N], ActivateError> {
+    use virtio_queue::QueueT;
+    if already_active {
+        return Err(ActivateError::AlreadyActive);
+    }
+    let got = queues.len();
+    let queues =
+        <[Queue; N]>::try_from(queues).map_err(|_| ActivateError::QueueCount { got, want: N })?;
+    if let Some(index) = queues.iter().position(|q| !q.ready()) {
+        return Err(ActivateError::QueueNotUsable { index });
+    }
+    Ok(queues)
+}
+
 /// A virtio device, independent of its transport.
 ///
 /// The transport calls these; the VMM calls them only through the transport
@@ -223,6 +242,12 @@ pub trait VirtioDevice: Send {
     /// Serves the device's host-side backend (the tap of a NIC became readable).
     /// Devices without one ignore it.
     fn process_backend(&mut self) {}
+
+    /// The fd of the device's host backend (a NIC's tap), which the VMM polls with
+    /// `EPOLLIN | EPOLLET` and answers with [`VirtioDevice::process_backend`].
+    fn backend_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        None
+    }
 
     /// Back to the state before activation; the device drops its queues and memory.
     fn reset(&mut self);

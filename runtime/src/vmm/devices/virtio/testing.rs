@@ -4,12 +4,15 @@
 //! Used by the unit tests, the fuzz harness (`runtime/tests/virtio_fuzz.rs`) and the
 //! block benchmark (`runtime/benches/blk.rs`); not part of the engine's API.
 
+use std::collections::VecDeque;
 use std::io;
+use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
+use super::net::Tap;
 use super::{GuestMemoryMmap, Interrupt};
 
 /// Descriptor flag: the chain continues at `next`.
@@ -181,4 +184,39 @@ pub fn write_blk_header(mem: &GuestMemoryMmap, at: u64, kind: u32, sector: u64) 
     raw[8..16].copy_from_slice(&sector.to_le_bytes());
     mem.write_slice(&raw, GuestAddress(at))
         .expect("header in memory");
+}
+
+/// An in-memory tap: frames to hand the device in `rx`, frames it sent in `tx`.
+#[derive(Debug, Default)]
+pub struct FakeTap {
+    /// Frames waiting to be read by the device (host → guest).
+    pub rx: VecDeque<Vec<u8>>,
+    /// Frames the device wrote (guest → host).
+    pub tx: Vec<Vec<u8>>,
+    /// How often the device read (including reads that found nothing).
+    pub reads: usize,
+    /// When set, writes fail with this error.
+    pub write_error: Option<io::ErrorKind>,
+}
+
+impl Tap for FakeTap {
+    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        let frame = self.rx.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
+        let n = frame.len().min(buf.len());
+        buf[..n].copy_from_slice(&frame[..n]);
+        Ok(n)
+    }
+
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
+        if let Some(kind) = self.write_error {
+            return Err(kind.into());
+        }
+        self.tx.push(frame.to_vec());
+        Ok(frame.len())
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        None
+    }
 }

@@ -24,7 +24,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::request::{self, RequestKind};
 use crate::vmm::devices::virtio::{
-    chain, ActivateError, DeviceCounters, GuestMemoryMmap, IrqTrigger, VirtioDevice,
+    chain, take_queues, ActivateError, DeviceCounters, GuestMemoryMmap, IrqTrigger, VirtioDevice,
     VIRTIO_F_VERSION_1,
 };
 
@@ -154,16 +154,7 @@ impl VirtioDevice for Block {
         _acked_features: u64,
         irq: IrqTrigger,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let got = queues.len();
-        let Ok([queue]) = <[Queue; 1]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { got, want: 1 });
-        };
-        if !virtio_queue::QueueT::ready(&queue) {
-            return Err(ActivateError::QueueNotUsable { index: 0 });
-        }
+        let [queue] = take_queues(self.active.is_some(), queues)?;
         self.active = Some(Active { mem, queue, irq });
         Ok(())
     }
