@@ -22,6 +22,7 @@ use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
 };
 use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestAddress;
 
 use super::{
     GuestMemoryMmap, Interrupt, IrqTrigger, IrqType, VirtioCounters, VirtioDevice,
@@ -78,7 +79,8 @@ pub struct TransportCounters {
     /// Reads of write-only or unknown registers, writes to read-only or unknown ones.
     pub bad_registers: u64,
     /// Refused queue set-up: a size that is zero, not a power of two or above the
-    /// maximum; readying such a queue; a queue selector past the last queue.
+    /// maximum; a misaligned ring address; readying such a queue; a queue selector past
+    /// the last queue.
     pub bad_queue_config: u64,
     /// Queue registers rewritten while the queue is ready or after DRIVER_OK.
     pub queue_config_after_ready: u64,
@@ -110,6 +112,10 @@ pub struct MmioTransport<D: VirtioDevice> {
     queues: Vec<Queue>,
     /// Per queue: the driver wrote an invalid `QueueNum`, so the queue may not be readied.
     bad_size: Vec<bool>,
+    /// Per queue and ring (table, avail, used): the address the driver wrote, and
+    /// whether it is misaligned (then the queue may not be readied).
+    ring_addrs: Vec<[u64; 3]>,
+    bad_addr: Vec<[bool; 3]>,
     device_features_sel: u32,
     driver_features_sel: u32,
     acked_features: u64,
@@ -147,6 +153,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             bad_size: vec![false; queues.len()],
+            bad_addr: vec![[false; 3]; queues.len()],
+            ring_addrs: vec![[0; 3]; queues.len()],
             queues,
             device,
             mem,
@@ -358,7 +366,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
         match value {
             0 => self.queues[index].set_ready(false),
-            1 if self.bad_size[index] => self.counters.bad_queue_config += 1,
+            1 if self.bad_size[index] || self.bad_addr[index].iter().any(|&b| b) => {
+                self.counters.bad_queue_config += 1
+            }
             1 => self.queues[index].set_ready(true),
             _ => self.counters.bad_queue_config += 1,
         }
@@ -368,14 +378,34 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let Some(index) = self.configurable_queue() else {
             return;
         };
+        let (ring, high) = match offset {
+            REG_QUEUE_DESC_LOW => (0, false),
+            REG_QUEUE_DESC_HIGH => (0, true),
+            REG_QUEUE_DRIVER_LOW => (1, false),
+            REG_QUEUE_DRIVER_HIGH => (1, true),
+            REG_QUEUE_DEVICE_LOW => (2, false),
+            _ => (2, true),
+        };
+        // The driver's address as written so far (the queue keeps only valid ones).
+        let addr = &mut self.ring_addrs[index][ring];
+        *addr = if high {
+            (*addr & 0xffff_ffff) | (u64::from(value) << 32)
+        } else {
+            (*addr & !0xffff_ffff) | u64::from(value)
+        };
+        let addr = GuestAddress(*addr);
+        // The queue refuses misaligned rings (16 bytes for the table, 2 for the avail
+        // ring, 4 for the used ring) and would keep its old address: refuse the queue
+        // until the driver writes an aligned one.
         let q = &mut self.queues[index];
-        match offset {
-            REG_QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
-            REG_QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(value)),
-            REG_QUEUE_DRIVER_LOW => q.set_avail_ring_address(Some(value), None),
-            REG_QUEUE_DRIVER_HIGH => q.set_avail_ring_address(None, Some(value)),
-            REG_QUEUE_DEVICE_LOW => q.set_used_ring_address(Some(value), None),
-            _ => q.set_used_ring_address(None, Some(value)),
+        let set = match ring {
+            0 => q.try_set_desc_table_address(addr),
+            1 => q.try_set_avail_ring_address(addr),
+            _ => q.try_set_used_ring_address(addr),
+        };
+        self.bad_addr[index][ring] = set.is_err();
+        if set.is_err() {
+            self.counters.bad_queue_config += 1;
         }
     }
 
@@ -466,6 +496,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             q.reset();
         }
         self.bad_size.fill(false);
+        self.bad_addr.fill([false; 3]);
+        self.ring_addrs.fill([0; 3]);
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
         self.acked_features = 0;

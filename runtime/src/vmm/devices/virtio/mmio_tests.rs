@@ -479,3 +479,36 @@ fn invalid_queue_max_is_refused_at_construction() {
         }
     );
 }
+
+#[test]
+fn misaligned_ring_addresses_are_refused() {
+    let mut t = transport();
+    negotiate(&mut t);
+    w32(&mut t, REG_QUEUE_SEL, 0);
+    w32(&mut t, REG_QUEUE_DESC_LOW, 0x1008); // tables are 16-byte aligned
+    w32(&mut t, REG_QUEUE_DRIVER_LOW, 0x2001); // avail rings 2-byte
+    w32(&mut t, REG_QUEUE_DEVICE_LOW, 0x3002); // used rings 4-byte
+    w32(&mut t, REG_QUEUE_READY, 1);
+    assert_eq!(r32(&mut t, REG_QUEUE_READY), 0);
+    assert_eq!(t.counters().transport.bad_queue_config, 4);
+    // Fixing two of the three is not enough; fixing all three is.
+    w32(&mut t, REG_QUEUE_DESC_LOW, 0x1000);
+    w32(&mut t, REG_QUEUE_DRIVER_LOW, 0x2000);
+    w32(&mut t, REG_QUEUE_READY, 1);
+    assert_eq!(r32(&mut t, REG_QUEUE_READY), 0);
+    w32(&mut t, REG_QUEUE_DEVICE_LOW, 0x3000);
+    w32(&mut t, REG_QUEUE_READY, 1);
+    assert_eq!(r32(&mut t, REG_QUEUE_READY), 1);
+    assert_eq!(t.queues[0].used_ring(), 0x3000);
+    // The high halves combine with the low ones.
+    let mut t = transport();
+    negotiate(&mut t);
+    w32(&mut t, REG_QUEUE_DESC_LOW, 0x1000);
+    w32(&mut t, REG_QUEUE_DESC_HIGH, 0x1);
+    assert_eq!(t.queues[0].desc_table(), 0x1_0000_1000);
+    // A high half does not make a misaligned low half right.
+    w32(&mut t, REG_QUEUE_DEVICE_LOW, 0x3001);
+    w32(&mut t, REG_QUEUE_DEVICE_HIGH, 0);
+    w32(&mut t, REG_QUEUE_READY, 1);
+    assert_eq!(r32(&mut t, REG_QUEUE_READY), 0);
+}
