@@ -4,8 +4,10 @@
 //! sequential reads and writes of 4 KiB and 64 KiB; `bench/blk.sh` compares with `dd`.
 //!
 //! ```text
-//! cargo bench -p vmctl-runtime --bench blk -- [FILE [SIZE_MIB]]
+//! cargo bench -p vmctl-runtime --bench blk -- [FILE [SIZE_MIB [read|write [BS_KIB]]]]
 //! ```
+//!
+//! Without the last two, every combination runs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,16 +51,25 @@ fn main() {
         }
     }
 
+    let ops: Vec<(&str, u32)> = [("read", VIRTIO_BLK_T_IN), ("write", VIRTIO_BLK_T_OUT)]
+        .into_iter()
+        .filter(|(name, _)| args.get(2).is_none_or(|op| op == name))
+        .collect();
+    let sizes: Vec<u64> = [4u64, 64]
+        .into_iter()
+        .filter(|bs| args.get(3).is_none_or(|want| want.parse() == Ok(*bs)))
+        .map(|bs| bs * 1024)
+        .collect();
     println!("file {} ({} MiB)", path.display(), size_mib);
-    for (name, kind) in [("read", VIRTIO_BLK_T_IN), ("write", VIRTIO_BLK_T_OUT)] {
-        for bs in [4096u64, 65536] {
+    for &(name, kind) in &ops {
+        for &bs in &sizes {
             let best = (0..ROUNDS)
                 .map(|_| pass(&path, size, bs, kind))
                 .min()
                 .expect("rounds");
             let mbs = size as f64 / best.as_secs_f64() / 1e6;
             println!(
-                "device {name:5} bs={:>2}k  {mbs:8.0} MB/s  ({:.3} s for {size_mib} MiB, best of {ROUNDS})",
+                "device {name:5} bs={}k {mbs:8.0} MB/s  ({:.3} s for {size_mib} MiB, best of {ROUNDS})",
                 bs / 1024,
                 best.as_secs_f64()
             );
