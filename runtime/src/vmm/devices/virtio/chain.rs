@@ -21,12 +21,18 @@ pub(crate) enum ChainError {
     /// No descriptor at all: the head index lies outside the queue, or the table outside
     /// guest memory.
     Empty,
-    /// The chain ended on a descriptor that still had NEXT: a loop, a `next` outside the
-    /// queue, a broken indirect table, or more than 4 GiB.
+    /// The chain ended on a descriptor that still had NEXT (a loop, a `next` outside the
+    /// queue, a broken indirect table, more than 4 GiB), or it is longer than
+    /// [`MAX_CHAIN_LEN`].
     Truncated,
     /// A buffer lies (partly) outside guest memory.
     OutsideMemory,
 }
+
+/// The longest chain served. Split queues hold at most 256 descriptors here, but an
+/// indirect table may hold 65535: a guest could make every chain that long just to burn
+/// host time. Linux's block and net drivers stay far below this.
+pub(crate) const MAX_CHAIN_LEN: usize = 1024;
 
 /// How many chains the guest made available, or `None` (counted) when its avail index
 /// is more than the queue size ahead of what the device consumed.
@@ -60,7 +66,10 @@ pub(crate) fn pop(
     let chain = queue.pop_descriptor_chain(mem)?;
     let head = chain.head_index();
     descs.clear();
-    descs.extend(chain);
+    descs.extend(chain.take(MAX_CHAIN_LEN + 1));
+    if descs.len() > MAX_CHAIN_LEN {
+        return Some((head, Err(ChainError::Truncated)));
+    }
     Some((head, check(mem, descs)))
 }
 
@@ -114,7 +123,7 @@ pub(crate) fn notify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::devices::virtio::testing::{QueueLayout, F_NEXT, F_WRITE};
+    use crate::vmm::devices::virtio::testing::{QueueLayout, F_INDIRECT, F_NEXT, F_WRITE};
 
     fn setup() -> (GuestMemoryMmap, QueueLayout, Queue) {
         let mem = QueueLayout::memory(0x10000);
@@ -189,6 +198,31 @@ mod tests {
                 Err(ChainError::OutsideMemory)
             );
         }
+    }
+
+    #[test]
+    fn overlong_indirect_chain_is_refused() {
+        let (mem, l, mut q) = setup();
+        // An indirect table of 2000 chained descriptors at 0x2000...
+        let long = QueueLayout::new(0x2000, 2048);
+        for i in 0..2000u16 {
+            let flags = if i < 1999 { F_NEXT } else { 0 };
+            long.write_desc(&mem, i, 0x1800, 1, flags, i + 1);
+        }
+        l.write_desc(&mem, 0, 0x2000, 2000 * 16, F_INDIRECT, 0);
+        // ... and one of 1024, just short enough, at 0xa000.
+        let short = QueueLayout::new(0xa000, 1024);
+        for i in 0..1024u16 {
+            let flags = if i < 1023 { F_NEXT } else { 0 };
+            short.write_desc(&mem, i, 0x1800, 1, flags, i + 1);
+        }
+        l.write_desc(&mem, 1, 0xa000, 1024 * 16, F_INDIRECT, 0);
+        l.publish(&mem, &[0, 1]);
+        let mut descs = Vec::new();
+        let (_, long) = pop(&mut q, &mem, &mut descs).unwrap();
+        assert_eq!(long, Err(ChainError::Truncated));
+        let (_, ok) = pop(&mut q, &mem, &mut descs).unwrap();
+        assert_eq!((ok, descs.len()), (Ok(()), 1024));
     }
 
     #[test]
