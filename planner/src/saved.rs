@@ -189,3 +189,92 @@ fn host_fingerprints(config: &Config, live: &LiveFile) -> BTreeMap<String, Finge
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::VmStatus;
+    use crate::testdata::{plan_of, quickstart};
+
+    fn saved(live: &LiveFile) -> SavedPlan {
+        let config = quickstart();
+        let plan = plan_of(&config, live).unwrap();
+        SavedPlan::new(
+            "examples/quickstart",
+            &config,
+            live,
+            SavedOptions::default(),
+            plan,
+        )
+    }
+
+    #[test]
+    fn round_trips_and_is_fresh() {
+        let live = LiveFile::default();
+        let saved = saved(&live);
+        let read = SavedPlan::from_json(&saved.to_json()).unwrap();
+        assert_eq!(read, saved);
+        assert_eq!(read.check(&quickstart(), &live), Ok(()));
+        // `{}` for a host is the same as no entry.
+        let explicit: LiveFile = serde_json::from_str(r#"{"hosts": {"local": {}}}"#).unwrap();
+        assert_eq!(read.check(&quickstart(), &explicit), Ok(()));
+    }
+
+    #[test]
+    fn a_moved_host_or_config_makes_it_stale() {
+        let config = quickstart();
+        let live = LiveFile::applied(&config);
+        let saved = saved(&live);
+        let mut moved = live.clone();
+        moved.hosts.get_mut("local").unwrap().vms[0].status = VmStatus::Crashed;
+        let err = saved.check(&config, &moved).unwrap_err();
+        assert!(
+            matches!(&err, SavedPlanError::Stale { moved, .. } if moved == "the live state of host \"local\""),
+            "{err:?}"
+        );
+        let mut changed = config.clone();
+        changed.vms[0].cpus = 4;
+        let err = saved.check(&changed, &live).unwrap_err();
+        assert!(matches!(&err, SavedPlanError::Stale { moved, .. } if moved == "the config"));
+    }
+
+    #[test]
+    fn order_and_other_projects_do_not_make_it_stale() {
+        let config = quickstart();
+        let live = LiveFile::applied(&config);
+        let saved = saved(&live);
+        let mut shuffled = live.clone();
+        let host = shuffled.hosts.get_mut("local").unwrap();
+        host.vms.reverse();
+        let mut theirs = host.pools[0].clone();
+        theirs.project = "other".into();
+        host.pools.push(theirs);
+        assert_eq!(saved.check(&config, &shuffled), Ok(()));
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_refused() {
+        let mut saved = saved(&LiveFile::default());
+        saved.format_version = 99;
+        assert_eq!(
+            SavedPlan::from_json(&saved.to_json()),
+            Err(SavedPlanError::Version { found: 99 })
+        );
+        assert!(matches!(
+            SavedPlan::from_json("{"),
+            Err(SavedPlanError::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn fingerprints_are_stable() {
+        assert_eq!(
+            format!("{:032x}", fnv1a128(b"")),
+            "6c62272e07bb014262b821756295c58d"
+        );
+        assert_eq!(
+            format!("{:032x}", fnv1a128(b"a")),
+            "d228cb696f1a8caf78912b704e4a8964"
+        );
+    }
+}

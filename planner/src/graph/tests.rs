@@ -1,1 +1,187 @@
+//! Ordering of the apply graph, checked step pair by step pair with `happens_before`.
 
+use vmctl_schema::Config;
+
+use crate::action::Action;
+use crate::graph::{happens_before, ApplyGraph, GraphError};
+use crate::live::LiveFile;
+use crate::testdata::{graph_of, quickstart};
+use crate::{plan, PlanError, PlanOptions};
+
+fn destroy() -> PlanOptions {
+    PlanOptions {
+        destroy: true,
+        ..PlanOptions::default()
+    }
+}
+
+fn unprotected(config: &Config) -> Config {
+    let mut config = config.clone();
+    for volume in &mut config.volumes {
+        volume.prevent_destroy = false;
+    }
+    config
+}
+
+#[test]
+fn creates_follow_dependencies() {
+    let config = quickstart();
+    let (_, g) = graph_of(&config, &LiveFile::default(), &PlanOptions::default());
+    let before = [
+        ("create pool.fast", "create volume.web-1-root"),
+        ("create volume.web-1-root", "create vm.web-1"),
+        ("create network.lan", "create vlan.front"),
+        ("create vlan.front", "create vm.web-1"),
+        ("create vlan.back", "create vm.db-1"),
+        ("create vm.db-1", "create vm.web-1"),
+        ("create vm.db-1", "create vm.web-2"),
+        ("create pool.fast", "create vm.db-1"),
+    ];
+    for (a, b) in before {
+        assert!(happens_before(&g, a, b), "{a} before {b}");
+        assert!(!happens_before(&g, b, a), "not {b} before {a}");
+    }
+    let independent = [
+        ("create pool.fast", "create network.lan"),
+        ("create vm.web-1", "create vm.web-2"),
+        ("create volume.web-1-root", "create vlan.front"),
+    ];
+    for (a, b) in independent {
+        assert!(
+            !happens_before(&g, a, b) && !happens_before(&g, b, a),
+            "{a} ∥ {b}"
+        );
+    }
+}
+
+#[test]
+fn deletes_run_in_reverse() {
+    let config = unprotected(&quickstart());
+    let live = LiveFile::applied(&config);
+    let (_, g) = graph_of(&config, &live, &destroy());
+    let before = [
+        ("delete vm.web-1", "delete volume.web-1-root"),
+        ("delete volume.web-1-root", "delete pool.fast"),
+        ("delete vm.web-1", "delete vlan.front"),
+        ("delete vlan.front", "delete network.lan"),
+        ("delete vm.web-1", "delete vm.db-1"),
+        ("delete vm.db-1", "delete vlan.back"),
+    ];
+    for (a, b) in before {
+        assert!(happens_before(&g, a, b), "{a} before {b}");
+        assert!(!happens_before(&g, b, a), "not {b} before {a}");
+    }
+}
+
+#[test]
+fn a_replace_is_delete_then_create_in_place_in_the_order() {
+    let mut config = unprotected(&quickstart());
+    let live = LiveFile::applied(&config);
+    config.pools[0].path = "/srv/fast".into();
+    let (plan, g) = graph_of(&config, &live, &PlanOptions::default());
+    assert_eq!(plan.changes[0].action, Action::Replace);
+    let chain = [
+        "delete vm.web-1",
+        "delete volume.web-1-root",
+        "delete pool.fast",
+        "create pool.fast",
+        "create volume.web-1-root",
+        "create vm.web-1",
+    ];
+    for pair in chain.windows(2) {
+        assert!(
+            happens_before(&g, pair[0], pair[1]),
+            "{} before {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // db-1 is replaced too (its volume is); web-1 waits for it on the way up and goes
+    // first on the way down.
+    assert!(happens_before(&g, "create vm.db-1", "create vm.web-1"));
+    assert!(happens_before(&g, "delete vm.web-1", "delete vm.db-1"));
+}
+
+#[test]
+fn restart_only_touches_the_vm() {
+    let mut config = quickstart();
+    let live = LiveFile::applied(&config);
+    config.vms[0].memory *= 2;
+    let (plan, g) = graph_of(&config, &live, &PlanOptions::default());
+    assert_eq!(plan.actionable().count(), 1);
+    assert!(happens_before(&g, "delete vm.web-1", "create vm.web-1"));
+    assert_eq!(g.graph.node_count(), 2);
+}
+
+#[test]
+fn stop_and_start_follow_depends_on() {
+    let mut config = quickstart();
+    let mut live = LiveFile::applied(&config);
+    for vm in &mut live.hosts.get_mut("local").unwrap().vms {
+        vm.status = crate::VmStatus::Stopped;
+    }
+    let (_, g) = graph_of(&config, &live, &PlanOptions::default());
+    assert!(happens_before(&g, "start vm.db-1", "start vm.web-1"));
+    for vm in &mut config.vms {
+        vm.state = vmctl_schema::VmState::Stopped;
+    }
+    let (_, g) = graph_of(
+        &config,
+        &LiveFile::applied(&quickstart()),
+        &PlanOptions::default(),
+    );
+    assert!(happens_before(&g, "stop vm.web-1", "stop vm.db-1"));
+}
+
+#[test]
+fn a_cycle_is_an_error_naming_it() {
+    let mut config = quickstart();
+    config.vms[2].depends_on = vec!["web-2".into()]; // db-1 → web-2 → db-1
+    let errors = plan(&config, &LiveFile::default(), &PlanOptions::default())
+        .expect_err("cycle")
+        .errors;
+    let [PlanError::Graph(GraphError::Cycle { cycle })] = &errors[..] else {
+        panic!("{errors:?}");
+    };
+    let steps: Vec<&str> = cycle.split(" -> ").collect();
+    assert_eq!(steps.first(), steps.last(), "{cycle}");
+    let mut members = steps[1..].to_vec();
+    members.sort();
+    assert_eq!(members, ["create vm.db-1", "create vm.web-2"], "{cycle}");
+}
+
+#[test]
+fn plan_changes_come_in_apply_order_and_levels_respect_edges() {
+    let config = quickstart();
+    let (plan, g) = graph_of(&config, &LiveFile::default(), &PlanOptions::default());
+    let order: Vec<String> = plan.changes.iter().map(|c| c.id.to_string()).collect();
+    let position = |a: &str| order.iter().position(|x| x == a).unwrap();
+    assert!(position("pool.fast") < position("volume.web-1-root"));
+    assert!(position("vm.db-1") < position("vm.web-1"));
+    let levels = g.levels();
+    let mut level_of = vec![0; g.graph.node_count()];
+    for (l, nodes) in levels.iter().enumerate() {
+        for n in nodes {
+            level_of[n.index()] = l;
+        }
+    }
+    for edge in g.graph.edge_indices() {
+        let (a, b) = g.graph.edge_endpoints(edge).unwrap();
+        assert!(level_of[a.index()] < level_of[b.index()]);
+    }
+    assert_eq!(levels.len(), 4, "pool|network, volume|vlan, db-1, web-*");
+    assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 10);
+}
+
+#[test]
+fn no_changes_no_steps() {
+    let config = quickstart();
+    let (plan, g) = graph_of(
+        &config,
+        &LiveFile::applied(&config),
+        &PlanOptions::default(),
+    );
+    assert!(!plan.has_changes());
+    assert_eq!(g.graph.node_count(), 0);
+    assert!(ApplyGraph::build(&plan).unwrap().levels().is_empty());
+}

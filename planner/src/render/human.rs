@@ -136,7 +136,7 @@ fn whole(out: &mut String, resource: Option<&crate::plan::Resource>, action: Act
     let attributes = all_attributes(resource);
     let width = name_width(attributes.iter().map(|(n, _)| n.as_str()));
     for (name, value) in attributes {
-        if action == Action::Create && value.is_null() {
+        if value.is_null() {
             continue;
         }
         let shown = format_value(&name, &value);

@@ -6,3 +6,6 @@ pub mod dot;
 pub mod human;
 pub mod json;
 mod values;
+
+#[cfg(test)]
+mod tests;

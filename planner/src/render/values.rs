@@ -17,7 +17,7 @@ pub fn format_bytes(bytes: u64) -> String {
         ("KiB", 1 << 10),
     ];
     for (unit, factor) in UNITS {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes & (factor - 1) == 0 {
             return format!("{}{unit}", bytes / factor);
         }
     }
