@@ -1,0 +1,205 @@
+//! The canonical form of a config file: node order kept; four-space indentation, one
+//! node per line, strings always quoted, properties after arguments and in the
+//! language's order, at most one blank line between nodes; comments kept.
+
+use kdl::{KdlDocument, KdlEntryFormat, KdlNode, KdlValue};
+
+use crate::diagnostics::SchemaError;
+use crate::language::{child_kind, top_level, NodeKind};
+use crate::parse::parse;
+
+/// `text` in canonical form, or its syntax errors.
+pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
+    let mut document = parse(text)?;
+    let mut kept = Vec::new();
+    collect(&document, &mut kept);
+    // kdl's autoformat normalises indentation and comment lines, but drops a comment
+    // that ends a node's line and comments between entries: those are put back below.
+    document.autoformat();
+    let mut kept = kept.into_iter();
+    restore(&mut document, None, &mut kept);
+    if let Some(format) = document.format_mut() {
+        let lines: Vec<&str> = format
+            .trailing
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        format.trailing = lines.iter().map(|l| format!("{l}\n")).collect();
+    }
+    let mut out = document.to_string();
+    let trimmed = out.trim_start_matches('\n').len();
+    out.drain(..out.len() - trimmed);
+    if !out.ends_with('\n') && !out.is_empty() {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// What autoformat would lose of one node.
+struct Kept {
+    blank_before: bool,
+    /// Comments and slashdashed entries at the end of the line, before the terminator.
+    before_terminator: String,
+    /// A `// comment` that ends the node's line.
+    line_comment: Option<String>,
+    /// Per entry, in source order: comments before it.
+    entry_comments: Vec<String>,
+}
+
+/// Whether the text before a node (its `leading`) holds a blank line.
+fn has_blank_line(leading: &str) -> bool {
+    let mut lines: Vec<&str> = leading.split('\n').collect();
+    lines.pop();
+    lines.iter().any(|l| l.trim().is_empty())
+}
+
+/// Records, in document order, what [`Kept`] holds for every node.
+fn collect(document: &KdlDocument, out: &mut Vec<Kept>) {
+    for node in document.nodes() {
+        let format = node.format();
+        let terminator = format.map_or("", |f| f.terminator.trim_start());
+        out.push(Kept {
+            blank_before: format.is_some_and(|f| has_blank_line(&f.leading)),
+            before_terminator: format
+                .map_or(String::new(), |f| f.before_terminator.trim().to_owned()),
+            line_comment: terminator
+                .starts_with("//")
+                .then(|| terminator.trim_end().to_owned()),
+            entry_comments: node
+                .entries()
+                .iter()
+                .map(|e| {
+                    e.format()
+                        .map_or(String::new(), |f| f.leading.trim().to_owned())
+                })
+                .collect(),
+        });
+        if let Some(children) = node.children() {
+            collect(children, out);
+        }
+    }
+}
+
+/// Puts back what autoformat dropped, quotes strings and orders properties.
+fn restore(
+    document: &mut KdlDocument,
+    parent: Option<&NodeKind>,
+    kept: &mut impl Iterator<Item = Kept>,
+) {
+    for (i, node) in document.nodes_mut().iter_mut().enumerate() {
+        let Some(k) = kept.next() else { return };
+        let kind = match parent {
+            None => top_level(node.name().value()),
+            Some(p) => child_kind(p, node.name().value()),
+        };
+        canonical_entries(node, kind, &k.entry_comments);
+        if let Some(format) = node.format_mut() {
+            if k.blank_before && i > 0 {
+                format.leading.insert(0, '\n');
+            }
+            format.before_terminator = match (k.before_terminator.is_empty(), &k.line_comment) {
+                (true, None) => String::new(),
+                (true, Some(_)) => " ".to_owned(),
+                (false, None) => format!(" {}", k.before_terminator),
+                (false, Some(_)) => format!(" {} ", k.before_terminator),
+            };
+            format.terminator = match &k.line_comment {
+                Some(comment) => format!("{comment}\n"),
+                None => "\n".to_owned(),
+            };
+        }
+        if let Some(children) = node.children_mut() {
+            restore(children, kind, kept);
+        }
+    }
+}
+
+fn canonical_entries(node: &mut KdlNode, kind: Option<&NodeKind>, comments: &[String]) {
+    for (entry, comment) in node.entries_mut().iter_mut().zip(comments) {
+        let is_string = matches!(entry.value(), KdlValue::String(_));
+        if comment.is_empty() && !is_string {
+            continue;
+        }
+        let value_repr = match entry.value() {
+            KdlValue::String(s) => quote(s),
+            other => other.to_string(),
+        };
+        let leading = if comment.is_empty() {
+            " ".to_owned()
+        } else {
+            format!(" {comment} ")
+        };
+        entry.set_format(KdlEntryFormat {
+            value_repr,
+            leading,
+            ..Default::default()
+        });
+    }
+    let rank = |name: Option<&str>| -> usize {
+        match name {
+            None => 0,
+            Some(n) => kind
+                .and_then(|k| k.field(n))
+                .map_or(usize::MAX, |(i, _)| i + 1),
+        }
+    };
+    node.entries_mut()
+        .sort_by_key(|e| rank(e.name().map(|n| n.value())));
+}
+
+/// A string as a KDL v2 quoted string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0C}' => out.push_str("\\f"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_layout_and_keeps_comments() {
+        let input = "// the lab\nproject lab\n\n\n\nvm web-1 memory=\"64MiB\"   host=local {\n  cpus 1 // one\n      kernel \"k\"\n\n  disk a\n}\n";
+        let out = format(input).expect("formats");
+        assert_eq!(
+            out,
+            "// the lab\nproject \"lab\"\n\nvm \"web-1\" host=\"local\" memory=\"64MiB\" {\n    cpus 1 // one\n    kernel \"k\"\n\n    disk \"a\"\n}\n"
+        );
+        assert_eq!(format(&out).expect("formats"), out);
+    }
+
+    #[test]
+    fn quotes_strings_with_escapes() {
+        let out = format("a \"x\\\"y\" #\"raw\\n\"#\n").expect("formats");
+        assert_eq!(out, "a \"x\\\"y\" \"raw\\\\n\"\n");
+    }
+
+    #[test]
+    fn keeps_comments_between_entries_and_slashdashes() {
+        let input = "a x /* c */ y=2 /-z=3 // t\nb 1; c 2\n/-d\n";
+        let out = format(input).expect("formats");
+        assert_eq!(out, "a \"x\" /* c */ y=2 /-z=3 // t\nb 1\nc 2\n/-d\n");
+        assert_eq!(format(&out).expect("formats"), out);
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(format("vm {").is_err());
+    }
+}
