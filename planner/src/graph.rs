@@ -27,7 +27,7 @@ use petgraph::Direction;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::action::{Action, ResourceId};
+use crate::action::{Action, ResourceId, ResourceKind};
 use crate::plan::Plan;
 
 /// What one step does to its resource.
@@ -115,7 +115,7 @@ impl ApplyGraph {
     /// Builds the graph of `plan`'s actionable changes; a cycle is an error.
     pub fn build(plan: &Plan) -> Result<ApplyGraph, GraphError> {
         let mut graph = DiGraph::new();
-        let mut by_id: HashMap<&ResourceId, Vec<NodeIndex>> = HashMap::new();
+        let mut by_id: HashMap<(ResourceKind, &str), Vec<NodeIndex>> = HashMap::new();
         for (i, change) in plan.changes.iter().enumerate() {
             let mut previous = None;
             for &phase in Phase::of(change.action) {
@@ -126,7 +126,8 @@ impl ApplyGraph {
                     action: change.action,
                     phase,
                 });
-                by_id.entry(&change.id).or_default().push(node);
+                let key = (change.id.kind, change.id.name.as_str());
+                by_id.entry(key).or_default().push(node);
                 if let Some(previous) = previous {
                     graph.add_edge(previous, node, ());
                 }
@@ -143,8 +144,9 @@ impl ApplyGraph {
             } else {
                 &change.after
             };
-            for need in resource.iter().flat_map(|r| r.needs()) {
-                for &other in by_id.get(&need).into_iter().flatten() {
+            let Some(resource) = resource else { continue };
+            resource.each_need(|kind, name| {
+                for &other in by_id.get(&(kind, name)).into_iter().flatten() {
                     if graph[other].phase.is_teardown() != teardown {
                         continue;
                     }
@@ -154,7 +156,7 @@ impl ApplyGraph {
                         (other, node)
                     });
                 }
-            }
+            });
         }
         let mut edges: Vec<_> = edges.into_iter().collect();
         edges.sort();

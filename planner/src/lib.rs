@@ -73,7 +73,11 @@ impl<E: Into<PlanError>> From<Vec<E>> for PlanErrors {
 /// Plans `config` against the live state of its hosts. The plan's actionable changes come
 /// in apply order, then its no-ops.
 pub fn plan(config: &Config, live: &LiveFile, options: &PlanOptions) -> Result<Plan, PlanErrors> {
-    let known = known_resources(config, live);
+    let known = if options.targets.is_empty() && options.replace.is_empty() {
+        HashSet::new()
+    } else {
+        known_resources(config, live)
+    };
     let mut errors: Vec<PlanError> = Vec::new();
     let mut resolve = |names: &[String], flag| {
         target::resolve(names, &known, flag).unwrap_or_else(|e| {
@@ -141,16 +145,13 @@ fn in_apply_order(plan: Plan, graph: &ApplyGraph) -> Plan {
         let change = graph.graph[node].change;
         rank[change] = rank[change].min(position);
     }
-    let mut ranked: Vec<(usize, usize, Change)> = plan
-        .changes
-        .into_iter()
-        .enumerate()
-        .map(|(i, change)| (rank[i], i, change))
-        .collect();
-    ranked.sort_by_key(|(rank, i, _)| (*rank, *i));
+    // Sort indices, not changes: a change is large and moving it is the cost.
+    let mut order: Vec<usize> = (0..plan.changes.len()).collect();
+    order.sort_by_key(|&i| (rank[i], i));
+    let mut slots: Vec<Option<Change>> = plan.changes.into_iter().map(Some).collect();
     Plan {
         project: plan.project,
-        changes: ranked.into_iter().map(|(_, _, change)| change).collect(),
+        changes: order.into_iter().filter_map(|i| slots[i].take()).collect(),
     }
 }
 

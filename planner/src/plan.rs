@@ -61,19 +61,22 @@ impl Resource {
     /// What this resource needs to exist first: a volume its pool, a VLAN its network, a
     /// VM its disks, its NICs' VLANs and the VMs it `depends-on`.
     pub fn needs(&self) -> Vec<ResourceId> {
+        let mut needs = Vec::new();
+        self.each_need(|kind, name| needs.push(ResourceId::new(kind, name)));
+        needs
+    }
+
+    /// Calls `f` with the kind and name of each resource this one needs, allocating
+    /// nothing (the diff and the graph call this for every resource).
+    pub fn each_need(&self, mut f: impl FnMut(ResourceKind, &str)) {
         match self {
-            Resource::Pool(_) | Resource::Network(_) => Vec::new(),
-            Resource::Volume(v) => vec![ResourceId::new(ResourceKind::Pool, &v.pool)],
-            Resource::Vlan(v) => vec![ResourceId::new(ResourceKind::Network, &v.network)],
+            Resource::Pool(_) | Resource::Network(_) => {}
+            Resource::Volume(v) => f(ResourceKind::Pool, &v.pool),
+            Resource::Vlan(v) => f(ResourceKind::Network, &v.network),
             Resource::Vm(vm) => {
-                let disks = vm.disks.iter().map(|d| (ResourceKind::Volume, d));
-                let nics = vm.nics.iter().map(|n| (ResourceKind::Vlan, &n.vlan));
-                let vms = vm.depends_on.iter().map(|d| (ResourceKind::Vm, d));
-                disks
-                    .chain(nics)
-                    .chain(vms)
-                    .map(|(kind, name)| ResourceId::new(kind, name))
-                    .collect()
+                vm.disks.iter().for_each(|d| f(ResourceKind::Volume, d));
+                vm.nics.iter().for_each(|n| f(ResourceKind::Vlan, &n.vlan));
+                vm.depends_on.iter().for_each(|d| f(ResourceKind::Vm, d));
             }
         }
     }

@@ -308,32 +308,42 @@ fn vm_action(
 /// `depends-on` orders, it does not cascade.) Goes kind by kind, dependencies first, so a
 /// replaced pool reaches the VMs on its volumes.
 pub fn cascade(changes: &mut [Change]) {
-    let index: HashMap<(String, ResourceId), usize> = changes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| ((c.host.clone(), c.id.clone()), i))
-        .collect();
-    let mut order: Vec<usize> = (0..changes.len()).collect();
-    order.sort_by_key(|&i| changes[i].id.kind);
-    for i in order {
-        let change = &changes[i];
-        if !matches!(
-            change.action,
-            Action::NoOp | Action::Update | Action::Start | Action::Stop
-        ) {
-            continue;
-        }
-        let Some(after) = &change.after else { continue };
-        let replaced = after.needs().into_iter().find(|need| {
-            need.kind != ResourceKind::Vm
-                && index
-                    .get(&(change.host.clone(), need.clone()))
-                    .is_some_and(|&j| changes[j].action == Action::Replace)
-        });
-        if let Some(of) = replaced {
-            let change = &mut changes[i];
-            change.action = Action::Replace;
-            change.reason = Some(Reason::DependencyReplaced { of });
+    for kind in ResourceKind::ALL {
+        let decided: Vec<(usize, ResourceId)> = {
+            let replaced: HashSet<(&str, ResourceKind, &str)> = changes
+                .iter()
+                .filter(|c| c.action == Action::Replace && c.id.kind < kind)
+                .map(|c| (c.host.as_str(), c.id.kind, c.id.name.as_str()))
+                .collect();
+            if replaced.is_empty() {
+                continue;
+            }
+            changes
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.id.kind == kind)
+                .filter(|(_, c)| {
+                    matches!(
+                        c.action,
+                        Action::NoOp | Action::Update | Action::Start | Action::Stop
+                    )
+                })
+                .filter_map(|(i, c)| {
+                    let mut of = None;
+                    c.after.as_ref()?.each_need(|need, name| {
+                        let hit = need != ResourceKind::Vm
+                            && replaced.contains(&(c.host.as_str(), need, name));
+                        if hit && of.is_none() {
+                            of = Some(ResourceId::new(need, name));
+                        }
+                    });
+                    Some((i, of?))
+                })
+                .collect()
+        };
+        for (i, of) in decided {
+            changes[i].action = Action::Replace;
+            changes[i].reason = Some(Reason::DependencyReplaced { of });
         }
     }
 }
