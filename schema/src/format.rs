@@ -4,9 +4,26 @@
 
 use kdl::{KdlDocument, KdlEntryFormat, KdlNode, KdlValue};
 
-use crate::diagnostics::SchemaError;
+use crate::diagnostics::{Diagnostics, Located, SchemaError};
 use crate::language::{child_kind, top_level, NodeKind};
 use crate::parse::parse;
+use crate::source::SourceFile;
+
+/// The canonical form of one file, or its syntax errors as diagnostics on that file.
+pub fn format_source(file: &SourceFile) -> Result<String, Diagnostics> {
+    format(&file.text).map_err(|errors| {
+        Diagnostics(
+            errors
+                .into_iter()
+                .map(|error| Located {
+                    source: Some(file.named()),
+                    file: None,
+                    error,
+                })
+                .collect(),
+        )
+    })
+}
 
 /// `text` in canonical form, or its syntax errors.
 pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
@@ -17,7 +34,7 @@ pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
     // that ends a node's line and comments between entries: those are put back below.
     document.autoformat();
     let mut kept = kept.into_iter();
-    restore(&mut document, None, &mut kept);
+    restore(&mut document, None, 0, &mut kept);
     if let Some(format) = document.format_mut() {
         let lines: Vec<&str> = format
             .trailing
@@ -38,20 +55,32 @@ pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
 
 /// What autoformat would lose of one node.
 struct Kept {
-    blank_before: bool,
+    /// The lines before the node (comments, slashdashed nodes), trimmed, with runs of
+    /// blank lines collapsed to one.
+    leading: Vec<String>,
     /// Comments and slashdashed entries at the end of the line, before the terminator.
     before_terminator: String,
     /// A `// comment` that ends the node's line.
     line_comment: Option<String>,
+    /// Comments and slashdashed entries between the last entry and `{`.
+    before_children: String,
     /// Per entry, in source order: comments before it.
     entry_comments: Vec<String>,
 }
 
-/// Whether the text before a node (its `leading`) holds a blank line.
-fn has_blank_line(leading: &str) -> bool {
+/// The lines of the text before a node, trimmed, blank runs collapsed to one blank.
+fn leading_lines(leading: &str) -> Vec<String> {
     let mut lines: Vec<&str> = leading.split('\n').collect();
-    lines.pop();
-    lines.iter().any(|l| l.trim().is_empty())
+    lines.pop(); // the indentation before the node's name
+    let mut out: Vec<String> = Vec::new();
+    for line in lines {
+        let line = line.trim();
+        if line.is_empty() && out.last().is_some_and(String::is_empty) {
+            continue;
+        }
+        out.push(line.to_owned());
+    }
+    out
 }
 
 /// Records, in document order, what [`Kept`] holds for every node.
@@ -60,12 +89,13 @@ fn collect(document: &KdlDocument, out: &mut Vec<Kept>) {
         let format = node.format();
         let terminator = format.map_or("", |f| f.terminator.trim_start());
         out.push(Kept {
-            blank_before: format.is_some_and(|f| has_blank_line(&f.leading)),
+            leading: format.map_or(Vec::new(), |f| leading_lines(&f.leading)),
             before_terminator: format
                 .map_or(String::new(), |f| f.before_terminator.trim().to_owned()),
             line_comment: terminator
                 .starts_with("//")
                 .then(|| terminator.trim_end().to_owned()),
+            before_children: format.map_or(String::new(), |f| f.before_children.trim().to_owned()),
             entry_comments: node
                 .entries()
                 .iter()
@@ -85,6 +115,7 @@ fn collect(document: &KdlDocument, out: &mut Vec<Kept>) {
 fn restore(
     document: &mut KdlDocument,
     parent: Option<&NodeKind>,
+    depth: usize,
     kept: &mut impl Iterator<Item = Kept>,
 ) {
     for (i, node) in document.nodes_mut().iter_mut().enumerate() {
@@ -95,22 +126,48 @@ fn restore(
         };
         canonical_entries(node, kind, &k.entry_comments);
         if let Some(format) = node.format_mut() {
-            if k.blank_before && i > 0 {
-                format.leading.insert(0, '\n');
+            let indent = format.leading.rsplit('\n').next().unwrap_or("").to_owned();
+            let skip = if i == 0 {
+                k.leading.iter().take_while(|l| l.is_empty()).count()
+            } else {
+                0
+            };
+            let mut leading = String::new();
+            for line in &k.leading[skip..] {
+                if !line.is_empty() {
+                    leading.push_str(&indent);
+                    leading.push_str(line);
+                }
+                leading.push('\n');
             }
+            leading.push_str(&indent);
+            format.leading = leading;
             format.before_terminator = match (k.before_terminator.is_empty(), &k.line_comment) {
                 (true, None) => String::new(),
                 (true, Some(_)) => " ".to_owned(),
                 (false, None) => format!(" {}", k.before_terminator),
                 (false, Some(_)) => format!(" {} ", k.before_terminator),
             };
+            if !k.before_children.is_empty() {
+                format.before_children = format!(" {} ", k.before_children);
+            }
             format.terminator = match &k.line_comment {
                 Some(comment) => format!("{comment}\n"),
                 None => "\n".to_owned(),
             };
         }
         if let Some(children) = node.children_mut() {
-            restore(children, kind, kept);
+            restore(children, kind, depth + 1, kept);
+            if let Some(format) = children.format_mut() {
+                let indent = "    ".repeat(depth + 1);
+                format.trailing = format
+                    .trailing
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| format!("{indent}{l}\n"))
+                    .collect();
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ mod parse;
 mod validate;
 
 pub use diagnostics::{Diagnostics, FileId, Located, SchemaError};
-pub use format::format;
+pub use format::{format, format_source};
 pub use json_schema::json_schema;
 pub use load::{load, load_str, Loaded};
 pub use model::*;

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::SourceSpan;
 use rayon::prelude::*;
 
 use crate::decode::{decode, Decoded};
@@ -85,6 +84,8 @@ fn load_texts(files: Vec<(PathBuf, Result<Arc<str>, SchemaError>)>) -> Result<Lo
     let mut located: Vec<Located> = Vec::new();
     let mut merged = Decoded::default();
     let mut project_sites: Vec<(String, Site)> = Vec::new();
+    // A file that could not be read or parsed may hold the `project` node.
+    let mut all_parsed = true;
     for (id, result) in results.into_iter().enumerate() {
         if let Some(error) = result.read_error {
             located.push(Located {
@@ -95,6 +96,7 @@ fn load_texts(files: Vec<(PathBuf, Result<Arc<str>, SchemaError>)>) -> Result<Lo
         }
         let named = result.source.named();
         let d = result.decoded;
+        all_parsed &= d.parsed;
         for error in d.errors {
             located.push(Located {
                 source: Some(named.clone()),
@@ -117,7 +119,7 @@ fn load_texts(files: Vec<(PathBuf, Result<Arc<str>, SchemaError>)>) -> Result<Lo
     }
 
     let mut report = Report::new(&sources);
-    let project = check_project(&project_sites, &mut report);
+    let project = check_project(&project_sites, all_parsed, &mut report);
     let (mut config, spans) = assemble(project, merged);
     validate(&mut config, &spans, &mut report);
     let mut spans = spans;
@@ -156,7 +158,10 @@ fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, SchemaError>) -> F
         }
     };
     let decoded = match parse(&text) {
-        Ok(document) => decode(&document, id, &path),
+        Ok(document) => Decoded {
+            parsed: true,
+            ..decode(&document, id, &path)
+        },
         Err(errors) => Decoded {
             errors,
             ..Decoded::default()
@@ -169,14 +174,15 @@ fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, SchemaError>) -> F
     }
 }
 
-fn check_project(sites: &[(String, Site)], report: &mut Report<'_>) -> String {
+fn check_project(sites: &[(String, Site)], all_parsed: bool, report: &mut Report<'_>) -> String {
     match sites {
+        [] if !all_parsed => String::new(),
         [] => {
             report.errors.push((
-                (!report.sources.files.is_empty()).then_some(0),
+                None,
                 SchemaError::Project {
                     problem: "the config has no `project` node".to_owned(),
-                    span: (!report.sources.files.is_empty()).then(|| SourceSpan::from((0, 0))),
+                    span: None,
                 },
             ));
             String::new()

@@ -2,3 +2,4 @@
 //! target); one module per area.
 
 mod support;
+mod validate;

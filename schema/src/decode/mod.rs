@@ -29,6 +29,8 @@ pub struct Decoded {
     pub volumes: Vec<(Volume, ResourceSpans)>,
     pub vms: Vec<(Vm, ResourceSpans)>,
     pub errors: Vec<SchemaError>,
+    /// Whether the file was read and parsed (its nodes are all here).
+    pub parsed: bool,
 }
 
 /// Decodes the document of file `file`, found at `path`.

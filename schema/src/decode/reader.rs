@@ -31,6 +31,8 @@ pub struct NodeReader<'a, 'e> {
     pub node: &'a KdlNode,
     pub name: Option<(&'a str, SourceSpan)>,
     given: Vec<(usize, Occurrence<'a>)>,
+    /// Names of unknown settings, so a misspelt one is not also reported missing.
+    unknown: Vec<String>,
     pub errors: &'e mut Vec<SchemaError>,
     pub spans: Vec<FieldSpan>,
 }
@@ -59,6 +61,7 @@ impl<'a, 'e> NodeReader<'a, 'e> {
             node,
             name: None,
             given: Vec::new(),
+            unknown: Vec::new(),
             errors,
             spans: Vec::new(),
         };
@@ -146,6 +149,7 @@ impl<'a, 'e> NodeReader<'a, 'e> {
     }
 
     fn unknown(&mut self, name: &str, span: SourceSpan) {
+        self.unknown.push(name.to_owned());
         self.errors.push(SchemaError::UnknownProperty {
             node: self.kind.name,
             name: name.to_owned(),
@@ -158,12 +162,14 @@ impl<'a, 'e> NodeReader<'a, 'e> {
         for (i, field) in self.kind.fields.iter().enumerate() {
             let mut occurrences = self.given.iter().filter(|(f, _)| *f == i).map(|(_, o)| o);
             match occurrences.next() {
-                None if field.required => self.errors.push(SchemaError::MissingValue {
-                    node: self.kind.name,
-                    what: format!("`{}`", field.name),
-                    span: self.name.map_or(self.node.name().span(), |(_, s)| s),
-                    help: format!("add `{}` (see schema/REFERENCE.md)", field.name),
-                }),
+                None if field.required && !self.misspelt(field.name) => {
+                    self.errors.push(SchemaError::MissingValue {
+                        node: self.kind.name,
+                        what: format!("`{}`", field.name),
+                        span: self.name.map_or(self.node.name().span(), |(_, s)| s),
+                        help: format!("add `{}` (see schema/REFERENCE.md)", field.name),
+                    })
+                }
                 Some(first) if !field.repeated => {
                     let first = first.span();
                     let again: Vec<SourceSpan> = occurrences.map(|o| o.span()).collect();
@@ -178,6 +184,13 @@ impl<'a, 'e> NodeReader<'a, 'e> {
                 _ => {}
             }
         }
+    }
+
+    /// Whether an unknown setting of this node looks like a misspelling of `field`.
+    fn misspelt(&self, field: &str) -> bool {
+        self.unknown
+            .iter()
+            .any(|u| strsim::jaro_winkler(u, field) > 0.8)
     }
 
     fn field_index(&self, name: &str) -> usize {

@@ -1,0 +1,27 @@
+//! The subcommands, one file each, and the central dispatch. To add a command: a
+//! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
+
+pub mod fmt;
+pub mod schema;
+pub mod validate;
+
+use clap::Subcommand;
+
+use crate::error::CommandError;
+use crate::render::Style;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Validate(validate::Args),
+    Fmt(fmt::Args),
+    Schema(schema::Args),
+}
+
+/// Runs one command.
+pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
+    match command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Fmt(args) => fmt::run(&args, style),
+        Command::Schema(args) => schema::run(&args),
+    }
+}
