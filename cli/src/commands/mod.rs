@@ -2,6 +2,8 @@
 //! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
 
 pub mod fmt;
+pub mod graph;
+pub mod plan;
 pub mod schema;
 pub mod validate;
 
@@ -15,6 +17,8 @@ pub enum Command {
     Validate(validate::Args),
     Fmt(fmt::Args),
     Schema(schema::Args),
+    Plan(plan::Args),
+    Graph(graph::Args),
 }
 
 /// Runs one command.
@@ -23,5 +27,7 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Validate(args) => validate::run(&args),
         Command::Fmt(args) => fmt::run(&args, style),
         Command::Schema(args) => schema::run(&args),
+        Command::Plan(args) => plan::run(&args, style),
+        Command::Graph(args) => graph::run(&args, style),
     }
 }
