@@ -1,5 +1,6 @@
 //! End-to-end tests: each drives the real `vmctl` binary. One test binary (cli's `e2e`
 //! target); one module per area.
 
+mod plan;
 mod support;
 mod validate;
