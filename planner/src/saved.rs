@@ -127,9 +127,10 @@ impl SavedPlan {
         }
     }
 
-    /// The file's text.
+    /// The file's text: compact JSON (a 10,000-VM plan is large; `--json` is the
+    /// format for reading).
     pub fn to_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        let mut text = serde_json::to_string(self).unwrap_or_default();
         text.push('\n');
         text
     }

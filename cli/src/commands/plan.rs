@@ -112,8 +112,17 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
 
 /// Loads the config and the live state and plans; errors are printed as diagnostics.
 pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, CommandError> {
-    let loaded = vmctl_schema::load(path)?;
-    let live = read_live(planning.live.as_deref())?;
+    // The live state's JSON is read while the config's files are parsed.
+    let (loaded, live) = std::thread::scope(|scope| {
+        let live = scope.spawn(|| read_live(planning.live.as_deref()));
+        let loaded = vmctl_schema::load(path);
+        let live = live
+            .join()
+            .unwrap_or_else(|_| Err(CommandError::failed("reading the live state panicked")));
+        (loaded, live)
+    });
+    let loaded = loaded?;
+    let live = live?;
     let options = PlanOptions {
         targets: planning.targets.clone(),
         replace: planning.replace.clone(),

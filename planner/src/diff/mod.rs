@@ -25,6 +25,8 @@ mod errors;
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
+
 use vmctl_schema::{Config, VmState};
 
 pub use errors::DiffError;
@@ -46,22 +48,33 @@ pub fn diff(
     } else {
         desired_by_host(config)
     };
+    // Hosts are independent: diff them in parallel, then concatenate in config order.
+    let per_host: Vec<(Vec<Change>, Vec<DiffError>)> = config
+        .hosts
+        .par_iter()
+        .map(|host| {
+            let wanted = desired
+                .get(host.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            let found = live_resources(live.host(&host.name), &config.project, &host.name);
+            let (mut changes, mut errors) = (Vec::new(), Vec::new());
+            diff_host(
+                &host.name,
+                wanted,
+                found,
+                forced,
+                destroy,
+                &mut changes,
+                &mut errors,
+            );
+            (changes, errors)
+        })
+        .collect();
     let mut changes = Vec::new();
     let mut errors = Vec::new();
-    for host in &config.hosts {
-        let wanted = desired
-            .get(host.name.as_str())
-            .map_or(&[][..], Vec::as_slice);
-        let found = live_resources(live.host(&host.name), &config.project, &host.name);
-        diff_host(
-            &host.name,
-            wanted,
-            found,
-            forced,
-            destroy,
-            &mut changes,
-            &mut errors,
-        );
+    for (host_changes, host_errors) in per_host {
+        changes.extend(host_changes);
+        errors.extend(host_errors);
     }
     let empty = config.pools.is_empty()
         && config.volumes.is_empty()
