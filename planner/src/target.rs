@@ -124,3 +124,6 @@ pub fn restrict(changes: Vec<Change>, targets: &HashSet<ResourceId>) -> Vec<Chan
         .filter_map(|(change, keep)| keep.then_some(change))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
