@@ -69,9 +69,11 @@ struct Kept {
 }
 
 /// The lines of the text before a node, trimmed, blank runs collapsed to one blank.
+/// The last line is what stands on the node's own line before its name (indentation,
+/// or the end of a block comment, or a slashdash): kept as the last element.
 fn leading_lines(leading: &str) -> Vec<String> {
     let mut lines: Vec<&str> = leading.split('\n').collect();
-    lines.pop(); // the indentation before the node's name
+    let own_line = lines.pop().unwrap_or("").trim();
     let mut out: Vec<String> = Vec::new();
     for line in lines {
         let line = line.trim();
@@ -80,7 +82,32 @@ fn leading_lines(leading: &str) -> Vec<String> {
         }
         out.push(line.to_owned());
     }
+    out.push(own_line.to_owned());
     out
+}
+
+/// Comments and slashdashes found between entries, made safe to put on one line: line
+/// continuations (`\`) are dropped with any `// comment` after them, lines are joined.
+fn inline(text: &str) -> String {
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let mut line = line.trim();
+        if let Some(rest) = line.strip_prefix('\\') {
+            line = rest.trim();
+            if line.starts_with("//") {
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_suffix('\\') {
+            if !rest.ends_with('\\') {
+                line = rest.trim();
+            }
+        }
+        if !line.is_empty() {
+            parts.push(line);
+        }
+    }
+    parts.join(" ")
 }
 
 /// Records, in document order, what [`Kept`] holds for every node.
@@ -91,17 +118,17 @@ fn collect(document: &KdlDocument, out: &mut Vec<Kept>) {
         out.push(Kept {
             leading: format.map_or(Vec::new(), |f| leading_lines(&f.leading)),
             before_terminator: format
-                .map_or(String::new(), |f| f.before_terminator.trim().to_owned()),
+                .map_or(String::new(), |f| inline(&f.before_terminator)),
             line_comment: terminator
                 .starts_with("//")
                 .then(|| terminator.trim_end().to_owned()),
-            before_children: format.map_or(String::new(), |f| f.before_children.trim().to_owned()),
+            before_children: format.map_or(String::new(), |f| inline(&f.before_children)),
             entry_comments: node
                 .entries()
                 .iter()
                 .map(|e| {
                     e.format()
-                        .map_or(String::new(), |f| f.leading.trim().to_owned())
+                        .map_or(String::new(), |f| inline(&f.leading))
                 })
                 .collect(),
         });
@@ -127,13 +154,14 @@ fn restore(
         canonical_entries(node, kind, &k.entry_comments);
         if let Some(format) = node.format_mut() {
             let indent = format.leading.rsplit('\n').next().unwrap_or("").to_owned();
+            let (own_line, lines) = k.leading.split_last().map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
             let skip = if i == 0 {
-                k.leading.iter().take_while(|l| l.is_empty()).count()
+                lines.iter().take_while(|l| l.is_empty()).count()
             } else {
                 0
             };
             let mut leading = String::new();
-            for line in &k.leading[skip..] {
+            for line in &lines[skip..] {
                 if !line.is_empty() {
                     leading.push_str(&indent);
                     leading.push_str(line);
@@ -141,6 +169,7 @@ fn restore(
                 leading.push('\n');
             }
             leading.push_str(&indent);
+            leading.push_str(own_line);
             format.leading = leading;
             format.before_terminator = match (k.before_terminator.is_empty(), &k.line_comment) {
                 (true, None) => String::new(),

@@ -42,16 +42,19 @@ impl Loaded {
     }
 }
 
+/// A file's path and its text, or why it could not be read.
+type FileText = (PathBuf, Result<Arc<str>, Box<SchemaError>>);
+
 /// Loads the config at `path`: a `.kdl` file, or every `*.kdl` file of a folder.
 pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
     let files = discover(path).map_err(|error| {
         Diagnostics(vec![Located {
             source: None,
             file: None,
-            error,
+            error: *error,
         }])
     })?;
-    let read: Vec<(PathBuf, Result<Arc<str>, SchemaError>)> = files
+    let read: Vec<FileText> = files
         .into_par_iter()
         .map(|p| {
             let text = read(&p);
@@ -73,7 +76,7 @@ struct FileResult {
     read_error: Option<SchemaError>,
 }
 
-fn load_texts(files: Vec<(PathBuf, Result<Arc<str>, SchemaError>)>) -> Result<Loaded, Diagnostics> {
+fn load_texts(files: Vec<FileText>) -> Result<Loaded, Diagnostics> {
     let results: Vec<FileResult> = files
         .into_par_iter()
         .enumerate()
@@ -143,7 +146,7 @@ fn load_texts(files: Vec<(PathBuf, Result<Arc<str>, SchemaError>)>) -> Result<Lo
     Err(Diagnostics(located))
 }
 
-fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, SchemaError>) -> FileResult {
+fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, Box<SchemaError>>) -> FileResult {
     let text = match text {
         Ok(text) => text,
         Err(e) => {
@@ -153,7 +156,7 @@ fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, SchemaError>) -> F
                     text: Arc::from(""),
                 },
                 decoded: Decoded::default(),
-                read_error: Some(e),
+                read_error: Some(*e),
             }
         }
     };
