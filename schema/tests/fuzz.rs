@@ -123,21 +123,42 @@ fn check(text: &str) -> Result<(), TestCaseError> {
     let start = Instant::now();
     if let Ok(formatted) = vmctl_schema::format(text) {
         let again = vmctl_schema::format(&formatted);
-        prop_assert_eq!(
-            again.as_ref().ok(),
-            Some(&formatted),
-            "format is not idempotent on {:?}",
-            text
-        );
+        if again.as_ref().ok() != Some(&formatted) {
+            let again = again.unwrap_or_else(|e| format!("ERROR {e:?}"));
+            let line = formatted
+                .lines()
+                .zip(again.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            let around = |t: &str| {
+                t.lines()
+                    .skip(line.saturating_sub(2))
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            prop_assert!(
+                false,
+                "format is not idempotent at line {}:\nonce:  {:?}\ntwice: {:?}\ninput: {:?}",
+                line,
+                around(&formatted),
+                around(&again),
+                text
+            );
+        }
         // The canonical form means the same: it loads exactly when the input does.
         let before = vmctl_schema::load_str("fuzz.kdl", text).map(|l| l.config);
         let after = vmctl_schema::load_str("fuzz.kdl", &formatted).map(|l| l.config);
-        prop_assert_eq!(
-            before.ok(),
-            after.ok(),
-            "format changed the meaning of {:?}",
-            text
-        );
+        if before.as_ref().ok() != after.as_ref().ok() {
+            prop_assert!(
+                false,
+                "format changed the meaning:\nbefore: {:?}\nafter:  {:?}\ninput: {:?}\nformatted: {:?}",
+                before.map_err(|e| e.0.iter().map(|d| d.to_string()).collect::<Vec<_>>()),
+                after.map_err(|e| e.0.iter().map(|d| d.to_string()).collect::<Vec<_>>()),
+                text,
+                formatted
+            );
+        }
     }
     let formatted = start.elapsed();
     prop_assert!(
