@@ -69,18 +69,72 @@ struct Kept {
 }
 
 /// The lines of the text before a node, trimmed, blank runs collapsed to one blank.
+/// The last line is what stands on the node's own line before its name (indentation,
+/// or the end of a block comment, or a slashdash): kept as the last element.
 fn leading_lines(leading: &str) -> Vec<String> {
+    let leading = normalise_newlines(leading);
     let mut lines: Vec<&str> = leading.split('\n').collect();
-    lines.pop(); // the indentation before the node's name
+    let own_line = lines.pop().unwrap_or("").trim();
+    // A slashdashed node may hold a multi-line string: keep its lines as they are.
+    let verbatim = is_verbatim(&leading);
     let mut out: Vec<String> = Vec::new();
     for line in lines {
-        let line = line.trim();
-        if line.is_empty() && out.last().is_some_and(String::is_empty) {
+        let trimmed = line.trim();
+        if trimmed == "\\"
+            || (trimmed.starts_with('\\') && trimmed[1..].trim_start().starts_with("//"))
+        {
+            continue; // a line continuation between nodes means nothing
+        }
+        if trimmed.is_empty() && out.last().is_some_and(String::is_empty) {
             continue;
         }
-        out.push(line.to_owned());
+        out.push(if verbatim {
+            line.trim_end().to_owned()
+        } else {
+            trimmed.to_owned()
+        });
     }
+    out.push(own_line.trim_start_matches('\\').trim_start().to_owned());
     out
+}
+
+/// Whether lines before a node must be kept as written: a slashdashed node with a
+/// multi-line string, whose meaning depends on its lines' indentation.
+fn is_verbatim(leading: &str) -> bool {
+    leading.contains("\"\"\"")
+}
+
+/// KDL's newlines (CRLF, CR, NEL, FF, LS, PS) as `\n`.
+fn normalise_newlines(text: &str) -> String {
+    text.replace("\r\n", "\n").replace(
+        ['\r', '\u{85}', '\u{0B}', '\u{0C}', '\u{2028}', '\u{2029}'],
+        "\n",
+    )
+}
+
+/// Comments and slashdashes found between entries, made safe to put on one line: line
+/// continuations (`\`) are dropped with any `// comment` after them, lines are joined.
+fn inline(text: &str) -> String {
+    let mut parts = Vec::new();
+    let text = normalise_newlines(text);
+    for line in text.lines() {
+        let mut line = line.trim();
+        if let Some(rest) = line.strip_prefix('\\') {
+            line = rest.trim();
+            if line.starts_with("//") {
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_suffix('\\') {
+            if !rest.ends_with('\\') {
+                line = rest.trim();
+            }
+        }
+        if !line.is_empty() {
+            parts.push(line);
+        }
+    }
+    parts.join(" ")
 }
 
 /// Records, in document order, what [`Kept`] holds for every node.
@@ -90,19 +144,15 @@ fn collect(document: &KdlDocument, out: &mut Vec<Kept>) {
         let terminator = format.map_or("", |f| f.terminator.trim_start());
         out.push(Kept {
             leading: format.map_or(Vec::new(), |f| leading_lines(&f.leading)),
-            before_terminator: format
-                .map_or(String::new(), |f| f.before_terminator.trim().to_owned()),
+            before_terminator: format.map_or(String::new(), |f| inline(&f.before_terminator)),
             line_comment: terminator
                 .starts_with("//")
                 .then(|| terminator.trim_end().to_owned()),
-            before_children: format.map_or(String::new(), |f| f.before_children.trim().to_owned()),
+            before_children: format.map_or(String::new(), |f| inline(&f.before_children)),
             entry_comments: node
                 .entries()
                 .iter()
-                .map(|e| {
-                    e.format()
-                        .map_or(String::new(), |f| f.leading.trim().to_owned())
-                })
+                .map(|e| e.format().map_or(String::new(), |f| inline(&f.leading)))
                 .collect(),
         });
         if let Some(children) = node.children() {
@@ -125,24 +175,37 @@ fn restore(
             Some(p) => child_kind(p, node.name().value()),
         };
         canonical_entries(node, kind, &k.entry_comments);
+        let has_children = node.children().is_some();
         if let Some(format) = node.format_mut() {
             let indent = format.leading.rsplit('\n').next().unwrap_or("").to_owned();
+            let (own_line, lines) = k
+                .leading
+                .split_last()
+                .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
             let skip = if i == 0 {
-                k.leading.iter().take_while(|l| l.is_empty()).count()
+                lines.iter().take_while(|l| l.is_empty()).count()
             } else {
                 0
             };
             let mut leading = String::new();
-            for line in &k.leading[skip..] {
+            let verbatim = is_verbatim(&k.leading.join("\n"));
+            for line in &lines[skip..] {
                 if !line.is_empty() {
-                    leading.push_str(&indent);
+                    if !verbatim {
+                        leading.push_str(&indent);
+                    }
                     leading.push_str(line);
                 }
                 leading.push('\n');
             }
             leading.push_str(&indent);
+            leading.push_str(own_line);
             format.leading = leading;
+            // kdl 6.7 drops a comment after `}` when a space precedes it (`} // x`),
+            // so after a block the comment is written as `}// x`, which it keeps.
+            let after_block = has_children && k.line_comment.is_some();
             format.before_terminator = match (k.before_terminator.is_empty(), &k.line_comment) {
+                _ if after_block => String::new(),
                 (true, None) => String::new(),
                 (true, Some(_)) => " ".to_owned(),
                 (false, None) => format!(" {}", k.before_terminator),
@@ -160,13 +223,16 @@ fn restore(
             restore(children, kind, depth + 1, kept);
             if let Some(format) = children.format_mut() {
                 let indent = "    ".repeat(depth + 1);
-                format.trailing = format
+                let mut trailing: String = format
                     .trailing
                     .lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
                     .map(|l| format!("{indent}{l}\n"))
                     .collect();
+                // The closing brace's own indentation.
+                trailing.push_str(&"    ".repeat(depth));
+                format.trailing = trailing;
             }
         }
     }

@@ -24,12 +24,12 @@ pub const MAX_FILE_BYTES: usize = 16 << 20;
 pub const MAX_DEPTH: usize = 8;
 
 /// Checks `text` against the limits; `Ok` means the parser may see it.
-pub fn check(text: &str) -> Result<(), SchemaError> {
+pub fn check(text: &str) -> Result<(), Box<SchemaError>> {
     if text.len() > MAX_FILE_BYTES {
-        return Err(SchemaError::FileTooLarge {
+        return Err(Box::new(SchemaError::FileTooLarge {
             size: text.len(),
             limit: MAX_FILE_BYTES,
-        });
+        }));
     }
     Scanner {
         bytes: text.as_bytes(),
@@ -43,22 +43,22 @@ struct Scanner<'a> {
     pos: usize,
 }
 
-fn too_deep(what: &'static str, depth: usize, at: usize) -> SchemaError {
-    SchemaError::NestingTooDeep {
+fn too_deep(what: &'static str, depth: usize, at: usize) -> Box<SchemaError> {
+    Box::new(SchemaError::NestingTooDeep {
         what,
         depth,
         limit: MAX_DEPTH,
         span: SourceSpan::from((at, 1)),
-    }
+    })
 }
 
-fn unterminated(what: &str, start: usize, len: usize) -> SchemaError {
-    SchemaError::Syntax {
+fn unterminated(what: &str, start: usize, len: usize) -> Box<SchemaError> {
+    Box::new(SchemaError::Syntax {
         message: format!("unterminated {what}"),
         span: SourceSpan::from((start, len)),
         label: format!("this {what} is never closed"),
         help: Some(format!("close the {what}")),
-    }
+    })
 }
 
 impl Scanner<'_> {
@@ -70,7 +70,7 @@ impl Scanner<'_> {
         self.bytes[self.pos..].starts_with(s)
     }
 
-    fn run(&mut self) -> Result<(), SchemaError> {
+    fn run(&mut self) -> Result<(), Box<SchemaError>> {
         let mut depth = 0usize;
         // Slashdashes since the last token that was not whitespace or a slashdash.
         let mut chain = 0usize;
@@ -124,7 +124,7 @@ impl Scanner<'_> {
         }
     }
 
-    fn block_comment(&mut self) -> Result<(), SchemaError> {
+    fn block_comment(&mut self) -> Result<(), Box<SchemaError>> {
         let start = self.pos;
         let mut depth = 0usize;
         while self.pos < self.bytes.len() {
@@ -148,7 +148,7 @@ impl Scanner<'_> {
     }
 
     /// `"…"` or `"""…"""`, with backslash escapes.
-    fn quoted(&mut self) -> Result<(), SchemaError> {
+    fn quoted(&mut self) -> Result<(), Box<SchemaError>> {
         let start = self.pos;
         let close: &[u8] = if self.starts_with(b"\"\"\"") {
             b"\"\"\""
@@ -171,7 +171,7 @@ impl Scanner<'_> {
     }
 
     /// `#"…"#`, `##"…"##`, `#"""…"""#`: no escapes.
-    fn raw(&mut self) -> Result<(), SchemaError> {
+    fn raw(&mut self) -> Result<(), Box<SchemaError>> {
         let start = self.pos;
         let hashes = self.bytes[start..]
             .iter()

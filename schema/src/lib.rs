@@ -25,7 +25,7 @@ mod validate;
 pub use diagnostics::{Diagnostics, FileId, Located, SchemaError};
 pub use format::{format, format_source};
 pub use json_schema::json_schema;
-pub use load::{load, load_str, Loaded};
+pub use load::{load, load_str, Kind, Loaded};
 pub use model::*;
 pub use source::{SourceFile, Sources};
 pub use spans::{FieldSpan, ResourceSpans, Site, Spans};

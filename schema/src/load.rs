@@ -14,7 +14,7 @@ use crate::diagnostics::{Diagnostics, FileId, Located, SchemaError};
 use crate::model::Config;
 use crate::parse::parse;
 use crate::source::{discover, read, SourceFile, Sources};
-use crate::spans::{Site, Spans};
+use crate::spans::{ResourceSpans, Site, Spans};
 use crate::validate::{validate, Report};
 
 /// A validated config with where everything came from.
@@ -27,13 +27,36 @@ pub struct Loaded {
     pub spans: Spans,
 }
 
+/// The kinds of resource, for looking up where one was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Host,
+    Network,
+    Vlan,
+    Pool,
+    Volume,
+    Vm,
+}
+
 impl Loaded {
-    /// The file and span where the VM (or any resource: see [`Spans`]) named `name`
-    /// was declared.
-    pub fn vm_site(&self, name: &str) -> Option<Site> {
-        let i = self.config.vms.iter().position(|v| v.name == name)?;
-        let s = self.spans.vms.get(i)?;
-        Some(s.site(s.name))
+    /// The spans of the resource of `kind` named `name`, if declared.
+    pub fn spans_of(&self, kind: Kind, name: &str) -> Option<&ResourceSpans> {
+        let c = &self.config;
+        let s = &self.spans;
+        let (i, spans) = match kind {
+            Kind::Host => (c.hosts.iter().position(|r| r.name == name)?, &s.hosts),
+            Kind::Network => (c.networks.iter().position(|r| r.name == name)?, &s.networks),
+            Kind::Vlan => (c.vlans.iter().position(|r| r.name == name)?, &s.vlans),
+            Kind::Pool => (c.pools.iter().position(|r| r.name == name)?, &s.pools),
+            Kind::Volume => (c.volumes.iter().position(|r| r.name == name)?, &s.volumes),
+            Kind::Vm => (c.vms.iter().position(|r| r.name == name)?, &s.vms),
+        };
+        spans.get(i)
+    }
+
+    /// Where the resource of `kind` named `name` was declared (its name argument).
+    pub fn site(&self, kind: Kind, name: &str) -> Option<Site> {
+        self.spans_of(kind, name).map(|s| s.site(s.name))
     }
 
     /// The file of a site, as a miette source to attach to a later diagnostic.
@@ -42,16 +65,19 @@ impl Loaded {
     }
 }
 
+/// A file's path and its text, or why it could not be read.
+type FileText = (PathBuf, Result<Arc<str>, Box<SchemaError>>);
+
 /// Loads the config at `path`: a `.kdl` file, or every `*.kdl` file of a folder.
 pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
     let files = discover(path).map_err(|error| {
         Diagnostics(vec![Located {
             source: None,
             file: None,
-            error,
+            error: *error,
         }])
     })?;
-    let read: Vec<(PathBuf, Result<Arc<str>, SchemaError>)> = files
+    let read: Vec<FileText> = files
         .into_par_iter()
         .map(|p| {
             let text = read(&p);
@@ -73,7 +99,7 @@ struct FileResult {
     read_error: Option<SchemaError>,
 }
 
-fn load_texts(files: Vec<(PathBuf, Result<Arc<str>, SchemaError>)>) -> Result<Loaded, Diagnostics> {
+fn load_texts(files: Vec<FileText>) -> Result<Loaded, Diagnostics> {
     let results: Vec<FileResult> = files
         .into_par_iter()
         .enumerate()
@@ -143,7 +169,7 @@ fn load_texts(files: Vec<(PathBuf, Result<Arc<str>, SchemaError>)>) -> Result<Lo
     Err(Diagnostics(located))
 }
 
-fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, SchemaError>) -> FileResult {
+fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, Box<SchemaError>>) -> FileResult {
     let text = match text {
         Ok(text) => text,
         Err(e) => {
@@ -153,7 +179,7 @@ fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, SchemaError>) -> F
                     text: Arc::from(""),
                 },
                 decoded: Decoded::default(),
-                read_error: Some(e),
+                read_error: Some(*e),
             }
         }
     };
@@ -236,4 +262,94 @@ fn assemble(project: String, d: Decoded) -> (Config, Spans) {
             vms: vm_spans,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = r#"
+project "lab"
+host "local"
+network "lan" host="local"
+vlan "front" network="lan" id=100
+pool "fast" host="local" type="dir" { path "pools/fast"; }
+volume "root" pool="fast" size="1GiB"
+vm "web-1" host="local" {
+    cpus 1
+    memory "64MiB"
+    kernel "../images/vmlinux"
+    disk "root"
+    nic vlan="front"
+}
+"#;
+
+    #[test]
+    fn loads_resolves_paths_and_derives_defaults() {
+        let loaded = load_str("/repo/lab/main.kdl", LAB).expect("valid");
+        let c = &loaded.config;
+        assert_eq!(c.project, "lab");
+        assert_eq!(c.pools[0].path, Path::new("/repo/lab/pools/fast"));
+        assert_eq!(c.vms[0].kernel, Path::new("/repo/images/vmlinux"));
+        assert_eq!(c.volumes[0].size, 1 << 30);
+        assert_eq!(c.hosts[0].state_dir, Path::new("/var/lib/vmctl"));
+        assert_eq!(c.hosts[0].reserve_memory, 0.08);
+        assert_eq!(c.hosts[0].cpu_overcommit, 1.5);
+        assert_eq!(
+            c.networks[0].bridge,
+            crate::derive::bridge_name("lab", "lan")
+        );
+        assert_eq!(
+            c.vms[0].nics[0].mac,
+            crate::derive::mac_address("lab", "web-1", 0, 0)
+        );
+        let site = loaded.site(Kind::Vm, "web-1").expect("declared");
+        assert_eq!(
+            &LAB[site.span.offset()..site.span.offset() + site.span.len()],
+            "\"web-1\""
+        );
+        let disk = loaded
+            .spans_of(Kind::Vm, "web-1")
+            .and_then(|s| s.field("disk", 0))
+            .expect("span");
+        assert_eq!(&LAB[disk.offset()..disk.offset() + disk.len()], "\"root\"");
+    }
+
+    #[test]
+    fn reports_every_error_together_in_source_order() {
+        let text = LAB
+            .replace("vlan=\"front\"", "vlan=\"frnt\"")
+            .replace("cpus 1", "cpus 0")
+            .replace("id=100", "id=5000");
+        let errors = load_str("/repo/lab/main.kdl", &text).expect_err("invalid");
+        let codes: Vec<String> = errors
+            .iter()
+            .map(|d| {
+                miette::Diagnostic::code(d)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "vmctl::schema::vlan_id_range",
+                "vmctl::schema::too_small",
+                "vmctl::schema::dangling_reference"
+            ]
+        );
+    }
+
+    #[test]
+    fn derived_macs_never_collide_with_given_ones() {
+        let taken = crate::derive::mac_address("lab", "web-1", 0, 0);
+        let text = LAB.replace(
+            "nic vlan=\"front\"",
+            &format!("nic vlan=\"front\"\n    nic vlan=\"front\" mac=\"{taken}\""),
+        );
+        let loaded = load_str("/repo/lab/main.kdl", &text).expect("valid");
+        let nics = &loaded.config.vms[0].nics;
+        assert_eq!(nics[1].mac, taken);
+        assert_ne!(nics[0].mac, taken);
+    }
 }

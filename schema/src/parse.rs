@@ -9,7 +9,7 @@ use crate::guard;
 
 /// Parses `text`; on failure, every syntax diagnostic the parser found.
 pub fn parse(text: &str) -> Result<KdlDocument, Vec<SchemaError>> {
-    guard::check(text).map_err(|e| vec![e])?;
+    guard::check(text).map_err(|e| vec![*e])?;
     KdlDocument::parse_v2(text).map_err(|error| {
         let mut out: Vec<SchemaError> = error
             .diagnostics

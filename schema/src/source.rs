@@ -37,23 +37,29 @@ impl Sources {
 
 /// The `.kdl` files that `path` names: itself if it is a file, else the `*.kdl` files
 /// in it, sorted by name.
-pub fn discover(path: &Path) -> Result<Vec<PathBuf>, SchemaError> {
-    let meta = std::fs::metadata(path).map_err(|source| SchemaError::UnreadableFile {
-        path: path.to_path_buf(),
-        source,
+pub fn discover(path: &Path) -> Result<Vec<PathBuf>, Box<SchemaError>> {
+    let meta = std::fs::metadata(path).map_err(|source| {
+        Box::new(SchemaError::UnreadableFile {
+            path: path.to_path_buf(),
+            source,
+        })
     })?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|source| SchemaError::UnreadableFile {
-        path: path.to_path_buf(),
-        source,
+    let entries = std::fs::read_dir(path).map_err(|source| {
+        Box::new(SchemaError::UnreadableFile {
+            path: path.to_path_buf(),
+            source,
+        })
     })?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| SchemaError::UnreadableFile {
-            path: path.to_path_buf(),
-            source,
+        let entry = entry.map_err(|source| {
+            Box::new(SchemaError::UnreadableFile {
+                path: path.to_path_buf(),
+                source,
+            })
         })?;
         let file = entry.path();
         if file.extension().is_some_and(|e| e == "kdl") && !file.is_dir() {
@@ -61,26 +67,28 @@ pub fn discover(path: &Path) -> Result<Vec<PathBuf>, SchemaError> {
         }
     }
     if files.is_empty() {
-        return Err(SchemaError::NoConfigFiles {
+        return Err(Box::new(SchemaError::NoConfigFiles {
             path: path.to_path_buf(),
-        });
+        }));
     }
     files.sort();
     Ok(files)
 }
 
 /// Reads one file as UTF-8 text.
-pub fn read(path: &Path) -> Result<Arc<str>, SchemaError> {
-    let bytes = std::fs::read(path).map_err(|source| SchemaError::UnreadableFile {
-        path: path.to_path_buf(),
-        source,
+pub fn read(path: &Path) -> Result<Arc<str>, Box<SchemaError>> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        Box::new(SchemaError::UnreadableFile {
+            path: path.to_path_buf(),
+            source,
+        })
     })?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Arc::from(text)),
-        Err(e) => Err(SchemaError::NotUtf8 {
+        Err(e) => Err(Box::new(SchemaError::NotUtf8 {
             path: path.to_path_buf(),
             offset: e.utf8_error().valid_up_to(),
-        }),
+        })),
     }
 }
 
@@ -110,7 +118,7 @@ mod tests {
     fn an_empty_folder_is_an_error() {
         let dir = temp_dir("empty");
         assert!(matches!(
-            discover(&dir),
+            discover(&dir).map_err(|e| *e),
             Err(SchemaError::NoConfigFiles { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
@@ -120,13 +128,13 @@ mod tests {
     fn missing_and_non_utf8_files_are_errors() {
         let dir = temp_dir("utf8");
         assert!(matches!(
-            discover(&dir.join("nope.kdl")),
+            discover(&dir.join("nope.kdl")).map_err(|e| *e),
             Err(SchemaError::UnreadableFile { .. })
         ));
         let file = dir.join("latin1.kdl");
         std::fs::write(&file, b"project \"caf\xe9\"").expect("write");
         assert!(matches!(
-            read(&file),
+            read(&file).map_err(|e| *e),
             Err(SchemaError::NotUtf8 { offset: 12, .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);

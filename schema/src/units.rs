@@ -60,7 +60,7 @@ pub fn format_size(bytes: u64) -> String {
         ("KiB", 10),
     ] {
         let scale = 1u64 << shift;
-        if bytes >= scale && bytes % scale == 0 {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
             return format!("{}{unit}", bytes / scale);
         }
     }

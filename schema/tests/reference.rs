@@ -29,11 +29,8 @@ fn every_model_property_is_documented() {
     let schema = vmctl_schema::json_schema();
     let mut missing = BTreeSet::new();
     let mut checked = 0;
-    let mut defs: Vec<(&String, &serde_json::Value)> = schema["$defs"]
-        .as_object()
-        .expect("$defs")
-        .iter()
-        .collect();
+    let mut defs: Vec<(&String, &serde_json::Value)> =
+        schema["$defs"].as_object().expect("$defs").iter().collect();
     let root = String::from("Config");
     defs.push((&root, &schema));
     for (def, body) in defs {
@@ -61,8 +58,14 @@ fn every_model_property_is_documented() {
             }
         }
     }
-    assert!(checked > 40, "only {checked} properties found in the schema");
-    assert!(missing.is_empty(), "REFERENCE.md does not document: {missing:?}");
+    assert!(
+        checked > 40,
+        "only {checked} properties found in the schema"
+    );
+    assert!(
+        missing.is_empty(),
+        "REFERENCE.md does not document: {missing:?}"
+    );
 }
 
 #[test]
@@ -83,7 +86,10 @@ fn every_node_and_setting_of_the_language_is_documented() {
             }
         }
     }
-    assert!(missing.is_empty(), "REFERENCE.md does not document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "REFERENCE.md does not document: {missing:?}"
+    );
 }
 
 #[test]

@@ -29,14 +29,14 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
-    let paths = source::discover(&args.path).map_err(|e| single(e, None))?;
+    let paths = source::discover(&args.path).map_err(|e| single(*e, None))?;
     let mut errors = Vec::new();
     let mut changed = 0usize;
     for path in paths {
         let text = match source::read(&path) {
             Ok(text) => text,
             Err(e) => {
-                errors.extend(single(e, None).0);
+                errors.extend(single(*e, None).0);
                 continue;
             }
         };
