@@ -14,6 +14,9 @@
 //! - "Taking down" steps (delete, stop) run in reverse (by `before`): a VM's delete comes
 //!   before the delete of its volumes and VLANs, a volume's before its pool's.
 //!
+//! - A create that claims what a delete frees (a VLAN id on a network, a bridge name, a
+//!   pool path, a MAC address) follows that delete.
+//!
 //! A cycle (only `depends-on` can make one) is an error naming every step of it.
 
 use std::cmp::Reverse;
@@ -157,6 +160,39 @@ impl ApplyGraph {
                     });
                 }
             });
+        }
+        // A create that claims what a delete frees (a VLAN id, a bridge name, a pool
+        // path, a MAC) waits for it.
+        let mut freed: HashMap<(&str, String), Vec<NodeIndex>> = HashMap::new();
+        for node in graph.node_indices() {
+            let step = &graph[node];
+            if step.phase == Phase::Delete {
+                let change = &plan.changes[step.change];
+                for claim in change.before.iter().flat_map(|r| r.claims()) {
+                    freed.entry((&change.host, claim)).or_default().push(node);
+                }
+            }
+        }
+        if !freed.is_empty() {
+            for node in graph.node_indices() {
+                let step = &graph[node];
+                if step.phase != Phase::Create {
+                    continue;
+                }
+                let change = &plan.changes[step.change];
+                for claim in change.after.iter().flat_map(|r| r.claims()) {
+                    for &delete in freed
+                        .get(&(change.host.as_str(), claim))
+                        .into_iter()
+                        .flatten()
+                    {
+                        // A replace's own two steps are already in order.
+                        if graph[delete].change != step.change {
+                            edges.insert((delete, node));
+                        }
+                    }
+                }
+            }
         }
         let mut edges: Vec<_> = edges.into_iter().collect();
         edges.sort();

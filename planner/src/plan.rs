@@ -66,6 +66,19 @@ impl Resource {
         needs
     }
 
+    /// What this resource holds exclusively on its host, beyond its name: a pool's path,
+    /// a network's bridge, a VLAN's id on its network, a VM's MAC addresses. A create
+    /// that claims what a delete in the same plan frees must wait for that delete.
+    pub fn claims(&self) -> Vec<String> {
+        match self {
+            Resource::Pool(p) => vec![format!("path {}", p.path.display())],
+            Resource::Network(n) => vec![format!("bridge {}", n.bridge)],
+            Resource::Vlan(v) => vec![format!("vlan {} {}", v.network, v.id)],
+            Resource::Vm(vm) => vm.nics.iter().map(|n| format!("mac {}", n.mac)).collect(),
+            Resource::Volume(_) => Vec::new(),
+        }
+    }
+
     /// Calls `f` with the kind and name of each resource this one needs, allocating
     /// nothing (the diff and the graph call this for every resource).
     pub fn each_need(&self, mut f: impl FnMut(ResourceKind, &str)) {

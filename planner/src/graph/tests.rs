@@ -185,3 +185,31 @@ fn no_changes_no_steps() {
     assert_eq!(g.graph.node_count(), 0);
     assert!(ApplyGraph::build(&plan).unwrap().levels().is_empty());
 }
+
+#[test]
+fn a_create_waits_for_the_delete_that_frees_its_vlan_id() {
+    let config = quickstart();
+    let live = LiveFile::applied(&config);
+    let mut renamed = config.clone();
+    renamed.vlans[1].name = "back-2".into(); // same network, same id 200
+    renamed.vms[2].nics[0].vlan = "back-2".into();
+    let (plan, g) = graph_of(&renamed, &live, &PlanOptions::default());
+    assert_eq!(
+        crate::testdata::change(&plan, "vlan.back").action,
+        Action::Delete
+    );
+    let chain = [
+        "delete vm.db-1",
+        "delete vlan.back",
+        "create vlan.back-2",
+        "create vm.db-1",
+    ];
+    for pair in chain.windows(2) {
+        assert!(
+            happens_before(&g, pair[0], pair[1]),
+            "{} before {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
