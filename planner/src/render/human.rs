@@ -10,7 +10,8 @@
 //! Plan: 1 to add, 0 to change, 1 to destroy.
 //! ```
 //!
-//! Long or multi-line values (a long `cmdline`, a list of NICs) are shown as a diff
+//! Changes are listed in apply order (dependencies first, deletes in reverse), so the
+//! text reads as what will happen. Long or multi-line values (a long `cmdline`, a list of NICs) are shown as a diff
 //! (`similar`): a `-` and a `+` line, or one line per element. Colour only when asked.
 
 use std::fmt::Write;
