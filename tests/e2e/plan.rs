@@ -211,3 +211,20 @@ fn saved_plan_records_fingerprints() {
     assert!(saved["config"].as_str().unwrap().starts_with("fnv1a128:"));
     assert!(!saved["plan"]["changes"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_live_host_not_in_the_config_is_named_and_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("live.json");
+    std::fs::write(&path, r#"{"hosts": {"elsewhere": {}}}"#).unwrap();
+    let out = run(&[
+        "plan",
+        "examples/quickstart",
+        "--live",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("host \"elsewhere\""), "{stderr}");
+    assert!(text(&out.stdout).contains("Plan: 10 to add"));
+}

@@ -129,6 +129,14 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
         destroy: false,
     };
     let config = loaded.config;
+    for host in live.hosts.keys() {
+        if !config.hosts.iter().any(|h| &h.name == host) {
+            eprintln!(
+                "warning: the live state names host {host:?}, which the config does not have; \
+                 it is not planned"
+            );
+        }
+    }
     let plan = vmctl_planner::plan(&config, &live, &options).map_err(|e| report(&e, style))?;
     let graph = ApplyGraph::build(&plan).map_err(|e| {
         report(
