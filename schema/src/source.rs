@@ -35,32 +35,26 @@ impl Sources {
     }
 }
 
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> Box<SchemaError> + '_ {
+    move |source| {
+        Box::new(SchemaError::UnreadableFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
 /// The `.kdl` files that `path` names: itself if it is a file, else the `*.kdl` files
 /// in it, sorted by name.
 pub fn discover(path: &Path) -> Result<Vec<PathBuf>, Box<SchemaError>> {
-    let meta = std::fs::metadata(path).map_err(|source| {
-        Box::new(SchemaError::UnreadableFile {
-            path: path.to_path_buf(),
-            source,
-        })
-    })?;
+    let meta = std::fs::metadata(path).map_err(unreadable(path))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|source| {
-        Box::new(SchemaError::UnreadableFile {
-            path: path.to_path_buf(),
-            source,
-        })
-    })?;
+    let entries = std::fs::read_dir(path).map_err(unreadable(path))?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| {
-            Box::new(SchemaError::UnreadableFile {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let entry = entry.map_err(unreadable(path))?;
         let file = entry.path();
         if file.extension().is_some_and(|e| e == "kdl") && !file.is_dir() {
             files.push(file);
@@ -77,12 +71,7 @@ pub fn discover(path: &Path) -> Result<Vec<PathBuf>, Box<SchemaError>> {
 
 /// Reads one file as UTF-8 text.
 pub fn read(path: &Path) -> Result<Arc<str>, Box<SchemaError>> {
-    let bytes = std::fs::read(path).map_err(|source| {
-        Box::new(SchemaError::UnreadableFile {
-            path: path.to_path_buf(),
-            source,
-        })
-    })?;
+    let bytes = std::fs::read(path).map_err(unreadable(path))?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Arc::from(text)),
         Err(e) => Err(Box::new(SchemaError::NotUtf8 {

@@ -190,15 +190,9 @@ pub fn network(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Network, ResourceSpans) {
     let file = ctx.file;
     let mut r = read(&language::NETWORK, node, ctx);
     let name = name_of(&mut r);
-    let host = r
-        .text("host")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
-    let bridge = r
-        .text("bridge")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
-    let uplink = r.text("uplink").map(|(s, _)| s.to_owned());
+    let host = r.string("host").unwrap_or_default();
+    let bridge = r.string("bridge").unwrap_or_default();
+    let uplink = r.string("uplink");
     let network = Network {
         name,
         host,
@@ -212,10 +206,7 @@ pub fn vlan(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vlan, ResourceSpans) {
     let file = ctx.file;
     let mut r = read(&language::VLAN, node, ctx);
     let name = name_of(&mut r);
-    let network = r
-        .text("network")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
+    let network = r.string("network").unwrap_or_default();
     let id = match r.values("id").first().copied() {
         Some((value, span)) => match value.as_integer() {
             Some(id @ 1..=4094) => id as u16,
@@ -255,10 +246,7 @@ pub fn pool(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Pool, ResourceSpans) {
     let file = ctx.file;
     let mut r = read(&language::POOL, node, ctx);
     let name = name_of(&mut r);
-    let host = r
-        .text("host")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
+    let host = r.string("host").unwrap_or_default();
     if let Some((kind, span)) = r.text("type") {
         if kind != "dir" {
             r.errors.push(SchemaError::UnknownValue {
@@ -284,10 +272,7 @@ pub fn volume(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Volume, ResourceSpans) {
     let file = ctx.file;
     let mut r = read(&language::VOLUME, node, ctx);
     let name = name_of(&mut r);
-    let pool = r
-        .text("pool")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
+    let pool = r.string("pool").unwrap_or_default();
     let size = match r.size("size") {
         Some((0, span)) => {
             r.errors.push(SchemaError::TooSmall {
@@ -316,11 +301,8 @@ pub fn volume(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Volume, ResourceSpans) {
 
 fn nic(node: &KdlNode, index: u32, r: &mut NodeReader<'_, '_>) -> Nic {
     let mut n = NodeReader::new(&language::NIC, node, r.errors);
-    let vlan = n
-        .text("vlan")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
-    let mac = n.text("mac").map(|(s, _)| s.to_owned()).unwrap_or_default();
+    let vlan = n.string("vlan").unwrap_or_default();
+    let mac = n.string("mac").unwrap_or_default();
     let spans = std::mem::take(&mut n.spans);
     r.spans.push(FieldSpan {
         name: "nic",
@@ -367,19 +349,13 @@ pub fn vm(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vm, ResourceSpans) {
     let file = ctx.file;
     let mut r = read(&language::VM, node, ctx);
     let name = name_of(&mut r);
-    let host = r
-        .text("host")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
+    let host = r.string("host").unwrap_or_default();
     let cpus_value = r.integer::<u32>("cpus");
     let cpus = at_least_one(&mut r, "cpus", cpus_value).unwrap_or(0);
     let memory = vm_memory(&mut r);
     let kernel = path(&mut r, "kernel", &base).unwrap_or_default();
     let initrd = path(&mut r, "initrd", &base);
-    let cmdline = r
-        .text("cmdline")
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or_default();
+    let cmdline = r.string("cmdline").unwrap_or_default();
     let disks = r
         .texts("disk")
         .into_iter()

@@ -312,6 +312,11 @@ impl<'a, 'e> NodeReader<'a, 'e> {
         }
     }
 
+    /// A string setting, owned.
+    pub fn string(&mut self, name: &'static str) -> Option<String> {
+        self.text(name).map(|(s, _)| s.to_owned())
+    }
+
     /// Every string of a repeated setting.
     pub fn texts(&mut self, name: &'static str) -> Vec<(&'a str, SourceSpan)> {
         let mut out = Vec::new();

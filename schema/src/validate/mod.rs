@@ -40,7 +40,11 @@ impl<'a> Report<'a> {
         let Some(file) = self.sources.get(site.file) else {
             return String::new();
         };
-        let text = &file.text[..site.span.offset().min(file.text.len())];
+        let mut end = site.span.offset().min(file.text.len());
+        while !file.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &file.text[..end];
         let line = text.matches('\n').count() + 1;
         let column = text.len() - text.rfind('\n').map_or(0, |i| i + 1) + 1;
         format!("{}:{line}:{column}", file.path.display())
