@@ -97,3 +97,31 @@ fn dot() {
     let (_, graph) = planned(&drifted());
     insta::assert_snapshot!("dot_drifted", dot::render(&graph));
 }
+
+#[test]
+fn long_lists_are_shown_as_a_diff() {
+    let config = quickstart();
+    let mut changed = config.clone();
+    let nic = |vlan: &str, mac: &str| vmctl_schema::Nic {
+        vlan: vlan.into(),
+        mac: mac.into(),
+    };
+    changed.vms[2].nics = vec![
+        nic("back", "52:54:00:00:00:03"),
+        nic("front", "52:54:00:00:00:13"),
+        nic("back", "52:54:00:00:00:23"),
+    ];
+    let (plan, _) = graph_of(
+        &changed,
+        &LiveFile::applied(&config),
+        &PlanOptions::default(),
+    );
+    let text = human::render(&plan, false);
+    let expected = r#"      ~ nics = [
+            { mac = "52:54:00:00:00:03", vlan = "back" },
+          + { mac = "52:54:00:00:00:13", vlan = "front" },
+          + { mac = "52:54:00:00:00:23", vlan = "back" },
+        ] # forces restart
+"#;
+    assert!(text.contains(expected), "{text}");
+}
