@@ -1,26 +1,48 @@
 //! The `vmctl` binary: clap commands wiring schema, planner and runtime together.
 
 mod commands;
+mod error;
+mod render;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::commands::Command;
+use crate::render::ColorChoice;
+
 /// Declarative infrastructure: KDL files to bridges, VLANs, volumes and KVM microVMs.
+///
+/// An infra repo is a folder of .kdl files describing hosts, networks with VLANs,
+/// storage pools with volumes, and VMs. vmctl checks it, formats it, and (soon)
+/// plans and applies it against the live state of every host.
+///
+/// Exit codes: 0 success, 1 error (invalid config, failed command, or `fmt --check`
+/// found files to reformat).
 #[derive(Debug, Parser)]
-#[command(name = "vmctl", version)]
-struct Cli {
+#[command(
+    name = "vmctl",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  vmctl validate examples/quickstart\n  vmctl fmt --check .\n  vmctl schema > vmctl.schema.json"
+)]
+pub struct Cli {
+    /// When to use colours in output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+
     #[command(subcommand)]
-    command: commands::Command,
+    command: Command,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::run(cli.command) {
-        Ok(code) => code,
-        Err(report) => {
-            eprintln!("{report:?}");
-            ExitCode::FAILURE
+    let style = render::Style::new(cli.color);
+    match commands::run(cli.command, &style) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error.print(&style);
+            ExitCode::from(error.exit_code())
         }
     }
 }
@@ -30,7 +52,7 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
-    fn clap_definition_is_consistent() {
+    fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
 }

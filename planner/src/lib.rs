@@ -1,1 +1,159 @@
-//! vmctl planning: LiveState, diff, action graph, rendering. Filled by issue 5.
+//! vmctl's planner: the config (what should be) against the [`LiveState`] of each host
+//! (what is), as a [`Plan`] of [`Change`]s and an [`ApplyGraph`] of their steps, rendered
+//! for people ([`render::human`]), machines ([`render::json`]) and Graphviz
+//! ([`render::dot`]), and saved with fingerprints ([`saved`]) so a stale plan is refused.
+//!
+//! Pure: no I/O, no printing. Everything here works on values the caller passes in.
+
+pub mod action;
+pub mod diff;
+pub mod graph;
+pub mod live;
+pub mod plan;
+pub mod render;
+pub mod saved;
+pub mod target;
+
+use std::collections::HashSet;
+
+use miette::Diagnostic;
+use thiserror::Error;
+use vmctl_schema::Config;
+
+pub use action::{Action, Effect, Reason, ResourceId, ResourceKind};
+pub use diff::DiffError;
+pub use graph::{happens_before, ApplyGraph, GraphError, Phase, Step};
+pub use live::{LiveFile, LiveState, VmStatus};
+pub use plan::{AttrChange, Change, Plan, Resource, Summary};
+pub use saved::{Fingerprint, SavedPlan, SavedPlanError};
+pub use target::TargetError;
+
+/// What to plan beyond "make the hosts match the config".
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `--target`: only these resources and what they need.
+    pub targets: Vec<String>,
+    /// `--replace`: replace these even when nothing forces it.
+    pub replace: Vec<String>,
+    /// Plan the deletion of everything of the project (`vmctl destroy`).
+    pub destroy: bool,
+}
+
+/// One reason a plan cannot be made.
+#[derive(Debug, Error, Diagnostic, PartialEq)]
+pub enum PlanError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Diff(#[from] DiffError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Graph(#[from] GraphError),
+}
+
+/// Every reason a plan cannot be made, reported together.
+#[derive(Debug, Error, Diagnostic, PartialEq)]
+#[error("no plan: {} error{}", errors.len(), if errors.len() == 1 { "" } else { "s" })]
+#[diagnostic(code(vmctl::plan::failed))]
+pub struct PlanErrors {
+    #[related]
+    pub errors: Vec<PlanError>,
+}
+
+impl<E: Into<PlanError>> From<Vec<E>> for PlanErrors {
+    fn from(errors: Vec<E>) -> Self {
+        PlanErrors {
+            errors: errors.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Plans `config` against the live state of its hosts. The plan's actionable changes come
+/// in apply order, then its no-ops.
+pub fn plan(config: &Config, live: &LiveFile, options: &PlanOptions) -> Result<Plan, PlanErrors> {
+    let known = if options.targets.is_empty() && options.replace.is_empty() {
+        HashSet::new()
+    } else {
+        known_resources(config, live)
+    };
+    let mut errors: Vec<PlanError> = Vec::new();
+    let mut resolve = |names: &[String], flag| {
+        target::resolve(names, &known, flag).unwrap_or_else(|e| {
+            errors.extend(e.into_iter().map(PlanError::from));
+            HashSet::new()
+        })
+    };
+    let forced = resolve(&options.replace, target::Flag::Replace);
+    let targets = resolve(&options.targets, target::Flag::Target);
+    if !errors.is_empty() {
+        return Err(PlanErrors { errors });
+    }
+    let mut changes = diff::diff(config, live, &forced, options.destroy)?;
+    diff::cascade(&mut changes);
+    if !options.targets.is_empty() {
+        changes = target::restrict(changes, &targets);
+    }
+    let protected = diff::check_prevent_destroy(&changes);
+    if !protected.is_empty() {
+        return Err(protected.into());
+    }
+    let plan = Plan {
+        project: config.project.clone(),
+        changes,
+    };
+    let graph = ApplyGraph::build(&plan).map_err(|e| PlanErrors::from(vec![e]))?;
+    Ok(in_apply_order(plan, &graph))
+}
+
+/// Every resource the config names or the project has on the config's hosts.
+fn known_resources(config: &Config, live: &LiveFile) -> HashSet<ResourceId> {
+    use ResourceKind::*;
+    let mut known = HashSet::new();
+    let mut add = |kind, name: &str| {
+        known.insert(ResourceId::new(kind, name));
+    };
+    config.pools.iter().for_each(|r| add(Pool, &r.name));
+    config.networks.iter().for_each(|r| add(Network, &r.name));
+    config.volumes.iter().for_each(|r| add(Volume, &r.name));
+    config.vlans.iter().for_each(|r| add(Vlan, &r.name));
+    config.vms.iter().for_each(|r| add(Vm, &r.name));
+    let project = config.project.as_str();
+    for host in &config.hosts {
+        let state = live.host(&host.name);
+        let mine = |p: &str| p == project;
+        let pools = state.pools.iter().filter(|r| mine(&r.project));
+        pools.for_each(|r| add(Pool, &r.name));
+        let networks = state.networks.iter().filter(|r| mine(&r.project));
+        networks.for_each(|r| add(Network, &r.name));
+        let volumes = state.volumes.iter().filter(|r| mine(&r.project));
+        volumes.for_each(|r| add(Volume, &r.name));
+        let vlans = state.vlans.iter().filter(|r| mine(&r.project));
+        vlans.for_each(|r| add(Vlan, &r.name));
+        let vms = state.vms.iter().filter(|r| mine(&r.project));
+        vms.for_each(|r| add(Vm, &r.name));
+    }
+    known
+}
+
+/// Reorders the changes: actionable ones by the first of their steps in the graph's
+/// order, then the no-ops in config order.
+fn in_apply_order(plan: Plan, graph: &ApplyGraph) -> Plan {
+    let mut rank = vec![usize::MAX; plan.changes.len()];
+    for (position, node) in graph.order().into_iter().enumerate() {
+        let change = graph.graph[node].change;
+        rank[change] = rank[change].min(position);
+    }
+    // Sort indices, not changes: a change is large and moving it is the cost.
+    let mut order: Vec<usize> = (0..plan.changes.len()).collect();
+    order.sort_by_key(|&i| (rank[i], i));
+    let mut slots: Vec<Option<Change>> = plan.changes.into_iter().map(Some).collect();
+    Plan {
+        project: plan.project,
+        changes: order.into_iter().filter_map(|i| slots[i].take()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod testdata;

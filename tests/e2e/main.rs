@@ -2,4 +2,6 @@
 //! target); one module per area.
 
 mod engine;
+mod plan;
 mod support;
+mod validate;

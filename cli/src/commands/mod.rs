@@ -1,21 +1,42 @@
-//! One module per subcommand, each with a clap `Args` struct and a `run` function, and
-//! the dispatch between them.
+//! The subcommands, one file each, and the central dispatch. To add a command: a
+//! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
 
+pub mod fmt;
+pub mod graph;
+pub mod plan;
+pub mod schema;
+pub mod validate;
 pub mod vmm;
 
-use std::process::ExitCode;
+use clap::Subcommand;
 
-/// vmctl's subcommands.
-#[derive(Debug, clap::Subcommand)]
+use crate::error::CommandError;
+use crate::render::Style;
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
+    Validate(validate::Args),
+    Fmt(fmt::Args),
+    Schema(schema::Args),
+    Plan(plan::Args),
+    Graph(graph::Args),
     /// Runs one VM in this process (used by the runtime; hidden).
     #[command(hide = true)]
     Vmm(vmm::VmmArgs),
 }
 
-/// Runs a subcommand.
-pub fn run(command: Command) -> miette::Result<ExitCode> {
+/// Runs one command.
+pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
     match command {
-        Command::Vmm(args) => vmm::run(args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Fmt(args) => fmt::run(&args, style),
+        Command::Schema(args) => schema::run(&args),
+        Command::Plan(args) => plan::run(&args, style),
+        Command::Graph(args) => graph::run(&args, style),
+        Command::Vmm(args) => match vmm::run(args) {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(CommandError::Silent { code }),
+            Err(report) => Err(CommandError::Report(report)),
+        },
     }
 }

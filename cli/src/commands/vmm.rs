@@ -10,7 +10,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use miette::{miette, Report};
@@ -65,7 +64,7 @@ struct RunArgs {
 }
 
 /// Runs `vmctl vmm`.
-pub fn run(args: VmmArgs) -> miette::Result<ExitCode> {
+pub fn run(args: VmmArgs) -> miette::Result<u8> {
     match (args.command, args.spec) {
         (Some(VmmCommand::Run(run)), _) => run_foreground(run),
         (None, Some(spec)) => run_spec(&spec, args.foreground),
@@ -77,7 +76,7 @@ pub fn run(args: VmmArgs) -> miette::Result<ExitCode> {
     }
 }
 
-fn run_foreground(args: RunArgs) -> miette::Result<ExitCode> {
+fn run_foreground(args: RunArgs) -> miette::Result<u8> {
     let memory = spec::parse_size(&args.memory).map_err(|e| diagnostic(e.into()))?;
     let mut spec = VmmSpec::new(args.kernel);
     spec.initrd = args.initrd;
@@ -91,19 +90,19 @@ fn run_foreground(args: RunArgs) -> miette::Result<ExitCode> {
 }
 
 /// Maps how the VM ended to an exit code, printing a guest fault.
-fn finish(result: Result<Exit, VmmError>) -> miette::Result<ExitCode> {
+fn finish(result: Result<Exit, VmmError>) -> miette::Result<u8> {
     let _ = std::io::stdout().flush();
     match result {
-        Ok(_) => Ok(ExitCode::SUCCESS),
+        Ok(_) => Ok(0),
         Err(e @ VmmError::GuestFault { .. }) => {
             eprintln!("{:?}", diagnostic(e));
-            Ok(ExitCode::from(2))
+            Ok(2)
         }
         Err(e) => Err(diagnostic(e)),
     }
 }
 
-fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<ExitCode> {
+fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<u8> {
     let mut spec = VmmSpec::from_file(path).map_err(|e| diagnostic(e.into()))?;
     spec.validate().map_err(|e| diagnostic(e.into()))?;
     memory::check_size(spec.memory.0, memory::HostLimits::current())
@@ -119,7 +118,7 @@ fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<ExitCode
     match detached {
         Detached::Parent(Ok(pid)) => {
             println!("{pid}");
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Detached::Parent(Err(why)) => Err(miette!(
             code = "vmctl::vmm::start",
@@ -132,7 +131,7 @@ fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<ExitCode
 
 /// Builds and runs the VM of a spec: serial output to the console log (stdout when
 /// there is none), pid file while it runs, start-up reported through `ready`.
-fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<ExitCode> {
+fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<u8> {
     let started = (|| {
         let console: Box<dyn Write + Send> = match &spec.console_log {
             Some(path) => Box::new(process::open_console_log(path).map_err(process_error)?),

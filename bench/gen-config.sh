@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Generates a benchmark infra repo: VMS VMs with a root volume each and VLANS VLANs,
+# spread over HOSTS hosts, one file per host (as real infra repos are split), plus a
+# project file. Usage: bench/gen-config.sh VMS VLANS HOSTS OUTDIR
+set -euo pipefail
+vms=$1 vlans=$2 hosts=$3 out=$4
+rm -rf "$out"
+mkdir -p "$out"
+echo 'project "bench"' > "$out/project.kdl"
+awk -v vms="$vms" -v vlans="$vlans" -v hosts="$hosts" -v out="$out" '
+BEGIN {
+    vms_per_host = int(vms / hosts); vlans_per_host = int(vlans / hosts)
+    for (h = 0; h < hosts; h++) {
+        f = sprintf("%s/host-%02d.kdl", out, h)
+        printf "host \"h%02d\" {\n    ssh \"root@10.0.%d.1\"\n    cpus 160\n    memory \"64GiB\"\n}\n\n", h, h > f
+        printf "network \"lan-%02d\" host=\"h%02d\" {\n    uplink \"eth1\"\n}\n", h, h > f
+        for (v = 0; v < vlans_per_host; v++) {
+            id = v + 2
+            printf "vlan \"v%02d-%d\" network=\"lan-%02d\" id=%d {\n    gateway \"10.%d.%d.1/24\"\n}\n", h, id, h, id, h, id > f
+        }
+        printf "\npool \"p%02d\" host=\"h%02d\" type=\"dir\" {\n    path \"/var/lib/vmctl/pools/p%02d\"\n}\n\n", h, h, h > f
+        for (i = 0; i < vms_per_host; i++) {
+            name = sprintf("vm-%02d-%04d", h, i)
+            printf "volume \"%s-root\" pool=\"p%02d\" size=\"4GiB\"\n", name, h > f
+            printf "vm \"%s\" host=\"h%02d\" {\n    cpus 1\n    memory \"256MiB\"\n    kernel \"images/vmlinux\"\n    cmdline \"console=ttyS0\"\n    disk \"%s-root\"\n    nic vlan=\"v%02d-%d\"\n", name, h, name, h, (i % vlans_per_host) + 2 > f
+            if (i % 10 == 1) printf "    depends-on \"vm-%02d-%04d\"\n", h, i - 1 > f
+            printf "}\n" > f
+        }
+        close(f)
+    }
+}'

@@ -1,0 +1,193 @@
+//! `vmctl plan`: the config against the live state of every host, as the actions `apply`
+//! would take, for people (Terraform's habits), for machines (`--json`) and for later
+//! (`-o FILE`).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use vmctl_planner::render::{human, json};
+use vmctl_planner::saved::{SavedOptions, SavedPlan};
+use vmctl_planner::{ApplyGraph, LiveFile, Plan, PlanErrors, PlanOptions};
+use vmctl_schema::Config;
+
+use crate::error::CommandError;
+use crate::render::Style;
+
+/// Show what `apply` would change: create, update in place, replace, destroy, start or
+/// stop, each attribute change marked `# forces restart` or `# forces replacement`.
+///
+/// Until vmctl can observe hosts itself, the live state of every host comes from
+/// `--live FILE`: `{"hosts": {"local": {…}}}`. A host the file does not name has nothing
+/// on it.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  vmctl plan examples/quickstart --live live.json\n  vmctl plan . --live live.json --detailed-exitcode   # CI drift check\n  vmctl plan . --live live.json --json > plan.json\n  vmctl plan . --live live.json -o lab.plan           # for `vmctl apply lab.plan`\n  vmctl plan . --live live.json --target vm.web-1\n\nExit codes: 0 success (with --detailed-exitcode: no changes), 1 error,\n2 changes present (only with --detailed-exitcode).\n\nThe --json format is documented in planner/PLAN-JSON.md."
+)]
+pub struct Args {
+    /// A .kdl file, or a folder whose *.kdl files form one config.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+
+    #[command(flatten)]
+    pub planning: Planning,
+
+    /// Print the plan as JSON (versioned: `format_version`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+
+    /// Also save the plan to FILE, for `vmctl apply FILE`; apply refuses it once the
+    /// config or a host's live state has moved.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// The options `plan` and `graph` share.
+#[derive(Debug, clap::Args)]
+pub struct Planning {
+    /// Read the live state of every host from this JSON file instead of observing the
+    /// hosts (required for now: observing hosts is not built yet).
+    #[arg(long, value_name = "FILE")]
+    pub live: Option<PathBuf>,
+
+    /// Only plan this resource and what it needs: a name (`web-1`) or an address
+    /// (`vm.web-1`). Repeatable.
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+
+    /// Replace this resource even if nothing forces it (a VM restarts; a volume is
+    /// recreated empty or from its base image). Repeatable.
+    #[arg(long = "replace", value_name = "NAME")]
+    pub replace: Vec<String>,
+}
+
+/// A plan with what it was made from.
+pub struct Planned {
+    pub config: Config,
+    pub live: LiveFile,
+    pub plan: Plan,
+    pub graph: ApplyGraph,
+}
+
+pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
+    let planned = make(&args.path, &args.planning, style)?;
+    let Planned {
+        config, live, plan, ..
+    } = &planned;
+    if args.json {
+        print!("{}", json::render(plan, &planned.graph));
+    } else {
+        // Colour follows --color, and only reaches a terminal.
+        let color = style.color && std::io::stdout().is_terminal();
+        print!("{}", human::render(plan, color));
+    }
+    if let Some(out) = &args.out {
+        let options = SavedOptions {
+            targets: args.planning.targets.clone(),
+            replace: args.planning.replace.clone(),
+            destroy: false,
+        };
+        let source = args.path.display().to_string();
+        let saved = SavedPlan::new(source, config, live, options, plan.clone());
+        std::fs::write(out, saved.to_json()).map_err(|e| CommandError::Failed {
+            message: format!("cannot write the plan to {}: {e}", out.display()),
+            hint: None,
+        })?;
+        if !args.json {
+            println!(
+                "\nSaved the plan to {}. To perform exactly these actions, run: vmctl apply {}",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    let changed = plan.has_changes();
+    // The process ends now: freeing a 10,000-VM plan piece by piece would only cost time.
+    std::mem::forget(planned);
+    if args.detailed_exitcode && changed {
+        return Err(CommandError::Silent { code: 2 });
+    }
+    Ok(())
+}
+
+/// Loads the config and the live state and plans; errors are printed as diagnostics.
+pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, CommandError> {
+    // The live state's JSON is read while the config's files are parsed.
+    let (loaded, live) = std::thread::scope(|scope| {
+        let live = scope.spawn(|| read_live(planning.live.as_deref()));
+        let loaded = vmctl_schema::load(path);
+        let live = live
+            .join()
+            .unwrap_or_else(|_| Err(CommandError::failed("reading the live state panicked")));
+        (loaded, live)
+    });
+    let loaded = loaded?;
+    let live = live?;
+    let options = PlanOptions {
+        targets: planning.targets.clone(),
+        replace: planning.replace.clone(),
+        destroy: false,
+    };
+    let config = loaded.config;
+    for host in live.hosts.keys() {
+        if !config.hosts.iter().any(|h| &h.name == host) {
+            eprintln!(
+                "warning: the live state names host {host:?}, which the config does not have; \
+                 it is not planned"
+            );
+        }
+    }
+    let plan = vmctl_planner::plan(&config, &live, &options).map_err(|e| report(&e, style))?;
+    let graph = ApplyGraph::build(&plan).map_err(|e| {
+        report(
+            &PlanErrors {
+                errors: vec![e.into()],
+            },
+            style,
+        )
+    })?;
+    Ok(Planned {
+        config,
+        live,
+        plan,
+        graph,
+    })
+}
+
+fn read_live(path: Option<&Path>) -> Result<LiveFile, CommandError> {
+    let Some(path) = path else {
+        return Err(CommandError::Failed {
+            message: "observing live hosts is not built yet, so vmctl cannot see what is on them"
+                .into(),
+            hint: Some(
+                "give their live state with `--live FILE`: {\"hosts\": {\"local\": {…}}}; a host \
+                 the file does not name has nothing on it, so `{}` plans everything from scratch"
+                    .into(),
+            ),
+        });
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| CommandError::Failed {
+        message: format!("cannot read the live state {}: {e}", path.display()),
+        hint: None,
+    })?;
+    serde_json::from_str(&text).map_err(|e| CommandError::Failed {
+        message: format!("the live state {} is not valid: {e}", path.display()),
+        hint: Some(
+            "the file is {\"hosts\": {HOST: LiveState}}; see LiveState in planner/src/live.rs"
+                .into(),
+        ),
+    })
+}
+
+/// Prints every planning error as a diagnostic; the exit code is 1.
+fn report(errors: &PlanErrors, style: &Style) -> CommandError {
+    for error in &errors.errors {
+        eprint!("{}", style.diagnostic(error));
+        eprintln!();
+    }
+    eprintln!("error: {errors}");
+    CommandError::Silent { code: 1 }
+}

@@ -1,0 +1,76 @@
+//! Attribute by attribute: which attributes of two versions of a resource differ, and
+//! what changing each takes.
+//!
+//! | kind      | in place                      | forces restart (VM running)            | forces replacement |
+//! | --------- | ----------------------------- | -------------------------------------- | ------------------ |
+//! | `pool`    |                               |                                        | `type`, `path`     |
+//! | `network` | `uplink`                      |                                        | `bridge`           |
+//! | `volume`  | `size` (grow), `prevent-destroy` |                                     | `pool`, `from`; `size` shrink is an error unless `--replace` |
+//! | `vlan`    | `gateway`                     |                                        | `network`, `id`    |
+//! | `vm`      | `cpuset`, `depends-on`        | `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics` | |
+//!
+//! An attribute this table does not know forces the strongest effect of its kind, so a
+//! new attribute is never silently changed in place. `name` and `host` are the resource's
+//! identity (a resource on another host is another resource); a VM's `state` is compared
+//! with its live status by the VM rules, not here.
+
+use serde_json::Value;
+
+use crate::action::{Effect, ResourceKind};
+use crate::plan::{AttrChange, Resource};
+
+/// What changing `attr` of a `kind` takes.
+pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
+    use ResourceKind::*;
+    match (kind, attr) {
+        (Network, "uplink") => Effect::InPlace,
+        (Volume, "size" | "prevent-destroy") => Effect::InPlace,
+        (Vlan, "gateway") => Effect::InPlace,
+        (Vm, "cpuset" | "depends-on") => Effect::InPlace,
+        (Vm, _) => Effect::Restart,
+        (Pool | Network | Volume | Vlan, _) => Effect::Replace,
+    }
+}
+
+/// Attributes that are identity or handled elsewhere.
+fn skipped(attr: &str) -> bool {
+    matches!(attr, "kind" | "name" | "host" | "state")
+}
+
+/// The attributes that differ between `before` and `after` (same kind), in the model's
+/// field order, each with its effect.
+pub fn changed_attributes(before: &Resource, after: &Resource) -> Vec<AttrChange> {
+    let kind = after.kind();
+    let (Ok(Value::Object(before)), Ok(Value::Object(after))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return Vec::new();
+    };
+    let mut changes = Vec::new();
+    for (name, after_value) in &after {
+        if skipped(name) {
+            continue;
+        }
+        let before_value = before.get(name).cloned().unwrap_or(Value::Null);
+        if &before_value != after_value {
+            changes.push(AttrChange {
+                effect: effect_of(kind, name),
+                name: name.clone(),
+                before: before_value,
+                after: after_value.clone(),
+            });
+        }
+    }
+    changes
+}
+
+/// Every attribute of a resource with its value, for showing a create or a destroy.
+pub fn all_attributes(resource: &Resource) -> Vec<(String, Value)> {
+    match serde_json::to_value(resource) {
+        Ok(Value::Object(map)) => map
+            .into_iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "kind" | "name" | "host"))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

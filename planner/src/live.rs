@@ -1,0 +1,345 @@
+//! What observing a host returns: [`LiveState`], everything vmctl finds on one host, with
+//! each resource's project mark. Plain serde data: the runtime fills it in, remote hosts
+//! send it over the wire, and `--live FILE` reads a [`LiveFile`] of them.
+//!
+//! In JSON every field may be left out: `{}` is a host with nothing on it. Resources of
+//! every project are kept here; the diff only sees the config's own project.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, Vm, VmState, Volume};
+
+/// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
+/// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveFile {
+    pub hosts: BTreeMap<String, LiveState>,
+}
+
+impl LiveFile {
+    /// The live state of `host`; an empty one when the file does not name it.
+    pub fn host(&self, host: &str) -> &LiveState {
+        static EMPTY: LiveState = LiveState::EMPTY;
+        self.hosts.get(host).unwrap_or(&EMPTY)
+    }
+
+    /// What the hosts would report once `config` is applied exactly: every resource with
+    /// the project's mark, VMs running or stopped as asked. For tests, fixtures and
+    /// benchmarks.
+    pub fn applied(config: &Config) -> LiveFile {
+        let project = &config.project;
+        let mut hosts: BTreeMap<String, LiveState> = config
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), LiveState::default()))
+            .collect();
+        let pool_host: BTreeMap<&str, &str> = config
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.host.as_str()))
+            .collect();
+        let network_host: BTreeMap<&str, &str> = config
+            .networks
+            .iter()
+            .map(|n| (n.name.as_str(), n.host.as_str()))
+            .collect();
+        for pool in &config.pools {
+            let state = hosts.entry(pool.host.clone()).or_default();
+            state.pools.push(LivePool {
+                name: pool.name.clone(),
+                project: project.clone(),
+                kind: pool.kind,
+                path: pool.path.clone(),
+            });
+        }
+        for volume in &config.volumes {
+            let Some(host) = pool_host.get(volume.pool.as_str()) else {
+                continue;
+            };
+            let state = hosts.entry((*host).to_owned()).or_default();
+            state.volumes.push(LiveVolume {
+                name: volume.name.clone(),
+                project: project.clone(),
+                pool: volume.pool.clone(),
+                size: volume.size,
+                from: volume.from.clone(),
+                from_digest: None,
+                prevent_destroy: volume.prevent_destroy,
+            });
+        }
+        for network in &config.networks {
+            let state = hosts.entry(network.host.clone()).or_default();
+            state.networks.push(LiveNetwork {
+                name: network.name.clone(),
+                project: project.clone(),
+                bridge: network.bridge.clone(),
+                uplink: network.uplink.clone(),
+            });
+        }
+        for vlan in &config.vlans {
+            let Some(host) = network_host.get(vlan.network.as_str()) else {
+                continue;
+            };
+            let state = hosts.entry((*host).to_owned()).or_default();
+            state.vlans.push(LiveVlan {
+                name: vlan.name.clone(),
+                project: project.clone(),
+                network: vlan.network.clone(),
+                id: vlan.id,
+                gateway: vlan.gateway.clone(),
+            });
+        }
+        for vm in &config.vms {
+            let state = hosts.entry(vm.host.clone()).or_default();
+            state.vms.push(LiveVm {
+                name: vm.name.clone(),
+                project: project.clone(),
+                spec: vm.clone(),
+                status: match vm.state {
+                    VmState::Running => VmStatus::Running,
+                    VmState::Stopped => VmStatus::Stopped,
+                },
+            });
+        }
+        LiveFile { hosts }
+    }
+}
+
+/// Everything vmctl finds on one host, of every project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LiveState {
+    pub pools: Vec<LivePool>,
+    pub volumes: Vec<LiveVolume>,
+    pub networks: Vec<LiveNetwork>,
+    pub vlans: Vec<LiveVlan>,
+    pub vms: Vec<LiveVm>,
+}
+
+impl LiveState {
+    /// A host with nothing on it.
+    pub const EMPTY: LiveState = LiveState {
+        pools: Vec::new(),
+        volumes: Vec::new(),
+        networks: Vec::new(),
+        vlans: Vec::new(),
+        vms: Vec::new(),
+    };
+
+    /// Only `project`'s resources, sorted by name: the form that fingerprints hash, so
+    /// that neither the order a host lists things in nor another project's work makes a
+    /// saved plan stale.
+    pub fn canonical(&self, project: &str) -> LiveState {
+        fn mine<T: Clone + Marked>(items: &[T], project: &str) -> Vec<T> {
+            let mut kept: Vec<T> = items
+                .iter()
+                .filter(|item| item.project() == project)
+                .cloned()
+                .collect();
+            kept.sort_by(|a, b| a.name().cmp(b.name()));
+            kept
+        }
+        LiveState {
+            pools: mine(&self.pools, project),
+            volumes: mine(&self.volumes, project),
+            networks: mine(&self.networks, project),
+            vlans: mine(&self.vlans, project),
+            vms: mine(&self.vms, project),
+        }
+    }
+}
+
+/// A live resource's name and project mark.
+pub trait Marked {
+    fn name(&self) -> &str;
+    fn project(&self) -> &str;
+}
+
+macro_rules! marked {
+    ($($ty:ty),*) => {$(
+        impl Marked for $ty {
+            fn name(&self) -> &str { &self.name }
+            fn project(&self) -> &str { &self.project }
+        }
+    )*};
+}
+marked!(LivePool, LiveVolume, LiveNetwork, LiveVlan, LiveVm);
+
+/// A pool directory with its `.vmctl.json` marker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LivePool {
+    pub name: String,
+    pub project: String,
+    #[serde(rename = "type")]
+    pub kind: PoolKind,
+    pub path: PathBuf,
+}
+
+impl Default for LivePool {
+    fn default() -> Self {
+        LivePool {
+            name: String::new(),
+            project: String::new(),
+            kind: PoolKind::Dir,
+            path: PathBuf::new(),
+        }
+    }
+}
+
+impl LivePool {
+    /// The pool as the config model says it, on `host`.
+    pub fn to_model(&self, host: &str) -> Pool {
+        Pool {
+            name: self.name.clone(),
+            host: host.to_owned(),
+            kind: self.kind,
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// A volume file in a pool, as its pool's marker and `stat` describe it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveVolume {
+    pub name: String,
+    pub project: String,
+    pub pool: String,
+    /// Size in bytes, from `stat`.
+    pub size: u64,
+    /// The base image it was made from, as the config named it.
+    pub from: Option<PathBuf>,
+    /// The base image's digest when it was copied (informational: the planner compares
+    /// `from` paths; it reads no files).
+    pub from_digest: Option<String>,
+    /// Whether the applied config protected it. Kept in the marker so that removing a
+    /// protected volume from the config still fails the plan.
+    pub prevent_destroy: bool,
+}
+
+impl LiveVolume {
+    /// The volume as the config model says it.
+    pub fn to_model(&self) -> Volume {
+        Volume {
+            name: self.name.clone(),
+            pool: self.pool.clone(),
+            size: self.size,
+            from: self.from.clone(),
+            prevent_destroy: self.prevent_destroy,
+        }
+    }
+}
+
+/// A bridge whose alias says `vmctl:<project>:<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveNetwork {
+    pub name: String,
+    pub project: String,
+    pub bridge: String,
+    pub uplink: Option<String>,
+}
+
+impl LiveNetwork {
+    /// The network as the config model says it, on `host`.
+    pub fn to_model(&self, host: &str) -> Network {
+        Network {
+            name: self.name.clone(),
+            host: host.to_owned(),
+            bridge: self.bridge.clone(),
+            uplink: self.uplink.clone(),
+        }
+    }
+}
+
+/// A VLAN read back from a bridge's VLAN table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveVlan {
+    pub name: String,
+    pub project: String,
+    pub network: String,
+    pub id: u16,
+    pub gateway: Option<String>,
+}
+
+impl LiveVlan {
+    /// The VLAN as the config model says it.
+    pub fn to_model(&self) -> Vlan {
+        Vlan {
+            name: self.name.clone(),
+            network: self.network.clone(),
+            id: self.id,
+            gateway: self.gateway.clone(),
+        }
+    }
+}
+
+/// Whether a VM's process runs, as its VMM answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmStatus {
+    Running,
+    #[default]
+    Stopped,
+    /// The process died without being asked to.
+    Crashed,
+}
+
+/// A VM's state dir: the spec it was applied with and whether it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LiveVm {
+    pub name: String,
+    #[serde(default)]
+    pub project: String,
+    /// The `spec.json` the VM was applied with.
+    pub spec: Vm,
+    #[serde(default)]
+    pub status: VmStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_json_is_an_empty_host() {
+        let live: LiveState = serde_json::from_str("{}").unwrap();
+        assert_eq!(live, LiveState::EMPTY);
+        let file: LiveFile = serde_json::from_str(r#"{"hosts": {"local": {}}}"#).unwrap();
+        assert_eq!(file.host("local"), &LiveState::EMPTY);
+        assert_eq!(file.host("elsewhere"), &LiveState::EMPTY);
+        let file: LiveFile = serde_json::from_str("{}").unwrap();
+        assert!(file.hosts.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(serde_json::from_str::<LiveState>(r#"{"vm": []}"#).is_err());
+    }
+
+    #[test]
+    fn canonical_keeps_the_project_sorted() {
+        let pool = |name: &str, project: &str| LivePool {
+            name: name.into(),
+            project: project.into(),
+            ..LivePool::default()
+        };
+        let live = LiveState {
+            pools: vec![pool("b", "lab"), pool("x", "other"), pool("a", "lab")],
+            ..LiveState::default()
+        };
+        let names: Vec<_> = live
+            .canonical("lab")
+            .pools
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+}

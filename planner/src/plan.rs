@@ -1,0 +1,178 @@
+//! The plan as data: one [`Change`] per resource of the project, in apply order.
+//!
+//! What `before` and `after` hold, per action (both in the config model's shape; `before`
+//! is the live resource converted, so the two compare attribute by attribute):
+//!
+//! | action    | before            | after             |
+//! | --------- | ----------------- | ----------------- |
+//! | `create`  | none              | the config's      |
+//! | `update`  | live              | the config's      |
+//! | `replace` | live (destroyed)  | the config's (created) |
+//! | `delete`  | live              | none              |
+//! | `start`, `stop` | live (its applied spec) | the config's |
+//! | `no-op`   | live              | the config's      |
+//!
+//! `attributes` lists the attributes that differ, each with its [`Effect`]. A `start` or
+//! `stop` also rewrites the VM's spec with the in-place attributes listed.
+
+use serde::{Deserialize, Serialize};
+use vmctl_schema::{Network, Pool, Vlan, Vm, Volume};
+
+use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
+use crate::live::VmStatus;
+
+/// A resource in the config model's shape, tagged with its kind in JSON
+/// (`{"kind": "vm", "name": "web-1", …}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Resource {
+    Pool(Pool),
+    Network(Network),
+    Volume(Volume),
+    Vlan(Vlan),
+    Vm(Vm),
+}
+
+impl Resource {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Resource::Pool(_) => ResourceKind::Pool,
+            Resource::Network(_) => ResourceKind::Network,
+            Resource::Volume(_) => ResourceKind::Volume,
+            Resource::Vlan(_) => ResourceKind::Vlan,
+            Resource::Vm(_) => ResourceKind::Vm,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Pool(r) => &r.name,
+            Resource::Network(r) => &r.name,
+            Resource::Volume(r) => &r.name,
+            Resource::Vlan(r) => &r.name,
+            Resource::Vm(r) => &r.name,
+        }
+    }
+
+    pub fn id(&self) -> ResourceId {
+        ResourceId::new(self.kind(), self.name())
+    }
+
+    /// What this resource needs to exist first: a volume its pool, a VLAN its network, a
+    /// VM its disks, its NICs' VLANs and the VMs it `depends-on`.
+    pub fn needs(&self) -> Vec<ResourceId> {
+        let mut needs = Vec::new();
+        self.each_need(|kind, name| needs.push(ResourceId::new(kind, name)));
+        needs
+    }
+
+    /// What this resource holds exclusively on its host, beyond its name: a pool's path,
+    /// a network's bridge, a VLAN's id on its network, a VM's MAC addresses. A create
+    /// that claims what a delete in the same plan frees must wait for that delete.
+    pub fn claims(&self) -> Vec<String> {
+        match self {
+            Resource::Pool(p) => vec![format!("path {}", p.path.display())],
+            Resource::Network(n) => vec![format!("bridge {}", n.bridge)],
+            Resource::Vlan(v) => vec![format!("vlan {} {}", v.network, v.id)],
+            Resource::Vm(vm) => vm.nics.iter().map(|n| format!("mac {}", n.mac)).collect(),
+            Resource::Volume(_) => Vec::new(),
+        }
+    }
+
+    /// Calls `f` with the kind and name of each resource this one needs, allocating
+    /// nothing (the diff and the graph call this for every resource).
+    pub fn each_need(&self, mut f: impl FnMut(ResourceKind, &str)) {
+        match self {
+            Resource::Pool(_) | Resource::Network(_) => {}
+            Resource::Volume(v) => f(ResourceKind::Pool, &v.pool),
+            Resource::Vlan(v) => f(ResourceKind::Network, &v.network),
+            Resource::Vm(vm) => {
+                vm.disks.iter().for_each(|d| f(ResourceKind::Volume, d));
+                vm.nics.iter().for_each(|n| f(ResourceKind::Vlan, &n.vlan));
+                vm.depends_on.iter().for_each(|d| f(ResourceKind::Vm, d));
+            }
+        }
+    }
+}
+
+/// The change of one attribute. Values are JSON: `null` when absent, sizes in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttrChange {
+    /// The config's name of the attribute: `memory`, `prevent-destroy`, …
+    pub name: String,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+    pub effect: Effect,
+}
+
+/// What the plan does to one resource on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Change {
+    pub host: String,
+    #[serde(flatten)]
+    pub id: ResourceId,
+    pub action: Action,
+    /// Why; for people only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    pub before: Option<Resource>,
+    pub after: Option<Resource>,
+    /// The live VM's status (VMs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<VmStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttrChange>,
+}
+
+impl Change {
+    /// The strongest effect among the changed attributes.
+    pub fn strongest_effect(&self) -> Option<Effect> {
+        self.attributes.iter().map(|a| a.effect).max()
+    }
+}
+
+/// The counts of `Plan: N to add, N to change, N to destroy.`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+impl Summary {
+    pub fn is_empty(&self) -> bool {
+        *self == Summary::default()
+    }
+}
+
+/// A whole plan: every resource of the project on the config's hosts, actionable changes
+/// first in apply order, then the no-ops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub project: String,
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for change in &self.changes {
+            let (add, change, destroy) = change.action.counts();
+            summary.add += add;
+            summary.change += change;
+            summary.destroy += destroy;
+        }
+        summary
+    }
+
+    /// True when applying would change something.
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    /// The changes that do something, in apply order.
+    pub fn actionable(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.action != Action::NoOp)
+    }
+}

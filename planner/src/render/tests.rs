@@ -1,0 +1,127 @@
+//! Snapshots of the human, JSON and DOT renderings of the quickstart-shaped config
+//! against an empty, a partial, a drifted and an identical live state.
+
+use crate::live::{LiveFile, VmStatus};
+use crate::testdata::{graph_of, quickstart};
+use crate::{ApplyGraph, Plan, PlanOptions};
+
+use super::{dot, human, json};
+
+fn planned(live: &LiveFile) -> (Plan, ApplyGraph) {
+    graph_of(&quickstart(), live, &PlanOptions::default())
+}
+
+/// Pool, network and the web VLAN exist; one volume; no VMs.
+pub fn partial() -> LiveFile {
+    let mut live = LiveFile::applied(&quickstart());
+    let host = live.hosts.get_mut("local").unwrap();
+    host.vlans.retain(|v| v.name == "front");
+    host.volumes.retain(|v| v.name == "web-1-root");
+    host.vms.clear();
+    live
+}
+
+/// Applied once, then drifted: web-2 crashed, a volume smaller than configured, a gateway
+/// removed by hand, db-1 running an older cmdline and less memory, a VM the config forgot.
+pub fn drifted() -> LiveFile {
+    let config = quickstart();
+    let mut live = LiveFile::applied(&config);
+    let host = live.hosts.get_mut("local").unwrap();
+    host.vlans[0].gateway = None;
+    host.volumes[0].size = 512 << 20;
+    let mut old = host.vms[0].clone();
+    old.name = "old-1".into();
+    old.spec.name = "old-1".into();
+    old.spec.depends_on.clear();
+    host.vms.push(old);
+    for vm in &mut host.vms {
+        match vm.name.as_str() {
+            "web-2" => vm.status = VmStatus::Crashed,
+            "db-1" => {
+                vm.spec.memory = 128 << 20;
+                vm.spec.cmdline = "console=ttyS0 root=/dev/vda rw quiet loglevel=3 \
+                                   init=/sbin/init panic=1 random.trust_cpu=on"
+                    .into();
+            }
+            _ => {}
+        }
+    }
+    live
+}
+
+fn states() -> [(&'static str, LiveFile); 4] {
+    [
+        ("empty", LiveFile::default()),
+        ("partial", partial()),
+        ("drifted", drifted()),
+        ("identical", LiveFile::applied(&quickstart())),
+    ]
+}
+
+#[test]
+fn human() {
+    for (name, live) in states() {
+        let (plan, _) = planned(&live);
+        insta::assert_snapshot!(format!("human_{name}"), human::render(&plan, false));
+    }
+}
+
+#[test]
+fn identical_says_no_changes() {
+    let (plan, _) = planned(&LiveFile::applied(&quickstart()));
+    let text = human::render(&plan, false);
+    assert!(text.starts_with("No changes."), "{text}");
+}
+
+#[test]
+fn colour_only_when_asked() {
+    let (plan, _) = planned(&drifted());
+    assert!(!human::render(&plan, false).contains('\x1b'));
+    assert!(human::render(&plan, true).contains("\x1b[32m+\x1b[0m"));
+}
+
+#[test]
+fn json() {
+    for (name, live) in states() {
+        let (plan, graph) = planned(&live);
+        let text = json::render(&plan, &graph);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["format_version"], json::FORMAT_VERSION);
+        assert_eq!(value["changed"], plan.has_changes());
+        insta::assert_snapshot!(format!("json_{name}"), text);
+    }
+}
+
+#[test]
+fn dot() {
+    let (_, graph) = planned(&drifted());
+    insta::assert_snapshot!("dot_drifted", dot::render(&graph));
+}
+
+#[test]
+fn long_lists_are_shown_as_a_diff() {
+    let config = quickstart();
+    let mut changed = config.clone();
+    let nic = |vlan: &str, mac: &str| vmctl_schema::Nic {
+        vlan: vlan.into(),
+        mac: mac.into(),
+    };
+    changed.vms[2].nics = vec![
+        nic("back", "52:54:00:00:00:03"),
+        nic("front", "52:54:00:00:00:13"),
+        nic("back", "52:54:00:00:00:23"),
+    ];
+    let (plan, _) = graph_of(
+        &changed,
+        &LiveFile::applied(&config),
+        &PlanOptions::default(),
+    );
+    let text = human::render(&plan, false);
+    let expected = r#"      ~ nics = [
+            { mac = "52:54:00:00:00:03", vlan = "back" },
+          + { mac = "52:54:00:00:00:13", vlan = "front" },
+          + { mac = "52:54:00:00:00:23", vlan = "back" },
+        ] # forces restart
+"#;
+    assert!(text.contains(expected), "{text}");
+}

@@ -1,0 +1,129 @@
+//! `--target NAME` and `--replace NAME`: resolving names to resources, and limiting a plan
+//! to its targets and what they need.
+//!
+//! A name is either an address (`vm.web-1`) or a bare name (`web-1`), which means every
+//! resource of that name, of whatever kind. The targets' closure holds:
+//! - what each needs, transitively (a VM's volumes, their pools, its VLANs, their
+//!   networks, the VMs it `depends-on`), by the config and by the live state;
+//! - what a destroyed or replaced resource takes with it: the changes cascaded from it,
+//!   and the deletes of what lived on it.
+
+use std::collections::{HashMap, HashSet};
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::action::{Action, Reason, ResourceId};
+use crate::plan::Change;
+
+/// A name given to `--target` or `--replace` that names nothing.
+#[derive(Debug, Error, Diagnostic, PartialEq)]
+pub enum TargetError {
+    #[error("--target {name:?} names no resource of the config or of its hosts")]
+    #[diagnostic(code(vmctl::plan::unknown_target), help("{help}"))]
+    UnknownTarget { name: String, help: String },
+
+    #[error("--replace {name:?} names no resource of the config or of its hosts")]
+    #[diagnostic(code(vmctl::plan::unknown_replace), help("{help}"))]
+    UnknownReplace { name: String, help: String },
+}
+
+/// Which flag a name came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    Target,
+    Replace,
+}
+
+/// Resolves each name against `known`; every unknown name is an error.
+pub fn resolve(
+    names: &[String],
+    known: &HashSet<ResourceId>,
+    flag: Flag,
+) -> Result<HashSet<ResourceId>, Vec<TargetError>> {
+    let mut found = HashSet::new();
+    let mut errors = Vec::new();
+    for name in names {
+        let matches: Vec<&ResourceId> = match ResourceId::parse_address(name) {
+            Some(id) if known.contains(&id) => vec![known.get(&id).expect("contained")],
+            _ => known.iter().filter(|id| &id.name == name).collect(),
+        };
+        if matches.is_empty() {
+            let help = suggestion(name, known);
+            errors.push(match flag {
+                Flag::Target => TargetError::UnknownTarget {
+                    name: name.clone(),
+                    help,
+                },
+                Flag::Replace => TargetError::UnknownReplace {
+                    name: name.clone(),
+                    help,
+                },
+            });
+        }
+        found.extend(matches.into_iter().cloned());
+    }
+    if errors.is_empty() {
+        Ok(found)
+    } else {
+        Err(errors)
+    }
+}
+
+fn suggestion(name: &str, known: &HashSet<ResourceId>) -> String {
+    let best = known
+        .iter()
+        .flat_map(|id| [id.to_string(), id.name.clone()])
+        .map(|candidate| (strsim::jaro_winkler(name, &candidate), candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+    match best {
+        Some((_, candidate)) => format!("did you mean {candidate:?}?"),
+        None => "give a resource name (`web-1`) or address (`vm.web-1`)".to_owned(),
+    }
+}
+
+/// Keeps the changes of the targets' closure (see the module doc).
+pub fn restrict(changes: Vec<Change>, targets: &HashSet<ResourceId>) -> Vec<Change> {
+    let mut by_id: HashMap<&ResourceId, Vec<usize>> = HashMap::new();
+    let mut forced_by: HashMap<&ResourceId, Vec<usize>> = HashMap::new();
+    let mut deleted_under: HashMap<ResourceId, Vec<usize>> = HashMap::new();
+    for (i, change) in changes.iter().enumerate() {
+        by_id.entry(&change.id).or_default().push(i);
+        if let Some(Reason::DependencyReplaced { of }) = &change.reason {
+            forced_by.entry(of).or_default().push(i);
+        }
+        if change.action == Action::Delete {
+            for need in change.before.iter().flat_map(|b| b.needs()) {
+                deleted_under.entry(need).or_default().push(i);
+            }
+        }
+    }
+    let mut keep = vec![false; changes.len()];
+    let mut work: Vec<usize> = targets
+        .iter()
+        .flat_map(|id| by_id.get(id).into_iter().flatten().copied())
+        .collect();
+    while let Some(i) = work.pop() {
+        if std::mem::replace(&mut keep[i], true) {
+            continue;
+        }
+        let change = &changes[i];
+        let needs = change.after.iter().chain(&change.before);
+        for need in needs.flat_map(|r| r.needs()) {
+            work.extend(by_id.get(&need).into_iter().flatten().copied());
+        }
+        if matches!(change.action, Action::Delete | Action::Replace) {
+            work.extend(forced_by.get(&change.id).into_iter().flatten().copied());
+            work.extend(deleted_under.get(&change.id).into_iter().flatten().copied());
+        }
+    }
+    changes
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(change, keep)| keep.then_some(change))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

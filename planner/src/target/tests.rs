@@ -1,0 +1,105 @@
+//! `--target` and `--replace`: name resolution, suggestions, and what a target keeps.
+
+use crate::action::{Action, Reason};
+use crate::live::LiveFile;
+use crate::testdata::{change, quickstart};
+use crate::{plan, PlanError, PlanOptions};
+
+fn errors_of(
+    config: &vmctl_schema::Config,
+    live: &LiveFile,
+    options: &PlanOptions,
+) -> Vec<PlanError> {
+    plan(config, live, options)
+        .expect_err("plan must fail")
+        .errors
+}
+
+#[test]
+fn replace_forces_a_replace() {
+    let config = quickstart();
+    let live = LiveFile::applied(&config);
+    let options = PlanOptions {
+        replace: vec!["web-1".into()],
+        ..PlanOptions::default()
+    };
+    let plan = plan(&config, &live, &options).unwrap();
+    let vm = change(&plan, "vm.web-1");
+    assert_eq!(
+        (vm.action, vm.reason.clone()),
+        (Action::Replace, Some(Reason::Requested))
+    );
+    assert_eq!(
+        plan.summary(),
+        crate::Summary {
+            add: 1,
+            change: 0,
+            destroy: 1
+        }
+    );
+}
+
+#[test]
+fn unknown_names_are_errors_with_a_suggestion() {
+    let config = quickstart();
+    let live = LiveFile::applied(&config);
+    let options = PlanOptions {
+        targets: vec!["web1".into()],
+        replace: vec!["vm.nothing-like-it".into()],
+        ..PlanOptions::default()
+    };
+    let errors = errors_of(&config, &live, &options);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            miette::Diagnostic::help(e)
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(text.iter().any(|h| h.contains("did you mean")), "{text:?}");
+}
+
+#[test]
+fn target_keeps_a_resource_and_what_it_needs() {
+    let config = quickstart();
+    let options = PlanOptions {
+        targets: vec!["vm.web-1".into()],
+        ..PlanOptions::default()
+    };
+    let plan = plan(&config, &LiveFile::default(), &options).unwrap();
+    let mut kept: Vec<String> = plan.changes.iter().map(|c| c.id.to_string()).collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "network.lan",
+            "pool.fast",
+            "vlan.back",
+            "vlan.front",
+            "vm.db-1",
+            "vm.web-1",
+            "volume.db-1-root",
+            "volume.web-1-root",
+        ]
+    );
+}
+
+#[test]
+fn target_of_a_replaced_pool_takes_what_lives_on_it() {
+    let mut config = quickstart();
+    let live = LiveFile::applied(&config);
+    config.pools[0].path = "/srv/fast".into();
+    config.volumes[2].prevent_destroy = false; // db-1-root
+    let options = PlanOptions {
+        targets: vec!["pool.fast".into()],
+        ..PlanOptions::default()
+    };
+    let plan = plan(&config, &live, &options).unwrap();
+    for address in ["pool.fast", "volume.web-1-root", "vm.web-1", "vm.db-1"] {
+        assert_eq!(change(&plan, address).action, Action::Replace, "{address}");
+    }
+    // What the replaced VMs need comes along, unchanged.
+    assert_eq!(change(&plan, "network.lan").action, Action::NoOp);
+}

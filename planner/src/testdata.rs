@@ -1,0 +1,121 @@
+//! Literal configs and live states for the planner's tests: a config shaped like the
+//! quickstart (one host, one network with two VLANs, one pool, three volumes, three VMs)
+//! and helpers to plan it.
+
+use std::path::PathBuf;
+
+use vmctl_schema::{Config, Host, Network, Nic, Pool, PoolKind, Vlan, Vm, VmState, Volume};
+
+use crate::live::LiveFile;
+use crate::plan::{Change, Plan};
+use crate::{plan, ApplyGraph, PlanErrors, PlanOptions};
+
+pub fn host(name: &str) -> Host {
+    Host {
+        name: name.into(),
+        state_dir: "/var/lib/vmctl".into(),
+        netns: None,
+        cpus: None,
+        memory: None,
+        reserve_memory: 0.08,
+        cpu_overcommit: 1.5,
+        ssh: None,
+    }
+}
+
+pub fn volume(name: &str, size: u64) -> Volume {
+    Volume {
+        name: name.into(),
+        pool: "fast".into(),
+        size,
+        from: Some(PathBuf::from("/lab/images/rootfs.ext4")),
+        prevent_destroy: false,
+    }
+}
+
+pub fn vm(name: &str, vlan: &str, mac: &str) -> Vm {
+    Vm {
+        name: name.into(),
+        host: "local".into(),
+        cpus: 1,
+        memory: 256 << 20,
+        kernel: "/lab/images/vmlinux".into(),
+        initrd: None,
+        cmdline: "console=ttyS0 root=/dev/vda rw".into(),
+        disks: vec![format!("{name}-root")],
+        nics: vec![Nic {
+            vlan: vlan.into(),
+            mac: mac.into(),
+        }],
+        cpuset: None,
+        state: VmState::Running,
+        depends_on: Vec::new(),
+    }
+}
+
+/// The quickstart's shape: `web-1` and `web-2` on VLAN `front`, `db-1` on `back`; the
+/// web VMs depend on `db-1`; `db-1-root` is protected.
+pub fn quickstart() -> Config {
+    let mut web1 = vm("web-1", "front", "52:54:00:00:00:01");
+    web1.depends_on = vec!["db-1".into()];
+    let mut web2 = vm("web-2", "front", "52:54:00:00:00:02");
+    web2.depends_on = vec!["db-1".into()];
+    let mut db_root = volume("db-1-root", 2 << 30);
+    db_root.prevent_destroy = true;
+    Config {
+        project: "lab".into(),
+        hosts: vec![host("local")],
+        networks: vec![Network {
+            name: "lan".into(),
+            host: "local".into(),
+            bridge: "vmbr-lab".into(),
+            uplink: None,
+        }],
+        vlans: vec![
+            Vlan {
+                name: "front".into(),
+                network: "lan".into(),
+                id: 100,
+                gateway: Some("10.100.0.1/24".into()),
+            },
+            Vlan {
+                name: "back".into(),
+                network: "lan".into(),
+                id: 200,
+                gateway: None,
+            },
+        ],
+        pools: vec![Pool {
+            name: "fast".into(),
+            host: "local".into(),
+            kind: PoolKind::Dir,
+            path: "/var/lib/vmctl/pools/fast".into(),
+        }],
+        volumes: vec![
+            volume("web-1-root", 1 << 30),
+            volume("web-2-root", 1 << 30),
+            db_root,
+        ],
+        vms: vec![web1, web2, vm("db-1", "back", "52:54:00:00:00:03")],
+    }
+}
+
+/// Plans with default options.
+pub fn plan_of(config: &Config, live: &LiveFile) -> Result<Plan, PlanErrors> {
+    plan(config, live, &PlanOptions::default())
+}
+
+/// The plan's change for `address` (`vm.web-1`); panics when there is none.
+pub fn change<'a>(plan: &'a Plan, address: &str) -> &'a Change {
+    plan.changes
+        .iter()
+        .find(|c| c.id.to_string() == address)
+        .unwrap_or_else(|| panic!("no change for {address} in {:#?}", plan.changes))
+}
+
+/// Plans and builds the apply graph; panics on errors.
+pub fn graph_of(config: &Config, live: &LiveFile, options: &PlanOptions) -> (Plan, ApplyGraph) {
+    let plan = plan(config, live, options).expect("plan");
+    let graph = ApplyGraph::build(&plan).expect("graph");
+    (plan, graph)
+}

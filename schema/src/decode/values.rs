@@ -1,0 +1,166 @@
+//! Syntax of the string-valued settings that have one: names, paths, cpusets,
+//! gateways, ssh destinations.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Resource names: 1–63 of `[A-Za-z0-9._-]`, starting with a letter or digit. They
+/// end up in paths, interface aliases and JSON, so nothing else is allowed.
+pub fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `path` made absolute against `base` (the declaring file's folder, itself absolute),
+/// with `.` and `..` removed lexically.
+pub fn resolve(base: &Path, path: &str) -> PathBuf {
+    let joined = base.join(path);
+    let mut out = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The folder that relative paths of `file` resolve against, absolute.
+pub fn base_dir(file: &Path) -> PathBuf {
+    let dir = file.parent().unwrap_or(Path::new(""));
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Why a cpuset list (`2-3`, `0,4-5`) is invalid, if it is.
+pub fn cpuset_error(text: &str) -> Option<String> {
+    if text.is_empty() {
+        return Some("empty".to_owned());
+    }
+    for part in text.split(',') {
+        let (low, high) = part.split_once('-').unwrap_or((part, part));
+        match (low.parse::<u32>(), high.parse::<u32>()) {
+            (Ok(l), Ok(h)) if l <= h => {}
+            (Ok(_), Ok(_)) => return Some(format!("range `{part}` runs backwards")),
+            _ => return Some(format!("`{part}` is not a CPU number or range")),
+        }
+    }
+    None
+}
+
+/// Why a gateway (`10.100.0.1/24`, `fd00::1/64`) is invalid, if it is.
+pub fn gateway_error(text: &str) -> Option<String> {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return Some("no prefix length (`/24`)".to_owned());
+    };
+    let max = match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return Some(format!("`{address}` is not an IP address")),
+    };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => None,
+        _ => Some(format!("prefix length must be 0 to {max}")),
+    }
+}
+
+/// Why an ssh destination (`[user@]host[:port]`) is invalid, if it is.
+pub fn ssh_error(text: &str) -> Option<String> {
+    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("empty or contains whitespace".to_owned());
+    }
+    if text.starts_with('-') {
+        return Some("must not start with `-`".to_owned());
+    }
+    let host = text.rsplit_once('@').map_or(text, |(_, h)| h);
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') || h.starts_with('[') => {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Some(format!("port `{port}` is not 1 to 65535"));
+            }
+            h
+        }
+        _ => host,
+    };
+    if host.is_empty() {
+        return Some("no host name".to_owned());
+    }
+    None
+}
+
+/// Why a network namespace name is invalid, if it is.
+pub fn netns_error(text: &str) -> Option<String> {
+    if text.is_empty() || text.len() > 255 {
+        return Some("must be 1 to 255 bytes".to_owned());
+    }
+    if text == "." || text == ".." || text.contains('/') || text.chars().any(char::is_whitespace) {
+        return Some("must not contain `/` or whitespace".to_owned());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web-1"));
+        assert!(valid_name("a.b_c"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn paths_resolve_against_the_declaring_folder() {
+        let base = Path::new("/repo/examples/quickstart");
+        assert_eq!(
+            resolve(base, "../../tests/guest/kernel"),
+            Path::new("/repo/tests/guest/kernel")
+        );
+        assert_eq!(resolve(base, "/var/lib/x"), Path::new("/var/lib/x"));
+        assert_eq!(
+            resolve(base, "./img"),
+            Path::new("/repo/examples/quickstart/img")
+        );
+    }
+
+    #[test]
+    fn cpusets() {
+        assert_eq!(cpuset_error("2-3"), None);
+        assert_eq!(cpuset_error("0,4-5"), None);
+        assert!(cpuset_error("3-2").is_some());
+        assert!(cpuset_error("a").is_some());
+        assert!(cpuset_error("").is_some());
+        assert!(cpuset_error("1,").is_some());
+    }
+
+    #[test]
+    fn gateways() {
+        assert_eq!(gateway_error("10.100.0.1/24"), None);
+        assert_eq!(gateway_error("fd00::1/64"), None);
+        assert!(gateway_error("10.100.0.1").is_some());
+        assert!(gateway_error("10.100.0.1/33").is_some());
+        assert!(gateway_error("10.100.0/24").is_some());
+    }
+
+    #[test]
+    fn ssh_destinations() {
+        assert_eq!(ssh_error("root@10.0.0.2"), None);
+        assert_eq!(ssh_error("admin@box:2222"), None);
+        assert_eq!(ssh_error("box"), None);
+        assert!(ssh_error("box:0").is_some());
+        assert!(ssh_error("a b").is_some());
+        assert!(ssh_error("-oProxyCommand=x").is_some());
+        assert!(ssh_error("root@").is_some());
+    }
+}

@@ -1,0 +1,541 @@
+//! Every rule the loader checks, as one miette diagnostic each, and the collection
+//! that carries all of a run's diagnostics together.
+//!
+//! A rule's variant holds only spans and data; [`Located`] attaches the file it points
+//! into, so one enum serves every file, and [`Diagnostics`] reports them all at once.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode, SourceSpan};
+use thiserror::Error;
+
+/// One broken rule. The `code` of each variant is unique and stable.
+#[derive(Debug, Error, Diagnostic)]
+pub enum SchemaError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    #[diagnostic(
+        code(vmctl::schema::unreadable_file),
+        help("check that the path exists and that you may read it")
+    )]
+    UnreadableFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The file is not UTF-8 text.
+    #[error("{} is not UTF-8 text (invalid byte at offset {offset})", path.display())]
+    #[diagnostic(
+        code(vmctl::schema::not_utf8),
+        help("KDL files must be UTF-8; re-encode the file (e.g. `iconv -t UTF-8`)")
+    )]
+    NotUtf8 { path: PathBuf, offset: usize },
+
+    /// A folder was given that holds no `.kdl` file.
+    #[error("no .kdl files in {}", path.display())]
+    #[diagnostic(
+        code(vmctl::schema::no_config_files),
+        help("pass a .kdl file or a folder that contains .kdl files")
+    )]
+    NoConfigFiles { path: PathBuf },
+
+    /// The file is larger than the loader accepts.
+    #[error("file is {size} bytes, more than the limit of {limit} bytes")]
+    #[diagnostic(
+        code(vmctl::schema::file_too_large),
+        help("split the config into several files in one folder")
+    )]
+    FileTooLarge { size: usize, limit: usize },
+
+    /// Nesting that no vmctl config needs and that the KDL parser handles badly.
+    #[error("{what} nested {depth} deep; at most {limit} is allowed")]
+    #[diagnostic(
+        code(vmctl::schema::nesting_too_deep),
+        help("vmctl's language nests only two levels (a node and its children)")
+    )]
+    NestingTooDeep {
+        what: &'static str,
+        depth: usize,
+        limit: usize,
+        #[label("too deep here")]
+        span: SourceSpan,
+    },
+
+    /// A KDL syntax error, as the kdl parser reports it.
+    #[error("{message}")]
+    #[diagnostic(code(vmctl::schema::syntax))]
+    Syntax {
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// A node that the language does not have.
+    #[error("unknown {place} `{name}`")]
+    #[diagnostic(code(vmctl::schema::unknown_node))]
+    UnknownNode {
+        place: String,
+        name: String,
+        #[label("not a known node here")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// A property (or child setting) that this node does not have.
+    #[error("`{node}` has no property `{name}`")]
+    #[diagnostic(code(vmctl::schema::unknown_property))]
+    UnknownProperty {
+        node: &'static str,
+        name: String,
+        #[label("unknown property")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// A value outside the allowed set (`state`, pool `type`).
+    #[error("`{found}` is not a valid {field}")]
+    #[diagnostic(code(vmctl::schema::unknown_value))]
+    UnknownValue {
+        field: &'static str,
+        found: String,
+        #[label("unknown value")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// A value of the wrong type.
+    #[error("`{field}` must be {expected}, found {found}")]
+    #[diagnostic(
+        code(vmctl::schema::wrong_type),
+        help("see schema/REFERENCE.md for each setting's type")
+    )]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: String,
+        #[label("expected {expected}")]
+        span: SourceSpan,
+    },
+
+    /// A required value is missing.
+    #[error("`{node}` needs {what}")]
+    #[diagnostic(code(vmctl::schema::missing_value))]
+    MissingValue {
+        node: &'static str,
+        what: String,
+        #[label("missing {what}")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// More arguments than the setting takes.
+    #[error("unexpected argument to `{field}`")]
+    #[diagnostic(code(vmctl::schema::unexpected_argument))]
+    UnexpectedArgument {
+        field: String,
+        #[label("not expected")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// A property given twice on one node.
+    #[error("`{field}` is given twice")]
+    #[diagnostic(code(vmctl::schema::duplicate_property), help("keep one of them"))]
+    DuplicateProperty {
+        field: &'static str,
+        #[label("given again here")]
+        span: SourceSpan,
+        #[label("first given here")]
+        first: SourceSpan,
+    },
+
+    /// No `project` node in the whole config, or more than one.
+    #[error("{problem}")]
+    #[diagnostic(
+        code(vmctl::schema::project),
+        help("exactly one file of the config says `project \"<name>\"`")
+    )]
+    Project {
+        problem: String,
+        #[label("here")]
+        span: Option<SourceSpan>,
+    },
+
+    /// A name that cannot be used for a resource.
+    #[error("invalid {kind} name `{name}`")]
+    #[diagnostic(
+        code(vmctl::schema::invalid_name),
+        help("names are 1 to 63 characters of letters, digits, `-`, `_` and `.`, starting with a letter or digit")
+    )]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        #[label("invalid name")]
+        span: SourceSpan,
+    },
+
+    /// Two resources of one kind with the same name.
+    #[error("{kind} `{name}` is declared twice")]
+    #[diagnostic(code(vmctl::schema::duplicate_name))]
+    DuplicateName {
+        kind: &'static str,
+        name: String,
+        #[label("declared again here")]
+        span: SourceSpan,
+        #[label("first declared here")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// A reference to a resource that does not exist.
+    #[error("no {kind} named `{name}`")]
+    #[diagnostic(code(vmctl::schema::dangling_reference))]
+    DanglingReference {
+        kind: &'static str,
+        name: String,
+        #[label("unknown {kind}")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// A VLAN id outside 1..=4094.
+    #[error("VLAN id {id} is out of range")]
+    #[diagnostic(
+        code(vmctl::schema::vlan_id_range),
+        help("VLAN ids are 1 to 4094 (0 and 4095 are reserved by 802.1Q)")
+    )]
+    VlanIdRange {
+        id: i128,
+        #[label("not in 1..=4094")]
+        span: SourceSpan,
+    },
+
+    /// Two VLANs with one id on one network.
+    #[error("VLAN id {id} is used twice on network `{network}`")]
+    #[diagnostic(code(vmctl::schema::duplicate_vlan_id))]
+    DuplicateVlanId {
+        id: u16,
+        network: String,
+        #[label("used again here")]
+        span: SourceSpan,
+        #[label("first used here")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// A MAC address that is not `aa:bb:cc:dd:ee:ff`.
+    #[error("`{mac}` is not a MAC address")]
+    #[diagnostic(
+        code(vmctl::schema::invalid_mac),
+        help("write six hex bytes separated by colons, e.g. 52:54:00:12:34:56, or leave `mac` out to derive one")
+    )]
+    InvalidMac {
+        mac: String,
+        #[label("invalid MAC")]
+        span: SourceSpan,
+    },
+
+    /// A multicast MAC address on a NIC.
+    #[error("`{mac}` is a multicast MAC address")]
+    #[diagnostic(
+        code(vmctl::schema::multicast_mac),
+        help("a NIC needs a unicast address: the lowest bit of the first byte must be 0 (e.g. 52:54:00:…)")
+    )]
+    MulticastMac {
+        mac: String,
+        #[label("multicast")]
+        span: SourceSpan,
+    },
+
+    /// One MAC address on two NICs.
+    #[error("MAC `{mac}` is used twice")]
+    #[diagnostic(code(vmctl::schema::duplicate_mac))]
+    DuplicateMac {
+        mac: String,
+        #[label("used again here")]
+        span: SourceSpan,
+        #[label("first used here")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// A Linux interface name that the kernel would refuse.
+    #[error("interface name `{name}` is invalid: {reason}")]
+    #[diagnostic(
+        code(vmctl::schema::invalid_interface_name),
+        help("Linux interface names are 1 to 15 bytes, without `/`, `:` or whitespace")
+    )]
+    InvalidInterfaceName {
+        name: String,
+        reason: &'static str,
+        #[label("invalid interface name")]
+        span: SourceSpan,
+    },
+
+    /// One interface name used twice on one host.
+    #[error("interface `{name}` is used twice on host `{host}`")]
+    #[diagnostic(code(vmctl::schema::duplicate_interface))]
+    DuplicateInterface {
+        name: String,
+        host: String,
+        #[label("used again here")]
+        span: SourceSpan,
+        #[label("first used here")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// A size or count that is not a valid size.
+    #[error("`{found}` is not a valid size")]
+    #[diagnostic(code(vmctl::schema::invalid_size))]
+    InvalidSize {
+        found: String,
+        #[label("invalid size")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// A number too large for the setting's type.
+    #[error("`{field}` value {found} is too large (at most {max})")]
+    #[diagnostic(code(vmctl::schema::number_too_large), help("use a smaller value"))]
+    NumberTooLarge {
+        field: &'static str,
+        found: String,
+        max: String,
+        #[label("too large")]
+        span: SourceSpan,
+    },
+
+    /// A number below the setting's minimum (`cpus` ≥ 1, sizes > 0, `memory` ≥ 16MiB).
+    #[error("`{field}` must be at least {min}, found {found}")]
+    #[diagnostic(code(vmctl::schema::too_small), help("{help}"))]
+    TooSmall {
+        field: &'static str,
+        min: String,
+        found: String,
+        #[label("too small")]
+        span: SourceSpan,
+        help: &'static str,
+    },
+
+    /// Guest memory that is not a whole number of 4 KiB pages.
+    #[error("`memory` {found} is not a multiple of 4KiB")]
+    #[diagnostic(
+        code(vmctl::schema::memory_alignment),
+        help("guest memory is made of 4KiB pages; round to a multiple of 4KiB, e.g. {suggestion}")
+    )]
+    MemoryAlignment {
+        found: String,
+        suggestion: String,
+        #[label("not page-aligned")]
+        span: SourceSpan,
+    },
+
+    /// A value whose syntax is wrong (`cpuset`, `gateway`, `ssh`, `reserve-memory`, …).
+    #[error("invalid {field} `{found}`")]
+    #[diagnostic(code(vmctl::schema::invalid_value), help("{help}"))]
+    InvalidValue {
+        field: &'static str,
+        found: String,
+        #[label("{reason}")]
+        span: SourceSpan,
+        reason: String,
+        help: &'static str,
+    },
+
+    /// A volume attached to two VMs.
+    #[error("volume `{volume}` is attached to both `{first_vm}` and `{vm}`")]
+    #[diagnostic(
+        code(vmctl::schema::volume_shared),
+        help("a volume belongs to one VM; give each VM its own volume")
+    )]
+    VolumeShared {
+        volume: String,
+        vm: String,
+        first_vm: String,
+        #[label("attached again here")]
+        span: SourceSpan,
+        #[label("first attached here")]
+        first: Option<SourceSpan>,
+    },
+
+    /// A VM that uses a volume or VLAN of another host.
+    #[error("VM `{vm}` is on host `{vm_host}` but its {kind} `{name}` is on host `{other_host}`")]
+    #[diagnostic(
+        code(vmctl::schema::other_host),
+        help("a VM can only use volumes and VLANs of its own host")
+    )]
+    OtherHost {
+        vm: String,
+        vm_host: String,
+        kind: &'static str,
+        name: String,
+        other_host: String,
+        #[label("on host `{other_host}`")]
+        span: SourceSpan,
+    },
+
+    /// More VM memory or vCPUs on a host than it can give.
+    #[error("host `{host}` is over capacity: {what}")]
+    #[diagnostic(code(vmctl::schema::over_capacity), help("{help}"))]
+    OverCapacity {
+        host: String,
+        what: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        help: String,
+    },
+
+    /// VMs that depend on each other in a loop.
+    #[error("depends-on cycle: {cycle}")]
+    #[diagnostic(
+        code(vmctl::schema::dependency_cycle),
+        help("remove one `depends-on` of the cycle")
+    )]
+    DependencyCycle {
+        cycle: String,
+        #[label("this dependency closes the cycle")]
+        span: SourceSpan,
+    },
+}
+
+/// Index of a source file in [`crate::Sources`].
+pub type FileId = usize;
+
+/// A [`SchemaError`] with the file it points into.
+#[derive(Debug)]
+pub struct Located {
+    /// The file, named as the user gave it, with its text; `None` for errors about a
+    /// path rather than about text (unreadable file, empty folder).
+    pub source: Option<NamedSource<Arc<str>>>,
+    /// Where in the list of files the source is, for sorting.
+    pub file: Option<FileId>,
+    pub error: SchemaError,
+}
+
+impl Located {
+    /// The first label's offset, for sorting diagnostics in source order.
+    pub fn offset(&self) -> usize {
+        self.error
+            .labels()
+            .and_then(|mut l| l.next())
+            .map(|l| l.offset())
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for Located {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl Diagnostic for Located {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.error.code()
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.error.help()
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.error.labels()
+    }
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn SourceCode)
+    }
+}
+
+/// Every diagnostic of one run, reported together.
+#[derive(Debug, Error)]
+#[error("{} in the config", count(self.0.len()))]
+pub struct Diagnostics(pub Vec<Located>);
+
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 error".to_owned()
+    } else {
+        format!("{n} errors")
+    }
+}
+
+impl Diagnostic for Diagnostics {
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        Some(Box::new(self.0.iter().map(|d| d as &dyn Diagnostic)))
+    }
+}
+
+impl Diagnostics {
+    /// The diagnostics, in file then source order.
+    pub fn iter(&self) -> impl Iterator<Item = &Located> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// "did you mean `x`?" for the closest candidate, or the list of candidates.
+pub fn suggest<'a>(found: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let mut best: Option<(f64, &str)> = None;
+    let mut all = Vec::new();
+    for c in candidates {
+        let score = strsim::jaro_winkler(found, c);
+        if score > 0.8 && best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, c));
+        }
+        if all.len() < 12 {
+            all.push(c);
+        }
+    }
+    match best {
+        Some((_, c)) => format!("did you mean `{c}`?"),
+        None if all.is_empty() => "there is none declared".to_owned(),
+        None => format!(
+            "expected one of: {}",
+            all.iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_closest_name() {
+        assert_eq!(suggest("web1", ["web-1", "db-1"]), "did you mean `web-1`?");
+        assert_eq!(suggest("zzz", ["a", "b"]), "expected one of: `a`, `b`");
+        assert_eq!(suggest("x", []), "there is none declared");
+    }
+}

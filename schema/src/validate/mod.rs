@@ -1,0 +1,76 @@
+//! Checks of the config as a whole, after every file is decoded: names and references,
+//! networking, placement, capacity and dependency cycles. Also fills in the derived
+//! values (bridge names, MACs) that need the whole config.
+
+mod capacity;
+mod cycles;
+mod names;
+mod network;
+mod placement;
+
+use miette::SourceSpan;
+
+use crate::diagnostics::{FileId, SchemaError};
+use crate::model::Config;
+use crate::source::Sources;
+use crate::spans::{Site, Spans};
+
+pub use names::Index;
+
+/// Diagnostics found so far, each with its file.
+pub struct Report<'a> {
+    pub sources: &'a Sources,
+    pub errors: Vec<(Option<FileId>, SchemaError)>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(sources: &'a Sources) -> Self {
+        Report {
+            sources,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, file: FileId, error: SchemaError) {
+        self.errors.push((Some(file), error));
+    }
+
+    /// `path:line:column` of a site.
+    pub fn location(&self, site: Site) -> String {
+        let Some(file) = self.sources.get(site.file) else {
+            return String::new();
+        };
+        let mut end = site.span.offset().min(file.text.len());
+        while !file.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &file.text[..end];
+        let line = text.matches('\n').count() + 1;
+        let column = text.len() - text.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("{}:{line}:{column}", file.path.display())
+    }
+
+    /// For a "second X here, first X there" diagnostic: the first site as a label when
+    /// it is in the same file, and a help line saying where it is.
+    pub fn first(&self, here: Site, first: Site, help: &str) -> (Option<SourceSpan>, String) {
+        let label = (here.file == first.file).then_some(first.span);
+        (
+            label,
+            format!("{help} (the first is at {})", self.location(first)),
+        )
+    }
+}
+
+/// Runs every whole-config check, filling in derived values on the way.
+pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
+    network::derive_bridges(config);
+    network::assign_macs(config, spans, report);
+    let config = &*config;
+    let index = Index::build(config, spans, report);
+    index.check_references(config, spans, report);
+    network::check_vlan_ids(config, spans, report);
+    network::check_interfaces(config, spans, report);
+    placement::check(config, spans, &index, report);
+    capacity::check(config, spans, &index, report);
+    cycles::check(config, spans, &index, report);
+}

@@ -1,0 +1,65 @@
+//! Placement: a volume is attached to one VM only, and a VM uses only the volumes and
+//! VLANs of its own host.
+
+use std::collections::HashMap;
+
+use super::{Index, Report};
+use crate::diagnostics::SchemaError;
+use crate::model::Config;
+use crate::spans::{Site, Spans};
+
+pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Report<'_>) {
+    let mut attached: HashMap<&str, (&str, Site)> = HashMap::new();
+    for (vm, s) in config.vms.iter().zip(&spans.vms) {
+        for (i, disk) in vm.disks.iter().enumerate() {
+            let here = s.site(s.field_or_name("disk", i as u32));
+            if let Some(&(first_vm, first)) = attached.get(disk.as_str()) {
+                report.push(
+                    here.file,
+                    SchemaError::VolumeShared {
+                        volume: disk.clone(),
+                        vm: vm.name.clone(),
+                        first_vm: first_vm.to_owned(),
+                        span: here.span,
+                        first: (first.file == here.file).then_some(first.span),
+                    },
+                );
+            } else {
+                attached.insert(disk, (&vm.name, here));
+            }
+            if let Some(host) = index.volume_host(config, disk) {
+                other_host(report, vm, "volume", disk, host, here);
+            }
+        }
+        for (i, nic) in vm.nics.iter().enumerate() {
+            let here = s.site(s.field_or_name("nic.vlan", i as u32));
+            if let Some(host) = index.vlan_host(config, &nic.vlan) {
+                other_host(report, vm, "VLAN", &nic.vlan, host, here);
+            }
+        }
+    }
+}
+
+fn other_host(
+    report: &mut Report<'_>,
+    vm: &crate::model::Vm,
+    kind: &'static str,
+    name: &str,
+    host: &str,
+    here: Site,
+) {
+    if host == vm.host || vm.host.is_empty() {
+        return;
+    }
+    report.push(
+        here.file,
+        SchemaError::OtherHost {
+            vm: vm.name.clone(),
+            vm_host: vm.host.clone(),
+            kind,
+            name: name.to_owned(),
+            other_host: host.to_owned(),
+            span: here.span,
+        },
+    );
+}
