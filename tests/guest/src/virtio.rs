@@ -130,7 +130,7 @@ pub struct Device {
 pub fn fail_begin(report: &mut Report, base: u64) {
     report.fail_begin();
     serial::bytes(b"virtio-mmio@0x");
-    serial::hex(base, 8);
+    serial::hex(base, if base >> 32 == 0 { 8 } else { 16 });
     serial::bytes(b": ");
 }
 
