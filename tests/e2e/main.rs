@@ -3,3 +3,5 @@
 
 mod engine;
 mod support;
+mod virtio;
+mod vm;
