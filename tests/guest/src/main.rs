@@ -11,6 +11,7 @@ mod cmdline;
 mod cpuid;
 mod entry;
 mod fnv;
+mod hostile;
 mod io;
 mod mem;
 mod mptable;
@@ -66,6 +67,7 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
 fn devices(cmdline: &Cmdline<'static>, report: &mut Report) {
     let name = cmdline.value(b"testguest.name").unwrap_or(b"");
     let marker = cmdline.value(b"testguest.write");
+    let hostile = cmdline.has(b"testguest.hostile");
     let listen_ms = match cmdline.value(b"testguest.listen").map(parse_dec) {
         None => 0,
         Some(Some(ms)) => ms,
@@ -91,6 +93,9 @@ fn devices(cmdline: &Cmdline<'static>, report: &mut Report) {
         let Some(dev) = virtio::probe(window, report) else { continue };
         match dev.id {
             virtio::ID_BLK => {
+                if hostile {
+                    hostile::run(&dev, disks, report);
+                }
                 blk::run(&dev, disks, marker, report);
                 disks += 1;
             }
