@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::{json, Value};
 
 use crate::support;
-use crate::vm::{assert_guest_ok, assert_line, guest, skip, vmm_run, Detached, Running};
+use crate::vm::{assert_guest_ok, assert_line, guest, skip, vmm_run, Detached, Run, Running};
 
 /// The first 16 bytes of a 512-byte sector holding `text`, as the guest prints them.
 fn sector_hex(text: &[u8]) -> String {
@@ -39,12 +39,23 @@ fn make_disk(path: &std::path::Path, label: &[u8], sectors: usize) {
     std::fs::write(path, data).unwrap();
 }
 
+/// Boots the test guest with `switches` on its command line and `disks` (`--disk`
+/// arguments, in order).
+fn boot(switches: &str, disks: &[&str]) -> Run {
+    let cmdline = format!("console=ttyS0 {switches}");
+    let mut args = vec!["--kernel", guest().to_str().unwrap(), "--memory", "64MiB"];
+    args.extend(["--cmdline", &cmdline]);
+    for disk in disks {
+        args.extend(["--disk", disk]);
+    }
+    vmm_run(&args)
+}
+
 #[test]
 fn disk_marker_survives_a_reboot_and_read_only_disks_refuse_writes() {
     if skip() {
         return;
     }
-    let kernel = guest().to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");
     let other = dir.path().join("other.raw");
@@ -53,29 +64,17 @@ fn disk_marker_survives_a_reboot_and_read_only_disks_refuse_writes() {
     let disk_arg = disk.to_str().unwrap();
 
     // Boot 1 writes the marker.
-    let run = vmm_run(&[
-        "--kernel",
-        kernel,
-        "--memory",
-        "64MiB",
-        "--cmdline",
-        "console=ttyS0 testguest.write=marker-one",
-        "--disk",
-        disk_arg,
-    ]);
+    let run = boot("testguest.write=marker-one", &[disk_arg]);
     assert_guest_ok(&run);
-    assert_line(
-        &run.stdout,
-        &format!(
-            "testguest: disk0 sector0={}",
-            sector_hex(b"vmctl-disk-zero")
-        ),
-    );
+    let expect = |run: &Run, disk: u32, what: &str, text: &[u8]| {
+        assert_line(
+            &run.stdout,
+            &format!("testguest: disk{disk} {what}={}", sector_hex(text)),
+        )
+    };
+    expect(&run, 0, "sector0", b"vmctl-disk-zero");
     assert_line(&run.stdout, "testguest: disk0 wrote");
-    assert_line(
-        &run.stdout,
-        &format!("testguest: disk0 sector1={}", sector_hex(b"marker-one")),
-    );
+    expect(&run, 0, "sector1", b"marker-one");
     assert!(
         run.stdout.contains("virtio_mmio.device=4K@0xd0000000:5"),
         "{}",
@@ -83,45 +82,25 @@ fn disk_marker_survives_a_reboot_and_read_only_disks_refuse_writes() {
     );
 
     // Boot 2 reads it back without writing.
-    let run = vmm_run(&["--kernel", kernel, "--memory", "64MiB", "--disk", disk_arg]);
+    let run = boot("", &[disk_arg]);
     assert_guest_ok(&run);
-    assert_line(
-        &run.stdout,
-        &format!("testguest: disk0 sector1={}", sector_hex(b"marker-one")),
-    );
+    expect(&run, 0, "sector1", b"marker-one");
     assert!(!run.stdout.contains("wrote"), "{}", run.stdout);
 
     // Boot 3: the same disk read-only (disk 0) refuses the write; a second, writable
     // disk (disk 1: disks are numbered in the order given) takes it.
     let before = std::fs::read(&disk).unwrap();
     let ro = format!("{disk_arg},ro");
-    let run = vmm_run(&[
-        "--kernel",
-        kernel,
-        "--memory",
-        "64MiB",
-        "--cmdline",
-        "console=ttyS0 testguest.write=marker-two",
-        "--disk",
-        &ro,
-        "--disk",
-        other.to_str().unwrap(),
-    ]);
+    let run = boot(
+        "testguest.write=marker-two",
+        &[&ro, other.to_str().unwrap()],
+    );
     assert_guest_ok(&run);
     assert_line(&run.stdout, "testguest: disk0 write refused");
-    assert_line(
-        &run.stdout,
-        &format!("testguest: disk0 sector1={}", sector_hex(b"marker-one")),
-    );
+    expect(&run, 0, "sector1", b"marker-one");
     assert_line(&run.stdout, "testguest: disk1 wrote");
-    assert_line(
-        &run.stdout,
-        &format!("testguest: disk1 sector0={}", sector_hex(b"second-disk")),
-    );
-    assert_line(
-        &run.stdout,
-        &format!("testguest: disk1 sector1={}", sector_hex(b"marker-two")),
-    );
+    expect(&run, 1, "sector0", b"second-disk");
+    expect(&run, 1, "sector1", b"marker-two");
     assert!(
         run.stdout
             .contains("virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"),
@@ -150,6 +129,32 @@ fn bad_disks_and_macs_give_clear_errors() {
     let run = vmm_run(&["--kernel", kernel, "--nic", "tap0,mac=01:00:5e:00:00:01"]);
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("multicast"), "{}", run.stderr);
+
+    // The same through a spec.
+    let dir = tempfile::tempdir().unwrap();
+    let spec_run = |devices: Value| {
+        let path = dir.path().join("spec.json");
+        let spec = json!({"kernel": kernel, "devices": devices});
+        std::fs::write(&path, spec.to_string()).unwrap();
+        let out = crate::support::vmctl()
+            .args(["vmm", "--foreground", "--spec"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        // miette wraps long messages: compare with the line breaks and rules removed.
+        let err = String::from_utf8_lossy(&out.stderr).replace('│', " ");
+        let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+        (out.status.code(), err)
+    };
+    let (code, err) = spec_run(json!({"disks": [{"path": "/nonexistent/d.raw"}]}));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("disk /nonexistent/d.raw"), "{err}");
+    let (code, err) = spec_run(json!({"nics": [{"tap": "t0", "mac": "52:54:00"}]}));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("invalid MAC address `52:54:00`"), "{err}");
+    let (code, err) = spec_run(json!({"nics": [{"tap": "t0"}, {"tap": "t0"}]}));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("tap t0 is used by two NICs"), "{err}");
 }
 
 /// A network namespace for one test, deleted (with every bridge and tap in it) when

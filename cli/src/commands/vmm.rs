@@ -225,7 +225,7 @@ fn diagnostic(e: VmmError) -> Report {
     let (code, help): (&str, Option<&str>) = match &e {
         VmmError::Spec(SpecError::Parse { .. } | SpecError::Read { .. }) => (
             "vmctl::vmm::spec",
-            Some("see `runtime/src/vmm/spec.rs` for the spec format"),
+            Some("see `runtime/src/vmm/spec/` for the spec format"),
         ),
         VmmError::Spec(SpecError::Kernel { .. } | SpecError::Initrd { .. }) => (
             "vmctl::vmm::image",

@@ -288,8 +288,10 @@ mod tests {
             tap: tap.into(),
             mac: None,
         };
-        let mut d = Devices::default();
-        d.nics = vec![nic("tap0"), nic("tap0")];
+        let mut d = Devices {
+            nics: vec![nic("tap0"), nic("tap0")],
+            ..Default::default()
+        };
         assert!(matches!(
             d.validate(19),
             Err(DevicesError::DuplicateTap { .. })
