@@ -15,7 +15,9 @@
 //! `QueueNotify`, without an exit to user space), every tap (edge-triggered) and a stop
 //! eventfd; it never polls. Each event locks one transport and calls its
 //! `process_queue` / `process_backend`; the vCPU threads lock the same transport for
-//! register accesses.
+//! register accesses. Pausing the VM parks the vCPUs only (as in Firecracker): requests
+//! already made available are still served, and frames from the tap still fill
+//! buffers the guest posted. The loop ends, after the vCPUs, when the VM stops.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::PathBuf;
