@@ -117,7 +117,15 @@ fn normalise_newlines(text: &str) -> String {
 fn inline(text: &str) -> String {
     let mut parts = Vec::new();
     let text = normalise_newlines(text);
-    for line in text.lines() {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    if let Some((_, before_last)) = lines.split_last() {
+        if before_last.iter().any(|l| l.contains("//")) {
+            // A line comment (or what may be one) ends a line: joining would comment out
+            // what follows it. Keep the text as written.
+            return text.trim().to_owned();
+        }
+    }
+    for line in lines {
         let mut line = line.trim();
         if let Some(rest) = line.strip_prefix('\\') {
             line = rest.trim();
