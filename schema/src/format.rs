@@ -25,9 +25,61 @@ pub fn format_source(file: &SourceFile) -> Result<String, Diagnostics> {
     })
 }
 
+/// How many rendering passes may run before the result must have settled.
+const MAX_PASSES: usize = 4;
+
 /// `text` in canonical form, or its syntax errors.
+///
+/// Rendering runs until its output no longer changes, so formatting is idempotent by
+/// construction. Every pass is parsed back and must mean the same as the input (same
+/// nodes and values, comments aside); for the rare layout of comments that the kdl
+/// crate cannot round-trip, the text is returned as written rather than risk it.
 pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
-    let mut document = parse(text)?;
+    let document = parse(text)?;
+    let meaning = meaning(&document);
+    let mut current = text.to_owned();
+    let mut document = document;
+    for _ in 0..MAX_PASSES {
+        let next = render(document);
+        if next == current {
+            return Ok(next);
+        }
+        match parse(&next) {
+            Ok(parsed) if self::meaning(&parsed) == meaning => {
+                current = next;
+                document = parsed;
+            }
+            _ => return Ok(text.to_owned()),
+        }
+    }
+    Ok(text.to_owned())
+}
+
+/// A document without its formatting and comments, properties sorted by name (their
+/// order means nothing; a stable sort keeps "the last one wins"): what it means.
+fn meaning(document: &KdlDocument) -> String {
+    fn sort(document: &mut KdlDocument) {
+        for node in document.nodes_mut() {
+            node.entries_mut()
+                .sort_by(|a, b| match (a.name(), b.name()) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Less,
+                    (Some(_), None) => std::cmp::Ordering::Greater,
+                    (Some(x), Some(y)) => x.value().cmp(y.value()),
+                });
+            if let Some(children) = node.children_mut() {
+                sort(children);
+            }
+        }
+    }
+    let mut bare = document.clone();
+    bare.clear_format_recursive();
+    sort(&mut bare);
+    bare.to_string()
+}
+
+/// One rendering pass.
+fn render(mut document: KdlDocument) -> String {
     let mut kept = Vec::new();
     collect(&document, &mut kept);
     // kdl's autoformat normalises indentation and comment lines, but drops a comment
@@ -50,7 +102,7 @@ pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
     if !out.ends_with('\n') && !out.is_empty() {
         out.push('\n');
     }
-    Ok(out)
+    out
 }
 
 /// What autoformat would lose of one node.
