@@ -35,16 +35,16 @@ const MAX_PASSES: usize = 4;
 /// nodes and values, comments aside); for the rare layout of comments that the kdl
 /// crate cannot round-trip, the text is returned as written rather than risk it.
 pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
-    let document = parse(text)?;
-    let meaning = meaning(&document);
+    let original = parse(text)?;
+    let meaning = meaning(&original);
     let mut current = text.to_owned();
-    let mut document = document;
+    let mut document = parse(&keep_comments_after_blocks(text)).unwrap_or(original);
     for _ in 0..MAX_PASSES {
         let next = render(document);
         if next == current {
             return Ok(next);
         }
-        match parse(&next) {
+        match parse(&keep_comments_after_blocks(&next)) {
             Ok(parsed) if self::meaning(&parsed) == meaning => {
                 current = next;
                 document = parsed;
@@ -53,6 +53,34 @@ pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
         }
     }
     Ok(text.to_owned())
+}
+
+/// kdl 6.7 loses a comment after a block's closing brace when a space precedes it
+/// (`} // end`), but keeps `}// end`: lines that start with `}` are given that form
+/// before parsing. (Were such a line inside a multi-line string, the meaning check of
+/// [`format`] would notice and leave the file as written.)
+fn keep_comments_after_blocks(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |line: &str| {
+        line.trim_start().strip_prefix('}').is_some_and(|rest| {
+            rest.starts_with([' ', '\t']) && rest.trim_start().starts_with("//")
+        })
+    };
+    if !text.lines().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if needs(line) {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let rest = line.trim_start()[1..].trim_start();
+            out.push_str(indent);
+            out.push('}');
+            out.push_str(rest);
+        } else {
+            out.push_str(line);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A document without its formatting and comments, properties sorted by name (their
@@ -235,7 +263,6 @@ fn restore(
             Some(p) => child_kind(p, node.name().value()),
         };
         canonical_entries(node, kind, &k.entry_comments);
-        let has_children = node.children().is_some();
         if let Some(format) = node.format_mut() {
             let indent = format.leading.rsplit('\n').next().unwrap_or("").to_owned();
             let (own_line, lines) = k
@@ -261,11 +288,7 @@ fn restore(
             leading.push_str(&indent);
             leading.push_str(own_line);
             format.leading = leading;
-            // kdl 6.7 drops a comment after `}` when a space precedes it (`} // x`),
-            // so after a block the comment is written as `}// x`, which it keeps.
-            let after_block = has_children && k.line_comment.is_some();
             format.before_terminator = match (k.before_terminator.is_empty(), &k.line_comment) {
-                _ if after_block => String::new(),
                 (true, None) => String::new(),
                 (true, Some(_)) => " ".to_owned(),
                 (false, None) => format!(" {}", k.before_terminator),
@@ -378,6 +401,17 @@ mod tests {
         let input = "a x /* c */ y=2 /-z=3 // t\nb 1; c 2\n/-d\n";
         let out = format(input).expect("formats");
         assert_eq!(out, "a \"x\" /* c */ y=2 /-z=3 // t\nb 1\nc 2\n/-d\n");
+        assert_eq!(format(&out).expect("formats"), out);
+    }
+
+    #[test]
+    fn keeps_a_comment_after_a_closing_brace() {
+        let input = "vm \"a\" {\n    cpus 1\n}   // the web server\nvm \"b\"\n";
+        let out = format(input).expect("formats");
+        assert_eq!(
+            out,
+            "vm \"a\" {\n    cpus 1\n} // the web server\nvm \"b\"\n"
+        );
         assert_eq!(format(&out).expect("formats"), out);
     }
 
