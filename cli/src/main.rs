@@ -14,8 +14,8 @@ use crate::render::ColorChoice;
 /// Declarative infrastructure: KDL files to bridges, VLANs, volumes and KVM microVMs.
 ///
 /// An infra repo is a folder of .kdl files describing hosts, networks with VLANs,
-/// storage pools with volumes, and VMs. vmctl checks it, formats it, and (soon)
-/// plans and applies it against the live state of every host.
+/// storage pools with volumes, and VMs. vmctl checks it and formats it; planning and
+/// applying it against the live state of every host come with `plan` and `apply`.
 ///
 /// Exit codes: 0 success, 1 error (invalid config, failed command, or `fmt --check`
 /// found files to reformat).

@@ -25,9 +25,89 @@ pub fn format_source(file: &SourceFile) -> Result<String, Diagnostics> {
     })
 }
 
+/// How many rendering passes may run before the result must have settled.
+const MAX_PASSES: usize = 4;
+
 /// `text` in canonical form, or its syntax errors.
+///
+/// Rendering runs until its output no longer changes, so formatting is idempotent by
+/// construction. Every pass is parsed back and must mean the same as the input (same
+/// nodes and values, comments aside); for the rare layout of comments that the kdl
+/// crate cannot round-trip, the text is returned as written rather than risk it.
 pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
-    let mut document = parse(text)?;
+    let original = parse(text)?;
+    let meaning = meaning(&original);
+    let mut current = text.to_owned();
+    let mut document = parse(&keep_comments_after_blocks(text)).unwrap_or(original);
+    for _ in 0..MAX_PASSES {
+        let next = render(document);
+        if next == current {
+            return Ok(next);
+        }
+        match parse(&keep_comments_after_blocks(&next)) {
+            Ok(parsed) if self::meaning(&parsed) == meaning => {
+                current = next;
+                document = parsed;
+            }
+            _ => return Ok(text.to_owned()),
+        }
+    }
+    Ok(text.to_owned())
+}
+
+/// kdl 6.7 loses a comment after a block's closing brace when a space precedes it
+/// (`} // end`), but keeps `}// end`: lines that start with `}` are given that form
+/// before parsing. (Were such a line inside a multi-line string, the meaning check of
+/// [`format`] would notice and leave the file as written.)
+fn keep_comments_after_blocks(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |line: &str| {
+        line.trim_start().strip_prefix('}').is_some_and(|rest| {
+            rest.starts_with([' ', '\t']) && rest.trim_start().starts_with("//")
+        })
+    };
+    if !text.lines().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if needs(line) {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let rest = line.trim_start()[1..].trim_start();
+            out.push_str(indent);
+            out.push('}');
+            out.push_str(rest);
+        } else {
+            out.push_str(line);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A document without its formatting and comments, properties sorted by name (their
+/// order means nothing; a stable sort keeps "the last one wins"): what it means.
+fn meaning(document: &KdlDocument) -> String {
+    fn sort(document: &mut KdlDocument) {
+        for node in document.nodes_mut() {
+            node.entries_mut()
+                .sort_by(|a, b| match (a.name(), b.name()) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Less,
+                    (Some(_), None) => std::cmp::Ordering::Greater,
+                    (Some(x), Some(y)) => x.value().cmp(y.value()),
+                });
+            if let Some(children) = node.children_mut() {
+                sort(children);
+            }
+        }
+    }
+    let mut bare = document.clone();
+    bare.clear_format_recursive();
+    sort(&mut bare);
+    bare.to_string()
+}
+
+/// One rendering pass.
+fn render(mut document: KdlDocument) -> String {
     let mut kept = Vec::new();
     collect(&document, &mut kept);
     // kdl's autoformat normalises indentation and comment lines, but drops a comment
@@ -50,7 +130,7 @@ pub fn format(text: &str) -> Result<String, Vec<SchemaError>> {
     if !out.ends_with('\n') && !out.is_empty() {
         out.push('\n');
     }
-    Ok(out)
+    out
 }
 
 /// What autoformat would lose of one node.
@@ -117,7 +197,15 @@ fn normalise_newlines(text: &str) -> String {
 fn inline(text: &str) -> String {
     let mut parts = Vec::new();
     let text = normalise_newlines(text);
-    for line in text.lines() {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    if let Some((_, before_last)) = lines.split_last() {
+        if before_last.iter().any(|l| l.contains("//")) {
+            // A line comment (or what may be one) ends a line: joining would comment out
+            // what follows it. Keep the text as written.
+            return text.trim().to_owned();
+        }
+    }
+    for line in lines {
         let mut line = line.trim();
         if let Some(rest) = line.strip_prefix('\\') {
             line = rest.trim();
@@ -175,7 +263,6 @@ fn restore(
             Some(p) => child_kind(p, node.name().value()),
         };
         canonical_entries(node, kind, &k.entry_comments);
-        let has_children = node.children().is_some();
         if let Some(format) = node.format_mut() {
             let indent = format.leading.rsplit('\n').next().unwrap_or("").to_owned();
             let (own_line, lines) = k
@@ -201,11 +288,7 @@ fn restore(
             leading.push_str(&indent);
             leading.push_str(own_line);
             format.leading = leading;
-            // kdl 6.7 drops a comment after `}` when a space precedes it (`} // x`),
-            // so after a block the comment is written as `}// x`, which it keeps.
-            let after_block = has_children && k.line_comment.is_some();
             format.before_terminator = match (k.before_terminator.is_empty(), &k.line_comment) {
-                _ if after_block => String::new(),
                 (true, None) => String::new(),
                 (true, Some(_)) => " ".to_owned(),
                 (false, None) => format!(" {}", k.before_terminator),
@@ -318,6 +401,17 @@ mod tests {
         let input = "a x /* c */ y=2 /-z=3 // t\nb 1; c 2\n/-d\n";
         let out = format(input).expect("formats");
         assert_eq!(out, "a \"x\" /* c */ y=2 /-z=3 // t\nb 1\nc 2\n/-d\n");
+        assert_eq!(format(&out).expect("formats"), out);
+    }
+
+    #[test]
+    fn keeps_a_comment_after_a_closing_brace() {
+        let input = "vm \"a\" {\n    cpus 1\n}   // the web server\nvm \"b\"\n";
+        let out = format(input).expect("formats");
+        assert_eq!(
+            out,
+            "vm \"a\" {\n    cpus 1\n} // the web server\nvm \"b\"\n"
+        );
         assert_eq!(format(&out).expect("formats"), out);
     }
 
