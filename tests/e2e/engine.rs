@@ -4,117 +4,12 @@
 //! give clear errors. Every process a test starts is killed by pid when the test ends,
 //! also when it fails.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::support::{self, vmctl};
-
-/// How long any one VM may take here (the guest needs ~30 ms; CI may be slow).
-const VM_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The test guest's ELF, built once per test run.
-fn guest() -> &'static Path {
-    static GUEST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = GUEST.get_or_init(|| {
-        let out = Command::new(support::repo_root().join("tests/guest/build"))
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run tests/guest/build: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("tests/guest/build failed: {}", out.status));
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    });
-    match built {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn skip() -> bool {
-    support::skip_unless(
-        support::is_root() && support::has_kvm(),
-        "root and /dev/kvm",
-    )
-}
-
-/// Kills a process by pid (SIGKILL) when dropped, unless it already ended.
-struct KillOnDrop {
-    pid: i32,
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.pid > 0 {
-            // SAFETY: kill has no memory-safety preconditions; the pid is one this test
-            // started (the VMM it detached, or a child it spawned).
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        }
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0); it has ended as far as the tests care.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
-}
-
-fn wait_gone(pid: i32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
-/// What a foreground run printed and how it ended.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `vmctl vmm run …` with a timeout; the child is killed if the test panics.
-fn vmm_run(args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child: Child = vmctl()
-        .args(["vmm", "run"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnDrop {
-        pid: child.id() as i32,
-    };
-    let deadline = Instant::now() + VM_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vmctl vmm run {args:?} did not end"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Run {
-        status,
-        stdout: std::fs::read_to_string(out_path).unwrap(),
-        stderr: std::fs::read_to_string(err_path).unwrap(),
-    }
-}
+use crate::support::vmctl;
+use crate::vm::{assert_guest_ok, assert_line, guest, skip, vmm_run, Detached};
 
 /// 32-bit FNV-1a, as the test guest sums its initrd.
 fn fnv1a(bytes: &[u8]) -> String {
@@ -122,25 +17,6 @@ fn fnv1a(bytes: &[u8]) -> String {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     });
     format!("{h:08x}")
-}
-
-fn assert_line(out: &str, line: &str) {
-    assert!(
-        out.lines().any(|l| l == line),
-        "expected the line `{line}` in:\n{out}"
-    );
-}
-
-fn assert_guest_ok(run: &Run) {
-    assert!(
-        run.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-    assert_line(&run.stdout, "testguest: ok");
-    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
 }
 
 #[test]
@@ -218,110 +94,6 @@ fn faulting_guest_ends_with_a_clear_error() {
         run.stderr
     );
     assert!(run.stderr.contains("triple fault"), "{}", run.stderr);
-}
-
-/// A detached VMM of the test guest, in a temp dir.
-struct Detached {
-    dir: tempfile::TempDir,
-    guard: KillOnDrop,
-}
-
-impl Detached {
-    fn start(cpus: u32, cmdline: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = json!({
-            "kernel": guest(),
-            "cmdline": cmdline,
-            "cpus": cpus,
-            "memory": "128MiB",
-            "console_log": dir.path().join("console.log"),
-            "control_socket": dir.path().join("control.sock"),
-            "pid_file": dir.path().join("vmm.pid"),
-        });
-        let spec_path = dir.path().join("spec.json");
-        std::fs::write(&spec_path, spec.to_string()).unwrap();
-        let out = vmctl()
-            .args(["vmm", "--spec"])
-            .arg(&spec_path)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        // The VMM is detached: `vmctl vmm --spec` prints its pid (also in the pid file),
-        // and the guard kills it.
-        let pid: i32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        let me = Self {
-            dir,
-            guard: KillOnDrop { pid },
-        };
-        assert!(
-            out.status.success(),
-            "vmctl vmm --spec failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(pid > 0, "no pid printed");
-        me
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn console(&self) -> String {
-        std::fs::read_to_string(self.path("console.log")).unwrap_or_default()
-    }
-
-    fn wait_console(&self, line: &str) {
-        let deadline = Instant::now() + VM_TIMEOUT;
-        while !self.console().lines().any(|l| l == line) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{line}` in:\n{}",
-                self.console()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn connect(&self) -> Control {
-        let s = UnixStream::connect(self.path("control.sock")).unwrap();
-        s.set_read_timeout(Some(VM_TIMEOUT)).unwrap();
-        Control {
-            reader: BufReader::new(s.try_clone().unwrap()),
-            writer: s,
-        }
-    }
-
-    /// Waits for the VMM to exit; checks it removed its socket and pid file.
-    fn assert_exits(&self) {
-        assert!(
-            wait_gone(self.guard.pid, VM_TIMEOUT),
-            "the VMM is still running"
-        );
-        assert!(
-            !self.path("control.sock").exists(),
-            "control socket left behind"
-        );
-        assert!(!self.path("vmm.pid").exists(), "pid file left behind");
-    }
-}
-
-struct Control {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Control {
-    fn request(&mut self, req: Value) -> Value {
-        self.writer
-            .write_all(format!("{req}\n").as_bytes())
-            .unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
-    }
 }
 
 #[test]

@@ -5,3 +5,5 @@ mod engine;
 mod plan;
 mod support;
 mod validate;
+mod virtio;
+mod vm;

@@ -6,7 +6,9 @@
 //!   VMM's pid) or failed (1).
 //! - `vmctl vmm run --kernel PATH …` runs a VM in the foreground with its serial
 //!   output on stdout: exit 0 when the guest powers off, 2 when it faults, 1 when the
-//!   VM cannot be built.
+//!   VM cannot be built. `--disk PATH[,ro]` and `--nic TAP[,mac=52:54:00:…]` (both
+//!   repeatable) add virtio disks and NICs; the guest sees the disks first, then the
+//!   NICs, each in the order given.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,7 +16,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use miette::{miette, Report};
 use vmctl_runtime::vmm::process::{self, Detached, PidFile, ReadyPipe};
-use vmctl_runtime::vmm::spec::{self, Size, SpecError, VmmSpec};
+use vmctl_runtime::vmm::spec::{self, Disk, Mac, Nic, Size, SpecError, VmmSpec};
+use vmctl_runtime::vmm::virtio_wiring::WiringError;
 use vmctl_runtime::vmm::{memory, Exit, Vmm, VmmError};
 
 /// Runs one VM in this process.
@@ -61,6 +64,49 @@ struct RunArgs {
     /// Create the in-kernel PIT (Linux guests want it; the test guest does not).
     #[arg(long)]
     pit: bool,
+    /// A virtio-blk disk over a raw file; `,ro` opens it read-only. Repeatable.
+    #[arg(long, value_name = "PATH[,ro]", value_parser = parse_disk)]
+    disk: Vec<Disk>,
+    /// A virtio-net NIC over an existing tap (opened in this network namespace);
+    /// the MAC is derived from the tap name unless given. Repeatable.
+    #[arg(long, value_name = "TAP[,mac=MAC]", value_parser = parse_nic)]
+    nic: Vec<Nic>,
+}
+
+/// `PATH` or `PATH,ro` (also `,rw`).
+fn parse_disk(arg: &str) -> Result<Disk, String> {
+    let (path, read_only) = match arg.rsplit_once(',') {
+        Some((path, "ro")) => (path, true),
+        Some((path, "rw")) => (path, false),
+        Some((_, opt)) => {
+            return Err(format!(
+                "unknown disk option `{opt}` (expected `ro` or `rw`)"
+            ))
+        }
+        None => (arg, false),
+    };
+    if path.is_empty() {
+        return Err("empty disk path".into());
+    }
+    Ok(Disk {
+        path: path.into(),
+        read_only,
+    })
+}
+
+/// `TAP` or `TAP,mac=aa:bb:cc:dd:ee:ff`.
+fn parse_nic(arg: &str) -> Result<Nic, String> {
+    let (tap, mac) = match arg.split_once(',') {
+        Some((tap, opt)) => match opt.strip_prefix("mac=") {
+            Some(mac) => (tap, Some(mac.parse::<Mac>().map_err(|e| e.to_string())?)),
+            None => return Err(format!("unknown NIC option `{opt}` (expected `mac=…`)")),
+        },
+        None => (arg, None),
+    };
+    Ok(Nic {
+        tap: tap.to_string(),
+        mac,
+    })
 }
 
 /// Runs `vmctl vmm`.
@@ -85,6 +131,8 @@ fn run_foreground(args: RunArgs) -> miette::Result<u8> {
     spec.memory = Size(memory);
     spec.cpuid_mask = args.mask_cpuid;
     spec.pit = args.pit;
+    spec.devices.disks = args.disk;
+    spec.devices.nics = args.nic;
     let vmm = Vmm::build(&spec, Box::new(std::io::stdout())).map_err(diagnostic)?;
     finish(vmm.run())
 }
@@ -176,13 +224,22 @@ fn diagnostic(e: VmmError) -> Report {
     let (code, help): (&str, Option<&str>) = match &e {
         VmmError::Spec(SpecError::Parse { .. } | SpecError::Read { .. }) => (
             "vmctl::vmm::spec",
-            Some("see `runtime/src/vmm/spec.rs` for the spec format"),
+            Some("see `runtime/src/vmm/spec/` for the spec format"),
         ),
         VmmError::Spec(SpecError::Kernel { .. } | SpecError::Initrd { .. }) => (
             "vmctl::vmm::image",
             Some("check the path; it must be a readable file"),
         ),
         VmmError::Spec(SpecError::Cpuid(_)) => ("vmctl::vmm::cpuid", None),
+        VmmError::Spec(SpecError::Disk { .. }) | VmmError::Virtio(WiringError::OpenDisk(_)) => (
+            "vmctl::vmm::disk",
+            Some("a disk must be an existing raw file, writable unless it is read-only"),
+        ),
+        VmmError::Spec(SpecError::Devices(_)) => ("vmctl::vmm::devices", None),
+        VmmError::Virtio(WiringError::OpenTap(_)) => (
+            "vmctl::vmm::nic",
+            Some("the tap must exist in the VMM's network namespace (e.g. `ip tuntap add dev NAME mode tap vnet_hdr`), and opening it needs CAP_NET_ADMIN"),
+        ),
         VmmError::Spec(_) => ("vmctl::vmm::spec", None),
         VmmError::Memory(_) => (
             "vmctl::vmm::memory",
@@ -202,5 +259,33 @@ fn diagnostic(e: VmmError) -> Report {
     match help {
         Some(help) => miette!(code = code, help = help, "{e}"),
         None => miette!(code = code, "{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_arguments() {
+        let d = parse_disk("/tmp/a.raw").unwrap();
+        assert_eq!((d.path, d.read_only), ("/tmp/a.raw".into(), false));
+        let d = parse_disk("/tmp/a,b.raw,ro").unwrap();
+        assert_eq!((d.path, d.read_only), ("/tmp/a,b.raw".into(), true));
+        assert!(parse_disk("/tmp/a.raw,rx").unwrap_err().contains("`rx`"));
+        assert!(parse_disk(",ro").is_err());
+    }
+
+    #[test]
+    fn nic_arguments() {
+        let n = parse_nic("tap0").unwrap();
+        assert_eq!((n.tap.as_str(), n.mac), ("tap0", None));
+        assert_eq!(n.mac(), Mac::derived("tap0"));
+        let n = parse_nic("tap0,mac=52:54:00:00:00:0a").unwrap();
+        assert_eq!(n.mac.unwrap().to_string(), "52:54:00:00:00:0a");
+        assert!(parse_nic("tap0,mac=52:54")
+            .unwrap_err()
+            .contains("invalid MAC"));
+        assert!(parse_nic("tap0,vlan=3").unwrap_err().contains("`vlan=3`"));
     }
 }

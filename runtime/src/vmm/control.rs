@@ -3,10 +3,16 @@
 //!
 //! | request | response |
 //! | --- | --- |
-//! | `{"cmd":"status"}` | `{"ok":true,"state":"running","uptime_ms":…,"vcpus":…,"memory":…,"pid":…,"exits":{"total":…,"io":…,"mmio":…,"unknown_io":…,"unknown_mmio":…,"interrupted":…}}` |
+//! | `{"cmd":"status"}` | `{"ok":true,"state":"running","uptime_ms":…,"vcpus":…,"memory":…,"pid":…,"exits":{"total":…,"io":…,"mmio":…,"unknown_io":…,"unknown_mmio":…,"interrupted":…},"devices":[…]}` |
 //! | `{"cmd":"pause"}` / `{"cmd":"resume"}` | `{"ok":true,"state":"paused"}` / `{"ok":true,"state":"running"}` |
 //! | `{"cmd":"shutdown","timeout_ms":5000}` | Ctrl-Alt-Del through the i8042; answered once the VM stopped: `{"ok":true,"state":"stopped","graceful":true}`, or `"graceful":false` when it was killed after the timeout (default 5 s) |
 //! | `{"cmd":"kill"}` | `{"ok":true,"state":"stopped"}` |
+//!
+//! `devices` lists the virtio devices in device order (disks, then NICs), each
+//! `{"kind":"blk","path":…,"read_only":…}` or `{"kind":"net","tap":…,"mac":…}` with
+//! `"mmio_base"`, `"gsi"`, `"bad_requests"` (every refused guest request, transport and
+//! device) and `"counters":{"transport":{…},"device":{…}}` (see
+//! `devices::virtio::VirtioCounters`).
 //!
 //! Errors: `{"ok":false,"error":"…"}`. The VMM process exits once the VM has stopped
 //! and the pending responses are written.
@@ -68,6 +74,7 @@ pub enum Request {
 pub struct Controller {
     life: Arc<Lifecycle>,
     ctrl_alt_del: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    devices: Box<dyn Fn() -> Value + Send + Sync>,
 }
 
 impl Controller {
@@ -76,7 +83,17 @@ impl Controller {
         life: Arc<Lifecycle>,
         ctrl_alt_del: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     ) -> Self {
-        Self { life, ctrl_alt_del }
+        Self {
+            life,
+            ctrl_alt_del,
+            devices: Box::new(|| json!([])),
+        }
+    }
+
+    /// Reports `devices()` (a JSON list) in `status`.
+    pub fn with_devices(mut self, devices: Box<dyn Fn() -> Value + Send + Sync>) -> Self {
+        self.devices = devices;
+        self
     }
 
     /// Answers one request line.
@@ -105,6 +122,7 @@ impl Controller {
                     "memory": life.memory,
                     "pid": std::process::id(),
                     "exits": c,
+                    "devices": (self.devices)(),
                 })
             }
             Request::Pause => match life.pause(PAUSE_TIMEOUT) {
@@ -241,6 +259,10 @@ mod tests {
         assert_eq!(s["vcpus"], 2);
         assert_eq!(s["memory"], 128u64 << 20);
         assert_eq!(s["exits"]["unknown_io"], 0);
+        assert_eq!(s["devices"], json!([]));
+        let ctl = ctl.with_devices(Box::new(|| json!([{"kind": "blk"}])));
+        let s = ctl.handle_line(r#"{"cmd":"status"}"#);
+        assert_eq!(s["devices"][0]["kind"], "blk");
         let e = ctl.handle_line("not json");
         assert_eq!(e["ok"], false);
         assert!(e["error"].as_str().unwrap().contains("invalid request"));

@@ -8,11 +8,15 @@
 //! 3. map guest memory and register it with KVM — before the irqchip, which is
 //!    measurably slower to create otherwise;
 //! 4. create the in-kernel irqchip (PIC, IO-APIC, LAPICs) and, only when asked, the PIT;
-//! 5. load the kernel (ELF or bzImage), the command line and the initrd;
-//! 6. write the GDT, page tables, MP table and zero page;
-//! 7. add devices: serial on COM1 (IRQ 4 through an irqfd), the i8042 (IRQ 1);
-//! 8. create every vCPU and set up its CPUID, MSRs, registers, FPU and LAPIC;
-//! 9. bind the control socket; then [`Vmm::run`] starts one thread per vCPU.
+//! 5. attach the virtio disks and NICs ([`virtio_wiring`]): irqfds, transports on the
+//!    MMIO bus, ioeventfds;
+//! 6. load the kernel (ELF or bzImage), the command line (with a
+//!    `virtio_mmio.device=` word per device appended) and the initrd;
+//! 7. write the GDT, page tables, MP table and zero page;
+//! 8. add devices: serial on COM1 (IRQ 4 through an irqfd), the i8042 (IRQ 1);
+//! 9. create every vCPU and set up its CPUID, MSRs, registers, FPU and LAPIC;
+//! 10. bind the control socket; then [`Vmm::run`] starts one thread per vCPU and the
+//!     virtio event loop.
 
 pub mod arch;
 pub mod control;
@@ -22,6 +26,7 @@ pub mod memory;
 pub mod process;
 pub mod spec;
 pub mod vcpu;
+pub mod virtio_wiring;
 
 use std::fs::File;
 use std::os::unix::net::UnixListener;
@@ -50,6 +55,7 @@ use memory::{HostLimits, MemoryError};
 use spec::SpecError;
 pub use spec::VmmSpec;
 use vcpu::{Vcpu, VcpuConfig, VcpuError};
+use virtio_wiring::{VirtioDevices, WiringError};
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +103,9 @@ pub enum VmmError {
     /// Devices could not be placed on a bus.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A virtio disk or NIC could not be attached, or its event loop started.
+    #[error(transparent)]
+    Virtio(#[from] WiringError),
     /// A vCPU could not be set up.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
@@ -150,6 +159,7 @@ pub struct Vmm {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
     vcpus: Vec<Vcpu>,
     i8042: Arc<Mutex<I8042Device>>,
+    virtio: VirtioDevices,
     control: Option<(UnixListener, PathBuf)>,
     life: Arc<Lifecycle>,
     _vm: VmFd,
@@ -194,11 +204,14 @@ impl Vmm {
             vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
         }
 
-        let entry = Self::load_guest(spec, &mem)?;
+        let mut mmio = MmioBus::new();
+        let virtio = VirtioDevices::attach(&vm, &mem, &spec.devices, &mut mmio)?;
+        let mmio = Arc::new(mmio);
+
+        let entry = Self::load_guest(spec, &mem, &virtio.cmdline_words())?;
 
         let life = Arc::new(Lifecycle::new(spec.cpus, mem_size));
         let (pio, i8042) = Self::add_legacy_devices(&vm, &life, console)?;
-        let mmio = Arc::new(MmioBus::new());
 
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -220,6 +233,7 @@ impl Vmm {
         Ok(Self {
             vcpus,
             i8042,
+            virtio,
             control,
             life,
             _vm: vm,
@@ -228,11 +242,20 @@ impl Vmm {
         })
     }
 
-    /// Loads kernel, command line and initrd; writes the boot tables. Returns the
-    /// kernel's 64-bit entry.
-    fn load_guest(spec: &VmmSpec, mem: &GuestMemoryMmap) -> Result<u64, VmmError> {
+    /// Loads kernel, command line (the spec's, then `devices_words`) and initrd;
+    /// writes the boot tables. Returns the kernel's 64-bit entry.
+    fn load_guest(
+        spec: &VmmSpec,
+        mem: &GuestMemoryMmap,
+        devices_words: &str,
+    ) -> Result<u64, VmmError> {
         let kernel = loader::load_kernel(mem, &mut open(&spec.kernel)?)?;
-        let (cmdline_addr, cmdline_len) = loader::load_cmdline(mem, &spec.cmdline)?;
+        let cmdline = match (spec.cmdline.trim_end(), devices_words) {
+            (c, "") => c.to_string(),
+            ("", d) => d.to_string(),
+            (c, d) => format!("{c} {d}"),
+        };
+        let (cmdline_addr, cmdline_len) = loader::load_cmdline(mem, &cmdline)?;
         let initrd = match &spec.initrd {
             Some(path) => {
                 let mut f = open(path)?;
@@ -317,6 +340,14 @@ impl Vmm {
                 }
             }
         }
+        let event_loop = match self.virtio.start() {
+            Ok(l) => l,
+            Err(e) => {
+                self.life.request_stop(StopReason::Killed);
+                self.life.kick_until_exited(Duration::from_secs(5));
+                return Err(e.into());
+            }
+        };
         let socket_path = self.start_control()?;
 
         self.life.wait_stopped(None);
@@ -328,6 +359,9 @@ impl Vmm {
             }
         }
         self.life.drain_requests(Duration::from_secs(2));
+        if let Some(l) = event_loop {
+            l.stop();
+        }
         if let Some(path) = socket_path {
             let _ = std::fs::remove_file(path);
         }
@@ -346,6 +380,7 @@ impl Vmm {
             return Ok(None);
         };
         let i8042 = self.i8042.clone();
+        let devices = self.virtio.status_source();
         let ctl = Controller::new(
             self.life.clone(),
             Box::new(move || {
@@ -353,7 +388,10 @@ impl Vmm {
                     .inject_ctrl_alt_del()
                     .map_err(|e| e.to_string())
             }),
-        );
+        )
+        .with_devices(Box::new(move || {
+            serde_json::to_value(devices.status()).unwrap_or_default()
+        }));
         if let Err(e) = control::serve(listener, Arc::new(ctl)) {
             self.life.request_stop(StopReason::Killed);
             return Err(VmmError::Thread(e));

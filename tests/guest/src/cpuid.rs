@@ -5,7 +5,7 @@ use crate::serial;
 use core::arch::x86_64::{CpuidResult, __cpuid_count};
 
 #[allow(unused_unsafe)] // __cpuid_count is safe in newer Rust, unsafe in older
-fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
+pub fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
     // SAFETY: CPUID exists on every x86-64 CPU.
     unsafe {
         __cpuid_count(leaf, sub)

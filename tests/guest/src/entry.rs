@@ -2,12 +2,17 @@
 //!
 //! Two ways in, both ending in `testguest_main(info, mode)`:
 //! - `_start` (the ELF entry): the Linux 64-bit boot protocol, as a VMM enters a
-//!   vmlinux. Long mode, paging on with an identity map set up by the VMM (the guest
-//!   assumes the first 1 GiB), `rsi` = physical address of the boot params (zero page).
+//!   vmlinux. Long mode, paging on with an identity map set up by the VMM (covering at
+//!   least the guest's image at 1 MiB), `rsi` = physical address of the boot params
+//!   (zero page). It switches to its own page tables (below) at once.
 //! - `_start32` (the PVH note, XEN_ELFNOTE_PHYS32_ENTRY): 32-bit protected mode,
 //!   paging off, `ebx` = physical address of `hvm_start_info`. It enables long mode with
-//!   its own static page tables (identity map of the first 1 GiB in 2 MiB pages) and its
-//!   own GDT. QEMU's `-M microvm -kernel` enters this way.
+//!   its own static page tables and its own GDT. QEMU's `-M microvm -kernel` enters
+//!   this way.
+//!
+//! Both load the same static page tables: an identity map of the first 4 GiB in 2 MiB
+//! pages (the virtio-mmio devices live in the 32-bit MMIO hole, 0xc0000000-0xffffffff,
+//! which is mapped uncached).
 //!
 //! Neither relies on the loader's stack; both zero .bss (normally empty) themselves.
 
@@ -35,6 +40,8 @@ global_asm!(
         sub %rdi, %rcx
         xor %eax, %eax
         rep stosb
+        lea testguest_pml4(%rip), %rax
+        mov %rax, %cr3
         lea __stack_top(%rip), %rsp
         xor %ebp, %ebp
         mov %r12, %rdi
@@ -113,7 +120,9 @@ global_asm!(
         .word testguest_gdt_end - testguest_gdt - 1
         .long testguest_gdt
 
-    /* Static identity page tables for the PVH path: 1 GiB in 2 MiB pages. */
+    /* Static identity page tables for both paths: the first 4 GiB in 2 MiB pages, so
+       that the virtio-mmio devices in the 32-bit MMIO hole are reachable. The last GiB
+       (0xc0000000-0xffffffff: MMIO hole, no RAM) is mapped uncached (PCD|PWT). */
     .section .data.testguest_pt, "aw"
     .balign 4096
     testguest_pml4:
@@ -121,11 +130,18 @@ global_asm!(
         .fill 511, 8, 0
     testguest_pdpt:
         .quad testguest_pd + 0x3
-        .fill 511, 8, 0
+        .quad testguest_pd + 0x1000 + 0x3
+        .quad testguest_pd + 0x2000 + 0x3
+        .quad testguest_pd + 0x3000 + 0x3
+        .fill 508, 8, 0
     testguest_pd:
         .set testguest_pd_addr, 0
-        .rept 512
+        .rept 1536
         .quad testguest_pd_addr + 0x83
+        .set testguest_pd_addr, testguest_pd_addr + 0x200000
+        .endr
+        .rept 512
+        .quad testguest_pd_addr + 0x9b
         .set testguest_pd_addr, testguest_pd_addr + 0x200000
         .endr
 

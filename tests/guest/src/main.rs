@@ -4,17 +4,22 @@
 #![no_std]
 #![no_main]
 
+mod blk;
 mod bootparams;
+mod clock;
 mod cmdline;
 mod cpuid;
 mod entry;
 mod fnv;
+mod hostile;
 mod io;
 mod mem;
 mod mptable;
+mod net;
 mod power;
 mod report;
 mod serial;
+mod virtio;
 
 use bootparams::{BootParams, Ram};
 use cmdline::Cmdline;
@@ -43,6 +48,7 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
             report.fail(b"mp table's BSP apic id differs from this CPU's (cpuid leaf 1)");
         }
     }
+    devices(&cmdline, &mut report);
     report.verdict();
 
     if cmdline.has(b"testguest.fault") {
@@ -55,6 +61,72 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
     power::poweroff();
 }
 
+/// The virtio-mmio devices named on the command line, in order: each disk is driven
+/// at once (`disk<i>` lines), the NICs are set up (`nic<i> mac=`), then they send and
+/// listen together (`nic<i> rx from=`).
+fn devices(cmdline: &Cmdline<'static>, report: &mut Report) {
+    let name = cmdline.value(b"testguest.name").unwrap_or(b"");
+    let marker = cmdline.value(b"testguest.write");
+    let hostile = cmdline.has(b"testguest.hostile");
+    let listen_ms = match cmdline.value(b"testguest.listen").map(parse_dec) {
+        None => 0,
+        Some(Some(ms)) => ms,
+        Some(None) => {
+            report.fail(b"testguest.listen= is not a number of milliseconds");
+            0
+        }
+    };
+    let mut nics: [Option<net::Nic>; net::MAX_NICS] = [const { None }; net::MAX_NICS];
+    let (mut disks, mut nic_count) = (0u32, 0usize);
+    for (i, w) in cmdline.values(b"virtio_mmio.device").enumerate() {
+        if i == virtio::MAX_DEVICES {
+            report.fail(b"more virtio_mmio.device entries than the guest drives (8)");
+            break;
+        }
+        let Some(window) = virtio::parse_window(w) else {
+            report.fail_begin();
+            serial::bytes(b"cannot parse virtio_mmio.device=");
+            serial::text(w);
+            serial::end();
+            continue;
+        };
+        let Some(dev) = virtio::probe(window, report) else { continue };
+        match dev.id {
+            virtio::ID_BLK => {
+                if hostile {
+                    hostile::run(&dev, disks, report);
+                }
+                blk::run(&dev, disks, marker, report);
+                disks += 1;
+            }
+            virtio::ID_NET if nic_count == net::MAX_NICS => {
+                virtio::fail(report, dev.base, b"more NICs than the guest drives (4)");
+            }
+            virtio::ID_NET => {
+                nics[nic_count] = net::init(&dev, nic_count, name, report);
+                nic_count += 1;
+            }
+            _ => {} // no device (0) or a type the guest does not drive
+        }
+    }
+    net::run(&mut nics, listen_ms, report);
+}
+
+/// A decimal number (at most 10 minutes' worth of milliseconds is used).
+fn parse_dec(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 12 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(c - b'0');
+    }
+    Some(n.min(600_000))
+}
+
 /// Prints `cmdline=<the command line>` (possibly empty).
 fn print_cmdline(addr: u64, report: &mut Report) -> Cmdline<'static> {
     match Cmdline::at(addr) {
@@ -63,6 +135,12 @@ fn print_cmdline(addr: u64, report: &mut Report) -> Cmdline<'static> {
             serial::bytes(b"cmdline=");
             serial::text(c.bytes);
             serial::end();
+            if let Some(name) = c.value(b"testguest.name") {
+                serial::begin();
+                serial::bytes(b"name=");
+                serial::text(name);
+                serial::end();
+            }
             c
         }
         None => {

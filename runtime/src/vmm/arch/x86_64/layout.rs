@@ -10,7 +10,8 @@
 //! 0x000a_0000  ─ legacy VGA/BIOS hole, reserved in the e820 map ─ 0x0010_0000
 //! 0x0010_0000  kernel (ELF linked at 1 MiB, or bzImage protected-mode code)
 //!   …          RAM up to 3 GiB; initrd at the top of it
-//! 0xc000_0000  ─ 32-bit MMIO hole (virtio-mmio devices at 0xd000_0000) ─ 0x1_0000_0000
+//! 0xc000_0000  ─ 32-bit MMIO hole ─ 0x1_0000_0000
+//!   0xd000_0000  virtio-mmio device n at 0xd000_0000 + n × 4 KiB, GSI 5 + n (n < 19)
 //! 0x1_0000_0000  RAM above 4 GiB when memory is larger than 3 GiB
 //! ```
 
@@ -44,8 +45,19 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 /// First address past 32 bits: RAM beyond `MMIO_HOLE_START` continues here.
 pub const FIRST_ADDR_PAST_32BITS: u64 = 1 << 32;
-/// Where virtio-mmio devices will be placed (issue 4), inside the MMIO hole.
+/// Where virtio-mmio devices are placed, inside the MMIO hole: device `n` (disks
+/// first, then NICs, in spec order) at `VIRTIO_MMIO_START + n * VIRTIO_MMIO_SIZE`.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// The window of one virtio-mmio device (the `4K` of `virtio_mmio.device=4K@…`).
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// The IO-APIC pin (GSI) of virtio device 0; device `n` gets `VIRTIO_GSI_START + n`.
+/// Below it: the PIT (0), the i8042 (1), the cascade (2), COM2 (3) and COM1 (4). Pins
+/// 5–15 are ISA IRQs the MP table routes 1:1; 16–23 are described there too.
+pub const VIRTIO_GSI_START: u32 = 5;
+/// The last IO-APIC pin of KVM's in-kernel IO-APIC (24 pins).
+pub const VIRTIO_GSI_END: u32 = 23;
+/// How many virtio devices fit: one GSI each.
+pub const MAX_VIRTIO_DEVICES: usize = (VIRTIO_GSI_END - VIRTIO_GSI_START + 1) as usize;
 /// The local APIC's MMIO base.
 pub const APIC_START: u64 = 0xfee0_0000;
 /// The IO-APIC's MMIO base.
@@ -67,7 +79,8 @@ const _: () = {
     assert!(BOOT_STACK_POINTER < PML4_START);
     assert!(PDE_START + 4096 <= CMDLINE_START);
     assert!(CMDLINE_START + (CMDLINE_MAX_SIZE as u64) < MPTABLE_START);
-    assert!(VIRTIO_MMIO_START > MMIO_HOLE_START && VIRTIO_MMIO_START < IOAPIC_START);
+    assert!(VIRTIO_MMIO_START > MMIO_HOLE_START);
+    assert!(VIRTIO_MMIO_START + MAX_VIRTIO_DEVICES as u64 * VIRTIO_MMIO_SIZE <= IOAPIC_START);
 };
 
 /// The guest RAM ranges `(start, size)` for `memory` bytes: one range below the MMIO

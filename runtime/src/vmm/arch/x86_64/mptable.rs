@@ -25,6 +25,8 @@ pub enum MptableError {
 
 /// Number of IO-APIC pins, each with an interrupt source entry.
 const IOAPIC_PINS: u8 = 24;
+// Every virtio GSI has an IO interrupt entry (each pin is routed 1:1 below).
+const _: () = assert!(super::layout::VIRTIO_GSI_END < IOAPIC_PINS as u32);
 const APIC_VERSION: u8 = 0x14;
 const IOAPIC_VERSION: u8 = 0x11;
 const MP_SPEC_REV: u8 = 4;

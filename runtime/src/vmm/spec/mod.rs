@@ -13,18 +13,27 @@
 //!   "pid_file": "/var/lib/vmctl/lab/vms/web-1/vmm.pid",
 //!   "cpuid_mask": ["avx512f"],
 //!   "pit": false,
-//!   "devices": {}
+//!   "devices": {
+//!     "disks": [{"path": "/var/lib/vmctl/pools/fast/web-1-root.raw", "read_only": false}],
+//!     "nics": [{"tap": "vmctl-web1-0", "mac": "52:54:00:12:34:56"}]
+//!   }
 //! }
 //! ```
 //!
 //! `memory` is a byte count or a string with a binary unit (`512MiB`, `4G` = GiB).
-//! Only `kernel` is required; unknown fields are errors.
+//! Only `kernel` is required; unknown fields are errors. [`devices`] describes the
+//! `devices` section (virtio disks and NICs).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod devices;
+
+pub use devices::{Devices, DevicesError, Disk, Mac, Nic};
+
 use super::arch::x86_64::cpuid::{self, CpuidError, FeatureBit};
+use super::arch::x86_64::layout::MAX_VIRTIO_DEVICES;
 use super::arch::x86_64::mptable::MAX_CPUS;
 
 /// Errors reading or checking a spec.
@@ -77,6 +86,17 @@ pub enum SpecError {
     /// A CPUID feature name is unknown.
     #[error(transparent)]
     Cpuid(#[from] CpuidError),
+    /// A disk file does not exist or cannot be opened as the spec asks.
+    #[error("disk {path}: {source}")]
+    Disk {
+        /// The disk path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `devices` section is invalid.
+    #[error(transparent)]
+    Devices(#[from] DevicesError),
     /// Running detached needs somewhere to write the console.
     #[error("a detached VMM needs `console_log` in its spec (or run it with --foreground)")]
     NoConsoleLog,
@@ -130,12 +150,6 @@ pub fn parse_size(value: &str) -> Result<u64, SpecError> {
     n.checked_mul(1u64 << shift).ok_or_else(err)
 }
 
-/// Devices beyond the built-in serial port and i8042. Disks and NICs arrive with
-/// issue 4; until then the section must be empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Devices {}
-
 fn default_cpus() -> u32 {
     1
 }
@@ -186,7 +200,7 @@ pub struct VmmSpec {
     /// and it costs milliseconds to create and tear down.
     #[serde(default)]
     pub pit: bool,
-    /// Disks and NICs (issue 4).
+    /// virtio disks and NICs ([`devices`]).
     #[serde(default)]
     pub devices: Devices,
 }
@@ -238,6 +252,13 @@ impl VmmSpec {
             })?;
         }
         self.cpuid_features()?;
+        self.devices.validate(MAX_VIRTIO_DEVICES)?;
+        for disk in &self.devices.disks {
+            check_disk(disk).map_err(|source| SpecError::Disk {
+                path: disk.path.clone(),
+                source,
+            })?;
+        }
         Ok(())
     }
 
@@ -258,6 +279,9 @@ impl VmmSpec {
             }
         };
         abs(&mut self.kernel);
+        for disk in &mut self.devices.disks {
+            abs(&mut disk.path);
+        }
         for p in [
             &mut self.initrd,
             &mut self.console_log,
@@ -270,6 +294,22 @@ impl VmmSpec {
             abs(p);
         }
     }
+}
+
+/// A disk must be a regular file (or block device) that opens as the spec asks:
+/// read-write unless `read_only`.
+fn check_disk(disk: &Disk) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!disk.read_only)
+        .open(&disk.path)?;
+    if f.metadata()?.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a directory",
+        ));
+    }
+    Ok(())
 }
 
 fn check_file(path: &Path) -> std::io::Result<()> {
@@ -325,7 +365,7 @@ mod tests {
             .to_string()
             .contains("unknown field `cpu`"));
         assert!(serde_json::from_str::<VmmSpec>(r#"{"cpus": 2}"#).is_err());
-        let devices = serde_json::from_str::<VmmSpec>(r#"{"kernel":"/k","devices":{"disks":[]}}"#);
+        let devices = serde_json::from_str::<VmmSpec>(r#"{"kernel":"/k","devices":{"disk":[]}}"#);
         assert!(devices.is_err());
 
         let mut s = VmmSpec::new("/nonexistent/vmlinux");
@@ -337,5 +377,54 @@ mod tests {
         s.cpus = 1;
         s.cpuid_mask = vec!["nope".into()];
         assert!(matches!(s.validate(), Err(SpecError::Cpuid(_))));
+    }
+
+    #[test]
+    fn device_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.raw");
+        std::fs::write(&disk, [0u8; 1024]).unwrap();
+        let mut s = VmmSpec::new("/proc/self/exe");
+        s.devices.disks.push(Disk {
+            path: disk.clone(),
+            read_only: false,
+        });
+        s.validate().unwrap();
+
+        s.devices.disks.push(Disk {
+            path: dir.path().join("missing.raw"),
+            read_only: true,
+        });
+        let e = s.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("missing.raw") && e.contains("No such file"),
+            "{e}"
+        );
+        s.devices.disks.pop();
+
+        s.devices.disks.push(Disk {
+            path: dir.path().to_path_buf(),
+            read_only: true,
+        });
+        assert!(matches!(s.validate(), Err(SpecError::Disk { .. })));
+        s.devices.disks.pop();
+
+        s.devices.nics = (0..MAX_VIRTIO_DEVICES)
+            .map(|i| Nic {
+                tap: format!("tap{i}"),
+                mac: None,
+            })
+            .collect();
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::Devices(DevicesError::TooManyDevices { .. }))
+        ));
+
+        let e = serde_json::from_str::<VmmSpec>(
+            r#"{"kernel":"/k","devices":{"nics":[{"tap":"t0","mac":"52:54:00:00:00"}]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid MAC address `52:54:00:00:00`"), "{e}");
     }
 }
