@@ -114,6 +114,18 @@ pub fn lock_hosts(
     Ok(locks)
 }
 
+/// After a complete `destroy`: removes the project's empty `vms/` and `pools/` dirs
+/// under each host's state dir. The lock file stays (it is what the next vmctl locks;
+/// unlinking a held flock file would let two processes hold "the" lock).
+pub fn tidy_after_destroy(config: &Config) {
+    for host in &config.hosts {
+        let dir = host.state_dir.join(&config.project);
+        for sub in ["vms", "pools"] {
+            let _ = std::fs::remove_dir(dir.join(sub));
+        }
+    }
+}
+
 /// Carries out `graph` (built from `plan`) on the hosts of `config`. The caller holds
 /// the hosts' locks ([`lock_hosts`]).
 pub fn apply(
