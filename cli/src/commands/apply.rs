@@ -62,6 +62,10 @@ pub struct RunOptions {
     /// How long to wait for another vmctl holding a host's lock: 0, 500ms, 30s, 5m.
     #[arg(long, value_name = "DUR", default_value = "0", value_parser = runtime::parse_duration)]
     pub lock_timeout: Duration,
+
+    /// How long a VM gets to power off after the shutdown key before it is killed.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = runtime::parse_duration)]
+    pub stop_timeout: Duration,
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
@@ -148,7 +152,7 @@ pub fn execute(
     let options = ApplyOptions {
         parallelism: usize::from(run.parallelism),
         vmctl: &vmctl,
-        stop_timeout: Duration::from_secs(10),
+        stop_timeout: run.stop_timeout,
     };
     signals::install();
     let tty = std::io::stderr().is_terminal();
