@@ -217,22 +217,40 @@ pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, V
         .filter(|n| is_safe_file_name(n))
         .collect();
     names.sort();
-    // Each probe may wait on a socket: ask them all at once.
-    let found: Vec<Result<Option<ObservedVm>, VmError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = names
-            .iter()
-            .map(|name| scope.spawn(move || observe_vm(state_dir, project, name)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    let mut vms = Vec::new();
-    for vm in found {
-        vms.extend(vm?);
+    let mut records = Vec::new();
+    for name in &names {
+        if let Some(record) = read_record(state_dir, project, name)? {
+            if record.project == project {
+                records.push((name, record));
+            }
+        }
     }
-    Ok(vms)
+    // Every VMM is asked at once.
+    let paths: Vec<VmPaths> = records
+        .iter()
+        .map(|(name, _)| VmPaths::new(state_dir, project, name))
+        .collect();
+    let probes = process::probe_all(&paths.iter().collect::<Vec<_>>());
+    Ok(records
+        .into_iter()
+        .zip(probes)
+        .map(|((name, record), probe)| observed(name, record, probe))
+        .collect())
+}
+
+fn observed(name: &str, mut record: VmRecord, probe: Probe) -> ObservedVm {
+    // The dir's name is the VM's identity.
+    record.vm.name = name.to_owned();
+    let (status, pid) = match probe {
+        Probe::Running(pid) => (VmStatus::Running, Some(pid)),
+        Probe::Gone if record.running => (VmStatus::Crashed, None),
+        Probe::Gone => (VmStatus::Stopped, None),
+    };
+    ObservedVm {
+        record,
+        status,
+        pid,
+    }
 }
 
 /// One VM; `None` when its dir has no record (an interrupted create: nothing to see).
@@ -241,25 +259,14 @@ pub fn observe_vm(
     project: &str,
     name: &str,
 ) -> Result<Option<ObservedVm>, VmError> {
-    let Some(mut record) = read_record(state_dir, project, name)? else {
+    let Some(record) = read_record(state_dir, project, name)? else {
         return Ok(None);
     };
     if record.project != project {
         return Ok(None);
     }
-    // The dir's name is the VM's identity.
-    record.vm.name = name.to_owned();
     let paths = VmPaths::new(state_dir, project, name);
-    let (status, pid) = match probe(&paths) {
-        Probe::Running(pid) => (VmStatus::Running, Some(pid)),
-        Probe::Gone if record.running => (VmStatus::Crashed, None),
-        Probe::Gone => (VmStatus::Stopped, None),
-    };
-    Ok(Some(ObservedVm {
-        record,
-        status,
-        pid,
-    }))
+    Ok(Some(observed(name, record, probe(&paths))))
 }
 
 /// The engine's spec for `vm` with `devices`, its files in `paths`.

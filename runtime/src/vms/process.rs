@@ -51,18 +51,107 @@ fn is_vmm(pid: u32) -> bool {
 
 /// Asks the VM whether it runs: its pid, then its control socket.
 pub fn probe(paths: &VmPaths) -> Probe {
-    let Some(pid) = live_pid(paths) else {
-        return Probe::Gone;
-    };
-    match request(paths, r#"{"cmd":"status"}"#, PROBE_TIMEOUT) {
+    probe_all(&[paths])[0]
+}
+
+/// The verdict on a VMM that is alive, from its status reply (if one came).
+fn verdict(pid: u32, reply: Option<&[u8]>) -> Probe {
+    let state = reply
+        .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+        .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned));
+    match state.as_deref() {
         // A VMM that says it stopped is on its way out.
-        Some(reply) if reply.get("state").and_then(|s| s.as_str()) == Some("stopped") => {
-            Probe::Gone
-        }
+        Some("stopped") => Probe::Gone,
         // Running or paused; or alive but not answering, which is still a process
         // holding the VM's files (starting a second one would fight it).
         _ => Probe::Running(pid),
     }
+}
+
+/// Asks many VMs at once, from this thread: every status request is sent, then the
+/// replies are collected with `poll`, so the VMMs' answers overlap (on a loaded host each
+/// takes tens of milliseconds to be scheduled) without a thread per VM.
+pub fn probe_all(paths: &[&VmPaths]) -> Vec<Probe> {
+    struct Pending {
+        index: usize,
+        pid: u32,
+        stream: UnixStream,
+        reply: Vec<u8>,
+    }
+    let mut out = vec![Probe::Gone; paths.len()];
+    let mut pending = Vec::new();
+    for (index, p) in paths.iter().enumerate() {
+        let Some(pid) = live_pid(p) else { continue };
+        out[index] = Probe::Running(pid);
+        let Ok(mut stream) = UnixStream::connect(&p.control) else {
+            continue;
+        };
+        if stream.write_all(b"{\"cmd\":\"status\"}\n").is_err()
+            || stream.set_nonblocking(true).is_err()
+        {
+            continue;
+        }
+        pending.push(Pending {
+            index,
+            pid,
+            stream,
+            reply: Vec::new(),
+        });
+    }
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let timeout = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        let mut finished = Vec::new();
+        for (slot, fd) in fds.iter().enumerate() {
+            if fd.revents == 0 {
+                continue;
+            }
+            let p = &mut pending[slot];
+            let mut buf = [0u8; 4096];
+            let done = loop {
+                match std::io::Read::read(&mut p.stream, &mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => {
+                        p.reply.extend_from_slice(&buf[..n]);
+                        if p.reply.contains(&b'\n') {
+                            break true;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            if done {
+                finished.push(slot);
+            }
+        }
+        for slot in finished.into_iter().rev() {
+            let p = pending.swap_remove(slot);
+            let line = p.reply.split(|&b| b == b'\n').next().unwrap_or_default();
+            out[p.index] = verdict(p.pid, Some(line));
+        }
+    }
+    out
 }
 
 /// Sends one request line on the control socket; the reply, if one came.
