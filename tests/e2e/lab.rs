@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -26,12 +25,7 @@ pub struct Lab {
 impl Lab {
     /// The quickstart with each VM's command line `cmdline(vm)`.
     pub fn new(cmdline: impl Fn(&str) -> String) -> Lab {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let netns = format!(
-            "vmctl-e2e-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
+        let netns = crate::support::netns_name();
         let ok = Command::new("ip")
             .args(["netns", "add", &netns])
             .status()
