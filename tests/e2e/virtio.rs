@@ -270,6 +270,29 @@ fn vlan_bridges(ns: &Netns, taps: &[(&str, u16)]) -> VlanMode {
     VlanMode::BridgePerVlan
 }
 
+#[test]
+fn a_missing_tap_is_refused() {
+    if skip() {
+        return;
+    }
+    let ns = Netns::new();
+    let run = Running::start(
+        Some(&ns.name),
+        &["--kernel", guest().to_str().unwrap(), "--nic", "tapnone"],
+    )
+    .wait();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("tap tapnone does not exist"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        ns.try_ip(&["link", "show", "tapnone"]).is_err(),
+        "tap created"
+    );
+}
+
 fn rx_lines(out: &str) -> Vec<&str> {
     out.lines().filter(|l| l.contains(" rx from=")).collect()
 }

@@ -236,7 +236,7 @@ fn diagnostic(e: VmmError) -> Report {
             Some("a disk must be an existing raw file, writable unless it is read-only"),
         ),
         VmmError::Spec(SpecError::Devices(_)) => ("vmctl::vmm::devices", None),
-        VmmError::Virtio(WiringError::OpenTap(_)) => (
+        VmmError::Virtio(WiringError::OpenTap(_) | WiringError::NoSuchTap { .. }) => (
             "vmctl::vmm::nic",
             Some("the tap must exist in the VMM's network namespace (e.g. `ip tuntap add dev NAME mode tap vnet_hdr`), and opening it needs CAP_NET_ADMIN"),
         ),

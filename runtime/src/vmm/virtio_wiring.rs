@@ -15,7 +15,9 @@
 //! `QueueNotify`, without an exit to user space), every tap (edge-triggered) and a stop
 //! eventfd; it never polls. Each event locks one transport and calls its
 //! `process_queue` / `process_backend`; the vCPU threads lock the same transport for
-//! register accesses.
+//! register accesses. Pausing the VM parks the vCPUs only (as in Firecracker): requests
+//! already made available are still served, and frames from the tap still fill
+//! buffers the guest posted. The loop ends, after the vCPUs, when the VM stops.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -49,6 +51,12 @@ pub enum WiringError {
     /// A disk file could not be opened.
     #[error(transparent)]
     OpenDisk(#[from] BlockError),
+    /// A NIC's tap does not exist (the VMM attaches to taps, it never makes them).
+    #[error("tap {name} does not exist in the VMM's network namespace")]
+    NoSuchTap {
+        /// The tap's name.
+        name: String,
+    },
     /// A tap could not be opened.
     #[error(transparent)]
     OpenTap(#[from] TapError),
@@ -203,6 +211,12 @@ impl VirtioDevices {
             devices.push((kind, dev));
         }
         for nic in &spec.nics {
+            // Attaching to a missing tap would create a new one, connected to nothing.
+            if !interface_exists(&nic.tap) {
+                return Err(WiringError::NoSuchTap {
+                    name: nic.tap.clone(),
+                });
+            }
             let mac = nic.mac();
             let dev: Box<dyn VirtioDevice> = Box::new(Net::new(TapDevice::open(&nic.tap)?, mac.0));
             let kind = DeviceKind::Net {
@@ -346,6 +360,15 @@ impl VirtioDevices {
     }
 }
 
+/// Whether a network interface `name` exists in this thread's network namespace.
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
 /// The kernel command-line word of a device at `base` on `gsi`.
 pub fn cmdline_word(base: u64, gsi: u32) -> String {
     format!("virtio_mmio.device=4K@{base:#x}:{gsi}")
@@ -459,6 +482,13 @@ mod tests {
             "virtio_mmio.device=4K@0xd0002000:7"
         );
         assert_eq!(VirtioDevices::default().cmdline_words(), "");
+    }
+
+    #[test]
+    fn interfaces_are_looked_up_by_name() {
+        assert!(interface_exists("lo"));
+        assert!(!interface_exists("vmctl-nosuch0"));
+        assert!(!interface_exists("nul\0"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod cpuid;
 mod entry;
 mod fnv;
 mod hostile;
+mod idle;
 mod io;
 mod mem;
 mod mptable;

@@ -10,6 +10,8 @@ const I8042_STATUS: u16 = 0x64;
 const I8042_COMMAND: u16 = 0x64;
 const I8042_RESET: u8 = 0xfe;
 const I8042_OUTPUT_FULL: u8 = 0x01;
+/// The i8042's keyboard interrupt line.
+const I8042_IRQ: u8 = 1;
 
 /// Iterations of `pause` between two polls of the i8042 in halt mode: a few ms on
 /// hardware, tens of ms on the nested KVM here, so polling costs few exits.
@@ -44,19 +46,26 @@ pub fn triple_fault() -> ! {
     unsafe { asm!("lidt [{0}]", "ud2", in(reg) &idtr, options(noreturn, nostack)) }
 }
 
-/// Halt mode: interrupts stay off, so instead of HLT the guest polls the i8042 every
-/// few ms for a scancode (the VMM's graceful shutdown sends Ctrl-Alt-Del through it)
-/// and then powers off. A status of 0xff means no i8042 is there: ignored.
+/// Halt mode: waits for a scancode from the i8042 (the VMM's graceful shutdown sends
+/// Ctrl-Alt-Del through it) and then powers off. With an i8042 present the guest sleeps
+/// in HLT until IRQ 1 (idle.rs), costing no host CPU; without one (status 0xff, e.g.
+/// QEMU microvm) it falls back to polling every few ms.
 pub fn wait_for_shutdown() -> ! {
-    loop {
-        for _ in 0..POLL_PAUSES {
-            core::hint::spin_loop();
-        }
+    let pending = || {
         let status = inb(I8042_STATUS);
-        if status != 0xff && status & I8042_OUTPUT_FULL != 0 {
-            let _scancode = inb(I8042_DATA);
-            serial::line(b"shutdown requested");
-            poweroff();
+        status != 0xff && status & I8042_OUTPUT_FULL != 0
+    };
+    if inb(I8042_STATUS) != 0xff && !PVH.load(Ordering::Relaxed) {
+        crate::idle::enable_irq(I8042_IRQ);
+        crate::idle::wait_until(pending);
+    } else {
+        while !pending() {
+            for _ in 0..POLL_PAUSES {
+                core::hint::spin_loop();
+            }
         }
     }
+    let _scancode = inb(I8042_DATA);
+    serial::line(b"shutdown requested");
+    poweroff();
 }
