@@ -154,7 +154,17 @@ fn quickstart_lifecycle_apply_change_drift_remove_destroy() {
     });
     assert_eq!(lab.planned(), ["delete vm.web-2"]);
     let web2 = lab.pid("web-2").unwrap();
-    lab.apply();
+    // Through a saved plan this time, applied exactly as saved.
+    let saved = lab.dir.path().join("remove-web-2.plan");
+    let out = lab.vmctl(&["plan", "-o", saved.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = vmctl_saved(&lab, &saved);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 done, 0 failed, 0 skipped"),
+        "{}",
+        text(&out)
+    );
     assert!(wait_gone(web2, Duration::from_secs(10)));
     assert!(!lab.vm_dir("web-2").exists());
     assert!(lab.pool_dir().join("web-2-root.raw").exists());
