@@ -184,3 +184,66 @@ pub fn observe(config: &Config) -> Result<LiveFile, Vec<LiveError>> {
         Err(errors)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::observe::ObservedVlan;
+    use vmctl_schema::Vlan;
+
+    fn config() -> Config {
+        Config {
+            project: "lab".into(),
+            hosts: Vec::new(),
+            networks: Vec::new(),
+            vlans: vec![Vlan {
+                name: "front".into(),
+                network: "lan".into(),
+                id: 100,
+                gateway: None,
+            }],
+            pools: Vec::new(),
+            volumes: Vec::new(),
+            vms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn vlans_are_named_from_the_config_by_network_and_id() {
+        let vlan = |network: &str, id| ObservedVlan {
+            project: "lab".into(),
+            network: network.into(),
+            id,
+            gateway: None,
+        };
+        let seen = HostObservation {
+            vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
+            ..HostObservation::default()
+        };
+        let live = to_live_state(&config(), &seen, &[]);
+        let names: Vec<_> = live.vlans.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["front", "lan/200", "wan/100"]);
+    }
+
+    #[test]
+    fn remote_hosts_are_refused_plainly() {
+        let host = Host {
+            name: "far".into(),
+            state_dir: "/var/lib/vmctl".into(),
+            netns: None,
+            cpus: None,
+            memory: None,
+            reserve_memory: 0.08,
+            cpu_overcommit: 1.5,
+            ssh: Some("root@far".into()),
+        };
+        let err = check_local(&host).unwrap_err();
+        assert!(
+            err.to_string().contains("remote hosts are not built yet"),
+            "{err}"
+        );
+        let mut config = config();
+        config.hosts.push(host);
+        assert!(observe(&config).is_err());
+    }
+}
