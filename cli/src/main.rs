@@ -2,7 +2,10 @@
 
 mod commands;
 mod error;
+mod progress;
 mod render;
+mod runtime;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -14,17 +17,17 @@ use crate::render::ColorChoice;
 /// Declarative infrastructure: KDL files to bridges, VLANs, volumes and KVM microVMs.
 ///
 /// An infra repo is a folder of .kdl files describing hosts, networks with VLANs,
-/// storage pools with volumes, and VMs. vmctl checks it and formats it; planning and
-/// applying it against the live state of every host come with `plan` and `apply`.
+/// storage pools with volumes, and VMs. vmctl checks it, formats it, plans it against
+/// the live state of every host and applies it.
 ///
 /// Exit codes: 0 success, 1 error (invalid config, failed command, or `fmt --check`
-/// found files to reformat).
+/// found files to reformat), 130 an apply interrupted by Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(
     name = "vmctl",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  vmctl validate examples/quickstart\n  vmctl fmt --check .\n  vmctl schema > vmctl.schema.json"
+    after_help = "Examples:\n  vmctl validate examples/quickstart\n  vmctl apply examples/quickstart\n  vmctl status examples/quickstart\n  vmctl fmt --check .\n  vmctl schema > vmctl.schema.json"
 )]
 pub struct Cli {
     /// When to use colours in output.

@@ -1,7 +1,9 @@
 //! End-to-end tests: each drives the real `vmctl` binary. One test binary (cli's `e2e`
 //! target); one module per area.
 
+mod apply;
 mod engine;
+mod lab;
 mod plan;
 mod support;
 mod validate;

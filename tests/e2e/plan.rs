@@ -126,19 +126,6 @@ fn graph_is_dot() {
 }
 
 #[test]
-fn without_live_it_says_observing_is_not_built() {
-    let out = run(&["plan", "examples/quickstart"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("observing live hosts is not built yet"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("--live FILE"), "{stderr}");
-}
-
-#[test]
 fn a_bad_live_file_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.json");

@@ -51,3 +51,15 @@ pub fn has_kvm() -> bool {
         .open("/dev/kvm")
         .is_ok()
 }
+
+/// A fresh network namespace name for one test: `vmctl-e2e-<pid>-<n>`, `n` counted
+/// across every module of the test binary (so no two tests ever share one).
+pub fn netns_name() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "vmctl-e2e-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}

@@ -13,7 +13,6 @@
 //! killed by pid, every namespace deleted, every file removed, also when a test fails.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{json, Value};
 
@@ -165,12 +164,7 @@ struct Netns {
 
 impl Netns {
     fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "vmctl-e2e-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = crate::support::netns_name();
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()

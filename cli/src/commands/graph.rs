@@ -12,7 +12,7 @@ use crate::render::Style;
 /// delete step and a create step), an edge where a step waits for another.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vmctl graph examples/quickstart --live live.json | dot -Tsvg > plan.svg\n\nExit codes: 0 success, 1 error."
+    after_help = "Examples:\n  vmctl graph examples/quickstart | dot -Tsvg > plan.svg\n\nExit codes: 0 success, 1 error."
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files form one config.

@@ -1,10 +1,13 @@
 //! The subcommands, one file each, and the central dispatch. To add a command: a
 //! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
 
+pub mod apply;
+pub mod destroy;
 pub mod fmt;
 pub mod graph;
 pub mod plan;
 pub mod schema;
+pub mod status;
 pub mod validate;
 pub mod vmm;
 
@@ -20,6 +23,9 @@ pub enum Command {
     Schema(schema::Args),
     Plan(plan::Args),
     Graph(graph::Args),
+    Apply(apply::Args),
+    Destroy(destroy::Args),
+    Status(status::Args),
     /// Runs one VM in this process (used by the runtime; hidden).
     #[command(hide = true)]
     Vmm(vmm::VmmArgs),
@@ -33,6 +39,9 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Schema(args) => schema::run(&args),
         Command::Plan(args) => plan::run(&args, style),
         Command::Graph(args) => graph::run(&args, style),
+        Command::Apply(args) => apply::run(&args, style),
+        Command::Destroy(args) => destroy::run(&args, style),
+        Command::Status(args) => status::run(&args, style),
         Command::Vmm(args) => match vmm::run(args) {
             Ok(0) => Ok(()),
             Ok(code) => Err(CommandError::Silent { code }),

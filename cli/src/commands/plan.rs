@@ -16,12 +16,12 @@ use crate::render::Style;
 /// Show what `apply` would change: create, update in place, replace, destroy, start or
 /// stop, each attribute change marked `# forces restart` or `# forces replacement`.
 ///
-/// Until vmctl can observe hosts itself, the live state of every host comes from
-/// `--live FILE`: `{"hosts": {"local": {…}}}`. A host the file does not name has nothing
-/// on it.
+/// The live state of every host is observed on the host itself (its pools, volumes,
+/// bridges, VLANs and VMs); `--live FILE` plans against a saved live state instead
+/// (`{"hosts": {"local": {…}}}`, a host the file does not name has nothing on it).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vmctl plan examples/quickstart --live live.json\n  vmctl plan . --live live.json --detailed-exitcode   # CI drift check\n  vmctl plan . --live live.json --json > plan.json\n  vmctl plan . --live live.json -o lab.plan           # for `vmctl apply lab.plan`\n  vmctl plan . --live live.json --target vm.web-1\n\nExit codes: 0 success (with --detailed-exitcode: no changes), 1 error,\n2 changes present (only with --detailed-exitcode).\n\nThe --json format is documented in planner/PLAN-JSON.md."
+    after_help = "Examples:\n  vmctl plan examples/quickstart\n  vmctl plan . --detailed-exitcode   # CI drift check\n  vmctl plan . --json > plan.json\n  vmctl plan . -o lab.plan           # for `vmctl apply lab.plan`\n  vmctl plan . --target vm.web-1\n  vmctl plan . --live live.json      # offline, against a saved live state\n\nExit codes: 0 success (with --detailed-exitcode: no changes), 1 error,\n2 changes present (only with --detailed-exitcode).\n\nThe --json format is documented in planner/PLAN-JSON.md."
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files form one config.
@@ -49,7 +49,7 @@ pub struct Args {
 #[derive(Debug, clap::Args)]
 pub struct Planning {
     /// Read the live state of every host from this JSON file instead of observing the
-    /// hosts (required for now: observing hosts is not built yet).
+    /// hosts.
     #[arg(long, value_name = "FILE")]
     pub live: Option<PathBuf>,
 
@@ -115,17 +115,23 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
 
 /// Loads the config and the live state and plans; errors are printed as diagnostics.
 pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, CommandError> {
-    // The live state's JSON is read while the config's files are parsed.
-    let (loaded, live) = std::thread::scope(|scope| {
-        let live = scope.spawn(|| read_live(planning.live.as_deref()));
-        let loaded = vmctl_schema::load(path);
-        let live = live
-            .join()
-            .unwrap_or_else(|_| Err(CommandError::failed("reading the live state panicked")));
-        (loaded, live)
-    });
-    let loaded = loaded?;
-    let live = live?;
+    let (loaded, live) = match planning.live.as_deref() {
+        // The live state's JSON is read while the config's files are parsed.
+        Some(live_path) => std::thread::scope(|scope| {
+            let live = scope.spawn(|| read_live(live_path));
+            let loaded = vmctl_schema::load(path);
+            let live = live
+                .join()
+                .unwrap_or_else(|_| Err(CommandError::failed("reading the live state panicked")));
+            (loaded, live)
+        }),
+        None => {
+            let loaded = vmctl_schema::load(path)?;
+            let live = crate::runtime::observe(&loaded.config);
+            (Ok(loaded), live)
+        }
+    };
+    let (loaded, live) = (loaded?, live?);
     let options = PlanOptions {
         targets: planning.targets.clone(),
         replace: planning.replace.clone(),
@@ -157,18 +163,7 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
     })
 }
 
-fn read_live(path: Option<&Path>) -> Result<LiveFile, CommandError> {
-    let Some(path) = path else {
-        return Err(CommandError::Failed {
-            message: "observing live hosts is not built yet, so vmctl cannot see what is on them"
-                .into(),
-            hint: Some(
-                "give their live state with `--live FILE`: {\"hosts\": {\"local\": {…}}}; a host \
-                 the file does not name has nothing on it, so `{}` plans everything from scratch"
-                    .into(),
-            ),
-        });
-    };
+fn read_live(path: &Path) -> Result<LiveFile, CommandError> {
     let text = std::fs::read_to_string(path).map_err(|e| CommandError::Failed {
         message: format!("cannot read the live state {}: {e}", path.display()),
         hint: None,

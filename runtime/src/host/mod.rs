@@ -24,4 +24,4 @@ pub mod observe;
 pub mod pool;
 pub mod volume;
 
-mod fsutil;
+pub(crate) mod fsutil;

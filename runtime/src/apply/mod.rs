@@ -1,0 +1,290 @@
+//! Applying a plan: [`observe`] the hosts, [`lock_hosts`] for the whole run, and
+//! [`apply`] the plan's [`ApplyGraph`] — each step as soon as the steps it depends on
+//! are done, at most `parallelism` at once, on worker threads fed through a channel.
+//!
+//! - A failed step skips every step that depends on it (transitively); the rest finish.
+//! - The cancel flag (the CLI sets it on SIGINT) stops new steps from starting; running
+//!   ones finish, and what never started is reported as skipped.
+//! - Nothing here prints: a [`Hook`] hears each step start and end, and the CLI draws
+//!   progress from it.
+//!
+//! Only this machine is supported (a host with `ssh` is refused, see
+//! [`observe::check_local`]).
+
+pub mod observe;
+pub mod steps;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use petgraph::graph::NodeIndex;
+use vmctl_planner::{ApplyGraph, Plan, Step};
+use vmctl_schema::Config;
+
+use crate::host::lock::{self, HostLock, LockError};
+
+pub use observe::{observe, observe_host_state, LiveError};
+pub use steps::{HostContext, Inventory, StepError};
+
+/// Errors that stop an apply before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("cannot take the lock of host {host:?}")]
+    Lock {
+        host: String,
+        #[source]
+        source: LockError,
+    },
+    #[error("the plan names host {host:?}, which the config does not have")]
+    UnknownHost { host: String },
+}
+
+/// Hears each step as it starts and ends (called from the thread running [`apply`]).
+pub trait Hook {
+    fn pre_apply(&self, step: &Step);
+    fn post_apply(&self, step: &Step, result: &Result<(), StepError>);
+}
+
+/// A hook that hears nothing.
+pub struct NoHook;
+
+impl Hook for NoHook {
+    fn pre_apply(&self, _: &Step) {}
+    fn post_apply(&self, _: &Step, _: &Result<(), StepError>) {}
+}
+
+/// How to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions<'a> {
+    /// Steps running at once (at least 1).
+    pub parallelism: usize,
+    /// The `vmctl` binary that runs VMs.
+    pub vmctl: &'a Path,
+    /// How long a VM gets to shut down before it is killed.
+    pub stop_timeout: Duration,
+}
+
+/// What an apply did: every actionable step is in exactly one list, in the order it
+/// ended (skipped ones in graph order).
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub done: Vec<Step>,
+    pub failed: Vec<(Step, StepError)>,
+    pub skipped: Vec<Step>,
+    /// True when the cancel flag stopped it early.
+    pub cancelled: bool,
+}
+
+impl ApplyReport {
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty()
+    }
+}
+
+/// Takes the lock of every host `plan` touches, waiting up to `timeout` for each.
+pub fn lock_hosts(
+    config: &Config,
+    hosts: &[&str],
+    timeout: Duration,
+) -> Result<Vec<HostLock>, ApplyError> {
+    let mut locks = Vec::new();
+    for name in hosts {
+        let host = config
+            .hosts
+            .iter()
+            .find(|h| h.name == *name)
+            .ok_or_else(|| ApplyError::UnknownHost {
+                host: (*name).into(),
+            })?;
+        observe::check_local(host)?;
+        let held = lock::acquire(&host.state_dir, &config.project, timeout).map_err(|source| {
+            ApplyError::Lock {
+                host: host.name.clone(),
+                source,
+            }
+        })?;
+        locks.push(held);
+    }
+    Ok(locks)
+}
+
+/// After a complete `destroy`: removes the project's empty `vms/` and `pools/` dirs
+/// under each host's state dir. The lock file stays (it is what the next vmctl locks;
+/// unlinking a held flock file would let two processes hold "the" lock).
+pub fn tidy_after_destroy(config: &Config) {
+    for host in &config.hosts {
+        let dir = host.state_dir.join(&config.project);
+        for sub in ["vms", "pools"] {
+            let _ = std::fs::remove_dir(dir.join(sub));
+        }
+    }
+}
+
+/// Carries out `graph` (built from `plan`) on the hosts of `config`. The caller holds
+/// the hosts' locks ([`lock_hosts`]).
+pub fn apply(
+    config: &Config,
+    plan: &Plan,
+    graph: &ApplyGraph,
+    options: ApplyOptions<'_>,
+    hook: &dyn Hook,
+    cancel: &AtomicBool,
+) -> Result<ApplyReport, ApplyError> {
+    let mut contexts = Vec::new();
+    for host in &config.hosts {
+        observe::check_local(host)?;
+        contexts.push(HostContext {
+            host,
+            project: &config.project,
+            vmctl: options.vmctl,
+            stop_timeout: options.stop_timeout,
+        });
+    }
+    let nodes: Vec<NodeIndex> = graph.graph.node_indices().collect();
+    for &n in &nodes {
+        let host = &graph.graph[n].host;
+        if !contexts.iter().any(|c| &c.host.name == host) {
+            return Err(ApplyError::UnknownHost { host: host.clone() });
+        }
+    }
+    let inventory = Inventory::of(plan);
+    // Taps left by an interrupted apply, before anything else touches the hosts.
+    for ctx in &contexts {
+        if graph.graph.node_weights().any(|s| s.host == ctx.host.name) {
+            let _ = steps::sweep_orphan_taps(ctx);
+        }
+    }
+    let run = |step: &Step| {
+        let ctx = contexts
+            .iter()
+            .find(|c| c.host.name == step.host)
+            .ok_or_else(|| StepError::Empty {
+                step: step.to_string(),
+            })?;
+        steps::run_step(ctx, &inventory, plan, step)
+    };
+    Ok(schedule(
+        graph,
+        options.parallelism.max(1),
+        &run,
+        hook,
+        cancel,
+    ))
+}
+
+/// Runs the steps of `graph` in dependency order, `parallelism` at once.
+fn schedule(
+    graph: &ApplyGraph,
+    parallelism: usize,
+    run: &(dyn Fn(&Step) -> Result<(), StepError> + Sync),
+    hook: &dyn Hook,
+    cancel: &AtomicBool,
+) -> ApplyReport {
+    let count = graph.graph.node_count();
+    let order = graph.order();
+    let mut waiting = vec![0usize; count];
+    let mut rank = vec![0usize; count];
+    for (position, &n) in order.iter().enumerate() {
+        waiting[n.index()] = graph.dependencies(n).count();
+        rank[n.index()] = position;
+    }
+    // Ready steps in the graph's stable order.
+    let mut ready: VecDeque<_> = order
+        .iter()
+        .copied()
+        .filter(|n| waiting[n.index()] == 0)
+        .collect();
+    let mut skipped = vec![false; count];
+    let mut report = ApplyReport::default();
+    let (job_tx, job_rx) = mpsc::channel::<NodeIndex>();
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..parallelism.min(count.max(1)) {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            scope.spawn(move || loop {
+                let next = job_rx.lock().map(|rx| rx.recv());
+                let Ok(Ok(n)) = next else { break };
+                let result = run(&graph.graph[n]);
+                if done_tx.send((n, result)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut running = 0usize;
+        loop {
+            while running < parallelism && !cancel.load(Ordering::SeqCst) {
+                let Some(n) = ready.pop_front() else { break };
+                hook.pre_apply(&graph.graph[n]);
+                if job_tx.send(n).is_err() {
+                    break;
+                }
+                running += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((n, result)) = done_rx.recv() else {
+                break;
+            };
+            running -= 1;
+            hook.post_apply(&graph.graph[n], &result);
+            match result {
+                Ok(()) => {
+                    report.done.push(graph.graph[n].clone());
+                    for next in graph.dependents(n) {
+                        waiting[next.index()] -= 1;
+                        if waiting[next.index()] == 0 && !skipped[next.index()] {
+                            insert_in_order(&mut ready, next, &rank);
+                        }
+                    }
+                }
+                Err(e) => {
+                    report.failed.push((graph.graph[n].clone(), e));
+                    let mut stack: Vec<_> = graph.dependents(n).collect();
+                    while let Some(m) = stack.pop() {
+                        if !skipped[m.index()] {
+                            skipped[m.index()] = true;
+                            stack.extend(graph.dependents(m));
+                        }
+                    }
+                }
+            }
+        }
+        drop(job_tx);
+    });
+    report.cancelled = cancel.load(Ordering::SeqCst);
+    let finished: std::collections::HashSet<_> = report
+        .done
+        .iter()
+        .chain(report.failed.iter().map(|(s, _)| s))
+        .map(|s| (s.change, s.phase))
+        .collect();
+    for &n in &order {
+        let step = &graph.graph[n];
+        if !finished.contains(&(step.change, step.phase)) {
+            report.skipped.push(step.clone());
+        }
+    }
+    report
+}
+
+/// Puts `n` into `ready` keeping the graph's stable order (`rank`: position in it).
+fn insert_in_order(ready: &mut VecDeque<NodeIndex>, n: NodeIndex, rank: &[usize]) {
+    let at = ready
+        .iter()
+        .position(|r| rank[r.index()] > rank[n.index()])
+        .unwrap_or(ready.len());
+    ready.insert(at, n);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! The scheduler against literal plans: order, parallelism, failure and cancel.
+
+use std::sync::atomic::AtomicUsize;
+
+use vmctl_planner::{Action, Change, Resource, ResourceId, ResourceKind};
+use vmctl_schema::{Pool, PoolKind, Volume};
+
+use super::*;
+
+fn pool(name: &str) -> Change {
+    Change {
+        host: "local".into(),
+        id: ResourceId::new(ResourceKind::Pool, name),
+        action: Action::Create,
+        reason: None,
+        before: None,
+        after: Some(Resource::Pool(Pool {
+            name: name.into(),
+            host: "local".into(),
+            kind: PoolKind::Dir,
+            path: format!("/p/{name}").into(),
+        })),
+        status: None,
+        attributes: Vec::new(),
+    }
+}
+
+fn volume(name: &str, pool: &str) -> Change {
+    Change {
+        host: "local".into(),
+        id: ResourceId::new(ResourceKind::Volume, name),
+        action: Action::Create,
+        reason: None,
+        before: None,
+        after: Some(Resource::Volume(Volume {
+            name: name.into(),
+            pool: pool.into(),
+            size: 1 << 20,
+            from: None,
+            prevent_destroy: false,
+        })),
+        status: None,
+        attributes: Vec::new(),
+    }
+}
+
+/// Two pools with two volumes each.
+fn plan() -> Plan {
+    Plan {
+        project: "lab".into(),
+        changes: vec![
+            pool("a"),
+            pool("b"),
+            volume("a1", "a"),
+            volume("a2", "a"),
+            volume("b1", "b"),
+            volume("b2", "b"),
+        ],
+    }
+}
+
+struct Recorder(Mutex<Vec<String>>);
+
+impl Hook for Recorder {
+    fn pre_apply(&self, step: &Step) {
+        self.0.lock().unwrap().push(format!("start {}", step.id));
+    }
+    fn post_apply(&self, step: &Step, result: &Result<(), StepError>) {
+        let verdict = if result.is_ok() { "ok" } else { "failed" };
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{verdict} {}", step.id));
+    }
+}
+
+fn names(steps: &[Step]) -> Vec<String> {
+    let mut names: Vec<_> = steps.iter().map(|s| s.id.to_string()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn dependencies_finish_first_and_independent_steps_overlap() {
+    let plan = plan();
+    let graph = ApplyGraph::build(&plan).unwrap();
+    let hook = Recorder(Mutex::new(Vec::new()));
+    let running = AtomicUsize::new(0);
+    let peak = AtomicUsize::new(0);
+    let run = |_: &Step| {
+        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        running.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    };
+    let report = schedule(&graph, 3, &run, &hook, &AtomicBool::new(false));
+    assert!(report.succeeded());
+    assert_eq!(report.done.len(), 6);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&peak), "peak {peak}");
+    let events = hook.0.into_inner().unwrap();
+    let at = |e: &str| events.iter().position(|x| x == e).unwrap();
+    assert!(at("ok pool.a") < at("start volume.a1"));
+    assert!(at("ok pool.b") < at("start volume.b2"));
+}
+
+#[test]
+fn a_failure_skips_its_dependents_and_the_rest_finish() {
+    let plan = plan();
+    let graph = ApplyGraph::build(&plan).unwrap();
+    let run = |step: &Step| {
+        if step.id.name == "a" {
+            Err(StepError::Empty {
+                step: "boom".into(),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let report = schedule(&graph, 2, &run, &NoHook, &AtomicBool::new(false));
+    assert_eq!(names(&report.done), ["pool.b", "volume.b1", "volume.b2"]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(names(&report.skipped), ["volume.a1", "volume.a2"]);
+    assert!(!report.cancelled);
+}
+
+#[test]
+fn cancel_starts_nothing_new_and_lets_running_steps_end() {
+    let plan = plan();
+    let graph = ApplyGraph::build(&plan).unwrap();
+    let cancel = AtomicBool::new(false);
+    let run = |step: &Step| {
+        if step.id.name == "a" {
+            cancel.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    };
+    let report = schedule(&graph, 1, &run, &NoHook, &cancel);
+    assert!(report.cancelled);
+    assert_eq!(names(&report.done), ["pool.a"]);
+    assert_eq!(report.skipped.len(), 5);
+}

@@ -1,0 +1,380 @@
+//! VMs on this host: each one a state dir `<state-dir>/<project>/vms/<name>/` and, while
+//! it runs, a detached `vmctl vmm` process.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `spec.json` | the applied VM ([`VmRecord`]: project, the config model's `Vm`, whether it was left running) |
+//! | `vmm.json` | the VMM spec the process was started with |
+//! | `vmm.pid` | the VMM's pid (the VMM writes it and removes it when it exits cleanly) |
+//! | `control.sock` | the VMM's control socket (JSON lines) |
+//! | `console.log` | the guest's serial output |
+//!
+//! Observing asks the VMM, it does not guess: a VM runs when its pid is a live `vmctl
+//! vmm` and its control socket answers. A VM that vmctl left running and whose process
+//! is gone (killed, crashed, powered off by itself) is [`VmStatus::Crashed`]; one vmctl
+//! stopped is [`VmStatus::Stopped`].
+//!
+//! Taps are not made here (they need the network's bridge and VLAN, see `apply`); a
+//! start is given their names. A `cpuset` goes to a cgroup v2 ([`cgroup`]).
+
+pub mod cgroup;
+mod process;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vmctl_planner::live::{LiveVm, VmStatus};
+use vmctl_schema::Vm;
+
+use crate::host::fsutil::{list_dir, read_json, remove_if_exists, write_json_atomic};
+use crate::host::mark::is_safe_file_name;
+use crate::vmm::spec::{Devices, Disk, Mac, Nic, Size, VmmSpec};
+
+pub use process::{probe, Probe};
+
+/// Errors of starting, stopping, observing and deleting VMs.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("{name:?} cannot be a VM state dir name")]
+    InvalidName { name: String },
+    #[error("cannot write the state of VM {vm} in {path}")]
+    WriteState {
+        vm: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot read the state of VM {vm} in {path}")]
+    ReadState {
+        vm: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot list the VMs in {path}")]
+    ListVms { path: PathBuf, source: io::Error },
+    #[error("cannot delete the state dir {path} of VM {vm}")]
+    DeleteState {
+        vm: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("invalid MAC address {mac:?} of VM {vm}")]
+    InvalidMac { vm: String, mac: String },
+    #[error("cannot enter network namespace {netns}")]
+    EnterNetns { netns: String, source: io::Error },
+    #[error("cannot run {vmctl} to start VM {vm}")]
+    Spawn {
+        vm: String,
+        vmctl: PathBuf,
+        source: io::Error,
+    },
+    #[error("VM {vm} did not start: {why}")]
+    Start { vm: String, why: String },
+    #[error("VM {vm} (pid {pid}) did not stop within {waited:?}, even after SIGKILL")]
+    Stop {
+        vm: String,
+        pid: u32,
+        waited: Duration,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+}
+
+/// What vmctl keeps of a VM it applied (`spec.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VmRecord {
+    pub project: String,
+    /// The config model's VM, as applied.
+    pub vm: Vm,
+    /// Whether vmctl left it running (a running VM whose process is gone crashed).
+    pub running: bool,
+}
+
+/// Where a VM lives on its host, and how to reach its engine.
+#[derive(Debug, Clone, Copy)]
+pub struct VmHost<'a> {
+    pub project: &'a str,
+    pub state_dir: &'a Path,
+    /// The host's network namespace: the VMM opens its taps there.
+    pub netns: Option<&'a str>,
+    /// The `vmctl` binary that runs `vmctl vmm`.
+    pub vmctl: &'a Path,
+}
+
+/// The files of one VM.
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub dir: PathBuf,
+    pub record: PathBuf,
+    pub vmm_spec: PathBuf,
+    pub pid: PathBuf,
+    pub control: PathBuf,
+    pub console: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(state_dir: &Path, project: &str, name: &str) -> VmPaths {
+        let dir = vms_dir(state_dir, project).join(name);
+        VmPaths {
+            record: dir.join("spec.json"),
+            vmm_spec: dir.join("vmm.json"),
+            pid: dir.join("vmm.pid"),
+            control: dir.join("control.sock"),
+            console: dir.join("console.log"),
+            dir,
+        }
+    }
+}
+
+/// `<state-dir>/<project>/vms`.
+pub fn vms_dir(state_dir: &Path, project: &str) -> PathBuf {
+    state_dir.join(project).join("vms")
+}
+
+/// A VM's disks (volume files) and NICs (tap name, MAC) as the engine gets them.
+#[derive(Debug, Clone, Default)]
+pub struct VmDevices {
+    pub disks: Vec<PathBuf>,
+    pub nics: Vec<(String, String)>,
+}
+
+/// A VM found on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedVm {
+    pub record: VmRecord,
+    pub status: VmStatus,
+    /// The VMM's pid while it runs.
+    pub pid: Option<u32>,
+}
+
+impl ObservedVm {
+    /// The planner's view.
+    pub fn to_live(&self) -> LiveVm {
+        LiveVm {
+            name: self.record.vm.name.clone(),
+            project: self.record.project.clone(),
+            spec: self.record.vm.clone(),
+            status: self.status,
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), VmError> {
+    if is_safe_file_name(name) {
+        Ok(())
+    } else {
+        Err(VmError::InvalidName { name: name.into() })
+    }
+}
+
+/// Reads the record of VM `name`; `None` when it has no state dir.
+pub fn read_record(
+    state_dir: &Path,
+    project: &str,
+    name: &str,
+) -> Result<Option<VmRecord>, VmError> {
+    check_name(name)?;
+    let paths = VmPaths::new(state_dir, project, name);
+    read_json(&paths.record).map_err(|source| VmError::ReadState {
+        vm: name.into(),
+        path: paths.record,
+        source,
+    })
+}
+
+/// Writes the record of `vm` (creating its state dir).
+pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths, VmError> {
+    check_name(&vm.name)?;
+    let paths = VmPaths::new(host.state_dir, host.project, &vm.name);
+    let record = VmRecord {
+        project: host.project.into(),
+        vm: vm.clone(),
+        running,
+    };
+    fs::create_dir_all(&paths.dir)
+        .and_then(|()| write_json_atomic(&paths.record, &record))
+        .map_err(|source| VmError::WriteState {
+            vm: vm.name.clone(),
+            path: paths.record.clone(),
+            source,
+        })?;
+    Ok(paths)
+}
+
+/// Every VM of `project` on this host, sorted by name, each asked whether it runs.
+pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, VmError> {
+    let dir = vms_dir(state_dir, project);
+    let names = list_dir(&dir).map_err(|source| VmError::ListVms {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut names: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| is_safe_file_name(n))
+        .collect();
+    names.sort();
+    let mut records = Vec::new();
+    for name in &names {
+        if let Some(record) = read_record(state_dir, project, name)? {
+            if record.project == project {
+                records.push((name, record));
+            }
+        }
+    }
+    // Every VMM is asked at once.
+    let paths: Vec<VmPaths> = records
+        .iter()
+        .map(|(name, _)| VmPaths::new(state_dir, project, name))
+        .collect();
+    let probes = process::probe_all(&paths.iter().collect::<Vec<_>>());
+    Ok(records
+        .into_iter()
+        .zip(probes)
+        .map(|((name, record), probe)| observed(name, record, probe))
+        .collect())
+}
+
+fn observed(name: &str, mut record: VmRecord, probe: Probe) -> ObservedVm {
+    // The dir's name is the VM's identity.
+    record.vm.name = name.to_owned();
+    let (status, pid) = match probe {
+        Probe::Running(pid) => (VmStatus::Running, Some(pid)),
+        Probe::Gone if record.running => (VmStatus::Crashed, None),
+        Probe::Gone => (VmStatus::Stopped, None),
+    };
+    ObservedVm {
+        record,
+        status,
+        pid,
+    }
+}
+
+/// One VM; `None` when its dir has no record (an interrupted create: nothing to see).
+pub fn observe_vm(
+    state_dir: &Path,
+    project: &str,
+    name: &str,
+) -> Result<Option<ObservedVm>, VmError> {
+    let Some(record) = read_record(state_dir, project, name)? else {
+        return Ok(None);
+    };
+    if record.project != project {
+        return Ok(None);
+    }
+    let paths = VmPaths::new(state_dir, project, name);
+    Ok(Some(observed(name, record, probe(&paths))))
+}
+
+/// The engine's spec for `vm` with `devices`, its files in `paths`.
+pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec, VmError> {
+    let mut spec = VmmSpec::new(&vm.kernel);
+    spec.initrd = vm.initrd.clone();
+    spec.cmdline = vm.cmdline.clone();
+    spec.cpus = vm.cpus;
+    spec.memory = Size(vm.memory);
+    spec.console_log = Some(paths.console.clone());
+    spec.control_socket = Some(paths.control.clone());
+    spec.pid_file = Some(paths.pid.clone());
+    let mut nics = Vec::new();
+    for (tap, mac) in &devices.nics {
+        let parsed: Mac = mac.parse().map_err(|_| VmError::InvalidMac {
+            vm: vm.name.clone(),
+            mac: mac.clone(),
+        })?;
+        nics.push(Nic {
+            tap: tap.clone(),
+            mac: Some(parsed),
+        });
+    }
+    spec.devices = Devices {
+        disks: devices
+            .disks
+            .iter()
+            .map(|path| Disk {
+                path: path.clone(),
+                read_only: false,
+            })
+            .collect(),
+        nics,
+    };
+    Ok(spec)
+}
+
+/// Starts `vm` (its record says running) with `devices`, waiting until its control
+/// socket answers; then puts it in its cpuset, if it has one. Returns the VMM's pid. A
+/// VM already running is left as it is.
+pub fn start_vm(host: &VmHost<'_>, vm: &Vm, devices: &VmDevices) -> Result<u32, VmError> {
+    let paths = write_record(host, vm, true)?;
+    if let Probe::Running(pid) = probe(&paths) {
+        return Ok(pid);
+    }
+    if let Some(cpuset) = &vm.cpuset {
+        cgroup::check_available(cpuset)?;
+    }
+    let spec = vmm_spec(vm, devices, &paths)?;
+    write_json_atomic(&paths.vmm_spec, &spec).map_err(|source| VmError::WriteState {
+        vm: vm.name.clone(),
+        path: paths.vmm_spec.clone(),
+        source,
+    })?;
+    let pid = process::spawn(host, &vm.name, &paths)?;
+    if let Some(cpuset) = &vm.cpuset {
+        if let Err(e) = cgroup::place(host.project, &vm.name, cpuset, pid) {
+            let _ = process::stop(&vm.name, &paths, Duration::from_secs(1));
+            return Err(e.into());
+        }
+    }
+    Ok(pid)
+}
+
+/// Applies a changed `cpuset` to a running VM (an in-place update) and records `vm`.
+pub fn update_vm(host: &VmHost<'_>, vm: &Vm) -> Result<(), VmError> {
+    let running = read_record(host.state_dir, host.project, &vm.name)?.is_some_and(|r| r.running);
+    let paths = write_record(host, vm, running)?;
+    if let (Probe::Running(pid), Some(cpuset)) = (probe(&paths), &vm.cpuset) {
+        cgroup::place(host.project, &vm.name, cpuset, pid)?;
+    }
+    Ok(())
+}
+
+/// Stops VM `name` (graceful shutdown, then kill after `timeout`) and records it as
+/// stopped. Returns whether a process was stopped.
+pub fn stop_vm(host: &VmHost<'_>, name: &str, timeout: Duration) -> Result<bool, VmError> {
+    check_name(name)?;
+    let paths = VmPaths::new(host.state_dir, host.project, name);
+    if let Some(record) = read_record(host.state_dir, host.project, name)? {
+        write_record(host, &record.vm, false)?;
+    }
+    let stopped = process::stop(name, &paths, timeout)?;
+    cgroup::remove(host.project, name);
+    Ok(stopped)
+}
+
+/// Stops VM `name` if it runs and deletes its state dir.
+pub fn delete_vm(host: &VmHost<'_>, name: &str, timeout: Duration) -> Result<(), VmError> {
+    stop_vm(host, name, timeout)?;
+    let paths = VmPaths::new(host.state_dir, host.project, name);
+    // The record goes last but one, the dir last, so an interrupted delete is retried.
+    for file in [&paths.vmm_spec, &paths.pid, &paths.control, &paths.console] {
+        remove_if_exists(file).map_err(|source| VmError::DeleteState {
+            vm: name.into(),
+            path: file.clone(),
+            source,
+        })?;
+    }
+    match fs::remove_dir_all(&paths.dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VmError::DeleteState {
+            vm: name.into(),
+            path: paths.dir,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! The VMM process of one VM: starting `vmctl vmm --spec` detached (inside the host's
+//! netns, in its own process group so a Ctrl-C of the CLI does not reach it), asking it
+//! whether it runs, and stopping it (graceful shutdown over the control socket, then
+//! SIGKILL by pid).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{VmError, VmHost, VmPaths};
+use crate::host::fsutil::remove_if_exists;
+
+/// How long a status request may take before the VMM counts as not answering.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a VM's process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Its pid file names a live `vmctl vmm`, and the VMM did not say it stopped.
+    Running(u32),
+    /// No process.
+    Gone,
+}
+
+/// The pid in the VM's pid file when it is a live (not zombie) `vmctl vmm` process.
+fn live_pid(paths: &VmPaths) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(&paths.pid)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    is_vmm(pid).then_some(pid)
+}
+
+/// Whether `pid` is a live `vmctl vmm` (a recycled pid is some other program).
+fn is_vmm(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(state) = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()) else {
+        return false;
+    };
+    if state.starts_with('Z') || state.starts_with('X') {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|&b| b == 0).any(|arg| arg == b"vmm")
+}
+
+/// Asks the VM whether it runs: its pid, then its control socket.
+pub fn probe(paths: &VmPaths) -> Probe {
+    probe_all(&[paths])[0]
+}
+
+/// The verdict on a VMM that is alive, from its status reply (if one came).
+fn verdict(pid: u32, reply: Option<&[u8]>) -> Probe {
+    let state = reply
+        .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+        .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned));
+    match state.as_deref() {
+        // A VMM that says it stopped is on its way out.
+        Some("stopped") => Probe::Gone,
+        // Running or paused; or alive but not answering, which is still a process
+        // holding the VM's files (starting a second one would fight it).
+        _ => Probe::Running(pid),
+    }
+}
+
+/// Asks many VMs at once, from this thread: every status request is sent, then the
+/// replies are collected with `poll`, so the VMMs' answers overlap (on a loaded host each
+/// takes tens of milliseconds to be scheduled) without a thread per VM.
+pub fn probe_all(paths: &[&VmPaths]) -> Vec<Probe> {
+    struct Pending {
+        index: usize,
+        pid: u32,
+        stream: UnixStream,
+        reply: Vec<u8>,
+    }
+    let mut out = vec![Probe::Gone; paths.len()];
+    let mut pending = Vec::new();
+    for (index, p) in paths.iter().enumerate() {
+        let Some(pid) = live_pid(p) else { continue };
+        out[index] = Probe::Running(pid);
+        let Ok(mut stream) = UnixStream::connect(&p.control) else {
+            continue;
+        };
+        if stream.write_all(b"{\"cmd\":\"status\"}\n").is_err()
+            || stream.set_nonblocking(true).is_err()
+        {
+            continue;
+        }
+        pending.push(Pending {
+            index,
+            pid,
+            stream,
+            reply: Vec::new(),
+        });
+    }
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let timeout = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        let mut finished = Vec::new();
+        for (slot, fd) in fds.iter().enumerate() {
+            if fd.revents == 0 {
+                continue;
+            }
+            let p = &mut pending[slot];
+            let mut buf = [0u8; 4096];
+            let done = loop {
+                match std::io::Read::read(&mut p.stream, &mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => {
+                        p.reply.extend_from_slice(&buf[..n]);
+                        if p.reply.contains(&b'\n') {
+                            break true;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            if done {
+                finished.push(slot);
+            }
+        }
+        for slot in finished.into_iter().rev() {
+            let p = pending.swap_remove(slot);
+            let line = p.reply.split(|&b| b == b'\n').next().unwrap_or_default();
+            out[p.index] = verdict(p.pid, Some(line));
+        }
+    }
+    out
+}
+
+/// Sends one request line on the control socket; the reply, if one came.
+fn request(paths: &VmPaths, line: &str, timeout: Duration) -> Option<serde_json::Value> {
+    let mut stream = UnixStream::connect(&paths.control).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).ok()?;
+    serde_json::from_str(&reply).ok()
+}
+
+/// Starts the VMM of the spec at `paths.vmm_spec`; returns its pid once its control
+/// socket serves.
+pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmError> {
+    let netns = host
+        .netns
+        .map(|name| {
+            File::open(format!("/run/netns/{name}")).map_err(|source| VmError::EnterNetns {
+                netns: name.into(),
+                source,
+            })
+        })
+        .transpose()?;
+    let mut command = Command::new(host.vmctl);
+    command
+        .arg("vmm")
+        .arg("--spec")
+        .arg(&paths.vmm_spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(ns) = netns {
+        let fd = ns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe and `fd` stays open (owned by `ns`, which
+        // lives until `output` returns) across the fork.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let output = command.output();
+        drop(ns);
+        return finish_spawn(vm, host, paths, output);
+    }
+    let output = command.output();
+    finish_spawn(vm, host, paths, output)
+}
+
+fn finish_spawn(
+    vm: &str,
+    host: &VmHost<'_>,
+    paths: &VmPaths,
+    output: std::io::Result<std::process::Output>,
+) -> Result<u32, VmError> {
+    let output = output.map_err(|source| VmError::Spawn {
+        vm: vm.into(),
+        vmctl: host.vmctl.into(),
+        source,
+    })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let pid = stdout.trim().parse::<u32>().ok();
+    match (output.status.success(), pid) {
+        (true, Some(pid)) => Ok(pid),
+        _ => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let why = stderr
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("no message")
+                .to_owned();
+            Err(VmError::Start {
+                vm: vm.into(),
+                why: format!("{why} (console log: {})", paths.console.display()),
+            })
+        }
+    }
+}
+
+/// Stops the VM's process: graceful shutdown (the guest gets `timeout`), then SIGKILL.
+/// Removes a dead VMM's leftover pid file and socket. Returns whether a process ran.
+pub fn stop(vm: &str, paths: &VmPaths, timeout: Duration) -> Result<bool, VmError> {
+    let Some(pid) = live_pid(paths) else {
+        cleanup(paths);
+        return Ok(false);
+    };
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let line = format!(r#"{{"cmd":"shutdown","timeout_ms":{millis}}}"#);
+    // The VMM answers once the guest is off or it killed it.
+    let _ = request(paths, &line, timeout + Duration::from_secs(5));
+    if !wait_gone(pid, Duration::from_secs(5)) && is_vmm(pid) {
+        // SAFETY: kill has no memory-safety preconditions; `pid` was just checked to
+        // be this VM's `vmctl vmm`.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        if !wait_gone(pid, Duration::from_secs(5)) {
+            return Err(VmError::Stop {
+                vm: vm.into(),
+                pid,
+                waited: timeout + Duration::from_secs(10),
+            });
+        }
+    }
+    cleanup(paths);
+    Ok(true)
+}
+
+fn cleanup(paths: &VmPaths) {
+    let _ = remove_if_exists(&paths.pid);
+    let _ = remove_if_exists(&paths.control);
+}
+
+fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while is_vmm(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
