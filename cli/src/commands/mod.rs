@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and the central dispatch. To add a command: a
 //! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
 
+pub mod console;
 pub mod fmt;
 pub mod graph;
 pub mod plan;
@@ -20,6 +21,7 @@ pub enum Command {
     Schema(schema::Args),
     Plan(plan::Args),
     Graph(graph::Args),
+    Console(console::Args),
     /// Runs one VM in this process (used by the runtime; hidden).
     #[command(hide = true)]
     Vmm(vmm::VmmArgs),
@@ -33,6 +35,7 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Schema(args) => schema::run(&args),
         Command::Plan(args) => plan::run(&args, style),
         Command::Graph(args) => graph::run(&args, style),
+        Command::Console(args) => console::run(&args),
         Command::Vmm(args) => match vmm::run(args) {
             Ok(0) => Ok(()),
             Ok(code) => Err(CommandError::Silent { code }),

@@ -1,4 +1,5 @@
-//! Ending the run: power off through the i8042, wait for Ctrl-Alt-Del, triple-fault.
+//! Ending the run: power off through the i8042, wait for Ctrl-Alt-Del (echoing serial
+//! input meanwhile when asked), triple-fault.
 
 use crate::io::{inb, outb};
 use crate::serial;
@@ -14,6 +15,9 @@ const I8042_OUTPUT_FULL: u8 = 0x01;
 /// Iterations of `pause` between two polls of the i8042 in halt mode: a few ms on
 /// hardware, tens of ms on the nested KVM here, so polling costs few exits.
 const POLL_PAUSES: u32 = 20_000;
+/// The same while echoing serial input: the 64-byte receive FIFO must not overflow
+/// while the guest spins (two exits per poll, still well under the pause time).
+const ECHO_POLL_PAUSES: u32 = 1_000;
 
 /// Set when entered through PVH (QEMU microvm, which may have no i8042).
 pub static PVH: AtomicBool = AtomicBool::new(false);
@@ -46,11 +50,19 @@ pub fn triple_fault() -> ! {
 
 /// Halt mode: interrupts stay off, so instead of HLT the guest polls the i8042 every
 /// few ms for a scancode (the VMM's graceful shutdown sends Ctrl-Alt-Del through it)
-/// and then powers off. A status of 0xff means no i8042 is there: ignored.
-pub fn wait_for_shutdown() -> ! {
+/// and then powers off. A status of 0xff means no i8042 is there: ignored. With
+/// `echo`, each line received on the serial port is printed as `echo=<line>`.
+pub fn wait_for_shutdown(echo: bool) -> ! {
+    let pauses = if echo { ECHO_POLL_PAUSES } else { POLL_PAUSES };
+    let mut in_line = false;
     loop {
-        for _ in 0..POLL_PAUSES {
+        for _ in 0..pauses {
             core::hint::spin_loop();
+        }
+        if echo {
+            while let Some(b) = serial::read() {
+                in_line = serial::echo(b, in_line);
+            }
         }
         let status = inb(I8042_STATUS);
         if status != 0xff && status & I8042_OUTPUT_FULL != 0 {
