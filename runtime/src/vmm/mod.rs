@@ -159,6 +159,13 @@ impl Trigger for PowerOffTrigger {
 
 type I8042Device = I8042<PowerOffTrigger, EventFdTrigger>;
 
+/// The port I/O bus with COM1 and the i8042 on it, and those two devices.
+type LegacyDevices = (
+    Arc<PioBus>,
+    Arc<Mutex<I8042Device>>,
+    Arc<Mutex<SerialDevice>>,
+);
+
 /// A built VM, ready to [`run`](Vmm::run).
 pub struct Vmm {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
@@ -307,14 +314,7 @@ impl Vmm {
         vm: &VmFd,
         life: &Arc<Lifecycle>,
         console: SerialOut,
-    ) -> Result<
-        (
-            Arc<PioBus>,
-            Arc<Mutex<I8042Device>>,
-            Arc<Mutex<SerialDevice>>,
-        ),
-        VmmError,
-    > {
+    ) -> Result<LegacyDevices, VmmError> {
         let mut pio = PioBus::new();
 
         let com1_irq = eventfd()?;

@@ -161,10 +161,7 @@ pub fn run(vm: &VmDir) -> Result<u8, ConsoleError> {
     let tty = stdin.is_terminal();
     let end = {
         let _raw = if tty {
-            eprint!(
-                "Connected to the console of {} (detach: Ctrl-])\r\n",
-                vm.name
-            );
+            eprintln!("Connected to the console of {} (detach: Ctrl-])", vm.name);
             Some(RawMode::enter(stdin.as_fd())?)
         } else {
             None
