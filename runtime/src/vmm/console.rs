@@ -158,16 +158,17 @@ impl ConsoleHub {
     /// Attaches `stream` as the client, writing the `ok` header, or refuses it with a
     /// `busy` header when another client is attached. Returns the client's id.
     fn attach(&self, mut stream: UnixStream) -> Option<(u64, UnixStream)> {
+        // A header fits in any fresh socket's buffer; the timeout is only a backstop.
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
         let mut guard = self.lock();
         if guard.is_some() {
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            drop(guard);
             let _ = stream.write_all(
                 format!("{HEADER_BUSY}another client is attached to this console\n").as_bytes(),
             );
             return None;
         }
         // The header goes out before any guest output: `send` waits for this lock.
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
         stream.write_all(HEADER_OK.as_bytes()).ok()?;
         let input = stream.try_clone().ok()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
