@@ -2,6 +2,7 @@
 //! target); one module per area.
 
 mod apply;
+mod console;
 mod engine;
 mod lab;
 mod plan;

@@ -2,6 +2,7 @@
 //! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
 
 pub mod apply;
+pub mod console;
 pub mod destroy;
 pub mod fmt;
 pub mod graph;
@@ -26,6 +27,7 @@ pub enum Command {
     Apply(apply::Args),
     Destroy(destroy::Args),
     Status(status::Args),
+    Console(console::Args),
     /// Runs one VM in this process (used by the runtime; hidden).
     #[command(hide = true)]
     Vmm(vmm::VmmArgs),
@@ -42,6 +44,7 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Apply(args) => apply::run(&args, style),
         Command::Destroy(args) => destroy::run(&args, style),
         Command::Status(args) => status::run(&args, style),
+        Command::Console(args) => console::run(&args),
         Command::Vmm(args) => match vmm::run(args) {
             Ok(0) => Ok(()),
             Ok(code) => Err(CommandError::Silent { code }),

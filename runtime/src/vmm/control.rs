@@ -8,6 +8,9 @@
 //! | `{"cmd":"shutdown","timeout_ms":5000}` | Ctrl-Alt-Del through the i8042; answered once the VM stopped: `{"ok":true,"state":"stopped","graceful":true}`, or `"graceful":false` when it was killed after the timeout (default 5 s) |
 //! | `{"cmd":"kill"}` | `{"ok":true,"state":"stopped"}` |
 //!
+//! `console` (when the VM has a console socket) is
+//! `{"attached":…,"dropped_out":…,"dropped_in":…}` (see `console`).
+//!
 //! `devices` lists the virtio devices in device order (disks, then NICs), each
 //! `{"kind":"blk","path":…,"read_only":…}` or `{"kind":"net","tap":…,"mac":…}` with
 //! `"mmio_base"`, `"gsi"`, `"bad_requests"` (every refused guest request, transport and
@@ -75,6 +78,7 @@ pub struct Controller {
     life: Arc<Lifecycle>,
     ctrl_alt_del: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     devices: Box<dyn Fn() -> Value + Send + Sync>,
+    console: Option<Box<dyn Fn() -> Value + Send + Sync>>,
 }
 
 impl Controller {
@@ -87,12 +91,19 @@ impl Controller {
             life,
             ctrl_alt_del,
             devices: Box::new(|| json!([])),
+            console: None,
         }
     }
 
     /// Reports `devices()` (a JSON list) in `status`.
     pub fn with_devices(mut self, devices: Box<dyn Fn() -> Value + Send + Sync>) -> Self {
         self.devices = devices;
+        self
+    }
+
+    /// Reports `console()` (the console socket's counters) in `status`.
+    pub fn with_console(mut self, console: Box<dyn Fn() -> Value + Send + Sync>) -> Self {
+        self.console = Some(console);
         self
     }
 
@@ -114,7 +125,7 @@ impl Controller {
         match req {
             Request::Status => {
                 let c = &life.counters;
-                json!({
+                let mut status = json!({
                     "ok": true,
                     "state": self.state(),
                     "uptime_ms": life.uptime_ms(),
@@ -123,7 +134,11 @@ impl Controller {
                     "pid": std::process::id(),
                     "exits": c,
                     "devices": (self.devices)(),
-                })
+                });
+                if let Some(console) = &self.console {
+                    status["console"] = console();
+                }
+                status
             }
             Request::Pause => match life.pause(PAUSE_TIMEOUT) {
                 Ok(()) => json!({"ok": true, "state": self.state()}),
@@ -263,6 +278,10 @@ mod tests {
         let ctl = ctl.with_devices(Box::new(|| json!([{"kind": "blk"}])));
         let s = ctl.handle_line(r#"{"cmd":"status"}"#);
         assert_eq!(s["devices"][0]["kind"], "blk");
+        assert!(s.get("console").is_none());
+        let ctl = ctl.with_console(Box::new(|| json!({"attached": false})));
+        let s = ctl.handle_line(r#"{"cmd":"status"}"#);
+        assert_eq!(s["console"]["attached"], false);
         let e = ctl.handle_line("not json");
         assert_eq!(e["ok"], false);
         assert!(e["error"].as_str().unwrap().contains("invalid request"));

@@ -15,10 +15,11 @@
 //! 7. write the GDT, page tables, MP table and zero page;
 //! 8. add devices: serial on COM1 (IRQ 4 through an irqfd), the i8042 (IRQ 1);
 //! 9. create every vCPU and set up its CPUID, MSRs, registers, FPU and LAPIC;
-//! 10. bind the control socket; then [`Vmm::run`] starts one thread per vCPU and the
-//!     virtio event loop.
+//! 10. bind the control socket and the console socket ([`console`]); then
+//!     [`Vmm::run`] starts one thread per vCPU and the virtio event loop.
 
 pub mod arch;
+pub mod console;
 pub mod control;
 pub mod devices;
 pub mod lifecycle;
@@ -45,6 +46,7 @@ use arch::x86_64::layout::{self, KVM_TSS_ADDRESS};
 use arch::x86_64::loader::{self, LoaderError};
 use arch::x86_64::mptable::{self, MptableError};
 use arch::x86_64::regs::{self, RegsError};
+use console::{ConsoleError, ConsoleHub, ConsoleOut};
 use control::{ControlError, Controller};
 use devices::bus::{self, BusError, MmioBus, PioBus};
 use devices::i8042::{I8042, I8042_DATA_PORT, I8042_LEN, KBD_IRQ};
@@ -112,6 +114,9 @@ pub enum VmmError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The console socket could not be set up.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
@@ -154,13 +159,23 @@ impl Trigger for PowerOffTrigger {
 
 type I8042Device = I8042<PowerOffTrigger, EventFdTrigger>;
 
+/// The port I/O bus with COM1 and the i8042 on it, and those two devices.
+type LegacyDevices = (
+    Arc<PioBus>,
+    Arc<Mutex<I8042Device>>,
+    Arc<Mutex<SerialDevice>>,
+);
+
 /// A built VM, ready to [`run`](Vmm::run).
 pub struct Vmm {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
     vcpus: Vec<Vcpu>,
     i8042: Arc<Mutex<I8042Device>>,
+    serial: Arc<Mutex<SerialDevice>>,
+    console_hub: Arc<ConsoleHub>,
     virtio: VirtioDevices,
     control: Option<(UnixListener, PathBuf)>,
+    console: Option<(UnixListener, PathBuf)>,
     life: Arc<Lifecycle>,
     _vm: VmFd,
     _kvm: Kvm,
@@ -179,7 +194,8 @@ fn open(path: &std::path::Path) -> Result<File, VmmError> {
 }
 
 impl Vmm {
-    /// Builds the VM `spec` describes; guest serial output goes to `console`.
+    /// Builds the VM `spec` describes; guest serial output goes to `console` (and to
+    /// a client of the console socket, when the spec has one).
     pub fn build(spec: &VmmSpec, console: SerialOut) -> Result<Self, VmmError> {
         spec.validate()?;
         let mem_size = spec.memory.0;
@@ -211,7 +227,9 @@ impl Vmm {
         let entry = Self::load_guest(spec, &mem, &virtio.cmdline_words())?;
 
         let life = Arc::new(Lifecycle::new(spec.cpus, mem_size));
-        let (pio, i8042) = Self::add_legacy_devices(&vm, &life, console)?;
+        let console_hub = Arc::new(ConsoleHub::new());
+        let console = Box::new(ConsoleOut::new(console, console_hub.clone()));
+        let (pio, i8042, serial) = Self::add_legacy_devices(&vm, &life, console)?;
 
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -230,11 +248,18 @@ impl Vmm {
             Some(path) => Some((control::bind(path)?, path.clone())),
             None => None,
         };
+        let console = match spec.console_socket_path() {
+            Some(path) => Some((console::bind(&path)?, path)),
+            None => None,
+        };
         Ok(Self {
             vcpus,
             i8042,
+            serial,
+            console_hub,
             virtio,
             control,
+            console,
             life,
             _vm: vm,
             _kvm: kvm,
@@ -289,14 +314,17 @@ impl Vmm {
         vm: &VmFd,
         life: &Arc<Lifecycle>,
         console: SerialOut,
-    ) -> Result<(Arc<PioBus>, Arc<Mutex<I8042Device>>), VmmError> {
+    ) -> Result<LegacyDevices, VmmError> {
         let mut pio = PioBus::new();
 
         let com1_irq = eventfd()?;
         vm.register_irqfd(&com1_irq, COM1_IRQ)
             .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
-        let serial = SerialDevice::new(EventFdTrigger(com1_irq), console);
-        pio.insert(COM1_PORT, COM1_LEN, Arc::new(Mutex::new(serial)))?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            EventFdTrigger(com1_irq),
+            console,
+        )));
+        pio.insert(COM1_PORT, COM1_LEN, serial.clone())?;
 
         let kbd_irq = eventfd()?;
         vm.register_irqfd(&kbd_irq, KBD_IRQ)
@@ -306,7 +334,7 @@ impl Vmm {
             EventFdTrigger(kbd_irq),
         )));
         pio.insert(I8042_DATA_PORT, I8042_LEN, i8042.clone())?;
-        Ok((Arc::new(pio), i8042))
+        Ok((Arc::new(pio), i8042, serial))
     }
 
     /// The VM's shared state (for tests and status).
@@ -349,6 +377,7 @@ impl Vmm {
             }
         };
         let socket_path = self.start_control()?;
+        let console_path = self.start_console()?;
 
         self.life.wait_stopped(None);
         const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -362,7 +391,8 @@ impl Vmm {
         if let Some(l) = event_loop {
             l.stop();
         }
-        if let Some(path) = socket_path {
+        self.console_hub.close();
+        for path in [socket_path, console_path].into_iter().flatten() {
             let _ = std::fs::remove_file(path);
         }
         if !all_exited {
@@ -381,6 +411,7 @@ impl Vmm {
         };
         let i8042 = self.i8042.clone();
         let devices = self.virtio.status_source();
+        let hub = self.console_hub.clone();
         let ctl = Controller::new(
             self.life.clone(),
             Box::new(move || {
@@ -391,10 +422,26 @@ impl Vmm {
         )
         .with_devices(Box::new(move || {
             serde_json::to_value(devices.status()).unwrap_or_default()
+        }))
+        .with_console(Box::new(move || {
+            serde_json::to_value(hub.status()).unwrap_or_default()
         }));
         if let Err(e) = control::serve(listener, Arc::new(ctl)) {
             self.life.request_stop(StopReason::Killed);
             return Err(VmmError::Thread(e));
+        }
+        Ok(Some(path))
+    }
+
+    /// Serves the console socket, if the spec has one. Returns its path.
+    fn start_console(&mut self) -> Result<Option<PathBuf>, VmmError> {
+        let Some((listener, path)) = self.console.take() else {
+            return Ok(None);
+        };
+        let served = console::serve(listener, self.console_hub.clone(), self.serial.clone());
+        if let Err(e) = served {
+            self.life.request_stop(StopReason::Killed);
+            return Err(e.into());
         }
         Ok(Some(path))
     }

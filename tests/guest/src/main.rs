@@ -57,7 +57,7 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
         power::triple_fault();
     }
     if cmdline.has(b"testguest.halt") {
-        power::wait_for_shutdown();
+        power::wait_for_shutdown(cmdline.has(b"testguest.echo"));
     }
     power::poweroff();
 }

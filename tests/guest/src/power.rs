@@ -1,4 +1,5 @@
-//! Ending the run: power off through the i8042, wait for Ctrl-Alt-Del, triple-fault.
+//! Ending the run: power off through the i8042, wait for Ctrl-Alt-Del (echoing serial
+//! input meanwhile when asked), triple-fault.
 
 use crate::io::{inb, outb};
 use crate::serial;
@@ -16,6 +17,9 @@ const I8042_IRQ: u8 = 1;
 /// Iterations of `pause` between two polls of the i8042 in halt mode: a few ms on
 /// hardware, tens of ms on the nested KVM here, so polling costs few exits.
 const POLL_PAUSES: u32 = 20_000;
+/// The same while echoing serial input: the 64-byte receive FIFO must not overflow
+/// while the guest spins (two exits per poll, still well under the pause time).
+const ECHO_POLL_PAUSES: u32 = 1_000;
 
 /// Set when entered through PVH (QEMU microvm, which may have no i8042).
 pub static PVH: AtomicBool = AtomicBool::new(false);
@@ -49,13 +53,27 @@ pub fn triple_fault() -> ! {
 /// Halt mode: waits for a scancode from the i8042 (the VMM's graceful shutdown sends
 /// Ctrl-Alt-Del through it) and then powers off. With an i8042 present the guest sleeps
 /// in HLT until IRQ 1 (idle.rs), costing no host CPU; without one (status 0xff, e.g.
-/// QEMU microvm) it falls back to polling every few ms.
-pub fn wait_for_shutdown() -> ! {
+/// QEMU microvm) it falls back to polling every few ms. With `echo`, it polls instead,
+/// and each line received on the serial port is printed as `echo=<line>`.
+pub fn wait_for_shutdown(echo: bool) -> ! {
     let pending = || {
         let status = inb(I8042_STATUS);
         status != 0xff && status & I8042_OUTPUT_FULL != 0
     };
-    if inb(I8042_STATUS) != 0xff && !PVH.load(Ordering::Relaxed) {
+    if echo {
+        let mut in_line = false;
+        loop {
+            for _ in 0..ECHO_POLL_PAUSES {
+                core::hint::spin_loop();
+            }
+            while let Some(b) = serial::read() {
+                in_line = serial::echo(b, in_line);
+            }
+            if pending() {
+                break;
+            }
+        }
+    } else if inb(I8042_STATUS) != 0xff && !PVH.load(Ordering::Relaxed) {
         crate::idle::enable_irq(I8042_IRQ);
         crate::idle::wait_until(pending);
     } else {

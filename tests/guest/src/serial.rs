@@ -1,11 +1,14 @@
-//! Polled output on the 8250 UART at 0x3f8 (COM1), without core::fmt.
+//! Polled output (and, for `testguest.echo`, input) on the 8250 UART at 0x3f8 (COM1),
+//! without core::fmt.
 //!
 //! One port write (one VM exit) per byte. The line status register is not polled:
 //! an emulated UART always takes the byte, and every poll would be another exit.
 
-use crate::io::outb;
+use crate::io::{inb, outb};
 
 const COM1: u16 = 0x3f8;
+/// The line status register; bit 0: data ready.
+const COM1_LSR: u16 = COM1 + 5;
 
 /// The prefix of every line the guest prints.
 pub const PREFIX: &[u8] = b"testguest: ";
@@ -57,6 +60,33 @@ pub fn hex(n: u64, digits: u32) {
         let d = ((n >> shift) & 0xf) as u8;
         byte(if d < 10 { b'0' + d } else { b'a' + d - 10 });
     }
+}
+
+/// A received byte, if one is waiting (LSR bit 0; 0xff means no UART).
+pub fn read() -> Option<u8> {
+    let lsr = inb(COM1_LSR);
+    if lsr != 0xff && lsr & 1 != 0 {
+        Some(inb(COM1))
+    } else {
+        None
+    }
+}
+
+/// Echoes one received byte as part of an `echo=<line>` line; `in_line` says whether
+/// that line is already started. Returns the new `in_line`.
+pub fn echo(b: u8, in_line: bool) -> bool {
+    if b == b'\n' || b == b'\r' {
+        if in_line {
+            end();
+        }
+        return false;
+    }
+    if !in_line {
+        begin();
+        bytes(b"echo=");
+    }
+    text(&[b]);
+    true
 }
 
 /// Starts a line: `testguest: `.

@@ -1,7 +1,9 @@
 //! The 8250/16550 serial port (vm-superio's `Serial`) on the port I/O bus. Output is
 //! written through to the console log or stdout byte by byte, as the guest writes it:
 //! nothing is buffered in the VMM, so a guest flooding the port cannot grow host memory
-//! (a slow reader only slows the guest down).
+//! (a slow reader only slows the guest down; an attached `vmctl console` client never
+//! does, see [`crate::vmm::console`]). Input from the console client goes into the
+//! UART's 64-byte receive FIFO ([`SerialDevice::enqueue_input`]).
 
 use std::io::Write;
 
@@ -33,6 +35,22 @@ impl SerialDevice {
             serial: Serial::new(irq, out),
         }
     }
+
+    /// Puts as many of `bytes` as fit into the receive FIFO (raising the received-data
+    /// interrupt when the guest enabled it) and returns how many it took: 0 when the
+    /// FIFO is full or the UART is in loopback mode.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        let n = self.serial.fifo_capacity().min(bytes.len());
+        if n == 0 {
+            return 0;
+        }
+        match self.serial.enqueue_raw_bytes(&bytes[..n]) {
+            Ok(taken) => taken,
+            // The bytes are in the FIFO; only the interrupt could not be raised.
+            Err(vm_superio::serial::Error::Trigger(_)) => n,
+            Err(_) => 0,
+        }
+    }
 }
 
 impl BusDevice for SerialDevice {
@@ -53,13 +71,14 @@ impl BusDevice for SerialDevice {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+    /// Output collected in memory.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Sink(pub(crate) Arc<Mutex<Vec<u8>>>);
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -88,5 +107,24 @@ mod tests {
         let mut wide = [0u8; 2];
         dev.read(0, &mut wide);
         assert_eq!(wide, [0xff, 0xff]);
+    }
+
+    #[test]
+    fn input_fills_the_fifo_and_no_more() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = EventFdTrigger(evt.try_clone().unwrap());
+        let mut dev = SerialDevice::new(irq, Box::new(Sink::default()));
+        dev.write(1, &[0x01]); // IER: received data available interrupt
+        assert_eq!(dev.enqueue_input(b"hi"), 2);
+        assert!(evt.read().unwrap() >= 1);
+        let big = [b'x'; 100];
+        assert_eq!(dev.enqueue_input(&big), 62);
+        assert_eq!(dev.enqueue_input(&big), 0);
+        let (mut lsr, mut rbr) = ([0u8], [0u8]);
+        dev.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 0x01, 1, "data ready");
+        dev.read(0, &mut rbr);
+        assert_eq!(rbr[0], b'h');
+        assert_eq!(dev.enqueue_input(&big), 1);
     }
 }

@@ -10,6 +10,7 @@
 //!   "memory": "512MiB",
 //!   "console_log": "/var/lib/vmctl/lab/vms/web-1/console.log",
 //!   "control_socket": "/var/lib/vmctl/lab/vms/web-1/control.sock",
+//!   "console_socket": "/var/lib/vmctl/lab/vms/web-1/console.sock",
 //!   "pid_file": "/var/lib/vmctl/lab/vms/web-1/vmm.pid",
 //!   "cpuid_mask": ["avx512f"],
 //!   "pit": false,
@@ -21,7 +22,8 @@
 //! ```
 //!
 //! `memory` is a byte count or a string with a binary unit (`512MiB`, `4G` = GiB).
-//! Only `kernel` is required; unknown fields are errors. [`devices`] describes the
+//! Only `kernel` is required; unknown fields are errors. `console_socket` defaults to
+//! `console.sock` next to `control_socket` (none without a control socket). [`devices`] describes the
 //! `devices` section (virtio disks and NICs).
 
 use std::path::{Path, PathBuf};
@@ -190,6 +192,10 @@ pub struct VmmSpec {
     /// The control socket (JSON lines). Absent: no control socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
+    /// The console socket (`vmctl console`, see `vmm::console`). Absent: `console.sock`
+    /// next to the control socket, or none without one ([`VmmSpec::console_socket_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_socket: Option<PathBuf>,
     /// Where the VMM writes its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
@@ -216,11 +222,22 @@ impl VmmSpec {
             memory: default_memory(),
             console_log: None,
             control_socket: None,
+            console_socket: None,
             pid_file: None,
             cpuid_mask: Vec::new(),
             pit: false,
             devices: Devices::default(),
         }
+    }
+
+    /// The console socket: `console_socket`, else `console.sock` in the control
+    /// socket's folder, else none.
+    pub fn console_socket_path(&self) -> Option<PathBuf> {
+        self.console_socket.clone().or_else(|| {
+            self.control_socket
+                .as_ref()
+                .map(|c| c.with_file_name("console.sock"))
+        })
     }
 
     /// Reads a spec file.
@@ -286,6 +303,7 @@ impl VmmSpec {
             &mut self.initrd,
             &mut self.console_log,
             &mut self.control_socket,
+            &mut self.console_socket,
             &mut self.pid_file,
         ]
         .into_iter()
@@ -346,6 +364,20 @@ mod tests {
         let s: VmmSpec =
             serde_json::from_str(r#"{"kernel": "/k", "memory": "1GiB", "cpus": 2}"#).unwrap();
         assert_eq!((s.memory.0, s.cpus), (1 << 30, 2));
+    }
+
+    #[test]
+    fn console_socket_defaults_next_to_the_control_socket() {
+        let mut s: VmmSpec = serde_json::from_str(r#"{"kernel": "/k"}"#).unwrap();
+        assert_eq!(s.console_socket_path(), None);
+        s.control_socket = Some("/run/vm/control.sock".into());
+        assert_eq!(
+            s.console_socket_path(),
+            Some(PathBuf::from("/run/vm/console.sock"))
+        );
+        let s: VmmSpec =
+            serde_json::from_str(r#"{"kernel": "/k", "console_socket": "/c.sock"}"#).unwrap();
+        assert_eq!(s.console_socket_path(), Some(PathBuf::from("/c.sock")));
     }
 
     #[test]
