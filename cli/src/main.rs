@@ -21,7 +21,8 @@ use crate::render::ColorChoice;
 /// the live state of every host and applies it.
 ///
 /// Exit codes: 0 success, 1 error (invalid config, failed command, or `fmt --check`
-/// found files to reformat), 130 an apply interrupted by Ctrl-C.
+/// found files to reformat), 2 `plan --detailed-exitcode` found changes, 130 an apply
+/// interrupted by Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(
     name = "vmctl",
