@@ -231,6 +231,9 @@ pub enum Reason {
     Requested,
     /// A resource this one lives on or uses is replaced, so this one is too.
     DependencyReplaced { of: ResourceId },
+    /// A running VM restarts because the plan creates one of its disks anew (its file
+    /// was missing): until it restarts it would keep using the deleted file.
+    DiskRecreated { of: ResourceId },
     /// The VM's process died.
     Crashed,
     /// The resource is no longer in the config.
@@ -246,6 +249,9 @@ impl fmt::Display for Reason {
             Reason::Attributes => f.write_str("attributes force replacement"),
             Reason::Requested => f.write_str("replacement requested with --replace"),
             Reason::DependencyReplaced { of } => write!(f, "{of} is replaced"),
+            Reason::DiskRecreated { of } => {
+                write!(f, "forces restart: disk {} re-created", of.name)
+            }
             Reason::Crashed => f.write_str("its process died"),
             Reason::Removed => f.write_str("no longer in the config"),
             Reason::Destroy => f.write_str("destroy was asked for"),

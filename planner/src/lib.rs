@@ -92,6 +92,7 @@ pub fn plan(config: &Config, live: &LiveFile, options: &PlanOptions) -> Result<P
     }
     let mut changes = diff::diff(config, live, &forced, options.destroy)?;
     diff::cascade(&mut changes);
+    diff::restart_on_new_disks(&mut changes);
     if !options.targets.is_empty() {
         changes = target::restrict(changes, &targets);
     }

@@ -6,7 +6,10 @@
 //! - what each needs, transitively (a VM's volumes, their pools, its VLANs, their
 //!   networks, the VMs it `depends-on`), by the config and by the live state;
 //! - what a destroyed or replaced resource takes with it: the changes cascaded from it,
-//!   and the deletes of what lived on it.
+//!   and the deletes of what lived on it;
+//! - what a created volume takes with it: the restart of the running VMs on it (a
+//!   volume re-created without them would leave them on the deleted file, and the next
+//!   plan could no longer see it).
 
 use std::collections::{HashMap, HashSet};
 
@@ -90,7 +93,9 @@ pub fn restrict(changes: Vec<Change>, targets: &HashSet<ResourceId>) -> Vec<Chan
     let mut deleted_under: HashMap<ResourceId, Vec<usize>> = HashMap::new();
     for (i, change) in changes.iter().enumerate() {
         by_id.entry(&change.id).or_default().push(i);
-        if let Some(Reason::DependencyReplaced { of }) = &change.reason {
+        if let Some(Reason::DependencyReplaced { of } | Reason::DiskRecreated { of }) =
+            &change.reason
+        {
             forced_by.entry(of).or_default().push(i);
         }
         if change.action == Action::Delete {
@@ -113,8 +118,13 @@ pub fn restrict(changes: Vec<Change>, targets: &HashSet<ResourceId>) -> Vec<Chan
         for need in needs.flat_map(|r| r.needs()) {
             work.extend(by_id.get(&need).into_iter().flatten().copied());
         }
-        if matches!(change.action, Action::Delete | Action::Replace) {
+        if matches!(
+            change.action,
+            Action::Create | Action::Delete | Action::Replace
+        ) {
             work.extend(forced_by.get(&change.id).into_iter().flatten().copied());
+        }
+        if matches!(change.action, Action::Delete | Action::Replace) {
             work.extend(deleted_under.get(&change.id).into_iter().flatten().copied());
         }
     }

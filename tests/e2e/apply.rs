@@ -116,6 +116,10 @@ fn quickstart_lifecycle_apply_change_drift_remove_destroy() {
 
     // Drift by hand: db-1's process killed, web-2's volume file deleted, VLAN front
     // removed from the bridge (its own bridge where the kernel cannot filter VLANs).
+    // web-2 runs on, on the deleted file, until it restarts: the plan restarts it after
+    // re-creating its volume. web-1 is not restarted: its tap is put back on the VLAN.
+    let web2 = lab.pid("web-2").unwrap();
+    let web1 = lab.pid("web-1").unwrap();
     let db = lab.pid("db-1").unwrap();
     // SAFETY: kill has no memory-safety preconditions; db-1's VMM is this test's.
     unsafe { libc::kill(db, libc::SIGKILL) };
@@ -127,8 +131,15 @@ fn quickstart_lifecycle_apply_change_drift_remove_destroy() {
         [
             "create vlan.front",
             "create volume.web-2-root",
+            "replace vm.web-2",
             "start vm.db-1"
         ]
+    );
+    let out = lab.vmctl(&["plan"]);
+    assert!(
+        text(&out).contains("(forces restart: disk web-2-root re-created)"),
+        "{}",
+        text(&out)
     );
     let out = lab.vmctl(&["status"]);
     assert!(text(&out).contains("crashed"), "{}", text(&out));
@@ -136,6 +147,32 @@ fn quickstart_lifecycle_apply_change_drift_remove_destroy() {
     assert_eq!(lab.planned(), Vec::<String>::new());
     assert!(lab.pool_dir().join("web-2-root.raw").exists());
     lab.wait_console("db-1", "testguest: ok");
+    // web-2 booted again, on the new (empty) file; web-1 kept running.
+    let restarted = lab.pid("web-2").expect("web-2 runs");
+    assert_ne!(restarted, web2, "web-2 was not restarted");
+    assert!(!alive(web2), "web-2's old VMM still runs");
+    assert_eq!(lab.pid("web-1"), Some(web1), "web-1 was restarted");
+    lab.wait_console("web-2", "testguest: ok");
+    // Its VMM holds the new file, not a deleted one.
+    let disk = lab.pool_dir().join("web-2-root.raw");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{restarted}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.contains("web-2-root.raw"))
+        .collect();
+    assert_eq!(
+        fds,
+        [disk.display().to_string()],
+        "web-2's disk descriptors"
+    );
+    let console = lab.console("web-2");
+    assert!(
+        console
+            .lines()
+            .any(|l| l == format!("testguest: disk0 sector0={}", "0".repeat(32))),
+        "{console}"
+    );
     if let Some(bridge) = front_bridge {
         // The web VMs' taps are back on the VLAN's bridge.
         let ports = lab

@@ -15,12 +15,16 @@
 //! - only in-place attributes → `update`; nothing → `no-op`;
 //! - a volume that would shrink is an error unless `--replace` names it;
 //! - a replaced pool, network, volume or VLAN replaces what lives on it or uses it
-//!   ([`cascade`]): a VM's disk or tap cannot outlive what it points at.
+//!   ([`cascade`]): a VM's disk or tap cannot outlive what it points at;
+//! - a running VM whose disk's volume is created (its file was deleted by hand) is
+//!   restarted after that create, or it would keep using the deleted file
+//!   ([`restart_on_new_disks`]); a re-created VLAN re-attaches its VMs' taps instead.
 //!
 //! Resources of other projects are invisible here. Live state of hosts that are not in
 //! the config is not looked at: vmctl reaches hosts through the config.
 
 pub mod attrs;
+mod disks;
 mod errors;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +33,7 @@ use rayon::prelude::*;
 
 use vmctl_schema::{Config, VmState};
 
+pub use disks::restart_on_new_disks;
 pub use errors::DiffError;
 
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};

@@ -328,7 +328,9 @@ fn delete_taps(ctx: &HostContext<'_>, vm: &str) -> Result<(), StepError> {
 }
 
 /// After a VLAN is (re)made, puts back the existing taps of the VMs with a NIC on it
-/// (a VLAN deleted by hand took its ports with it).
+/// (a VLAN deleted by hand took its ports with it). The taps themselves survived and
+/// their VMs keep their descriptors, so this makes those VMs whole: the planner restarts
+/// none of them for a re-created VLAN (unlike a re-created disk: `vmctl_planner::diff`).
 fn reattach_taps(
     ctx: &HostContext<'_>,
     nl: &Netlink,
