@@ -41,17 +41,15 @@ impl Lab {
         let lab_kdl = lab_kdl
             .replace(
                 "state-dir \"/var/lib/vmctl\"",
-                &format!(
-                    "state-dir \"{}\"\n    netns \"{}\"",
-                    lab.state_dir().display(),
-                    lab.netns
-                ),
+                &format!("state-dir \"{}\"", lab.state_dir().display()),
             )
+            .replace("netns \"vmctl-lab\"", &format!("netns \"{}\"", lab.netns))
             .replace(
                 "\"/var/lib/vmctl/pools/lab-fast\"",
                 &format!("\"{}\"", lab.pool_dir().display()),
             );
         assert!(!lab_kdl.contains("/var/lib/vmctl"), "{lab_kdl}");
+        assert!(!lab_kdl.contains("vmctl-lab"), "{lab_kdl}");
         std::fs::write(lab.config_dir().join("lab.kdl"), lab_kdl).unwrap();
         let mut vms_kdl = std::fs::read_to_string(example.join("vms.kdl")).unwrap();
         vms_kdl = vms_kdl.replace(
