@@ -256,7 +256,7 @@ fn create(name: &str) -> Result<bool, NetnsError> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o000)
         .open(&path)
     {
         Ok(_) => {}
