@@ -49,7 +49,7 @@ impl Lab {
                 &format!("\"{}\"", lab.pool_dir().display()),
             );
         assert!(!lab_kdl.contains("/var/lib/vmctl"), "{lab_kdl}");
-        assert!(!lab_kdl.contains("vmctl-lab"), "{lab_kdl}");
+        assert!(!lab_kdl.contains("netns \"vmctl-lab\""), "{lab_kdl}");
         std::fs::write(lab.config_dir().join("lab.kdl"), lab_kdl).unwrap();
         let mut vms_kdl = std::fs::read_to_string(example.join("vms.kdl")).unwrap();
         vms_kdl = vms_kdl.replace(
