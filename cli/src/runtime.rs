@@ -85,6 +85,16 @@ pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, Command
     })
 }
 
+/// Under a plan: the hosts whose declared netns apply will make first (it does not
+/// exist yet; observing found an empty network side there).
+pub fn print_netns_to_make(config: &Config, plan: &vmctl_planner::Plan) {
+    for (host, netns) in apply::netns_to_make(config, plan) {
+        println!(
+            "\n+ netns {netns:?} on host {host:?}: it does not exist yet; apply creates it first (destroy removes it again)."
+        );
+    }
+}
+
 /// After a complete apply (`destroyed` false) or destroy: removes the network
 /// namespaces vmctl made for the project that nothing of it uses any more, and says so.
 /// A namespace that cannot be removed is a warning: everything else is done.

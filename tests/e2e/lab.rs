@@ -31,6 +31,21 @@ impl Lab {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "ip netns add {netns} failed");
+        Lab::in_netns(netns, cmdline)
+    }
+
+    /// The quickstart in a network namespace that does not exist yet (vmctl makes it);
+    /// dropping the lab deletes it all the same if it is still there.
+    pub fn without_netns(cmdline: impl Fn(&str) -> String) -> Lab {
+        Lab::in_netns(crate::support::netns_name(), cmdline)
+    }
+
+    /// Whether the lab's namespace exists.
+    pub fn netns_exists(&self) -> bool {
+        Path::new("/run/netns").join(&self.netns).exists()
+    }
+
+    fn in_netns(netns: String, cmdline: impl Fn(&str) -> String) -> Lab {
         let lab = Lab {
             dir: tempfile::tempdir().expect("tempdir"),
             netns,
@@ -243,9 +258,11 @@ impl Drop for Lab {
         for &pid in &pids {
             wait_gone(pid, Duration::from_secs(10));
         }
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.netns])
-            .status();
+        if self.netns_exists() {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.netns])
+                .status();
+        }
     }
 }
 

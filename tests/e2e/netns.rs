@@ -1,11 +1,12 @@
 //! A host's `netns` that does not exist yet: `plan` shows everything to create, `apply`
 //! makes the namespace (and says so in a marker), `destroy` removes it again — but
-//! never a namespace vmctl did not make. Needs root and iproute2 (no VMs, no KVM).
+//! never a namespace vmctl did not make. Needs root and iproute2 (and /dev/kvm for the
+//! quickstart's VMs in a namespace vmctl made).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::lab::text;
+use crate::lab::{text, Lab, VMS};
 use crate::support::{self, vmctl};
 
 fn skip() -> bool {
@@ -208,4 +209,39 @@ fn a_netns_vmctl_did_not_make_is_kept_by_destroy() {
         !links.contains("vmbrns1"),
         "the project's bridge is gone:\n{links}"
     );
+}
+
+#[test]
+fn the_quickstart_runs_in_a_netns_vmctl_makes_and_destroy_removes_it() {
+    if skip() || crate::vm::skip() {
+        return;
+    }
+    let lab = Lab::without_netns(|vm| format!("console=ttyS0 testguest.name={vm} testguest.halt"));
+    assert!(!lab.netns_exists());
+    lab.edit("vms.kdl", |t| {
+        t.replace("prevent-destroy #true", "prevent-destroy #false")
+    });
+    let out = lab.apply();
+    assert!(out.contains("Apply complete: 10 done"), "{out}");
+    assert!(lab.netns_exists(), "apply makes the namespace");
+    for vm in VMS {
+        assert!(lab.pid(vm).is_some(), "{vm} does not run");
+        lab.wait_console(vm, "testguest: ok");
+    }
+    let taps = lab
+        .links()
+        .iter()
+        .filter(|(_, a, _)| a.contains('#'))
+        .count();
+    assert_eq!(taps, 3, "the taps are in the namespace: {:?}", lab.links());
+    assert!(lab.planned().is_empty(), "{:?}", lab.planned());
+
+    let out = lab.vmctl(&["destroy", "--auto-approve", "--stop-timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(lab.processes(), Vec::<i32>::new());
+    assert!(
+        !lab.netns_exists(),
+        "destroy removes the namespace vmctl made"
+    );
+    assert_eq!(lab.files(), ["state/lab", "state/lab/lock"]);
 }

@@ -138,6 +138,7 @@ pub fn execute(
 ) -> Result<(), CommandError> {
     let color = style.color && std::io::stdout().is_terminal();
     print!("{}", human::render(plan, color));
+    runtime::print_netns_to_make(config, plan);
     if !plan.has_changes() {
         return Ok(());
     }

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use petgraph::graph::NodeIndex;
-use vmctl_planner::{ApplyGraph, Phase, Plan, ResourceKind, Step};
+use vmctl_planner::{Action, ApplyGraph, Phase, Plan, ResourceKind, Step};
 use vmctl_schema::Config;
 
 use crate::host::lock::{self, HostLock, LockError};
@@ -137,10 +137,42 @@ pub fn tidy_after_destroy(config: &Config) {
 /// Whether `step` needs its host's network namespace to exist: it creates, changes or
 /// starts a network, VLAN or VM.
 fn needs_netns(step: &Step) -> bool {
+    lives_in_netns(step.id.kind)
+        && matches!(step.phase, Phase::Create | Phase::Update | Phase::Start)
+}
+
+/// Networks, VLANs and VMs (their taps) live in the host's netns; pools and volumes not.
+fn lives_in_netns(kind: ResourceKind) -> bool {
     matches!(
-        step.id.kind,
+        kind,
         ResourceKind::Network | ResourceKind::Vlan | ResourceKind::Vm
-    ) && matches!(step.phase, Phase::Create | Phase::Update | Phase::Start)
+    )
+}
+
+/// The hosts (and their netns) whose declared network namespace does not exist yet and
+/// that `plan` will need it on: applying it makes them first. For the plan's display.
+pub fn netns_to_make(config: &Config, plan: &Plan) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for host in &config.hosts {
+        let Some(name) = host.netns.as_deref() else {
+            continue;
+        };
+        if check_local(host).is_err() || netns::exists(name) {
+            continue;
+        }
+        let needed = plan.actionable().any(|c| {
+            c.host == host.name
+                && lives_in_netns(c.id.kind)
+                && matches!(
+                    c.action,
+                    Action::Create | Action::Update | Action::Replace | Action::Start
+                )
+        });
+        if needed {
+            out.push((host.name.clone(), name.to_owned()));
+        }
+    }
+    out
 }
 
 /// What became of one host's network namespace after an apply or destroy.
