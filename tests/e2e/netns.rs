@@ -245,3 +245,30 @@ fn the_quickstart_runs_in_a_netns_vmctl_makes_and_destroy_removes_it() {
     );
     assert_eq!(lab.files(), ["state/lab", "state/lab/lock"]);
 }
+
+#[test]
+fn an_apply_that_leaves_no_network_removes_the_netns_vmctl_made() {
+    if skip() {
+        return;
+    }
+    let netns = NetnsGuard::new();
+    let project = Project::new(&netns.name, "vmbrns2");
+    project.ok(&["apply", "--auto-approve"]);
+    assert!(netns.exists());
+
+    // The config keeps the host (and gets a pool) but drops its network: nothing of the
+    // project is left in the namespace, so it goes.
+    let path = project.config_dir().join("lab.kdl");
+    let kdl = std::fs::read_to_string(&path).unwrap();
+    let host_only = &kdl[..kdl.find("network \"lan\"").expect("network node")];
+    let pool = project.dir.path().join("pool");
+    let kdl = format!(
+        "{host_only}pool \"p\" host=\"local\" type=\"dir\" {{\n    path \"{}\"\n}}\n",
+        pool.display()
+    );
+    std::fs::write(&path, kdl).unwrap();
+    let out = project.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("Removed network namespace"), "{out}");
+    assert!(!netns.exists(), "an apply that leaves nothing removes it");
+    assert!(!project.marker().exists());
+}
