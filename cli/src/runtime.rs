@@ -8,6 +8,7 @@ use miette::miette;
 use vmctl_planner::LiveFile;
 use vmctl_runtime::apply::{self, ApplyError, LiveError};
 use vmctl_runtime::host::lock::{HostLock, LockError};
+use vmctl_runtime::host::net::netns::Released;
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -39,7 +40,7 @@ pub fn observe(config: &Config) -> Result<LiveFile, CommandError> {
             )),
             Some(e) => CommandError::Report(miette!(
                 code = "vmctl::host::observe",
-                help = "vmctl reads the host's state dir, pools and network interfaces: run it as root, and check that the host's netns exists",
+                help = "vmctl reads the host's state dir, pools and network interfaces: run it as root (a host's `netns` that does not exist yet is fine: apply makes it)",
                 "{}",
                 chain(&e)
             )),
@@ -82,6 +83,39 @@ pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, Command
             chain(&e)
         )),
     })
+}
+
+/// Under a plan: the hosts whose declared netns apply will make first (it does not
+/// exist yet; observing found an empty network side there).
+pub fn print_netns_to_make(config: &Config, plan: &vmctl_planner::Plan) {
+    for (host, netns) in apply::netns_to_make(config, plan) {
+        println!(
+            "\n+ netns {netns:?} on host {host:?}: it does not exist yet; apply creates it first (destroy removes it again)."
+        );
+    }
+}
+
+/// After a complete apply (`destroyed` false) or destroy: removes the network
+/// namespaces vmctl made for the project that nothing of it uses any more, and says so.
+/// A namespace that cannot be removed is a warning: everything else is done.
+pub fn release_netns(config: &Config, destroyed: bool) {
+    for release in apply::release_netns(config, destroyed) {
+        let (host, netns) = (&release.host, &release.netns);
+        match release.result {
+            Ok(Released::Removed) => {
+                println!("Removed network namespace {netns:?} of host {host:?} (vmctl made it).")
+            }
+            Ok(Released::InUse { interfaces }) if destroyed => eprintln!(
+                "warning: network namespace {netns:?} of host {host:?} was made by vmctl but still holds {}: it is kept; remove it with `ip netns delete {netns}` once it is unused",
+                interfaces.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!(
+                "warning: network namespace {netns:?} of host {host:?} is kept: {}; remove it with `ip netns delete {netns}` once it is unused",
+                chain(&e)
+            ),
+        }
+    }
 }
 
 /// Parses `--lock-timeout`: `0`, `500ms`, `30s`, `5m`, `1h`.

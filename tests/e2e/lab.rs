@@ -31,6 +31,21 @@ impl Lab {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "ip netns add {netns} failed");
+        Lab::in_netns(netns, cmdline)
+    }
+
+    /// The quickstart in a network namespace that does not exist yet (vmctl makes it);
+    /// dropping the lab deletes it all the same if it is still there.
+    pub fn without_netns(cmdline: impl Fn(&str) -> String) -> Lab {
+        Lab::in_netns(crate::support::netns_name(), cmdline)
+    }
+
+    /// Whether the lab's namespace exists.
+    pub fn netns_exists(&self) -> bool {
+        Path::new("/run/netns").join(&self.netns).exists()
+    }
+
+    fn in_netns(netns: String, cmdline: impl Fn(&str) -> String) -> Lab {
         let lab = Lab {
             dir: tempfile::tempdir().expect("tempdir"),
             netns,
@@ -41,17 +56,15 @@ impl Lab {
         let lab_kdl = lab_kdl
             .replace(
                 "state-dir \"/var/lib/vmctl\"",
-                &format!(
-                    "state-dir \"{}\"\n    netns \"{}\"",
-                    lab.state_dir().display(),
-                    lab.netns
-                ),
+                &format!("state-dir \"{}\"", lab.state_dir().display()),
             )
+            .replace("netns \"vmctl-lab\"", &format!("netns \"{}\"", lab.netns))
             .replace(
                 "\"/var/lib/vmctl/pools/lab-fast\"",
                 &format!("\"{}\"", lab.pool_dir().display()),
             );
         assert!(!lab_kdl.contains("/var/lib/vmctl"), "{lab_kdl}");
+        assert!(!lab_kdl.contains("netns \"vmctl-lab\""), "{lab_kdl}");
         std::fs::write(lab.config_dir().join("lab.kdl"), lab_kdl).unwrap();
         let mut vms_kdl = std::fs::read_to_string(example.join("vms.kdl")).unwrap();
         vms_kdl = vms_kdl.replace(
@@ -245,9 +258,11 @@ impl Drop for Lab {
         for &pid in &pids {
             wait_gone(pid, Duration::from_secs(10));
         }
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.netns])
-            .status();
+        if self.netns_exists() {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.netns])
+                .status();
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod apply;
 mod console;
 mod engine;
 mod lab;
+mod netns;
 mod plan;
 mod support;
 mod validate;

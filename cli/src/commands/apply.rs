@@ -11,7 +11,7 @@ use miette::miette;
 use vmctl_planner::render::human;
 use vmctl_planner::saved::SavedPlan;
 use vmctl_planner::{ApplyGraph, Plan, PlanErrors, PlanOptions};
-use vmctl_runtime::apply::{self, ApplyOptions};
+use vmctl_runtime::apply::{self, ApplyError, ApplyOptions};
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -82,7 +82,9 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         destroy: false,
     };
     let plan = vmctl_planner::plan(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
-    execute(&config, &plan, &args.run, style, "apply")
+    execute(&config, &plan, &args.run, style, "apply")?;
+    runtime::release_netns(&config, false);
+    Ok(())
 }
 
 /// A saved plan at `path`, if that is what it is (a file of JSON, not a config).
@@ -121,7 +123,9 @@ fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), 
             "{e}"
         ))
     })?;
-    execute(&config, &saved.plan, run, style, "apply")
+    execute(&config, &saved.plan, run, style, "apply")?;
+    runtime::release_netns(&config, false);
+    Ok(())
 }
 
 /// Shows `plan`, asks, and carries it out (the caller holds the hosts' locks).
@@ -134,6 +138,7 @@ pub fn execute(
 ) -> Result<(), CommandError> {
     let color = style.color && std::io::stdout().is_terminal();
     print!("{}", human::render(plan, color));
+    runtime::print_netns_to_make(config, plan);
     if !plan.has_changes() {
         return Ok(());
     }
@@ -159,9 +164,19 @@ pub fn execute(
     let progress = Progress::new(graph.graph.node_count(), tty);
     let started = Instant::now();
     let report =
-        apply::apply(config, plan, &graph, options, &progress, &signals::CANCEL).map_err(|e| {
-            CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e)))
-        })?;
+        apply::apply(config, plan, &graph, options, &progress, &signals::CANCEL).map_err(
+            |e| match &e {
+                ApplyError::Netns { netns, .. } => CommandError::Report(miette!(
+                    code = "vmctl::apply::netns",
+                    help = format!(
+                        "vmctl makes a host's netns as `ip netns add` does (in /run/netns): run it as root, or make it yourself with `ip netns add {netns}`"
+                    ),
+                    "{}",
+                    chain(&e)
+                )),
+                _ => CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e))),
+            },
+        )?;
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     println!();

@@ -12,7 +12,8 @@ use crate::render::Style;
 use crate::runtime;
 
 /// Destroy everything of the project on every host of the config: VMs, VLANs,
-/// networks, volumes, pools. Resources of other projects are never touched.
+/// networks, volumes, pools, and a host's network namespace when vmctl made it.
+/// Resources of other projects are never touched.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  vmctl destroy examples/quickstart\n  vmctl destroy . --auto-approve\n\nExit codes: 0 success, 1 error or a failed action, 130 interrupted."
@@ -37,5 +38,6 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let plan = vmctl_planner::plan(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
     execute(&config, &plan, &args.run, style, "destroy")?;
     vmctl_runtime::apply::tidy_after_destroy(&config);
+    runtime::release_netns(&config, true);
     Ok(())
 }

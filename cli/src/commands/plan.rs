@@ -83,6 +83,9 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         // Colour follows --color, and only reaches a terminal.
         let color = style.color && std::io::stdout().is_terminal();
         print!("{}", human::render(plan, color));
+        if args.planning.live.is_none() {
+            crate::runtime::print_netns_to_make(config, plan);
+        }
     }
     if let Some(out) = &args.out {
         let options = SavedOptions {

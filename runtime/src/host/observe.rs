@@ -1,7 +1,7 @@
 //! One host's inventory of one project, rebuilt from the host itself: pools by their
 //! markers (and the project's pool index), volumes by theirs, networks, VLANs and taps
 //! over netlink inside the host's netns. The disk and the netlink halves run in
-//! parallel.
+//! parallel. A declared netns that does not exist yet is an empty network side.
 //!
 //! The types mirror the planner's `LiveState` (`LivePool`, `LiveVolume`, `LiveNetwork`,
 //! `LiveVlan`) field for field where the host can answer, so wiring them is a move of
@@ -114,7 +114,11 @@ pub struct HostObservation {
 pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError> {
     let (storage, net) = std::thread::scope(|scope| {
         let storage = scope.spawn(|| observe_storage(spec));
-        let net = Netlink::run(spec.netns, |nl| net::observe_net(nl, spec.project));
+        // A declared netns that does not exist yet holds nothing: apply makes it.
+        let net = match spec.netns {
+            Some(name) if !net::netns::exists(name) => Ok(net::NetInventory::default()),
+            netns => Netlink::run(netns, |nl| net::observe_net(nl, spec.project)),
+        };
         let storage = match storage.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
