@@ -3,6 +3,7 @@
 
 mod apply;
 mod console;
+mod cpuset;
 mod engine;
 mod lab;
 mod netns;

@@ -15,7 +15,8 @@
 //! stopped is [`VmStatus::Stopped`].
 //!
 //! Taps are not made here (they need the network's bridge and VLAN, see `apply`); a
-//! start is given their names. A `cpuset` goes to a cgroup v2 ([`cgroup`]).
+//! start is given their names. A `cpuset` puts the VMM in a cgroup of the host's cpuset
+//! controller, v2 or else v1 ([`cgroup`]); the group goes when the VM stops.
 
 pub mod cgroup;
 mod process;
@@ -331,13 +332,22 @@ pub fn start_vm(host: &VmHost<'_>, vm: &Vm, devices: &VmDevices) -> Result<u32, 
     Ok(pid)
 }
 
-/// Applies a changed `cpuset` to a running VM (an in-place update) and records `vm`.
+/// Applies a changed `cpuset` to a running VM (an in-place update: its group's CPUs are
+/// rewritten, or it leaves its group when it has no cpuset any more) and records `vm`.
 pub fn update_vm(host: &VmHost<'_>, vm: &Vm) -> Result<(), VmError> {
+    check_name(&vm.name)?;
     let running = read_record(host.state_dir, host.project, &vm.name)?.is_some_and(|r| r.running);
-    let paths = write_record(host, vm, running)?;
-    if let (Probe::Running(pid), Some(cpuset)) = (probe(&paths), &vm.cpuset) {
-        cgroup::place(host.project, &vm.name, cpuset, pid)?;
+    if let Some(cpuset) = &vm.cpuset {
+        cgroup::check_available(cpuset)?;
     }
+    let paths = VmPaths::new(host.state_dir, host.project, &vm.name);
+    if let Probe::Running(pid) = probe(&paths) {
+        match &vm.cpuset {
+            Some(cpuset) => cgroup::place(host.project, &vm.name, cpuset, pid)?,
+            None => cgroup::unplace(host.project, &vm.name, pid)?,
+        }
+    }
+    write_record(host, vm, running)?;
     Ok(())
 }
 
@@ -350,7 +360,7 @@ pub fn stop_vm(host: &VmHost<'_>, name: &str, timeout: Duration) -> Result<bool,
         write_record(host, &record.vm, false)?;
     }
     let stopped = process::stop(name, &paths, timeout)?;
-    cgroup::remove(host.project, name);
+    cgroup::remove(host.project, name)?;
     Ok(stopped)
 }
 
