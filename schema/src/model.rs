@@ -141,7 +141,7 @@ pub struct Vm {
     /// Volume names, attached as vda, vdb, … in order.
     pub disks: Vec<String>,
     pub nics: Vec<Nic>,
-    /// cgroup v2 cpuset list (`2-3`, `0,4-5`).
+    /// cpu list the VMM is pinned to through a cgroup cpuset (`2-3`, `0,4-5`).
     pub cpuset: Option<String>,
     pub state: VmState,
     /// Names of VMs that must be created/started before this one.
