@@ -11,6 +11,9 @@ use crate::spans::{Site, Spans};
 pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Report<'_>) {
     let mut attached: HashMap<&str, (&str, Site)> = HashMap::new();
     for (vm, s) in config.vms.iter().zip(&spans.vms) {
+        // A VM whose own host is unknown is already reported as a dangling reference;
+        // comparing hosts would only add a second, misleading error.
+        let host_known = index.hosts.contains_key(vm.host.as_str());
         for (i, disk) in vm.disks.iter().enumerate() {
             let here = s.site(s.field_or_name("disk", i as u32));
             if let Some(&(first_vm, first)) = attached.get(disk.as_str()) {
@@ -27,13 +30,13 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
             } else {
                 attached.insert(disk, (&vm.name, here));
             }
-            if let Some(host) = index.volume_host(config, disk) {
+            if let Some(host) = index.volume_host(config, disk).filter(|_| host_known) {
                 other_host(report, vm, "volume", disk, host, here);
             }
         }
         for (i, nic) in vm.nics.iter().enumerate() {
             let here = s.site(s.field_or_name("nic.vlan", i as u32));
-            if let Some(host) = index.vlan_host(config, &nic.vlan) {
+            if let Some(host) = index.vlan_host(config, &nic.vlan).filter(|_| host_known) {
                 other_host(report, vm, "VLAN", &nic.vlan, host, here);
             }
         }
