@@ -246,3 +246,21 @@ fn vmm_is_hidden_from_help() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(!help.contains("vmm"), "{help}");
 }
+
+/// This machine's nested KVM cannot emulate SSE, `cmpxchg16b`, `xsave`, `int3` or
+/// `int n`, and rustc emits SSE for any zeroed local of 16+ bytes: the test guest's
+/// disassembly must stay free of them (tests/guest/check-no-sse, objdump).
+#[test]
+fn test_guest_has_no_sse_or_trapping_instructions() {
+    let script = crate::support::repo_root().join("tests/guest/check-no-sse");
+    let out = std::process::Command::new(&script)
+        .arg(guest())
+        .output()
+        .expect("run tests/guest/check-no-sse");
+    assert!(
+        out.status.success(),
+        "check-no-sse failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
