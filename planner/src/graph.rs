@@ -14,6 +14,9 @@
 //! - "Taking down" steps (delete, stop) run in reverse (by `before`): a VM's delete comes
 //!   before the delete of its volumes and VLANs, a volume's before its pool's.
 //!
+//! - A teardown step of a resource comes before the (re)creation of what it used (by
+//!   `before`): a restarted VM lets go of its old disk and taps before the volume or
+//!   VLAN is made anew.
 //! - A create that claims what a delete frees (a VLAN id on a network, a bridge name, a
 //!   pool path, a MAC address) follows that delete.
 //!
@@ -151,6 +154,14 @@ impl ApplyGraph {
             resource.each_need(|kind, name| {
                 for &other in by_id.get(&(kind, name)).into_iter().flatten() {
                     if graph[other].phase.is_teardown() != teardown {
+                        // A resource going away (or restarting) lets go of what it
+                        // used before that is (re)created: a restarted VM's old
+                        // process leaves its VLAN's taps and its disk before the VLAN
+                        // or the volume is made anew. No edge leads from a bringing-up
+                        // step back to a teardown step, so this adds no cycle.
+                        if teardown && graph[other].phase == Phase::Create {
+                            edges.insert((node, other));
+                        }
                         continue;
                     }
                     edges.insert(if teardown {

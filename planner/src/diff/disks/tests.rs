@@ -61,7 +61,7 @@ fn cases() -> Vec<Case> {
                 ("create volume.web-2-root", "create vm.web-2"),
                 ("delete vm.web-2", "create vm.web-2"),
             ],
-            planned: &["create volume.web-2-root", "replace vm.web-2"],
+            planned: &["replace vm.web-2", "create volume.web-2-root"],
         },
         Case {
             name: "volume missing under a running vm with in-place changes: restart",
@@ -71,7 +71,7 @@ fn cases() -> Vec<Case> {
             },
             expect: vec![("vm.web-2", Replace, disk("web-2-root"))],
             before: &[("create volume.web-2-root", "create vm.web-2")],
-            planned: &["create volume.web-2-root", "replace vm.web-2"],
+            planned: &["replace vm.web-2", "create volume.web-2-root"],
         },
         Case {
             name: "volume replaced under a running vm: the vm restarts",
@@ -126,7 +126,7 @@ fn cases() -> Vec<Case> {
             },
             expect: vec![("vm.web-2", Stop, None)],
             before: &[],
-            planned: &["create volume.web-2-root", "stop vm.web-2"],
+            planned: &["stop vm.web-2", "create volume.web-2-root"],
         },
         Case {
             name: "vm and its volume not yet existing: plain creates",
@@ -213,7 +213,7 @@ fn a_target_on_the_volume_takes_the_restart_with_it() {
             .collect();
         assert_eq!(
             planned,
-            ["create volume.web-2-root", "replace vm.web-2"],
+            ["replace vm.web-2", "create volume.web-2-root"],
             "--target {target}"
         );
         assert!(happens_before(
