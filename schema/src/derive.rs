@@ -1,4 +1,5 @@
-//! Stable derived names and addresses: bridge and tap names (≤ 15 bytes) and NIC MACs.
+//! Stable derived names and addresses: bridge names (≤ 15 bytes) and NIC MACs. (Tap
+//! names are the runtime's: `vmctl_runtime::host::mark::tap_ifname`.)
 //!
 //! Everything here hashes with FNV-1a, fixed across runs, versions and machines (std's
 //! hasher is randomly seeded), so a derived value never changes while its inputs don't.
@@ -29,12 +30,6 @@ fn prefix(name: &str, max: usize) -> String {
 pub fn bridge_name(project: &str, network: &str) -> String {
     let hash = fnv1a(&[project, "network", network]) & 0xf_ffff;
     format!("vm-{}-{hash:05x}", prefix(network, 6))
-}
-
-/// The tap device name of a VM's NIC: `vt-<vm>-<hash>`, at most 15 bytes.
-pub fn tap_name(project: &str, vm: &str, index: usize) -> String {
-    let hash = fnv1a(&[project, "tap", vm, &index.to_string()]) & 0xf_ffff;
-    format!("vt-{}-{hash:05x}", prefix(vm, 6))
 }
 
 /// The MAC of a VM's NIC that does not name one: QEMU/KVM's locally administered
@@ -74,9 +69,6 @@ mod tests {
         assert_eq!(a, bridge_name("lab", "a-very-long-network-name"));
         assert_ne!(bridge_name("lab", "lan"), bridge_name("prod", "lan"));
         assert!(bridge_name("lab", "lan").starts_with("vm-lan-"));
-        let t = tap_name("lab", "web-server-1", 3);
-        assert!(t.len() <= 15, "{t}");
-        assert_ne!(tap_name("lab", "web", 0), tap_name("lab", "web", 1));
     }
 
     #[test]
