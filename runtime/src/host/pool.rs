@@ -211,7 +211,10 @@ pub fn create_pool(
         name: name.into(),
         path: path.into(),
     };
-    fs::create_dir_all(&index)
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&index)
         .and_then(|()| write_json_atomic(&entry_path, &entry))
         .map_err(|source| PoolError::WriteMarker {
             path: entry_path,

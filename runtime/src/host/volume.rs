@@ -97,7 +97,7 @@ pub enum VolumeError {
         #[source]
         source: Box<pool::PoolError>,
     },
-    #[error("copying base image {image} was cancelled")]
+    #[error("cancelled (Ctrl-C) while reading base image {image}; nothing of the volume is left")]
     Cancelled { image: PathBuf },
 }
 
