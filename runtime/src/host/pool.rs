@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::fsutil::{kind_of, list_dir, lstat, read_json, remove_if_exists, write_json_atomic};
+use super::leftovers;
 use super::mark::is_safe_file_name;
 use super::volume;
 
@@ -351,7 +352,7 @@ pub fn delete_pool(
     }
     // Leftovers of volumes whose file is gone (a marker, a partial copy) and temp files
     // of killed writes are ours too.
-    volume::remove_leftovers(project, path).map_err(|e| PoolError::ListVolumes {
+    leftovers::remove(project, path).map_err(|e| PoolError::ListVolumes {
         name: name.into(),
         source: Box::new(e),
     })?;
@@ -409,7 +410,7 @@ pub fn why_kept(path: &Path) -> Option<PoolDeleted> {
 }
 
 /// Removes vmctl's own temp files of killed writes (`<x>.json.tmp-<pid>`) and partial
-/// volume files in the pool of `project` at `path` (see [`volume::remove_leftovers`]).
+/// volume files in the pool of `project` at `path` (see [`leftovers::remove`]).
 /// The caller holds the host's lock, so no other vmctl of the project is writing there.
 pub fn sweep_leftovers(project: &str, path: &Path) -> Result<Vec<PathBuf>, PoolError> {
     if !check_pool_dir(path)? {
@@ -419,7 +420,7 @@ pub fn sweep_leftovers(project: &str, path: &Path) -> Result<Vec<PathBuf>, PoolE
         Some(marker) if marker.project == project => {}
         _ => return Ok(Vec::new()),
     }
-    volume::remove_leftovers(project, path).map_err(|e| PoolError::ListVolumes {
+    leftovers::remove(project, path).map_err(|e| PoolError::ListVolumes {
         name: path.display().to_string(),
         source: Box::new(e),
     })

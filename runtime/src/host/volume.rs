@@ -28,16 +28,15 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use super::fsutil::{
-    self, is_json_tmp, kind_of, list_dir, lstat, read_json, remove_if_exists, write_json_atomic,
-    FILE_MODE,
+    self, kind_of, list_dir, lstat, read_json, remove_if_exists, write_json_atomic, FILE_MODE,
 };
 use super::image::{self, CopyMethod};
 use super::mark::is_safe_file_name;
 use super::pool;
 
 const RAW_SUFFIX: &str = ".raw";
-const MARKER_SUFFIX: &str = ".vmctl.json";
-const PARTIAL_SUFFIX: &str = ".raw.vmctl-partial";
+pub(super) const MARKER_SUFFIX: &str = ".vmctl.json";
+pub(super) const PARTIAL_SUFFIX: &str = ".raw.vmctl-partial";
 
 /// Errors of creating, changing, observing and deleting volumes.
 #[derive(Debug, thiserror::Error)]
@@ -150,11 +149,11 @@ pub fn volume_path(pool_path: &Path, name: &str) -> PathBuf {
     pool_path.join(format!("{name}{RAW_SUFFIX}"))
 }
 
-fn marker_path(pool_path: &Path, name: &str) -> PathBuf {
+pub(super) fn marker_path(pool_path: &Path, name: &str) -> PathBuf {
     pool_path.join(format!("{name}{MARKER_SUFFIX}"))
 }
 
-fn partial_path(pool_path: &Path, name: &str) -> PathBuf {
+pub(super) fn partial_path(pool_path: &Path, name: &str) -> PathBuf {
     pool_path.join(format!("{name}{PARTIAL_SUFFIX}"))
 }
 
@@ -229,7 +228,10 @@ fn pool_file_err(
     }
 }
 
-fn read_marker(pool_path: &Path, name: &str) -> Result<Option<VolumeMarker>, VolumeError> {
+pub(super) fn read_marker(
+    pool_path: &Path,
+    name: &str,
+) -> Result<Option<VolumeMarker>, VolumeError> {
     let path = marker_path(pool_path, name);
     read_json(&path).map_err(|source| {
         io_err(&path, source, |path, source| VolumeError::ReadVolume {
@@ -502,72 +504,11 @@ pub fn observe_volumes(project: &str, pool_path: &Path) -> Result<Vec<LiveVolume
     Ok(out)
 }
 
-/// Removes what killed creates and writes of `project` left in the pool at `pool_path`,
-/// and returns what it removed:
-///
-/// - the marker (and partial file) of a volume whose raw file is missing;
-/// - a partial file `<name>.raw.vmctl-partial` whose volume has no marker, or ours;
-/// - a temp file `<x>.json.tmp-<pid>` of a marker write that is not another project's.
-///
-/// Only regular files are removed; the caller holds the host's lock.
-pub(crate) fn remove_leftovers(
+/// Every volume marker of `project` in the pool directory.
+pub(super) fn our_markers(
     project: &str,
     pool_path: &Path,
-) -> Result<Vec<PathBuf>, VolumeError> {
-    let mut removed = Vec::new();
-    for marker in our_markers(project, pool_path)? {
-        let raw = volume_path(pool_path, &marker.name);
-        if lstat(&raw).is_ok_and(|m| m.is_none()) {
-            let partial = partial_path(pool_path, &marker.name);
-            let had_partial = lstat(&partial).is_ok_and(|m| m.is_some());
-            delete_volume(project, pool_path, &marker.name)?;
-            removed.push(marker_path(pool_path, &marker.name));
-            if had_partial {
-                removed.push(partial);
-            }
-        }
-    }
-    let names = list_dir(pool_path).map_err(|source| VolumeError::ReadVolume {
-        path: pool_path.into(),
-        source,
-    })?;
-    for file_name in names {
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
-        let path = pool_path.join(file_name);
-        if !lstat(&path).is_ok_and(|m| m.is_some_and(|m| m.file_type().is_file())) {
-            continue;
-        }
-        let ours = if let Some(name) = file_name.strip_suffix(PARTIAL_SUFFIX) {
-            is_safe_file_name(name)
-                && read_marker(pool_path, name)
-                    .ok()
-                    .flatten()
-                    .is_none_or(|m| m.project == project)
-        } else if is_json_tmp(file_name) {
-            // A half-written temp file does not parse; a whole one says whose it is.
-            read_json::<VolumeMarker>(&path)
-                .ok()
-                .flatten()
-                .is_none_or(|m| m.project == project)
-        } else {
-            false
-        };
-        if ours {
-            remove_if_exists(&path).map_err(|source| VolumeError::DeleteVolume {
-                path: path.clone(),
-                source,
-            })?;
-            removed.push(path);
-        }
-    }
-    removed.sort();
-    Ok(removed)
-}
-
-/// Every volume marker of `project` in the pool directory.
-fn our_markers(project: &str, pool_path: &Path) -> Result<Vec<VolumeMarker>, VolumeError> {
+) -> Result<Vec<VolumeMarker>, VolumeError> {
     let names = list_dir(pool_path).map_err(|source| VolumeError::ReadVolume {
         path: pool_path.into(),
         source,
