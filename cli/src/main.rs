@@ -2,6 +2,7 @@
 
 mod commands;
 mod error;
+mod files;
 mod progress;
 mod render;
 mod runtime;

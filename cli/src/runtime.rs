@@ -95,6 +95,36 @@ pub fn print_netns_to_make(config: &Config, plan: &vmctl_planner::Plan) {
     }
 }
 
+/// After an apply or destroy: says which deleted pools' directories were kept, and why
+/// (vmctl removes a pool's directory only when it made it and nothing else is in it).
+pub fn print_kept_pools(plan: &vmctl_planner::Plan, report: &apply::ApplyReport) {
+    use vmctl_planner::{Phase, Resource};
+    use vmctl_runtime::host::pool::{self, PoolDeleted};
+    for step in &report.done {
+        let Some(change) = plan.changes.get(step.change) else {
+            continue;
+        };
+        let (Phase::Delete, Some(Resource::Pool(p))) = (step.phase, &change.before) else {
+            continue;
+        };
+        let why = match pool::why_kept(&p.path) {
+            Some(PoolDeleted::KeptNotOurs) => {
+                "vmctl did not make it (it existed when the pool was created)".to_owned()
+            }
+            Some(PoolDeleted::KeptForeignFiles { files }) => {
+                format!("it holds files vmctl did not make: {}", files.join(", "))
+            }
+            _ => continue,
+        };
+        println!(
+            "Kept the directory {} of pool {:?} on host {:?}: {why}.",
+            p.path.display(),
+            p.name,
+            step.host
+        );
+    }
+}
+
 /// After a complete apply (`destroyed` false) or destroy: removes the network
 /// namespaces vmctl made for the project that nothing of it uses any more, and says so.
 /// A namespace that cannot be removed is a warning: everything else is done.

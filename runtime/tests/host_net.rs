@@ -617,6 +617,7 @@ fn observe_host_assembles_storage_and_network() {
         size: 1 << 20,
         from: None,
         prevent_destroy: false,
+        cancel: None,
     };
     volume::create_volume("lab", &pool_path, &root).unwrap();
     in_ns(&ns, |nl| {

@@ -9,6 +9,7 @@ mod lab;
 mod netns;
 mod plan;
 mod support;
+mod trust_storage;
 mod validate;
 mod virtio;
 mod vm;

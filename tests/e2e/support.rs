@@ -10,6 +10,17 @@ pub fn vmctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmctl"))
 }
 
+/// Runs `vmctl --color never ARGS… CONFIG` with stdin closed, to its end.
+pub fn vmctl_on(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    vmctl()
+        .args(["--color", "never"])
+        .args(args)
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("vmctl runs")
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

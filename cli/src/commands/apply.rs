@@ -73,6 +73,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         return apply_saved(saved, &args.run, style);
     }
     let loaded = vmctl_schema::load(&args.path)?;
+    crate::files::check(&loaded, style)?;
     let config = loaded.config;
     let _locks = runtime::lock(&config, args.run.lock_timeout)?;
     let live = runtime::observe(&config)?;
@@ -110,6 +111,7 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, CommandError> {
 
 fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), CommandError> {
     let loaded = vmctl_schema::load(Path::new(&saved.source))?;
+    crate::files::check(&loaded, style)?;
     let config = loaded.config;
     let _locks = runtime::lock(&config, run.lock_timeout)?;
     let live = runtime::observe(&config)?;
@@ -180,6 +182,7 @@ pub fn execute(
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     println!();
+    runtime::print_kept_pools(plan, &report);
     for (step, error) in &report.failed {
         eprintln!(
             "error: {step} on host {:?} failed: {}",

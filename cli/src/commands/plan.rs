@@ -130,6 +130,8 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
         }),
         None => {
             let loaded = vmctl_schema::load(path)?;
+            // The files the config names, before the hosts (offline, `--live`, skips both).
+            crate::files::check(&loaded, style)?;
             let live = crate::runtime::observe(&loaded.config);
             (Ok(loaded), live)
         }

@@ -226,6 +226,7 @@ pub fn apply(
             project: &config.project,
             vmctl: options.vmctl,
             stop_timeout: options.stop_timeout,
+            cancel,
         });
     }
     let nodes: Vec<NodeIndex> = graph.graph.node_indices().collect();
@@ -260,6 +261,13 @@ pub fn apply(
     for ctx in &contexts {
         if graph.graph.node_weights().any(|s| s.host == ctx.host.name) {
             let _ = steps::sweep_orphan_taps(ctx);
+        }
+    }
+    // Temp and partial files a killed apply left in the plan's pools (best effort: a
+    // pool that cannot be swept fails its own steps with the reason).
+    for (host, path) in inventory.pool_paths() {
+        if let Some(ctx) = contexts.iter().find(|c| c.host.name == host) {
+            let _ = crate::host::pool::sweep_leftovers(ctx.project, path);
         }
     }
     let run = |step: &Step| {

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use vmctl_planner::{Phase, Plan, Resource, Step};
@@ -58,6 +59,9 @@ pub struct HostContext<'a> {
     pub vmctl: &'a Path,
     /// How long a VM gets to shut down before it is killed.
     pub stop_timeout: Duration,
+    /// The apply's cancel flag: long work inside a step (copying or hashing a base
+    /// image) stops when it is set.
+    pub cancel: &'a AtomicBool,
 }
 
 impl HostContext<'_> {
@@ -149,6 +153,18 @@ impl Inventory {
             })
     }
 
+    /// Every pool the plan names, as (host, path).
+    pub fn pool_paths(&self) -> Vec<(&str, &Path)> {
+        let mut out: Vec<(&str, &Path)> = [&self.after, &self.before]
+            .into_iter()
+            .flat_map(|n| n.pools.iter())
+            .map(|((host, _), path)| (host.as_str(), path.as_path()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn pool_path(&self, teardown: bool, host: &str, pool: &str) -> Result<&Path, StepError> {
         self.lookup(teardown, |n| &n.pools, host, pool, "pool")
             .map(PathBuf::as_path)
@@ -219,6 +235,7 @@ pub fn run_step(
                 size: v.size,
                 from: v.from.as_deref(),
                 prevent_destroy: v.prevent_destroy,
+                cancel: Some(ctx.cancel),
             };
             volume::create_volume(project, pool_path, &spec)?;
         }

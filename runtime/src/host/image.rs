@@ -5,12 +5,17 @@
 //! them, skips every all-zero block, so holes stay holes and zero runs of a
 //! non-sparse image become holes too (a filesystem without `SEEK_DATA` is treated as one
 //! data extent).
+//!
+//! Both the copy and the digest read at most the source's size as `fstat` gave it (the
+//! source must be a regular file), and both look at a cancel flag between chunks: a
+//! cancelled apply stops a long copy or hash at once ([`is_cancelled`]).
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -18,6 +23,23 @@ use sha2::{Digest, Sha256};
 const BLOCK: usize = 4096;
 /// How much is read at once.
 const CHUNK: usize = 1 << 20;
+
+/// The error a cancelled copy or hash returns.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Whether `error` is a cancelled copy or hash.
+pub fn is_cancelled(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<Cancelled>())
+}
+
+fn check_cancel(cancel: Option<&AtomicBool>) -> io::Result<()> {
+    if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, Cancelled));
+    }
+    Ok(())
+}
 
 /// How an image was copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +51,14 @@ pub enum CopyMethod {
 }
 
 /// Copies all of `src` into the empty file `dst` and sets `dst`'s length to `src`'s.
-/// Tries a reflink first and falls back to a sparse copy.
-pub fn copy_image(src: &File, dst: &File) -> io::Result<CopyMethod> {
+/// Tries a reflink first and falls back to a sparse copy, which stops with
+/// [`Cancelled`] once `cancel` is set.
+pub fn copy_image(src: &File, dst: &File, cancel: Option<&AtomicBool>) -> io::Result<CopyMethod> {
+    check_cancel(cancel)?;
     if reflink(src, dst).is_ok() {
         return Ok(CopyMethod::Reflink);
     }
-    sparse_copy(src, dst)?;
+    sparse_copy(src, dst, cancel)?;
     Ok(CopyMethod::Sparse)
 }
 
@@ -51,8 +75,9 @@ fn reflink(src: &File, dst: &File) -> io::Result<()> {
 }
 
 /// Copies the data of `src` into `dst` at the same offsets, skipping holes and all-zero
-/// blocks, then sets `dst`'s length to `src`'s.
-pub fn sparse_copy(src: &File, dst: &File) -> io::Result<()> {
+/// blocks, then sets `dst`'s length to `src`'s. Stops with [`Cancelled`] once `cancel`
+/// is set.
+pub fn sparse_copy(src: &File, dst: &File, cancel: Option<&AtomicBool>) -> io::Result<()> {
     let len = src.metadata()?.len();
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
@@ -61,7 +86,7 @@ pub fn sparse_copy(src: &File, dst: &File) -> io::Result<()> {
             break; // only a hole is left
         };
         let end = seek(src, start, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
-        copy_range(src, dst, start, end, &mut buf)?;
+        copy_range(src, dst, start, end, &mut buf, cancel)?;
         pos = end;
     }
     dst.set_len(len)
@@ -85,9 +110,17 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>
     }
 }
 
-fn copy_range(src: &File, dst: &File, start: u64, end: u64, buf: &mut [u8]) -> io::Result<()> {
+fn copy_range(
+    src: &File,
+    dst: &File,
+    start: u64,
+    end: u64,
+    buf: &mut [u8],
+    cancel: Option<&AtomicBool>,
+) -> io::Result<()> {
     let mut pos = start;
     while pos < end {
+        check_cancel(cancel)?;
         let want = usize::try_from(end - pos)
             .unwrap_or(usize::MAX)
             .min(buf.len());
@@ -117,13 +150,21 @@ fn write_nonzero(dst: &File, data: &[u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// The digest of a base image as the volume marker records it: `sha256:<hex>`.
-pub fn image_digest(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+/// The digest of a base image as the volume marker records it: `sha256:<hex>`. The
+/// image must be a regular file (a FIFO or device is refused, without blocking); at most
+/// its size is read; the hash stops with [`Cancelled`] once `cancel` is set.
+pub fn image_digest(path: &Path, cancel: Option<&AtomicBool>) -> io::Result<String> {
+    let (file, meta) = super::fsutil::open_regular(path, true)?;
+    let mut file = file.take(meta.len());
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = file.read(&mut buf)?;
+        check_cancel(cancel)?;
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
@@ -176,7 +217,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = sparse_source(dir.path());
         let dst = new_file(dir.path(), "dst");
-        sparse_copy(&src, &dst).unwrap();
+        sparse_copy(&src, &dst, None).unwrap();
 
         assert_eq!(dst.metadata().unwrap().len(), 9 * MIB);
         assert_eq!(contents(&src), contents(&dst));
@@ -204,7 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = sparse_source(dir.path());
         let dst = new_file(dir.path(), "dst");
-        copy_image(&src, &dst).unwrap();
+        copy_image(&src, &dst, None).unwrap();
         assert_eq!(contents(&src), contents(&dst));
     }
 
@@ -214,8 +255,37 @@ mod tests {
         std::fs::write(dir.path().join("src"), b"").unwrap();
         let src = File::open(dir.path().join("src")).unwrap();
         let dst = File::create(dir.path().join("dst")).unwrap();
-        sparse_copy(&src, &dst).unwrap();
+        sparse_copy(&src, &dst, None).unwrap();
         assert_eq!(dst.metadata().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_cancelled_copy_or_hash_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = sparse_source(dir.path());
+        let dst = new_file(dir.path(), "dst");
+        let cancel = AtomicBool::new(true);
+        let err = sparse_copy(&src, &dst, Some(&cancel)).unwrap_err();
+        assert!(is_cancelled(&err), "{err}");
+        assert_eq!(dst.metadata().unwrap().len(), 0, "nothing was copied");
+        let err = copy_image(&src, &dst, Some(&cancel)).unwrap_err();
+        assert!(is_cancelled(&err), "{err}");
+        let err = image_digest(&dir.path().join("src"), Some(&cancel)).unwrap_err();
+        assert!(is_cancelled(&err), "{err}");
+    }
+
+    #[test]
+    fn only_regular_files_are_hashed() {
+        // /dev/zero never ends and a FIFO blocks: both are refused at once.
+        let err = image_digest(Path::new("/dev/zero"), None).unwrap_err();
+        assert!(err.to_string().contains("character device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = image_digest(&fifo, None).unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        let err = image_digest(dir.path(), None).unwrap_err();
+        assert!(err.to_string().contains("directory"), "{err}");
     }
 
     #[test]
@@ -224,7 +294,7 @@ mod tests {
         let path = dir.path().join("img");
         std::fs::write(&path, b"abc").unwrap();
         assert_eq!(
-            image_digest(&path).unwrap(),
+            image_digest(&path, None).unwrap(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

@@ -9,14 +9,17 @@
 //!
 //! | resource | mark |
 //! | --- | --- |
-//! | pool | `<pool>/.vmctl.json` (`project`, `name`, `kind`), and an index entry `<state-dir>/<project>/pools/<name>.json` so a pool deleted from the config is still found |
+//! | pool | `<pool>/.vmctl.json` (`project`, `name`, `kind`, `made_dir`: whether vmctl made the directory), and an index entry `<state-dir>/<project>/pools/<name>.json` so a pool deleted from the config is still found |
 //! | volume | `<pool>/<name>.raw` with its marker `<pool>/<name>.vmctl.json` (`project`, `name`, base image digest) |
 //! | bridge | interface alias `vmctl:<project>:<network>` |
 //! | VLAN | an entry in the bridge's own VLAN table; a gateway is an address on the VLAN link `<bridge>.<id>` (alias `vmctl:<project>:<network>/<id>`). Where the kernel has no VLAN filtering: a bridge `<bridge>v<id>` per VLAN with that alias, the gateway an address on it (see `net::bridge`) |
 //! | tap | interface alias `vmctl:<project>:<vm>#<nic-index>` |
 //! | lock | `flock` on `<state-dir>/<project>/lock`, holding the holder's pid |
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod files;
 pub mod image;
+mod leftovers;
 pub mod lock;
 pub mod mark;
 pub mod net;

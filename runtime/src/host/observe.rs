@@ -211,6 +211,7 @@ mod tests {
             size: 1 << 20,
             from: None,
             prevent_destroy,
+            cancel: None,
         };
         volume::create_volume("lab", &fast, &spec("root", true)).unwrap();
         volume::create_volume("lab", &slow, &spec("data", false)).unwrap();

@@ -7,16 +7,25 @@
 //! believes only the marker in each directory: an index entry whose directory has no
 //! marker of ours is stale and ignored. A marker of another project is never touched.
 //!
-//! Deleting a pool removes its marker, its index entry and the directory when nothing
-//! else is left in it; files vmctl did not make are kept (and so is the directory).
+//! Deleting a pool removes its marker, its index entry, vmctl's own leftovers (markers
+//! and partial files of volumes that are gone, temp files of killed writes) and the
+//! directory when vmctl made it and nothing else is left in it; files vmctl did not make
+//! are kept, and so is a directory vmctl did not make (the marker says which):
+//! [`PoolDeleted`] says what was kept and why.
+//!
+//! The pool path must be a real directory: a symlink there, or a directory that group or
+//! others may write to (who could swap a volume for a symlink), is refused. A directory
+//! vmctl makes is 0700 whatever the umask; parents it makes are 0755.
 
-use std::fs;
+use std::fs::{self, DirBuilder};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{list_dir, read_json, remove_if_exists, write_json_atomic};
+use super::fsutil::{kind_of, list_dir, lstat, read_json, remove_if_exists, write_json_atomic};
+use super::leftovers;
 use super::mark::is_safe_file_name;
 use super::volume;
 
@@ -38,6 +47,18 @@ pub enum PoolError {
     },
     #[error("cannot create the pool directory {path}")]
     CreatePool { path: PathBuf, source: io::Error },
+    #[error("pool path {path} is {kind}, not a directory; vmctl never follows a symlink there")]
+    NotADirectory { path: PathBuf, kind: &'static str },
+    #[error(
+        "pool directory {path} is writable by {who} (mode {mode:04o}), who could swap a volume for a symlink"
+    )]
+    WritableByOthers {
+        path: PathBuf,
+        who: &'static str,
+        mode: u32,
+    },
+    #[error("cannot read the pool directory {path}")]
+    StatPool { path: PathBuf, source: io::Error },
     #[error("cannot write {path}")]
     WriteMarker { path: PathBuf, source: io::Error },
     #[error("cannot read {path}")]
@@ -68,6 +89,10 @@ pub struct PoolMarker {
     pub project: String,
     pub name: String,
     pub kind: PoolKind,
+    /// Whether vmctl made the directory (only then may deleting the pool remove it). A
+    /// marker written before this field existed says no: such a directory is kept.
+    #[serde(default)]
+    pub made_dir: bool,
 }
 
 /// A pool found on the host.
@@ -86,18 +111,55 @@ struct IndexEntry {
 }
 
 /// What [`delete_pool`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolDeleted {
     /// Marker and directory removed.
     Removed,
-    /// Marker removed; the directory is kept because it holds files vmctl did not make.
-    KeptForeignFiles,
+    /// Marker and vmctl's files removed; the directory is kept because it holds files
+    /// vmctl did not make (their names, sorted).
+    KeptForeignFiles { files: Vec<String> },
+    /// Marker and vmctl's files removed; the directory is kept because vmctl did not make
+    /// it (it existed when the pool was created).
+    KeptNotOurs,
     /// There was no pool of ours there (its stale index entry, if any, is gone).
     Absent,
 }
 
 fn index_dir(state_dir: &Path, project: &str) -> PathBuf {
     state_dir.join(project).join("pools")
+}
+
+/// Checks that `path`, when it exists, is a directory (not a symlink to one) that only its
+/// owner may write to. Returns whether it exists.
+pub fn check_pool_dir(path: &Path) -> Result<bool, PoolError> {
+    let meta = lstat(path).map_err(|source| PoolError::StatPool {
+        path: path.into(),
+        source,
+    })?;
+    let Some(meta) = meta else {
+        return Ok(false);
+    };
+    if !meta.file_type().is_dir() {
+        return Err(PoolError::NotADirectory {
+            path: path.into(),
+            kind: kind_of(&meta),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("group and others"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("others"),
+        (false, false) => None,
+    };
+    if let Some(who) = who {
+        return Err(PoolError::WritableByOthers {
+            path: path.into(),
+            who,
+            mode,
+        });
+    }
+    Ok(true)
 }
 
 /// Reads the marker of the pool directory at `path`; `None` when there is none.
@@ -123,19 +185,25 @@ pub fn create_pool(
     if !path.is_absolute() {
         return Err(PoolError::RelativePath { path: path.into() });
     }
-    if let Some(marker) = read_marker(path)? {
-        if marker.project != project || marker.name != name {
-            return Err(PoolError::ForeignPool {
-                path: path.into(),
-                project: marker.project,
-                name: marker.name,
-            });
+    let existed = check_pool_dir(path)?;
+    let mut made_dir = !existed;
+    if existed {
+        if let Some(marker) = read_marker(path)? {
+            if marker.project != project || marker.name != name {
+                return Err(PoolError::ForeignPool {
+                    path: path.into(),
+                    project: marker.project,
+                    name: marker.name,
+                });
+            }
+            made_dir = marker.made_dir;
         }
+    } else {
+        make_dir(path).map_err(|source| PoolError::CreatePool {
+            path: path.into(),
+            source,
+        })?;
     }
-    fs::create_dir_all(path).map_err(|source| PoolError::CreatePool {
-        path: path.into(),
-        source,
-    })?;
     // Index entry first: a crash before the marker leaves only a stale entry, which
     // observing ignores and the next create overwrites.
     let index = index_dir(state_dir, project);
@@ -144,7 +212,10 @@ pub fn create_pool(
         name: name.into(),
         path: path.into(),
     };
-    fs::create_dir_all(&index)
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&index)
         .and_then(|()| write_json_atomic(&entry_path, &entry))
         .map_err(|source| PoolError::WriteMarker {
             path: entry_path,
@@ -154,6 +225,7 @@ pub fn create_pool(
         project: project.into(),
         name: name.into(),
         kind: PoolKind::Dir,
+        made_dir,
     };
     let marker_path = path.join(MARKER);
     write_json_atomic(&marker_path, &marker).map_err(|source| PoolError::WriteMarker {
@@ -165,6 +237,24 @@ pub fn create_pool(
         kind: PoolKind::Dir,
         path: path.into(),
     })
+}
+
+/// Makes the pool directory `path` (mode 0700) and its missing parents (0755), whatever
+/// the umask.
+fn make_dir(path: &Path) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+    }
+    DirBuilder::new().mode(0o700).create(path)?;
+    // Set the mode through a descriptor of the directory just made, never a symlink.
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    dir.set_permissions(fs::Permissions::from_mode(0o700))
 }
 
 /// The pools of `project` on this host: every directory named by the project's index or
@@ -182,6 +272,11 @@ pub fn observe_pools(
     candidates.dedup();
     let mut pools = Vec::new();
     for path in candidates {
+        // A symlink at a pool path is no pool of ours (creating one there is refused).
+        let is_dir = lstat(&path).is_ok_and(|m| m.is_some_and(|m| m.file_type().is_dir()));
+        if !is_dir {
+            continue;
+        }
         if let Some(marker) = read_marker(&path)? {
             if marker.project == project {
                 pools.push(LivePool {
@@ -232,7 +327,9 @@ pub fn delete_pool(
             source,
         })
     };
-    let Some(marker) = read_marker(path)? else {
+    let is_dir = lstat(path).is_ok_and(|m| m.is_some_and(|m| m.file_type().is_dir()));
+    let marker = if is_dir { read_marker(path)? } else { None };
+    let Some(marker) = marker else {
         remove_entry()?;
         return Ok(PoolDeleted::Absent);
     };
@@ -253,8 +350,9 @@ pub fn delete_pool(
             volumes: volumes.into_iter().map(|v| v.name).collect(),
         });
     }
-    // Leftovers of volumes whose file is gone (a marker, a partial copy) are ours too.
-    volume::remove_leftovers(project, path).map_err(|e| PoolError::ListVolumes {
+    // Leftovers of volumes whose file is gone (a marker, a partial copy) and temp files
+    // of killed writes are ours too.
+    leftovers::remove(project, path).map_err(|e| PoolError::ListVolumes {
         name: name.into(),
         source: Box::new(e),
     })?;
@@ -264,15 +362,68 @@ pub fn delete_pool(
         source,
     })?;
     remove_entry()?;
+    let list_err = |source| PoolError::DeletePool {
+        path: path.into(),
+        source,
+    };
+    let mut files: Vec<String> = list_dir(path)
+        .map_err(list_err)?
+        .into_iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    if !files.is_empty() {
+        return Ok(PoolDeleted::KeptForeignFiles { files });
+    }
+    if !marker.made_dir {
+        return Ok(PoolDeleted::KeptNotOurs);
+    }
     match fs::remove_dir(path) {
         Ok(()) => Ok(PoolDeleted::Removed),
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(PoolDeleted::KeptForeignFiles),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PoolDeleted::Removed),
         Err(source) => Err(PoolError::DeletePool {
             path: path.into(),
             source,
         }),
     }
+}
+
+/// After [`delete_pool`] succeeded for the pool at `path`: why its directory is still
+/// there, or `None` when it is gone (or still a pool: the marker is there).
+pub fn why_kept(path: &Path) -> Option<PoolDeleted> {
+    let is_dir = lstat(path).is_ok_and(|m| m.is_some_and(|m| m.file_type().is_dir()));
+    if !is_dir || lstat(&path.join(MARKER)).is_ok_and(|m| m.is_some()) {
+        return None;
+    }
+    let mut files: Vec<String> = list_dir(path)
+        .ok()?
+        .into_iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    Some(if files.is_empty() {
+        // delete_pool removes an empty directory it made.
+        PoolDeleted::KeptNotOurs
+    } else {
+        PoolDeleted::KeptForeignFiles { files }
+    })
+}
+
+/// Removes vmctl's own temp files of killed writes (`<x>.json.tmp-<pid>`) and partial
+/// volume files in the pool of `project` at `path` (see [`leftovers::remove`]).
+/// The caller holds the host's lock, so no other vmctl of the project is writing there.
+pub fn sweep_leftovers(project: &str, path: &Path) -> Result<Vec<PathBuf>, PoolError> {
+    if !check_pool_dir(path)? {
+        return Ok(Vec::new());
+    }
+    match read_marker(path)? {
+        Some(marker) if marker.project == project => {}
+        _ => return Ok(Vec::new()),
+    }
+    leftovers::remove(project, path).map_err(|e| PoolError::ListVolumes {
+        name: path.display().to_string(),
+        source: Box::new(e),
+    })
 }
 
 #[cfg(test)]
@@ -285,10 +436,18 @@ mod tests {
             project: "lab".into(),
             name: "fast".into(),
             kind: PoolKind::Dir,
+            made_dir: true,
         };
         let json = serde_json::to_string(&marker).unwrap();
-        assert_eq!(json, r#"{"project":"lab","name":"fast","kind":"dir"}"#);
+        assert_eq!(
+            json,
+            r#"{"project":"lab","name":"fast","kind":"dir","made_dir":true}"#
+        );
         assert_eq!(serde_json::from_str::<PoolMarker>(&json).unwrap(), marker);
+        // A marker from before `made_dir` says vmctl did not make the directory.
+        let old: PoolMarker =
+            serde_json::from_str(r#"{"project":"lab","name":"fast","kind":"dir"}"#).unwrap();
+        assert!(!old.made_dir);
     }
 
     #[test]
@@ -370,6 +529,7 @@ mod tests {
             size: 4096,
             from: None,
             prevent_destroy: false,
+            cancel: None,
         };
         volume::create_volume("lab", &path, &disk).unwrap();
         fs::write(path.join("notes.txt"), "mine").unwrap();
@@ -380,7 +540,9 @@ mod tests {
         volume::delete_volume("lab", &path, "disk").unwrap();
         assert_eq!(
             delete_pool(state.path(), "lab", "fast", &path).unwrap(),
-            PoolDeleted::KeptForeignFiles
+            PoolDeleted::KeptForeignFiles {
+                files: vec!["notes.txt".into()]
+            }
         );
         let left: Vec<_> = fs::read_dir(&path)
             .unwrap()
@@ -390,6 +552,175 @@ mod tests {
         assert!(observe_pools(state.path(), "lab", &[&path])
             .unwrap()
             .is_empty());
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_made_pool_dir_is_0700_and_its_marker_0600() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("a/b/pool");
+        create_pool(state.path(), "lab", "fast", &path).unwrap();
+        assert_eq!(mode_of(&path), 0o700);
+        assert_eq!(mode_of(&root.path().join("a/b")) & 0o022, 0);
+        assert_eq!(mode_of(&path.join(MARKER)), 0o600);
+        assert!(read_marker(&path).unwrap().unwrap().made_dir);
+    }
+
+    #[test]
+    fn a_symlinked_pool_path_is_refused_and_its_target_untouched() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(victim.join("data"), b"keep").unwrap();
+        let path = root.path().join("pool");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+
+        let err = create_pool(state.path(), "lab", "fast", &path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PoolError::NotADirectory {
+                    kind: "a symbolic link",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(!victim.join(MARKER).exists());
+        // Even with a marker of ours behind it, the symlink is no pool: never observed,
+        // and deleting leaves the target alone.
+        create_pool(state.path(), "lab", "fast", &victim).unwrap();
+        assert_eq!(
+            observe_pools(state.path(), "other-state", &[&path]).unwrap(),
+            []
+        );
+        let seen: Vec<_> =
+            observe_pools(tempfile::tempdir().unwrap().path(), "lab", &[&path]).unwrap();
+        assert!(seen.is_empty(), "{seen:?}");
+        assert_eq!(
+            delete_pool(state.path(), "lab", "fast", &path).unwrap(),
+            PoolDeleted::Absent
+        );
+        assert!(victim.join(MARKER).is_file());
+        assert_eq!(fs::read(victim.join("data")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn a_pool_dir_writable_by_group_or_others_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("pool");
+        fs::create_dir(&path).unwrap();
+        for (mode, who) in [
+            (0o777, "group and others"),
+            (0o775, "its group"),
+            (0o757, "others"),
+        ] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = create_pool(state.path(), "lab", "fast", &path).unwrap_err();
+            assert!(
+                matches!(err, PoolError::WritableByOthers { who: w, .. } if w == who),
+                "{mode:o}: {err:?}"
+            );
+            assert!(!path.join(MARKER).exists());
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        create_pool(state.path(), "lab", "fast", &path).unwrap();
+    }
+
+    #[test]
+    fn a_dir_vmctl_did_not_make_is_kept_and_said_so() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("pool");
+        fs::create_dir(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o750)).unwrap();
+        create_pool(state.path(), "lab", "fast", &path).unwrap();
+        assert!(!read_marker(&path).unwrap().unwrap().made_dir);
+        // Creating again keeps what the marker says.
+        create_pool(state.path(), "lab", "fast", &path).unwrap();
+        assert!(!read_marker(&path).unwrap().unwrap().made_dir);
+        assert_eq!(
+            delete_pool(state.path(), "lab", "fast", &path).unwrap(),
+            PoolDeleted::KeptNotOurs
+        );
+        assert!(path.is_dir());
+        assert_eq!(
+            fs::read_dir(&path).unwrap().count(),
+            0,
+            "the marker is gone"
+        );
+    }
+
+    #[test]
+    fn leftovers_of_killed_writes_are_swept_and_others_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("pool");
+        create_pool(state.path(), "lab", "fast", &path).unwrap();
+        let theirs = r#"{"project":"other","name":"x"}"#;
+        for (name, text) in [
+            (".vmctl.json.tmp-4242", "{\"proj"),
+            (
+                "gone.vmctl.json.tmp-77",
+                r#"{"project":"lab","name":"gone"}"#,
+            ),
+            ("gone.raw.vmctl-partial", "half"),
+            ("x.vmctl.json.tmp-5", theirs),
+            ("x.vmctl.json", theirs),
+            ("x.raw.vmctl-partial", "theirs"),
+            ("notes.tmp-1", "mine"),
+        ] {
+            fs::write(path.join(name), text).unwrap();
+        }
+        let victim = root.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, path.join("y.raw.vmctl-partial")).unwrap();
+
+        let removed: Vec<String> = sweep_leftovers("lab", &path)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                ".vmctl.json.tmp-4242",
+                "gone.raw.vmctl-partial",
+                "gone.vmctl.json.tmp-77"
+            ]
+        );
+        let mut left: Vec<String> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".vmctl.json",
+                "notes.tmp-1",
+                "x.raw.vmctl-partial",
+                "x.vmctl.json",
+                "x.vmctl.json.tmp-5",
+                "y.raw.vmctl-partial"
+            ]
+        );
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        // Another project's pool is never swept.
+        fs::write(path.join(".vmctl.json.tmp-1"), "x").unwrap();
+        assert!(sweep_leftovers("other", &path).unwrap().is_empty());
+        assert!(path.join(".vmctl.json.tmp-1").exists());
     }
 
     #[test]

@@ -8,22 +8,35 @@
 //! `P/<name>.raw.vmctl-partial` and renamed into place last. So after a crash there is
 //! either a complete volume, or a marker (and maybe a partial file) without `<name>.raw`,
 //! which observing reports as absent and the next create or pool delete cleans up.
+//!
+//! Nothing here follows a symlink or opens a non-regular file in the pool: the partial
+//! file is created new (`O_EXCL | O_NOFOLLOW`, mode 0600 whatever the umask) and renamed
+//! into place without replacing anything; a volume is grown through `O_NOFOLLOW` after
+//! `fstat` says it is a regular file; and a symlink, FIFO or device where a volume,
+//! partial file or marker should be is refused naming the path, and left as it is.
+//!
+//! A base image (`from`) must be a regular file (a symlink to one is fine): hashing and
+//! copying read at most its size, and both stop between chunks when the apply is
+//! cancelled ([`VolumeSpec::cancel`]).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{list_dir, read_json, remove_if_exists, write_json_atomic};
+use super::fsutil::{
+    self, kind_of, list_dir, lstat, read_json, remove_if_exists, write_json_atomic, FILE_MODE,
+};
 use super::image::{self, CopyMethod};
 use super::mark::is_safe_file_name;
 use super::pool;
 
 const RAW_SUFFIX: &str = ".raw";
-const MARKER_SUFFIX: &str = ".vmctl.json";
-const PARTIAL_SUFFIX: &str = ".raw.vmctl-partial";
+pub(super) const MARKER_SUFFIX: &str = ".vmctl.json";
+pub(super) const PARTIAL_SUFFIX: &str = ".raw.vmctl-partial";
 
 /// Errors of creating, changing, observing and deleting volumes.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +86,18 @@ pub enum VolumeError {
     WriteMarker { path: PathBuf, source: io::Error },
     #[error("cannot delete {path}")]
     DeleteVolume { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is {kind}, not a regular file; vmctl never follows, truncates or grows one there"
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("the pool directory {path} is unsafe")]
+    UnsafePool {
+        path: PathBuf,
+        #[source]
+        source: Box<pool::PoolError>,
+    },
+    #[error("cancelled (Ctrl-C) while reading base image {image}; nothing of the volume is left")]
+    Cancelled { image: PathBuf },
 }
 
 /// The content of `<name>.vmctl.json` beside a volume file.
@@ -99,6 +124,9 @@ pub struct VolumeSpec<'a> {
     pub size: u64,
     pub from: Option<&'a Path>,
     pub prevent_destroy: bool,
+    /// When set (the first Ctrl-C of an apply), hashing and copying the base image stop
+    /// at the next chunk and the create fails as cancelled, leaving no partial file.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// A volume found in a pool.
@@ -121,11 +149,11 @@ pub fn volume_path(pool_path: &Path, name: &str) -> PathBuf {
     pool_path.join(format!("{name}{RAW_SUFFIX}"))
 }
 
-fn marker_path(pool_path: &Path, name: &str) -> PathBuf {
+pub(super) fn marker_path(pool_path: &Path, name: &str) -> PathBuf {
     pool_path.join(format!("{name}{MARKER_SUFFIX}"))
 }
 
-fn partial_path(pool_path: &Path, name: &str) -> PathBuf {
+pub(super) fn partial_path(pool_path: &Path, name: &str) -> PathBuf {
     pool_path.join(format!("{name}{PARTIAL_SUFFIX}"))
 }
 
@@ -138,6 +166,10 @@ fn check_name(name: &str) -> Result<(), VolumeError> {
 }
 
 fn check_pool(project: &str, pool_path: &Path) -> Result<(), VolumeError> {
+    pool::check_pool_dir(pool_path).map_err(|source| VolumeError::UnsafePool {
+        path: pool_path.into(),
+        source: Box::new(source),
+    })?;
     match pool::read_marker(pool_path).map_err(VolumeError::ReadPool)? {
         Some(marker) if marker.project == project => Ok(()),
         _ => Err(VolumeError::ForeignPool {
@@ -147,9 +179,76 @@ fn check_pool(project: &str, pool_path: &Path) -> Result<(), VolumeError> {
     }
 }
 
-fn read_marker(pool_path: &Path, name: &str) -> Result<Option<VolumeMarker>, VolumeError> {
+/// Whether a regular file is at `path`; an error naming the path when something else is.
+fn regular_exists(path: &Path) -> Result<bool, VolumeError> {
+    let meta = lstat(path).map_err(|source| VolumeError::ReadVolume {
+        path: path.into(),
+        source,
+    })?;
+    match meta {
+        None => Ok(false),
+        Some(m) if m.file_type().is_file() => Ok(true),
+        Some(m) => Err(VolumeError::NotRegular {
+            path: path.into(),
+            kind: kind_of(&m),
+        }),
+    }
+}
+
+/// Turns an I/O error that says "not a regular file" into [`VolumeError::NotRegular`].
+fn io_err(
+    path: &Path,
+    source: io::Error,
+    wrap: impl FnOnce(PathBuf, io::Error) -> VolumeError,
+) -> VolumeError {
+    let not_regular = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<fsutil::NotRegular>())
+        .map(|e| (e.path.clone(), e.kind));
+    match not_regular {
+        Some((path, kind)) => VolumeError::NotRegular { path, kind },
+        None => wrap(path.into(), source),
+    }
+}
+
+/// An I/O error on a file in the pool: [`VolumeError::NotRegular`] when something other
+/// than a regular file is at `path` (an `O_NOFOLLOW` open of a symlink fails with
+/// `ELOOP`, `O_EXCL` with `EEXIST`), else `wrap`.
+fn pool_file_err(
+    path: &Path,
+    source: io::Error,
+    wrap: impl FnOnce(PathBuf, io::Error) -> VolumeError,
+) -> VolumeError {
+    match lstat(path) {
+        Ok(Some(m)) if !m.file_type().is_file() => VolumeError::NotRegular {
+            path: path.into(),
+            kind: kind_of(&m),
+        },
+        _ => io_err(path, source, wrap),
+    }
+}
+
+pub(super) fn read_marker(
+    pool_path: &Path,
+    name: &str,
+) -> Result<Option<VolumeMarker>, VolumeError> {
     let path = marker_path(pool_path, name);
-    read_json(&path).map_err(|source| VolumeError::ReadVolume { path, source })
+    read_json(&path).map_err(|source| {
+        io_err(&path, source, |path, source| VolumeError::ReadVolume {
+            path,
+            source,
+        })
+    })
+}
+
+fn write_marker(pool_path: &Path, marker: &VolumeMarker) -> Result<(), VolumeError> {
+    let path = marker_path(pool_path, &marker.name);
+    write_json_atomic(&path, marker).map_err(|source| {
+        io_err(&path, source, |path, source| VolumeError::WriteMarker {
+            path,
+            source,
+        })
+    })
 }
 
 /// The marker of volume `name` when it is ours; an error when the file or marker is
@@ -166,10 +265,12 @@ fn our_marker(
             path: volume_path(pool_path, name),
             project: project.into(),
         }),
-        None if volume_path(pool_path, name).exists() => Err(VolumeError::ForeignVolume {
-            path: volume_path(pool_path, name),
-            project: project.into(),
-        }),
+        None if lstat(&volume_path(pool_path, name)).is_ok_and(|m| m.is_some()) => {
+            Err(VolumeError::ForeignVolume {
+                path: volume_path(pool_path, name),
+                project: project.into(),
+            })
+        }
         None => Ok(None),
     }
 }
@@ -187,20 +288,24 @@ pub fn create_volume(
         size,
         from,
         prevent_destroy,
+        cancel,
     } = *spec;
     check_name(name)?;
     check_pool(project, pool_path)?;
     let path = volume_path(pool_path, name);
-    if our_marker(project, pool_path, name)?.is_some() && path.exists() {
+    if our_marker(project, pool_path, name)?.is_some() && regular_exists(&path)? {
         return Err(VolumeError::VolumeExists { path });
     }
+    let partial = partial_path(pool_path, name);
+    // A stale partial file of ours goes; anything else there is refused, untouched.
+    if regular_exists(&partial)? {
+        fs::remove_file(&partial).map_err(|source| VolumeError::CreateVolume {
+            path: partial.clone(),
+            source,
+        })?;
+    }
     let from_digest = from
-        .map(|image| {
-            image::image_digest(image).map_err(|source| VolumeError::HashImage {
-                path: image.into(),
-                source,
-            })
-        })
+        .map(|image| image::image_digest(image, cancel).map_err(|source| hash_err(image, source)))
         .transpose()?;
     let marker = VolumeMarker {
         project: project.into(),
@@ -209,68 +314,99 @@ pub fn create_volume(
         from_digest,
         prevent_destroy,
     };
-    let marker_file = marker_path(pool_path, name);
-    write_json_atomic(&marker_file, &marker).map_err(|source| VolumeError::WriteMarker {
-        path: marker_file,
-        source,
-    })?;
+    write_marker(pool_path, &marker)?;
 
-    let partial = partial_path(pool_path, name);
-    let method = build_file(&partial, name, size, from);
-    let method = match method {
+    let method = match build_file(&partial, name, size, from, cancel) {
         Ok(method) => method,
-        Err(e) => {
+        Err(BuildError::Created(e)) => {
             let _ = fs::remove_file(&partial);
             return Err(e);
         }
+        Err(BuildError::NotCreated(e)) => return Err(e),
     };
-    fs::rename(&partial, &path).map_err(|source| VolumeError::CreateVolume {
-        path: path.clone(),
-        source,
+    // RENAME_NOREPLACE: whatever appeared at the volume's path meanwhile is kept.
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &partial,
+        nix::fcntl::AT_FDCWD,
+        &path,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|errno| {
+        let _ = fs::remove_file(&partial);
+        VolumeError::CreateVolume {
+            path: path.clone(),
+            source: errno.into(),
+        }
     })?;
     let live = live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })?;
     Ok((live, method))
 }
 
-/// Builds the volume file at `partial` (replacing a stale one).
+fn hash_err(image: &Path, source: io::Error) -> VolumeError {
+    if image::is_cancelled(&source) {
+        return VolumeError::Cancelled {
+            image: image.into(),
+        };
+    }
+    io_err(image, source, |path, source| VolumeError::HashImage {
+        path,
+        source,
+    })
+}
+
+/// Why [`build_file`] failed: after it created the partial file (which the caller
+/// removes), or before (whatever is at the path is not ours and stays).
+enum BuildError {
+    Created(VolumeError),
+    NotCreated(VolumeError),
+}
+
+/// Builds the volume file as the new file `partial` (mode 0600).
 fn build_file(
     partial: &Path,
     name: &str,
     size: u64,
     from: Option<&Path>,
-) -> Result<Option<CopyMethod>, VolumeError> {
-    let create_err = |source| VolumeError::CreateVolume {
-        path: partial.into(),
-        source,
+    cancel: Option<&AtomicBool>,
+) -> Result<Option<CopyMethod>, BuildError> {
+    let create_err = |source| {
+        pool_file_err(partial, source, |path, source| VolumeError::CreateVolume {
+            path,
+            source,
+        })
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(partial)
-        .map_err(create_err)?;
+    let file = fsutil::create_new(partial, FILE_MODE)
+        .map_err(|e| BuildError::NotCreated(create_err(e)))?;
+    let created = |e| BuildError::Created(e);
     let mut method = None;
     if let Some(image) = from {
-        let copy_err = |source| VolumeError::CopyImage {
-            image: image.into(),
-            path: partial.into(),
-            source,
+        let copy_err = |source: io::Error| {
+            if image::is_cancelled(&source) {
+                return VolumeError::Cancelled {
+                    image: image.into(),
+                };
+            }
+            io_err(image, source, |image, source| VolumeError::CopyImage {
+                image,
+                path: partial.into(),
+                source,
+            })
         };
-        let src = File::open(image).map_err(copy_err)?;
-        let image_size = src.metadata().map_err(copy_err)?.len();
+        let (src, meta) = fsutil::open_regular(image, true).map_err(|e| created(copy_err(e)))?;
+        let image_size = meta.len();
         if image_size > size {
-            return Err(VolumeError::ImageTooLarge {
+            return Err(created(VolumeError::ImageTooLarge {
                 name: name.into(),
                 image: image.into(),
                 image_size,
                 size,
-            });
+            }));
         }
-        method = Some(image::copy_image(&src, &file).map_err(copy_err)?);
+        method = Some(image::copy_image(&src, &file, cancel).map_err(|e| created(copy_err(e)))?);
     }
-    file.set_len(size).map_err(create_err)?;
-    file.sync_all().map_err(create_err)?;
+    file.set_len(size).map_err(|e| created(create_err(e)))?;
+    file.sync_all().map_err(|e| created(create_err(e)))?;
     Ok(method)
 }
 
@@ -291,9 +427,22 @@ pub fn grow_volume(
     };
     let file = OpenOptions::new()
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&path)
-        .map_err(grow_err)?;
-    let current = file.metadata().map_err(grow_err)?.len();
+        .map_err(|e| {
+            pool_file_err(&path, e, |path, source| VolumeError::GrowVolume {
+                path,
+                source,
+            })
+        })?;
+    let meta = file.metadata().map_err(grow_err)?;
+    if !meta.file_type().is_file() {
+        return Err(VolumeError::NotRegular {
+            path: path.clone(),
+            kind: kind_of(&meta),
+        });
+    }
+    let current = meta.len();
     if size < current {
         return Err(VolumeError::ShrinkVolume {
             name: name.into(),
@@ -321,11 +470,7 @@ pub fn set_prevent_destroy(
         .ok_or(VolumeError::MissingVolume { path: path.clone() })?;
     if marker.prevent_destroy != prevent_destroy {
         marker.prevent_destroy = prevent_destroy;
-        let marker_file = marker_path(pool_path, name);
-        write_json_atomic(&marker_file, &marker).map_err(|source| VolumeError::WriteMarker {
-            path: marker_file,
-            source,
-        })?;
+        write_marker(pool_path, &marker)?;
     }
     live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })
 }
@@ -359,18 +504,11 @@ pub fn observe_volumes(project: &str, pool_path: &Path) -> Result<Vec<LiveVolume
     Ok(out)
 }
 
-/// Removes markers and partial files of `project`'s volumes whose raw file is missing.
-pub(crate) fn remove_leftovers(project: &str, pool_path: &Path) -> Result<(), VolumeError> {
-    for marker in our_markers(project, pool_path)? {
-        if !volume_path(pool_path, &marker.name).exists() {
-            delete_volume(project, pool_path, &marker.name)?;
-        }
-    }
-    Ok(())
-}
-
 /// Every volume marker of `project` in the pool directory.
-fn our_markers(project: &str, pool_path: &Path) -> Result<Vec<VolumeMarker>, VolumeError> {
+pub(super) fn our_markers(
+    project: &str,
+    pool_path: &Path,
+) -> Result<Vec<VolumeMarker>, VolumeError> {
     let names = list_dir(pool_path).map_err(|source| VolumeError::ReadVolume {
         path: pool_path.into(),
         source,
@@ -397,8 +535,14 @@ fn our_markers(project: &str, pool_path: &Path) -> Result<Vec<VolumeMarker>, Vol
 
 fn live_volume(pool_path: &Path, marker: VolumeMarker) -> Result<Option<LiveVolume>, VolumeError> {
     let path = volume_path(pool_path, &marker.name);
-    let meta = match fs::metadata(&path) {
-        Ok(meta) => meta,
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_file() => meta,
+        Ok(meta) => {
+            return Err(VolumeError::NotRegular {
+                path,
+                kind: kind_of(&meta),
+            })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(VolumeError::ReadVolume { path, source }),
     };
@@ -416,6 +560,7 @@ fn live_volume(pool_path: &Path, marker: VolumeMarker) -> Result<Option<LiveVolu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::os::unix::fs::FileExt;
 
     const MIB: u64 = 1 << 20;
@@ -426,6 +571,7 @@ mod tests {
             size,
             from,
             prevent_destroy: false,
+            cancel: None,
         }
     }
 
@@ -480,7 +626,10 @@ mod tests {
         assert!(method.is_some());
         assert_eq!(live.size, 8 * MIB);
         assert_eq!(live.from.as_deref(), Some(image.as_path()));
-        assert_eq!(live.from_digest, Some(image::image_digest(&image).unwrap()));
+        assert_eq!(
+            live.from_digest,
+            Some(image::image_digest(&image, None).unwrap())
+        );
         let mut head = [0u8; 11];
         File::open(&live.path)
             .unwrap()
@@ -600,6 +749,122 @@ mod tests {
         assert!(observe_volumes("lab", &pool).unwrap().is_empty());
         create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
         assert_eq!(observe_volumes("lab", &pool).unwrap().len(), 1);
+    }
+
+    /// A file outside the pool that a symlink in the pool points at.
+    fn victim(root: &Path) -> PathBuf {
+        let path = root.join("victim");
+        fs::write(&path, b"keep").unwrap();
+        path
+    }
+
+    fn assert_untouched(victim: &Path) {
+        assert_eq!(fs::read(victim).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn a_volume_file_is_0600() {
+        let (_state, _root, pool) = pool("lab");
+        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
+        assert_eq!(fs::metadata(&live.path).unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(
+            fs::metadata(marker_path(&pool, "data")).unwrap().mode() & 0o7777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_symlink_where_the_partial_file_should_be_is_refused() {
+        let (_state, root, pool) = pool("lab");
+        let victim = victim(root.path());
+        let partial = partial_path(&pool, "data");
+        std::os::unix::fs::symlink(&victim, &partial).unwrap();
+        let err = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap_err();
+        assert!(
+            matches!(&err, VolumeError::NotRegular { path, kind: "a symbolic link" } if path == &partial),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&partial.display().to_string()));
+        assert_untouched(&victim);
+        assert!(fs::symlink_metadata(&partial)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(!volume_path(&pool, "data").exists());
+    }
+
+    #[test]
+    fn a_symlink_where_a_volume_is_is_never_grown_or_observed() {
+        let (_state, root, pool) = pool("lab");
+        let victim = victim(root.path());
+        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
+        fs::remove_file(&live.path).unwrap();
+        std::os::unix::fs::symlink(&victim, &live.path).unwrap();
+        for err in [
+            grow_volume("lab", &pool, "data", 2 * MIB).unwrap_err(),
+            observe_volumes("lab", &pool).unwrap_err(),
+            create_volume("lab", &pool, &spec("data", MIB, None)).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, VolumeError::NotRegular { path, .. } if path == &live.path),
+                "{err:?}"
+            );
+        }
+        assert_untouched(&victim);
+        // A FIFO there is refused the same way, without blocking.
+        fs::remove_file(&live.path).unwrap();
+        nix::unistd::mkfifo(&live.path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = grow_volume("lab", &pool, "data", 2 * MIB).unwrap_err();
+        assert!(
+            matches!(err, VolumeError::NotRegular { kind: "a FIFO", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_where_a_marker_should_be_is_refused() {
+        let (_state, root, pool) = pool("lab");
+        let victim = victim(root.path());
+        let marker = marker_path(&pool, "data");
+        std::os::unix::fs::symlink(&victim, &marker).unwrap();
+        let err = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap_err();
+        assert!(
+            matches!(&err, VolumeError::NotRegular { path, .. } if path == &marker),
+            "{err:?}"
+        );
+        assert_untouched(&victim);
+        assert!(!partial_path(&pool, "data").exists());
+    }
+
+    #[test]
+    fn a_fifo_or_device_base_image_is_refused_without_blocking() {
+        let (_state, root, pool) = pool("lab");
+        let fifo = root.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for image in [fifo.as_path(), Path::new("/dev/zero")] {
+            let err = create_volume("lab", &pool, &spec("data", MIB, Some(image))).unwrap_err();
+            assert!(
+                matches!(&err, VolumeError::NotRegular { path, .. } if path == image),
+                "{err:?}"
+            );
+        }
+        assert!(!partial_path(&pool, "data").exists());
+    }
+
+    #[test]
+    fn a_cancelled_create_leaves_no_volume_and_no_partial_file() {
+        let (_state, root, pool) = pool("lab");
+        let image = root.path().join("img");
+        fs::write(&image, vec![7u8; 3 * MIB as usize]).unwrap();
+        let cancel = AtomicBool::new(true);
+        let cancelled = VolumeSpec {
+            cancel: Some(&cancel),
+            ..spec("data", 4 * MIB, Some(&image))
+        };
+        let err = create_volume("lab", &pool, &cancelled).unwrap_err();
+        assert!(matches!(err, VolumeError::Cancelled { .. }), "{err:?}");
+        assert!(!partial_path(&pool, "data").exists());
+        assert!(!volume_path(&pool, "data").exists());
     }
 
     #[test]
