@@ -10,6 +10,7 @@ pub mod diff;
 pub mod graph;
 pub mod live;
 pub mod plan;
+pub mod record;
 pub mod render;
 pub mod saved;
 pub mod target;

@@ -9,17 +9,51 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, Vm, VmState, Volume};
+use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, VmState, Volume};
+
+use crate::record::{self, NewerFormat, VmSpec};
+
+/// The format version of [`LiveFile`] this build writes and reads (see [`record`]).
+pub const LIVE_FORMAT_VERSION: u32 = 1;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LiveFile {
+    /// Absent in files written before it existed: format 1.
+    #[serde(rename = "format-version", default = "record::unversioned")]
+    pub format_version: u32,
     pub hosts: BTreeMap<String, LiveState>,
 }
 
+impl Default for LiveFile {
+    fn default() -> Self {
+        LiveFile {
+            format_version: LIVE_FORMAT_VERSION,
+            hosts: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a live-state file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveFileError {
+    #[error("the live state is not valid JSON of a live state: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("cannot read the live state: {0}")]
+    Newer(#[from] NewerFormat),
+}
+
 impl LiveFile {
+    /// Reads a live-state file: its version first (a newer one is refused, not misread),
+    /// then its fields.
+    pub fn from_json(text: &str) -> Result<LiveFile, LiveFileError> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        record::check_version(&value, LIVE_FORMAT_VERSION)?;
+        Ok(serde_json::from_value(value)?)
+    }
+
     /// The live state of `host`; an empty one when the file does not name it.
     pub fn host(&self, host: &str) -> &LiveState {
         static EMPTY: LiveState = LiveState::EMPTY;
@@ -97,14 +131,17 @@ impl LiveFile {
             state.vms.push(LiveVm {
                 name: vm.name.clone(),
                 project: project.clone(),
-                spec: vm.clone(),
+                spec: VmSpec::from(vm),
                 status: match vm.state {
                     VmState::Running => VmStatus::Running,
                     VmState::Stopped => VmStatus::Stopped,
                 },
             });
         }
-        LiveFile { hosts }
+        LiveFile {
+            hosts,
+            ..LiveFile::default()
+        }
     }
 }
 
@@ -298,7 +335,7 @@ pub struct LiveVm {
     #[serde(default)]
     pub project: String,
     /// The `spec.json` the VM was applied with.
-    pub spec: Vm,
+    pub spec: VmSpec,
     #[serde(default)]
     pub status: VmStatus,
 }

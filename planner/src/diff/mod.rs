@@ -159,7 +159,7 @@ fn live_resources(
     let vlans = live.vlans.iter().filter(|r| r.project == project);
     found.extend(vlans.map(|r| (Resource::Vlan(r.to_model()), None)));
     for vm in live.vms.iter().filter(|r| r.project == project) {
-        let mut spec = vm.spec.clone();
+        let mut spec = vm.spec.to_model();
         spec.name.clone_from(&vm.name);
         spec.host = host.to_owned();
         found.push((Resource::Vm(spec), Some(vm.status)));

@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
             edit: |config, live| {
                 config_vm(config, "web-1").state = VmState::Stopped;
                 let vm = live_vm(live, "web-1");
-                vm.spec.state = VmState::Stopped;
+                vm.spec.state = crate::record::RunState::Stopped;
                 vm.status = VmStatus::Crashed;
             },
             address: "vm.web-1",
@@ -198,7 +198,7 @@ fn cases() -> Vec<Case> {
                 vm.state = VmState::Stopped;
                 vm.memory = 512 << 20;
                 let vm = live_vm(live, "web-1");
-                vm.spec.state = VmState::Stopped;
+                vm.spec.state = crate::record::RunState::Stopped;
                 vm.status = VmStatus::Stopped;
             },
             address: "vm.web-1",
@@ -408,6 +408,7 @@ fn other_projects_are_invisible() {
     // Same names as ours, another project: neither deleted nor mistaken for ours.
     let mut ours_removed = LiveFile {
         hosts: theirs.hosts.clone(),
+        ..LiveFile::default()
     };
     let plan = plan_of(&config, &live).unwrap();
     assert!(!plan.has_changes(), "{plan:#?}");

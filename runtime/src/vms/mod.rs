@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `spec.json` | the applied VM ([`VmRecord`]: project, the config model's `Vm`, whether it was left running) |
+//! | `spec.json` | the applied VM ([`VmRecord`]: its format version, project, the VM as applied ([`VmSpec`]), whether it was left running) |
 //! | `vmm.json` | the VMM spec the process was started with |
 //! | `vmm.pid` | the VMM's pid (the VMM writes it and removes it when it exits cleanly) |
 //! | `control.sock` | the VMM's control socket (JSON lines) |
@@ -28,10 +28,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vmctl_planner::live::{LiveVm, VmStatus};
+use vmctl_planner::record::{self, VmSpec};
 use vmctl_schema::Vm;
 
-use crate::host::fsutil::{list_dir, read_json, remove_if_exists, write_json_atomic};
+use crate::host::fsutil::{list_dir, remove_if_exists, write_json_atomic};
 use crate::host::mark::is_safe_file_name;
+use crate::host::records::read_record as read_versioned;
 use crate::vmm::spec::{Devices, Disk, Mac, Nic, Size, VmmSpec};
 
 pub use process::{probe, Probe};
@@ -83,15 +85,34 @@ pub enum VmError {
     Cgroup(#[from] cgroup::CgroupError),
 }
 
-/// What vmctl keeps of a VM it applied (`spec.json`).
+/// The format version of `spec.json` this build writes and reads (the rules are in
+/// [`vmctl_planner::record`]).
+pub const RECORD_FORMAT_VERSION: u32 = 1;
+
+/// What vmctl keeps of a VM it applied (`spec.json`). Its own type, not the config
+/// model: a later vmctl reads what this one wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(default, rename_all = "kebab-case")]
 pub struct VmRecord {
+    /// Absent in records written before it existed: format 1.
+    #[serde(default = "record::unversioned")]
+    pub format_version: u32,
     pub project: String,
-    /// The config model's VM, as applied.
-    pub vm: Vm,
+    /// The VM, as applied.
+    pub vm: VmSpec,
     /// Whether vmctl left it running (a running VM whose process is gone crashed).
     pub running: bool,
+}
+
+impl Default for VmRecord {
+    fn default() -> Self {
+        VmRecord {
+            format_version: RECORD_FORMAT_VERSION,
+            project: String::new(),
+            vm: VmSpec::default(),
+            running: false,
+        }
+    }
 }
 
 /// Where a VM lives on its host, and how to reach its engine.
@@ -179,7 +200,7 @@ pub fn read_record(
 ) -> Result<Option<VmRecord>, VmError> {
     check_name(name)?;
     let paths = VmPaths::new(state_dir, project, name);
-    read_json(&paths.record).map_err(|source| VmError::ReadState {
+    read_versioned(&paths.record, RECORD_FORMAT_VERSION).map_err(|source| VmError::ReadState {
         vm: name.into(),
         path: paths.record,
         source,
@@ -191,8 +212,9 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
     check_name(&vm.name)?;
     let paths = VmPaths::new(host.state_dir, host.project, &vm.name);
     let record = VmRecord {
+        format_version: RECORD_FORMAT_VERSION,
         project: host.project.into(),
-        vm: vm.clone(),
+        vm: VmSpec::from(vm),
         running,
     };
     fs::create_dir_all(&paths.dir)
@@ -357,7 +379,7 @@ pub fn stop_vm(host: &VmHost<'_>, name: &str, timeout: Duration) -> Result<bool,
     check_name(name)?;
     let paths = VmPaths::new(host.state_dir, host.project, name);
     if let Some(record) = read_record(host.state_dir, host.project, name)? {
-        write_record(host, &record.vm, false)?;
+        write_record(host, &record.vm.to_model(), false)?;
     }
     let stopped = process::stop(name, &paths, timeout)?;
     cgroup::remove(host.project, name)?;
