@@ -22,7 +22,7 @@ pub mod mark;
 pub mod net;
 pub mod observe;
 pub mod pool;
-pub(crate) mod records;
+pub mod records;
 pub mod volume;
 
 pub(crate) mod fsutil;

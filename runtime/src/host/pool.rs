@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{list_dir, read_json, remove_if_exists, write_json_atomic};
+use super::fsutil::{list_dir, remove_if_exists};
 use super::mark::is_safe_file_name;
+use super::records::{read_record, version, write_record};
 use super::volume;
 
 /// The marker file in a pool directory.
@@ -103,7 +104,7 @@ fn index_dir(state_dir: &Path, project: &str) -> PathBuf {
 /// Reads the marker of the pool directory at `path`; `None` when there is none.
 pub fn read_marker(path: &Path) -> Result<Option<PoolMarker>, PoolError> {
     let marker = path.join(MARKER);
-    read_json(&marker).map_err(|source| PoolError::ReadMarker {
+    read_record(&marker, version::POOL_MARKER).map_err(|source| PoolError::ReadMarker {
         path: marker,
         source,
     })
@@ -145,7 +146,7 @@ pub fn create_pool(
         path: path.into(),
     };
     fs::create_dir_all(&index)
-        .and_then(|()| write_json_atomic(&entry_path, &entry))
+        .and_then(|()| write_record(&entry_path, version::POOL_INDEX, &entry))
         .map_err(|source| PoolError::WriteMarker {
             path: entry_path,
             source,
@@ -156,9 +157,11 @@ pub fn create_pool(
         kind: PoolKind::Dir,
     };
     let marker_path = path.join(MARKER);
-    write_json_atomic(&marker_path, &marker).map_err(|source| PoolError::WriteMarker {
-        path: marker_path,
-        source,
+    write_record(&marker_path, version::POOL_MARKER, &marker).map_err(|source| {
+        PoolError::WriteMarker {
+            path: marker_path,
+            source,
+        }
     })?;
     Ok(LivePool {
         name: name.into(),
@@ -206,8 +209,8 @@ fn read_index(state_dir: &Path, project: &str) -> Result<Vec<IndexEntry>, PoolEr
     for name in names {
         let path = dir.join(name);
         if path.extension().is_some_and(|e| e == "json") {
-            let parsed: Option<IndexEntry> =
-                read_json(&path).map_err(|source| PoolError::ReadIndex { path, source })?;
+            let parsed: Option<IndexEntry> = read_record(&path, version::POOL_INDEX)
+                .map_err(|source| PoolError::ReadIndex { path, source })?;
             out.extend(parsed);
         }
     }

@@ -7,14 +7,56 @@ use std::io;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use vmctl_planner::record;
 
-use super::fsutil::read_json;
+use super::fsutil::{read_json, write_json_atomic};
+
+/// The format version of each record this build writes and reads. A change that an
+/// older reader of the same version cannot read bumps its number here.
+///
+/// | record | file |
+/// | --- | --- |
+/// | [`VM_RECORD`] | `<state-dir>/<project>/vms/<vm>/spec.json` |
+/// | [`VMM_SPEC`] | `<state-dir>/<project>/vms/<vm>/vmm.json` |
+/// | [`POOL_MARKER`] | `<pool>/.vmctl.json` |
+/// | [`POOL_INDEX`] | `<state-dir>/<project>/pools/<pool>.json` |
+/// | [`VOLUME_MARKER`] | `<pool>/<volume>.vmctl.json` |
+/// | [`NETNS_MARKER`] | `<state-dir>/<project>/netns.json` |
+pub mod version {
+    pub const VM_RECORD: u32 = 1;
+    pub const VMM_SPEC: u32 = 1;
+    pub const POOL_MARKER: u32 = 1;
+    pub const POOL_INDEX: u32 = 1;
+    pub const VOLUME_MARKER: u32 = 1;
+    pub const NETNS_MARKER: u32 = 1;
+}
+
+/// A record as written: its fields with `format-version` in front. The record types
+/// themselves need not carry the version (nor deny unknown fields, so they read it).
+#[derive(Serialize)]
+struct Versioned<'a, T> {
+    #[serde(rename = "format-version")]
+    format_version: u32,
+    #[serde(flatten)]
+    record: &'a T,
+}
+
+/// Writes `record` of format `version` to `path` atomically.
+pub fn write_record<T: Serialize>(path: &Path, version: u32, record: &T) -> io::Result<()> {
+    write_json_atomic(
+        path,
+        &Versioned {
+            format_version: version,
+            record,
+        },
+    )
+}
 
 /// Reads the record at `path` of a format up to `known`: `Ok(None)` when the file does
 /// not exist; `InvalidData` (carrying `record::NewerFormat` or the parse error) when it
 /// is of a newer format or not a record of this type.
-pub(crate) fn read_record<T: DeserializeOwned>(path: &Path, known: u32) -> io::Result<Option<T>> {
+pub fn read_record<T: DeserializeOwned>(path: &Path, known: u32) -> io::Result<Option<T>> {
     let Some(value) = read_json::<serde_json::Value>(path)? else {
         return Ok(None);
     };
@@ -30,7 +72,7 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
-    #[derive(Debug, Deserialize, PartialEq)]
+    #[derive(Debug, serde::Serialize, Deserialize, PartialEq)]
     struct Thing {
         #[serde(default)]
         name: String,
@@ -41,6 +83,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("thing.json");
         assert_eq!(read_record::<Thing>(&path, 1).unwrap(), None);
+        let thing = Thing { name: "b".into() };
+        write_record(&path, 1, &thing).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""format-version": 1"#), "{text}");
+        assert_eq!(read_record::<Thing>(&path, 1).unwrap(), Some(thing));
         std::fs::write(&path, r#"{"name": "a", "later-field": 1}"#).unwrap();
         let thing = read_record::<Thing>(&path, 1).unwrap().unwrap();
         assert_eq!(thing.name, "a");

@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{list_dir, read_json, remove_if_exists, write_json_atomic};
+use super::fsutil::{list_dir, remove_if_exists};
 use super::image::{self, CopyMethod};
 use super::mark::is_safe_file_name;
 use super::pool;
+use super::records::{read_record, version, write_record};
 
 const RAW_SUFFIX: &str = ".raw";
 const MARKER_SUFFIX: &str = ".vmctl.json";
@@ -149,7 +150,8 @@ fn check_pool(project: &str, pool_path: &Path) -> Result<(), VolumeError> {
 
 fn read_marker(pool_path: &Path, name: &str) -> Result<Option<VolumeMarker>, VolumeError> {
     let path = marker_path(pool_path, name);
-    read_json(&path).map_err(|source| VolumeError::ReadVolume { path, source })
+    read_record(&path, version::VOLUME_MARKER)
+        .map_err(|source| VolumeError::ReadVolume { path, source })
 }
 
 /// The marker of volume `name` when it is ours; an error when the file or marker is
@@ -210,9 +212,11 @@ pub fn create_volume(
         prevent_destroy,
     };
     let marker_file = marker_path(pool_path, name);
-    write_json_atomic(&marker_file, &marker).map_err(|source| VolumeError::WriteMarker {
-        path: marker_file,
-        source,
+    write_record(&marker_file, version::VOLUME_MARKER, &marker).map_err(|source| {
+        VolumeError::WriteMarker {
+            path: marker_file,
+            source,
+        }
     })?;
 
     let partial = partial_path(pool_path, name);
@@ -322,9 +326,11 @@ pub fn set_prevent_destroy(
     if marker.prevent_destroy != prevent_destroy {
         marker.prevent_destroy = prevent_destroy;
         let marker_file = marker_path(pool_path, name);
-        write_json_atomic(&marker_file, &marker).map_err(|source| VolumeError::WriteMarker {
-            path: marker_file,
-            source,
+        write_record(&marker_file, version::VOLUME_MARKER, &marker).map_err(|source| {
+            VolumeError::WriteMarker {
+                path: marker_file,
+                source,
+            }
         })?;
     }
     live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })
@@ -563,7 +569,7 @@ mod tests {
             from_digest: None,
             prevent_destroy: false,
         };
-        write_json_atomic(&marker_path(&pool, "other"), &other).unwrap();
+        write_record(&marker_path(&pool, "other"), version::VOLUME_MARKER, &other).unwrap();
 
         assert!(matches!(
             delete_volume("lab", &pool, "theirs"),

@@ -33,7 +33,7 @@ use vmctl_schema::Vm;
 
 use crate::host::fsutil::{list_dir, remove_if_exists, write_json_atomic};
 use crate::host::mark::is_safe_file_name;
-use crate::host::records::read_record as read_versioned;
+use crate::host::records::{self, read_record as read_versioned};
 use crate::vmm::spec::{Devices, Disk, Mac, Nic, Size, VmmSpec};
 
 pub use process::{probe, Probe};
@@ -87,7 +87,7 @@ pub enum VmError {
 
 /// The format version of `spec.json` this build writes and reads (the rules are in
 /// [`vmctl_planner::record`]).
-pub const RECORD_FORMAT_VERSION: u32 = 1;
+pub const RECORD_FORMAT_VERSION: u32 = records::version::VM_RECORD;
 
 /// What vmctl keeps of a VM it applied (`spec.json`). Its own type, not the config
 /// model: a later vmctl reads what this one wrote.
