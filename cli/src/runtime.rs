@@ -4,7 +4,7 @@
 use std::error::Error;
 use std::time::Duration;
 
-use miette::miette;
+use miette::{miette, MietteDiagnostic, Severity};
 use vmctl_planner::LiveFile;
 use vmctl_runtime::apply::{self, ApplyError, LiveError};
 use vmctl_runtime::host::lock::{HostLock, LockError};
@@ -12,6 +12,7 @@ use vmctl_runtime::host::net::netns::Released;
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
+use crate::render::Style;
 
 /// `error` and its causes, one clause each: `cannot observe …: cannot read …: denied`.
 pub fn chain(error: &dyn Error) -> String {
@@ -28,8 +29,46 @@ pub fn chain(error: &dyn Error) -> String {
     text
 }
 
-/// Observes every host of `config` (in parallel).
+/// Observes every host of `config` (in parallel), and warns about each resource whose
+/// record cannot be read (the plan leaves it alone; the warning says how to repair it).
 pub fn observe(config: &Config) -> Result<LiveFile, CommandError> {
+    let live = observe_quietly(config)?;
+    warn_unreadable(config, &live);
+    Ok(live)
+}
+
+/// One diagnostic per resource of the project whose record cannot be read.
+pub fn unreadable_diagnostics(config: &Config, live: &LiveFile) -> Vec<MietteDiagnostic> {
+    let mut out = Vec::new();
+    for (host, state) in &live.hosts {
+        for u in state
+            .unreadable
+            .iter()
+            .filter(|u| u.project == config.project)
+        {
+            out.push(
+                MietteDiagnostic::new(format!(
+                    "cannot read the record of {} {:?} on host {host:?}: {}",
+                    u.kind, u.name, u.error
+                ))
+                .with_code("vmctl::host::unreadable_record")
+                .with_severity(Severity::Warning)
+                .with_help(u.help.clone()),
+            );
+        }
+    }
+    out
+}
+
+fn warn_unreadable(config: &Config, live: &LiveFile) {
+    let style = Style { color: false };
+    for diagnostic in unreadable_diagnostics(config, live) {
+        eprint!("{}", style.diagnostic(&diagnostic));
+    }
+}
+
+/// Observes every host of `config` (in parallel), without warnings.
+pub fn observe_quietly(config: &Config) -> Result<LiveFile, CommandError> {
     apply::observe(config).map_err(|errors| {
         let first = errors.into_iter().next();
         match first {
@@ -40,13 +79,23 @@ pub fn observe(config: &Config) -> Result<LiveFile, CommandError> {
             )),
             Some(e) => CommandError::Report(miette!(
                 code = "vmctl::host::observe",
-                help = "vmctl reads the host's state dir, pools and network interfaces: run it as root (a host's `netns` that does not exist yet is fine: apply makes it)",
+                help = observe_help(apply::observe::euid()),
                 "{}",
                 chain(&e)
             )),
             None => CommandError::failed("observing the hosts failed"),
         }
     })
+}
+
+/// What to do when a host cannot be observed at all, for the user vmctl runs as: "run
+/// it as root" only when it is not root.
+fn observe_help(euid: u32) -> String {
+    if euid == 0 {
+        "vmctl runs as root and still cannot read the host's state dir, pools or network interfaces: the cause is above; check that path (its permissions, the mount it is on), or the netns named by the host's `netns`".into()
+    } else {
+        format!("vmctl reads the host's state dir, pools and network interfaces: run it as root (it runs as uid {euid}); a host's `netns` that does not exist yet is fine: apply makes it")
+    }
 }
 
 /// Takes the lock of every host of `config`, waiting up to `timeout`.
@@ -78,7 +127,11 @@ pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, Command
         )),
         _ => CommandError::Report(miette!(
             code = "vmctl::apply::lock",
-            help = "vmctl keeps its lock in the host's state dir: run it as root",
+            help = if apply::observe::euid() == 0 {
+                "vmctl keeps its lock in the host's state dir: the cause is above; check that the state dir is a writable local directory".to_owned()
+            } else {
+                "vmctl keeps its lock in the host's state dir: run it as root".to_owned()
+            },
             "{}",
             chain(&e)
         )),
@@ -139,6 +192,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_observe_hint_says_run_as_root_only_to_others() {
+        assert!(observe_help(1000).contains("run it as root"));
+        assert!(observe_help(1000).contains("uid 1000"));
+        assert!(!observe_help(0).contains("run it as root"));
+    }
 
     #[test]
     fn durations() {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, VmState, Volume};
 
+use crate::action::{ResourceId, ResourceKind};
 use crate::record::{self, NewerFormat, VmSpec};
 
 /// The format version of [`LiveFile`] this build writes and reads (see [`record`]).
@@ -154,6 +155,10 @@ pub struct LiveState {
     pub networks: Vec<LiveNetwork>,
     pub vlans: Vec<LiveVlan>,
     pub vms: Vec<LiveVm>,
+    /// Resources whose record the host holds but vmctl cannot read: left alone by the
+    /// plan (see [`LiveState::held`]), shown by `plan` and `status` with how to repair.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl LiveState {
@@ -164,7 +169,19 @@ impl LiveState {
         networks: Vec::new(),
         vlans: Vec::new(),
         vms: Vec::new(),
+        unreadable: Vec::new(),
     };
+
+    /// The resources of `project` the plan must leave alone on this host: those whose
+    /// record is unreadable. (The volumes of an unreadable pool are held by the diff,
+    /// which knows which pool each volume of the config is on.)
+    pub fn held(&self, project: &str) -> Vec<ResourceId> {
+        self.unreadable
+            .iter()
+            .filter(|u| u.project == project)
+            .map(|u| ResourceId::new(u.kind, &u.name))
+            .collect()
+    }
 
     /// Only `project`'s resources, sorted by name: the form that fingerprints hash, so
     /// that neither the order a host lists things in nor another project's work makes a
@@ -185,6 +202,7 @@ impl LiveState {
             networks: mine(&self.networks, project),
             vlans: mine(&self.vlans, project),
             vms: mine(&self.vms, project),
+            unreadable: mine(&self.unreadable, project),
         }
     }
 }
@@ -203,7 +221,44 @@ macro_rules! marked {
         }
     )*};
 }
-marked!(LivePool, LiveVolume, LiveNetwork, LiveVlan, LiveVm);
+marked!(
+    LivePool,
+    LiveVolume,
+    LiveNetwork,
+    LiveVlan,
+    LiveVm,
+    Unreadable
+);
+
+/// A resource vmctl finds on a host by its record (a VM's `spec.json`, a pool's or
+/// volume's marker, a stray entry where a VM's state dir should be) but cannot read:
+/// corrupt, of a newer format, not a file it made. It is that resource's problem only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Unreadable {
+    pub kind: ResourceKind,
+    pub name: String,
+    pub project: String,
+    /// The file that cannot be read.
+    pub path: PathBuf,
+    /// Why, with its causes.
+    pub error: String,
+    /// What to do about it, said for the user running vmctl.
+    pub help: String,
+}
+
+impl Default for Unreadable {
+    fn default() -> Self {
+        Unreadable {
+            kind: ResourceKind::Vm,
+            name: String::new(),
+            project: String::new(),
+            path: PathBuf::new(),
+            error: String::new(),
+            help: String::new(),
+        }
+    }
+}
 
 /// A pool directory with its `.vmctl.json` marker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

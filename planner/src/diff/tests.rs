@@ -547,3 +547,42 @@ fn a_vm_moved_to_another_host_is_deleted_there_and_created_here() {
     assert!(db.contains(&("local", Action::Delete)));
     assert!(db.contains(&("other", Action::Create)));
 }
+
+#[test]
+fn a_resource_with_an_unreadable_record_is_left_alone_and_the_rest_planned() {
+    use crate::live::Unreadable;
+    let config = quickstart();
+    let mut live = LiveFile::applied(&config);
+    let host = live_host(&mut live);
+    // web-1's spec.json and the pool's marker cannot be read: the host shows neither.
+    host.vms.retain(|v| v.name != "web-1" && v.name != "web-2");
+    host.pools.clear();
+    host.volumes.clear();
+    let unreadable = |kind, name: &str| Unreadable {
+        kind,
+        name: name.into(),
+        project: "lab".into(),
+        ..Unreadable::default()
+    };
+    host.unreadable.push(unreadable(ResourceKind::Vm, "web-1"));
+    host.unreadable.push(unreadable(ResourceKind::Pool, "fast"));
+    // Another project's problem holds nothing of ours.
+    let mut theirs = unreadable(ResourceKind::Vm, "web-2");
+    theirs.project = "other".into();
+    host.unreadable.push(theirs);
+    let plan = plan_of(&config, &live).unwrap();
+    let addresses: Vec<String> = plan.changes.iter().map(|c| c.id.to_string()).collect();
+    for held in [
+        "vm.web-1",
+        "pool.fast",
+        "volume.web-1-root",
+        "volume.db-1-root",
+    ] {
+        assert!(
+            !addresses.contains(&held.to_owned()),
+            "{held} in {addresses:?}"
+        );
+    }
+    assert_eq!(change(&plan, "vm.web-2").action, Action::Create);
+    assert_eq!(change(&plan, "vm.db-1").action, Action::NoOp);
+}

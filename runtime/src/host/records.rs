@@ -4,10 +4,10 @@
 //! defaults fill what an older vmctl did not write.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmctl_planner::record;
 
 use super::fsutil::{read_json, write_json_atomic};
@@ -67,6 +67,69 @@ pub fn read_record<T: DeserializeOwned>(path: &Path, known: u32) -> io::Result<O
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// A record of one resource that cannot be read: that resource's problem, reported with
+/// it while everything else is observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BadRecord {
+    /// The resource's name (empty when only the config can tell, by `path`).
+    pub name: String,
+    /// The file (or the entry where a state dir should be).
+    pub path: PathBuf,
+    /// What went wrong, with its causes.
+    pub error: String,
+    pub cause: Cause,
+}
+
+/// Why a record cannot be read, as far as the fix differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// Permission denied.
+    Denied,
+    /// Written by a newer vmctl.
+    Newer,
+    /// Not valid JSON of the record.
+    Corrupt,
+    /// Not a file or directory vmctl made (a stray file where a state dir should be).
+    Stray,
+    /// Any other I/O error.
+    Io,
+}
+
+impl BadRecord {
+    /// The record of `name` at `path` failed to read with `error`.
+    pub fn new(name: &str, path: &Path, error: &io::Error) -> BadRecord {
+        let newer = error
+            .get_ref()
+            .is_some_and(|e| e.is::<record::NewerFormat>());
+        let cause = match error.kind() {
+            io::ErrorKind::PermissionDenied => Cause::Denied,
+            io::ErrorKind::InvalidData if newer => Cause::Newer,
+            io::ErrorKind::InvalidData => Cause::Corrupt,
+            io::ErrorKind::NotADirectory => Cause::Stray,
+            _ => Cause::Io,
+        };
+        BadRecord {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            error: error.to_string(),
+            cause,
+        }
+    }
+
+    /// The error again, for callers that stop at the first bad record.
+    pub fn to_io_error(&self) -> io::Error {
+        let kind = match self.cause {
+            Cause::Denied => io::ErrorKind::PermissionDenied,
+            Cause::Newer | Cause::Corrupt => io::ErrorKind::InvalidData,
+            Cause::Stray => io::ErrorKind::NotADirectory,
+            Cause::Io => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self.error.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,7 +158,12 @@ mod tests {
         let err = read_record::<Thing>(&path, 1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("format version 2"), "{err}");
+        assert_eq!(BadRecord::new("t", &path, &err).cause, Cause::Newer);
         std::fs::write(&path, "{not json").unwrap();
-        assert!(read_record::<Thing>(&path, 1).is_err());
+        let err = read_record::<Thing>(&path, 1).unwrap_err();
+        assert_eq!(BadRecord::new("t", &path, &err).cause, Cause::Corrupt);
+        // A file where a directory should be.
+        let err = read_record::<Thing>(&path.join("spec.json"), 1).unwrap_err();
+        assert_eq!(BadRecord::new("t", &path, &err).cause, Cause::Stray);
     }
 }

@@ -20,7 +20,7 @@ use super::fsutil::{list_dir, remove_if_exists};
 use super::image::{self, CopyMethod};
 use super::mark::is_safe_file_name;
 use super::pool;
-use super::records::{read_record, version, write_record};
+use super::records::{read_record, version, write_record, BadRecord};
 
 const RAW_SUFFIX: &str = ".raw";
 const MARKER_SUFFIX: &str = ".vmctl.json";
@@ -355,14 +355,45 @@ pub fn delete_volume(project: &str, pool_path: &Path, name: &str) -> Result<bool
 }
 
 /// The volumes of `project` in the pool at `pool_path`, sorted by name. A marker whose
-/// raw file is missing (a deleted file, an interrupted create) is not a volume.
+/// raw file is missing (a deleted file, an interrupted create) is not a volume. Fails on
+/// the first marker it cannot read ([`scan_volumes`] reports those instead).
 pub fn observe_volumes(project: &str, pool_path: &Path) -> Result<Vec<LiveVolume>, VolumeError> {
+    let (volumes, bad) = scan_volumes(project, pool_path)?;
+    first_bad(bad).map(|()| volumes)
+}
+
+/// Like [`observe_volumes`], with the volumes whose marker or file cannot be read
+/// reported beside the others, each that volume's problem. Fails only when the pool
+/// directory cannot be listed.
+pub fn scan_volumes(
+    project: &str,
+    pool_path: &Path,
+) -> Result<(Vec<LiveVolume>, Vec<BadRecord>), VolumeError> {
+    let (markers, mut bad) = scan_markers(project, pool_path)?;
     let mut out = Vec::new();
-    for marker in our_markers(project, pool_path)? {
-        out.extend(live_volume(pool_path, marker)?);
+    for marker in markers {
+        let name = marker.name.clone();
+        match live_volume(pool_path, marker) {
+            Ok(volume) => out.extend(volume),
+            Err(VolumeError::ReadVolume { path, source }) => {
+                bad.push(BadRecord::new(&name, &path, &source));
+            }
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    bad.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((out, bad))
+}
+
+fn first_bad(bad: Vec<BadRecord>) -> Result<(), VolumeError> {
+    match bad.into_iter().next() {
+        Some(b) => Err(VolumeError::ReadVolume {
+            source: b.to_io_error(),
+            path: b.path,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Removes markers and partial files of `project`'s volumes whose raw file is missing.
@@ -377,11 +408,21 @@ pub(crate) fn remove_leftovers(project: &str, pool_path: &Path) -> Result<(), Vo
 
 /// Every volume marker of `project` in the pool directory.
 fn our_markers(project: &str, pool_path: &Path) -> Result<Vec<VolumeMarker>, VolumeError> {
+    let (markers, bad) = scan_markers(project, pool_path)?;
+    first_bad(bad).map(|()| markers)
+}
+
+/// Every volume marker of `project` in the pool directory, and those that cannot be read.
+fn scan_markers(
+    project: &str,
+    pool_path: &Path,
+) -> Result<(Vec<VolumeMarker>, Vec<BadRecord>), VolumeError> {
     let names = list_dir(pool_path).map_err(|source| VolumeError::ReadVolume {
         path: pool_path.into(),
         source,
     })?;
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for file_name in names {
         let Some(name) = file_name
             .to_str()
@@ -392,13 +433,18 @@ fn our_markers(project: &str, pool_path: &Path) -> Result<Vec<VolumeMarker>, Vol
         if !is_safe_file_name(name) {
             continue; // the pool's own `.vmctl.json`, or not ours
         }
-        if let Some(marker) = read_marker(pool_path, name)? {
-            if marker.project == project && marker.name == name {
+        match read_marker(pool_path, name) {
+            Ok(Some(marker)) if marker.project == project && marker.name == name => {
                 out.push(marker);
             }
+            Ok(_) => {}
+            Err(VolumeError::ReadVolume { path, source }) => {
+                bad.push(BadRecord::new(name, &path, &source));
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 fn live_volume(pool_path: &Path, marker: VolumeMarker) -> Result<Option<LiveVolume>, VolumeError> {

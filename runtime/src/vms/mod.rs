@@ -33,7 +33,7 @@ use vmctl_schema::Vm;
 
 use crate::host::fsutil::{list_dir, remove_if_exists, write_json_atomic};
 use crate::host::mark::is_safe_file_name;
-use crate::host::records::{self, read_record as read_versioned};
+use crate::host::records::{self, read_record as read_versioned, BadRecord, Cause};
 use crate::vmm::spec::{Devices, Disk, Mac, Nic, Size, VmmSpec};
 
 pub use process::{probe, Probe};
@@ -227,8 +227,13 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
     Ok(paths)
 }
 
-/// Every VM of `project` on this host, sorted by name, each asked whether it runs.
-pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, VmError> {
+/// Every VM of `project` on this host, sorted by name, each asked whether it runs; and
+/// the entries of `vms/` whose record cannot be read (corrupt, of a newer format, a
+/// stray file), each that VM's problem alone. Fails only when `vms/` cannot be listed.
+pub fn observe_vms(
+    state_dir: &Path,
+    project: &str,
+) -> Result<(Vec<ObservedVm>, Vec<BadRecord>), VmError> {
     let dir = vms_dir(state_dir, project);
     let names = list_dir(&dir).map_err(|source| VmError::ListVms {
         path: dir.clone(),
@@ -241,11 +246,19 @@ pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, V
         .collect();
     names.sort();
     let mut records = Vec::new();
+    let mut bad = Vec::new();
     for name in &names {
-        if let Some(record) = read_record(state_dir, project, name)? {
-            if record.project == project {
-                records.push((name, record));
+        match read_record(state_dir, project, name) {
+            Ok(Some(record)) if record.project == project => records.push((name, record)),
+            Ok(_) => {}
+            Err(VmError::ReadState { path, source, .. }) => {
+                let mut record = BadRecord::new(name, &path, &source);
+                if record.cause == Cause::Stray {
+                    record.path = VmPaths::new(state_dir, project, name).dir;
+                }
+                bad.push(record);
             }
+            Err(e) => return Err(e),
         }
     }
     // Every VMM is asked at once.
@@ -254,11 +267,12 @@ pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, V
         .map(|(name, _)| VmPaths::new(state_dir, project, name))
         .collect();
     let probes = process::probe_all(&paths.iter().collect::<Vec<_>>());
-    Ok(records
+    let vms = records
         .into_iter()
         .zip(probes)
         .map(|((name, record), probe)| observed(name, record, probe))
-        .collect())
+        .collect();
+    Ok((vms, bad))
 }
 
 fn observed(name: &str, mut record: VmRecord, probe: Probe) -> ObservedVm {
