@@ -1,12 +1,13 @@
 //! The CLI's side of the runtime: observing the config's hosts and taking their locks,
 //! with every failure turned into a diagnostic (what, where, what to do).
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::Duration;
 
 use miette::{miette, MietteDiagnostic, Severity};
-use vmctl_planner::LiveFile;
-use vmctl_runtime::apply::{self, ApplyError, LiveError};
+use vmctl_planner::{LiveFile, LiveState};
+use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
 use vmctl_runtime::host::lock::{HostLock, LockError};
 use vmctl_runtime::host::net::netns::Released;
 use vmctl_schema::Config;
@@ -32,60 +33,57 @@ pub fn chain(error: &dyn Error) -> String {
 /// Observes every host of `config` (in parallel), and warns about each resource whose
 /// record cannot be read (the plan leaves it alone; the warning says how to repair it).
 pub fn observe(config: &Config) -> Result<LiveFile, CommandError> {
-    let live = observe_quietly(config)?;
-    warn_unreadable(config, &live);
-    Ok(live)
+    observe_detailed(config).map(apply::observe::into_live_file)
 }
 
-/// One diagnostic per resource of the project whose record cannot be read.
-pub fn unreadable_diagnostics(config: &Config, live: &LiveFile) -> Vec<MietteDiagnostic> {
-    let mut out = Vec::new();
-    for (host, state) in &live.hosts {
-        for u in state
-            .unreadable
-            .iter()
-            .filter(|u| u.project == config.project)
-        {
-            out.push(
-                MietteDiagnostic::new(format!(
-                    "cannot read the record of {} {:?} on host {host:?}: {}",
-                    u.kind, u.name, u.error
-                ))
-                .with_code("vmctl::host::unreadable_record")
-                .with_severity(Severity::Warning)
-                .with_help(u.help.clone()),
-            );
-        }
+/// Like [`observe`], with each host's details (for `status`).
+pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, CommandError> {
+    let hosts = apply::observe_detailed(config).map_err(observe_error)?;
+    for (host, seen) in &hosts {
+        warn_unreadable(config, host, &seen.live);
     }
-    out
+    Ok(hosts)
 }
 
-fn warn_unreadable(config: &Config, live: &LiveFile) {
+/// Warns about each resource of the project on `host` whose record cannot be read.
+fn warn_unreadable(config: &Config, host: &str, state: &LiveState) {
     let style = Style { color: false };
-    for diagnostic in unreadable_diagnostics(config, live) {
+    for u in state
+        .unreadable
+        .iter()
+        .filter(|u| u.project == config.project)
+    {
+        let diagnostic = MietteDiagnostic::new(format!(
+            "cannot read the record of {} {:?} on host {host:?} ({}): {}",
+            u.kind,
+            u.name,
+            u.path.display(),
+            u.error
+        ))
+        .with_code("vmctl::host::unreadable_record")
+        .with_severity(Severity::Warning)
+        .with_help(u.help.clone());
         eprint!("{}", style.diagnostic(&diagnostic));
     }
 }
 
-/// Observes every host of `config` (in parallel), without warnings.
-pub fn observe_quietly(config: &Config) -> Result<LiveFile, CommandError> {
-    apply::observe(config).map_err(|errors| {
-        let first = errors.into_iter().next();
-        match first {
-            Some(e @ LiveError::RemoteHost { .. }) => CommandError::Report(miette!(
-                code = "vmctl::host::remote",
-                help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
-                "{e}"
-            )),
-            Some(e) => CommandError::Report(miette!(
-                code = "vmctl::host::observe",
-                help = observe_help(apply::observe::euid()),
-                "{}",
-                chain(&e)
-            )),
-            None => CommandError::failed("observing the hosts failed"),
-        }
-    })
+/// The diagnostic of hosts that cannot be observed at all (the first error).
+fn observe_error(errors: Vec<LiveError>) -> CommandError {
+    let first = errors.into_iter().next();
+    match first {
+        Some(e @ LiveError::RemoteHost { .. }) => CommandError::Report(miette!(
+            code = "vmctl::host::remote",
+            help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
+            "{e}"
+        )),
+        Some(e) => CommandError::Report(miette!(
+            code = "vmctl::host::observe",
+            help = observe_help(apply::observe::euid()),
+            "{}",
+            chain(&e)
+        )),
+        None => CommandError::failed("observing the hosts failed"),
+    }
 }
 
 /// What to do when a host cannot be observed at all, for the user vmctl runs as: "run

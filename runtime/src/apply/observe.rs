@@ -11,6 +11,7 @@
 //! `(network, id)`; one the config no longer has is named `<network>/<id>` (a name the
 //! config language cannot spell, so it never matches a configured VLAN by accident).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use vmctl_planner::live::{LiveNetwork, LivePool, LiveVlan, LiveVolume, Unreadable};
@@ -229,7 +230,7 @@ fn repair_help(
             ResourceKind::Volume => {
                 let pool = bad.path.parent().unwrap_or(&bad.path);
                 format!(
-                    "restore the marker {path} (JSON: {{\"project\": {:?}, \"name\": {name:?}}}), or make vmctl forget the volume: move {} and the marker out of the pool; the next apply creates it anew (its data is not in it). Until then vmctl leaves {what} alone",
+                    "restore the marker {path} (JSON: {{\"project\": {:?}, \"name\": {name:?}}}), or make vmctl forget the volume: move {} and the marker out of the pool; the next apply then makes a new volume in its place. Until then vmctl leaves {what} alone",
                     config.project,
                     volume::volume_path(pool, name).display()
                 )
@@ -245,15 +246,57 @@ fn repair_help(
     }
 }
 
+/// One host as observed: the planner's view and the details behind it (volume
+/// allocation, taps, VMM pids) for `status`.
+#[derive(Debug, Clone)]
+pub struct HostSeen {
+    pub live: LiveState,
+    pub observation: HostObservation,
+    pub vms: Vec<ObservedVm>,
+}
+
 /// Every host of `config`, observed in parallel. All errors are returned together.
 pub fn observe(config: &Config) -> Result<LiveFile, Vec<LiveError>> {
-    let results: Vec<(String, Result<LiveState, LiveError>)> = std::thread::scope(|scope| {
+    observe_detailed(config).map(into_live_file)
+}
+
+/// The planner's view of observed hosts.
+pub fn into_live_file(hosts: BTreeMap<String, HostSeen>) -> LiveFile {
+    LiveFile {
+        hosts: hosts
+            .into_iter()
+            .map(|(name, seen)| (name, seen.live))
+            .collect(),
+        ..LiveFile::default()
+    }
+}
+
+/// The planner's view of observed hosts, keeping the details.
+pub fn live_file(hosts: &BTreeMap<String, HostSeen>) -> LiveFile {
+    LiveFile {
+        hosts: hosts
+            .iter()
+            .map(|(name, seen)| (name.clone(), seen.live.clone()))
+            .collect(),
+        ..LiveFile::default()
+    }
+}
+
+/// Every host of `config`, observed in parallel, with the details; by host name. All
+/// errors are returned together.
+pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, Vec<LiveError>> {
+    let results: Vec<(String, Result<HostSeen, LiveError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = config
             .hosts
             .iter()
             .map(|host| {
-                let handle =
-                    scope.spawn(move || observe_host_state(config, host).map(|(live, ..)| live));
+                let handle = scope.spawn(move || {
+                    observe_host_state(config, host).map(|(live, observation, vms)| HostSeen {
+                        live,
+                        observation,
+                        vms,
+                    })
+                });
                 (host.name.clone(), handle)
             })
             .collect();
@@ -267,18 +310,18 @@ pub fn observe(config: &Config) -> Result<LiveFile, Vec<LiveError>> {
             })
             .collect()
     });
-    let mut live = LiveFile::default();
+    let mut hosts = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, result) in results {
         match result {
-            Ok(state) => {
-                live.hosts.insert(name, state);
+            Ok(seen) => {
+                hosts.insert(name, seen);
             }
             Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
-        Ok(live)
+        Ok(hosts)
     } else {
         Err(errors)
     }

@@ -22,6 +22,7 @@ pub mod mark;
 pub mod net;
 pub mod observe;
 pub mod pool;
+pub mod proc;
 pub mod records;
 pub mod volume;
 
