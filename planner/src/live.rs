@@ -159,6 +159,19 @@ pub struct LiveState {
     /// plan (see [`LiveState::held`]), shown by `plan` and `status` with how to repair.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<Unreadable>,
+    /// What the host reports of itself, for the capacity check of a host that declares
+    /// no `cpus` or no `memory`. Absent (a `--live` file without it): not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported: Option<HostReport>,
+}
+
+/// A host's online CPUs and its memory (`MemTotal`), as it reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct HostReport {
+    pub cpus: u32,
+    /// Bytes.
+    pub memory: u64,
 }
 
 impl LiveState {
@@ -170,6 +183,7 @@ impl LiveState {
         vlans: Vec::new(),
         vms: Vec::new(),
         unreadable: Vec::new(),
+        reported: None,
     };
 
     /// The resources of `project` the plan must leave alone on this host: those whose
@@ -203,6 +217,8 @@ impl LiveState {
             vlans: mine(&self.vlans, project),
             vms: mine(&self.vms, project),
             unreadable: mine(&self.unreadable, project),
+            // The host's size is not the project's state: a plan does not go stale by it.
+            reported: None,
         }
     }
 }

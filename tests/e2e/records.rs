@@ -196,3 +196,47 @@ fn a_corrupt_record_is_that_resources_problem_and_the_rest_applies() {
     std::fs::remove_file(&stray).unwrap();
     assert_eq!(lab.planned(), ["create vm.web-2"]);
 }
+
+#[test]
+fn a_host_without_cpus_or_memory_is_planned_against_what_it_reports() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(halting);
+    // The lab's host declares neither: the plan checks what this machine reports.
+    lab.edit("lab.kdl", |text| {
+        text.replace("    cpus 4\n", "")
+            .replace("    memory \"2GiB\"\n", "")
+    });
+    let out = lab.vmctl(&["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // More vCPUs than this machine's online CPUs × 1.5 allow.
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let too_many = online * 2;
+    lab.edit("vms.kdl", |text| {
+        let at = text.find("vm \"web-1\"").unwrap();
+        let start = at + text[at..].find("cpus ").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        let mut text = text;
+        text.replace_range(start..end, &format!("cpus {too_many}"));
+        text
+    });
+    // validate cannot know: the host declares nothing.
+    let out = crate::support::vmctl()
+        .arg("validate")
+        .arg(lab.config_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = lab.vmctl(&["plan"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("vmctl::plan::over_capacity"), "{shown}");
+    assert!(shown.contains(&format!("{online} CPUs online")), "{shown}");
+    assert!(shown.contains("web-1"), "{shown}");
+    // Nothing was applied: apply refuses the same way.
+    let out = lab.vmctl(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(lab.pid("web-1").is_none());
+}

@@ -163,6 +163,7 @@ pub fn to_live_state(
             .iter()
             .map(|(kind, bad)| unreadable(config, host, *kind, bad))
             .collect(),
+        reported: crate::host::proc::host_report(),
     }
 }
 

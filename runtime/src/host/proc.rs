@@ -1,6 +1,33 @@
-//! What `/proc` says of a process that `status` shows: how long it has run.
+//! What `/proc` says of a process (how long it has run, for `status`) and of the host
+//! (its online CPUs and memory, for the plan's capacity check).
 
 use std::time::Duration;
+
+use vmctl_planner::live::HostReport;
+
+/// This host's online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`) and memory (`MemTotal`
+/// of `/proc/meminfo`); `None` when either cannot be read.
+pub fn host_report() -> Option<HostReport> {
+    // SAFETY: sysconf has no preconditions and touches no memory.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let cpus = u32::try_from(cpus).ok().filter(|&c| c > 0)?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    Some(HostReport {
+        cpus,
+        memory: mem_total(&meminfo)?,
+    })
+}
+
+/// `MemTotal:  16318412 kB` in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
+}
 
 /// How long process `pid` has run: its start time (`/proc/<pid>/stat`, field 22, in
 /// clock ticks since boot) against the time since boot (`/proc/uptime`). `None` when
@@ -56,6 +83,19 @@ mod tests {
         let mine = uptime(std::process::id()).unwrap();
         assert!(mine < Duration::from_secs(3600), "{mine:?}");
         assert_eq!(uptime(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_host_reports_its_cpus_and_memory() {
+        let report = host_report().unwrap();
+        let online = std::thread::available_parallelism().unwrap().get();
+        assert!(report.cpus as usize >= online, "{report:?} < {online}");
+        assert!(report.memory > 64 << 20, "{report:?}");
+        assert_eq!(
+            mem_total("MemFree: 1 kB\nMemTotal:       16318412 kB\n"),
+            Some(16318412 * 1024)
+        );
+        assert_eq!(mem_total("MemTotal: lots"), None);
     }
 
     #[test]
