@@ -181,7 +181,7 @@ fn unreadable(config: &Config, host: &Host, kind: ResourceKind, bad: &BadRecord)
     }
     Unreadable {
         kind,
-        help: repair_help(config, host, kind, &name, bad),
+        help: repair_help(config, host, kind, &name, bad, euid()),
         name,
         project: config.project.clone(),
         path: bad.path.clone(),
@@ -195,23 +195,24 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// What the user running vmctl can do about `bad`, the record of `kind` `name`.
+/// What the user running vmctl (as `euid`) can do about `bad`, the record of `kind`
+/// `name`.
 fn repair_help(
     config: &Config,
     host: &Host,
     kind: ResourceKind,
     name: &str,
     bad: &BadRecord,
+    euid: u32,
 ) -> String {
     let path = bad.path.display();
     let what = format!("{kind} {name:?}");
     match bad.cause {
-        Cause::Denied if euid() == 0 => format!(
+        Cause::Denied if euid == 0 => format!(
             "vmctl runs as root and still cannot read {path}: check what denies it (`ls -l {path}`, a read-only or network mount, an LSM policy); until then vmctl leaves {what} alone"
         ),
         Cause::Denied => format!(
-            "vmctl reads the host's state dir and pools as root: run it as root (now it runs as uid {})",
-            euid()
+            "vmctl reads the host's state dir and pools as root: run it as root (now it runs as uid {euid})"
         ),
         Cause::Newer => format!(
             "{path} was written by a newer vmctl: manage this host with that vmctl (or a newer one); this one leaves {what} alone"
@@ -379,6 +380,44 @@ mod tests {
             cpu_overcommit: 1.5,
             ssh: ssh.map(Into::into),
         }
+    }
+
+    #[test]
+    fn repair_hints_fit_the_cause_and_the_user() {
+        let config = config();
+        let host = host("local", None);
+        let bad = |cause| BadRecord {
+            name: "web-1".into(),
+            path: "/var/lib/vmctl/lab/vms/web-1/spec.json".into(),
+            error: "boom".into(),
+            cause,
+        };
+        let help =
+            |kind, cause, euid| repair_help(&config, &host, kind, "web-1", &bad(cause), euid);
+        let vm = ResourceKind::Vm;
+        // Root is never told to run as root.
+        assert!(!help(vm, Cause::Denied, 0).contains("run it as root"));
+        assert!(help(vm, Cause::Denied, 0).contains("runs as root and still cannot read"));
+        assert!(help(vm, Cause::Denied, 1000).contains("run it as root (now it runs as uid 1000)"));
+        let corrupt = help(vm, Cause::Corrupt, 0);
+        assert!(
+            corrupt.contains("/var/lib/vmctl/lab/vms/web-1/vmm.pid"),
+            "{corrupt}"
+        );
+        assert!(
+            corrupt.contains("then remove /var/lib/vmctl/lab/vms/web-1;"),
+            "{corrupt}"
+        );
+        assert!(help(vm, Cause::Newer, 0).contains("written by a newer vmctl"));
+        assert!(help(vm, Cause::Stray, 0).contains("not a VM state dir vmctl made"));
+        let volume = help(ResourceKind::Volume, Cause::Corrupt, 0);
+        assert!(volume.contains("restore the marker"), "{volume}");
+        assert!(
+            volume.contains("/var/lib/vmctl/lab/vms/web-1/web-1.raw"),
+            "{volume}"
+        );
+        let pool = help(ResourceKind::Pool, Cause::Corrupt, 0);
+        assert!(pool.contains("\"kind\": \"dir\""), "{pool}");
     }
 
     #[test]
