@@ -235,6 +235,10 @@ fn a_host_without_cpus_or_memory_is_planned_against_what_it_reports() {
     assert!(shown.contains("vmctl::plan::over_capacity"), "{shown}");
     assert!(shown.contains(&format!("{online} CPUs online")), "{shown}");
     assert!(shown.contains("web-1"), "{shown}");
+    // status still shows what is there.
+    let out = lab.vmctl(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("vm.web-1"), "{}", text(&out));
     // Nothing was applied: apply refuses the same way.
     let out = lab.vmctl(&["apply", "--auto-approve"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -195,7 +195,11 @@ fn unreadable_rows(project: &str, live: &LiveFile) -> Vec<Row> {
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = vmctl_schema::load(&args.path)?.config;
     let hosts: BTreeMap<String, HostSeen> = runtime::observe_detailed(&config)?;
-    let live = vmctl_runtime::apply::observe::live_file(&hosts);
+    let mut live = vmctl_runtime::apply::observe::live_file(&hosts);
+    // Status shows what is there; whether more would fit is the plan's question.
+    for state in live.hosts.values_mut() {
+        state.reported = None;
+    }
     let plan = vmctl_planner::plan(&config, &live, &PlanOptions::default())
         .map_err(|e| plan_error(&e, style))?;
     let mut rows: Vec<Row> = plan.changes.iter().map(row).collect();
