@@ -4,6 +4,12 @@
 //!
 //! In JSON every field may be left out: `{}` is a host with nothing on it. Resources of
 //! every project are kept here; the diff only sees the config's own project.
+//!
+//! A [`LiveFile`] carries a `format-version` (absent: 1) and is read with
+//! [`LiveFile::from_json`], which refuses a newer one ([`crate::record`]). Unlike the
+//! records on a host, it refuses unknown fields: people write these files by hand, and a
+//! misspelt field must not silently mean "nothing there". A VM's applied settings are
+//! [`VmSpec`], not the config model.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
