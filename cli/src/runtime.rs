@@ -1,17 +1,19 @@
 //! The CLI's side of the runtime: observing the config's hosts and taking their locks,
 //! with every failure turned into a diagnostic (what, where, what to do).
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::Duration;
 
-use miette::miette;
-use vmctl_planner::LiveFile;
-use vmctl_runtime::apply::{self, ApplyError, LiveError};
+use miette::{miette, MietteDiagnostic, Severity};
+use vmctl_planner::{LiveFile, LiveState};
+use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
 use vmctl_runtime::host::lock::{HostLock, LockError};
 use vmctl_runtime::host::net::netns::Released;
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
+use crate::render::Style;
 
 /// `error` and its causes, one clause each: `cannot observe …: cannot read …: denied`.
 pub fn chain(error: &dyn Error) -> String {
@@ -28,25 +30,70 @@ pub fn chain(error: &dyn Error) -> String {
     text
 }
 
-/// Observes every host of `config` (in parallel).
+/// Observes every host of `config` (in parallel), and warns about each resource whose
+/// record cannot be read (the plan leaves it alone; the warning says how to repair it).
 pub fn observe(config: &Config) -> Result<LiveFile, CommandError> {
-    apply::observe(config).map_err(|errors| {
-        let first = errors.into_iter().next();
-        match first {
-            Some(e @ LiveError::RemoteHost { .. }) => CommandError::Report(miette!(
-                code = "vmctl::host::remote",
-                help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
-                "{e}"
-            )),
-            Some(e) => CommandError::Report(miette!(
-                code = "vmctl::host::observe",
-                help = "vmctl reads the host's state dir, pools and network interfaces: run it as root (a host's `netns` that does not exist yet is fine: apply makes it)",
-                "{}",
-                chain(&e)
-            )),
-            None => CommandError::failed("observing the hosts failed"),
-        }
-    })
+    observe_detailed(config).map(apply::observe::into_live_file)
+}
+
+/// Like [`observe`], with each host's details (for `status`).
+pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, CommandError> {
+    let hosts = apply::observe_detailed(config).map_err(observe_error)?;
+    for (host, seen) in &hosts {
+        warn_unreadable(config, host, &seen.live);
+    }
+    Ok(hosts)
+}
+
+/// Warns about each resource of the project on `host` whose record cannot be read.
+fn warn_unreadable(config: &Config, host: &str, state: &LiveState) {
+    let style = Style { color: false };
+    for u in state
+        .unreadable
+        .iter()
+        .filter(|u| u.project == config.project)
+    {
+        let diagnostic = MietteDiagnostic::new(format!(
+            "cannot read the record of {} {:?} on host {host:?} ({}): {}",
+            u.kind,
+            u.name,
+            u.path.display(),
+            u.error
+        ))
+        .with_code("vmctl::host::unreadable_record")
+        .with_severity(Severity::Warning)
+        .with_help(u.help.clone());
+        eprint!("{}", style.diagnostic(&diagnostic));
+    }
+}
+
+/// The diagnostic of hosts that cannot be observed at all (the first error).
+fn observe_error(errors: Vec<LiveError>) -> CommandError {
+    let first = errors.into_iter().next();
+    match first {
+        Some(e @ LiveError::RemoteHost { .. }) => CommandError::Report(miette!(
+            code = "vmctl::host::remote",
+            help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
+            "{e}"
+        )),
+        Some(e) => CommandError::Report(miette!(
+            code = "vmctl::host::observe",
+            help = observe_help(apply::observe::euid()),
+            "{}",
+            chain(&e)
+        )),
+        None => CommandError::failed("observing the hosts failed"),
+    }
+}
+
+/// What to do when a host cannot be observed at all, for the user vmctl runs as: "run
+/// it as root" only when it is not root.
+fn observe_help(euid: u32) -> String {
+    if euid == 0 {
+        "vmctl runs as root and still cannot read the host's state dir, pools or network interfaces: the cause is above; check that path (its permissions, the mount it is on), or the netns named by the host's `netns`".into()
+    } else {
+        format!("vmctl reads the host's state dir, pools and network interfaces: run it as root (it runs as uid {euid}); a host's `netns` that does not exist yet is fine: apply makes it")
+    }
 }
 
 /// Takes the lock of every host of `config`, waiting up to `timeout`.
@@ -78,7 +125,11 @@ pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, Command
         )),
         _ => CommandError::Report(miette!(
             code = "vmctl::apply::lock",
-            help = "vmctl keeps its lock in the host's state dir: run it as root",
+            help = if apply::observe::euid() == 0 {
+                "vmctl keeps its lock in the host's state dir: the cause is above; check that the state dir is a writable local directory".to_owned()
+            } else {
+                "vmctl keeps its lock in the host's state dir: run it as root".to_owned()
+            },
             "{}",
             chain(&e)
         )),
@@ -169,6 +220,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_observe_hint_says_run_as_root_only_to_others() {
+        assert!(observe_help(1000).contains("run it as root"));
+        assert!(observe_help(1000).contains("uid 1000"));
+        assert!(!observe_help(0).contains("run it as root"));
+    }
 
     #[test]
     fn durations() {

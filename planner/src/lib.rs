@@ -6,10 +6,12 @@
 //! Pure: no I/O, no printing. Everything here works on values the caller passes in.
 
 pub mod action;
+pub mod capacity;
 pub mod diff;
 pub mod graph;
 pub mod live;
 pub mod plan;
+pub mod record;
 pub mod render;
 pub mod saved;
 pub mod target;
@@ -51,6 +53,9 @@ pub enum PlanError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Graph(#[from] GraphError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Capacity(#[from] capacity::CapacityError),
 }
 
 /// Every reason a plan cannot be made, reported together.
@@ -87,6 +92,10 @@ pub fn plan(config: &Config, live: &LiveFile, options: &PlanOptions) -> Result<P
     };
     let forced = resolve(&options.replace, target::Flag::Replace);
     let targets = resolve(&options.targets, target::Flag::Target);
+    if !options.destroy {
+        let over = capacity::check(config, live);
+        errors.extend(over.into_iter().map(PlanError::from));
+    }
     if !errors.is_empty() {
         return Err(PlanErrors { errors });
     }

@@ -4,22 +4,63 @@
 //!
 //! In JSON every field may be left out: `{}` is a host with nothing on it. Resources of
 //! every project are kept here; the diff only sees the config's own project.
+//!
+//! A [`LiveFile`] carries a `format-version` (absent: 1) and is read with
+//! [`LiveFile::from_json`], which refuses a newer one ([`crate::record`]). Unlike the
+//! records on a host, it refuses unknown fields: people write these files by hand, and a
+//! misspelt field must not silently mean "nothing there". A VM's applied settings are
+//! [`VmSpec`], not the config model.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, Vm, VmState, Volume};
+use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, VmState, Volume};
+
+use crate::action::{ResourceId, ResourceKind};
+use crate::record::{self, NewerFormat, VmSpec};
+
+/// The format version of [`LiveFile`] this build writes and reads (see [`record`]).
+pub const LIVE_FORMAT_VERSION: u32 = 1;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LiveFile {
+    /// Absent in files written before it existed: format 1.
+    #[serde(rename = "format-version", default = "record::unversioned")]
+    pub format_version: u32,
     pub hosts: BTreeMap<String, LiveState>,
 }
 
+impl Default for LiveFile {
+    fn default() -> Self {
+        LiveFile {
+            format_version: LIVE_FORMAT_VERSION,
+            hosts: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a live-state file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveFileError {
+    #[error("the live state is not valid JSON of a live state: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("cannot read the live state: {0}")]
+    Newer(#[from] NewerFormat),
+}
+
 impl LiveFile {
+    /// Reads a live-state file: its version first (a newer one is refused, not misread),
+    /// then its fields.
+    pub fn from_json(text: &str) -> Result<LiveFile, LiveFileError> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        record::check_version(&value, LIVE_FORMAT_VERSION)?;
+        Ok(serde_json::from_value(value)?)
+    }
+
     /// The live state of `host`; an empty one when the file does not name it.
     pub fn host(&self, host: &str) -> &LiveState {
         static EMPTY: LiveState = LiveState::EMPTY;
@@ -97,14 +138,17 @@ impl LiveFile {
             state.vms.push(LiveVm {
                 name: vm.name.clone(),
                 project: project.clone(),
-                spec: vm.clone(),
+                spec: VmSpec::from(vm),
                 status: match vm.state {
                     VmState::Running => VmStatus::Running,
                     VmState::Stopped => VmStatus::Stopped,
                 },
             });
         }
-        LiveFile { hosts }
+        LiveFile {
+            hosts,
+            ..LiveFile::default()
+        }
     }
 }
 
@@ -117,6 +161,23 @@ pub struct LiveState {
     pub networks: Vec<LiveNetwork>,
     pub vlans: Vec<LiveVlan>,
     pub vms: Vec<LiveVm>,
+    /// Resources whose record the host holds but vmctl cannot read: left alone by the
+    /// plan (see [`LiveState::held`]), shown by `plan` and `status` with how to repair.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+    /// What the host reports of itself, for the capacity check of a host that declares
+    /// no `cpus` or no `memory`. Absent (a `--live` file without it): not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported: Option<HostReport>,
+}
+
+/// A host's online CPUs and its memory (`MemTotal`), as it reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct HostReport {
+    pub cpus: u32,
+    /// Bytes.
+    pub memory: u64,
 }
 
 impl LiveState {
@@ -127,7 +188,20 @@ impl LiveState {
         networks: Vec::new(),
         vlans: Vec::new(),
         vms: Vec::new(),
+        unreadable: Vec::new(),
+        reported: None,
     };
+
+    /// The resources of `project` the plan must leave alone on this host: those whose
+    /// record is unreadable. (The volumes of an unreadable pool are held by the diff,
+    /// which knows which pool each volume of the config is on.)
+    pub fn held(&self, project: &str) -> Vec<ResourceId> {
+        self.unreadable
+            .iter()
+            .filter(|u| u.project == project)
+            .map(|u| ResourceId::new(u.kind, &u.name))
+            .collect()
+    }
 
     /// Only `project`'s resources, sorted by name: the form that fingerprints hash, so
     /// that neither the order a host lists things in nor another project's work makes a
@@ -148,6 +222,9 @@ impl LiveState {
             networks: mine(&self.networks, project),
             vlans: mine(&self.vlans, project),
             vms: mine(&self.vms, project),
+            unreadable: mine(&self.unreadable, project),
+            // The host's size is not the project's state: a plan does not go stale by it.
+            reported: None,
         }
     }
 }
@@ -166,7 +243,44 @@ macro_rules! marked {
         }
     )*};
 }
-marked!(LivePool, LiveVolume, LiveNetwork, LiveVlan, LiveVm);
+marked!(
+    LivePool,
+    LiveVolume,
+    LiveNetwork,
+    LiveVlan,
+    LiveVm,
+    Unreadable
+);
+
+/// A resource vmctl finds on a host by its record (a VM's `spec.json`, a pool's or
+/// volume's marker, a stray entry where a VM's state dir should be) but cannot read:
+/// corrupt, of a newer format, not a file it made. It is that resource's problem only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Unreadable {
+    pub kind: ResourceKind,
+    pub name: String,
+    pub project: String,
+    /// The file that cannot be read.
+    pub path: PathBuf,
+    /// Why, with its causes.
+    pub error: String,
+    /// What to do about it, said for the user running vmctl.
+    pub help: String,
+}
+
+impl Default for Unreadable {
+    fn default() -> Self {
+        Unreadable {
+            kind: ResourceKind::Vm,
+            name: String::new(),
+            project: String::new(),
+            path: PathBuf::new(),
+            error: String::new(),
+            help: String::new(),
+        }
+    }
+}
 
 /// A pool directory with its `.vmctl.json` marker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,7 +412,7 @@ pub struct LiveVm {
     #[serde(default)]
     pub project: String,
     /// The `spec.json` the VM was applied with.
-    pub spec: Vm,
+    pub spec: VmSpec,
     #[serde(default)]
     pub status: VmStatus,
 }

@@ -29,3 +29,4 @@ pub use load::{load, load_str, Kind, Loaded};
 pub use model::*;
 pub use source::{SourceFile, Sources};
 pub use spans::{FieldSpan, ResourceSpans, Site, Spans};
+pub use validate::capacity;

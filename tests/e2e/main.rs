@@ -8,6 +8,7 @@ mod engine;
 mod lab;
 mod netns;
 mod plan;
+mod records;
 mod support;
 mod trust_storage;
 mod validate;

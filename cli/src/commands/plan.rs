@@ -173,7 +173,7 @@ fn read_live(path: &Path) -> Result<LiveFile, CommandError> {
         message: format!("cannot read the live state {}: {e}", path.display()),
         hint: None,
     })?;
-    serde_json::from_str(&text).map_err(|e| CommandError::Failed {
+    LiveFile::from_json(&text).map_err(|e| CommandError::Failed {
         message: format!("the live state {} is not valid: {e}", path.display()),
         hint: Some(
             "the file is {\"hosts\": {HOST: LiveState}}; see LiveState in planner/src/live.rs"

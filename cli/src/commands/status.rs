@@ -1,12 +1,22 @@
 //! `vmctl status`: every resource of the project, live, as the hosts report it — a VM
 //! `running`, `stopped` or `crashed`; anything `missing` (in the config, not on its
-//! host), `drifted` (on its host, different from the config) or `not-in-config`; the
-//! rest `ok`. Read-only: no lock, no changes.
+//! host), `drifted` (on its host, different from the config), `not-in-config`, or
+//! `unreadable` (its record cannot be read: the detail says why, the warning above the
+//! table how to repair it); the rest `ok`. Read-only: no lock, no changes.
+//!
+//! DETAIL of a resource that is there and as configured: a VM's pid and uptime while it
+//! runs, its cpus, memory, taps and MACs; a volume's size and allocated bytes; a
+//! VLAN's id and gateway; a network's bridge; a pool's path. `--json` carries the same
+//! under `detail`, numbers as numbers (bytes, seconds).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde_json::json;
-use vmctl_planner::{Action, Change, PlanOptions, VmStatus};
+use serde_json::{json, Map, Value};
+use vmctl_planner::{Action, Change, LiveFile, PlanOptions, VmStatus};
+use vmctl_runtime::apply::HostSeen;
+use vmctl_runtime::host::proc;
+use vmctl_schema::units::format_size as human;
 
 use crate::commands::apply::plan_error;
 use crate::error::CommandError;
@@ -23,7 +33,8 @@ pub struct Args {
     #[arg(default_value = ".")]
     pub path: PathBuf,
 
-    /// Print JSON: {"project", "resources": [{kind, name, host, state, attributes}]}.
+    /// Print JSON: {"project", "resources": [{kind, name, host, state, attributes,
+    /// detail}]}.
     #[arg(long)]
     pub json: bool,
 }
@@ -36,6 +47,8 @@ struct Row {
     state: &'static str,
     /// The attributes that differ from the config.
     attributes: Vec<String>,
+    /// What the host reports of it, as JSON values in display order (see the module doc).
+    detail: Vec<(&'static str, Value)>,
 }
 
 fn vm_state(status: Option<VmStatus>) -> &'static str {
@@ -61,15 +74,142 @@ fn row(change: &Change) -> Row {
         host: change.host.clone(),
         state,
         attributes: change.attributes.iter().map(|a| a.name.clone()).collect(),
+        detail: Vec::new(),
     }
+}
+
+/// What `seen` reports of the resource of `row`.
+fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
+    let mut d = Vec::new();
+    let observation = &seen.observation;
+    match row.kind.as_str() {
+        "vm" => {
+            let Some(vm) = seen.vms.iter().find(|v| v.record.vm.name == row.name) else {
+                return d;
+            };
+            if let Some(pid) = vm.pid {
+                d.push(("pid", pid.into()));
+                if let Some(up) = proc::uptime(pid) {
+                    d.push(("uptime-seconds", up.as_secs().into()));
+                }
+            }
+            d.push(("cpus", vm.record.vm.cpus.into()));
+            d.push(("memory", vm.record.vm.memory.into()));
+            let mut taps: Vec<_> = observation
+                .taps
+                .iter()
+                .filter(|t| t.vm == row.name)
+                .collect();
+            taps.sort_by_key(|t| t.nic);
+            let taps: Vec<Value> = taps.iter().map(|t| t.ifname.clone().into()).collect();
+            d.push(("taps", taps.into()));
+            let macs: Vec<Value> = vm
+                .record
+                .vm
+                .nics
+                .iter()
+                .map(|n| n.mac.clone().into())
+                .collect();
+            d.push(("macs", macs.into()));
+        }
+        "volume" => {
+            if let Some(v) = observation.volumes.iter().find(|v| v.name == row.name) {
+                d.push(("size", v.size.into()));
+                d.push(("allocated", v.allocated.into()));
+            }
+        }
+        "vlan" => {
+            if let Some(v) = seen.live.vlans.iter().find(|v| v.name == row.name) {
+                d.push(("id", v.id.into()));
+                if let Some(gateway) = &v.gateway {
+                    d.push(("gateway", gateway.clone().into()));
+                }
+            }
+        }
+        "network" => {
+            if let Some(n) = observation.networks.iter().find(|n| n.name == row.name) {
+                d.push(("bridge", n.bridge.clone().into()));
+            }
+        }
+        "pool" => {
+            if let Some(p) = observation.pools.iter().find(|p| p.name == row.name) {
+                d.push(("path", p.path.display().to_string().into()));
+            }
+        }
+        _ => {}
+    }
+    d
+}
+
+/// DETAIL as a line: `pid=1234 uptime=4m10s cpus=2 memory=256MiB taps=vt… macs=52:…`.
+fn detail_text(detail: &[(&str, Value)]) -> String {
+    let mut parts = Vec::new();
+    for (key, value) in detail {
+        let text = match (*key, value) {
+            ("uptime-seconds", Value::Number(n)) => {
+                let secs = n.as_u64().unwrap_or(0);
+                parts.push(format!(
+                    "uptime={}",
+                    proc::human_duration(std::time::Duration::from_secs(secs))
+                ));
+                continue;
+            }
+            ("memory" | "size" | "allocated", Value::Number(n)) => human(n.as_u64().unwrap_or(0)),
+            (_, Value::Array(items)) if items.is_empty() => continue,
+            (_, Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(","),
+            (_, Value::String(s)) => s.clone(),
+            (_, other) => other.to_string(),
+        };
+        parts.push(format!("{key}={text}"));
+    }
+    parts.join(" ")
+}
+
+/// A row per resource of the project whose record cannot be read.
+fn unreadable_rows(project: &str, live: &LiveFile) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (host, state) in &live.hosts {
+        for u in state.unreadable.iter().filter(|u| u.project == project) {
+            let detail = vec![
+                ("path", u.path.display().to_string().into()),
+                ("error", u.error.clone().into()),
+                ("help", u.help.clone().into()),
+            ];
+            rows.push(Row {
+                kind: u.kind.to_string(),
+                name: u.name.clone(),
+                host: host.clone(),
+                state: "unreadable",
+                attributes: Vec::new(),
+                detail,
+            });
+        }
+    }
+    rows
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = vmctl_schema::load(&args.path)?.config;
-    let live = runtime::observe(&config)?;
+    let hosts: BTreeMap<String, HostSeen> = runtime::observe_detailed(&config)?;
+    let mut live = vmctl_runtime::apply::observe::live_file(&hosts);
+    // Status shows what is there; whether more would fit is the plan's question.
+    for state in live.hosts.values_mut() {
+        state.reported = None;
+    }
     let plan = vmctl_planner::plan(&config, &live, &PlanOptions::default())
         .map_err(|e| plan_error(&e, style))?;
     let mut rows: Vec<Row> = plan.changes.iter().map(row).collect();
+    for row in &mut rows {
+        let healthy = row.attributes.is_empty() && !matches!(row.state, "missing");
+        if let Some(seen) = hosts.get(&row.host).filter(|_| healthy) {
+            row.detail = detail(row, seen);
+        }
+    }
+    rows.extend(unreadable_rows(&config.project, &live));
     rows.sort_by(|a, b| {
         let rank = |k: &str| {
             ["pool", "network", "volume", "vlan", "vm"]
@@ -88,6 +228,11 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
                     "host": r.host,
                     "state": r.state,
                     "attributes": r.attributes,
+                    "detail": r
+                        .detail
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                        .collect::<Map<String, Value>>(),
                 })
             })
             .collect();
@@ -107,10 +252,18 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     );
     for r in &rows {
         let address = format!("{}.{}", r.kind, r.name);
-        let detail = if r.attributes.is_empty() {
-            String::new()
-        } else {
+        let detail = if !r.attributes.is_empty() {
             format!("differs: {}", r.attributes.join(", "))
+        } else if r.state == "unreadable" {
+            let error = r
+                .detail
+                .iter()
+                .find(|(k, _)| *k == "error")
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or("");
+            format!("cannot read its record: {error} (see the warning above)")
+        } else {
+            detail_text(&r.detail)
         };
         println!(
             "{address:<width$}  {:<8}  {:<13}  {detail}",

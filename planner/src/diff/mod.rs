@@ -61,7 +61,10 @@ pub fn diff(
             let wanted = desired
                 .get(host.name.as_str())
                 .map_or(&[][..], Vec::as_slice);
-            let found = live_resources(live.host(&host.name), &config.project, &host.name);
+            let state = live.host(&host.name);
+            let held = held(state, &config.project, wanted);
+            let wanted = &without(wanted, &held)[..];
+            let found = live_resources(state, &config.project, &host.name);
             let (mut changes, mut errors) = (Vec::new(), Vec::new());
             diff_host(
                 &host.name,
@@ -101,6 +104,36 @@ pub fn diff(
     } else {
         Err(errors)
     }
+}
+
+/// The resources the plan leaves alone on a host: those whose record cannot be read
+/// (the host has something there; creating it anew could overwrite it), and the
+/// volumes of such a pool (vmctl cannot tell which of its files are whose).
+fn held(state: &LiveState, project: &str, wanted: &[Resource]) -> HashSet<ResourceId> {
+    let mut held: HashSet<ResourceId> = state.held(project).into_iter().collect();
+    if held.is_empty() {
+        return held;
+    }
+    for resource in wanted {
+        if let Resource::Volume(v) = resource {
+            if held.contains(&ResourceId::new(ResourceKind::Pool, &v.pool)) {
+                held.insert(resource.id());
+            }
+        }
+    }
+    held
+}
+
+/// `wanted` without the `held` resources (borrowed when nothing is held).
+fn without<'a>(
+    wanted: &'a [Resource],
+    held: &HashSet<ResourceId>,
+) -> std::borrow::Cow<'a, [Resource]> {
+    if held.is_empty() {
+        return std::borrow::Cow::Borrowed(wanted);
+    }
+    let kept = wanted.iter().filter(|r| !held.contains(&r.id()));
+    std::borrow::Cow::Owned(kept.cloned().collect())
 }
 
 /// The config's resources by host, dependencies first. A volume lives on its pool's host,
@@ -159,7 +192,7 @@ fn live_resources(
     let vlans = live.vlans.iter().filter(|r| r.project == project);
     found.extend(vlans.map(|r| (Resource::Vlan(r.to_model()), None)));
     for vm in live.vms.iter().filter(|r| r.project == project) {
-        let mut spec = vm.spec.clone();
+        let mut spec = vm.spec.to_model();
         spec.name.clone_from(&vm.name);
         spec.host = host.to_owned();
         found.push((Resource::Vm(spec), Some(vm.status)));

@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
             edit: |config, live| {
                 config_vm(config, "web-1").state = VmState::Stopped;
                 let vm = live_vm(live, "web-1");
-                vm.spec.state = VmState::Stopped;
+                vm.spec.state = crate::record::RunState::Stopped;
                 vm.status = VmStatus::Crashed;
             },
             address: "vm.web-1",
@@ -198,7 +198,7 @@ fn cases() -> Vec<Case> {
                 vm.state = VmState::Stopped;
                 vm.memory = 512 << 20;
                 let vm = live_vm(live, "web-1");
-                vm.spec.state = VmState::Stopped;
+                vm.spec.state = crate::record::RunState::Stopped;
                 vm.status = VmStatus::Stopped;
             },
             address: "vm.web-1",
@@ -408,6 +408,7 @@ fn other_projects_are_invisible() {
     // Same names as ours, another project: neither deleted nor mistaken for ours.
     let mut ours_removed = LiveFile {
         hosts: theirs.hosts.clone(),
+        ..LiveFile::default()
     };
     let plan = plan_of(&config, &live).unwrap();
     assert!(!plan.has_changes(), "{plan:#?}");
@@ -545,4 +546,43 @@ fn a_vm_moved_to_another_host_is_deleted_there_and_created_here() {
     assert_eq!(db.len(), 2, "{db:?}");
     assert!(db.contains(&("local", Action::Delete)));
     assert!(db.contains(&("other", Action::Create)));
+}
+
+#[test]
+fn a_resource_with_an_unreadable_record_is_left_alone_and_the_rest_planned() {
+    use crate::live::Unreadable;
+    let config = quickstart();
+    let mut live = LiveFile::applied(&config);
+    let host = live_host(&mut live);
+    // web-1's spec.json and the pool's marker cannot be read: the host shows neither.
+    host.vms.retain(|v| v.name != "web-1" && v.name != "web-2");
+    host.pools.clear();
+    host.volumes.clear();
+    let unreadable = |kind, name: &str| Unreadable {
+        kind,
+        name: name.into(),
+        project: "lab".into(),
+        ..Unreadable::default()
+    };
+    host.unreadable.push(unreadable(ResourceKind::Vm, "web-1"));
+    host.unreadable.push(unreadable(ResourceKind::Pool, "fast"));
+    // Another project's problem holds nothing of ours.
+    let mut theirs = unreadable(ResourceKind::Vm, "web-2");
+    theirs.project = "other".into();
+    host.unreadable.push(theirs);
+    let plan = plan_of(&config, &live).unwrap();
+    let addresses: Vec<String> = plan.changes.iter().map(|c| c.id.to_string()).collect();
+    for held in [
+        "vm.web-1",
+        "pool.fast",
+        "volume.web-1-root",
+        "volume.db-1-root",
+    ] {
+        assert!(
+            !addresses.contains(&held.to_owned()),
+            "{held} in {addresses:?}"
+        );
+    }
+    assert_eq!(change(&plan, "vm.web-2").action, Action::Create);
+    assert_eq!(change(&plan, "vm.db-1").action, Action::NoOp);
 }

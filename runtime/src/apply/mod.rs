@@ -28,7 +28,9 @@ use vmctl_schema::Config;
 use crate::host::lock::{self, HostLock, LockError};
 use crate::host::net::netns::{self, NetnsError, Released};
 
-pub use observe::{check_local, observe, observe_host_state, LiveError};
+pub use observe::{
+    check_local, observe, observe_detailed, observe_host_state, HostSeen, LiveError,
+};
 pub use steps::{HostContext, Inventory, StepError};
 
 /// Errors that stop an apply before it starts.

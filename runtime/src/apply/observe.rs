@@ -2,19 +2,27 @@
 //! markers, bridges and VLANs over netlink, the VMs' state dirs and control sockets —
 //! and every host of a config observed in parallel.
 //!
+//! A record that cannot be read (a VM's `spec.json`, a pool's or volume's marker, a
+//! stray file under `vms/`) is that resource's problem: it becomes a
+//! [`Unreadable`] of the live state, with a help line for the user running vmctl, and
+//! everything else on the host is observed as usual.
+//!
 //! A host's VLAN table holds ids, not names: live VLANs are named from the config by
 //! `(network, id)`; one the config no longer has is named `<network>/<id>` (a name the
 //! config language cannot spell, so it never matches a configured VLAN by accident).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use vmctl_planner::live::{LiveNetwork, LivePool, LiveVlan, LiveVolume};
-use vmctl_planner::{LiveFile, LiveState};
+use vmctl_planner::live::{LiveNetwork, LivePool, LiveVlan, LiveVolume, Unreadable};
+use vmctl_planner::{LiveFile, LiveState, ResourceKind};
 use vmctl_schema::{Config, Host, PoolKind};
 
 use crate::host::observe::{observe_host, HostObservation, HostSpec, ObserveError};
 use crate::host::pool;
-use crate::vms::{self, ObservedVm, VmError};
+use crate::host::records::{BadRecord, Cause};
+use crate::host::volume;
+use crate::vms::{self, ObservedVm, VmError, VmPaths};
 
 /// Errors of observing a host.
 #[derive(Debug, thiserror::Error)]
@@ -74,20 +82,27 @@ pub fn observe_host_state(
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         (observation, found)
     });
-    let observation = observation.map_err(|source| LiveError::Observe {
+    let mut observation = observation.map_err(|source| LiveError::Observe {
         host: host.name.clone(),
         source,
     })?;
-    let found_vms = found_vms.map_err(|source| LiveError::ObserveVms {
+    let (found_vms, bad_vms) = found_vms.map_err(|source| LiveError::ObserveVms {
         host: host.name.clone(),
         source,
     })?;
-    let live = to_live_state(config, &observation, &found_vms);
+    let bad_vms = bad_vms.into_iter().map(|b| (ResourceKind::Vm, b));
+    observation.unreadable.extend(bad_vms);
+    let live = to_live_state(config, host, &observation, &found_vms);
     Ok((live, observation, found_vms))
 }
 
-/// Maps an observation into the planner's shape.
-pub fn to_live_state(config: &Config, seen: &HostObservation, found: &[ObservedVm]) -> LiveState {
+/// Maps an observation of `host` into the planner's shape.
+pub fn to_live_state(
+    config: &Config,
+    host: &Host,
+    seen: &HostObservation,
+    found: &[ObservedVm],
+) -> LiveState {
     let vlan_name = |network: &str, id: u16| {
         config
             .vlans
@@ -143,18 +158,147 @@ pub fn to_live_state(config: &Config, seen: &HostObservation, found: &[ObservedV
             })
             .collect(),
         vms: found.iter().map(ObservedVm::to_live).collect(),
+        unreadable: seen
+            .unreadable
+            .iter()
+            .map(|(kind, bad)| unreadable(config, host, *kind, bad))
+            .collect(),
+        reported: crate::host::proc::host_report(),
     }
+}
+
+/// A bad record as the planner shows it: named (a pool by the config, from its
+/// directory, when the index did not name it), with what to do.
+fn unreadable(config: &Config, host: &Host, kind: ResourceKind, bad: &BadRecord) -> Unreadable {
+    let mut name = bad.name.clone();
+    if name.is_empty() {
+        let dir = bad.path.parent().unwrap_or(&bad.path);
+        name = config
+            .pools
+            .iter()
+            .find(|p| p.host == host.name && p.path == dir)
+            .map_or_else(|| dir.display().to_string(), |p| p.name.clone());
+    }
+    Unreadable {
+        kind,
+        help: repair_help(config, host, kind, &name, bad, euid()),
+        name,
+        project: config.project.clone(),
+        path: bad.path.clone(),
+        error: bad.error.clone(),
+    }
+}
+
+/// The effective uid vmctl runs as: a hint says "run it as root" only when it is not.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// What the user running vmctl (as `euid`) can do about `bad`, the record of `kind`
+/// `name`.
+fn repair_help(
+    config: &Config,
+    host: &Host,
+    kind: ResourceKind,
+    name: &str,
+    bad: &BadRecord,
+    euid: u32,
+) -> String {
+    let path = bad.path.display();
+    let what = format!("{kind} {name:?}");
+    match bad.cause {
+        Cause::Denied if euid == 0 => format!(
+            "vmctl runs as root and still cannot read {path}: check what denies it (`ls -l {path}`, a read-only or network mount, an LSM policy); until then vmctl leaves {what} alone"
+        ),
+        Cause::Denied => format!(
+            "vmctl reads the host's state dir and pools as root: run it as root (now it runs as uid {euid})"
+        ),
+        Cause::Newer => format!(
+            "{path} was written by a newer vmctl: manage this host with that vmctl (or a newer one); this one leaves {what} alone"
+        ),
+        Cause::Stray => format!(
+            "{path} is not a VM state dir vmctl made: move it away or remove it; vmctl leaves {what} alone until then"
+        ),
+        Cause::Corrupt | Cause::Io => match kind {
+            ResourceKind::Vm => {
+                let dir = VmPaths::new(&host.state_dir, &config.project, name).dir;
+                format!(
+                    "restore {path} from a backup, or make vmctl forget the VM: stop its VMM if one still runs (its pid is in {}), then remove {}; the next apply creates it anew. Until then vmctl leaves {what} alone",
+                    dir.join("vmm.pid").display(),
+                    dir.display()
+                )
+            }
+            ResourceKind::Volume => {
+                let pool = bad.path.parent().unwrap_or(&bad.path);
+                format!(
+                    "restore the marker {path} (JSON: {{\"project\": {:?}, \"name\": {name:?}}}), or make vmctl forget the volume: move {} and the marker out of the pool; the next apply then makes a new volume in its place. Until then vmctl leaves {what} alone",
+                    config.project,
+                    volume::volume_path(pool, name).display()
+                )
+            }
+            ResourceKind::Pool => format!(
+                "restore the marker {path} (JSON: {{\"project\": {:?}, \"name\": {name:?}, \"kind\": \"dir\"}}) or remove it and apply again (vmctl then adopts the directory); until then vmctl leaves {what} and its volumes alone",
+                config.project
+            ),
+            ResourceKind::Network | ResourceKind::Vlan => {
+                format!("check {path}; until then vmctl leaves {what} alone")
+            }
+        },
+    }
+}
+
+/// One host as observed: the planner's view and the details behind it (volume
+/// allocation, taps, VMM pids) for `status`.
+#[derive(Debug, Clone)]
+pub struct HostSeen {
+    pub live: LiveState,
+    pub observation: HostObservation,
+    pub vms: Vec<ObservedVm>,
 }
 
 /// Every host of `config`, observed in parallel. All errors are returned together.
 pub fn observe(config: &Config) -> Result<LiveFile, Vec<LiveError>> {
-    let results: Vec<(String, Result<LiveState, LiveError>)> = std::thread::scope(|scope| {
+    observe_detailed(config).map(into_live_file)
+}
+
+/// The planner's view of observed hosts.
+pub fn into_live_file(hosts: BTreeMap<String, HostSeen>) -> LiveFile {
+    LiveFile {
+        hosts: hosts
+            .into_iter()
+            .map(|(name, seen)| (name, seen.live))
+            .collect(),
+        ..LiveFile::default()
+    }
+}
+
+/// The planner's view of observed hosts, keeping the details.
+pub fn live_file(hosts: &BTreeMap<String, HostSeen>) -> LiveFile {
+    LiveFile {
+        hosts: hosts
+            .iter()
+            .map(|(name, seen)| (name.clone(), seen.live.clone()))
+            .collect(),
+        ..LiveFile::default()
+    }
+}
+
+/// Every host of `config`, observed in parallel, with the details; by host name. All
+/// errors are returned together.
+pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, Vec<LiveError>> {
+    let results: Vec<(String, Result<HostSeen, LiveError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = config
             .hosts
             .iter()
             .map(|host| {
-                let handle =
-                    scope.spawn(move || observe_host_state(config, host).map(|(live, ..)| live));
+                let handle = scope.spawn(move || {
+                    observe_host_state(config, host).map(|(live, observation, vms)| HostSeen {
+                        live,
+                        observation,
+                        vms,
+                    })
+                });
                 (host.name.clone(), handle)
             })
             .collect();
@@ -168,18 +312,18 @@ pub fn observe(config: &Config) -> Result<LiveFile, Vec<LiveError>> {
             })
             .collect()
     });
-    let mut live = LiveFile::default();
+    let mut hosts = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, result) in results {
         match result {
-            Ok(state) => {
-                live.hosts.insert(name, state);
+            Ok(seen) => {
+                hosts.insert(name, seen);
             }
             Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
-        Ok(live)
+        Ok(hosts)
     } else {
         Err(errors)
     }
@@ -220,23 +364,65 @@ mod tests {
             vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
             ..HostObservation::default()
         };
-        let live = to_live_state(&config(), &seen, &[]);
+        let live = to_live_state(&config(), &host("local", None), &seen, &[]);
         let names: Vec<_> = live.vlans.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["front", "lan/200", "wan/100"]);
     }
 
-    #[test]
-    fn remote_hosts_are_refused_plainly() {
-        let host = Host {
-            name: "far".into(),
+    fn host(name: &str, ssh: Option<&str>) -> Host {
+        Host {
+            name: name.into(),
             state_dir: "/var/lib/vmctl".into(),
             netns: None,
             cpus: None,
             memory: None,
             reserve_memory: 0.08,
             cpu_overcommit: 1.5,
-            ssh: Some("root@far".into()),
+            ssh: ssh.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn repair_hints_fit_the_cause_and_the_user() {
+        let config = config();
+        let host = host("local", None);
+        let bad = |cause| BadRecord {
+            name: "web-1".into(),
+            path: "/var/lib/vmctl/lab/vms/web-1/spec.json".into(),
+            error: "boom".into(),
+            cause,
         };
+        let help =
+            |kind, cause, euid| repair_help(&config, &host, kind, "web-1", &bad(cause), euid);
+        let vm = ResourceKind::Vm;
+        // Root is never told to run as root.
+        assert!(!help(vm, Cause::Denied, 0).contains("run it as root"));
+        assert!(help(vm, Cause::Denied, 0).contains("runs as root and still cannot read"));
+        assert!(help(vm, Cause::Denied, 1000).contains("run it as root (now it runs as uid 1000)"));
+        let corrupt = help(vm, Cause::Corrupt, 0);
+        assert!(
+            corrupt.contains("/var/lib/vmctl/lab/vms/web-1/vmm.pid"),
+            "{corrupt}"
+        );
+        assert!(
+            corrupt.contains("then remove /var/lib/vmctl/lab/vms/web-1;"),
+            "{corrupt}"
+        );
+        assert!(help(vm, Cause::Newer, 0).contains("written by a newer vmctl"));
+        assert!(help(vm, Cause::Stray, 0).contains("not a VM state dir vmctl made"));
+        let volume = help(ResourceKind::Volume, Cause::Corrupt, 0);
+        assert!(volume.contains("restore the marker"), "{volume}");
+        assert!(
+            volume.contains("/var/lib/vmctl/lab/vms/web-1/web-1.raw"),
+            "{volume}"
+        );
+        let pool = help(ResourceKind::Pool, Cause::Corrupt, 0);
+        assert!(pool.contains("\"kind\": \"dir\""), "{pool}");
+    }
+
+    #[test]
+    fn remote_hosts_are_refused_plainly() {
+        let host = host("far", Some("root@far"));
         let err = check_local(&host).unwrap_err();
         assert!(
             err.to_string().contains("remote hosts are not built yet"),

@@ -358,7 +358,8 @@ fn reattach_taps(
 ) -> Result<(), StepError> {
     let taps = observe_net(nl, ctx.project)?.taps;
     for t in taps {
-        let Some(record) = vms::read_record(&ctx.host.state_dir, ctx.project, &t.vm)? else {
+        // A VM whose record cannot be read is left alone (observe reported it).
+        let Ok(Some(record)) = vms::read_record(&ctx.host.state_dir, ctx.project, &t.vm) else {
             continue;
         };
         let on_vlan = record

@@ -25,6 +25,8 @@ pub mod mark;
 pub mod net;
 pub mod observe;
 pub mod pool;
+pub mod proc;
+pub mod records;
 pub mod volume;
 
 pub(crate) mod fsutil;

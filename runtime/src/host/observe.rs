@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use vmctl_planner::ResourceKind;
+
 use super::net::{self, LiveTap, Netlink, NetlinkError, VlanMode};
 use super::pool::{self, PoolError, PoolKind};
+use super::records::BadRecord;
 use super::volume::{self, VolumeError};
 
 /// Errors of observing a host.
@@ -108,6 +111,9 @@ pub struct HostObservation {
     pub networks: Vec<ObservedNetwork>,
     pub vlans: Vec<ObservedVlan>,
     pub taps: Vec<LiveTap>,
+    /// Pools and volumes whose marker cannot be read: each its own problem. A pool's
+    /// name is empty when only the config can tell (by the marker's directory).
+    pub unreadable: Vec<(ResourceKind, BadRecord)>,
 }
 
 /// Observes `spec.project` on this host (disk and netlink in parallel).
@@ -125,12 +131,13 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
         };
         (storage, net)
     });
-    let (pools, volumes) = storage?;
+    let (pools, volumes, unreadable) = storage?;
     let net = net.map_err(ObserveError::ObserveNetworks)?;
     let project = spec.project.to_owned();
     let mut observation = HostObservation {
         pools,
         volumes,
+        unreadable,
         taps: net.taps,
         ..HostObservation::default()
     };
@@ -156,21 +163,33 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
     Ok(observation)
 }
 
-/// The project's pools and the volumes in them.
-pub fn observe_storage(
-    spec: &HostSpec<'_>,
-) -> Result<(Vec<ObservedPool>, Vec<ObservedVolume>), ObserveError> {
-    let live_pools = pool::observe_pools(spec.state_dir, spec.project, spec.pool_paths)
+/// The project's pools and volumes observed from disk, and the markers of them that
+/// cannot be read.
+pub type Storage = (
+    Vec<ObservedPool>,
+    Vec<ObservedVolume>,
+    Vec<(ResourceKind, BadRecord)>,
+);
+
+/// The project's pools and the volumes in them; a marker that cannot be read is its
+/// pool's or volume's problem, reported beside the rest.
+pub fn observe_storage(spec: &HostSpec<'_>) -> Result<Storage, ObserveError> {
+    let (live_pools, bad_pools) = pool::scan_pools(spec.state_dir, spec.project, spec.pool_paths)
         .map_err(ObserveError::ObservePools)?;
+    let mut unreadable: Vec<_> = bad_pools
+        .into_iter()
+        .map(|b| (ResourceKind::Pool, b))
+        .collect();
     let mut pools = Vec::new();
     let mut volumes = Vec::new();
     for live in live_pools {
-        let found = volume::observe_volumes(spec.project, &live.path).map_err(|source| {
+        let (found, bad) = volume::scan_volumes(spec.project, &live.path).map_err(|source| {
             ObserveError::ObserveVolumes {
                 pool: live.name.clone(),
                 source,
             }
         })?;
+        unreadable.extend(bad.into_iter().map(|b| (ResourceKind::Volume, b)));
         volumes.extend(found.into_iter().map(|v| ObservedVolume {
             name: v.name,
             project: spec.project.to_owned(),
@@ -190,13 +209,23 @@ pub fn observe_storage(
         });
     }
     volumes.sort_by(|a, b| (&a.pool, &a.name).cmp(&(&b.pool, &b.name)));
-    Ok((pools, volumes))
+    Ok((pools, volumes, unreadable))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::volume::VolumeSpec;
+
+    fn volume_spec(name: &str, prevent_destroy: bool) -> VolumeSpec<'_> {
+        VolumeSpec {
+            name,
+            size: 1 << 20,
+            from: None,
+            prevent_destroy,
+            cancel: None,
+        }
+    }
 
     #[test]
     fn storage_is_observed_with_pool_names_and_protection() {
@@ -206,15 +235,8 @@ mod tests {
         let slow = root.path().join("slow");
         pool::create_pool(state.path(), "lab", "fast", &fast).unwrap();
         pool::create_pool(state.path(), "lab", "slow", &slow).unwrap();
-        let spec = |name, prevent_destroy| VolumeSpec {
-            name,
-            size: 1 << 20,
-            from: None,
-            prevent_destroy,
-            cancel: None,
-        };
-        volume::create_volume("lab", &fast, &spec("root", true)).unwrap();
-        volume::create_volume("lab", &slow, &spec("data", false)).unwrap();
+        volume::create_volume("lab", &fast, &volume_spec("root", true)).unwrap();
+        volume::create_volume("lab", &slow, &volume_spec("data", false)).unwrap();
         pool::create_pool(state.path(), "other", "theirs", &root.path().join("theirs")).unwrap();
 
         // Only `fast` is in the config; `slow` is found through the index.
@@ -224,7 +246,8 @@ mod tests {
             netns: None,
             pool_paths: &[&fast],
         };
-        let (pools, volumes) = observe_storage(&host).unwrap();
+        let (pools, volumes, unreadable) = observe_storage(&host).unwrap();
+        assert!(unreadable.is_empty(), "{unreadable:?}");
         let pools: Vec<_> = pools
             .iter()
             .map(|p| (p.name.as_str(), p.project.as_str()))
@@ -239,6 +262,44 @@ mod tests {
             [
                 ("fast", "root", 1 << 20, true),
                 ("slow", "data", 1 << 20, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_marker_is_its_pool_or_volumes_problem_alone() {
+        use crate::host::records::Cause;
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let fast = root.path().join("fast");
+        let slow = root.path().join("slow");
+        pool::create_pool(state.path(), "lab", "fast", &fast).unwrap();
+        pool::create_pool(state.path(), "lab", "slow", &slow).unwrap();
+        for (pool, name) in [(&fast, "good"), (&fast, "bad"), (&slow, "lost")] {
+            volume::create_volume("lab", pool, &volume_spec(name, false)).unwrap();
+        }
+        std::fs::write(fast.join("bad.vmctl.json"), "{\"project\": ").unwrap();
+        std::fs::write(slow.join(pool::MARKER), "garbage").unwrap();
+        let host = HostSpec {
+            project: "lab",
+            state_dir: state.path(),
+            netns: None,
+            pool_paths: &[&fast, &slow],
+        };
+        let (pools, volumes, unreadable) = observe_storage(&host).unwrap();
+        let pools: Vec<_> = pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(pools, ["fast"]);
+        let volumes: Vec<_> = volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["good"]);
+        let bad: Vec<_> = unreadable
+            .iter()
+            .map(|(kind, b)| (*kind, b.name.as_str(), b.cause))
+            .collect();
+        assert_eq!(
+            bad,
+            [
+                (ResourceKind::Pool, "slow", Cause::Corrupt),
+                (ResourceKind::Volume, "bad", Cause::Corrupt)
             ]
         );
     }

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{kind_of, list_dir, lstat, read_json, remove_if_exists, write_json_atomic};
+use super::fsutil::{kind_of, list_dir, lstat, remove_if_exists};
 use super::leftovers;
 use super::mark::is_safe_file_name;
+use super::records::{read_record, version, write_record, BadRecord};
 use super::volume;
 
 /// The marker file in a pool directory.
@@ -165,7 +166,7 @@ pub fn check_pool_dir(path: &Path) -> Result<bool, PoolError> {
 /// Reads the marker of the pool directory at `path`; `None` when there is none.
 pub fn read_marker(path: &Path) -> Result<Option<PoolMarker>, PoolError> {
     let marker = path.join(MARKER);
-    read_json(&marker).map_err(|source| PoolError::ReadMarker {
+    read_record(&marker, version::POOL_MARKER).map_err(|source| PoolError::ReadMarker {
         path: marker,
         source,
     })
@@ -216,7 +217,7 @@ pub fn create_pool(
         .recursive(true)
         .mode(0o700)
         .create(&index)
-        .and_then(|()| write_json_atomic(&entry_path, &entry))
+        .and_then(|()| write_record(&entry_path, version::POOL_INDEX, &entry))
         .map_err(|source| PoolError::WriteMarker {
             path: entry_path,
             source,
@@ -228,9 +229,11 @@ pub fn create_pool(
         made_dir,
     };
     let marker_path = path.join(MARKER);
-    write_json_atomic(&marker_path, &marker).map_err(|source| PoolError::WriteMarker {
-        path: marker_path,
-        source,
+    write_record(&marker_path, version::POOL_MARKER, &marker).map_err(|source| {
+        PoolError::WriteMarker {
+            path: marker_path,
+            source,
+        }
     })?;
     Ok(LivePool {
         name: name.into(),
@@ -258,55 +261,106 @@ fn make_dir(path: &Path) -> io::Result<()> {
 }
 
 /// The pools of `project` on this host: every directory named by the project's index or
-/// by `configured` whose marker is ours. Sorted by name.
+/// by `configured` whose marker is ours. Sorted by name. Fails on the first marker it
+/// cannot read ([`scan_pools`] reports those instead).
 pub fn observe_pools(
     state_dir: &Path,
     project: &str,
     configured: &[&Path],
 ) -> Result<Vec<LivePool>, PoolError> {
-    let mut candidates: Vec<PathBuf> = configured.iter().map(|p| p.to_path_buf()).collect();
-    for entry in read_index(state_dir, project)? {
-        candidates.push(entry.path);
+    let (pools, bad) = scan_pools(state_dir, project, configured)?;
+    match bad.first() {
+        Some(b) => Err(PoolError::ReadMarker {
+            path: b.path.clone(),
+            source: b.to_io_error(),
+        }),
+        None => Ok(pools),
+    }
+}
+
+/// Like [`observe_pools`], with the markers (and index entries of pools not found
+/// otherwise) that cannot be read reported beside the pools, each that pool's problem:
+/// its name is the index entry's, or empty for a configured path. Fails only when the
+/// index cannot be listed.
+pub fn scan_pools(
+    state_dir: &Path,
+    project: &str,
+    configured: &[&Path],
+) -> Result<(Vec<LivePool>, Vec<BadRecord>), PoolError> {
+    let mut candidates: Vec<(PathBuf, String)> = configured
+        .iter()
+        .map(|p| (p.to_path_buf(), String::new()))
+        .collect();
+    let (entries, bad_entries) = read_index(state_dir, project)?;
+    for entry in entries {
+        candidates.push((entry.path, entry.name));
     }
     candidates.sort();
-    candidates.dedup();
+    // One per path, named when an index entry names it.
+    candidates.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same && kept.1.is_empty() {
+            kept.1 = std::mem::take(&mut later.1);
+        }
+        same
+    });
     let mut pools = Vec::new();
-    for path in candidates {
+    let mut bad = Vec::new();
+    for (path, name) in candidates {
         // A symlink at a pool path is no pool of ours (creating one there is refused).
         let is_dir = lstat(&path).is_ok_and(|m| m.is_some_and(|m| m.file_type().is_dir()));
         if !is_dir {
             continue;
         }
-        if let Some(marker) = read_marker(&path)? {
-            if marker.project == project {
-                pools.push(LivePool {
-                    name: marker.name,
-                    kind: marker.kind,
-                    path,
-                });
+        match read_marker(&path) {
+            Ok(Some(marker)) if marker.project == project => pools.push(LivePool {
+                name: marker.name,
+                kind: marker.kind,
+                path,
+            }),
+            Ok(_) => {}
+            Err(PoolError::ReadMarker { path, source }) => {
+                bad.push(BadRecord::new(&name, &path, &source));
             }
+            Err(e) => return Err(e),
+        }
+    }
+    // A bad index entry matters only when nothing else found its pool.
+    for entry in bad_entries {
+        let known = |n: &str| n == entry.name;
+        if !pools.iter().any(|p| known(&p.name)) && !bad.iter().any(|b| known(&b.name)) {
+            bad.push(entry);
         }
     }
     pools.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.path.cmp(&b.path)));
-    Ok(pools)
+    Ok((pools, bad))
 }
 
-fn read_index(state_dir: &Path, project: &str) -> Result<Vec<IndexEntry>, PoolError> {
+/// The project's index entries, and those that cannot be read.
+fn read_index(
+    state_dir: &Path,
+    project: &str,
+) -> Result<(Vec<IndexEntry>, Vec<BadRecord>), PoolError> {
     let dir = index_dir(state_dir, project);
     let names = list_dir(&dir).map_err(|source| PoolError::ReadIndex {
         path: dir.clone(),
         source,
     })?;
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for name in names {
         let path = dir.join(name);
         if path.extension().is_some_and(|e| e == "json") {
-            let parsed: Option<IndexEntry> =
-                read_json(&path).map_err(|source| PoolError::ReadIndex { path, source })?;
-            out.extend(parsed);
+            match read_record::<IndexEntry>(&path, version::POOL_INDEX) {
+                Ok(entry) => out.extend(entry),
+                Err(e) => {
+                    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                    bad.push(BadRecord::new(&stem, &path, &e));
+                }
+            }
         }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// Deletes pool `name` of `project` at `path`. Refused when the marker is another's or

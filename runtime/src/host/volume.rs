@@ -27,12 +27,11 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{
-    self, kind_of, list_dir, lstat, read_json, remove_if_exists, write_json_atomic, FILE_MODE,
-};
+use super::fsutil::{self, kind_of, list_dir, lstat, remove_if_exists, FILE_MODE};
 use super::image::{self, CopyMethod};
 use super::mark::is_safe_file_name;
 use super::pool;
+use super::records::{read_record, version, write_record, BadRecord};
 
 const RAW_SUFFIX: &str = ".raw";
 pub(super) const MARKER_SUFFIX: &str = ".vmctl.json";
@@ -233,7 +232,7 @@ pub(super) fn read_marker(
     name: &str,
 ) -> Result<Option<VolumeMarker>, VolumeError> {
     let path = marker_path(pool_path, name);
-    read_json(&path).map_err(|source| {
+    read_record(&path, version::VOLUME_MARKER).map_err(|source| {
         io_err(&path, source, |path, source| VolumeError::ReadVolume {
             path,
             source,
@@ -243,7 +242,7 @@ pub(super) fn read_marker(
 
 fn write_marker(pool_path: &Path, marker: &VolumeMarker) -> Result<(), VolumeError> {
     let path = marker_path(pool_path, &marker.name);
-    write_json_atomic(&path, marker).map_err(|source| {
+    write_record(&path, version::VOLUME_MARKER, marker).map_err(|source| {
         io_err(&path, source, |path, source| VolumeError::WriteMarker {
             path,
             source,
@@ -494,14 +493,54 @@ pub fn delete_volume(project: &str, pool_path: &Path, name: &str) -> Result<bool
 }
 
 /// The volumes of `project` in the pool at `pool_path`, sorted by name. A marker whose
-/// raw file is missing (a deleted file, an interrupted create) is not a volume.
+/// raw file is missing (a deleted file, an interrupted create) is not a volume. Fails on
+/// the first marker it cannot read ([`scan_volumes`] reports those instead).
 pub fn observe_volumes(project: &str, pool_path: &Path) -> Result<Vec<LiveVolume>, VolumeError> {
+    let (volumes, bad) = scan_volumes(project, pool_path)?;
+    first_bad(bad).map(|()| volumes)
+}
+
+/// Like [`observe_volumes`], with the volumes whose marker or file cannot be read
+/// reported beside the others, each that volume's problem. Fails only when the pool
+/// directory cannot be listed.
+pub fn scan_volumes(
+    project: &str,
+    pool_path: &Path,
+) -> Result<(Vec<LiveVolume>, Vec<BadRecord>), VolumeError> {
+    let (markers, mut bad) = scan_markers(project, pool_path)?;
     let mut out = Vec::new();
-    for marker in our_markers(project, pool_path)? {
-        out.extend(live_volume(pool_path, marker)?);
+    for marker in markers {
+        let name = marker.name.clone();
+        match live_volume(pool_path, marker) {
+            Ok(volume) => out.extend(volume),
+            Err(VolumeError::ReadVolume { path, source }) => {
+                bad.push(BadRecord::new(&name, &path, &source));
+            }
+            // A symlink or other non-regular file where the volume should be: that
+            // volume's problem, never followed.
+            Err(VolumeError::NotRegular { path, kind }) => {
+                let source = io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is a {kind}, not a regular file", path.display()),
+                );
+                bad.push(BadRecord::new(&name, &path, &source));
+            }
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    bad.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((out, bad))
+}
+
+fn first_bad(bad: Vec<BadRecord>) -> Result<(), VolumeError> {
+    match bad.into_iter().next() {
+        Some(b) => Err(VolumeError::ReadVolume {
+            source: b.to_io_error(),
+            path: b.path,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Every volume marker of `project` in the pool directory.
@@ -509,11 +548,21 @@ pub(super) fn our_markers(
     project: &str,
     pool_path: &Path,
 ) -> Result<Vec<VolumeMarker>, VolumeError> {
+    let (markers, bad) = scan_markers(project, pool_path)?;
+    first_bad(bad).map(|()| markers)
+}
+
+/// Every volume marker of `project` in the pool directory, and those that cannot be read.
+fn scan_markers(
+    project: &str,
+    pool_path: &Path,
+) -> Result<(Vec<VolumeMarker>, Vec<BadRecord>), VolumeError> {
     let names = list_dir(pool_path).map_err(|source| VolumeError::ReadVolume {
         path: pool_path.into(),
         source,
     })?;
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for file_name in names {
         let Some(name) = file_name
             .to_str()
@@ -524,13 +573,18 @@ pub(super) fn our_markers(
         if !is_safe_file_name(name) {
             continue; // the pool's own `.vmctl.json`, or not ours
         }
-        if let Some(marker) = read_marker(pool_path, name)? {
-            if marker.project == project && marker.name == name {
+        match read_marker(pool_path, name) {
+            Ok(Some(marker)) if marker.project == project && marker.name == name => {
                 out.push(marker);
             }
+            Ok(_) => {}
+            Err(VolumeError::ReadVolume { path, source }) => {
+                bad.push(BadRecord::new(name, &path, &source));
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 fn live_volume(pool_path: &Path, marker: VolumeMarker) -> Result<Option<LiveVolume>, VolumeError> {
@@ -712,7 +766,7 @@ mod tests {
             from_digest: None,
             prevent_destroy: false,
         };
-        write_json_atomic(&marker_path(&pool, "other"), &other).unwrap();
+        write_record(&marker_path(&pool, "other"), version::VOLUME_MARKER, &other).unwrap();
 
         assert!(matches!(
             delete_volume("lab", &pool, "theirs"),
@@ -802,7 +856,6 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &live.path).unwrap();
         for err in [
             grow_volume("lab", &pool, "data", 2 * MIB).unwrap_err(),
-            observe_volumes("lab", &pool).unwrap_err(),
             create_volume("lab", &pool, &spec("data", MIB, None)).unwrap_err(),
         ] {
             assert!(
@@ -810,6 +863,12 @@ mod tests {
                 "{err:?}"
             );
         }
+        // Observing it makes it that volume's problem, never followed.
+        let (volumes, bad) = scan_volumes("lab", &pool).unwrap();
+        assert!(volumes.is_empty());
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].path, live.path);
+        assert!(bad[0].error.contains("symbolic link"), "{bad:?}");
         assert_untouched(&victim);
         // A FIFO there is refused the same way, without blocking.
         fs::remove_file(&live.path).unwrap();

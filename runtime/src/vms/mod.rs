@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `spec.json` | the applied VM ([`VmRecord`]: project, the config model's `Vm`, whether it was left running) |
+//! | `spec.json` | the applied VM ([`VmRecord`]: its format version, project, the VM as applied ([`VmSpec`]), whether it was left running) |
 //! | `vmm.json` | the VMM spec the process was started with |
 //! | `vmm.pid` | the VMM's pid (the VMM writes it and removes it when it exits cleanly) |
 //! | `control.sock` | the VMM's control socket (JSON lines) |
@@ -28,10 +28,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vmctl_planner::live::{LiveVm, VmStatus};
+use vmctl_planner::record::{self, VmSpec};
 use vmctl_schema::Vm;
 
-use crate::host::fsutil::{list_dir, read_json, remove_if_exists, write_json_atomic};
+use crate::host::fsutil::{list_dir, remove_if_exists, write_json_atomic};
 use crate::host::mark::is_safe_file_name;
+use crate::host::records::{self, read_record as read_versioned, BadRecord, Cause};
 use crate::vmm::spec::{Devices, Disk, Mac, Nic, Size, VmmSpec};
 
 pub use process::{probe, Probe};
@@ -83,15 +85,34 @@ pub enum VmError {
     Cgroup(#[from] cgroup::CgroupError),
 }
 
-/// What vmctl keeps of a VM it applied (`spec.json`).
+/// The format version of `spec.json` this build writes and reads (the rules are in
+/// [`vmctl_planner::record`]).
+pub const RECORD_FORMAT_VERSION: u32 = records::version::VM_RECORD;
+
+/// What vmctl keeps of a VM it applied (`spec.json`). Its own type, not the config
+/// model: a later vmctl reads what this one wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(default, rename_all = "kebab-case")]
 pub struct VmRecord {
+    /// Absent in records written before it existed: format 1.
+    #[serde(default = "record::unversioned")]
+    pub format_version: u32,
     pub project: String,
-    /// The config model's VM, as applied.
-    pub vm: Vm,
+    /// The VM, as applied.
+    pub vm: VmSpec,
     /// Whether vmctl left it running (a running VM whose process is gone crashed).
     pub running: bool,
+}
+
+impl Default for VmRecord {
+    fn default() -> Self {
+        VmRecord {
+            format_version: RECORD_FORMAT_VERSION,
+            project: String::new(),
+            vm: VmSpec::default(),
+            running: false,
+        }
+    }
 }
 
 /// Where a VM lives on its host, and how to reach its engine.
@@ -179,7 +200,7 @@ pub fn read_record(
 ) -> Result<Option<VmRecord>, VmError> {
     check_name(name)?;
     let paths = VmPaths::new(state_dir, project, name);
-    read_json(&paths.record).map_err(|source| VmError::ReadState {
+    read_versioned(&paths.record, RECORD_FORMAT_VERSION).map_err(|source| VmError::ReadState {
         vm: name.into(),
         path: paths.record,
         source,
@@ -191,8 +212,9 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
     check_name(&vm.name)?;
     let paths = VmPaths::new(host.state_dir, host.project, &vm.name);
     let record = VmRecord {
+        format_version: RECORD_FORMAT_VERSION,
         project: host.project.into(),
-        vm: vm.clone(),
+        vm: VmSpec::from(vm),
         running,
     };
     fs::create_dir_all(&paths.dir)
@@ -205,8 +227,13 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
     Ok(paths)
 }
 
-/// Every VM of `project` on this host, sorted by name, each asked whether it runs.
-pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, VmError> {
+/// Every VM of `project` on this host, sorted by name, each asked whether it runs; and
+/// the entries of `vms/` whose record cannot be read (corrupt, of a newer format, a
+/// stray file), each that VM's problem alone. Fails only when `vms/` cannot be listed.
+pub fn observe_vms(
+    state_dir: &Path,
+    project: &str,
+) -> Result<(Vec<ObservedVm>, Vec<BadRecord>), VmError> {
     let dir = vms_dir(state_dir, project);
     let names = list_dir(&dir).map_err(|source| VmError::ListVms {
         path: dir.clone(),
@@ -219,11 +246,19 @@ pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, V
         .collect();
     names.sort();
     let mut records = Vec::new();
+    let mut bad = Vec::new();
     for name in &names {
-        if let Some(record) = read_record(state_dir, project, name)? {
-            if record.project == project {
-                records.push((name, record));
+        match read_record(state_dir, project, name) {
+            Ok(Some(record)) if record.project == project => records.push((name, record)),
+            Ok(_) => {}
+            Err(VmError::ReadState { path, source, .. }) => {
+                let mut record = BadRecord::new(name, &path, &source);
+                if record.cause == Cause::Stray {
+                    record.path = VmPaths::new(state_dir, project, name).dir;
+                }
+                bad.push(record);
             }
+            Err(e) => return Err(e),
         }
     }
     // Every VMM is asked at once.
@@ -232,11 +267,12 @@ pub fn observe_vms(state_dir: &Path, project: &str) -> Result<Vec<ObservedVm>, V
         .map(|(name, _)| VmPaths::new(state_dir, project, name))
         .collect();
     let probes = process::probe_all(&paths.iter().collect::<Vec<_>>());
-    Ok(records
+    let vms = records
         .into_iter()
         .zip(probes)
         .map(|((name, record), probe)| observed(name, record, probe))
-        .collect())
+        .collect();
+    Ok((vms, bad))
 }
 
 fn observed(name: &str, mut record: VmRecord, probe: Probe) -> ObservedVm {
@@ -357,7 +393,7 @@ pub fn stop_vm(host: &VmHost<'_>, name: &str, timeout: Duration) -> Result<bool,
     check_name(name)?;
     let paths = VmPaths::new(host.state_dir, host.project, name);
     if let Some(record) = read_record(host.state_dir, host.project, name)? {
-        write_record(host, &record.vm, false)?;
+        write_record(host, &record.vm.to_model(), false)?;
     }
     let stopped = process::stop(name, &paths, timeout)?;
     cgroup::remove(host.project, name)?;

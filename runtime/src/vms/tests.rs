@@ -39,7 +39,8 @@ fn a_vm_left_running_without_a_process_crashed() {
     };
     write_record(&other, &vm("x"), true).unwrap();
     fs::create_dir_all(vms_dir(dir.path(), "lab").join("half")).unwrap();
-    let vms = observe_vms(dir.path(), "lab").unwrap();
+    let (vms, bad) = observe_vms(dir.path(), "lab").unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
     let seen: Vec<_> = vms
         .iter()
         .map(|v| (v.record.vm.name.as_str(), v.status))
@@ -47,6 +48,30 @@ fn a_vm_left_running_without_a_process_crashed() {
     assert_eq!(
         seen,
         [("web-1", VmStatus::Crashed), ("web-2", VmStatus::Stopped)]
+    );
+}
+
+#[test]
+fn a_bad_record_is_that_vms_problem_alone() {
+    use crate::host::records::Cause;
+    let dir = tempfile::tempdir().unwrap();
+    write_record(&host(dir.path()), &vm("web-1"), true).unwrap();
+    let corrupt = write_record(&host(dir.path()), &vm("web-2"), true).unwrap();
+    fs::write(&corrupt.record, "{\"project\": \"lab\", \"vm\": ").unwrap();
+    let newer = write_record(&host(dir.path()), &vm("web-3"), true).unwrap();
+    fs::write(&newer.record, r#"{"format-version": 9, "vm": 1}"#).unwrap();
+    fs::write(vms_dir(dir.path(), "lab").join("stray"), "not a dir").unwrap();
+    let (vms, bad) = observe_vms(dir.path(), "lab").unwrap();
+    let seen: Vec<_> = vms.iter().map(|v| v.record.vm.name.as_str()).collect();
+    assert_eq!(seen, ["web-1"]);
+    let bad: Vec<_> = bad.iter().map(|b| (b.name.as_str(), b.cause)).collect();
+    assert_eq!(
+        bad,
+        [
+            ("stray", Cause::Stray),
+            ("web-2", Cause::Corrupt),
+            ("web-3", Cause::Newer)
+        ]
     );
 }
 

@@ -2,7 +2,7 @@
 //! networking, placement, capacity and dependency cycles. Also fills in the derived
 //! values (bridge names, MACs) that need the whole config.
 
-mod capacity;
+pub mod capacity;
 mod cycles;
 mod names;
 mod network;

@@ -97,7 +97,7 @@ fn cases() -> Vec<Case> {
             edit: |config, live| {
                 config.vms[1].state = VmState::Stopped;
                 let vm = live_vm(live, "web-2");
-                vm.spec.state = VmState::Stopped;
+                vm.spec.state = crate::record::RunState::Stopped;
                 vm.status = VmStatus::Stopped;
                 drop_volume(live, "web-2-root");
             },

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::session::{Netlink, NetlinkError};
 use crate::host::fsutil;
 use crate::host::mark::is_safe_file_name;
+use crate::host::records;
 
 /// Where named network namespaces live (as iproute2 keeps them).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -129,7 +130,8 @@ pub fn marker_path(state_dir: &Path, project: &str) -> PathBuf {
 /// Reads the project's marker, if any.
 pub fn read_marker(state_dir: &Path, project: &str) -> Result<Option<NetnsMarker>, NetnsError> {
     let path = marker_path(state_dir, project);
-    fsutil::read_json(&path).map_err(|source| NetnsError::Marker { path, source })
+    records::read_record(&path, records::version::NETNS_MARKER)
+        .map_err(|source| NetnsError::Marker { path, source })
 }
 
 fn check_name(name: &str) -> Result<(), NetnsError> {
@@ -164,8 +166,9 @@ pub fn ensure(state_dir: &Path, project: &str, name: &str) -> Result<Ensured, Ne
     let marker = marker_path(state_dir, project);
     let write_marker = || -> io::Result<()> {
         fs::create_dir_all(state_dir.join(project))?;
-        fsutil::write_json_atomic(
+        records::write_record(
             &marker,
+            records::version::NETNS_MARKER,
             &NetnsMarker {
                 name: name.into(),
                 created_by: project.into(),

@@ -49,6 +49,14 @@ pub enum SpecError {
         /// Why.
         source: std::io::Error,
     },
+    /// The spec was written by a newer vmctl, in a format this one cannot read.
+    #[error("cannot read the VMM spec {path}: {source}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version and the newest this build reads.
+        source: vmctl_planner::record::NewerFormat,
+    },
     /// The spec is not valid JSON or has unknown or mistyped fields.
     #[error("invalid VMM spec {path}: {source}")]
     Parse {
@@ -171,6 +179,13 @@ fn default_cmdline() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmmSpec {
+    /// The spec's format (`crate::host::records`); absent in specs written before it
+    /// existed, and in hand-written ones: 1.
+    #[serde(
+        rename = "format-version",
+        default = "vmctl_planner::record::unversioned"
+    )]
+    pub format_version: u32,
     /// ELF vmlinux or bzImage.
     pub kernel: PathBuf,
     /// Initial ramdisk.
@@ -215,6 +230,7 @@ impl VmmSpec {
     /// A spec for `kernel` with every default.
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         Self {
+            format_version: crate::host::records::version::VMM_SPEC,
             kernel: kernel.into(),
             initrd: None,
             cmdline: default_cmdline(),
@@ -246,10 +262,20 @@ impl VmmSpec {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|source| SpecError::Parse {
+        let parse = |source| SpecError::Parse {
             path: path.to_path_buf(),
             source,
-        })
+        };
+        // The version first: a newer spec is refused, not misread.
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(parse)?;
+        let known = crate::host::records::version::VMM_SPEC;
+        vmctl_planner::record::check_version(&value, known).map_err(|source| {
+            SpecError::Version {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        serde_json::from_value(value).map_err(parse)
     }
 
     /// Checks what can be checked without KVM: files exist and are readable, counts in

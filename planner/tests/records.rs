@@ -1,0 +1,45 @@
+//! Live-state files written by earlier vmctl releases (`tests/records/`, checked in) are
+//! read by this one; one of a newer format is refused plainly.
+
+use vmctl_planner::live::{LiveFile, LiveFileError, LIVE_FORMAT_VERSION};
+use vmctl_planner::record::RunState;
+use vmctl_planner::VmStatus;
+
+fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/records")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn an_unversioned_live_file_is_read() {
+    let live = LiveFile::from_json(&fixture("live-unversioned.json")).unwrap();
+    assert_eq!(live.format_version, 1);
+    let host = live.host("local");
+    assert_eq!(host.pools[0].name, "fast");
+    assert!(host.volumes[0].prevent_destroy);
+    assert_eq!(host.vlans[0].gateway.as_deref(), Some("10.100.0.1/24"));
+    let vm = &host.vms[0];
+    assert_eq!(vm.status, VmStatus::Crashed);
+    assert_eq!(vm.spec.state, RunState::Running);
+    let model = vm.spec.to_model();
+    assert_eq!((model.cpus, model.memory), (2, 256 << 20));
+    assert_eq!(model.nics[0].mac, "52:54:00:12:34:56");
+}
+
+#[test]
+fn a_live_file_of_a_newer_format_is_refused() {
+    let newer = fixture("live-unversioned.json").replacen(
+        "{",
+        &format!("{{\"format-version\": {},", LIVE_FORMAT_VERSION + 1),
+        1,
+    );
+    let err = LiveFile::from_json(&newer).unwrap_err();
+    assert!(matches!(err, LiveFileError::Newer(_)), "{err}");
+    assert!(err.to_string().contains("newer vmctl"), "{err}");
+    // This build's own files are read back.
+    let text = serde_json::to_string(&LiveFile::default()).unwrap();
+    assert!(text.contains("\"format-version\":1"), "{text}");
+    assert_eq!(LiveFile::from_json(&text).unwrap(), LiveFile::default());
+}

@@ -1,0 +1,183 @@
+//! Records written by earlier vmctl releases (`tests/records/`, checked in) are read by
+//! this one through the same functions observe and apply use. A change to a record type
+//! that breaks reading them fails here. See `tests/records/README.md`.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use vmctl_planner::record::RunState;
+use vmctl_runtime::host::net::netns;
+use vmctl_runtime::host::{pool, volume};
+use vmctl_runtime::vmm::spec::{SpecError, VmmSpec};
+use vmctl_runtime::vms;
+
+/// Where the fixtures say the pool is.
+const FIXTURE_POOL: &str = "/var/lib/vmctl/pools/fast";
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/records")
+        .join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Writes fixture `name` to `to`, its pool paths pointing at `pool`.
+fn place(name: &str, to: &Path, pool: &Path) {
+    fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let text = fixture(name).replace(FIXTURE_POOL, pool.to_str().unwrap());
+    fs::write(to, text).unwrap();
+}
+
+/// Fixture `name` read as VM `web-1`'s `spec.json`.
+fn read_vm_record(name: &str) -> vms::VmRecord {
+    let state = tempfile::tempdir().unwrap();
+    let paths = vms::VmPaths::new(state.path(), "lab", "web-1");
+    place(name, &paths.record, state.path());
+    vms::read_record(state.path(), "lab", "web-1")
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn an_unversioned_vm_record_is_read() {
+    let record = read_vm_record("unversioned/spec.json");
+    assert_eq!(record.format_version, 1);
+    assert_eq!(record.project, "lab");
+    assert!(record.running);
+    let vm = record.vm.to_model();
+    assert_eq!(vm.name, "web-1");
+    assert_eq!((vm.cpus, vm.memory), (2, 256 << 20));
+    assert_eq!(vm.kernel, PathBuf::from("/srv/infra/images/vmlinux"));
+    assert_eq!(vm.disks, ["web-1-root"]);
+    assert_eq!(vm.nics[0].vlan, "front");
+    assert_eq!(vm.nics[0].mac, "52:54:00:12:34:56");
+    assert_eq!(vm.cpuset.as_deref(), Some("0-1"));
+    assert_eq!(vm.depends_on, ["db-1"]);
+}
+
+#[test]
+fn a_v1_vm_record_with_later_fields_is_read() {
+    let record = read_vm_record("v1/spec.json");
+    assert_eq!(record.vm.state, RunState::Stopped);
+    assert_eq!(record.vm.initrd, None);
+    assert_eq!(record.vm.cpuset, None);
+    assert!(!record.running);
+}
+
+#[test]
+fn a_vm_record_of_a_newer_format_is_refused_plainly() {
+    let state = tempfile::tempdir().unwrap();
+    let paths = vms::VmPaths::new(state.path(), "lab", "web-1");
+    place("v1/spec.json", &paths.record, state.path());
+    let newer = fixture("v1/spec.json").replace(
+        r#""format-version": 1"#,
+        r#""format-version": 2, "vm": "now a string""#,
+    );
+    fs::write(&paths.record, newer).unwrap();
+    let err = vms::read_record(state.path(), "lab", "web-1").unwrap_err();
+    let text = vmctl_runtime_chain(&err);
+    assert!(text.contains("format version 2"), "{text}");
+    assert!(text.contains("newer vmctl"), "{text}");
+}
+
+fn vmctl_runtime_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[test]
+fn an_unversioned_vmm_spec_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vmm.json");
+    place("unversioned/vmm.json", &path, dir.path());
+    let spec = VmmSpec::from_file(&path).unwrap();
+    assert_eq!(spec.format_version, 1);
+    assert_eq!(spec.cpus, 2);
+    assert_eq!(spec.memory.0, 256 << 20);
+    assert_eq!(spec.devices.disks.len(), 1);
+    assert_eq!(spec.devices.nics[0].tap, "vt0123456789ab");
+    assert_eq!(
+        spec.devices.nics[0].mac.map(|m| m.to_string()).as_deref(),
+        Some("52:54:00:12:34:56")
+    );
+    // One of a newer format is refused before its fields are looked at.
+    let newer = fixture("unversioned/vmm.json").replace("{\n", "{\n  \"format-version\": 3,\n");
+    fs::write(&path, newer).unwrap();
+    let err = VmmSpec::from_file(&path).unwrap_err();
+    assert!(matches!(err, SpecError::Version { .. }), "{err}");
+}
+
+#[test]
+fn unversioned_pool_marker_and_index_are_read() {
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let fast = root.path().join("fast");
+    place(
+        "unversioned/pool-marker.json",
+        &fast.join(pool::MARKER),
+        &fast,
+    );
+    place(
+        "unversioned/pool-index.json",
+        &state.path().join("lab/pools/fast.json"),
+        &fast,
+    );
+    let marker = pool::read_marker(&fast).unwrap().unwrap();
+    assert_eq!(
+        (marker.project.as_str(), marker.name.as_str()),
+        ("lab", "fast")
+    );
+    // Not configured: found through the index entry alone.
+    let pools = pool::observe_pools(state.path(), "lab", &[]).unwrap();
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(pools[0].name, "fast");
+    assert_eq!(pools[0].path, fast);
+}
+
+#[test]
+fn an_unversioned_volume_marker_is_read() {
+    let root = tempfile::tempdir().unwrap();
+    let fast = root.path().join("fast");
+    place(
+        "unversioned/pool-marker.json",
+        &fast.join(pool::MARKER),
+        &fast,
+    );
+    place(
+        "unversioned/volume-marker.json",
+        &fast.join("web-1-root.vmctl.json"),
+        &fast,
+    );
+    fs::write(volume::volume_path(&fast, "web-1-root"), vec![0u8; 4096]).unwrap();
+    let volumes = volume::observe_volumes("lab", &fast).unwrap();
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let v = &volumes[0];
+    assert_eq!(v.name, "web-1-root");
+    assert_eq!(v.size, 4096);
+    assert_eq!(
+        v.from.as_deref(),
+        Some(Path::new("/srv/infra/images/rootfs.ext4"))
+    );
+    assert!(v.from_digest.as_deref().unwrap().starts_with("sha256:"));
+    assert!(v.prevent_destroy);
+}
+
+#[test]
+fn an_unversioned_netns_marker_is_read() {
+    let state = tempfile::tempdir().unwrap();
+    place(
+        "unversioned/netns-marker.json",
+        &netns::marker_path(state.path(), "lab"),
+        state.path(),
+    );
+    let marker = netns::read_marker(state.path(), "lab").unwrap().unwrap();
+    assert_eq!(marker.name, "vmctl-lab");
+    assert_eq!(marker.created_by, "lab");
+}
