@@ -217,6 +217,9 @@ fn repair_help(
         Cause::Newer => format!(
             "{path} was written by a newer vmctl: manage this host with that vmctl (or a newer one); this one leaves {what} alone"
         ),
+        Cause::NotRegular => format!(
+            "vmctl never follows or changes a symlink or other non-regular file in a pool: remove {path} (or move it away) and apply again to create {what}; until then vmctl leaves it alone"
+        ),
         Cause::Stray => format!(
             "{path} is not a VM state dir vmctl made: move it away or remove it; vmctl leaves {what} alone until then"
         ),

@@ -93,6 +93,9 @@ pub enum Cause {
     Corrupt,
     /// Not a file or directory vmctl made (a stray file where a state dir should be).
     Stray,
+    /// A symlink or other non-regular file where a volume file should be: never
+    /// followed or changed.
+    NotRegular,
     /// Any other I/O error.
     Io,
 }
@@ -124,6 +127,7 @@ impl BadRecord {
             Cause::Denied => io::ErrorKind::PermissionDenied,
             Cause::Newer | Cause::Corrupt => io::ErrorKind::InvalidData,
             Cause::Stray => io::ErrorKind::NotADirectory,
+            Cause::NotRegular => io::ErrorKind::InvalidInput,
             Cause::Io => io::ErrorKind::Other,
         };
         io::Error::new(kind, self.error.clone())

@@ -31,7 +31,7 @@ use super::fsutil::{self, kind_of, list_dir, lstat, remove_if_exists, FILE_MODE}
 use super::image::{self, CopyMethod};
 use super::mark::is_safe_file_name;
 use super::pool;
-use super::records::{read_record, version, write_record, BadRecord};
+use super::records::{read_record, version, write_record, BadRecord, Cause};
 
 const RAW_SUFFIX: &str = ".raw";
 pub(super) const MARKER_SUFFIX: &str = ".vmctl.json";
@@ -518,13 +518,12 @@ pub fn scan_volumes(
             }
             // A symlink or other non-regular file where the volume should be: that
             // volume's problem, never followed.
-            Err(VolumeError::NotRegular { path, kind }) => {
-                let source = io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("{} is a {kind}, not a regular file", path.display()),
-                );
-                bad.push(BadRecord::new(&name, &path, &source));
-            }
+            Err(VolumeError::NotRegular { path, kind }) => bad.push(BadRecord {
+                name,
+                error: format!("{} is {kind}, not a regular file", path.display()),
+                path,
+                cause: Cause::NotRegular,
+            }),
             Err(e) => return Err(e),
         }
     }
