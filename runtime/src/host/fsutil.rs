@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -17,7 +18,17 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Res
     let mut text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     text.push(b'\n');
     let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
+        // Records are 0600 whatever the umask (an old temp file keeps no other mode).
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.set_permissions(
+            <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )?;
         file.write_all(&text)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
