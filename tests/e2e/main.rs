@@ -11,6 +11,7 @@ mod plan;
 mod records;
 mod support;
 mod trust_storage;
+mod trust_vm;
 mod validate;
 mod virtio;
 mod vm;
