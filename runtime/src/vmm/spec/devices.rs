@@ -72,9 +72,7 @@ impl Mac {
     /// `52:54:00` (the prefix QEMU and libvirt use) and three bytes of the 32-bit
     /// FNV-1a hash of the name. The same name always gives the same MAC.
     pub fn derived(tap: &str) -> Self {
-        let h = tap.bytes().fold(0x811c_9dc5u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
+        let h = vmctl_schema::derive::fnv1a_32(tap.bytes());
         let [_, a, b, c] = h.to_be_bytes();
         Mac([0x52, 0x54, 0x00, a, b, c])
     }
@@ -250,6 +248,11 @@ mod tests {
         assert_eq!(&a.0[..3], &[0x52, 0x54, 0x00]);
         // Pinned, so a change of the derivation (which would change guests' MACs) is seen.
         assert_eq!(Mac::derived("vmctl0").to_string(), "52:54:00:52:d1:8f");
+        assert_eq!(Mac::derived("tapA").to_string(), "52:54:00:4a:e3:59");
+        assert_eq!(
+            Mac::derived("vt0123456789ab").to_string(),
+            "52:54:00:38:79:cf"
+        );
         let nic = Nic {
             tap: "tapA".into(),
             mac: None,
