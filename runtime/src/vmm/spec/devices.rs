@@ -97,18 +97,8 @@ impl FromStr for Mac {
         let invalid = || DevicesError::InvalidMac {
             value: s.to_string(),
         };
-        let mut mac = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut mac {
-            let part = parts.next().ok_or_else(invalid)?;
-            if part.len() != 2 {
-                return Err(invalid());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
-        }
-        if parts.next().is_some() {
-            return Err(invalid());
-        }
+        // The config's syntax: six hex bytes separated by colons.
+        let mac = vmctl_schema::units::parse_mac(s).ok_or_else(invalid)?;
         if mac[0] & 1 == 1 {
             return Err(DevicesError::MulticastMac { mac: Mac(mac) });
         }
@@ -221,8 +211,10 @@ mod tests {
         let m: Mac = "52:54:00:AB:cd:0f".parse().unwrap();
         assert_eq!(m.0, [0x52, 0x54, 0, 0xab, 0xcd, 0x0f]);
         assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
-        assert_eq!("52-54-00-ab-cd-0f".parse::<Mac>().unwrap(), m);
+        // One syntax with the config (`vmctl validate`): colons only, hex digits only.
         for bad in [
+            "52-54-00-ab-cd-0f",
+            "+2:54:00:ab:cd:0f",
             "",
             "52:54:00:ab:cd",
             "52:54:00:ab:cd:0f:11",
