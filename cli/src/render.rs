@@ -72,10 +72,23 @@ impl Style {
         };
         global.write_global();
         let on = |c: anstream::ColorChoice| c != anstream::ColorChoice::Never;
-        Style {
+        let style = Style {
             color: on(anstream::AutoStream::choice(&std::io::stderr())),
             stdout: on(anstream::AutoStream::choice(&std::io::stdout())),
-        }
+        };
+        // Any report miette renders itself (a `Debug` of a `Report`) follows the same
+        // decision, not miette's own detection (which knows no CLICOLOR_FORCE).
+        let color = style.color;
+        let _ = miette::set_hook(Box::new(move |_| {
+            Box::new(
+                miette::MietteHandlerOpts::new()
+                    .color(color)
+                    .unicode(color)
+                    .width(100)
+                    .build(),
+            )
+        }));
+        style
     }
 
     /// No colour anywhere.
