@@ -17,38 +17,36 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), CommandError> {
-    let mut command = crate::Cli::command();
+    super::write_stdout(&script(args.shell))
+}
+
+/// The script, for the commands people use: clap_complete would also offer the hidden
+/// `vmm` command, so the script is made from a copy of the CLI without it.
+fn script(shell: Shell) -> Vec<u8> {
+    let cli = crate::Cli::command();
+    let mut command = clap::Command::new("vmctl")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(cli.get_arguments().cloned())
+        .subcommands(cli.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
     let mut out = Vec::new();
-    clap_complete::generate(args.shell, &mut command, "vmctl", &mut out);
-    super::write_stdout(&out)
+    clap_complete::generate(shell, &mut command, "vmctl", &mut out);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn script(shell: Shell) -> String {
-        let mut out = Vec::new();
-        clap_complete::generate(shell, &mut crate::Cli::command(), "vmctl", &mut out);
-        String::from_utf8(out).unwrap_or_default()
-    }
-
     #[test]
     fn scripts_name_the_commands_and_their_flags() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            let text = script(shell);
-            for word in [
-                "plan",
-                "apply",
-                "completions",
-                "--detailed-exitcode",
-                "--color",
-            ] {
+            let text = String::from_utf8(script(shell)).unwrap_or_default();
+            for word in ["plan", "apply", "completions", "detailed-exitcode", "color"] {
                 assert!(text.contains(word), "{shell}: no {word}");
             }
             // The VMM's own command is for the runtime, not for people.
             assert!(
-                !text.contains("--spec"),
+                !text.contains("vmm"),
                 "{shell} completes the hidden vmm command"
             );
         }

@@ -50,7 +50,7 @@ mod tests {
         };
         run(&args).unwrap();
         let page = std::fs::read_to_string(dir.path().join("man1/vmctl-plan.1")).unwrap();
-        assert!(page.contains(".TH vmctl\\-plan 1"), "{page}");
+        assert!(page.contains(".TH vmctl-plan 1"), "{page}");
         assert!(page.contains("detailed\\-exitcode"), "{page}");
         for name in [
             "vmctl.1",
