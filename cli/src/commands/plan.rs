@@ -166,7 +166,7 @@ fn read_live(path: &Path) -> Result<LiveFile, CommandError> {
     serde_json::from_str(&text).map_err(|e| CommandError::Failed {
         message: format!("the live state {} is not valid: {e}", path.display()),
         hint: Some(
-            "the file is {\"hosts\": {HOST: LiveState}}; see LiveState in planner/src/live.rs"
+            "write it as {\"hosts\": {\"<host>\": {\"pools\": [], \"networks\": [], \"volumes\": [], \"vlans\": [], \"vms\": []}}} (a host left out has nothing on it)"
                 .into(),
         ),
     })
