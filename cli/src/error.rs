@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(CommandError::failed("x").exit_code(), 1);
         assert_eq!(CommandError::Config(Diagnostics(Vec::new())).exit_code(), 1);
         assert_eq!(CommandError::Silent { code: 2 }.exit_code(), 2);
-        let style = Style { color: false };
+        let style = Style::plain();
         assert_eq!(CommandError::failed("boom").render(&style), "error: boom\n");
     }
 }

@@ -8,9 +8,10 @@ mod render;
 mod runtime;
 mod signals;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::commands::Command;
 use crate::render::ColorChoice;
@@ -21,15 +22,17 @@ use crate::render::ColorChoice;
 /// storage pools with volumes, and VMs. vmctl checks it, formats it, plans it against
 /// the live state of every host and applies it.
 ///
-/// Exit codes: 0 success, 1 error (invalid config, failed command, or `fmt --check`
-/// found files to reformat), 2 `plan --detailed-exitcode` found changes, 130 an apply
+/// Exit codes: 0 success (also --help, --version), 1 error (invalid config, failed
+/// command, usage error, no command given, or `fmt --check` found files to reformat),
+/// 2 `plan --detailed-exitcode` found changes (never anything else), 130 an apply
 /// interrupted by Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(
     name = "vmctl",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  vmctl validate examples/quickstart\n  vmctl apply examples/quickstart\n  vmctl status examples/quickstart\n  vmctl fmt --check .\n  vmctl schema > vmctl.schema.json"
+    arg_required_else_help = true,
+    after_help = "Examples:\n  vmctl validate examples/quickstart\n  vmctl apply examples/quickstart\n  vmctl status examples/quickstart\n  vmctl fmt --check .\n  vmctl schema > vmctl.schema.json\n  vmctl completions bash > /etc/bash_completion.d/vmctl"
 )]
 pub struct Cli {
     /// When to use colours in output.
@@ -40,8 +43,35 @@ pub struct Cli {
     command: Command,
 }
 
+/// The exit code of a usage error: 1, as for any error. (clap's own 2 would read as
+/// "changes present" under `plan --detailed-exitcode`.)
+const USAGE_ERROR: u8 = 1;
+
+/// Parses the command line with the colour decision already made; help and version are
+/// printed here and end the process with 0, usage errors with 1.
+fn parse(args: Vec<OsString>) -> Result<Cli, ExitCode> {
+    let choice = ColorChoice::from_args(&args);
+    let command = Cli::command().color(choice.for_clap());
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    parsed.map_err(|error| {
+        use clap::error::ErrorKind;
+        // Help and version go to stdout, errors (and the help shown for a bare `vmctl`)
+        // to stderr; a closed pipe is nothing to report.
+        let _ = error.print();
+        match error.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+            _ => ExitCode::from(USAGE_ERROR),
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let style = render::Style::new(cli.color);
     match commands::run(cli.command, &style) {
         Ok(()) => ExitCode::SUCCESS,

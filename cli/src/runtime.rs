@@ -47,7 +47,7 @@ pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, C
 
 /// Warns about each resource of the project on `host` whose record cannot be read.
 fn warn_unreadable(config: &Config, host: &str, state: &LiveState) {
-    let style = Style { color: false };
+    let style = Style::plain();
     for u in state
         .unreadable
         .iter()
@@ -199,22 +199,16 @@ pub fn release_netns(config: &Config, destroyed: bool) {
     }
 }
 
-/// Parses `--lock-timeout`: `0`, `500ms`, `30s`, `5m`, `1h`.
+/// A duration as people write it (humantime): `0`, `500ms`, `30s`, `90s`, `1m30s`,
+/// `1.5s`, `5m`, `1h`; a bare number is seconds, as before.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 0, 500ms, 30s, 5m or 1h"))?;
-    let unit_ms = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_millis(n.saturating_mul(unit_ms)))
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("{text:?} is not a duration ({e}): write it like 0, 500ms, 1.5s, 90s, 1m30s or 1h")
+    })
 }
 
 #[cfg(test)]
@@ -234,7 +228,12 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -75,9 +75,26 @@ impl<E: Into<PlanError>> From<Vec<E>> for PlanErrors {
     }
 }
 
+/// A plan and its apply graph. The graph is built once, and its steps index the
+/// changes of this plan (in the order it has), never those of an earlier one.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub plan: Plan,
+    pub graph: ApplyGraph,
+}
+
 /// Plans `config` against the live state of its hosts. The plan's actionable changes come
 /// in apply order, then its no-ops.
 pub fn plan(config: &Config, live: &LiveFile, options: &PlanOptions) -> Result<Plan, PlanErrors> {
+    planned(config, live, options).map(|planned| planned.plan)
+}
+
+/// [`plan`], with the apply graph of the plan it returns.
+pub fn planned(
+    config: &Config,
+    live: &LiveFile,
+    options: &PlanOptions,
+) -> Result<Planned, PlanErrors> {
     let known = if options.targets.is_empty() && options.replace.is_empty() {
         HashSet::new()
     } else {
@@ -114,7 +131,7 @@ pub fn plan(config: &Config, live: &LiveFile, options: &PlanOptions) -> Result<P
         changes,
     };
     let graph = ApplyGraph::build(&plan).map_err(|e| PlanErrors::from(vec![e]))?;
-    Ok(in_apply_order(plan, &graph))
+    Ok(in_apply_order(plan, graph))
 }
 
 /// Every resource the config names or the project has on the config's hosts.
@@ -148,8 +165,8 @@ fn known_resources(config: &Config, live: &LiveFile) -> HashSet<ResourceId> {
 }
 
 /// Reorders the changes: actionable ones by the first of their steps in the graph's
-/// order, then the no-ops in config order.
-fn in_apply_order(plan: Plan, graph: &ApplyGraph) -> Plan {
+/// order, then the no-ops in config order; the graph's steps are renumbered to match.
+fn in_apply_order(plan: Plan, mut graph: ApplyGraph) -> Planned {
     let mut rank = vec![usize::MAX; plan.changes.len()];
     for (position, node) in graph.order().into_iter().enumerate() {
         let change = graph.graph[node].change;
@@ -158,12 +175,71 @@ fn in_apply_order(plan: Plan, graph: &ApplyGraph) -> Plan {
     // Sort indices, not changes: a change is large and moving it is the cost.
     let mut order: Vec<usize> = (0..plan.changes.len()).collect();
     order.sort_by_key(|&i| (rank[i], i));
+    let mut position = vec![0; order.len()];
+    for (new, &old) in order.iter().enumerate() {
+        position[old] = new;
+    }
+    for step in graph.graph.node_weights_mut() {
+        step.change = position[step.change];
+    }
     let mut slots: Vec<Option<Change>> = plan.changes.into_iter().map(Some).collect();
-    Plan {
+    let plan = Plan {
         project: plan.project,
         changes: order.into_iter().filter_map(|i| slots[i].take()).collect(),
-    }
+    };
+    Planned { plan, graph }
 }
 
 #[cfg(test)]
 mod testdata;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::quickstart;
+
+    /// Every step of the returned graph names a change of the returned plan, and the
+    /// graph is the one its plan builds (same steps, same edges).
+    #[test]
+    fn the_graph_is_of_the_plan_returned() {
+        let config = quickstart();
+        let mut live = LiveFile::applied(&config);
+        // Changes in an order that the apply order differs from.
+        let state = live.hosts.get_mut("local").expect("local");
+        state.vms.clear();
+        state.volumes.clear();
+        let options = PlanOptions {
+            replace: vec!["pool.fast".into()],
+            ..PlanOptions::default()
+        };
+        let Planned { plan, graph } = planned(&config, &live, &options).expect("plan");
+        let rebuilt = ApplyGraph::build(&plan).expect("graph");
+        let steps = |g: &ApplyGraph| {
+            let mut steps: Vec<Step> = g.graph.node_weights().cloned().collect();
+            steps.sort_by_key(|s| (s.change, s.phase));
+            steps
+        };
+        assert_eq!(steps(&graph), steps(&rebuilt));
+        for step in graph.graph.node_weights() {
+            let change = &plan.changes[step.change];
+            assert_eq!((&change.host, &change.id), (&step.host, &step.id));
+        }
+        let edges = |g: &ApplyGraph| {
+            let mut edges: Vec<(String, String)> = g
+                .graph
+                .raw_edges()
+                .iter()
+                .map(|e| {
+                    let name = |n: petgraph::graph::NodeIndex| {
+                        format!("{} {}", g.graph[n], g.graph[n].change)
+                    };
+                    (name(e.source()), name(e.target()))
+                })
+                .collect();
+            edges.sort();
+            edges
+        };
+        assert_eq!(edges(&graph), edges(&rebuilt));
+        assert!(edges(&graph).len() > 3);
+    }
+}

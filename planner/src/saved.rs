@@ -2,12 +2,16 @@
 //! fingerprint of the config and of each host's live state, so that `vmctl apply FILE`
 //! can refuse a plan whose world moved since ("stale plan").
 //!
-//! A fingerprint is FNV-1a (128 bits) of canonical JSON: the config model as loaded, and
-//! each host's live state reduced to the project's resources sorted by name
+//! A fingerprint is the SHA-256 of canonical JSON: the config model as loaded, and each
+//! host's live state reduced to the project's resources sorted by name
 //! ([`LiveState::canonical`]). Another project's work on a shared host, or the order in
 //! which a host lists things, does not make a plan stale; any change to this project's
-//! resources does. FNV is no defence against someone forging a state that collides;
-//! it detects drift, which is its job here.
+//! resources does.
+//!
+//! A plan file can be edited by hand, so its changes are not trusted either: `apply`
+//! plans the config again against the hosts and refuses the file unless its changes are
+//! exactly those ([`SavedPlan::verify`]), before any step runs. Everything a plan does
+//! has thus passed the config's own checks (names, paths, references).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,12 +22,13 @@ use thiserror::Error;
 use vmctl_schema::Config;
 
 use crate::live::{LiveFile, LiveState};
-use crate::plan::Plan;
+use crate::plan::{Change, Plan};
 
-/// The version of the saved-plan file this build writes and reads.
-pub const SAVED_FORMAT_VERSION: u32 = 1;
+/// The version of the saved-plan file this build writes and reads. 2: SHA-256
+/// fingerprints and an absolute `source` (1 had FNV-1a fingerprints).
+pub const SAVED_FORMAT_VERSION: u32 = 2;
 
-/// A stable hash of some canonical JSON, written `fnv1a128:<32 hex digits>`.
+/// A stable hash of some canonical JSON, written `sha256:<64 hex digits>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Fingerprint(pub String);
@@ -32,7 +37,7 @@ impl Fingerprint {
     /// Of any serializable value, through its JSON.
     fn of<T: Serialize>(value: &T) -> Fingerprint {
         let bytes = serde_json::to_vec(value).unwrap_or_default();
-        Fingerprint(format!("fnv1a128:{:032x}", fnv1a128(&bytes)))
+        Fingerprint(format!("sha256:{}", sha256_hex(&bytes)))
     }
 
     /// Of a config.
@@ -52,13 +57,13 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-/// FNV-1a, 128-bit.
-fn fnv1a128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013b;
-    bytes.iter().fold(OFFSET, |hash, &b| {
-        (hash ^ u128::from(b)).wrapping_mul(PRIME)
-    })
+/// SHA-256 in lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The options a saved plan was made with, kept so `apply` can show them.
@@ -74,7 +79,8 @@ pub struct SavedOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedPlan {
     pub format_version: u32,
-    /// The config path the plan was made from, as given.
+    /// The config path the plan was made from, absolute, so the plan applies from any
+    /// working directory.
     pub source: String,
     pub config: Fingerprint,
     /// Every host of the config, by name.
@@ -103,9 +109,16 @@ pub enum SavedPlanError {
     #[error("the saved plan has format version {found}; this vmctl reads version {SAVED_FORMAT_VERSION}")]
     #[diagnostic(
         code(vmctl::plan::saved_version),
-        help("make a new plan with this vmctl")
+        help("plan files are not kept across vmctl releases: make a new plan with this vmctl (`vmctl plan PATH -o FILE`)")
     )]
     Version { found: u32 },
+
+    #[error("the saved plan was edited: {what}")]
+    #[diagnostic(
+        code(vmctl::plan::saved_edited),
+        help("a plan file is applied only as `vmctl plan` wrote it: make a new plan with `vmctl plan {path} -o FILE`")
+    )]
+    Edited { what: String, path: String },
 }
 
 impl SavedPlan {
@@ -180,6 +193,60 @@ impl SavedPlan {
     }
 }
 
+impl SavedPlan {
+    /// Refuses a plan whose changes are not exactly those `replanned` (the config planned
+    /// again, with the saved options, against the same live state) has: a hand-edited
+    /// name, path or action. The order of the changes does not matter (the apply graph
+    /// orders the steps).
+    pub fn verify(&self, replanned: &Plan) -> Result<(), SavedPlanError> {
+        let edited = |what: String| SavedPlanError::Edited {
+            what,
+            path: self.source.clone(),
+        };
+        if self.plan.project != replanned.project {
+            return Err(edited(format!(
+                "its project is {:?}, the config's {:?}",
+                self.plan.project, replanned.project
+            )));
+        }
+        let key = |c: &&Change| (c.host.clone(), c.id.kind, c.id.name.clone());
+        let mut saved: Vec<&Change> = self.plan.changes.iter().collect();
+        let mut planned: Vec<&Change> = replanned.changes.iter().collect();
+        saved.sort_by_key(key);
+        planned.sort_by_key(key);
+        let (mut s, mut p) = (saved.iter().peekable(), planned.iter().peekable());
+        let extra = |a: &Change| {
+            edited(format!(
+                "it changes {} on host {:?}, which the config does not plan",
+                a.id, a.host
+            ))
+        };
+        loop {
+            match (s.peek(), p.peek()) {
+                (None, None) => return Ok(()),
+                (Some(a), Some(b)) if key(a) == key(b) => {
+                    if a != b {
+                        return Err(edited(format!(
+                            "its change of {} on host {:?} is not what the config plans",
+                            a.id, a.host
+                        )));
+                    }
+                    s.next();
+                    p.next();
+                }
+                (Some(a), Some(b)) if key(a) < key(b) => return Err(extra(a)),
+                (Some(a), None) => return Err(extra(a)),
+                (_, Some(b)) => {
+                    return Err(edited(format!(
+                        "it leaves out {} on host {:?}, which the config plans",
+                        b.id, b.host
+                    )))
+                }
+            }
+        }
+    }
+}
+
 fn host_fingerprints(config: &Config, live: &LiveFile) -> BTreeMap<String, Fingerprint> {
     config
         .hosts
@@ -194,7 +261,9 @@ fn host_fingerprints(config: &Config, live: &LiveFile) -> BTreeMap<String, Finge
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::ResourceKind;
     use crate::live::VmStatus;
+    use crate::plan::Resource;
     use crate::testdata::{plan_of, quickstart};
 
     fn saved(live: &LiveFile) -> SavedPlan {
@@ -268,14 +337,70 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_are_stable() {
+    fn fingerprints_are_sha256() {
         assert_eq!(
-            format!("{:032x}", fnv1a128(b"")),
-            "6c62272e07bb014262b821756295c58d"
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(
-            format!("{:032x}", fnv1a128(b"a")),
-            "d228cb696f1a8caf78912b704e4a8964"
+        let saved = saved(&LiveFile::default());
+        assert!(saved.config.0.starts_with("sha256:"), "{}", saved.config);
+        assert_eq!(saved.config.0.len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn a_version_1_plan_is_refused_with_what_to_do() {
+        let mut saved = saved(&LiveFile::default());
+        saved.format_version = 1;
+        let err = SavedPlan::from_json(&saved.to_json()).unwrap_err();
+        assert_eq!(err, SavedPlanError::Version { found: 1 });
+        let help = miette::Diagnostic::help(&err).unwrap().to_string();
+        assert!(help.contains("make a new plan"), "{help}");
+    }
+
+    #[test]
+    fn an_edited_plan_is_refused() {
+        let config = quickstart();
+        let live = LiveFile::default();
+        let saved = saved(&live);
+        let replanned = plan_of(&config, &live).unwrap();
+        assert_eq!(saved.verify(&replanned), Ok(()));
+        // Order does not matter.
+        let mut reordered = saved.clone();
+        reordered.plan.changes.reverse();
+        assert_eq!(reordered.verify(&replanned), Ok(()));
+
+        // A pool path pointed elsewhere.
+        let mut edited = saved.clone();
+        let pool = edited
+            .plan
+            .changes
+            .iter_mut()
+            .find(|c| c.id.kind == ResourceKind::Pool);
+        let Some(Resource::Pool(p)) = pool.and_then(|c| c.after.as_mut()) else {
+            panic!("the quickstart plans a pool");
+        };
+        p.path = "/etc".into();
+        let err = edited.verify(&replanned).unwrap_err();
+        assert!(
+            matches!(&err, SavedPlanError::Edited { what, .. } if what.contains("pool.fast")),
+            "{err:?}"
         );
+        // A renamed resource: one the config does not plan, and one left out.
+        let mut renamed = saved.clone();
+        renamed.plan.changes[0].id.name = "../../x".into();
+        assert!(matches!(
+            renamed.verify(&replanned),
+            Err(SavedPlanError::Edited { .. })
+        ));
+        // A change dropped, one added.
+        let mut dropped = saved.clone();
+        dropped.plan.changes.pop();
+        assert!(dropped.verify(&replanned).is_err());
+        let mut added = saved.clone();
+        added.plan.changes.push(added.plan.changes[0].clone());
+        assert!(added.verify(&replanned).is_err());
+        let mut project = saved;
+        project.plan.project = "other".into();
+        assert!(project.verify(&replanned).is_err());
     }
 }

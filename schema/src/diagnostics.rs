@@ -113,16 +113,16 @@ pub enum SchemaError {
 
     /// A value of the wrong type.
     #[error("`{field}` must be {expected}, found {found}")]
-    #[diagnostic(
-        code(vmctl::schema::wrong_type),
-        help("see schema/REFERENCE.md for each setting's type")
-    )]
+    #[diagnostic(code(vmctl::schema::wrong_type))]
     WrongType {
         field: &'static str,
         expected: &'static str,
         found: String,
         #[label("expected {expected}")]
         span: SourceSpan,
+        /// What to write instead ([`SchemaError::wrong_type`] words it).
+        #[help]
+        help: String,
     },
 
     /// A required value is missing.
@@ -414,6 +414,37 @@ pub enum SchemaError {
         #[label("this dependency closes the cycle")]
         span: SourceSpan,
     },
+}
+
+/// What `expected` reads as in [`SchemaError::WrongType`] for a boolean.
+pub const BOOLEAN: &str = "#true or #false";
+
+/// The help line of a KDL v1 boolean (`prevent-destroy true`, `"true"`).
+pub const KDL_V2_BOOLEANS: &str = "KDL v2 writes booleans as #true / #false";
+
+impl SchemaError {
+    /// `field` holds `found` where it needs `expected`; the help says what to write.
+    pub fn wrong_type(
+        field: &'static str,
+        expected: &'static str,
+        found: String,
+        span: SourceSpan,
+    ) -> SchemaError {
+        let help = match expected {
+            BOOLEAN => format!("write `{field} #true` or `{field} #false`: {KDL_V2_BOOLEANS}"),
+            "a child node" => format!(
+                "write `{field}` as a child node inside this node's braces: `{{ {field} … }}`"
+            ),
+            _ => format!("write {expected} here"),
+        };
+        SchemaError::WrongType {
+            field,
+            expected,
+            found,
+            span,
+            help,
+        }
+    }
 }
 
 /// Index of a source file in [`crate::Sources`].

@@ -18,7 +18,7 @@ pub fn parse(text: &str) -> Result<KdlDocument, Vec<SchemaError>> {
                 message: d.message.unwrap_or_else(|| "invalid KDL".to_owned()),
                 span: d.span,
                 label: d.label.unwrap_or_else(|| "here".to_owned()),
-                help: d.help,
+                help: v1_habit(text, d.span).map(str::to_owned).or(d.help),
             })
             .collect();
         if out.is_empty() {
@@ -33,6 +33,21 @@ pub fn parse(text: &str) -> Result<KdlDocument, Vec<SchemaError>> {
     })
 }
 
+/// The help for a KDL v1 keyword at `span` (`prevent-destroy true`), which KDL v2
+/// spells with a `#`.
+fn v1_habit(text: &str, span: SourceSpan) -> Option<&'static str> {
+    let rest = text.get(span.offset()..)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .unwrap_or(rest.len());
+    match &rest[..end] {
+        "true" | "false" => Some(crate::diagnostics::KDL_V2_BOOLEANS),
+        "null" => Some("KDL v2 writes null as #null"),
+        "inf" | "-inf" | "nan" => Some("KDL v2 writes these numbers as #inf, #-inf and #nan"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +57,29 @@ mod tests {
         assert!(parse("vm \"a\" cpus=1 { memory \"64MiB\" }").is_ok());
         let errors = parse("vm \"a\" {").expect_err("unclosed block");
         assert!(matches!(errors[0], SchemaError::Syntax { .. }));
+    }
+
+    #[test]
+    fn kdl_v1_booleans_get_the_v2_spelling() {
+        for text in [
+            "v \"a\" {\n    prevent-destroy true\n}",
+            "x false",
+            "x y=true",
+        ] {
+            let errors = parse(text).expect_err(text);
+            let help = errors.iter().find_map(|e| match e {
+                SchemaError::Syntax { help, .. } => help.clone(),
+                _ => None,
+            });
+            assert_eq!(
+                help.as_deref(),
+                Some(crate::diagnostics::KDL_V2_BOOLEANS),
+                "{text}"
+            );
+        }
+        let errors = parse("x null").expect_err("null");
+        assert!(
+            matches!(&errors[0], SchemaError::Syntax { help: Some(h), .. } if h.contains("#null"))
+        );
     }
 }

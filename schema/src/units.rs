@@ -1,4 +1,6 @@
-//! Sizes in binary units (`512MiB`, `4GiB`, `4G` = GiB) and percentages (`8%`).
+//! Sizes in binary units (`512MiB`, `4GiB`, `4G` = GiB), percentages (`8%`) and MAC
+//! addresses: one parser each, with one set of rules, for the config and for the VMM's
+//! spec (`vmctl vmm run`), which calls these.
 
 /// Why a size string was refused; the caller turns it into a diagnostic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +76,38 @@ pub fn parse_percent(text: &str) -> Option<f64> {
     (value.is_finite() && (0.0..100.0).contains(&value)).then_some(value / 100.0)
 }
 
+/// Parses a MAC address, six hex bytes separated by colons (`52:54:00:AB:cd:ef`, any
+/// case), into bytes. Whether it is unicast is the caller's check.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("52:54:00:AB:cd:ef"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef])
+        );
+        assert_eq!(parse_mac("52:54:00:ab:cd"), None);
+        assert_eq!(parse_mac("52:54:00:ab:cd:ef:01"), None);
+        assert_eq!(parse_mac("52-54-00-ab-cd-ef"), None);
+        assert_eq!(parse_mac("5:54:00:ab:cd:eff"), None);
+        // `from_str_radix` alone takes a sign.
+        assert_eq!(parse_mac("+2:54:00:ab:cd:ef"), None);
+    }
 
     #[test]
     fn parses_binary_units() {

@@ -2,6 +2,7 @@
 //! target); one module per area.
 
 mod apply;
+mod cli_ux;
 mod console;
 mod cpuset;
 mod engine;

@@ -191,11 +191,13 @@ fn saved_plan_records_fingerprints() {
     assert!(text(&out.stdout).contains("Saved the plan to"));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
-    assert_eq!(saved["format_version"], 1);
-    assert_eq!(saved["source"], "examples/quickstart");
+    assert_eq!(saved["format_version"], 2);
+    // Absolute, so the plan applies from any working directory.
+    let source = repo_root().join("examples/quickstart");
+    assert_eq!(saved["source"], source.display().to_string());
     let fingerprint = saved["hosts"]["local"].as_str().unwrap();
-    assert!(fingerprint.starts_with("fnv1a128:"), "{fingerprint}");
-    assert!(saved["config"].as_str().unwrap().starts_with("fnv1a128:"));
+    assert!(fingerprint.starts_with("sha256:"), "{fingerprint}");
+    assert!(saved["config"].as_str().unwrap().starts_with("sha256:"));
     assert!(!saved["plan"]["changes"].as_array().unwrap().is_empty());
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use miette::miette;
 use vmctl_planner::render::human;
 use vmctl_planner::saved::SavedPlan;
-use vmctl_planner::{ApplyGraph, Plan, PlanErrors, PlanOptions};
+use vmctl_planner::{PlanErrors, PlanOptions, Planned};
 use vmctl_runtime::apply::{self, ApplyError, ApplyOptions};
 use vmctl_schema::Config;
 
@@ -49,7 +49,7 @@ pub struct Args {
 }
 
 /// What `apply` and `destroy` share.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct RunOptions {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
@@ -59,7 +59,7 @@ pub struct RunOptions {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
 
-    /// How long to wait for another vmctl holding a host's lock: 0, 500ms, 30s, 5m.
+    /// How long to wait for another vmctl holding a host's lock: 0, 500ms, 1.5s, 1m30s, 5m.
     #[arg(long, value_name = "DUR", default_value = "0", value_parser = runtime::parse_duration)]
     pub lock_timeout: Duration,
 
@@ -82,8 +82,9 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         replace: args.replace.clone(),
         destroy: false,
     };
-    let plan = vmctl_planner::plan(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
-    execute(&config, &plan, &args.run, style, "apply")?;
+    let planned =
+        vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
+    execute(&config, &planned, &args.run, style, "apply")?;
     runtime::release_netns(&config, false);
     Ok(())
 }
@@ -125,7 +126,29 @@ fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), 
             "{e}"
         ))
     })?;
-    execute(&config, &saved.plan, run, style, "apply")?;
+    // The file's changes are trusted only when they are what the config plans: a
+    // hand-edited name, path or action is refused before any step runs.
+    let options = PlanOptions {
+        targets: saved.options.targets.clone(),
+        replace: saved.options.replace.clone(),
+        destroy: saved.options.destroy,
+    };
+    let planned =
+        vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
+    saved
+        .verify(&planned.plan)
+        .map_err(|e| CommandError::Report(e.into()))?;
+    // The saved plan was the approval (as in Terraform): no question asked again.
+    let approved = RunOptions {
+        auto_approve: true,
+        ..*run
+    };
+    let verb = if saved.options.destroy {
+        "destroy"
+    } else {
+        "apply"
+    };
+    execute(&config, &planned, &approved, style, verb)?;
     runtime::release_netns(&config, false);
     Ok(())
 }
@@ -133,25 +156,17 @@ fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), 
 /// Shows `plan`, asks, and carries it out (the caller holds the hosts' locks).
 pub fn execute(
     config: &Config,
-    plan: &Plan,
+    planned: &Planned,
     run: &RunOptions,
     style: &Style,
     verb: &str,
 ) -> Result<(), CommandError> {
-    let color = style.color && std::io::stdout().is_terminal();
-    print!("{}", human::render(plan, color));
+    let Planned { plan, graph } = planned;
+    print!("{}", human::render(plan, style.stdout));
     runtime::print_netns_to_make(config, plan);
     if !plan.has_changes() {
         return Ok(());
     }
-    let graph = ApplyGraph::build(plan).map_err(|e| {
-        plan_error(
-            &PlanErrors {
-                errors: vec![e.into()],
-            },
-            style,
-        )
-    })?;
     confirm(run.auto_approve, verb)?;
     let vmctl = std::env::current_exe().map_err(|e| {
         CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
@@ -166,7 +181,7 @@ pub fn execute(
     let progress = Progress::new(graph.graph.node_count(), tty);
     let started = Instant::now();
     let report =
-        apply::apply(config, plan, &graph, options, &progress, &signals::CANCEL).map_err(
+        apply::apply(config, plan, graph, options, &progress, &signals::CANCEL).map_err(
             |e| match &e {
                 ApplyError::Netns { netns, .. } => CommandError::Report(miette!(
                     code = "vmctl::apply::netns",

@@ -35,8 +35,9 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         destroy: true,
         ..PlanOptions::default()
     };
-    let plan = vmctl_planner::plan(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
-    execute(&config, &plan, &args.run, style, "destroy")?;
+    let planned =
+        vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
+    execute(&config, &planned, &args.run, style, "destroy")?;
     vmctl_runtime::apply::tidy_after_destroy(&config);
     runtime::release_netns(&config, true);
     Ok(())

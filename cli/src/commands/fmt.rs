@@ -90,7 +90,7 @@ fn diff(file: &SourceFile, formatted: &str, style: &Style) -> String {
         .context_radius(3)
         .header(&name, &format!("{name} (formatted)"))
         .to_string();
-    if !style.color {
+    if !style.stdout {
         return text;
     }
     text.lines()

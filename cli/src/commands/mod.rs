@@ -2,15 +2,19 @@
 //! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
 
 pub mod apply;
+pub mod completions;
 pub mod console;
 pub mod destroy;
 pub mod fmt;
 pub mod graph;
+pub mod man;
 pub mod plan;
 pub mod schema;
 pub mod status;
 pub mod validate;
 pub mod vmm;
+
+use std::io::Write;
 
 use clap::Subcommand;
 
@@ -28,6 +32,8 @@ pub enum Command {
     Destroy(destroy::Args),
     Status(status::Args),
     Console(console::Args),
+    Completions(completions::Args),
+    Man(man::Args),
     /// Runs one VM in this process (used by the runtime; hidden).
     #[command(hide = true)]
     Vmm(vmm::VmmArgs),
@@ -45,10 +51,23 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Destroy(args) => destroy::run(&args, style),
         Command::Status(args) => status::run(&args, style),
         Command::Console(args) => console::run(&args),
+        Command::Completions(args) => completions::run(&args),
+        Command::Man(args) => man::run(&args),
         Command::Vmm(args) => match vmm::run(args) {
             Ok(0) => Ok(()),
             Ok(code) => Err(CommandError::Silent { code }),
             Err(report) => Err(CommandError::Report(report)),
         },
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CommandError::failed(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
     }
 }

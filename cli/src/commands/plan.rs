@@ -2,7 +2,6 @@
 //! would take, for people (Terraform's habits), for machines (`--json`) and for later
 //! (`-o FILE`).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use vmctl_planner::render::{human, json};
@@ -80,9 +79,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     if args.json {
         print!("{}", json::render(plan, &planned.graph));
     } else {
-        // Colour follows --color, and only reaches a terminal.
-        let color = style.color && std::io::stdout().is_terminal();
-        print!("{}", human::render(plan, color));
+        print!("{}", human::render(plan, style.stdout));
         if args.planning.live.is_none() {
             crate::runtime::print_netns_to_make(config, plan);
         }
@@ -93,7 +90,9 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
             replace: args.planning.replace.clone(),
             destroy: false,
         };
-        let source = args.path.display().to_string();
+        // Absolute, so the plan applies from any working directory.
+        let source = std::path::absolute(&args.path).unwrap_or_else(|_| args.path.clone());
+        let source = source.display().to_string();
         let saved = SavedPlan::new(source, config, live, options, plan.clone());
         std::fs::write(out, saved.to_json()).map_err(|e| CommandError::Failed {
             message: format!("cannot write the plan to {}: {e}", out.display()),
@@ -151,15 +150,8 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
             );
         }
     }
-    let plan = vmctl_planner::plan(&config, &live, &options).map_err(|e| report(&e, style))?;
-    let graph = ApplyGraph::build(&plan).map_err(|e| {
-        report(
-            &PlanErrors {
-                errors: vec![e.into()],
-            },
-            style,
-        )
-    })?;
+    let vmctl_planner::Planned { plan, graph } =
+        vmctl_planner::planned(&config, &live, &options).map_err(|e| report(&e, style))?;
     Ok(Planned {
         config,
         live,
@@ -176,7 +168,7 @@ fn read_live(path: &Path) -> Result<LiveFile, CommandError> {
     LiveFile::from_json(&text).map_err(|e| CommandError::Failed {
         message: format!("the live state {} is not valid: {e}", path.display()),
         hint: Some(
-            "the file is {\"hosts\": {HOST: LiveState}}; see LiveState in planner/src/live.rs"
+            "write it as {\"hosts\": {\"<host>\": {\"pools\": [], \"networks\": [], \"volumes\": [], \"vlans\": [], \"vms\": []}}} (a host left out has nothing on it)"
                 .into(),
         ),
     })

@@ -1,56 +1,54 @@
 //! The apply graph as Graphviz DOT (`vmctl graph PATH | dot -Tsvg`): one box per step,
-//! coloured by action, an edge where one step waits for another.
+//! coloured by action, an edge where one step waits for another. petgraph's `Dot` writes
+//! the nodes and edges; this module gives each step its label and colour.
 
-use std::fmt::Write;
+use petgraph::dot::{Config, Dot};
 
 use crate::action::Action;
-use crate::graph::ApplyGraph;
+use crate::graph::{ApplyGraph, Step};
 
-/// Renders the graph as a DOT digraph, nodes in apply order.
+/// Renders the graph as a DOT digraph.
 pub fn render(graph: &ApplyGraph) -> String {
-    let mut out = String::from(
-        "digraph plan {\n    rankdir=LR;\n    node [shape=box, fontname=\"monospace\"];\n",
+    let node = |_, (_, step): (_, &Step)| attributes(step);
+    let edge = |_, _| String::new();
+    let dot = Dot::with_attr_getters(
+        &graph.graph,
+        &[
+            Config::GraphContentOnly,
+            Config::NodeNoLabel,
+            Config::EdgeNoLabel,
+        ],
+        &edge,
+        &node,
     );
-    for node in graph.order() {
-        let step = &graph.graph[node];
-        let color = match step.action {
-            Action::Create => "darkgreen",
-            Action::Update => "darkgoldenrod",
-            Action::Replace | Action::Delete => "red3",
-            Action::Start | Action::Stop => "blue",
-            Action::NoOp => "black",
-        };
-        let replace = if step.action == Action::Replace {
-            " (replace)"
-        } else {
-            ""
-        };
-        let label = format!(
-            "{} {}{replace}\n{}\nhost {}",
-            step.action.glyph(),
-            step.phase,
-            step.id,
-            step.host
-        );
-        let _ = writeln!(
-            out,
-            "    s{} [label=\"{}\", color={color}];",
-            node.index(),
-            escape(&label)
-        );
-    }
-    let mut edges: Vec<(usize, usize)> = graph
-        .graph
-        .edge_indices()
-        .filter_map(|e| graph.graph.edge_endpoints(e))
-        .map(|(a, b)| (a.index(), b.index()))
-        .collect();
-    edges.sort_unstable();
-    for (a, b) in edges {
-        let _ = writeln!(out, "    s{a} -> s{b};");
-    }
-    out.push_str("}\n");
-    out
+    // Debug, not Display: the edges carry `()`; with no labels neither is printed.
+    format!(
+        "digraph plan {{\n    rankdir=LR;\n    node [shape=box, fontname=\"monospace\"];\n{dot:?}}}\n"
+    )
+}
+
+/// `label="…", color=…` of one step.
+fn attributes(step: &Step) -> String {
+    let color = match step.action {
+        Action::Create => "darkgreen",
+        Action::Update => "darkgoldenrod",
+        Action::Replace | Action::Delete => "red3",
+        Action::Start | Action::Stop => "blue",
+        Action::NoOp => "black",
+    };
+    let replace = if step.action == Action::Replace {
+        " (replace)"
+    } else {
+        ""
+    };
+    let label = format!(
+        "{} {}{replace}\n{}\nhost {}",
+        step.action.glyph(),
+        step.phase,
+        step.id,
+        step.host
+    );
+    format!("label=\"{}\", color={color}", escape(&label))
 }
 
 /// Quotes and backslashes escaped; newlines as DOT's `\n`.
@@ -58,4 +56,14 @@ fn escape(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

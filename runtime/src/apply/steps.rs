@@ -48,6 +48,8 @@ pub enum StepError {
     Unknown { what: &'static str, name: String },
     #[error("the plan's change for {step} has no resource to work from")]
     Empty { step: String },
+    #[error("the plan asks to {step}, which only a VM can do")]
+    NotAVm { step: String },
 }
 
 /// What the executor knows of a host.
@@ -287,8 +289,17 @@ pub fn run_step(
             vms::delete_vm(&ctx.vm_host(), &vm.name, ctx.stop_timeout)?;
             delete_taps(ctx, &vm.name)?;
         }
-        // Pools have nothing to change in place; only VMs start and stop.
-        _ => {}
+        // A pool has nothing to change in place: its path and type force a replace.
+        (Resource::Pool(_), Phase::Update) => {}
+        // Only VMs start and stop; a plan that says otherwise was not made by the planner.
+        (
+            Resource::Pool(_) | Resource::Network(_) | Resource::Volume(_) | Resource::Vlan(_),
+            Phase::Start | Phase::Stop,
+        ) => {
+            return Err(StepError::NotAVm {
+                step: step.to_string(),
+            })
+        }
     }
     Ok(())
 }

@@ -142,3 +142,36 @@ fn cancel_starts_nothing_new_and_lets_running_steps_end() {
     assert_eq!(names(&report.done), ["pool.a"]);
     assert_eq!(report.skipped.len(), 5);
 }
+
+/// `run_step` matches every (resource, phase): a phase the planner never gives a
+/// resource (start a pool) is an error, not a step that silently does nothing.
+#[test]
+fn a_phase_a_resource_does_not_have_is_an_error() {
+    let config = vmctl_schema::load_str("c.kdl", "project \"lab\"\nhost \"local\"\n")
+        .expect("config")
+        .config;
+    let vmctl = std::path::Path::new("/nonexistent/vmctl");
+    let ctx = HostContext {
+        host: &config.hosts[0],
+        project: "lab",
+        vmctl,
+        stop_timeout: std::time::Duration::ZERO,
+        cancel: &std::sync::atomic::AtomicBool::new(false),
+    };
+    let plan = plan();
+    let inventory = Inventory::of(&plan);
+    for (change, phase) in [(0, Phase::Start), (2, Phase::Stop)] {
+        let step = Step {
+            change,
+            host: "local".into(),
+            id: plan.changes[change].id.clone(),
+            action: Action::Start,
+            phase,
+        };
+        let result = steps::run_step(&ctx, &inventory, &plan, &step);
+        assert!(
+            matches!(&result, Err(StepError::NotAVm { .. })),
+            "{step}: {result:?}"
+        );
+    }
+}

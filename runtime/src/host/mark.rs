@@ -94,12 +94,8 @@ fn suffixed_ifname(bridge: &str, suffix: &str) -> String {
 /// a hash of the three (FNV-1a, 64 bit), 14 bytes. Stable across runs and machines, so an
 /// apply after a crash finds the tap it made before.
 pub fn tap_ifname(project: &str, vm: &str, nic_index: usize) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let key = format!("{project}\0{vm}\0{nic_index}");
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = vmctl_schema::derive::fnv1a_64(key.bytes());
     format!("vt{:012x}", hash >> 16)
 }
 
@@ -174,6 +170,20 @@ mod tests {
         assert_ne!(a, tap_ifname("lab", "web-1", 1));
         assert_ne!(a, tap_ifname("lab2", "web-1", 0));
         assert_ne!(tap_ifname("a", "bc", 0), tap_ifname("ab", "c", 0));
+    }
+
+    /// Tap names are on hosts: they never change. These are the names vmctl derived
+    /// before its hash helpers were made one.
+    #[test]
+    fn tap_ifnames_are_pinned() {
+        for (project, vm, nic, tap) in [
+            ("lab", "web-1", 0, "vtc4311ed82036"),
+            ("lab", "web-1", 1, "vtc4311fd82036"),
+            ("prod", "db-1", 3, "vtef74fc7c5c58"),
+            ("a", "bc", 0, "vtdc95a915ea40"),
+        ] {
+            assert_eq!(tap_ifname(project, vm, nic), tap, "{project} {vm} {nic}");
+        }
     }
 
     #[test]

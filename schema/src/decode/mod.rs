@@ -91,12 +91,12 @@ fn project(node: &kdl::KdlNode, out: &mut Decoded, ctx: &mut Ctx<'_>) {
                 }
                 out.projects.push((name.clone(), entry.span()));
             }
-            other => ctx.errors.push(SchemaError::WrongType {
-                field: "project",
-                expected: "a string",
-                found: reader::type_of(other),
-                span: entry.span(),
-            }),
+            other => ctx.errors.push(SchemaError::wrong_type(
+                "project",
+                "a string",
+                reader::type_of(other),
+                entry.span(),
+            )),
         },
         None => ctx.errors.push(SchemaError::MissingValue {
             node: "project",

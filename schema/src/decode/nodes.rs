@@ -215,12 +215,12 @@ pub fn vlan(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vlan, ResourceSpans) {
                 0
             }
             None => {
-                r.errors.push(SchemaError::WrongType {
-                    field: "id",
-                    expected: "an integer",
-                    found: super::reader::type_of(value),
+                r.errors.push(SchemaError::wrong_type(
+                    "id",
+                    "an integer",
+                    super::reader::type_of(value),
                     span,
-                });
+                ));
                 0
             }
         },

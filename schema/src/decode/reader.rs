@@ -48,6 +48,21 @@ pub fn type_of(value: &KdlValue) -> String {
     }
 }
 
+/// A setting as one would write it, for "add …" hints: `size "512MiB"`, `host="local"`.
+fn example(field: &Field) -> String {
+    let value = match field.kind {
+        ValueKind::Text | ValueKind::Reference => "\"…\"",
+        ValueKind::Path => "\"/path/to/file\"",
+        ValueKind::Integer => "1",
+        ValueKind::Number => "1.0",
+        ValueKind::Size => "\"512MiB\"",
+        ValueKind::Percent => "\"8%\"",
+        ValueKind::Bool => "#true",
+        ValueKind::Node(_) => return format!("{} …", field.name),
+    };
+    format!("{} {value}", field.name)
+}
+
 impl<'a, 'e> NodeReader<'a, 'e> {
     /// Sorts the node's entries and children into the kind's settings, reporting
     /// unknown, misplaced and doubled ones.
@@ -80,12 +95,12 @@ impl<'a, 'e> NodeReader<'a, 'e> {
                     if arguments == 1 && self.kind.named {
                         match entry.value() {
                             KdlValue::String(s) => self.name = Some((s.as_str(), entry.span())),
-                            other => self.errors.push(SchemaError::WrongType {
-                                field: "name",
-                                expected: "a string",
-                                found: type_of(other),
-                                span: entry.span(),
-                            }),
+                            other => self.errors.push(SchemaError::wrong_type(
+                                "name",
+                                "a string",
+                                type_of(other),
+                                entry.span(),
+                            )),
                         }
                     } else {
                         self.errors.push(SchemaError::UnexpectedArgument {
@@ -103,12 +118,12 @@ impl<'a, 'e> NodeReader<'a, 'e> {
                             name,
                             ..
                         },
-                    )) => self.errors.push(SchemaError::WrongType {
-                        field: name,
-                        expected: "a child node",
-                        found: format!("the property {name}="),
-                        span: entry.span(),
-                    }),
+                    )) => self.errors.push(SchemaError::wrong_type(
+                        name,
+                        "a child node",
+                        format!("the property {name}="),
+                        entry.span(),
+                    )),
                     Some((index, _)) => self.given.push((index, Occurrence::Property(entry))),
                     None => self.unknown(key.value(), entry.span()),
                 },
@@ -167,7 +182,12 @@ impl<'a, 'e> NodeReader<'a, 'e> {
                         node: self.kind.name,
                         what: format!("`{}`", field.name),
                         span: self.name.map_or(self.node.name().span(), |(_, s)| s),
-                        help: format!("add `{}` (see schema/REFERENCE.md)", field.name),
+                        help: format!(
+                            "add `{}` to this {}, e.g. `{}`",
+                            field.name,
+                            self.kind.name,
+                            example(field)
+                        ),
                     })
                 }
                 Some(first) if !field.repeated => {
@@ -292,12 +312,12 @@ impl<'a, 'e> NodeReader<'a, 'e> {
         value: &KdlValue,
         span: SourceSpan,
     ) {
-        self.errors.push(SchemaError::WrongType {
+        self.errors.push(SchemaError::wrong_type(
             field,
             expected,
-            found: type_of(value),
+            type_of(value),
             span,
-        });
+        ));
     }
 
     /// A string setting.
@@ -455,7 +475,7 @@ impl<'a, 'e> NodeReader<'a, 'e> {
         match value {
             KdlValue::Bool(b) => Some((*b, span)),
             other => {
-                self.wrong(name, "#true or #false", other, span);
+                self.wrong(name, crate::diagnostics::BOOLEAN, other, span);
                 None
             }
         }

@@ -115,19 +115,7 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
     }
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (any case) into bytes.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut out {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
+pub use crate::units::parse_mac;
 
 /// Checks the given MACs (syntax, unicast, unique), writes them in lower case, then
 /// derives a MAC for every NIC without one. Derived MACs are assigned in (VM name, NIC
@@ -214,18 +202,6 @@ pub fn assign_macs(config: &mut Config, spans: &Spans, report: &mut Report<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs() {
-        assert_eq!(
-            parse_mac("52:54:00:AB:cd:ef"),
-            Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef])
-        );
-        assert_eq!(parse_mac("52:54:00:ab:cd"), None);
-        assert_eq!(parse_mac("52:54:00:ab:cd:ef:01"), None);
-        assert_eq!(parse_mac("52-54-00-ab-cd-ef"), None);
-        assert_eq!(parse_mac("5:54:00:ab:cd:eff"), None);
-    }
 
     #[test]
     fn interface_names() {

@@ -72,9 +72,7 @@ impl Mac {
     /// `52:54:00` (the prefix QEMU and libvirt use) and three bytes of the 32-bit
     /// FNV-1a hash of the name. The same name always gives the same MAC.
     pub fn derived(tap: &str) -> Self {
-        let h = tap.bytes().fold(0x811c_9dc5u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
+        let h = vmctl_schema::derive::fnv1a_32(tap.bytes());
         let [_, a, b, c] = h.to_be_bytes();
         Mac([0x52, 0x54, 0x00, a, b, c])
     }
@@ -99,18 +97,8 @@ impl FromStr for Mac {
         let invalid = || DevicesError::InvalidMac {
             value: s.to_string(),
         };
-        let mut mac = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut mac {
-            let part = parts.next().ok_or_else(invalid)?;
-            if part.len() != 2 {
-                return Err(invalid());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
-        }
-        if parts.next().is_some() {
-            return Err(invalid());
-        }
+        // The config's syntax: six hex bytes separated by colons.
+        let mac = vmctl_schema::units::parse_mac(s).ok_or_else(invalid)?;
         if mac[0] & 1 == 1 {
             return Err(DevicesError::MulticastMac { mac: Mac(mac) });
         }
@@ -223,8 +211,10 @@ mod tests {
         let m: Mac = "52:54:00:AB:cd:0f".parse().unwrap();
         assert_eq!(m.0, [0x52, 0x54, 0, 0xab, 0xcd, 0x0f]);
         assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
-        assert_eq!("52-54-00-ab-cd-0f".parse::<Mac>().unwrap(), m);
+        // One syntax with the config (`vmctl validate`): colons only, hex digits only.
         for bad in [
+            "52-54-00-ab-cd-0f",
+            "+2:54:00:ab:cd:0f",
             "",
             "52:54:00:ab:cd",
             "52:54:00:ab:cd:0f:11",
@@ -250,6 +240,11 @@ mod tests {
         assert_eq!(&a.0[..3], &[0x52, 0x54, 0x00]);
         // Pinned, so a change of the derivation (which would change guests' MACs) is seen.
         assert_eq!(Mac::derived("vmctl0").to_string(), "52:54:00:52:d1:8f");
+        assert_eq!(Mac::derived("tapA").to_string(), "52:54:00:4a:e3:59");
+        assert_eq!(
+            Mac::derived("vt0123456789ab").to_string(),
+            "52:54:00:38:79:cf"
+        );
         let nic = Nic {
             tap: "tapA".into(),
             mac: None,

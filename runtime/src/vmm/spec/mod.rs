@@ -88,7 +88,7 @@ pub enum SpecError {
         cpus: u32,
     },
     /// A size string could not be read.
-    #[error("invalid size `{value}`: expected bytes or a number with a unit (KiB, MiB, GiB, TiB; K, M, G, T)")]
+    #[error("invalid size `{value}`: expected bytes or a number with a binary unit (KiB, MiB, GiB, TiB, PiB; K, M, G, T, P)")]
     Size {
         /// The string.
         value: String,
@@ -140,24 +140,12 @@ impl From<Size> for u64 {
     }
 }
 
-/// Parses `128MiB`, `4G`, `1073741824`, `512 MiB` (binary units; `B` optional).
+/// Parses `128MiB`, `4G`, `1073741824`, `512 MiB`: the config's size syntax
+/// ([`vmctl_schema::units::parse_size`]: binary units, `4MB` refused).
 pub fn parse_size(value: &str) -> Result<u64, SpecError> {
-    let err = || SpecError::Size {
+    vmctl_schema::units::parse_size(value).map_err(|_| SpecError::Size {
         value: value.to_string(),
-    };
-    let t = value.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| err())?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        "t" | "tib" | "tb" => 40,
-        _ => return Err(err()),
-    };
-    n.checked_mul(1u64 << shift).ok_or_else(err)
+    })
 }
 
 fn default_cpus() -> u32 {
@@ -393,6 +381,15 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("12XB").is_err());
         assert!(parse_size("99999999999T").is_err());
+        // The config's rules: binary units only, as `vmctl validate` has them.
+        for text in ["4MB", "1.5GiB", "-1", "1P"] {
+            assert_eq!(
+                parse_size(text).ok(),
+                vmctl_schema::units::parse_size(text).ok(),
+                "{text}"
+            );
+        }
+        assert!(parse_size("4MB").is_err());
     }
 
     #[test]
