@@ -20,6 +20,7 @@
 //! ```
 
 pub mod bridge;
+pub mod created;
 pub mod netns;
 pub mod session;
 pub mod tap;
