@@ -136,6 +136,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.saturating_mul(unit_ms)))
 }
 
+/// Prints every resource the hosts cannot take as they are (an interface of its name
+/// that vmctl did not make, see `vmctl_runtime::host::net::conflicts`) as an error
+/// diagnostic of that resource. Returns how many there were.
+pub fn report_problems(live: &LiveFile, style: &crate::render::Style) -> usize {
+    let mut count = 0;
+    for (host, state) in &live.hosts {
+        for problem in &state.problems {
+            let report = miette!(
+                code = "vmctl::plan::not_vmctls",
+                help = problem.help.clone(),
+                "{} on host {host:?}: {}",
+                problem.resource,
+                problem.message
+            );
+            eprint!("{}", style.diagnostic(report.as_ref()));
+            eprintln!();
+            count += 1;
+        }
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,22 @@ pub struct LiveState {
     pub networks: Vec<LiveNetwork>,
     pub vlans: Vec<LiveVlan>,
     pub vms: Vec<LiveVm>,
+    /// Resources of the config that the host cannot take as they are (an interface of
+    /// their name that vmctl did not make): each is an error of the plan for that
+    /// resource; apply still applies the rest.
+    pub problems: Vec<LiveProblem>,
+}
+
+/// Why the host cannot take one resource of the config as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveProblem {
+    /// The resource's address (`network.lan`, `vlan.front`, `vm.web-1`).
+    pub resource: String,
+    /// What is wrong, on the host.
+    pub message: String,
+    /// What to do about it.
+    pub help: String,
 }
 
 impl LiveState {
@@ -127,6 +143,7 @@ impl LiveState {
         networks: Vec::new(),
         vlans: Vec::new(),
         vms: Vec::new(),
+        problems: Vec::new(),
     };
 
     /// Only `project`'s resources, sorted by name: the form that fingerprints hash, so
@@ -148,6 +165,11 @@ impl LiveState {
             networks: mine(&self.networks, project),
             vlans: mine(&self.vlans, project),
             vms: mine(&self.vms, project),
+            problems: {
+                let mut problems = self.problems.clone();
+                problems.sort();
+                problems
+            },
         }
     }
 }

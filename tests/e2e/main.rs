@@ -9,6 +9,7 @@ mod lab;
 mod netns;
 mod plan;
 mod support;
+mod trust_net;
 mod validate;
 mod virtio;
 mod vm;

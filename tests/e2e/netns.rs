@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use crate::lab::{text, Lab, VMS};
 use crate::support::{self, vmctl};
 
-fn skip() -> bool {
+pub(crate) fn skip() -> bool {
     support::skip_unless(support::is_root(), "root")
         || support::skip_unless(
             Command::new("ip").args(["netns", "help"]).output().is_ok(),
@@ -19,23 +19,34 @@ fn skip() -> bool {
 
 /// A network namespace name for one test, deleted (`ip netns delete`) when dropped,
 /// also when the test fails; deleting one that is already gone is fine.
-struct NetnsGuard {
-    name: String,
+pub(crate) struct NetnsGuard {
+    pub(crate) name: String,
 }
 
 impl NetnsGuard {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         NetnsGuard {
             name: support::netns_name(),
         }
     }
 
-    fn exists(&self) -> bool {
+    /// A new one, made now (`ip netns add`), as a namespace vmctl did not make.
+    pub(crate) fn made() -> Self {
+        let netns = NetnsGuard::new();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &netns.name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {} failed", netns.name);
+        netns
+    }
+
+    pub(crate) fn exists(&self) -> bool {
         Path::new("/run/netns").join(&self.name).exists()
     }
 
     /// `ip -n <netns> ARGS`, which must succeed; its stdout.
-    fn ip(&self, args: &[&str]) -> String {
+    pub(crate) fn ip(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
             .arg("-n")
             .arg(&self.name)

@@ -82,7 +82,8 @@ pub fn observe_host_state(
         host: host.name.clone(),
         source,
     })?;
-    let live = to_live_state(config, &observation, &found_vms);
+    let mut live = to_live_state(config, &observation, &found_vms);
+    live.problems = crate::host::net::conflicts::find(config, &host.name, &observation);
     Ok((live, observation, found_vms))
 }
 
@@ -143,6 +144,7 @@ pub fn to_live_state(config: &Config, seen: &HostObservation, found: &[ObservedV
             })
             .collect(),
         vms: found.iter().map(ObservedVm::to_live).collect(),
+        problems: Vec::new(),
     }
 }
 

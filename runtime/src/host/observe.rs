@@ -108,6 +108,8 @@ pub struct HostObservation {
     pub networks: Vec<ObservedNetwork>,
     pub vlans: Vec<ObservedVlan>,
     pub taps: Vec<LiveTap>,
+    /// Interfaces that are not the project's, by name (see `net::conflicts`).
+    pub other_links: Vec<String>,
 }
 
 /// Observes `spec.project` on this host (disk and netlink in parallel).
@@ -132,6 +134,7 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
         pools,
         volumes,
         taps: net.taps,
+        other_links: net.others,
         ..HostObservation::default()
     };
     for network in net.networks {
