@@ -102,6 +102,7 @@ impl LiveFile {
                     VmState::Running => VmStatus::Running,
                     VmState::Stopped => VmStatus::Stopped,
                 },
+                tap_drift: Vec::new(),
             });
         }
         LiveFile { hosts }
@@ -323,6 +324,28 @@ pub struct LiveVm {
     pub spec: Vm,
     #[serde(default)]
     pub status: VmStatus,
+    /// The NICs of a running VM whose tap is not as applied (see [`TapDrift`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tap_drift: Vec<TapDrift>,
+}
+
+/// A running VM's NIC whose tap is gone or off its VLAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TapDrift {
+    /// The NIC's index.
+    pub nic: usize,
+    pub state: TapState,
+}
+
+/// What became of a running VM's tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TapState {
+    /// Deleted: the VMM's descriptor points at nothing, so only a restart repairs it.
+    Missing,
+    /// There, but not a port of its VLAN (or on the wrong one): re-attached in place.
+    Detached,
 }
 
 #[cfg(test)]

@@ -6,12 +6,14 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::lab::text;
+use crate::lab::{text, Lab, VMS};
 use crate::netns::{skip, NetnsGuard};
 use crate::support::vmctl;
+use crate::vm::wait_gone;
 
 /// A config of project `project` in a temp dir, on one host in network namespace
 /// `netns` with a temp state dir and pool.
@@ -158,4 +160,84 @@ pool "fast" host="local" type="dir" {
         before,
         "br0 was touched by destroy"
     );
+}
+
+/// The status line of `name`.
+fn status_line(lab: &Lab, name: &str) -> String {
+    let out = lab.vmctl(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    all.lines()
+        .find(|l| l.split_whitespace().any(|w| w == name))
+        .unwrap_or_else(|| panic!("no status line for {name}:\n{all}"))
+        .to_owned()
+}
+
+/// The bridge `ifname` is a port of (empty when none).
+fn controller_of(lab: &Lab, ifname: &str) -> String {
+    lab.links()
+        .into_iter()
+        .find(|(name, ..)| name == ifname)
+        .map(|(.., master)| master)
+        .unwrap_or_else(|| panic!("{ifname} is gone: {:?}", lab.links()))
+}
+
+#[test]
+fn a_running_vms_detached_or_deleted_tap_is_drift_that_apply_repairs() {
+    if crate::vm::skip() || skip() {
+        return;
+    }
+    let lab = Lab::new(|vm| format!("console=ttyS0 testguest.name={vm} testguest.halt"));
+    lab.apply();
+    lab.wait_console("web-1", "testguest: ok");
+    let tap = lab
+        .link_with_alias("vmctl:lab:web-1#0")
+        .expect("web-1 has a tap");
+    let bridge = controller_of(&lab, &tap);
+    assert!(!bridge.is_empty(), "{:?}", lab.links());
+    let pid = lab.pid("web-1").expect("web-1 runs");
+
+    // Detached by hand: drift, repaired in place (the VM keeps running).
+    lab.ip(&["link", "set", &tap, "nomaster"]);
+    let line = status_line(&lab, "vm.web-1");
+    assert!(
+        line.contains("drifted") && line.contains("nic[0].tap"),
+        "{line}"
+    );
+    assert_eq!(lab.planned(), ["update vm.web-1"]);
+    let out = lab.vmctl(&["plan"]);
+    assert!(text(&out).contains("nic[0].tap"), "{}", text(&out));
+    lab.apply();
+    assert_eq!(
+        controller_of(&lab, &tap),
+        bridge,
+        "the tap is back on its VLAN"
+    );
+    assert_eq!(lab.pid("web-1"), Some(pid), "web-1 was restarted");
+    assert_eq!(lab.planned(), Vec::<String>::new());
+
+    // Deleted by hand: drift that only a restart repairs (the VMM holds the old device).
+    lab.ip(&["link", "del", &tap]);
+    let line = status_line(&lab, "vm.web-1");
+    assert!(
+        line.contains("drifted") && line.contains("nic[0].tap"),
+        "{line}"
+    );
+    assert_eq!(lab.planned(), ["replace vm.web-1"]);
+    let out = lab.vmctl(&["plan"]);
+    assert!(text(&out).contains("forces restart"), "{}", text(&out));
+    lab.apply();
+    let restarted = lab.pid("web-1").expect("web-1 runs again");
+    assert_ne!(restarted, pid, "web-1 was not restarted");
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "the old VMM is gone"
+    );
+    assert_eq!(controller_of(&lab, &tap), bridge, "a new tap on its VLAN");
+    lab.wait_console("web-1", "testguest: ok");
+    assert_eq!(lab.planned(), Vec::<String>::new());
+    // The other VMs were left alone.
+    for vm in VMS.iter().filter(|v| **v != "web-1") {
+        assert!(lab.pid(vm).is_some(), "{vm} does not run");
+    }
 }

@@ -84,6 +84,9 @@ pub fn observe_host_state(
     })?;
     let mut live = to_live_state(config, &observation, &found_vms);
     live.problems = crate::host::net::conflicts::find(config, &host.name, &observation);
+    for vm in &mut live.vms {
+        vm.tap_drift = crate::host::net::drift::tap_drift(config, vm, &observation);
+    }
     Ok((live, observation, found_vms))
 }
 

@@ -22,6 +22,7 @@
 pub mod bridge;
 pub mod conflicts;
 pub mod created;
+pub mod drift;
 pub mod netns;
 pub mod session;
 pub mod tap;

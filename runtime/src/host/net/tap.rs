@@ -256,6 +256,26 @@ pub fn create_tap(
     Ok(tap)
 }
 
+/// Puts the existing tap of NIC `nic` of `vm` back on its VLAN (a running VM's tap that
+/// was detached by hand). Returns false, making nothing, when there is no such tap: a
+/// new tap would be of no use to the VM's running engine, which holds the old one.
+pub fn reattach_tap(
+    nl: &Netlink,
+    project: &str,
+    vm: &str,
+    nic: usize,
+    port: TapPort<'_>,
+) -> Result<bool, TapError> {
+    let tap = tap_ifname(project, vm, nic);
+    match nl.link_by_name(&tap)? {
+        Some(link) if is_ours(&link, project, vm, nic) => {
+            create_tap(nl, project, vm, nic, port)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Deletes the tap of NIC `nic` of `vm` when it is ours. Returns whether there was one.
 pub fn delete_tap(nl: &Netlink, project: &str, vm: &str, nic: usize) -> Result<bool, TapError> {
     let tap = tap_ifname(project, vm, nic);
