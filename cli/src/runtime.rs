@@ -109,6 +109,10 @@ pub fn release_netns(config: &Config, destroyed: bool) {
                 "warning: network namespace {netns:?} of host {host:?} was made by vmctl but still holds {}: it is kept; remove it with `ip netns delete {netns}` once it is unused",
                 interfaces.join(", ")
             ),
+            Ok(Released::Shared { projects }) if destroyed => println!(
+                "Kept network namespace {netns:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
+                projects.join(", ")
+            ),
             Ok(_) => {}
             Err(e) => eprintln!(
                 "warning: network namespace {netns:?} of host {host:?} is kept: {}; remove it with `ip netns delete {netns}` once it is unused",

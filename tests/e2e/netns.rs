@@ -72,12 +72,16 @@ impl Drop for NetnsGuard {
 /// VLAN and its gateway.
 struct Project {
     dir: tempfile::TempDir,
+    netns: String,
 }
 
 impl Project {
     fn new(netns: &str, bridge: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let project = Project { dir };
+        let project = Project {
+            dir,
+            netns: netns.to_owned(),
+        };
         std::fs::create_dir_all(project.config_dir()).unwrap();
         let kdl = format!(
             r#"project "nslab"
@@ -107,8 +111,9 @@ vlan "front" network="lan" id=100 {{
         self.dir.path().join("state")
     }
 
+    /// The namespace's marker (beside the namespace, shared by every project).
     fn marker(&self) -> PathBuf {
-        self.state_dir().join("nslab/netns.json")
+        Path::new("/run/vmctl/netns").join(format!("{}.json", self.netns))
     }
 
     fn vmctl(&self, args: &[&str]) -> Output {

@@ -24,11 +24,11 @@ struct Project {
 impl Project {
     /// `body` is the config after the `project` and `host` nodes; `{pool}` in it is the
     /// temp pool path.
-    fn new(project: &str, netns: &str, state_dir: Option<&std::path::Path>, body: &str) -> Self {
+    fn new(project: &str, netns: &str, body: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = Project { dir };
         std::fs::create_dir_all(p.config_dir()).unwrap();
-        let state = state_dir.map_or_else(|| p.dir.path().join("state"), |s| s.to_path_buf());
+        let state = p.dir.path().join("state");
         let kdl = format!(
             "project \"{project}\"\n\nhost \"local\" {{\n    state-dir \"{}\"\n    netns \"{netns}\"\n}}\n\n{}",
             state.display(),
@@ -90,7 +90,6 @@ fn a_bridge_vmctl_did_not_make_is_never_adopted_changed_or_deleted() {
     let project = Project::new(
         "trust",
         &netns.name,
-        None,
         r#"network "lan" host="local" bridge="br0"
 vlan "front" network="lan" id=100 {
     gateway "10.100.0.1/24"
@@ -240,4 +239,63 @@ fn a_running_vms_detached_or_deleted_tap_is_drift_that_apply_repairs() {
     for vm in VMS.iter().filter(|v| **v != "web-1") {
         assert!(lab.pid(vm).is_some(), "{vm} does not run");
     }
+}
+
+/// The projects the marker of `netns` lists, or `None` without a marker.
+fn netns_users(netns: &NetnsGuard) -> Option<Vec<String>> {
+    let path = std::path::Path::new("/run/vmctl/netns").join(format!("{}.json", netns.name));
+    let text = std::fs::read_to_string(path).ok()?;
+    let marker: Value = serde_json::from_str(&text).expect("the marker is JSON");
+    let projects = marker["projects"].as_array().expect("projects");
+    Some(
+        projects
+            .iter()
+            .map(|p| p.as_str().unwrap_or_default().to_owned())
+            .collect(),
+    )
+}
+
+#[test]
+fn a_netns_shared_by_two_projects_is_removed_by_the_last_ones_destroy() {
+    if skip() {
+        return;
+    }
+    let netns = NetnsGuard::new();
+    assert!(!netns.exists());
+    // Two projects, each with its own state dir, in one namespace neither has yet.
+    let network = |bridge: &str, id: u16| {
+        format!(
+            "network \"lan\" host=\"local\" bridge=\"{bridge}\"\nvlan \"front\" network=\"lan\" id={id} {{\n    gateway \"10.{id}.0.1/24\"\n}}\n"
+        )
+    };
+    let alpha = Project::new("alpha", &netns.name, &network("alpha0", 71));
+    let beta = Project::new("beta", &netns.name, &network("beta0", 72));
+    let ok = |p: &Project, args: &[&str]| {
+        let out = p.vmctl(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}:\n{}", text(&out));
+        text(&out)
+    };
+
+    ok(&alpha, &["apply", "--auto-approve"]);
+    assert!(netns.exists(), "alpha's apply makes the namespace");
+    assert_eq!(netns_users(&netns), Some(vec!["alpha".to_owned()]));
+    ok(&beta, &["apply", "--auto-approve"]);
+    assert_eq!(
+        netns_users(&netns),
+        Some(vec!["alpha".to_owned(), "beta".to_owned()])
+    );
+
+    // alpha's destroy takes its bridge and leaves the namespace to beta.
+    let out = ok(&alpha, &["destroy", "--auto-approve"]);
+    assert!(netns.exists(), "{out}");
+    assert!(out.contains("still use it"), "{out}");
+    assert!(!has_link(&netns, "alpha0"), "{out}");
+    assert!(has_link(&netns, "beta0"), "{out}");
+    assert_eq!(netns_users(&netns), Some(vec!["beta".to_owned()]));
+
+    // beta is the last: its destroy removes the namespace vmctl made, and the marker.
+    let out = ok(&beta, &["destroy", "--auto-approve"]);
+    assert!(out.contains("Removed network namespace"), "{out}");
+    assert!(!netns.exists(), "{out}");
+    assert_eq!(netns_users(&netns), None);
 }
