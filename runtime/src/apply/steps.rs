@@ -9,7 +9,7 @@
 //! | network | marked bridge, uplink | uplink | bridge | |
 //! | volume | sparse file or copy of `from` | grow, `prevent-destroy` | file and marker | |
 //! | vlan | VLAN (or its bridge), gateway; re-attaches existing taps of its VMs | gateway | VLAN | |
-//! | vm | record; taps and process when it should run | record, cpuset | process, taps, state dir | taps and process / process and taps |
+//! | vm | record; taps and process when it should run | record, cpuset; re-attaches the taps of a running VM | process, taps, state dir | taps and process / process and taps |
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
