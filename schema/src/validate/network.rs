@@ -401,6 +401,58 @@ mod tests {
         assert_eq!(parse_mac("5:54:00:ab:cd:eff"), None);
     }
 
+    /// The diagnostic codes of loading `body` after a project and two hosts.
+    fn codes(body: &str) -> Vec<String> {
+        let text = format!("project \"lab\"\nhost \"a\"\nhost \"b\"\n{body}");
+        match crate::load_str("main.kdl", &text) {
+            Ok(_) => Vec::new(),
+            Err(diagnostics) => diagnostics
+                .0
+                .iter()
+                .map(|d| {
+                    miette::Diagnostic::code(&d.error)
+                        .map(|c| c.to_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn gateways_overlap_only_on_one_host() {
+        let two = |host2: &str, gw1: &str, gw2: &str| {
+            codes(&format!(
+                "network \"n1\" host=\"a\" bridge=\"br1\"\nnetwork \"n2\" host=\"{host2}\" bridge=\"br2\"\n\
+                 vlan \"v1\" network=\"n1\" id=1 {{\n gateway \"{gw1}\"\n}}\n\
+                 vlan \"v2\" network=\"n2\" id=2 {{\n gateway \"{gw2}\"\n}}\n"
+            ))
+        };
+        let overlap = ["vmctl::schema::overlapping_gateways"];
+        assert_eq!(two("a", "10.0.0.1/24", "10.0.0.1/24"), overlap);
+        assert_eq!(two("a", "10.0.0.1/16", "10.0.200.1/24"), overlap);
+        assert_eq!(two("a", "fd00::1/64", "fd00::2/120"), overlap);
+        assert!(two("a", "10.0.0.1/25", "10.0.0.129/25").is_empty());
+        assert!(two("a", "10.0.0.1/24", "fd00::1/64").is_empty());
+        assert!(two("b", "10.0.0.1/24", "10.0.0.1/24").is_empty());
+    }
+
+    #[test]
+    fn vlan_bridges_collide_only_on_one_host() {
+        let two = |host2: &str, bridge2: &str| {
+            codes(&format!(
+                "network \"n1\" host=\"a\" bridge=\"labbridge-01\"\n\
+                 network \"n2\" host=\"{host2}\" bridge=\"{bridge2}\"\n\
+                 vlan \"v1\" network=\"n1\" id=100\nvlan \"v2\" network=\"n2\" id=100\n"
+            ))
+        };
+        let collision = ["vmctl::schema::vlan_bridge_collision"];
+        assert_eq!(two("a", "labbridge-02"), collision);
+        // n2's own bridge has v1's VLAN bridge name, which is also v2's (shortened).
+        assert_eq!(two("a", "labbridge-0v100"), [collision[0], collision[0]]);
+        assert!(two("a", "labbridgeX01").is_empty());
+        assert!(two("b", "labbridge-02").is_empty());
+    }
+
     #[test]
     fn interface_names() {
         assert_eq!(interface_name_error("vmbr0"), None);
