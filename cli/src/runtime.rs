@@ -190,6 +190,10 @@ pub fn release_netns(config: &Config, destroyed: bool) {
                 "warning: network namespace {netns:?} of host {host:?} was made by vmctl but still holds {}: it is kept; remove it with `ip netns delete {netns}` once it is unused",
                 interfaces.join(", ")
             ),
+            Ok(Released::Shared { projects }) if destroyed => println!(
+                "Kept network namespace {netns:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
+                projects.join(", ")
+            ),
             Ok(_) => {}
             Err(e) => eprintln!(
                 "warning: network namespace {netns:?} of host {host:?} is kept: {}; remove it with `ip netns delete {netns}` once it is unused",
@@ -209,6 +213,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| {
         format!("{text:?} is not a duration ({e}): write it like 0, 500ms, 1.5s, 90s, 1m30s or 1h")
     })
+}
+
+/// Prints every resource the hosts cannot take as they are (an interface of its name
+/// that vmctl did not make, see `vmctl_runtime::host::net::conflicts`) as an error
+/// diagnostic of that resource. Returns how many there were.
+pub fn report_problems(live: &LiveFile, style: &crate::render::Style) -> usize {
+    let mut count = 0;
+    for (host, state) in &live.hosts {
+        for problem in &state.problems {
+            let report = miette!(
+                code = "vmctl::plan::not_vmctls",
+                help = problem.help.clone(),
+                "{} on host {host:?}: {}",
+                problem.resource,
+                problem.message
+            );
+            eprint!("{}", style.diagnostic(report.as_ref()));
+            eprintln!();
+            count += 1;
+        }
+    }
+    count
 }
 
 #[cfg(test)]

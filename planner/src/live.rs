@@ -143,6 +143,7 @@ impl LiveFile {
                     VmState::Running => VmStatus::Running,
                     VmState::Stopped => VmStatus::Stopped,
                 },
+                tap_drift: Vec::new(),
             });
         }
         LiveFile {
@@ -169,6 +170,11 @@ pub struct LiveState {
     /// no `cpus` or no `memory`. Absent (a `--live` file without it): not checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reported: Option<HostReport>,
+    /// Resources of the config that the host cannot take as they are (an interface of
+    /// their name that vmctl did not make): each is an error of the plan for that
+    /// resource; apply still applies the rest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<LiveProblem>,
 }
 
 /// A host's online CPUs and its memory (`MemTotal`), as it reports them.
@@ -178,6 +184,18 @@ pub struct HostReport {
     pub cpus: u32,
     /// Bytes.
     pub memory: u64,
+}
+
+/// Why the host cannot take one resource of the config as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveProblem {
+    /// The resource's address (`network.lan`, `vlan.front`, `vm.web-1`).
+    pub resource: String,
+    /// What is wrong, on the host.
+    pub message: String,
+    /// What to do about it.
+    pub help: String,
 }
 
 impl LiveState {
@@ -190,6 +208,7 @@ impl LiveState {
         vms: Vec::new(),
         unreadable: Vec::new(),
         reported: None,
+        problems: Vec::new(),
     };
 
     /// The resources of `project` the plan must leave alone on this host: those whose
@@ -225,6 +244,11 @@ impl LiveState {
             unreadable: mine(&self.unreadable, project),
             // The host's size is not the project's state: a plan does not go stale by it.
             reported: None,
+            problems: {
+                let mut problems = self.problems.clone();
+                problems.sort();
+                problems
+            },
         }
     }
 }
@@ -415,6 +439,28 @@ pub struct LiveVm {
     pub spec: VmSpec,
     #[serde(default)]
     pub status: VmStatus,
+    /// The NICs of a running VM whose tap is not as applied (see [`TapDrift`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tap_drift: Vec<TapDrift>,
+}
+
+/// A running VM's NIC whose tap is gone or off its VLAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TapDrift {
+    /// The NIC's index.
+    pub nic: usize,
+    pub state: TapState,
+}
+
+/// What became of a running VM's tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TapState {
+    /// Deleted: the VMM's descriptor points at nothing, so only a restart repairs it.
+    Missing,
+    /// There, but not a port of its VLAN (or on the wrong one): re-attached in place.
+    Detached,
 }
 
 #[cfg(test)]

@@ -290,7 +290,8 @@ fn bridge_vlans_gateway_and_tap_lifecycle() {
         assert!(live.networks[0].vlans.is_empty());
         assert!(bridge::delete_bridge(nl, "lab", "lan", br)?);
         assert!(!bridge::delete_bridge(nl, "lab", "lan", br)?);
-        assert_eq!(observe_net(nl, "lab")?, Default::default());
+        let left = observe_net(nl, "lab")?;
+        assert!(left.networks.is_empty() && left.taps.is_empty(), "{left:?}");
         Ok(())
     });
     assert_eq!(ns.ifnames(), ["lo"]);
@@ -442,7 +443,8 @@ fn interfaces_of_others_are_never_touched() {
             tap::create_tap(nl, "lab", "web", 0, port("theirbr", 10)),
             Err(TapError::ForeignBridge { .. })
         ));
-        assert_eq!(observe_net(nl, "lab")?, Default::default());
+        let left = observe_net(nl, "lab")?;
+        assert!(left.networks.is_empty() && left.taps.is_empty(), "{left:?}");
         assert_eq!(observe_net(nl, "theirs")?.networks.len(), 1);
         assert!(bridge::delete_bridge(nl, "theirs", "lan", "theirbr")?);
         Ok(())
@@ -656,4 +658,126 @@ fn observe_host_assembles_storage_and_network() {
         (observed.taps[0].vm.as_str(), observed.taps[0].vlan),
         ("web", Some(100))
     );
+}
+
+/// Writes vmctl's creation record for `ifname` in the session's namespace, as a crash
+/// between creating an interface and marking it leaves it.
+fn leave_creation_record(nl: &Netlink, ifname: &str, alias: &str) -> std::path::PathBuf {
+    use vmctl_runtime::host::net::created::RECORD_DIR;
+    let dir = std::path::Path::new(RECORD_DIR).join(nl.netns_cookie());
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{ifname}.json"));
+    std::fs::write(&path, format!(r#"{{"format": 1, "alias": "{alias}"}}"#)).unwrap();
+    path
+}
+
+/// Removes what `leave_creation_record` wrote, also when a test fails.
+struct RecordGuard(Vec<std::path::PathBuf>);
+
+impl Drop for RecordGuard {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+#[test]
+fn unmarked_interfaces_are_never_adopted_unless_vmctl_recorded_making_them() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    let tap_name = tap::tap_ifname("lab", "web", 0);
+    // A bare bridge and a tap with exactly the names vmctl would use, made by someone
+    // else: no alias, no ports, down — what a crash used to be assumed to leave.
+    ns.cmd("ip", &["link", "add", "br0", "type", "bridge"]);
+    ns.cmd("ip", &["tuntap", "add", &tap_name, "mode", "tap"]);
+    let before = ns.cmd("ip", &["-d", "-j", "link", "show"]);
+    let mut guard = RecordGuard(Vec::new());
+    in_ns(&ns, |nl| {
+        assert!(matches!(
+            bridge::create_bridge(nl, "lab", "lan", "br0"),
+            Err(BridgeError::ForeignBridge { .. })
+        ));
+        assert!(matches!(
+            bridge::delete_bridge(nl, "lab", "lan", "br0"),
+            Err(BridgeError::ForeignBridge { .. })
+        ));
+        bridge::create_bridge(nl, "lab", "lan", "vmbr0")?;
+        vlan::add_vlan(nl, "lab", "lan", "vmbr0", 10)?;
+        assert!(matches!(
+            tap::create_tap(nl, "lab", "web", 0, port("vmbr0", 10)),
+            Err(TapError::ForeignTap { .. })
+        ));
+        assert!(!tap::delete_tap(nl, "lab", "web", 1)?);
+        assert!(matches!(
+            tap::delete_tap(nl, "lab", "web", 0),
+            Err(TapError::ForeignTap { .. })
+        ));
+        Ok(())
+    });
+    // br0 and the tap are exactly as they were (vmbr0 and its VLAN are new).
+    let after = ns.cmd("ip", &["-d", "-j", "link", "show"]);
+    let pick = |json: &str, name: &str| -> Value {
+        let links: Value = serde_json::from_str(json).unwrap();
+        let mut link = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == name)
+            .unwrap_or_else(|| panic!("{name} is gone"))
+            .clone();
+        link.as_object_mut().unwrap().remove("stats64");
+        link
+    };
+    for name in ["br0", tap_name.as_str()] {
+        assert_eq!(
+            pick(&before, name),
+            pick(&after, name),
+            "{name} was changed"
+        );
+    }
+
+    // A crash leftover vmctl recorded is taken back; with the record but touched since
+    // (an address), it is not.
+    ns.cmd("ip", &["link", "add", "br1", "type", "bridge"]);
+    ns.cmd("ip", &["link", "add", "br2", "type", "bridge"]);
+    ns.cmd("ip", &["addr", "add", "10.9.9.1/24", "dev", "br2"]);
+    in_ns(&ns, |nl| {
+        guard
+            .0
+            .push(leave_creation_record(nl, "br1", "vmctl:lab:one"));
+        guard
+            .0
+            .push(leave_creation_record(nl, "br2", "vmctl:lab:two"));
+        bridge::create_bridge(nl, "lab", "one", "br1")?;
+        assert!(matches!(
+            bridge::create_bridge(nl, "lab", "two", "br2"),
+            Err(BridgeError::ForeignBridge { .. })
+        ));
+        // The record of another mark does not make br0 ours either.
+        guard
+            .0
+            .push(leave_creation_record(nl, "br0", "vmctl:lab:other"));
+        assert!(matches!(
+            bridge::create_bridge(nl, "lab", "lan", "br0"),
+            Err(BridgeError::ForeignBridge { .. })
+        ));
+        Ok(())
+    });
+    assert!(
+        !guard.0[0].exists(),
+        "the record of br1 is dropped once it is marked"
+    );
+    let details = ns.cmd("ip", &["-d", "-j", "link", "show", "br1"]);
+    assert!(
+        details.contains("\"ifalias\":\"vmctl:lab:one\""),
+        "{details}"
+    );
+    let details = ns.cmd("ip", &["-d", "-j", "link", "show", "br2"]);
+    assert!(!details.contains("ifalias"), "{details}");
 }

@@ -174,10 +174,12 @@ fn an_unversioned_netns_marker_is_read() {
     let state = tempfile::tempdir().unwrap();
     place(
         "unversioned/netns-marker.json",
-        &netns::marker_path(state.path(), "lab"),
+        &netns::legacy_marker_path(state.path(), "lab"),
         state.path(),
     );
-    let marker = netns::read_marker(state.path(), "lab").unwrap().unwrap();
+    let marker = netns::read_marker(state.path(), "lab", "vmctl-lab")
+        .unwrap()
+        .unwrap();
     assert_eq!(marker.name, "vmctl-lab");
     assert_eq!(marker.created_by, "lab");
 }

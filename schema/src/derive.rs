@@ -45,6 +45,31 @@ pub fn bridge_name(project: &str, network: &str) -> String {
     format!("vm-{}-{hash:05x}", prefix(network, 6))
 }
 
+/// The longest Linux interface name (`IFNAMSIZ` - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// The bridge of VLAN `id` of the network whose bridge is `bridge`, where the kernel has
+/// no VLAN filtering: `<bridge>v<id>`, the bridge part shortened so the whole fits in
+/// [`IFNAME_MAX`] bytes. (The runtime names the interface with this very function.)
+pub fn vlan_bridge_name(bridge: &str, id: u16) -> String {
+    suffixed_ifname(bridge, &format!("v{id}"))
+}
+
+/// The gateway VLAN link of `bridge` for VLAN `id` on a VLAN-filtering bridge:
+/// `<bridge>.<id>`, shortened like [`vlan_bridge_name`].
+pub fn gateway_link_name(bridge: &str, id: u16) -> String {
+    suffixed_ifname(bridge, &format!(".{id}"))
+}
+
+fn suffixed_ifname(bridge: &str, suffix: &str) -> String {
+    let keep = IFNAME_MAX.saturating_sub(suffix.len());
+    let mut end = bridge.len().min(keep);
+    while !bridge.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &bridge[..end])
+}
+
 /// The MAC of a VM's NIC that does not name one: QEMU/KVM's locally administered
 /// `52:54:00` prefix and three bytes of the hash of project, VM and NIC index. `salt`
 /// is 0 unless that address is already taken.
@@ -110,6 +135,18 @@ mod tests {
         assert_eq!(a, bridge_name("lab", "a-very-long-network-name"));
         assert_ne!(bridge_name("lab", "lan"), bridge_name("prod", "lan"));
         assert!(bridge_name("lab", "lan").starts_with("vm-lan-"));
+    }
+
+    #[test]
+    fn vlan_bridge_names_are_pinned_and_fit() {
+        assert_eq!(vlan_bridge_name("vmbr0", 100), "vmbr0v100");
+        assert_eq!(vlan_bridge_name("vm-lan-0a1b2", 100), "vm-lan-0a1bv100");
+        assert_eq!(vlan_bridge_name("labbridge-01", 4094), "labbridge-v4094");
+        assert_eq!(gateway_link_name("vmbr0", 100), "vmbr0.100");
+        assert_eq!(gateway_link_name("a-fifteen-bytes", 7), "a-fifteen-byt.7");
+        for id in [1, 10, 100, 4094] {
+            assert!(vlan_bridge_name("a-fifteen-bytes", id).len() <= IFNAME_MAX);
+        }
     }
 
     #[test]

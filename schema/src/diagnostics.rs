@@ -273,6 +273,43 @@ pub enum SchemaError {
         help: String,
     },
 
+    /// Two VLAN bridges (`<bridge>v<id>`, shortened to 15 bytes), or one and another
+    /// interface of the host, with one name.
+    #[error("interface `{name}`, {what}, is also {other} on host `{host}`")]
+    #[diagnostic(code(vmctl::schema::vlan_bridge_collision))]
+    VlanBridgeCollision {
+        name: String,
+        what: String,
+        other: String,
+        host: String,
+        #[label("`{name}` here")]
+        span: SourceSpan,
+        #[label("same interface name here")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// Two VLAN gateways of one host in overlapping subnets (or the same gateway twice).
+    #[error(
+        "gateway `{gateway}` of VLAN `{vlan}` {relation} `{other}` of VLAN `{other_vlan}` on host `{host}`"
+    )]
+    #[diagnostic(code(vmctl::schema::overlapping_gateways))]
+    OverlappingGateways {
+        gateway: String,
+        vlan: String,
+        relation: &'static str,
+        other: String,
+        other_vlan: String,
+        host: String,
+        #[label("this gateway")]
+        span: SourceSpan,
+        #[label("overlaps this one")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
     /// A Linux interface name that the kernel would refuse.
     #[error("interface name `{name}` is invalid: {reason}")]
     #[diagnostic(

@@ -11,6 +11,7 @@ mod netns;
 mod plan;
 mod records;
 mod support;
+mod trust_net;
 mod trust_storage;
 mod trust_vm;
 mod validate;

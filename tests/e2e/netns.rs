@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use crate::lab::{text, Lab, VMS};
 use crate::support::{self, vmctl};
 
-fn skip() -> bool {
+pub(crate) fn skip() -> bool {
     support::skip_unless(support::is_root(), "root")
         || support::skip_unless(
             Command::new("ip").args(["netns", "help"]).output().is_ok(),
@@ -19,23 +19,34 @@ fn skip() -> bool {
 
 /// A network namespace name for one test, deleted (`ip netns delete`) when dropped,
 /// also when the test fails; deleting one that is already gone is fine.
-struct NetnsGuard {
-    name: String,
+pub(crate) struct NetnsGuard {
+    pub(crate) name: String,
 }
 
 impl NetnsGuard {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         NetnsGuard {
             name: support::netns_name(),
         }
     }
 
-    fn exists(&self) -> bool {
+    /// A new one, made now (`ip netns add`), as a namespace vmctl did not make.
+    pub(crate) fn made() -> Self {
+        let netns = NetnsGuard::new();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &netns.name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {} failed", netns.name);
+        netns
+    }
+
+    pub(crate) fn exists(&self) -> bool {
         Path::new("/run/netns").join(&self.name).exists()
     }
 
     /// `ip -n <netns> ARGS`, which must succeed; its stdout.
-    fn ip(&self, args: &[&str]) -> String {
+    pub(crate) fn ip(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
             .arg("-n")
             .arg(&self.name)
@@ -61,12 +72,16 @@ impl Drop for NetnsGuard {
 /// VLAN and its gateway.
 struct Project {
     dir: tempfile::TempDir,
+    netns: String,
 }
 
 impl Project {
     fn new(netns: &str, bridge: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let project = Project { dir };
+        let project = Project {
+            dir,
+            netns: netns.to_owned(),
+        };
         std::fs::create_dir_all(project.config_dir()).unwrap();
         let kdl = format!(
             r#"project "nslab"
@@ -96,8 +111,9 @@ vlan "front" network="lan" id=100 {{
         self.dir.path().join("state")
     }
 
+    /// The namespace's marker (beside the namespace, shared by every project).
     fn marker(&self) -> PathBuf {
-        self.state_dir().join("nslab/netns.json")
+        Path::new("/run/vmctl/netns").join(format!("{}.json", self.netns))
     }
 
     fn vmctl(&self, args: &[&str]) -> Output {

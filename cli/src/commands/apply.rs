@@ -77,6 +77,8 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = loaded.config;
     let _locks = runtime::lock(&config, args.run.lock_timeout)?;
     let live = runtime::observe(&config)?;
+    // Said before anything is applied; their steps fail, the rest is applied.
+    runtime::report_problems(&live, style);
     let options = PlanOptions {
         targets: args.targets.clone(),
         replace: args.replace.clone(),

@@ -107,8 +107,19 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         }
     }
     let changed = plan.has_changes();
+    let problems = if args.planning.live.is_none() {
+        crate::runtime::report_problems(live, style)
+    } else {
+        0
+    };
     // The process ends now: freeing a 10,000-VM plan piece by piece would only cost time.
     std::mem::forget(planned);
+    if problems > 0 {
+        eprintln!(
+            "error: {problems} resource(s) cannot be applied as they are; apply would fail for them and what needs them"
+        );
+        return Err(CommandError::Silent { code: 1 });
+    }
     if args.detailed_exitcode && changed {
         return Err(CommandError::Silent { code: 2 });
     }

@@ -61,7 +61,7 @@ pub fn restart_on_new_disks(changes: &mut [Change]) {
 /// A VM that exists on its host, runs, and is planned to go on running as it is (or with
 /// in-place changes). Its live status is running and its action no-op or update: a VM
 /// that should stop is a `stop`, one that is not running a `start`.
-fn keeps_running(change: &Change) -> bool {
+pub(super) fn keeps_running(change: &Change) -> bool {
     change.id.kind == ResourceKind::Vm
         && change.before.is_some()
         && change.status == Some(VmStatus::Running)

@@ -18,7 +18,9 @@
 //!   ([`cascade`]): a VM's disk or tap cannot outlive what it points at;
 //! - a running VM whose disk's volume is created (its file was deleted by hand) is
 //!   restarted after that create, or it would keep using the deleted file
-//!   ([`restart_on_new_disks`]); a re-created VLAN re-attaches its VMs' taps instead.
+//!   ([`restart_on_new_disks`]); a re-created VLAN re-attaches its VMs' taps instead;
+//! - a running VM whose tap is detached is updated (re-attached), one whose tap is gone
+//!   restarted (module `taps`).
 //!
 //! Resources of other projects are invisible here. Live state of hosts that are not in
 //! the config is not looked at: vmctl reaches hosts through the config.
@@ -26,6 +28,7 @@
 pub mod attrs;
 mod disks;
 mod errors;
+mod taps;
 
 use std::collections::{HashMap, HashSet};
 
@@ -99,6 +102,7 @@ pub fn diff(
             count: deletes,
         });
     }
+    taps::repair_taps(&mut changes, live, &config.project);
     if errors.is_empty() {
         Ok(changes)
     } else {

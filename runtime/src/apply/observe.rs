@@ -92,7 +92,11 @@ pub fn observe_host_state(
     })?;
     let bad_vms = bad_vms.into_iter().map(|b| (ResourceKind::Vm, b));
     observation.unreadable.extend(bad_vms);
-    let live = to_live_state(config, host, &observation, &found_vms);
+    let mut live = to_live_state(config, host, &observation, &found_vms);
+    live.problems = crate::host::net::conflicts::find(config, &host.name, &observation);
+    for vm in &mut live.vms {
+        vm.tap_drift = crate::host::net::drift::tap_drift(config, vm, &observation);
+    }
     Ok((live, observation, found_vms))
 }
 
@@ -164,6 +168,7 @@ pub fn to_live_state(
             .map(|(kind, bad)| unreadable(config, host, *kind, bad))
             .collect(),
         reported: crate::host::proc::host_report(),
+        problems: Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@
 //! | network | marked bridge, uplink | uplink | bridge | |
 //! | volume | sparse file or copy of `from` | grow, `prevent-destroy` | file and marker | |
 //! | vlan | VLAN (or its bridge), gateway; re-attaches existing taps of its VMs | gateway | VLAN | |
-//! | vm | record; taps and process when it should run | record, cpuset | process, taps, state dir | taps and process / process and taps |
+//! | vm | record; taps and process when it should run | record, cpuset; re-attaches the taps of a running VM | process, taps, state dir | taps and process / process and taps |
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -276,7 +276,12 @@ pub fn run_step(
             vms::write_record(&ctx.vm_host(), vm, false)?;
         }
         (Resource::Vm(vm), Phase::Start) => start_vm(ctx, inventory, host, vm)?,
-        (Resource::Vm(vm), Phase::Update) => vms::update_vm(&ctx.vm_host(), vm)?,
+        (Resource::Vm(vm), Phase::Update) => {
+            vms::update_vm(&ctx.vm_host(), vm)?;
+            if vm.state == VmState::Running {
+                reattach_vm_taps(ctx, inventory, host, vm)?;
+            }
+        }
         (Resource::Vm(vm), Phase::Stop) => {
             vms::stop_vm(&ctx.vm_host(), &vm.name, ctx.stop_timeout)?;
             delete_taps(ctx, &vm.name)?;
@@ -341,6 +346,35 @@ fn start_vm(
     }
     vms::start_vm(&ctx.vm_host(), vm, &devices)?;
     Ok(())
+}
+
+/// Puts the running `vm`'s existing taps back on their VLANs (tap drift repaired in
+/// place; a deleted tap restarts the VM instead, see `vmctl_planner::diff`).
+fn reattach_vm_taps(
+    ctx: &HostContext<'_>,
+    inventory: &Inventory,
+    host: &str,
+    vm: &Vm,
+) -> Result<(), StepError> {
+    let mut ports = Vec::new();
+    for nic in &vm.nics {
+        let (network, id) = inventory.vlan(false, host, &nic.vlan)?;
+        ports.push((network, inventory.bridge(false, host, network)?, id));
+    }
+    if ports.is_empty() {
+        return Ok(());
+    }
+    Netlink::run(ctx.netns(), |nl| {
+        for (i, (network, bridge, vlan_id)) in ports.iter().enumerate() {
+            let port = TapPort {
+                network,
+                bridge,
+                vlan_id: *vlan_id,
+            };
+            tap::reattach_tap(nl, ctx.project, &vm.name, i, port)?;
+        }
+        Ok::<_, StepError>(())
+    })
 }
 
 /// Deletes every tap of `vm` (of this project) on the host.

@@ -71,24 +71,12 @@ impl Mark {
 
 /// The name of the gateway VLAN link of `bridge` for VLAN `id`: `<bridge>.<id>`, with the
 /// bridge part shortened so the whole fits in 15 bytes.
-pub fn gateway_ifname(bridge: &str, id: u16) -> String {
-    suffixed_ifname(bridge, &format!(".{id}"))
-}
+pub use vmctl_schema::derive::gateway_link_name as gateway_ifname;
 
 /// The name of the bridge of VLAN `id` of `bridge`'s network where the kernel has no
-/// VLAN filtering: `<bridge>v<id>`, shortened like [`gateway_ifname`].
-pub fn vlan_bridge_ifname(bridge: &str, id: u16) -> String {
-    suffixed_ifname(bridge, &format!("v{id}"))
-}
-
-fn suffixed_ifname(bridge: &str, suffix: &str) -> String {
-    let keep = IFNAME_MAX - suffix.len();
-    let mut end = bridge.len().min(keep);
-    while !bridge.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{suffix}", &bridge[..end])
-}
+/// VLAN filtering: `<bridge>v<id>`, shortened like [`gateway_ifname`]. The same function
+/// `validate` checks the names for collisions with.
+pub use vmctl_schema::derive::vlan_bridge_name as vlan_bridge_ifname;
 
 /// A stable tap name for NIC `nic_index` of `vm` in `project`: `vt` and 12 hex digits of
 /// a hash of the three (FNV-1a, 64 bit), 14 bytes. Stable across runs and machines, so an

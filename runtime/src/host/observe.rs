@@ -114,6 +114,8 @@ pub struct HostObservation {
     /// Pools and volumes whose marker cannot be read: each its own problem. A pool's
     /// name is empty when only the config can tell (by the marker's directory).
     pub unreadable: Vec<(ResourceKind, BadRecord)>,
+    /// Interfaces that are not the project's, by name (see `net::conflicts`).
+    pub other_links: Vec<String>,
 }
 
 /// Observes `spec.project` on this host (disk and netlink in parallel).
@@ -139,6 +141,7 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
         volumes,
         unreadable,
         taps: net.taps,
+        other_links: net.others,
         ..HostObservation::default()
     };
     for network in net.networks {

@@ -197,6 +197,8 @@ impl ObservedVm {
             project: self.record.project.clone(),
             spec: self.record.vm.clone(),
             status: self.status,
+            // Filled in by the observation, which also sees the taps.
+            tap_drift: Vec::new(),
         }
     }
 }

@@ -70,6 +70,8 @@ pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     index.check_references(config, spans, report);
     network::check_vlan_ids(config, spans, report);
     network::check_interfaces(config, spans, report);
+    network::check_vlan_bridges(config, spans, report);
+    network::check_gateways(config, spans, report);
     placement::check(config, spans, &index, report);
     capacity::check(config, spans, &index, report);
     cycles::check(config, spans, &index, report);

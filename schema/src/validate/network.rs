@@ -1,10 +1,14 @@
 //! Networking checks: VLAN ids unique per network, interface names valid and unique
-//! per host, MACs valid, unicast and unique; and the derived bridge names and MACs.
+//! per host (also the VLAN bridges `<bridge>v<id>` of kernels without VLAN filtering),
+//! VLAN gateways of a host in disjoint subnets, MACs valid, unicast and unique; and the
+//! derived bridge names and MACs.
 
 use std::collections::{HashMap, HashSet};
 
+use ipnet::IpNet;
+
 use super::Report;
-use crate::derive::{bridge_name, mac_address};
+use crate::derive::{bridge_name, mac_address, vlan_bridge_name};
 use crate::diagnostics::SchemaError;
 use crate::model::Config;
 use crate::spans::{Site, Spans};
@@ -115,6 +119,176 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
     }
 }
 
+/// Pushes a "these two collide" diagnostic: once with both spans labelled when the two
+/// are in one file, else once in each file, each pointing at the other.
+fn report_pair(
+    report: &mut Report<'_>,
+    here: Site,
+    there: Site,
+    help: &str,
+    make: impl Fn(Site, Option<miette::SourceSpan>, String) -> SchemaError,
+) {
+    let (label, help_here) = report.first(here, there, help);
+    report.push(here.file, make(here, label, help_here));
+    if here.file != there.file {
+        let (label, help_there) = report.first(there, here, help);
+        report.push(there.file, make(there, label, help_there));
+    }
+}
+
+/// Reports a VLAN whose own bridge (`<bridge>v<id>`, shortened to 15 bytes: what the
+/// runtime makes where the kernel has no VLAN filtering) has the name of another VLAN's
+/// bridge, of a network's bridge or of an uplink on the same host.
+pub fn check_vlan_bridges(config: &Config, spans: &Spans, report: &mut Report<'_>) {
+    // (host, interface) -> where it is declared and what it is.
+    let mut taken: HashMap<(&str, String), (Site, String)> = HashMap::new();
+    for (network, s) in config.networks.iter().zip(&spans.networks) {
+        let given = [
+            ("bridge", Some(&network.bridge)),
+            ("uplink", network.uplink.as_ref()),
+        ];
+        for (field, name) in given {
+            let Some(name) = name else { continue };
+            let what = format!("the {field} of network `{}`", network.name);
+            taken
+                .entry((network.host.as_str(), name.clone()))
+                .or_insert((s.site(s.field_or_name(field, 0)), what));
+        }
+    }
+    let mut ids: HashSet<(&str, u16)> = HashSet::new();
+    for (vlan, s) in config.vlans.iter().zip(&spans.vlans) {
+        let Some(network) = config.networks.iter().find(|n| n.name == vlan.network) else {
+            continue; // a dangling reference, already reported
+        };
+        let invalid = vlan.id == 0 || interface_name_error(&network.bridge).is_some();
+        if invalid || !ids.insert((&vlan.network, vlan.id)) {
+            continue; // already reported (a bad id or bridge, or an id used twice)
+        }
+        let name = vlan_bridge_name(&network.bridge, vlan.id);
+        let here = s.site(s.field_or_name("id", 0));
+        let what = format!("the VLAN bridge of VLAN `{}`", vlan.name);
+        match taken.get(&(network.host.as_str(), name.clone())) {
+            Some((there, other)) => {
+                let help = format!(
+                    "without bridge VLAN filtering each VLAN gets a bridge `<bridge>v<id>`, \
+                     the bridge part shortened to fit 15 bytes; give the networks bridge \
+                     names that differ within their first {} bytes",
+                    crate::derive::IFNAME_MAX - 1 - vlan.id.to_string().len()
+                );
+                let (there, other) = (*there, other.clone());
+                let host = &network.host;
+                report_pair(report, here, there, &help, |site, first, help| {
+                    let (what, other) = if site == here {
+                        (what.clone(), other.clone())
+                    } else {
+                        (other.clone(), what.clone())
+                    };
+                    SchemaError::VlanBridgeCollision {
+                        name: name.clone(),
+                        what,
+                        other,
+                        host: host.clone(),
+                        span: site.span,
+                        first,
+                        help,
+                    }
+                });
+            }
+            None => {
+                taken.insert((network.host.as_str(), name), (here, what));
+            }
+        }
+    }
+}
+
+/// Reports two VLAN gateways of one host whose subnets overlap (one contains the
+/// other), or the same gateway address twice.
+pub fn check_gateways(config: &Config, spans: &Spans, report: &mut Report<'_>) {
+    struct Gateway<'c> {
+        net: IpNet,
+        text: &'c str,
+        vlan: &'c str,
+        site: Site,
+    }
+    let mut by_host: HashMap<&str, Vec<Gateway<'_>>> = HashMap::new();
+    for (vlan, s) in config.vlans.iter().zip(&spans.vlans) {
+        let Some(text) = vlan.gateway.as_deref() else {
+            continue;
+        };
+        let Some(network) = config.networks.iter().find(|n| n.name == vlan.network) else {
+            continue;
+        };
+        let Ok(net) = text.parse::<IpNet>() else {
+            continue; // an invalid gateway, already reported
+        };
+        by_host.entry(&network.host).or_default().push(Gateway {
+            net,
+            text,
+            vlan: &vlan.name,
+            site: s.site(s.field_or_name("gateway", 0)),
+        });
+    }
+    let mut hosts: Vec<_> = by_host.into_iter().collect();
+    hosts.sort_by_key(|(host, _)| *host);
+    for (host, mut gateways) in hosts {
+        // Sorted by subnet (wider first at one start), a subnet overlaps an earlier one
+        // exactly when one of the subnets still open around it contains it. One that
+        // overlaps is reported and not kept open, so each is reported once.
+        gateways.sort_by_key(|g| (g.net.trunc(), g.site.span.offset()));
+        let mut open: Vec<usize> = Vec::new();
+        for i in 0..gateways.len() {
+            let subnet = gateways[i].net.trunc();
+            while open
+                .last()
+                .is_some_and(|&o| !gateways[o].net.trunc().contains(&subnet))
+            {
+                open.pop();
+            }
+            if let Some(&o) = open.last() {
+                let (a, b) = (&gateways[i], &gateways[o]);
+                let relation = if a.net.addr() == b.net.addr() {
+                    "is the same address as the gateway"
+                } else {
+                    "overlaps the subnet of gateway"
+                };
+                let help = "give each VLAN of a host a subnet of its own";
+                let (later, earlier) =
+                    if a.site.span.offset() >= b.site.span.offset() || a.site.file != b.site.file {
+                        (a, b)
+                    } else {
+                        (b, a)
+                    };
+                report_pair(
+                    report,
+                    later.site,
+                    earlier.site,
+                    help,
+                    |site, first, help| {
+                        let (me, other) = if site == later.site {
+                            (later, earlier)
+                        } else {
+                            (earlier, later)
+                        };
+                        SchemaError::OverlappingGateways {
+                            gateway: me.text.to_owned(),
+                            vlan: me.vlan.to_owned(),
+                            relation,
+                            other: other.text.to_owned(),
+                            other_vlan: other.vlan.to_owned(),
+                            host: host.to_owned(),
+                            span: site.span,
+                            first,
+                            help,
+                        }
+                    },
+                );
+                continue;
+            }
+            open.push(i);
+        }
+    }
+}
+
 pub use crate::units::parse_mac;
 
 /// Checks the given MACs (syntax, unicast, unique), writes them in lower case, then
@@ -202,6 +376,58 @@ pub fn assign_macs(config: &mut Config, spans: &Spans, report: &mut Report<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The diagnostic codes of loading `body` after a project and two hosts.
+    fn codes(body: &str) -> Vec<String> {
+        let text = format!("project \"lab\"\nhost \"a\"\nhost \"b\"\n{body}");
+        match crate::load_str("main.kdl", &text) {
+            Ok(_) => Vec::new(),
+            Err(diagnostics) => diagnostics
+                .0
+                .iter()
+                .map(|d| {
+                    miette::Diagnostic::code(&d.error)
+                        .map(|c| c.to_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn gateways_overlap_only_on_one_host() {
+        let two = |host2: &str, gw1: &str, gw2: &str| {
+            codes(&format!(
+                "network \"n1\" host=\"a\" bridge=\"br1\"\nnetwork \"n2\" host=\"{host2}\" bridge=\"br2\"\n\
+                 vlan \"v1\" network=\"n1\" id=1 {{\n gateway \"{gw1}\"\n}}\n\
+                 vlan \"v2\" network=\"n2\" id=2 {{\n gateway \"{gw2}\"\n}}\n"
+            ))
+        };
+        let overlap = ["vmctl::schema::overlapping_gateways"];
+        assert_eq!(two("a", "10.0.0.1/24", "10.0.0.1/24"), overlap);
+        assert_eq!(two("a", "10.0.0.1/16", "10.0.200.1/24"), overlap);
+        assert_eq!(two("a", "fd00::1/64", "fd00::2/120"), overlap);
+        assert!(two("a", "10.0.0.1/25", "10.0.0.129/25").is_empty());
+        assert!(two("a", "10.0.0.1/24", "fd00::1/64").is_empty());
+        assert!(two("b", "10.0.0.1/24", "10.0.0.1/24").is_empty());
+    }
+
+    #[test]
+    fn vlan_bridges_collide_only_on_one_host() {
+        let two = |host2: &str, bridge2: &str| {
+            codes(&format!(
+                "network \"n1\" host=\"a\" bridge=\"labbridge-01\"\n\
+                 network \"n2\" host=\"{host2}\" bridge=\"{bridge2}\"\n\
+                 vlan \"v1\" network=\"n1\" id=100\nvlan \"v2\" network=\"n2\" id=100\n"
+            ))
+        };
+        let collision = ["vmctl::schema::vlan_bridge_collision"];
+        assert_eq!(two("a", "labbridge-02"), collision);
+        // n2's own bridge has v1's VLAN bridge name, which is also v2's (shortened).
+        assert_eq!(two("a", "labbridge-0v100"), [collision[0], collision[0]]);
+        assert!(two("a", "labbridgeX01").is_empty());
+        assert!(two("b", "labbridge-02").is_empty());
+    }
 
     #[test]
     fn interface_names() {

@@ -19,13 +19,16 @@
 //! there), so every function reads it off the bridge.
 //!
 //! The kernel does not take an alias in the create request, so it is set right after; a
-//! bridge of the expected name with no alias and no ports (what a crash between the two
-//! leaves) is adopted, any other unmarked or foreign-marked interface is refused.
+//! bridge of the expected name without a mark is adopted only when vmctl's creation
+//! record names it and it is untouched since (what a crash between the two requests
+//! leaves, see [`super::created`]). Any other unmarked or foreign-marked interface of
+//! that name is refused, never renamed, re-aliased or deleted.
 
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec};
 use serde::{Deserialize, Serialize};
 
+use super::created;
 use super::session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
 use crate::host::mark::{Mark, IFNAME_MAX};
 
@@ -34,7 +37,7 @@ use crate::host::mark::{Mark, IFNAME_MAX};
 pub enum BridgeError {
     #[error("{name:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or spaces)")]
     InvalidName { name: String },
-    #[error("interface {bridge} exists and is not network {network:?} of this project (alias {alias:?})")]
+    #[error("bridge {bridge} exists and is not vmctl's (not network {network:?} of this project; alias {alias:?}); pick another `bridge` name or remove it")]
     ForeignBridge {
         bridge: String,
         network: String,
@@ -52,6 +55,11 @@ pub enum BridgeError {
     CreateBridge {
         bridge: String,
         source: NetlinkError,
+    },
+    #[error("cannot write or remove the creation record of bridge {bridge} (under {dir})", dir = super::created::RECORD_DIR)]
+    CreationRecord {
+        bridge: String,
+        source: std::io::Error,
     },
     #[error("cannot delete bridge {bridge}")]
     DeleteBridge {
@@ -177,13 +185,13 @@ pub(crate) fn ensure_marked_bridge(
         bridge: bridge.into(),
         source,
     };
+    let record_err = |source| BridgeError::CreationRecord {
+        bridge: bridge.into(),
+        source,
+    };
     let existing = match nl.link_by_name(bridge)? {
         Some(link) if is_marked_bridge(&link, mark) => Some(link),
-        Some(link)
-            if link.kind == LinkKind::Bridge
-                && link.alias.is_none()
-                && !has_ports(nl, link.index)? =>
-        {
+        Some(link) if link.kind == LinkKind::Bridge && created::is_leftover(nl, &link, mark)? => {
             Some(link)
         }
         Some(link) => {
@@ -199,12 +207,17 @@ pub(crate) fn ensure_marked_bridge(
     let link = match existing {
         Some(link) => link,
         None => {
-            match nl.add_link(bridge, filtering(LinkBridge::new(bridge)).build()) {
+            created::begin(nl, bridge, mark).map_err(record_err)?;
+            // NLM_F_EXCL: a bridge someone makes meanwhile is an error, never taken over.
+            let made = match nl.add_link(bridge, filtering(LinkBridge::new(bridge)).build()) {
                 Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => {
                     nl.add_link(bridge, LinkBridge::new(bridge).build())
-                        .map_err(create_err)?;
                 }
-                other => other.map_err(create_err)?,
+                other => other,
+            };
+            if let Err(e) = made {
+                created::finish(nl, bridge).map_err(record_err)?;
+                return Err(create_err(e));
             }
             nl.link_by_name(bridge)?.ok_or(BridgeError::MissingBridge {
                 bridge: bridge.into(),
@@ -221,6 +234,8 @@ pub(crate) fn ensure_marked_bridge(
     }
     nl.change_link(link.index, builder.build())
         .map_err(create_err)?;
+    // Marked now: the record has done its job (also for an adopted leftover).
+    created::finish(nl, bridge).map_err(record_err)?;
     if created && filters {
         // A new bridge may have joined the default VLAN before `vlan_default_pvid 0`
         // took effect; a VLAN of the bridge is only ever one vmctl added.
@@ -235,10 +250,6 @@ pub(crate) fn ensure_marked_bridge(
 
 fn filtering(builder: LinkMessageBuilder<LinkBridge>) -> LinkMessageBuilder<LinkBridge> {
     builder.vlan_filtering(true).vlan_default_pvid(0)
-}
-
-fn has_ports(nl: &Netlink, index: u32) -> Result<bool, BridgeError> {
-    Ok(nl.links()?.iter().any(|l| l.controller == Some(index)))
 }
 
 /// Deletes the bridge of `network` when it is ours, with every VLAN bridge and gateway

@@ -20,6 +20,9 @@
 //! ```
 
 pub mod bridge;
+pub mod conflicts;
+pub mod created;
+pub mod drift;
 pub mod netns;
 pub mod session;
 pub mod tap;
@@ -80,6 +83,10 @@ pub struct LiveTap {
 pub struct NetInventory {
     pub networks: Vec<LiveNetwork>,
     pub taps: Vec<LiveTap>,
+    /// The names of every interface that is not the project's (unmarked, or another
+    /// project's): names vmctl must not create, see [`conflicts`].
+    #[serde(default)]
+    pub others: Vec<String>,
 }
 
 /// Reads the project's networks (bridges by their mark), their VLANs (VLAN tables or VLAN
@@ -99,6 +106,7 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
     let mut inventory = NetInventory::default();
     for link in &links {
         let Some(mark) = bridge::mark_of(link, project) else {
+            inventory.others.push(link.name.clone());
             continue;
         };
         match link.kind {
@@ -174,6 +182,7 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
         }
     }
     inventory.networks.sort_by(|a, b| a.name.cmp(&b.name));
+    inventory.others.sort();
     inventory
         .taps
         .sort_by(|a, b| (&a.vm, a.nic).cmp(&(&b.vm, b.nic)));

@@ -6,20 +6,32 @@
 //! - [`ensure`]: makes the namespace when it is missing: `/run/netns` as a shared mount
 //!   point, an empty file `/run/netns/<name>`, and on a thread of its own
 //!   `unshare(CLONE_NEWNET)` and a bind mount of `/proc/thread-self/ns/net` onto that
-//!   file; then `lo` up inside it. The marker `<state-dir>/<project>/netns.json`
-//!   (`{name, created-by}`) records that vmctl made it for this project.
-//! - [`release`]: removes the namespace only when the marker says this project made
-//!   it and nothing but `lo` is left in it (`umount2(MNT_DETACH)` and unlink).
+//!   file; then `lo` up inside it. The marker `/run/vmctl/netns/<name>.json`
+//!   (`{format, name, created-by, projects}`) records that vmctl made it, for which
+//!   project, and every project that uses it since: a project that finds a namespace
+//!   vmctl made joins its `projects`.
+//! - [`release`]: takes the project out of `projects`; the last project out removes the
+//!   namespace, when nothing but `lo` is left in it (`umount2(MNT_DETACH)` and unlink).
+//!   A namespace without a marker was not made by vmctl and is never removed.
+//!
+//! The marker lives beside the namespace, not in a state dir: two projects with
+//! different state dirs can share a namespace, and both must see one list of users.
+//! Like `/run/netns/<name>`, it is gone after a reboot. Changes to it are made under an
+//! `flock` of `/run/vmctl/netns`, so two projects applying at once do not lose each
+//! other. A marker of the previous format (`<state-dir>/<project>/netns.json`, one
+//! project) is still read, and moved to the new place on the next change.
 //!
 //! The calling thread never changes namespace: the unshare happens on a thread that
 //! ends right after the bind mount, and everything inside the namespace goes through
 //! [`Netlink::run`].
 
-use std::fs::{self, OpenOptions};
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use rtnetlink::LinkUnspec;
@@ -33,7 +45,7 @@ use crate::host::records;
 /// Where named network namespaces live (as iproute2 keeps them).
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// The marker's file name under `<state-dir>/<project>/`.
+/// The previous format's marker file name under `<state-dir>/<project>/`.
 pub const MARKER_FILE: &str = "netns.json";
 
 /// Errors of making or removing a named network namespace.
@@ -85,13 +97,52 @@ pub enum NetnsError {
     },
 }
 
-/// What `<state-dir>/<project>/netns.json` says: vmctl made namespace `name` for
-/// project `created_by`.
+/// Where the markers of the namespaces vmctl made are kept.
+pub const MARKER_DIR: &str = "/run/vmctl/netns";
+
+/// What `/run/vmctl/netns/<name>.json` says: vmctl made namespace `name` (for project
+/// `created_by`), and `projects` use it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct NetnsMarker {
+    /// The marker's format (`format-version`, as every record of vmctl's); a marker
+    /// without one is of format 1.
+    #[serde(rename = "format-version", default = "marker_format")]
+    pub format: u32,
     pub name: String,
     pub created_by: String,
+    /// Every project that uses the namespace (a marker of format 1: `created_by` only).
+    #[serde(default)]
+    pub projects: BTreeSet<String>,
+}
+
+fn marker_format() -> u32 {
+    1
+}
+
+impl NetnsMarker {
+    /// The marker of a namespace `project` just made.
+    fn made(name: &str, project: &str) -> Self {
+        NetnsMarker {
+            format: 2,
+            name: name.into(),
+            created_by: project.into(),
+            projects: BTreeSet::from([project.to_owned()]),
+        }
+    }
+
+    /// Adds `project` to the users; whether it was new.
+    pub fn join(&mut self, project: &str) -> bool {
+        self.format = 2;
+        self.projects.insert(project.to_owned())
+    }
+
+    /// Takes `project` out of the users; the ones left.
+    pub fn leave(&mut self, project: &str) -> Vec<String> {
+        self.format = 2;
+        self.projects.remove(project);
+        self.projects.iter().cloned().collect()
+    }
 }
 
 /// What [`ensure`] did.
@@ -113,6 +164,8 @@ pub enum Released {
     NotOurs,
     /// Ours, but interfaces besides `lo` are still in it: kept, with the marker.
     InUse { interfaces: Vec<String> },
+    /// Ours, and other projects still use it: kept, without this project.
+    Shared { projects: Vec<String> },
     /// Ours, and already gone: the marker was removed.
     Gone,
 }
@@ -122,16 +175,88 @@ pub fn path_of(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
-/// The marker's path for `project` under `state_dir`.
-pub fn marker_path(state_dir: &Path, project: &str) -> PathBuf {
+/// The marker's path for namespace `name`.
+pub fn marker_path(name: &str) -> PathBuf {
+    Path::new(MARKER_DIR).join(format!("{name}.json"))
+}
+
+/// A netns marker of any format up to this build's ([`records::version::NETNS_MARKER`]).
+fn read_record(path: &Path) -> io::Result<Option<NetnsMarker>> {
+    records::read_record(path, records::version::NETNS_MARKER)
+}
+
+/// Where the previous format kept `project`'s marker under `state_dir`.
+pub fn legacy_marker_path(state_dir: &Path, project: &str) -> PathBuf {
     state_dir.join(project).join(MARKER_FILE)
 }
 
-/// Reads the project's marker, if any.
-pub fn read_marker(state_dir: &Path, project: &str) -> Result<Option<NetnsMarker>, NetnsError> {
-    let path = marker_path(state_dir, project);
-    records::read_record(&path, records::version::NETNS_MARKER)
-        .map_err(|source| NetnsError::Marker { path, source })
+/// Reads the marker of namespace `name`, if vmctl made it: the shared one, or else the
+/// previous format's marker of `project` (when it names `name`).
+pub fn read_marker(
+    state_dir: &Path,
+    project: &str,
+    name: &str,
+) -> Result<Option<NetnsMarker>, NetnsError> {
+    let path = marker_path(name);
+    let marker_err = |path: PathBuf| move |source| NetnsError::Marker { path, source };
+    if let Some(marker) = read_record(&path).map_err(marker_err(path))? {
+        return Ok(Some(marker));
+    }
+    let legacy = legacy_marker_path(state_dir, project);
+    let old: Option<NetnsMarker> = read_record(&legacy).map_err(marker_err(legacy))?;
+    Ok(old
+        .filter(|m| m.name == name && m.created_by == project)
+        .map(|mut m| {
+            m.join(project);
+            m
+        }))
+}
+
+/// Writes the marker (`None`: removes it) and drops the previous format's marker of
+/// `project`.
+fn write_marker(
+    state_dir: &Path,
+    project: &str,
+    name: &str,
+    marker: Option<&NetnsMarker>,
+) -> Result<(), NetnsError> {
+    let path = marker_path(name);
+    let result = match marker {
+        Some(marker) => fsutil::write_json_atomic(&path, marker),
+        None => fsutil::remove_if_exists(&path),
+    };
+    result.map_err(|source| NetnsError::Marker {
+        path: path.clone(),
+        source,
+    })?;
+    let legacy = legacy_marker_path(state_dir, project);
+    let stale = read_record(&legacy)
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.name == name);
+    if stale {
+        fsutil::remove_if_exists(&legacy).map_err(|source| NetnsError::Marker {
+            path: legacy,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Holds the `flock` of [`MARKER_DIR`] (made 0700 if missing) while markers change.
+fn lock_markers() -> Result<Flock<File>, NetnsError> {
+    let dir = Path::new(MARKER_DIR);
+    let err = |source: io::Error| NetnsError::Marker {
+        path: dir.to_owned(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let file = File::open(dir).map_err(err)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| err(e.into()))
 }
 
 fn check_name(name: &str) -> Result<(), NetnsError> {
@@ -154,41 +279,38 @@ pub fn exists(name: &str) -> bool {
     }
 }
 
-/// Makes network namespace `name` unless it exists; when it makes it, records that in
-/// `<state_dir>/<project>/netns.json`.
+/// Makes network namespace `name` unless it exists, and records in its marker that
+/// vmctl made it for `project`. When it exists and vmctl made it (for any project),
+/// `project` joins its users; one vmctl did not make is left alone.
 pub fn ensure(state_dir: &Path, project: &str, name: &str) -> Result<Ensured, NetnsError> {
     check_name(name)?;
+    let _lock = lock_markers()?;
     if exists(name) {
+        if let Some(mut marker) = read_marker(state_dir, project, name)? {
+            if marker.join(project) || marker.format < 2 {
+                write_marker(state_dir, project, name, Some(&marker))?;
+            }
+        }
         return Ok(Ensured::Existed);
     }
     // The marker first: a crash after the namespace is made must not leave one vmctl
     // would never remove. It is taken back when vmctl did not make it after all.
-    let marker = marker_path(state_dir, project);
-    let write_marker = || -> io::Result<()> {
-        fs::create_dir_all(state_dir.join(project))?;
-        records::write_record(
-            &marker,
-            records::version::NETNS_MARKER,
-            &NetnsMarker {
-                name: name.into(),
-                created_by: project.into(),
-            },
-        )
-    };
-    write_marker().map_err(|source| NetnsError::Marker {
-        path: marker.clone(),
-        source,
-    })?;
+    write_marker(
+        state_dir,
+        project,
+        name,
+        Some(&NetnsMarker::made(name, project)),
+    )?;
     let made = create(name);
     match made {
         Ok(true) => {}
         Ok(false) => {
             // Someone else made it between the check and now: not ours.
-            let _ = fsutil::remove_if_exists(&marker);
+            let _ = write_marker(state_dir, project, name, None);
             return Ok(Ensured::Existed);
         }
         Err(e) => {
-            let _ = fsutil::remove_if_exists(&marker);
+            let _ = write_marker(state_dir, project, name, None);
             return Err(e);
         }
     }
@@ -209,25 +331,23 @@ pub fn ensure(state_dir: &Path, project: &str, name: &str) -> Result<Ensured, Ne
     Ok(Ensured::Created)
 }
 
-/// Removes network namespace `name` if the project's marker says vmctl made it for
-/// `project` and nothing but `lo` is left in it.
+/// Takes `project` out of the users of network namespace `name`, and removes the
+/// namespace when vmctl made it, no other project uses it and nothing but `lo` is left
+/// in it.
 pub fn release(state_dir: &Path, project: &str, name: &str) -> Result<Released, NetnsError> {
     check_name(name)?;
-    let ours =
-        read_marker(state_dir, project)?.is_some_and(|m| m.name == name && m.created_by == project);
-    if !ours {
+    let _lock = lock_markers()?;
+    let Some(mut marker) = read_marker(state_dir, project, name)? else {
         return Ok(Released::NotOurs);
-    }
-    let marker = marker_path(state_dir, project);
-    let drop_marker = || {
-        fsutil::remove_if_exists(&marker).map_err(|source| NetnsError::Marker {
-            path: marker.clone(),
-            source,
-        })
     };
+    let projects = marker.leave(project);
     if !exists(name) {
-        drop_marker()?;
+        write_marker(state_dir, project, name, None)?;
         return Ok(Released::Gone);
+    }
+    if !projects.is_empty() {
+        write_marker(state_dir, project, name, Some(&marker))?;
+        return Ok(Released::Shared { projects });
     }
     let links =
         Netlink::run(Some(name), |nl| nl.links()).map_err(|source| NetnsError::Inspect {
@@ -240,10 +360,11 @@ pub fn release(state_dir: &Path, project: &str, name: &str) -> Result<Released, 
         .filter(|n| n != "lo")
         .collect();
     if !interfaces.is_empty() {
+        write_marker(state_dir, project, name, Some(&marker))?;
         return Ok(Released::InUse { interfaces });
     }
     remove(name)?;
-    drop_marker()?;
+    write_marker(state_dir, project, name, None)?;
     Ok(Released::Removed)
 }
 
@@ -355,27 +476,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn marker_round_trips_and_others_are_not_ours() {
+    fn a_previous_format_marker_is_read_and_others_are_not_ours() {
+        // The markers' lock is under /run/vmctl, which only root can make.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+            eprintln!("SKIPPED: needs root (it locks {MARKER_DIR})");
+            return;
+        }
         let state = tempfile::tempdir().unwrap();
-        assert_eq!(read_marker(state.path(), "lab").unwrap(), None);
+        let name = format!("vmctl-unit-{}", std::process::id());
+        assert_eq!(read_marker(state.path(), "lab", &name).unwrap(), None);
         std::fs::create_dir_all(state.path().join("lab")).unwrap();
-        let marker = NetnsMarker {
-            name: "vmctl-x".into(),
-            created_by: "lab".into(),
-        };
-        fsutil::write_json_atomic(&marker_path(state.path(), "lab"), &marker).unwrap();
-        let text = std::fs::read_to_string(marker_path(state.path(), "lab")).unwrap();
-        assert!(text.contains("\"created-by\": \"lab\""), "{text}");
-        assert_eq!(read_marker(state.path(), "lab").unwrap(), Some(marker));
-        // Another name, or no marker at all: never removed.
+        // What the previous release wrote: one project, no format, no list.
+        let old = format!("{{\"name\": \"{name}\", \"created-by\": \"lab\"}}");
+        std::fs::write(legacy_marker_path(state.path(), "lab"), old).unwrap();
+        let marker = read_marker(state.path(), "lab", &name).unwrap().unwrap();
+        assert_eq!(marker.created_by, "lab");
+        assert_eq!(marker.projects, BTreeSet::from(["lab".to_owned()]));
+        // It speaks for its own project and namespace only.
+        assert_eq!(read_marker(state.path(), "other", &name).unwrap(), None);
+        assert_eq!(
+            read_marker(state.path(), "lab", "someone-elses").unwrap(),
+            None
+        );
         assert_eq!(
             release(state.path(), "lab", "someone-elses").unwrap(),
             Released::NotOurs
         );
         assert_eq!(
-            release(state.path(), "other", "vmctl-x").unwrap(),
+            release(state.path(), "other", &name).unwrap(),
             Released::NotOurs
         );
+        // The namespace is gone: releasing drops the old marker (and writes none).
+        assert_eq!(release(state.path(), "lab", &name).unwrap(), Released::Gone);
+        assert!(!legacy_marker_path(state.path(), "lab").exists());
+        assert!(!marker_path(&name).exists());
+    }
+
+    #[test]
+    fn users_join_and_leave() {
+        let mut marker = NetnsMarker::made("ns", "a");
+        assert!(marker.join("b"));
+        assert!(!marker.join("a"));
+        assert_eq!(marker.leave("a"), ["b"]);
+        assert_eq!(marker.leave("c"), ["b"]);
+        assert!(marker.leave("b").is_empty());
+        let text = serde_json::to_string(&NetnsMarker::made("ns", "a")).unwrap();
+        assert!(text.contains("\"format-version\":2"), "{text}");
+        assert!(text.contains("\"projects\":[\"a\"]"), "{text}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use futures_util::TryStreamExt;
 use nix::sched::{setns, CloneFlags};
@@ -197,10 +198,47 @@ pub struct Address {
     message: AddressMessage,
 }
 
+/// The calling thread's network namespace as a name that is never reused while the
+/// machine runs: its `SO_NETNS_COOKIE` (Linux 5.14), or else `ino-<inode>` of
+/// `/proc/thread-self/ns/net`.
+fn netns_cookie() -> io::Result<String> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: socket(2) with constant arguments; the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which lives across
+    // the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 && len as usize == std::mem::size_of::<u64>() {
+        return Ok(cookie.to_string());
+    }
+    let meta = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok(format!(
+        "ino-{}",
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    ))
+}
+
 /// A netlink session on one thread inside one network namespace.
 pub struct Netlink {
     rt: tokio::runtime::Runtime,
     handle: Handle,
+    /// Which namespace this is, for as long as the machine runs (see [`netns_cookie`]).
+    cookie: String,
     /// Not `Send`: the session's socket and any tun fd belong to this thread's netns.
     _thread_bound: PhantomData<*const ()>,
 }
@@ -250,8 +288,14 @@ impl Netlink {
         Ok(Netlink {
             rt,
             handle,
+            cookie: netns_cookie().map_err(NetlinkError::OpenSocket)?,
             _thread_bound: PhantomData,
         })
+    }
+
+    /// The session's namespace, as a name never reused while the machine runs.
+    pub fn netns_cookie(&self) -> &str {
+        &self.cookie
     }
 
     fn block<F: Future>(&self, future: F) -> F::Output {

@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use rtnetlink::LinkUnspec;
 
 use super::bridge::{is_valid_ifname, vlan_mode, VlanMode};
+use super::created;
 use super::session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
 use super::vlan::{vlan_bridge, VlanError};
 pub use crate::host::mark::tap_ifname;
@@ -30,7 +31,7 @@ pub enum TapError {
     InvalidVlan { id: u16 },
     #[error("{name:?} is not a valid interface name")]
     InvalidName { name: String },
-    #[error("interface {tap} exists and is not the tap of {vm} NIC {nic} (alias {alias:?})")]
+    #[error("interface {tap} exists and is not vmctl's tap of {vm} NIC {nic} (alias {alias:?}); remove it, or rename the VM")]
     ForeignTap {
         tap: String,
         vm: String,
@@ -47,6 +48,8 @@ pub enum TapError {
     Vlan(#[from] VlanError),
     #[error("cannot create tap {tap}")]
     CreateTap { tap: String, source: io::Error },
+    #[error("cannot write or remove the creation record of tap {tap} (under {dir})", dir = super::created::RECORD_DIR)]
+    CreationRecord { tap: String, source: io::Error },
     #[error("cannot attach tap {tap} to bridge {bridge} on VLAN {id}")]
     AttachTap {
         tap: String,
@@ -73,13 +76,17 @@ struct IfReq {
 /// Opens `/dev/net/tun` attached to tap `name` with [`TAP_FLAGS`] (creating the tap when
 /// there is none; it goes away with the fd unless made persistent).
 fn attach(name: &str) -> io::Result<File> {
+    attach_with(name, TAP_FLAGS)
+}
+
+fn attach_with(name: &str, flags: libc::c_int) -> io::Result<File> {
     let tun: File = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")?;
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: TAP_FLAGS as libc::c_short,
+        flags: flags as libc::c_short,
         _pad: [0; 22],
     };
     if name.len() >= libc::IFNAMSIZ {
@@ -95,9 +102,10 @@ fn attach(name: &str) -> io::Result<File> {
     Ok(tun)
 }
 
-/// Creates the persistent tap `name`, then lets go of it.
+/// Creates the persistent tap `name`, then lets go of it. `IFF_TUN_EXCL`: a tap someone
+/// made meanwhile under that name is an error (`EBUSY`), never taken over.
 fn make_persistent_tap(name: &str) -> io::Result<()> {
-    let tun = attach(name)?;
+    let tun = attach_with(name, TAP_FLAGS | libc::IFF_TUN_EXCL)?;
     // SAFETY: TUNSETPERSIST takes an integer argument; no memory is passed.
     let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) };
     if rc < 0 {
@@ -179,24 +187,34 @@ pub fn create_tap(
             network: network.into(),
         });
     }
+    let mark = Mark::tap(project, vm, nic);
+    let record_err = |source| TapError::CreationRecord {
+        tap: tap.clone(),
+        source,
+    };
     match links.iter().find(|l| l.name == tap) {
         Some(link) if is_ours(link, project, vm, nic) => {}
+        // What a crash right after creating it leaves, by vmctl's record (see
+        // `created`); anything else is not ours.
+        Some(link) if link.kind == LinkKind::Tun && created::is_leftover(nl, link, &mark)? => {}
         Some(link) => {
-            // A tap of that name with no alias is what a crash right after creating it
-            // leaves; anything else is not ours.
-            if link.kind != LinkKind::Tun || link.alias.is_some() {
-                return Err(TapError::ForeignTap {
-                    tap,
-                    vm: vm.into(),
-                    nic,
-                    alias: link.alias.clone(),
+            return Err(TapError::ForeignTap {
+                tap,
+                vm: vm.into(),
+                nic,
+                alias: link.alias.clone(),
+            });
+        }
+        None => {
+            created::begin(nl, &tap, &mark).map_err(record_err)?;
+            if let Err(source) = make_persistent_tap(&tap) {
+                created::finish(nl, &tap).map_err(record_err)?;
+                return Err(TapError::CreateTap {
+                    tap: tap.clone(),
+                    source,
                 });
             }
         }
-        None => make_persistent_tap(&tap).map_err(|source| TapError::CreateTap {
-            tap: tap.clone(),
-            source,
-        })?,
     }
     let attach_err = |source| TapError::AttachTap {
         tap: tap.clone(),
@@ -224,17 +242,38 @@ pub fn create_tap(
         }
     };
     let message = LinkUnspec::new_with_index(index)
-        .alias(Mark::tap(project, vm, nic).alias())
+        .alias(mark.alias())
         .controller(controller)
         .up()
         .build();
     nl.change_link(index, message).map_err(attach_err)?;
+    created::finish(nl, &tap).map_err(record_err)?;
     if mode == VlanMode::Filtering {
         let current = nl.bridge_vlans()?.remove(&index).unwrap_or_default();
         nl.set_port_vlans(index, &current, &[PortVlan::access(vlan_id)], false)
             .map_err(attach_err)?;
     }
     Ok(tap)
+}
+
+/// Puts the existing tap of NIC `nic` of `vm` back on its VLAN (a running VM's tap that
+/// was detached by hand). Returns false, making nothing, when there is no such tap: a
+/// new tap would be of no use to the VM's running engine, which holds the old one.
+pub fn reattach_tap(
+    nl: &Netlink,
+    project: &str,
+    vm: &str,
+    nic: usize,
+    port: TapPort<'_>,
+) -> Result<bool, TapError> {
+    let tap = tap_ifname(project, vm, nic);
+    match nl.link_by_name(&tap)? {
+        Some(link) if is_ours(&link, project, vm, nic) => {
+            create_tap(nl, project, vm, nic, port)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Deletes the tap of NIC `nic` of `vm` when it is ours. Returns whether there was one.

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use rtnetlink::{LinkUnspec, LinkVlan};
 
 use super::bridge::{self, our_bridge, uplinks, vlan_mode, BridgeError, VlanMode};
+use super::created;
 use super::session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
 use crate::host::mark::{gateway_ifname, vlan_bridge_ifname, Mark};
 
@@ -57,6 +58,11 @@ pub enum VlanError {
         bridge: String,
         id: u16,
         source: NetlinkError,
+    },
+    #[error("cannot write or remove the creation record of {ifname} (under {dir})", dir = super::created::RECORD_DIR)]
+    CreationRecord {
+        ifname: String,
+        source: std::io::Error,
     },
     #[error(transparent)]
     Bridge(#[from] BridgeError),
@@ -292,8 +298,14 @@ fn gateway_link(
     };
     let mark = Mark::vlan(project, network, id);
     let ifname = gateway_ifname(&bridge.name, id);
+    let record_err = |source| VlanError::CreationRecord {
+        ifname: ifname.clone(),
+        source,
+    };
     let gw = match nl.link_by_name(&ifname)? {
         Some(l) if l.alias.as_deref().and_then(Mark::parse).as_ref() == Some(&mark) => l,
+        // What a crash between creating and marking it leaves (see `created`).
+        Some(l) if l.kind == LinkKind::Vlan && created::is_leftover(nl, &l, &mark)? => l,
         Some(l) => {
             return Err(VlanError::ForeignGateway {
                 ifname,
@@ -302,8 +314,12 @@ fn gateway_link(
             })
         }
         None => {
-            nl.add_link(&ifname, LinkVlan::new(&ifname, bridge.index, id).build())
-                .map_err(set_err)?;
+            created::begin(nl, &ifname, &mark).map_err(record_err)?;
+            let made = nl.add_link(&ifname, LinkVlan::new(&ifname, bridge.index, id).build());
+            if let Err(e) = made {
+                created::finish(nl, &ifname).map_err(record_err)?;
+                return Err(set_err(e));
+            }
             nl.link_by_name(&ifname)?
                 .ok_or_else(|| VlanError::MissingVlan {
                     bridge: bridge.name.clone(),
@@ -316,6 +332,7 @@ fn gateway_link(
         .up()
         .build();
     nl.change_link(gw.index, message).map_err(set_err)?;
+    created::finish(nl, &ifname).map_err(record_err)?;
     Ok(gw)
 }
 

@@ -1,0 +1,153 @@
+//! Names the config wants that the host has given to interfaces vmctl did not make.
+//!
+//! A network's bridge, a VLAN's own bridge (`<bridge>v<id>`, where the kernel has no
+//! VLAN filtering) or gateway link (`<bridge>.<id>`, where it has), and a VM NIC's tap
+//! are made under names vmctl derives or the config gives. When an interface of that
+//! name exists without the project's mark, apply refuses to touch it (see
+//! [`super::created`]); this finds those cases from an observation, so that `plan` says
+//! so for that resource before anything is applied.
+
+use std::collections::BTreeSet;
+
+use vmctl_planner::live::LiveProblem;
+use vmctl_schema::Config;
+
+use super::tap::tap_ifname;
+use super::VlanMode;
+use crate::host::mark::{gateway_ifname, vlan_bridge_ifname};
+use crate::host::observe::HostObservation;
+
+/// Every resource of `config` on `host` whose interface name is taken by an interface
+/// that is not the project's (`seen.other_links`).
+pub fn find(config: &Config, host: &str, seen: &HostObservation) -> Vec<LiveProblem> {
+    let others: BTreeSet<&str> = seen.other_links.iter().map(String::as_str).collect();
+    let mut problems = Vec::new();
+    let networks = config.networks.iter().filter(|n| n.host == host);
+    for network in networks {
+        let ours = seen.networks.iter().find(|n| n.name == network.name);
+        // A bridge of ours under another name is renamed by nothing: it stays, and the
+        // configured name is only made when the network is (re)created.
+        if others.contains(network.bridge.as_str()) {
+            problems.push(LiveProblem {
+                resource: format!("network.{}", network.name),
+                message: format!(
+                    "bridge {} exists and is not vmctl's; pick another `bridge` name or remove it",
+                    network.bridge
+                ),
+                help: format!(
+                    "vmctl never adopts, changes or deletes an interface it did not make; \
+                     set `bridge` of network {:?} to a free name, or delete {} yourself \
+                     (`ip link del {}`) if it is a leftover",
+                    network.name, network.bridge, network.bridge
+                ),
+            });
+        }
+        let mode = ours.map(|n| n.mode);
+        for vlan in config.vlans.iter().filter(|v| v.network == network.name) {
+            let name = match mode {
+                Some(VlanMode::Filtering) if vlan.gateway.is_some() => {
+                    gateway_ifname(&network.bridge, vlan.id)
+                }
+                Some(VlanMode::Filtering) => continue,
+                Some(VlanMode::BridgePerVlan) | None => {
+                    vlan_bridge_ifname(&network.bridge, vlan.id)
+                }
+            };
+            if others.contains(name.as_str()) {
+                problems.push(LiveProblem {
+                    resource: format!("vlan.{}", vlan.name),
+                    message: format!(
+                        "interface {name} exists and is not vmctl's; VLAN {:?} needs that name",
+                        vlan.name
+                    ),
+                    help: format!(
+                        "vmctl never adopts an interface it did not make: remove {name}, or \
+                         give network {:?} another `bridge` name",
+                        network.name
+                    ),
+                });
+            }
+        }
+    }
+    for vm in config.vms.iter().filter(|v| v.host == host) {
+        for nic in 0..vm.nics.len() {
+            let tap = tap_ifname(&config.project, &vm.name, nic);
+            if others.contains(tap.as_str()) {
+                problems.push(LiveProblem {
+                    resource: format!("vm.{}", vm.name),
+                    message: format!(
+                        "tap {tap} of NIC {nic} exists and is not vmctl's; VM {:?} needs that name",
+                        vm.name
+                    ),
+                    help: format!("vmctl never adopts an interface it did not make: remove {tap}"),
+                });
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::observe::ObservedNetwork;
+    use vmctl_schema::{Network, Vlan};
+
+    fn config() -> Config {
+        Config {
+            project: "lab".into(),
+            hosts: Vec::new(),
+            networks: vec![
+                Network {
+                    name: "lan".into(),
+                    host: "local".into(),
+                    bridge: "br0".into(),
+                    uplink: None,
+                },
+                Network {
+                    name: "dmz".into(),
+                    host: "local".into(),
+                    bridge: "vmbr1".into(),
+                    uplink: None,
+                },
+            ],
+            vlans: vec![Vlan {
+                name: "edge".into(),
+                network: "dmz".into(),
+                id: 7,
+                gateway: None,
+            }],
+            pools: Vec::new(),
+            volumes: Vec::new(),
+            vms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn names_taken_by_others_are_problems_of_their_resource() {
+        let mut seen = HostObservation {
+            other_links: vec!["lo".into(), "br0".into(), "vmbr1v7".into()],
+            ..HostObservation::default()
+        };
+        let problems = find(&config(), "local", &seen);
+        let resources: Vec<&str> = problems.iter().map(|p| p.resource.as_str()).collect();
+        assert_eq!(resources, ["network.lan", "vlan.edge"]);
+        assert!(problems[0]
+            .message
+            .contains("bridge br0 exists and is not vmctl's; pick another `bridge` name"));
+        // Another host's config is not this host's problem.
+        assert!(find(&config(), "elsewhere", &seen).is_empty());
+        // On a VLAN-filtering bridge of ours the VLAN needs no bridge of its own.
+        seen.networks.push(ObservedNetwork {
+            name: "dmz".into(),
+            project: "lab".into(),
+            bridge: "vmbr1".into(),
+            uplink: None,
+            mode: VlanMode::Filtering,
+            vlan_filtering: true,
+            up: true,
+        });
+        let problems = find(&config(), "local", &seen);
+        assert_eq!(problems.len(), 1);
+    }
+}

@@ -1,0 +1,95 @@
+//! Creation records: how vmctl knows an unmarked interface is its own crash leftover.
+//!
+//! vmctl's mark is the interface alias, but the kernel ignores `IFLA_IFALIAS` in the
+//! `RTM_NEWLINK` that creates a link (checked on 6.18: `ip link add br0 alias x type
+//! bridge` makes an unaliased bridge), and a tap is made by `TUNSETIFF`, not netlink. So
+//! the mark comes in a second request, and a crash between the two leaves an unmarked
+//! interface. Before creating one, vmctl writes a record
+//! `/run/vmctl/creating/<netns-cookie>/<ifname>.json` naming the mark it is about to set,
+//! and removes it once the mark is set. An unmarked interface is taken as vmctl's only
+//! when such a record names it *and* it is still exactly what the create left: down, no
+//! address, not a port and without ports. Anything else unmarked is never adopted.
+//!
+//! The records live under `/run` (a tmpfs) because interfaces do not outlive a reboot
+//! either, and are keyed by the netns cookie (`SO_NETNS_COOKIE`, never reused while the
+//! machine runs), so a record cannot speak for a namespace made later under the same name.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::session::{Link, Netlink, NetlinkError};
+use crate::host::fsutil;
+use crate::host::mark::Mark;
+
+/// Where the creation records are kept.
+pub const RECORD_DIR: &str = "/run/vmctl/creating";
+
+/// What a record says: vmctl is creating an interface it will mark `alias`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    /// The record format, for the next release to read this one's.
+    #[serde(default = "format_version")]
+    format: u32,
+    alias: String,
+}
+
+fn format_version() -> u32 {
+    1
+}
+
+fn record_path(nl: &Netlink, ifname: &str) -> PathBuf {
+    PathBuf::from(RECORD_DIR)
+        .join(nl.netns_cookie())
+        .join(format!("{ifname}.json"))
+}
+
+/// Records that interface `ifname` is about to be created and marked `mark`.
+pub(crate) fn begin(nl: &Netlink, ifname: &str, mark: &Mark) -> io::Result<()> {
+    let path = record_path(nl, ifname);
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    fsutil::write_json_atomic(
+        &path,
+        &Record {
+            format: format_version(),
+            alias: mark.alias(),
+        },
+    )
+}
+
+/// Drops the record of `ifname` once its mark is set (or its creation failed).
+pub(crate) fn finish(nl: &Netlink, ifname: &str) -> io::Result<()> {
+    let path = record_path(nl, ifname);
+    fsutil::remove_if_exists(&path)?;
+    if let Some(dir) = path.parent() {
+        // The namespace's folder goes with its last record; another vmctl may be adding
+        // one right now, which is why a non-empty folder is fine.
+        let _ = fs::remove_dir(dir);
+    }
+    Ok(())
+}
+
+/// Whether `link`, which carries no mark, is what a crash of vmctl left while creating
+/// it to be marked `mark`: a record says so and the link is untouched since its creation.
+pub(crate) fn is_leftover(nl: &Netlink, link: &Link, mark: &Mark) -> Result<bool, NetlinkError> {
+    if link.alias.is_some() || link.up || link.controller.is_some() {
+        return Ok(false);
+    }
+    let recorded = fsutil::read_json::<Record>(&record_path(nl, &link.name))
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.alias == mark.alias());
+    if !recorded {
+        return Ok(false);
+    }
+    let has_ports = nl.links()?.iter().any(|l| l.controller == Some(link.index));
+    Ok(!has_ports && nl.addresses(link.index)?.is_empty())
+}
