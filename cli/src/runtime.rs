@@ -45,6 +45,33 @@ pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, C
     Ok(hosts)
 }
 
+/// After an apply: an error when resources of the project were left alone because their
+/// records cannot be read (the rest was applied; each was warned about with its repair),
+/// so a CI job does not take a run that did not converge for a success.
+pub fn left_alone(config: &Config, live: &LiveFile) -> Result<(), CommandError> {
+    let names: Vec<String> = live
+        .hosts
+        .iter()
+        .flat_map(|(host, state)| {
+            state
+                .unreadable
+                .iter()
+                .filter(|u| u.project == config.project)
+                .map(move |u| format!("{} {:?} on host {host:?}", u.kind, u.name))
+        })
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(CommandError::Report(miette!(
+        code = "vmctl::apply::left_alone",
+        help = "repair or remove each record as its warning above says; the next apply then handles it",
+        "everything else was applied, but {} left alone because its record cannot be read: {}",
+        if names.len() == 1 { "one resource was" } else { "these resources were" },
+        names.join(", ")
+    )))
+}
+
 /// Warns about each resource of the project on `host` whose record cannot be read.
 fn warn_unreadable(config: &Config, host: &str, state: &LiveState) {
     let style = Style::plain();

@@ -151,8 +151,13 @@ fn a_corrupt_record_is_that_resources_problem_and_the_rest_applies() {
 
     // apply: web-1 restarted with its new memory; web-2 and its process left alone.
     let web1 = lab.pid("web-1").expect("web-1 runs");
-    let out = lab.apply();
+    // It exits 1 (the run did not converge) naming what it left alone.
+    let out = lab.vmctl(&["apply", "--auto-approve", "--stop-timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = text(&out);
     assert!(out.contains(" done, 0 failed, 0 skipped"), "{out}");
+    assert!(out.contains("vmctl::apply::left_alone"), "{out}");
+    assert!(out.contains("vm \"web-2\" on host \"local\""), "{out}");
     assert_ne!(lab.pid("web-1"), Some(web1), "web-1 was not restarted");
     assert_eq!(lab.pid("web-2"), Some(web2), "web-2 was touched");
     assert_eq!(

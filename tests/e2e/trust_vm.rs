@@ -329,14 +329,27 @@ fn a_vmm_past_its_start_timeout_is_killed() {
     }
     let t = Trust::new();
     let started = Instant::now();
-    let out = vmctl()
-        .args(["--color", "never", "apply", "--auto-approve"])
-        .arg(t.config())
-        .env("VMCTL_VMM_START_TIMEOUT_MS", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let shown = text(&out);
+    // A VMM that reports ready before the launcher looks at its 1 ms deadline (a
+    // launcher descheduled on a loaded host) is rightly taken as started: stop it and
+    // try again, a few times.
+    let mut tries = 0;
+    let (out, shown) = loop {
+        let out = vmctl()
+            .args(["--color", "never", "apply", "--auto-approve"])
+            .arg(t.config())
+            .env("VMCTL_VMM_START_TIMEOUT_MS", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let shown = text(&out);
+        tries += 1;
+        if out.status.code() == Some(0) && tries < 5 {
+            let stop = t.vmctl(&["destroy", "--auto-approve"]);
+            assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+            continue;
+        }
+        break (out, shown);
+    };
     assert_ne!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("did not start within 1ms"), "{shown}");
     assert!(shown.contains("killed"), "{shown}");

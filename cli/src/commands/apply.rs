@@ -88,7 +88,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
     execute(&config, &planned, &args.run, style, "apply")?;
     runtime::release_netns(&config, false);
-    Ok(())
+    runtime::left_alone(&config, &live)
 }
 
 /// A saved plan at `path`, if that is what it is (a file of JSON, not a config).
@@ -152,7 +152,7 @@ fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), 
     };
     execute(&config, &planned, &approved, style, verb)?;
     runtime::release_netns(&config, false);
-    Ok(())
+    runtime::left_alone(&config, &live)
 }
 
 /// Shows `plan`, asks, and carries it out (the caller holds the hosts' locks).

@@ -207,7 +207,9 @@ fn await_ready(mut pipe: File, timeout: Duration, console_log: &Path) -> Result<
             }
             _ => left,
         };
-        if left.is_zero() {
+        // Past the deadline, what the VMM already wrote (its `ok` and the close of its
+        // end, perhaps) is read first: a VMM that started is never reported as not.
+        if left.is_zero() && pipe_open(&pipe, Duration::ZERO) {
             let killed = reported.filter(|&pid| kill_writer(&pipe, pid));
             return Err(match killed {
                 Some(pid) => format!(
