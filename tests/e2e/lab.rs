@@ -209,20 +209,7 @@ impl Lab {
 
     /// Processes whose command line mentions this lab's state dir (its VMMs).
     pub fn processes(&self) -> Vec<i32> {
-        let needle = self.state_dir().display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(&needle) && alive(pid) {
-                pids.push(pid);
-            }
-        }
-        pids.sort();
-        pids
+        processes_naming(&self.state_dir().display().to_string())
     }
 
     /// Every file under the state dir and the pool dir, relative to the temp dir.
@@ -264,6 +251,23 @@ impl Drop for Lab {
                 .status();
         }
     }
+}
+
+/// Live processes whose command line contains `needle`, sorted.
+pub fn processes_naming(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids.sort();
+    pids
 }
 
 /// stdout and stderr of a run, for messages.

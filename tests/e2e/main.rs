@@ -10,6 +10,7 @@ mod netns;
 mod plan;
 mod support;
 mod trust_storage;
+mod trust_vm;
 mod validate;
 mod virtio;
 mod vm;

@@ -125,9 +125,6 @@ impl VmDir {
     pub fn console_socket(&self) -> PathBuf {
         self.dir.join("console.sock")
     }
-    pub fn pid_file(&self) -> PathBuf {
-        self.dir.join("vmm.pid")
-    }
 }
 
 /// Finds the VM's state dir on its (local) host.

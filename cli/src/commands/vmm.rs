@@ -3,7 +3,12 @@
 //! - `vmctl vmm --spec FILE [--foreground]` runs the VM a spec describes, detached
 //!   (double fork, setsid, stdio to the console log) unless `--foreground`; the
 //!   original process exits once the VMM serves its control socket (0, printing the
-//!   VMM's pid) or failed (1).
+//!   VMM's pid) or failed (1, printing `error: WHY` on stdout — the VMM's own message,
+//!   for the runtime to pass on — and the diagnostic on stderr). A VMM that has not
+//!   started within 10 s (`VMCTL_VMM_START_TIMEOUT_MS`) is killed.
+//!
+//! Before anything of the VM is opened the VMM takes the VM's lock
+//! (`vmctl_runtime::vmm::lock`): a second VMM for the same VM refuses to start.
 //! - `vmctl vmm run --kernel PATH …` runs a VM in the foreground with its serial
 //!   output on stdout: exit 0 when the guest powers off, 2 when it faults, 1 when the
 //!   VM cannot be built. `--disk PATH[,ro]` and `--nic TAP[,mac=52:54:00:…]` (both
@@ -15,6 +20,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use miette::{miette, Report};
+use vmctl_runtime::vmm::console_log::ConsoleLog;
+use vmctl_runtime::vmm::devices::virtio::block::BlockError;
+use vmctl_runtime::vmm::lock::VmmLock;
 use vmctl_runtime::vmm::process::{self, Detached, PidFile, ReadyPipe};
 use vmctl_runtime::vmm::spec::{self, Disk, Mac, Nic, Size, SpecError, VmmSpec};
 use vmctl_runtime::vmm::virtio_wiring::WiringError;
@@ -162,27 +170,43 @@ fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<u8> {
     let Some(log) = spec.console_log.clone() else {
         return Err(diagnostic(SpecError::NoConsoleLog.into()));
     };
-    let detached = process::detach(&log).map_err(process_error)?;
+    let detached = process::detach(&log, process::start_timeout()).map_err(process_error)?;
     match detached {
         Detached::Parent(Ok(pid)) => {
             println!("{pid}");
             Ok(0)
         }
-        Detached::Parent(Err(why)) => Err(miette!(
-            code = "vmctl::vmm::start",
-            help = format!("the console log {} may say more", log.display()),
-            "the VMM did not start: {why}"
-        )),
+        Detached::Parent(Err(why)) => {
+            // One line, for the runtime that started this process.
+            println!("error: {}", why.replace('\n', " "));
+            Err(miette!(
+                code = "vmctl::vmm::start",
+                help = format!("the console log {} may say more", log.display()),
+                "the VMM did not start: {why}"
+            ))
+        }
         Detached::Child(ready) => serve(&spec, Some(ready)),
     }
 }
 
-/// Builds and runs the VM of a spec: serial output to the console log (stdout when
-/// there is none), pid file while it runs, start-up reported through `ready`.
+/// Builds and runs the VM of a spec: the VM's lock first (held until the process
+/// ends), serial output to the console log (stdout when there is none), pid file while
+/// it runs, start-up reported through `ready`.
 fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<u8> {
+    let detached = ready.is_some();
     let started = (|| {
+        let lock = match spec.lock_file_path() {
+            Some(path) => Some(VmmLock::acquire(&path).map_err(|e| {
+                miette!(
+                    code = "vmctl::vmm::lock",
+                    help = "one VMM runs a VM: stop the other one (`vmctl destroy`, or `vmctl apply` after stopping it)",
+                    "{e}"
+                )
+            })?),
+            None => None,
+        };
         let console: Box<dyn Write + Send> = match &spec.console_log {
-            Some(path) => Box::new(process::open_console_log(path).map_err(process_error)?),
+            Some(path) => Box::new(ConsoleLog::open(path, detached).map_err(process_error)?),
             None => Box::new(std::io::stdout()),
         };
         let vmm = Vmm::build(spec, console).map_err(diagnostic)?;
@@ -191,9 +215,9 @@ fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<u8> {
             Some(path) => Some(PidFile::write(path).map_err(process_error)?),
             None => None,
         };
-        Ok::<_, Report>((vmm, pid_file))
+        Ok::<_, Report>((vmm, pid_file, lock))
     })();
-    let (vmm, pid_file) = match started {
+    let (vmm, pid_file, lock) = match started {
         Ok(v) => v,
         Err(report) => {
             if let Some(ready) = ready {
@@ -207,6 +231,7 @@ fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<u8> {
     }
     let result = vmm.run();
     drop(pid_file);
+    drop(lock);
     match &result {
         Ok(Exit::PowerOff) => eprintln!("vmctl vmm: the guest powered off"),
         Ok(Exit::Killed) => eprintln!("vmctl vmm: the VM was killed"),
@@ -231,6 +256,10 @@ fn diagnostic(e: VmmError) -> Report {
             Some("check the path; it must be a readable file"),
         ),
         VmmError::Spec(SpecError::Cpuid(_)) => ("vmctl::vmm::cpuid", None),
+        VmmError::Virtio(WiringError::OpenDisk(BlockError::Locked { .. })) => (
+            "vmctl::vmm::disk_in_use",
+            Some("a disk written by a VM is locked for it: stop the VM or process using it first"),
+        ),
         VmmError::Spec(SpecError::Disk { .. }) | VmmError::Virtio(WiringError::OpenDisk(_)) => (
             "vmctl::vmm::disk",
             Some("a disk must be an existing raw file, writable unless it is read-only"),

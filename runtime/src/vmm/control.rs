@@ -19,12 +19,17 @@
 //!
 //! Errors: `{"ok":false,"error":"…"}`. The VMM process exits once the VM has stopped
 //! and the pending responses are written.
+//!
+//! One thread serves every client (`poll`), at most [`MAX_CONNECTIONS`] at a time; a
+//! new client beyond that closes the one quiet the longest. The socket is 0600.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,6 +56,12 @@ pub enum ControlError {
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request line read.
 const MAX_LINE: u64 = 64 * 1024;
+/// Clients served at once (a newcomer closes the quietest when full).
+pub const MAX_CONNECTIONS: usize = 16;
+/// Mode of the control and console sockets.
+pub const SOCKET_MODE: u32 = 0o600;
+/// Longest a reply may wait for room in a client's socket buffer.
+const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A control request.
@@ -176,7 +187,8 @@ impl Controller {
     }
 }
 
-/// Binds the control socket, replacing a stale one nobody listens on.
+/// Binds the control socket, replacing a stale one nobody listens on, and gives it
+/// mode 0600 (whatever the umask; the VM's dir is 0700 as well).
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -184,60 +196,147 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         }
         let _ = std::fs::remove_file(path);
     }
-    UnixListener::bind(path).map_err(|source| ControlError::Bind {
+    let bind_err = |source| ControlError::Bind {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(bind_err)?;
+    Ok(listener)
 }
 
-/// Serves `listener` on a thread: one thread per connection, requests answered in order.
+/// One client of the control socket: its stream and the request line read so far.
+struct Conn {
+    stream: UnixStream,
+    line: Vec<u8>,
+    /// When it last sent something (the quietest one makes room for a newcomer).
+    active: Instant,
+}
+
+/// Serves `listener` on one thread with `poll`: at most [`MAX_CONNECTIONS`] clients at
+/// once, requests answered in order. When the table is full a new client still gets
+/// in: the client quiet the longest is closed to make room, so idle connections can
+/// neither exhaust the VMM's threads and memory nor keep `status` out.
 pub fn serve(listener: UnixListener, ctl: Arc<Controller>) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("control".into())
         .stack_size(128 * 1024)
         .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let ctl = ctl.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("control-conn".into())
-                    .stack_size(128 * 1024)
-                    .spawn(move || serve_connection(conn, &ctl));
-                // Out of threads: the connection is dropped, the VMM goes on.
-                drop(spawned);
+            let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
+            loop {
+                let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+                    .chain(conns.iter().map(|c| c.stream.as_raw_fd()))
+                    .map(|fd| libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
+                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+                if n < 0 {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return;
+                }
+                // Clients first (their slots are the ones polled), newcomers after.
+                let mut gone = Vec::new();
+                for (i, fd) in fds.iter().enumerate().skip(1) {
+                    if fd.revents != 0 && !serve_readable(&mut conns[i - 1], &ctl) {
+                        gone.push(i - 1);
+                    }
+                }
+                for i in gone.into_iter().rev() {
+                    conns.swap_remove(i);
+                }
+                if fds[0].revents != 0 {
+                    accept_all(&listener, &mut conns);
+                }
             }
         })?;
     Ok(())
 }
 
-fn serve_connection(conn: UnixStream, ctl: &Controller) {
-    let Ok(mut out) = conn.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(conn);
+/// Accepts every pending client, closing the quietest ones when the table is full.
+fn accept_all(listener: &UnixListener, conns: &mut Vec<Conn>) {
     loop {
-        let mut line = String::new();
-        match (&mut reader).take(MAX_LINE).read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if line.trim().is_empty() {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // WouldBlock: none left; anything else (EMFILE…): try again on the next poll.
+            Err(_) => return,
+        };
+        if stream.set_nonblocking(true).is_err() {
             continue;
         }
-        ctl.life.request_started();
-        let mut reply = ctl.handle_line(line.trim()).to_string();
-        reply.push('\n');
-        let written = out.write_all(reply.as_bytes());
-        ctl.life.request_done();
-        if written.is_err() {
-            return;
+        if conns.len() >= MAX_CONNECTIONS {
+            if let Some(quietest) = (0..conns.len()).min_by_key(|&i| conns[i].active) {
+                conns.swap_remove(quietest);
+            }
+        }
+        conns.push(Conn {
+            stream,
+            line: Vec::new(),
+            active: Instant::now(),
+        });
+    }
+}
+
+/// Reads what `conn` sent and answers every complete request. False when the
+/// connection is done (closed, broken, a line over [`MAX_LINE`], or a client not
+/// reading its replies).
+fn serve_readable(conn: &mut Conn, ctl: &Controller) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match conn.stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                conn.active = Instant::now();
+                conn.line.extend_from_slice(&buf[..n]);
+                while let Some(end) = conn.line.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = conn.line.drain(..=end).collect();
+                    if !answer(&conn.stream, &line, ctl) {
+                        return false;
+                    }
+                }
+                if conn.line.len() as u64 > MAX_LINE {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
         }
     }
+}
+
+/// Answers one request line (blank lines are skipped). False when the reply cannot be
+/// written.
+fn answer(mut stream: &UnixStream, line: &[u8], ctl: &Controller) -> bool {
+    let line = String::from_utf8_lossy(line);
+    if line.trim().is_empty() {
+        return true;
+    }
+    ctl.life.request_started();
+    let mut reply = ctl.handle_line(line.trim()).to_string();
+    reply.push('\n');
+    // A reply is small and a fresh socket buffer holds hundreds of them: one that does
+    // not fit belongs to a client that does not read; it is dropped.
+    let written = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
+        .and_then(|()| stream.write_all(reply.as_bytes()))
+        .and_then(|()| stream.set_nonblocking(true));
+    ctl.life.request_done();
+    written.is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn controller(life: Arc<Lifecycle>, on_cad: impl Fn() + Send + Sync + 'static) -> Controller {
@@ -338,5 +437,36 @@ mod tests {
         let kill: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
         assert_eq!(kill["state"], "stopped");
         assert!(life.stopping());
+    }
+
+    #[test]
+    fn idle_clients_cannot_keep_status_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let life = Arc::new(Lifecycle::new(0, 1 << 20));
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        serve(listener, Arc::new(controller(life, || {}))).unwrap();
+        let status = |s: UnixStream| {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            (&s).write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).unwrap();
+            serde_json::from_str::<Value>(&line).unwrap()
+        };
+        // The first client is served and then stays, idle.
+        let first = UnixStream::connect(&path).unwrap();
+        assert_eq!(status(first.try_clone().unwrap())["ok"], true);
+        let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS * 8)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        assert_eq!(status(UnixStream::connect(&path).unwrap())["ok"], true);
+        // The quietest clients were closed to make room: the first one among them.
+        first
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!((&first).read(&mut [0u8; 1]).unwrap(), 0);
+        drop(idle);
     }
 }

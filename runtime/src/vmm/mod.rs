@@ -20,9 +20,11 @@
 
 pub mod arch;
 pub mod console;
+pub mod console_log;
 pub mod control;
 pub mod devices;
 pub mod lifecycle;
+pub mod lock;
 pub mod memory;
 pub mod process;
 pub mod spec;

@@ -1,12 +1,39 @@
 //! The VMM as a process: detaching from the terminal (double fork, `setsid`, stdio to
 //! the console log) with a pipe through which the detached VMM tells the waiting
-//! parent whether it started, and the pid file.
+//! parent its pid and then whether it started, and the pid file.
+//!
+//! Start-up is bounded: a VMM that has not reported within [`start_timeout`] (10 s,
+//! `VMCTL_VMM_START_TIMEOUT_MS` to change it) is killed by the parent that forked it.
+//!
+//! Modes do not depend on the caller's umask: the pid file is 0600, the console log
+//! 0640 (both set again on an existing file).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Mode of the console log (and its rotated copy).
+pub const CONSOLE_LOG_MODE: u32 = 0o640;
+/// Mode of the pid file.
+pub const PID_FILE_MODE: u32 = 0o600;
+/// How long a VMM may take to report that it started, unless
+/// `VMCTL_VMM_START_TIMEOUT_MS` says otherwise.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long past the start-up deadline the parent still waits for the VMM's pid.
+const PID_GRACE: Duration = Duration::from_secs(2);
+
+/// The start-up timeout: `VMCTL_VMM_START_TIMEOUT_MS` (milliseconds) when set to a
+/// number, else [`DEFAULT_START_TIMEOUT`].
+pub fn start_timeout() -> Duration {
+    std::env::var("VMCTL_VMM_START_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_START_TIMEOUT, Duration::from_millis)
+}
 
 /// Errors detaching or writing the pid file.
 #[derive(Debug, thiserror::Error)]
@@ -68,25 +95,36 @@ impl ReadyPipe {
     }
 }
 
-/// Opens (creating, appending) the console log.
+/// Opens (creating, appending; never through a symlink) the console log, mode 0640.
 pub fn open_console_log(path: &Path) -> Result<File, ProcessError> {
-    OpenOptions::new()
+    open_with_mode(path, true, CONSOLE_LOG_MODE).map_err(|source| ProcessError::ConsoleLog {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Opens `path` for writing (appending, or truncating), not following a symlink, and
+/// gives it `mode` whatever the umask and whatever mode an existing file had.
+fn open_with_mode(path: &Path, append: bool, mode: u32) -> std::io::Result<File> {
+    let file = OpenOptions::new()
         .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(|source| ProcessError::ConsoleLog {
-            path: path.to_path_buf(),
-            source,
-        })
+        .append(append)
+        .write(!append)
+        .truncate(!append)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_permissions(Permissions::from_mode(mode))?;
+    Ok(file)
 }
 
 /// Detaches: double fork and `setsid`, stdin from /dev/null, stdout and stderr to
 /// `console_log`, working directory `/`. The parent waits until the detached VMM
-/// reports through its [`ReadyPipe`] (or exits).
+/// reports through its [`ReadyPipe`] (or exits); one that has not reported within
+/// `timeout` is killed.
 ///
 /// Must be called while the process has a single thread.
-pub fn detach(console_log: &Path) -> Result<Detached, ProcessError> {
+pub fn detach(console_log: &Path, timeout: Duration) -> Result<Detached, ProcessError> {
     let log = open_console_log(console_log)?;
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
@@ -106,21 +144,13 @@ pub fn detach(console_log: &Path) -> Result<Detached, ProcessError> {
     if pid > 0 {
         drop(write_end);
         let mut status = 0;
-        // SAFETY: waiting for the child we just forked.
+        // SAFETY: waiting for the child we just forked (it forks the VMM and exits).
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        let mut msg = String::new();
-        let _ = File::from(read_end).read_to_string(&mut msg);
-        let verdict = match msg.trim().split_once(' ') {
-            Some(("ok", pid)) => pid
-                .parse()
-                .map_err(|_| format!("bad start-up report `{msg}`")),
-            Some(("error", e)) => Err(e.to_string()),
-            _ => Err(format!(
-                "the VMM exited during start-up; see {}",
-                console_log.display()
-            )),
-        };
-        return Ok(Detached::Parent(verdict));
+        return Ok(Detached::Parent(await_ready(
+            File::from(read_end),
+            timeout,
+            console_log,
+        )));
     }
 
     // First child: new session, then fork again so the VMM is no session leader and
@@ -137,12 +167,121 @@ pub fn detach(console_log: &Path) -> Result<Detached, ProcessError> {
             _ => libc::_exit(0),
         }
     }
+    let mut write_end = File::from(write_end);
+    // The parent's start-up timer kills this pid.
+    let _ = write_end.write_all(format!("pid {}\n", std::process::id()).as_bytes());
     redirect_stdio(&log)?;
     drop(log);
     close_inherited_fds(write_end.as_raw_fd());
     // SAFETY: chdir with a valid NUL-terminated path.
     unsafe { libc::chdir(c"/".as_ptr()) };
-    Ok(Detached::Child(ReadyPipe(File::from(write_end))))
+    Ok(Detached::Child(ReadyPipe(write_end)))
+}
+
+/// The parent's side of the start-up pipe: the VMM writes `pid N`, then `ok N` or
+/// `error WHY` (and closes its end, exiting). Past `timeout` the VMM (the pid it
+/// reported, still holding the pipe open, so still that process) is killed.
+fn await_ready(mut pipe: File, timeout: Duration, console_log: &Path) -> Result<u32, String> {
+    let deadline = Instant::now() + timeout;
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let text = String::from_utf8_lossy(&msg);
+        let reported: Option<u32> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pid ")?.trim().parse().ok());
+        for line in text.lines() {
+            if let Some(pid) = line.strip_prefix("ok ") {
+                return pid
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad start-up report `{line}`"));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        // The VMM writes its pid first thing; past the deadline it still gets a moment
+        // to do so, or it could start unseen after this gave up on it.
+        let left = match reported {
+            None if left.is_zero() => {
+                (deadline + PID_GRACE).saturating_duration_since(Instant::now())
+            }
+            _ => left,
+        };
+        if left.is_zero() {
+            let killed = reported.filter(|&pid| kill_writer(&pipe, pid));
+            return Err(match killed {
+                Some(pid) => format!(
+                    "the VMM did not start within {timeout:?}, so it was killed (pid {pid}); see {}",
+                    console_log.display()
+                ),
+                None => format!(
+                    "the VMM did not start within {timeout:?}; see {}",
+                    console_log.display()
+                ),
+            });
+        }
+        if !pipe_open(&pipe, left) {
+            // Readable: data or EOF.
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    if let Some(pos) = text.find("error ") {
+                        return Err(text[pos + "error ".len()..].trim().to_string());
+                    }
+                    return Err(format!(
+                        "the VMM exited during start-up; see {}",
+                        console_log.display()
+                    ));
+                }
+                Ok(n) => msg.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+}
+
+/// Waits up to `wait` for `pipe` to become readable; true when it did not (nothing
+/// to read and its writer still holds it open).
+fn pipe_open(pipe: &File, wait: Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for the call.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    n == 0
+}
+
+/// SIGKILLs `pid`, the VMM writing into `pipe`: pinned with a pidfd first, and only
+/// while its end of the pipe is still open (a process that exited and whose pid was
+/// reused has closed it). Waits a little for it to go. Returns whether it was killed.
+fn kill_writer(pipe: &File, pid: u32) -> bool {
+    let Some(pidfd) = super::lock::pidfd_open(pid) else {
+        return false;
+    };
+    let mut hup = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call.
+    unsafe { libc::poll(&mut hup, 1, 0) };
+    if hup.revents & libc::POLLHUP != 0 {
+        return false;
+    }
+    if !super::lock::pidfd_signal(&pidfd, libc::SIGKILL) {
+        return false;
+    }
+    // Gone once its end of the pipe closes.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        // SAFETY: one valid pollfd for the call.
+        unsafe { libc::poll(&mut hup, 1, 10) };
+        if hup.revents & libc::POLLHUP != 0 {
+            break;
+        }
+    }
+    true
 }
 
 /// Closes every fd above stderr except `keep`: a detached VMM must not hold pipes or
@@ -180,18 +319,19 @@ fn redirect_stdio(log: &File) -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// A pid file, removed when dropped.
+/// A pid file (`PID\n`, mode 0600), removed when dropped. It is informative: what
+/// identifies a VM's VMM is its lock ([`super::lock`]).
 pub struct PidFile(PathBuf);
 
 impl PidFile {
     /// Writes this process's pid to `path`.
     pub fn write(path: &Path) -> Result<Self, ProcessError> {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
-            ProcessError::PidFile {
+        open_with_mode(path, false, PID_FILE_MODE)
+            .and_then(|mut f| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .map_err(|source| ProcessError::PidFile {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Self(path.to_path_buf()))
     }
 }
@@ -216,5 +356,85 @@ mod tests {
         drop(pf);
         assert!(!path.exists());
         assert!(PidFile::write(&dir.path().join("no/such/dir")).is_err());
+    }
+
+    #[test]
+    fn modes_do_not_depend_on_the_umask_or_an_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid, log) = (dir.path().join("vmm.pid"), dir.path().join("console.log"));
+        for p in [&pid, &log] {
+            std::fs::write(p, "old").unwrap();
+            std::fs::set_permissions(p, Permissions::from_mode(0o666)).unwrap();
+        }
+        let _pf = PidFile::write(&pid).unwrap();
+        let _log = open_console_log(&log).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pid), 0o600);
+        assert_eq!(mode(&log), 0o640);
+        // Never through a symlink.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        assert!(open_console_log(&link).is_err());
+    }
+
+    /// A "VMM" (a `sleep` holding the start-up pipe) that reported its pid and then
+    /// nothing is killed when the timeout passes, and the error says so.
+    #[test]
+    fn a_vmm_silent_past_the_timeout_is_killed() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both fds were just created and are owned by nothing else.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut writer = File::from(write_end);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdout(writer.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        writer
+            .write_all(format!("pid {}\n", child.id()).as_bytes())
+            .unwrap();
+        drop(writer);
+        let started = Instant::now();
+        let verdict = await_ready(
+            File::from(read_end),
+            Duration::from_millis(200),
+            Path::new("/x/console.log"),
+        );
+        let status = child.wait().unwrap();
+        let err = verdict.unwrap_err();
+        assert!(err.contains("did not start within 200ms"), "{err}");
+        assert!(
+            err.contains(&format!("killed (pid {})", child.id())),
+            "{err}"
+        );
+        assert!(err.contains("/x/console.log"), "{err}");
+        assert!(!status.success());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn reports_are_read() {
+        let report = |text: &str| {
+            let (r, w) = std::io::pipe().unwrap();
+            let mut w = File::from(OwnedFd::from(w));
+            w.write_all(text.as_bytes()).unwrap();
+            drop(w);
+            await_ready(
+                File::from(OwnedFd::from(r)),
+                Duration::from_secs(5),
+                Path::new("/l"),
+            )
+        };
+        assert_eq!(report("pid 7\nok 7\n"), Ok(7));
+        assert_eq!(
+            report("pid 7\nerror disk /d is in use\n"),
+            Err("disk /d is in use".to_string())
+        );
+        assert!(report("pid 7\n")
+            .unwrap_err()
+            .contains("exited during start-up"));
     }
 }

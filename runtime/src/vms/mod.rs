@@ -5,13 +5,20 @@
 //! | --- | --- |
 //! | `spec.json` | the applied VM ([`VmRecord`]: project, the config model's `Vm`, whether it was left running) |
 //! | `vmm.json` | the VMM spec the process was started with |
-//! | `vmm.pid` | the VMM's pid (the VMM writes it and removes it when it exits cleanly) |
+//! | `vmm.lock` | held (POSIX write lock) by the VM's VMM for its whole life: what identifies it |
+//! | `vmm.pid` | the VMM's pid (the VMM writes it and removes it when it exits cleanly); informative only |
 //! | `control.sock` | the VMM's control socket (JSON lines) |
-//! | `console.log` | the guest's serial output |
+//! | `console.sock` | the VMM's console socket (`vmctl console`) |
+//! | `console.log` | the guest's serial output, rotated to `console.log.1` at 1 MiB |
 //!
-//! Observing asks the VMM, it does not guess: a VM runs when its pid is a live `vmctl
-//! vmm` and its control socket answers. A VM that vmctl left running and whose process
-//! is gone (killed, crashed, powered off by itself) is [`VmStatus::Crashed`]; one vmctl
+//! Modes, whatever the umask: the VM's dir (and `vms/`) 0700; `spec.json`, `vmm.json`,
+//! `vmm.pid`, `vmm.lock` and the sockets 0600; the console logs 0640.
+//!
+//! Observing asks the VMM, it does not guess: a VM runs when a process holds its lock
+//! (the kernel names it; [`crate::vmm::lock`]) and its control socket answers. A pid
+//! file naming another process means nothing, and no signal is ever sent to a process
+//! that does not hold the VM's lock. A VM that vmctl left running and whose process is
+//! gone (killed, crashed, powered off by itself) is [`VmStatus::Crashed`]; one vmctl
 //! stopped is [`VmStatus::Stopped`].
 //!
 //! Taps are not made here (they need the network's bridge and VLAN, see `apply`); a
@@ -23,6 +30,7 @@ mod process;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,7 +42,10 @@ use crate::host::fsutil::{list_dir, read_json, remove_if_exists, write_json_atom
 use crate::host::mark::is_safe_file_name;
 use crate::vmm::spec::{Devices, Disk, Mac, Nic, Size, VmmSpec};
 
-pub use process::{probe, Probe};
+pub use process::{probe, vmm_pid, Probe};
+
+/// Mode of a VM's state dir (and of `vms/`).
+pub const STATE_DIR_MODE: u32 = 0o700;
 
 /// Errors of starting, stopping, observing and deleting VMs.
 #[derive(Debug, thiserror::Error)]
@@ -112,17 +123,23 @@ pub struct VmPaths {
     pub record: PathBuf,
     pub vmm_spec: PathBuf,
     pub pid: PathBuf,
+    pub lock: PathBuf,
     pub control: PathBuf,
     pub console: PathBuf,
 }
 
 impl VmPaths {
     pub fn new(state_dir: &Path, project: &str, name: &str) -> VmPaths {
-        let dir = vms_dir(state_dir, project).join(name);
+        VmPaths::in_dir(vms_dir(state_dir, project).join(name))
+    }
+
+    /// The files of the VM whose state dir is `dir`.
+    pub fn in_dir(dir: PathBuf) -> VmPaths {
         VmPaths {
             record: dir.join("spec.json"),
             vmm_spec: dir.join("vmm.json"),
             pid: dir.join("vmm.pid"),
+            lock: dir.join("vmm.lock"),
             control: dir.join("control.sock"),
             console: dir.join("console.log"),
             dir,
@@ -195,7 +212,7 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
         vm: vm.clone(),
         running,
     };
-    fs::create_dir_all(&paths.dir)
+    create_private_dir(&paths.dir)
         .and_then(|()| write_json_atomic(&paths.record, &record))
         .map_err(|source| VmError::WriteState {
             vm: vm.name.clone(),
@@ -203,6 +220,20 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
             source,
         })?;
     Ok(paths)
+}
+
+/// Creates `dir` (a VM's state dir) and its missing parents 0700, and makes it and its
+/// parent (`vms/`) 0700 whatever they were.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(STATE_DIR_MODE)
+        .create(dir)?;
+    let private = fs::Permissions::from_mode(STATE_DIR_MODE);
+    if let Some(vms) = dir.parent() {
+        fs::set_permissions(vms, private.clone())?;
+    }
+    fs::set_permissions(dir, private)
 }
 
 /// Every VM of `project` on this host, sorted by name, each asked whether it runs.
@@ -280,6 +311,7 @@ pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec
     spec.console_log = Some(paths.console.clone());
     spec.control_socket = Some(paths.control.clone());
     spec.pid_file = Some(paths.pid.clone());
+    spec.lock_file = Some(paths.lock.clone());
     let mut nics = Vec::new();
     for (tap, mac) in &devices.nics {
         let parsed: Mac = mac.parse().map_err(|_| VmError::InvalidMac {
@@ -369,7 +401,17 @@ pub fn delete_vm(host: &VmHost<'_>, name: &str, timeout: Duration) -> Result<(),
     stop_vm(host, name, timeout)?;
     let paths = VmPaths::new(host.state_dir, host.project, name);
     // The record goes last but one, the dir last, so an interrupted delete is retried.
-    for file in [&paths.vmm_spec, &paths.pid, &paths.control, &paths.console] {
+    let rotated = crate::vmm::console_log::rotated_path(&paths.console);
+    let console_sock = paths.dir.join("console.sock");
+    for file in [
+        &paths.vmm_spec,
+        &paths.pid,
+        &paths.control,
+        &console_sock,
+        &paths.console,
+        &rotated,
+        &paths.lock,
+    ] {
         remove_if_exists(file).map_err(|source| VmError::DeleteState {
             vm: name.into(),
             path: file.clone(),

@@ -1,7 +1,13 @@
 //! The VMM process of one VM: starting `vmctl vmm --spec` detached (inside the host's
 //! netns, in its own process group so a Ctrl-C of the CLI does not reach it), asking it
 //! whether it runs, and stopping it (graceful shutdown over the control socket, then
-//! SIGKILL by pid).
+//! SIGKILL).
+//!
+//! The VM's VMM is the process holding its lock (`vmm.lock`, [`crate::vmm::lock`]), as
+//! the kernel reports it: never "whatever pid the pid file names". A signal only ever
+//! goes to that holder, pinned by a pidfd. A VM dir without a lock file (a VMM started
+//! by a release before the lock) falls back to a process whose command line is exactly
+//! `… vmm --spec <this VM's vmm.json>`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -13,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use super::{VmError, VmHost, VmPaths};
 use crate::host::fsutil::remove_if_exists;
+use crate::vmm::lock;
+use crate::vmm::process::start_timeout;
 
 /// How long a status request may take before the VMM counts as not answering.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,24 +28,32 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Whether a VM's process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
-    /// Its pid file names a live `vmctl vmm`, and the VMM did not say it stopped.
+    /// A process holds its lock, and the VMM did not say it stopped.
     Running(u32),
     /// No process.
     Gone,
 }
 
-/// The pid in the VM's pid file when it is a live (not zombie) `vmctl vmm` process.
-fn live_pid(paths: &VmPaths) -> Option<u32> {
+/// The pid of the VM's VMM: the holder of its lock; without a lock file, the pid
+/// file's process when its command line is this VM's `vmm --spec` (see the module).
+pub fn vmm_pid(paths: &VmPaths) -> Option<u32> {
+    match std::fs::symlink_metadata(&paths.lock) {
+        Ok(_) => lock::holder(&paths.lock).ok().flatten(),
+        Err(_) => legacy_vmm_pid(paths),
+    }
+}
+
+fn legacy_vmm_pid(paths: &VmPaths) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(&paths.pid)
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    is_vmm(pid).then_some(pid)
+    is_legacy_vmm(pid, paths).then_some(pid)
 }
 
-/// Whether `pid` is a live `vmctl vmm` (a recycled pid is some other program).
-fn is_vmm(pid: u32) -> bool {
+/// Whether `pid` is a live (not zombie) `vmctl vmm --spec <paths.vmm_spec>`.
+fn is_legacy_vmm(pid: u32, paths: &VmPaths) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let Some(state) = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()) else {
         return false;
@@ -46,7 +62,21 @@ fn is_vmm(pid: u32) -> bool {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    cmdline.split(|&b| b == 0).any(|arg| arg == b"vmm")
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let spec = paths.vmm_spec.as_os_str().as_encoded_bytes();
+    args.windows(3)
+        .any(|w| w[0] == b"vmm" && w[1] == b"--spec" && w[2] == spec)
+}
+
+/// Sends `signal` to the VM's VMM `pid` if it still is that (see the module).
+fn signal_vmm(paths: &VmPaths, pid: u32, signal: libc::c_int) {
+    if std::fs::symlink_metadata(&paths.lock).is_ok() {
+        lock::signal_holder(&paths.lock, pid, signal);
+    } else if is_legacy_vmm(pid, paths) {
+        // SAFETY: kill has no memory-safety preconditions; `pid` was just checked to
+        // be this VM's `vmctl vmm --spec`.
+        unsafe { libc::kill(pid as i32, signal) };
+    }
 }
 
 /// Asks the VM whether it runs: its pid, then its control socket.
@@ -81,7 +111,7 @@ pub fn probe_all(paths: &[&VmPaths]) -> Vec<Probe> {
     let mut out = vec![Probe::Gone; paths.len()];
     let mut pending = Vec::new();
     for (index, p) in paths.iter().enumerate() {
-        let Some(pid) = live_pid(p) else { continue };
+        let Some(pid) = vmm_pid(p) else { continue };
         out[index] = Probe::Running(pid);
         let Ok(mut stream) = UnixStream::connect(&p.control) else {
             continue;
@@ -166,7 +196,9 @@ fn request(paths: &VmPaths, line: &str, timeout: Duration) -> Option<serde_json:
 }
 
 /// Starts the VMM of the spec at `paths.vmm_spec`; returns its pid once its control
-/// socket serves.
+/// socket serves. The launcher kills a VMM that has not started within
+/// [`start_timeout`]; a launcher that itself has not answered a few seconds later is
+/// killed here (it is this process's child), with the VMM if one holds the VM's lock.
 pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmError> {
     let netns = host
         .netns
@@ -186,10 +218,10 @@ pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmErro
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some(ns) = netns {
+    if let Some(ns) = &netns {
         let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe and `fd` stays open (owned by `ns`, which
-        // lives until `output` returns) across the fork.
+        // SAFETY: setns is async-signal-safe and `fd` stays open (owned by `netns`,
+        // which lives until the launcher has been spawned) across the fork.
         unsafe {
             command.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
@@ -198,49 +230,93 @@ pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmErro
                 Ok(())
             });
         }
-        let output = command.output();
-        drop(ns);
-        return finish_spawn(vm, host, paths, output);
     }
-    let output = command.output();
-    finish_spawn(vm, host, paths, output)
-}
-
-fn finish_spawn(
-    vm: &str,
-    host: &VmHost<'_>,
-    paths: &VmPaths,
-    output: std::io::Result<std::process::Output>,
-) -> Result<u32, VmError> {
-    let output = output.map_err(|source| VmError::Spawn {
+    let spawn_err = |source| VmError::Spawn {
         vm: vm.into(),
         vmctl: host.vmctl.into(),
         source,
-    })?;
+    };
+    let mut child = command.spawn().map_err(spawn_err)?;
+    drop(netns);
+    let timeout = start_timeout();
+    let deadline = Instant::now() + timeout + LAUNCHER_GRACE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(pid) = vmm_pid(paths) {
+                    signal_vmm(paths, pid, libc::SIGKILL);
+                }
+                let why =
+                    format!("vmctl vmm did not start the VM within {timeout:?}, so it was killed");
+                return Err(start_error(vm, paths, why));
+            }
+            Err(e) => return Err(spawn_err(e)),
+        }
+    }
+    let output = child.wait_with_output().map_err(spawn_err)?;
+    finish_spawn(vm, paths, &output)
+}
+
+/// Extra time the launcher gets past the start-up timeout to kill its VMM and answer.
+const LAUNCHER_GRACE: Duration = Duration::from_secs(5);
+
+fn finish_spawn(vm: &str, paths: &VmPaths, output: &std::process::Output) -> Result<u32, VmError> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let pid = stdout.trim().parse::<u32>().ok();
-    match (output.status.success(), pid) {
-        (true, Some(pid)) => Ok(pid),
-        _ => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let why = stderr
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or("no message")
-                .to_owned();
-            Err(VmError::Start {
-                vm: vm.into(),
-                why: format!("{why} (console log: {})", paths.console.display()),
-            })
+    if let (true, Some(pid)) = (output.status.success(), pid) {
+        return Ok(pid);
+    }
+    Err(start_error(
+        vm,
+        paths,
+        failure_reason(&stdout, &output.stderr),
+    ))
+}
+
+/// The VMM's own reason: its `error: …` line on stdout, else the first line of its
+/// diagnostic on stderr that is not just the diagnostic's code.
+pub(super) fn failure_reason(stdout: &str, stderr: &[u8]) -> String {
+    if let Some(why) = stdout.lines().find_map(|l| l.strip_prefix("error: ")) {
+        return why.trim().to_owned();
+    }
+    let stderr = String::from_utf8_lossy(stderr);
+    stderr
+        .lines()
+        .map(|l| l.trim().trim_start_matches(['×', '!', ' ']).trim())
+        .filter(|l| !l.is_empty())
+        .find(|l| !(l.starts_with("Error:") && l.split_whitespace().count() <= 2))
+        .unwrap_or("the VMM printed no reason")
+        .to_owned()
+}
+
+/// The failed start of `vm` for `why`, pointing at its console log — which exists:
+/// the reason is appended to it (creating it) when the VMM could not write it there.
+fn start_error(vm: &str, paths: &VmPaths, why: String) -> VmError {
+    let has_it = std::fs::read(&paths.console)
+        .map(|log| {
+            let tail = &log[log.len().saturating_sub(64 * 1024)..];
+            String::from_utf8_lossy(tail).contains(&why)
+        })
+        .unwrap_or(false);
+    if !has_it {
+        if let Ok(mut log) = crate::vmm::process::open_console_log(&paths.console) {
+            let _ = writeln!(log, "vmctl: VM {vm} did not start: {why}");
         }
+    }
+    VmError::Start {
+        vm: vm.into(),
+        why: format!("{why} (log: {})", paths.console.display()),
     }
 }
 
 /// Stops the VM's process: graceful shutdown (the guest gets `timeout`), then SIGKILL.
 /// Removes a dead VMM's leftover pid file and socket. Returns whether a process ran.
 pub fn stop(vm: &str, paths: &VmPaths, timeout: Duration) -> Result<bool, VmError> {
-    let Some(pid) = live_pid(paths) else {
+    let Some(pid) = vmm_pid(paths) else {
         cleanup(paths);
         return Ok(false);
     };
@@ -248,11 +324,9 @@ pub fn stop(vm: &str, paths: &VmPaths, timeout: Duration) -> Result<bool, VmErro
     let line = format!(r#"{{"cmd":"shutdown","timeout_ms":{millis}}}"#);
     // The VMM answers once the guest is off or it killed it.
     let _ = request(paths, &line, timeout + Duration::from_secs(5));
-    if !wait_gone(pid, Duration::from_secs(5)) && is_vmm(pid) {
-        // SAFETY: kill has no memory-safety preconditions; `pid` was just checked to
-        // be this VM's `vmctl vmm`.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        if !wait_gone(pid, Duration::from_secs(5)) {
+    if !wait_gone(paths, pid, Duration::from_secs(5)) {
+        signal_vmm(paths, pid, libc::SIGKILL);
+        if !wait_gone(paths, pid, Duration::from_secs(5)) {
             return Err(VmError::Stop {
                 vm: vm.into(),
                 pid,
@@ -269,9 +343,10 @@ fn cleanup(paths: &VmPaths) {
     let _ = remove_if_exists(&paths.control);
 }
 
-fn wait_gone(pid: u32, timeout: Duration) -> bool {
+/// Waits until `pid` is no longer the VM's VMM.
+fn wait_gone(paths: &VmPaths, pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    while is_vmm(pid) {
+    while vmm_pid(paths) == Some(pid) {
         if Instant::now() >= deadline {
             return false;
         }

@@ -96,3 +96,68 @@ fn names_that_are_not_file_names_are_refused() {
         Err(VmError::InvalidName { .. })
     ));
 }
+
+/// A live process whose argv has the word `vmm` (as `tail -f vmm` would), named by the
+/// pid file of a VM left running: not the VM's VMM, with or without a lock file, and
+/// never signalled.
+#[test]
+fn a_pid_file_naming_another_process_is_not_the_vmm() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg0("vmm")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    for with_lock in [false, true] {
+        let paths = write_record(&host(dir.path()), &vm("web-1"), true).unwrap();
+        if with_lock {
+            fs::write(&paths.lock, "").unwrap();
+        }
+        fs::write(&paths.pid, format!("{}\n", other.id())).unwrap();
+        assert_eq!(vmm_pid(&paths), None);
+        assert_eq!(probe(&paths), Probe::Gone);
+        let seen = observe_vm(dir.path(), "lab", "web-1").unwrap().unwrap();
+        assert_eq!(seen.status, VmStatus::Crashed);
+        assert!(!stop_vm(&host(dir.path()), "web-1", Duration::from_millis(10)).unwrap());
+        delete_vm(&host(dir.path()), "web-1", Duration::from_millis(10)).unwrap();
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "the other process was signalled"
+        );
+    }
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
+
+#[test]
+fn state_files_are_private_whatever_was_there() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let vm_dir = vms_dir(dir.path(), "lab").join("web-1");
+    fs::create_dir_all(&vm_dir).unwrap();
+    for d in [&vm_dir, &vms_dir(dir.path(), "lab")] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let paths = write_record(&host(dir.path()), &vm("web-1"), true).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&paths.dir), 0o700);
+    assert_eq!(mode(&vms_dir(dir.path(), "lab")), 0o700);
+    assert_eq!(mode(&paths.record), 0o600);
+}
+
+#[test]
+fn the_vmms_own_reason_is_passed_on() {
+    use super::process::failure_reason;
+    assert_eq!(
+        failure_reason("error: disk /d is in use\n", b"Error: vmctl::vmm::start\n"),
+        "disk /d is in use"
+    );
+    // Without the line, the diagnostic's message, not its code.
+    let stderr = "Error: vmctl::vmm::load\n\n  \u{d7} the kernel is not an ELF64 x86-64 file\n";
+    assert_eq!(
+        failure_reason("", stderr.as_bytes()),
+        "the kernel is not an ELF64 x86-64 file"
+    );
+    assert_eq!(failure_reason("", b""), "the VMM printed no reason");
+}

@@ -199,6 +199,10 @@ pub struct VmmSpec {
     /// Where the VMM writes its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
+    /// The lock the VMM holds for its whole life (`vmm::lock`). Absent: `vmm.lock` next
+    /// to the pid file, or none without one ([`VmmSpec::lock_file_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_file: Option<PathBuf>,
     /// CPUID features hidden from the guest, by /proc/cpuinfo name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpuid_mask: Vec<String>,
@@ -224,6 +228,7 @@ impl VmmSpec {
             control_socket: None,
             console_socket: None,
             pid_file: None,
+            lock_file: None,
             cpuid_mask: Vec::new(),
             pit: false,
             devices: Devices::default(),
@@ -238,6 +243,13 @@ impl VmmSpec {
                 .as_ref()
                 .map(|c| c.with_file_name("console.sock"))
         })
+    }
+
+    /// The lock file: `lock_file`, else `vmm.lock` in the pid file's folder, else none.
+    pub fn lock_file_path(&self) -> Option<PathBuf> {
+        self.lock_file
+            .clone()
+            .or_else(|| self.pid_file.as_ref().map(|p| p.with_file_name("vmm.lock")))
     }
 
     /// Reads a spec file.
@@ -305,6 +317,7 @@ impl VmmSpec {
             &mut self.control_socket,
             &mut self.console_socket,
             &mut self.pid_file,
+            &mut self.lock_file,
         ]
         .into_iter()
         .flatten()

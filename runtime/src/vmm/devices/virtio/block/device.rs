@@ -46,6 +46,9 @@ pub enum BlockError {
     /// cannot read the size of disk {path}: {source}
     #[error("cannot read the size of disk {path}: {source}")]
     StatDisk { path: PathBuf, source: io::Error },
+    /// disk {path} is in use by another VMM or process (it holds a lock on it)
+    #[error("disk {path} is in use by another VMM or process (it holds a lock on it)")]
+    Locked { path: PathBuf },
 }
 
 /// The host side of a disk: the file and what the guest may do with it.
@@ -76,8 +79,34 @@ pub struct Block {
     counters: DeviceCounters,
 }
 
+/// Locks a disk for as long as `file` is open: exclusively when it is written, shared
+/// when read-only, so no two VMMs (or a VMM and another flock user) ever write one
+/// image at once.
+fn lock_disk(file: &File, path: &Path, read_only: bool) -> Result<(), BlockError> {
+    let kind = if read_only {
+        libc::LOCK_SH
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: flock on a valid fd owned by `file`.
+    if unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::WouldBlock {
+        return Err(BlockError::Locked {
+            path: path.to_owned(),
+        });
+    }
+    Err(BlockError::OpenDisk {
+        path: path.to_owned(),
+        source: err,
+    })
+}
+
 impl Block {
-    /// Opens the raw disk at `path`; read-only disks are opened `O_RDONLY`.
+    /// Opens the raw disk at `path`, locked ([`lock_disk`]); read-only disks are opened
+    /// `O_RDONLY`.
     pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
         let file = OpenOptions::new()
             .read(true)
@@ -87,6 +116,7 @@ impl Block {
                 path: path.to_owned(),
                 source,
             })?;
+        lock_disk(&file, path, read_only)?;
         let meta = file.metadata().map_err(|source| BlockError::StatDisk {
             path: path.to_owned(),
             source,

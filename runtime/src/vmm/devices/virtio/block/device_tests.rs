@@ -366,3 +366,25 @@ fn activation_needs_one_ready_queue() {
     );
     assert!(Block::open(Path::new("/nonexistent/disk"), true).is_err());
 }
+
+#[test]
+fn a_written_disk_has_one_writer() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(4096).unwrap();
+    let writer = Block::open(file.path(), false).unwrap();
+    // A second writer, or a reader, is refused while it is open.
+    for read_only in [false, true] {
+        let second = Block::open(file.path(), read_only);
+        assert!(
+            matches!(&second, Err(BlockError::Locked { path }) if path == file.path()),
+            "{second:?}"
+        );
+    }
+    drop(writer);
+    // Readers share; a writer waits for them to go.
+    let r1 = Block::open(file.path(), true).unwrap();
+    let _r2 = Block::open(file.path(), true).unwrap();
+    assert!(Block::open(file.path(), false).is_err());
+    drop((r1, _r2));
+    assert!(Block::open(file.path(), false).is_ok());
+}

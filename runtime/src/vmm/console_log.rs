@@ -1,0 +1,144 @@
+//! The console log, bounded: once `console.log` would grow past [`MAX_LOG`] (1 MiB) it
+//! is renamed `console.log.1` (replacing the older one) and a new `console.log` is
+//! started, so a guest flooding its serial port holds at most two files of 1 MiB on the
+//! host. A detached VMM's own stdout and stderr follow the log into the new file.
+//!
+//! Readers (`vmctl console --lines/--follow`) read `console.log.1` then `console.log`.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::process::{open_console_log, ProcessError};
+
+/// Size at which the console log is rotated.
+pub const MAX_LOG: u64 = 1 << 20;
+
+/// The rotated copy of `log`: `console.log.1`.
+pub fn rotated_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_owned();
+    name.push(".1");
+    log.with_file_name(name)
+}
+
+/// The console log as the serial port writes it.
+pub struct ConsoleLog {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    max: u64,
+    /// Whether stdout and stderr are this log (a detached VMM): they follow a rotation.
+    stdio: bool,
+}
+
+impl ConsoleLog {
+    /// Opens (creating, appending) the log at `path`; `stdio` when the process's stdout
+    /// and stderr write into it.
+    pub fn open(path: &Path, stdio: bool) -> Result<Self, ProcessError> {
+        Self::with_max(path, stdio, MAX_LOG)
+    }
+
+    fn with_max(path: &Path, stdio: bool, max: u64) -> Result<Self, ProcessError> {
+        let file = open_console_log(path)?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            len,
+            max,
+            stdio,
+        })
+    }
+
+    /// Starts a new file; the current one becomes `console.log.1`. When the rename
+    /// fails the log is emptied instead: the bound holds either way.
+    fn rotate(&mut self) -> io::Result<()> {
+        if std::fs::rename(&self.path, rotated_path(&self.path)).is_err() {
+            self.file.set_len(0)?;
+            self.len = 0;
+            return Ok(());
+        }
+        self.file = open_console_log(&self.path).map_err(|e| match e {
+            ProcessError::ConsoleLog { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        })?;
+        self.len = 0;
+        if self.stdio {
+            for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+                // SAFETY: dup2 of a valid fd (owned by `self.file`) onto a standard fd.
+                unsafe { libc::dup2(self.file.as_raw_fd(), fd) };
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for ConsoleLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.len >= self.max {
+            self.rotate()?;
+        }
+        let room = usize::try_from(self.max - self.len).unwrap_or(usize::MAX);
+        let n = self.file.write(&buf[..buf.len().min(room)])?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_flood_is_bounded_to_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut log = ConsoleLog::open(&path, false).unwrap();
+        // 3.5 MiB in lines, byte by byte as a UART writes.
+        let line = b"0123456789abcdef0123456789abcdef0123456789abcdef012345678901234\n";
+        let mut written = 0u64;
+        let mut last = 0u32;
+        while written < 3 * MAX_LOG + MAX_LOG / 2 {
+            for b in format!("{last:08} ").as_bytes().iter().chain(line.iter()) {
+                log.write_all(std::slice::from_ref(b)).unwrap();
+                written += 1;
+            }
+            last += 1;
+        }
+        log.flush().unwrap();
+        let cur = std::fs::metadata(&path).unwrap();
+        let old = std::fs::metadata(rotated_path(&path)).unwrap();
+        assert!(cur.len() <= MAX_LOG, "{}", cur.len());
+        assert_eq!(old.len(), MAX_LOG);
+        assert_eq!(cur.len() + 3 * MAX_LOG, written);
+        assert_eq!(old.permissions().mode() & 0o777, 0o640);
+        assert_eq!(cur.permissions().mode() & 0o777, 0o640);
+        // The newest output is in the current file, the one before in the old one.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&format!("{:08} ", last - 1)));
+        let old_text = std::fs::read_to_string(rotated_path(&path)).unwrap();
+        assert!(!old_text.contains(&format!("{:08} ", last - 1)));
+    }
+
+    #[test]
+    fn an_existing_log_counts_toward_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, vec![b'x'; 90]).unwrap();
+        let mut log = ConsoleLog::with_max(&path, false, 100).unwrap();
+        log.write_all(&[b'y'; 30]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'y'; 20]);
+        let old = std::fs::read(rotated_path(&path)).unwrap();
+        assert_eq!(old.len(), 100);
+        assert!(old.ends_with(&[b'y'; 10]));
+    }
+}
