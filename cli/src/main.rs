@@ -41,9 +41,15 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let style = render::Style::new(cli.color);
-    match commands::run(cli.command, &style) {
+    let (command, color) = match commands::vmm::parse_if_vmm() {
+        Some(vmm) => (Command::Vmm(vmm), ColorChoice::Auto),
+        None => {
+            let cli = Cli::parse();
+            (cli.command, cli.color)
+        }
+    };
+    let style = render::Style::new(color);
+    match commands::run(command, &style) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error.print(&style);

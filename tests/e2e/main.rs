@@ -5,6 +5,7 @@ mod apply;
 mod console;
 mod cpuset;
 mod engine;
+mod footprint;
 mod lab;
 mod netns;
 mod plan;
