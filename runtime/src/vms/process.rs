@@ -231,18 +231,58 @@ pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmErro
             });
         }
     }
-    let spawn_err = |source| VmError::Spawn {
+    let child = command.spawn().map_err(|source| VmError::Spawn {
         vm: vm.into(),
         vmctl: host.vmctl.into(),
         source,
-    };
-    let mut child = command.spawn().map_err(spawn_err)?;
+    })?;
     drop(netns);
-    let timeout = start_timeout();
-    let deadline = Instant::now() + timeout + LAUNCHER_GRACE;
+    let output = wait_launcher(child, paths, start_timeout(), LAUNCHER_GRACE)
+        .map_err(|e| e.into_vm_error(vm, host.vmctl, paths))?;
+    finish_spawn(vm, paths, &output)
+}
+
+/// Why waiting for the launcher failed.
+pub(super) enum LaunchFailure {
+    Wait(std::io::Error),
+    /// It was killed past its deadline; the start-up timeout it had.
+    TimedOut(Duration),
+}
+
+impl LaunchFailure {
+    pub(super) fn into_vm_error(
+        self,
+        vm: &str,
+        vmctl: &std::path::Path,
+        paths: &VmPaths,
+    ) -> VmError {
+        match self {
+            LaunchFailure::Wait(source) => VmError::Spawn {
+                vm: vm.into(),
+                vmctl: vmctl.into(),
+                source,
+            },
+            LaunchFailure::TimedOut(timeout) => start_error(
+                vm,
+                paths,
+                format!("vmctl vmm did not start the VM within {timeout:?}, so it was killed"),
+            ),
+        }
+    }
+}
+
+/// Waits for the launcher `child` (which kills its VMM past `timeout` itself); one
+/// still running `grace` later is killed, and so is the VM's VMM if one holds its lock.
+pub(super) fn wait_launcher(
+    mut child: std::process::Child,
+    paths: &VmPaths,
+    timeout: Duration,
+    grace: Duration,
+) -> Result<std::process::Output, LaunchFailure> {
+    let deadline = Instant::now() + timeout + grace;
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(_)) => return child.wait_with_output().map_err(LaunchFailure::Wait),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
                 let _ = child.kill();
@@ -250,15 +290,11 @@ pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmErro
                 if let Some(pid) = vmm_pid(paths) {
                     signal_vmm(paths, pid, libc::SIGKILL);
                 }
-                let why =
-                    format!("vmctl vmm did not start the VM within {timeout:?}, so it was killed");
-                return Err(start_error(vm, paths, why));
+                return Err(LaunchFailure::TimedOut(timeout));
             }
-            Err(e) => return Err(spawn_err(e)),
+            Err(e) => return Err(LaunchFailure::Wait(e)),
         }
     }
-    let output = child.wait_with_output().map_err(spawn_err)?;
-    finish_spawn(vm, paths, &output)
 }
 
 /// Extra time the launcher gets past the start-up timeout to kill its VMM and answer.

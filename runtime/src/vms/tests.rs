@@ -161,3 +161,40 @@ fn the_vmms_own_reason_is_passed_on() {
     );
     assert_eq!(failure_reason("", b""), "the VMM printed no reason");
 }
+
+/// A launcher that hangs (as `vmctl vmm --spec` would reading a FIFO named as the
+/// kernel) is killed past its deadline: the start fails, nothing is left running.
+#[test]
+fn a_hanging_launcher_is_killed() {
+    use super::process::{wait_launcher, LaunchFailure};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_record(&host(dir.path()), &vm("web-1"), true).unwrap();
+    let child = Command::new("sleep")
+        .arg("600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = std::time::Instant::now();
+    let waited = wait_launcher(
+        child,
+        &paths,
+        Duration::from_millis(100),
+        Duration::from_millis(100),
+    );
+    assert!(matches!(waited, Err(LaunchFailure::TimedOut(t)) if t == Duration::from_millis(100)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Killed and reaped: the pid names no process (or, reused, not a `sleep 600`).
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert_ne!(cmdline, b"sleep\x00600\x00");
+    let Err(failure) = waited else { unreachable!() };
+    let err = failure.into_vm_error("web-1", Path::new("/v/vmctl"), &paths);
+    let text = err.to_string();
+    assert!(text.contains("did not start the VM within 100ms"), "{text}");
+    // The log it points at exists and says it.
+    let log = fs::read_to_string(&paths.console).unwrap();
+    assert!(log.contains("did not start the VM within 100ms"), "{log}");
+}

@@ -353,6 +353,8 @@ fn reset_stops_the_device() {
 #[test]
 fn activation_needs_one_ready_queue() {
     let h = harness(false);
+    // A second device on the disk, once the first (which locks it) is gone.
+    drop(h.blk);
     let mut blk = Block::open(h._file.path(), false).unwrap();
     let irq = IrqTrigger::new(Arc::new(CountingInterrupt::default()));
     assert_eq!(
