@@ -55,25 +55,32 @@ fn parse(args: Vec<OsString>) -> Result<Cli, ExitCode> {
     let parsed = command
         .try_get_matches_from(args)
         .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
-    parsed.map_err(|error| {
-        use clap::error::ErrorKind;
-        // Help and version go to stdout, errors (and the help shown for a bare `vmctl`)
-        // to stderr; a closed pipe is nothing to report.
-        let _ = error.print();
-        match error.kind() {
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-            _ => ExitCode::from(USAGE_ERROR),
-        }
-    })
+    parsed.map_err(|error| usage_exit(&error))
+}
+
+/// Prints what clap said: help and version end the process with 0, usage errors with 1.
+fn usage_exit(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    // Help and version go to stdout, errors (and the help shown for a bare `vmctl`)
+    // to stderr; a closed pipe is nothing to report.
+    let _ = error.print();
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => ExitCode::from(USAGE_ERROR),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = match parse(std::env::args_os().collect()) {
-        Ok(cli) => cli,
-        Err(code) => return code,
+    let (command, color) = match commands::vmm::parse_if_vmm() {
+        Some(Ok(vmm)) => (Command::Vmm(vmm), ColorChoice::Auto),
+        Some(Err(error)) => return usage_exit(&error),
+        None => match parse(std::env::args_os().collect()) {
+            Ok(cli) => (cli.command, cli.color),
+            Err(code) => return code,
+        },
     };
-    let style = render::Style::new(cli.color);
-    match commands::run(cli.command, &style) {
+    let style = render::Style::new(color);
+    match commands::run(command, &style) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error.print(&style);

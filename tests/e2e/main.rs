@@ -6,6 +6,7 @@ mod cli_ux;
 mod console;
 mod cpuset;
 mod engine;
+mod footprint;
 mod lab;
 mod netns;
 mod plan;

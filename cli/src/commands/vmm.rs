@@ -18,7 +18,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, FromArgMatches, Subcommand};
 use miette::{miette, Report};
 use vmctl_runtime::vmm::console_log::ConsoleLog;
 use vmctl_runtime::vmm::devices::virtio::block::BlockError;
@@ -115,6 +115,36 @@ fn parse_nic(arg: &str) -> Result<Nic, String> {
         tap: tap.to_string(),
         mac,
     })
+}
+
+/// The arguments of `vmctl vmm …` when that is the command line, parsed with a clap
+/// command of `vmm` alone; `None` for every other command.
+///
+/// The VMM process lives as long as its VM, so what start-up touches stays resident:
+/// building the whole CLI's clap tree (every subcommand, every help text) cost it code
+/// pages and heap it never needs again (bench/boot.md has the figures). `vmctl vmm`
+/// takes no global option (the runtime runs `vmctl vmm --spec FILE`), so its
+/// arguments are its own.
+/// `None` when the command is not `vmm`; a usage error (or help) is the caller's to
+/// print and exit with.
+pub fn parse_if_vmm() -> Option<Result<VmmArgs, clap::Error>> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    try_parse_vmm(&args)
+}
+
+/// [`parse_if_vmm`] of a given command line (`args[0]` is the binary).
+fn try_parse_vmm(args: &[std::ffi::OsString]) -> Option<Result<VmmArgs, clap::Error>> {
+    if args.get(1)?.as_encoded_bytes() != b"vmm" {
+        return None;
+    }
+    let bin = std::path::Path::new(&args[0]);
+    let bin = bin.file_name().unwrap_or(bin.as_os_str()).to_string_lossy();
+    let command = VmmArgs::augment_args(clap::Command::new("vmm").bin_name(format!("{bin} vmm")));
+    Some(
+        command
+            .try_get_matches_from(&args[1..])
+            .and_then(|m| VmmArgs::from_arg_matches(&m)),
+    )
 }
 
 /// Runs `vmctl vmm`.
@@ -294,6 +324,45 @@ fn diagnostic(e: VmmError) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn argv(args: &[&str]) -> Vec<std::ffi::OsString> {
+        args.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn vmm_command_lines_are_parsed_alone_and_as_the_full_cli_parses_them() {
+        use clap::Parser;
+        for line in [
+            &["vmctl", "vmm", "--spec", "/tmp/vmm.json", "--foreground"][..],
+            &["/usr/bin/vmctl", "vmm", "--spec", "vmm.json"],
+            &[
+                "vmctl", "vmm", "run", "--kernel", "k", "--cpus", "2", "--disk", "d,ro",
+            ],
+            &["vmctl", "vmm"],
+        ] {
+            let alone = try_parse_vmm(&argv(line)).expect("a vmm line").unwrap();
+            let full = crate::Cli::try_parse_from(line).unwrap();
+            let crate::Command::Vmm(full) = full.command else {
+                panic!("{line:?} is not `vmm` to the full CLI");
+            };
+            assert_eq!(format!("{alone:?}"), format!("{full:?}"), "{line:?}");
+        }
+        for other in [
+            &["vmctl"][..],
+            &["vmctl", "validate", "x"],
+            &["vmctl", "--color", "never", "vmm"],
+        ] {
+            assert!(try_parse_vmm(&argv(other)).is_none(), "{other:?}");
+        }
+        let err = try_parse_vmm(&argv(&["vmctl", "vmm", "--bogus"]))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("--bogus"), "{err}");
+        let err = try_parse_vmm(&argv(&["vmctl", "vmm", "--foreground"]))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("--spec"), "{err}");
+    }
 
     #[test]
     fn disk_arguments() {
