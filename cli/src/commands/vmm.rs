@@ -1,4 +1,6 @@
-//! `vmctl vmm` (hidden): the VMM process of one VM.
+//! `vmctl vmm` (hidden): the VMM process of one VM. What the process does is the
+//! runtime's (`vmctl_runtime::vmm::entry`, which the agent of a remote host shares);
+//! this parses the arguments, renders its errors and picks the exit code.
 //!
 //! - `vmctl vmm --spec FILE [--foreground]` runs the VM a spec describes, detached
 //!   (double fork, setsid, stdio to the console log) unless `--foreground`; the
@@ -9,8 +11,6 @@
 //!
 //! Before anything of the VM is opened the VMM takes the VM's lock
 //! (`vmctl_runtime::vmm::lock`): a second VMM for the same VM refuses to start.
-//! What the process does is the runtime's (`vmctl_runtime::vmm::entry`); this parses
-//! the arguments, renders its errors and picks the exit code.
 //! - `vmctl vmm run --kernel PATH …` runs a VM in the foreground with its serial
 //!   output on stdout: exit 0 when the guest powers off, 2 when it faults, 1 when the
 //!   VM cannot be built. `--disk PATH[,ro]` and `--nic TAP[,mac=52:54:00:…]` (both
