@@ -1,4 +1,6 @@
-//! `vmctl vmm` (hidden): the VMM process of one VM.
+//! `vmctl vmm` (hidden): the VMM process of one VM. What the process does is the
+//! runtime's (`vmctl_runtime::vmm::entry`, which the agent of a remote host shares);
+//! this parses the arguments, renders its errors and picks the exit code.
 //!
 //! - `vmctl vmm --spec FILE [--foreground]` runs the VM a spec describes, detached
 //!   (double fork, setsid, stdio to the console log) unless `--foreground`; the
@@ -20,13 +22,11 @@ use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches, Subcommand};
 use miette::{miette, Report};
-use vmctl_runtime::vmm::console_log::ConsoleLog;
 use vmctl_runtime::vmm::devices::virtio::block::BlockError;
-use vmctl_runtime::vmm::lock::VmmLock;
-use vmctl_runtime::vmm::process::{self, Detached, PidFile, ReadyPipe};
+use vmctl_runtime::vmm::entry::{self, EntryError, Outcome, Start};
 use vmctl_runtime::vmm::spec::{self, Disk, Mac, Nic, Size, SpecError, VmmSpec};
 use vmctl_runtime::vmm::virtio_wiring::WiringError;
-use vmctl_runtime::vmm::{memory, Exit, Vmm, VmmError};
+use vmctl_runtime::vmm::{Exit, VmmError};
 
 /// Runs one VM in this process.
 #[derive(Debug, Args)]
@@ -149,19 +149,36 @@ fn try_parse_vmm(args: &[std::ffi::OsString]) -> Option<Result<VmmArgs, clap::Er
 
 /// Runs `vmctl vmm`.
 pub fn run(args: VmmArgs) -> miette::Result<u8> {
-    match (args.command, args.spec) {
-        (Some(VmmCommand::Run(run)), _) => run_foreground(run),
-        (None, Some(spec)) => run_spec(&spec, args.foreground),
-        (None, None) => Err(miette!(
-            code = "vmctl::vmm::usage",
-            help = "vmctl vmm --spec FILE [--foreground], or vmctl vmm run --kernel PATH",
-            "nothing to run"
-        )),
+    let start = match (args.command, args.spec) {
+        (Some(VmmCommand::Run(run)), _) => Start::Inline(Box::new(inline_spec(run)?)),
+        (None, Some(path)) => Start::Spec {
+            path,
+            foreground: args.foreground,
+        },
+        (None, None) => {
+            return Err(miette!(
+                code = "vmctl::vmm::usage",
+                help = "vmctl vmm --spec FILE [--foreground], or vmctl vmm run --kernel PATH",
+                "nothing to run"
+            ))
+        }
+    };
+    // A spec's VM says how it ended (on the console log when detached).
+    let announce = matches!(start, Start::Spec { .. });
+    let result = entry::run(start, &mut std::io::stdout());
+    match &result {
+        Ok(Outcome::Ended(Exit::PowerOff)) if announce => {
+            eprintln!("vmctl vmm: the guest powered off")
+        }
+        Ok(Outcome::Ended(Exit::Killed)) if announce => eprintln!("vmctl vmm: the VM was killed"),
+        _ => {}
     }
+    finish(result)
 }
 
-fn run_foreground(args: RunArgs) -> miette::Result<u8> {
-    let memory = spec::parse_size(&args.memory).map_err(|e| diagnostic(e.into()))?;
+/// The spec of `vmctl vmm run`.
+fn inline_spec(args: RunArgs) -> miette::Result<VmmSpec> {
+    let memory = spec::parse_size(&args.memory).map_err(|e| vmm_diagnostic(e.into()))?;
     let mut spec = VmmSpec::new(args.kernel);
     spec.initrd = args.initrd;
     spec.cmdline = args.cmdline;
@@ -171,111 +188,42 @@ fn run_foreground(args: RunArgs) -> miette::Result<u8> {
     spec.pit = args.pit;
     spec.devices.disks = args.disk;
     spec.devices.nics = args.nic;
-    let vmm = Vmm::build(&spec, Box::new(std::io::stdout())).map_err(diagnostic)?;
-    finish(vmm.run())
+    Ok(spec)
 }
 
-/// Maps how the VM ended to an exit code, printing a guest fault.
-fn finish(result: Result<Exit, VmmError>) -> miette::Result<u8> {
+/// Maps how the VMM ended to an exit code, printing a guest fault.
+fn finish(result: Result<Outcome, EntryError>) -> miette::Result<u8> {
     let _ = std::io::stdout().flush();
     match result {
         Ok(_) => Ok(0),
-        Err(e @ VmmError::GuestFault { .. }) => {
-            eprintln!("{:?}", diagnostic(e));
+        Err(EntryError::Vmm(e @ VmmError::GuestFault { .. })) => {
+            eprintln!("{:?}", vmm_diagnostic(e));
             Ok(2)
         }
         Err(e) => Err(diagnostic(e)),
     }
 }
 
-fn run_spec(path: &std::path::Path, foreground: bool) -> miette::Result<u8> {
-    let mut spec = VmmSpec::from_file(path).map_err(|e| diagnostic(e.into()))?;
-    spec.validate().map_err(|e| diagnostic(e.into()))?;
-    memory::check_size(spec.memory.0, memory::HostLimits::current())
-        .map_err(|e| diagnostic(e.into()))?;
-    spec.absolutize();
-    if foreground {
-        return serve(&spec, None);
+/// The CLI's diagnostic for an entry error.
+fn diagnostic(e: EntryError) -> Report {
+    match e {
+        EntryError::Vmm(e) => vmm_diagnostic(e),
+        EntryError::Lock(e) => miette!(
+            code = "vmctl::vmm::lock",
+            help = "one VMM runs a VM: stop the other one (`vmctl destroy`, or `vmctl apply` after stopping it)",
+            "{e}"
+        ),
+        EntryError::Process(e) => miette!(code = "vmctl::vmm::process", "{e}"),
+        EntryError::NotStarted { why, console_log } => miette!(
+            code = "vmctl::vmm::start",
+            help = format!("the console log {} may say more", console_log.display()),
+            "the VMM did not start: {why}"
+        ),
     }
-    let Some(log) = spec.console_log.clone() else {
-        return Err(diagnostic(SpecError::NoConsoleLog.into()));
-    };
-    let detached = process::detach(&log, process::start_timeout()).map_err(process_error)?;
-    match detached {
-        Detached::Parent(Ok(pid)) => {
-            println!("{pid}");
-            Ok(0)
-        }
-        Detached::Parent(Err(why)) => {
-            // One line, for the runtime that started this process.
-            println!("error: {}", why.replace('\n', " "));
-            Err(miette!(
-                code = "vmctl::vmm::start",
-                help = format!("the console log {} may say more", log.display()),
-                "the VMM did not start: {why}"
-            ))
-        }
-        Detached::Child(ready) => serve(&spec, Some(ready)),
-    }
-}
-
-/// Builds and runs the VM of a spec: the VM's lock first (held until the process
-/// ends), serial output to the console log (stdout when there is none), pid file while
-/// it runs, start-up reported through `ready`.
-fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> miette::Result<u8> {
-    let detached = ready.is_some();
-    let started = (|| {
-        let lock = match spec.lock_file_path() {
-            Some(path) => Some(VmmLock::acquire(&path).map_err(|e| {
-                miette!(
-                    code = "vmctl::vmm::lock",
-                    help = "one VMM runs a VM: stop the other one (`vmctl destroy`, or `vmctl apply` after stopping it)",
-                    "{e}"
-                )
-            })?),
-            None => None,
-        };
-        let console: Box<dyn Write + Send> = match &spec.console_log {
-            Some(path) => Box::new(ConsoleLog::open(path, detached).map_err(process_error)?),
-            None => Box::new(std::io::stdout()),
-        };
-        let vmm = Vmm::build(spec, console).map_err(diagnostic)?;
-        vmm.stop_on_termination_signals().map_err(diagnostic)?;
-        let pid_file = match &spec.pid_file {
-            Some(path) => Some(PidFile::write(path).map_err(process_error)?),
-            None => None,
-        };
-        Ok::<_, Report>((vmm, pid_file, lock))
-    })();
-    let (vmm, pid_file, lock) = match started {
-        Ok(v) => v,
-        Err(report) => {
-            if let Some(ready) = ready {
-                ready.report(Err(report.to_string()));
-            }
-            return Err(report);
-        }
-    };
-    if let Some(ready) = ready {
-        ready.report(Ok(()));
-    }
-    let result = vmm.run();
-    drop(pid_file);
-    drop(lock);
-    match &result {
-        Ok(Exit::PowerOff) => eprintln!("vmctl vmm: the guest powered off"),
-        Ok(Exit::Killed) => eprintln!("vmctl vmm: the VM was killed"),
-        Err(_) => {}
-    }
-    finish(result)
-}
-
-fn process_error(e: process::ProcessError) -> Report {
-    miette!(code = "vmctl::vmm::process", "{e}")
 }
 
 /// The CLI's diagnostic for an engine error: a code per kind and a hint.
-fn diagnostic(e: VmmError) -> Report {
+fn vmm_diagnostic(e: VmmError) -> Report {
     let (code, help): (&str, Option<&str>) = match &e {
         VmmError::Spec(SpecError::Parse { .. } | SpecError::Read { .. }) => (
             "vmctl::vmm::spec",

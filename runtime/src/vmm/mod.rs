@@ -23,6 +23,7 @@ pub mod console;
 pub mod console_log;
 pub mod control;
 pub mod devices;
+pub mod entry;
 pub mod lifecycle;
 pub mod lock;
 pub mod memory;

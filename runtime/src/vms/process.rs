@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::{VmError, VmHost, VmPaths};
 use crate::host::fsutil::remove_if_exists;
+use crate::vmm::entry::LAUNCHER_ERROR;
 use crate::vmm::lock;
 use crate::vmm::process::start_timeout;
 
@@ -316,7 +317,7 @@ fn finish_spawn(vm: &str, paths: &VmPaths, output: &std::process::Output) -> Res
 /// The VMM's own reason: its `error: …` line on stdout, else the first line of its
 /// diagnostic on stderr that is not just the diagnostic's code.
 pub(super) fn failure_reason(stdout: &str, stderr: &[u8]) -> String {
-    if let Some(why) = stdout.lines().find_map(|l| l.strip_prefix("error: ")) {
+    if let Some(why) = stdout.lines().find_map(|l| l.strip_prefix(LAUNCHER_ERROR)) {
         return why.trim().to_owned();
     }
     let stderr = String::from_utf8_lossy(stderr);
