@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vmctl_planner::record::RunState;
 use vmctl_runtime::host::net::netns;
-use vmctl_runtime::host::{pool, volume};
+use vmctl_runtime::host::{pool, records, volume};
 use vmctl_runtime::vmm::spec::{SpecError, VmmSpec};
 use vmctl_runtime::vms;
 
@@ -182,4 +182,95 @@ fn an_unversioned_netns_marker_is_read() {
         .unwrap();
     assert_eq!(marker.name, "vmctl-lab");
     assert_eq!(marker.created_by, "lab");
+}
+
+// Records of the current formats, as this build writes them (`tests/records/v1/`, the
+// netns marker of format 2): every field it writes is read back by the same functions
+// observe and apply use.
+
+#[test]
+fn current_pool_marker_and_index_are_read() {
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let fast = root.path().join("fast");
+    place("v1/pool-marker.json", &fast.join(pool::MARKER), &fast);
+    place(
+        "v1/pool-index.json",
+        &state.path().join("lab/pools/fast.json"),
+        &fast,
+    );
+    let marker = pool::read_marker(&fast).unwrap().unwrap();
+    assert_eq!(
+        (marker.project.as_str(), marker.name.as_str()),
+        ("lab", "fast")
+    );
+    assert!(marker.made_dir, "made_dir is read");
+    let pools = pool::observe_pools(state.path(), "lab", &[]).unwrap();
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(pools[0].path, fast);
+}
+
+#[test]
+fn a_current_volume_marker_is_read() {
+    let root = tempfile::tempdir().unwrap();
+    let fast = root.path().join("fast");
+    place("v1/pool-marker.json", &fast.join(pool::MARKER), &fast);
+    place(
+        "v1/volume-marker.json",
+        &fast.join("web-1-root.vmctl.json"),
+        &fast,
+    );
+    let raw = volume::volume_path(&fast, "web-1-root");
+    fs::write(&raw, vec![0u8; 4096]).unwrap();
+    fs::set_permissions(&raw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let volumes = volume::observe_volumes("lab", &fast).unwrap();
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let v = &volumes[0];
+    assert_eq!(v.name, "web-1-root");
+    assert_eq!(
+        v.from.as_deref(),
+        Some(Path::new("/srv/infra/images/rootfs.ext4"))
+    );
+    assert!(v.from_digest.as_deref().unwrap().starts_with("sha256:"));
+    assert!(v.prevent_destroy);
+}
+
+#[test]
+fn a_current_vmm_spec_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vmm.json");
+    place("v1/vmm.json", &path, dir.path());
+    let spec = VmmSpec::from_file(&path).unwrap();
+    assert_eq!(spec.format_version, 1);
+    assert_eq!(
+        spec.initrd.as_deref(),
+        Some(Path::new("/srv/infra/images/initrd.img"))
+    );
+    assert_eq!(
+        spec.lock_file.as_deref(),
+        Some(Path::new("/var/lib/vmctl/lab/vms/web-1/vmm.lock"))
+    );
+    assert_eq!(spec.devices.nics[0].tap, "vt0123456789ab");
+}
+
+#[test]
+fn a_current_netns_marker_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vmctl-lab.json");
+    place("v1/netns-marker.json", &path, dir.path());
+    // What `netns::read_marker` reads `/run/vmctl/netns/<name>.json` with.
+    let marker: netns::NetnsMarker = records::read_record(&path, records::version::NETNS_MARKER)
+        .unwrap()
+        .unwrap();
+    assert_eq!(marker.format, 2);
+    assert_eq!(marker.name, "vmctl-lab");
+    assert_eq!(marker.created_by, "lab");
+    assert_eq!(
+        marker
+            .projects
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["lab", "shop"]
+    );
 }
