@@ -438,6 +438,10 @@ fn vm_files_are_private_whatever_the_umask() {
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&t.vm_dir()), 0o700);
     assert_eq!(mode(t.vm_dir().parent().unwrap()), 0o700);
+    // The state dir vmctl made, the project's dir in it and the host lock.
+    assert_eq!(mode(&t.state_dir()), 0o700);
+    assert_eq!(mode(&t.state_dir().join("trust")), 0o700);
+    assert_eq!(mode(&t.state_dir().join("trust/lock")), 0o600);
     for f in [
         "spec.json",
         "vmm.json",
