@@ -96,7 +96,10 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, CommandError> {
     if !path.is_file() || path.extension().is_some_and(|e| e == "kdl") {
         return Ok(None);
     }
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = vmctl_schema::source::read_regular(path).map(String::from_utf8) else {
+        return Ok(None);
+    };
+    let Ok(text) = text else {
         return Ok(None);
     };
     if !text.trim_start().starts_with('{') {
