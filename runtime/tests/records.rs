@@ -115,16 +115,22 @@ fn an_unversioned_vmm_spec_is_read() {
 
 #[test]
 fn unversioned_pool_marker_and_index_are_read() {
+    pool_marker_and_index_are_read("unversioned");
+}
+
+/// The pool marker and index entry of fixture folder `dir` are read, and the pool is
+/// observed through the index alone; the marker as read.
+fn pool_marker_and_index_are_read(dir: &str) -> pool::PoolMarker {
     let state = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     let fast = root.path().join("fast");
     place(
-        "unversioned/pool-marker.json",
+        &format!("{dir}/pool-marker.json"),
         &fast.join(pool::MARKER),
         &fast,
     );
     place(
-        "unversioned/pool-index.json",
+        &format!("{dir}/pool-index.json"),
         &state.path().join("lab/pools/fast.json"),
         &fast,
     );
@@ -138,19 +144,26 @@ fn unversioned_pool_marker_and_index_are_read() {
     assert_eq!(pools.len(), 1, "{pools:?}");
     assert_eq!(pools[0].name, "fast");
     assert_eq!(pools[0].path, fast);
+    marker
 }
 
 #[test]
 fn an_unversioned_volume_marker_is_read() {
+    volume_marker_is_read("unversioned");
+}
+
+/// The volume marker of fixture folder `dir`, beside its pool marker, is observed with
+/// every field.
+fn volume_marker_is_read(dir: &str) {
     let root = tempfile::tempdir().unwrap();
     let fast = root.path().join("fast");
     place(
-        "unversioned/pool-marker.json",
+        &format!("{dir}/pool-marker.json"),
         &fast.join(pool::MARKER),
         &fast,
     );
     place(
-        "unversioned/volume-marker.json",
+        &format!("{dir}/volume-marker.json"),
         &fast.join("web-1-root.vmctl.json"),
         &fast,
     );
@@ -189,49 +202,13 @@ fn an_unversioned_netns_marker_is_read() {
 
 #[test]
 fn current_pool_marker_and_index_are_read() {
-    let state = tempfile::tempdir().unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let fast = root.path().join("fast");
-    place("v1/pool-marker.json", &fast.join(pool::MARKER), &fast);
-    place(
-        "v1/pool-index.json",
-        &state.path().join("lab/pools/fast.json"),
-        &fast,
-    );
-    let marker = pool::read_marker(&fast).unwrap().unwrap();
-    assert_eq!(
-        (marker.project.as_str(), marker.name.as_str()),
-        ("lab", "fast")
-    );
+    let marker = pool_marker_and_index_are_read("v1");
     assert!(marker.made_dir, "made_dir is read");
-    let pools = pool::observe_pools(state.path(), "lab", &[]).unwrap();
-    assert_eq!(pools.len(), 1, "{pools:?}");
-    assert_eq!(pools[0].path, fast);
 }
 
 #[test]
 fn a_current_volume_marker_is_read() {
-    let root = tempfile::tempdir().unwrap();
-    let fast = root.path().join("fast");
-    place("v1/pool-marker.json", &fast.join(pool::MARKER), &fast);
-    place(
-        "v1/volume-marker.json",
-        &fast.join("web-1-root.vmctl.json"),
-        &fast,
-    );
-    let raw = volume::volume_path(&fast, "web-1-root");
-    fs::write(&raw, vec![0u8; 4096]).unwrap();
-    fs::set_permissions(&raw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let volumes = volume::observe_volumes("lab", &fast).unwrap();
-    assert_eq!(volumes.len(), 1, "{volumes:?}");
-    let v = &volumes[0];
-    assert_eq!(v.name, "web-1-root");
-    assert_eq!(
-        v.from.as_deref(),
-        Some(Path::new("/srv/infra/images/rootfs.ext4"))
-    );
-    assert!(v.from_digest.as_deref().unwrap().starts_with("sha256:"));
-    assert!(v.prevent_destroy);
+    volume_marker_is_read("v1");
 }
 
 #[test]
