@@ -123,6 +123,27 @@ fn observe_help(euid: u32) -> String {
     }
 }
 
+/// What to do when the host's lock cannot be taken (not held by another vmctl), for the
+/// user vmctl runs as.
+fn lock_help(euid: u32) -> String {
+    if euid == 0 {
+        "vmctl keeps its lock in the host's state dir: the cause is above; check that the state dir is a writable local directory".into()
+    } else {
+        format!(
+            "vmctl keeps its lock in the host's state dir: run it as root (it runs as uid {euid})"
+        )
+    }
+}
+
+/// What to do when apply cannot make a host's netns `netns`, for the user vmctl runs as.
+pub fn netns_help(euid: u32, netns: &str) -> String {
+    if euid == 0 {
+        format!("vmctl runs as root and still cannot make netns {netns} (as `ip netns add` does, in /run/netns): the cause is above; check that /run/netns is writable and the kernel has network namespaces, or make it yourself with `ip netns add {netns}`")
+    } else {
+        format!("vmctl makes a host's netns as `ip netns add` does (in /run/netns): run it as root (it runs as uid {euid}), or make it yourself with `ip netns add {netns}`")
+    }
+}
+
 /// Takes the lock of every host of `config`, waiting up to `timeout`.
 pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, CommandError> {
     let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -152,11 +173,7 @@ pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, Command
         )),
         _ => CommandError::Report(miette!(
             code = "vmctl::apply::lock",
-            help = if apply::observe::euid() == 0 {
-                "vmctl keeps its lock in the host's state dir: the cause is above; check that the state dir is a writable local directory".to_owned()
-            } else {
-                "vmctl keeps its lock in the host's state dir: run it as root".to_owned()
-            },
+            help = lock_help(apply::observe::euid()),
             "{}",
             chain(&e)
         )),
@@ -273,6 +290,21 @@ mod tests {
         assert!(observe_help(1000).contains("run it as root"));
         assert!(observe_help(1000).contains("uid 1000"));
         assert!(!observe_help(0).contains("run it as root"));
+    }
+
+    #[test]
+    fn the_lock_and_netns_hints_say_run_as_root_only_to_others() {
+        assert!(lock_help(1000).contains("run it as root (it runs as uid 1000)"));
+        assert!(!lock_help(0).contains("run it as root"));
+        let others = netns_help(1000, "lab");
+        assert!(
+            others.contains("run it as root (it runs as uid 1000)"),
+            "{others}"
+        );
+        assert!(others.contains("ip netns add lab"), "{others}");
+        let root = netns_help(0, "lab");
+        assert!(!root.contains("run it as root"), "{root}");
+        assert!(root.contains("ip netns add lab"), "{root}");
     }
 
     #[test]

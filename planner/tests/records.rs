@@ -43,3 +43,19 @@ fn a_live_file_of_a_newer_format_is_refused() {
     assert!(text.contains("\"format-version\":1"), "{text}");
     assert_eq!(LiveFile::from_json(&text).unwrap(), LiveFile::default());
 }
+
+#[test]
+fn a_current_live_file_is_read() {
+    use vmctl_planner::live::TapState;
+    let live = LiveFile::from_json(&fixture("live-v1.json")).unwrap();
+    assert_eq!(live.format_version, LIVE_FORMAT_VERSION);
+    let host = live.host("local");
+    let vm = &host.vms[0];
+    assert_eq!(vm.status, VmStatus::Running);
+    assert_eq!(vm.tap_drift[0].nic, 0);
+    assert_eq!(vm.tap_drift[0].state, TapState::Detached);
+    assert_eq!(host.unreadable[0].name, "db-1");
+    let reported = host.reported.as_ref().expect("reported");
+    assert_eq!((reported.cpus, reported.memory), (8, 16 << 30));
+    assert_eq!(host.problems[0].resource, "network.lan");
+}

@@ -18,7 +18,7 @@ pub enum SchemaError {
     #[error("cannot read {}: {source}", path.display())]
     #[diagnostic(
         code(vmctl::schema::unreadable_file),
-        help("check that the path exists and that you may read it")
+        help("name a regular .kdl file, or a folder of them, that exists and that you may read")
     )]
     UnreadableFile {
         path: PathBuf,

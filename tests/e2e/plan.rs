@@ -142,6 +142,34 @@ fn a_bad_live_file_is_an_error() {
     assert!(stderr.contains("unknown field `vm`"), "{stderr}");
 }
 
+/// A device, a FIFO or a directory named as a config, a live state or a saved plan is
+/// refused at once: never read forever (`/dev/zero`) or waited on (a FIFO).
+#[test]
+fn files_that_are_not_regular_are_refused_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.kdl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    let started = std::time::Instant::now();
+    for args in [
+        &["validate", fifo][..],
+        &["validate", "/dev/zero"],
+        &["apply", "/dev/zero"],
+        &["plan", "examples/quickstart", "--live", "/dev/zero"],
+        &["plan", "examples/quickstart", "--live", fifo],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
 #[test]
 fn prevent_destroy_fails_the_plan_naming_the_volume() {
     let out = plan("identical", &["--replace", "volume.db-1-data"]);

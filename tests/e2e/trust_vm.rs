@@ -100,6 +100,20 @@ impl Trust {
             .map(|p| p as i32)
     }
 
+    /// SIGKILLs the VM's VMM `pid` (this test started it) and waits until it is gone
+    /// and its lock is free: the thread-group leader of a killed VMM shows as a zombie
+    /// while its other threads, which share its open files and so its lock, still exit.
+    fn kill_vmm(&self, pid: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the VMM this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(wait_gone(pid, Duration::from_secs(10)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.vmm().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(self.vmm(), None, "the killed VMM still holds the VM's lock");
+    }
+
     /// `vmctl status --json`: the VM's state.
     fn vm_state(&self) -> String {
         let out = self.vmctl(&["status", "--json"]);
@@ -186,9 +200,7 @@ fn a_pid_file_naming_another_process_is_never_signalled() {
     let t = Trust::new();
     t.apply_ok();
     let first = t.vmm().expect("the VM's VMM holds its lock");
-    // SAFETY: kill has no memory-safety preconditions; the VMM this test started.
-    unsafe { libc::kill(first, libc::SIGKILL) };
-    assert!(wait_gone(first, Duration::from_secs(10)));
+    t.kill_vmm(first);
     let (mut other, _guard) = decoy();
     std::fs::write(t.path("vmm.pid"), format!("{}\n", other.id())).unwrap();
 
@@ -290,9 +302,7 @@ fn a_failed_start_says_why_and_points_at_its_log() {
     let t = Trust::new();
     t.apply_ok();
     let vmm = t.vmm().unwrap();
-    // SAFETY: kill has no memory-safety preconditions; the VMM this test started.
-    unsafe { libc::kill(vmm, libc::SIGKILL) };
-    assert!(wait_gone(vmm, Duration::from_secs(10)));
+    t.kill_vmm(vmm);
     let volume = std::fs::File::open(t.volume()).unwrap();
     // SAFETY: flock on a valid fd this test owns.
     assert_eq!(
@@ -438,6 +448,10 @@ fn vm_files_are_private_whatever_the_umask() {
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&t.vm_dir()), 0o700);
     assert_eq!(mode(t.vm_dir().parent().unwrap()), 0o700);
+    // The state dir vmctl made, the project's dir in it and the host lock.
+    assert_eq!(mode(&t.state_dir()), 0o700);
+    assert_eq!(mode(&t.state_dir().join("trust")), 0o700);
+    assert_eq!(mode(&t.state_dir().join("trust/lock")), 0o600);
     for f in [
         "spec.json",
         "vmm.json",

@@ -61,9 +61,17 @@ impl Drop for KillOnDrop {
 }
 
 pub fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0); it has ended as far as the tests care.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
+    // A zombie still answers kill(0); it has ended as far as the tests care. But the
+    // leader of a killed multi-threaded process (a VMM) is a zombie while its other
+    // threads still exit, holding the open files (and locks) they share: the process
+    // has ended only when none of its threads is still running.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        !stat.is_empty() && !stat.contains(") Z ") && !stat.contains(") X ")
+    })
 }
 
 pub fn wait_gone(pid: i32, timeout: Duration) -> bool {

@@ -96,7 +96,10 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, CommandError> {
     if !path.is_file() || path.extension().is_some_and(|e| e == "kdl") {
         return Ok(None);
     }
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = vmctl_schema::source::read_regular(path).map(String::from_utf8) else {
+        return Ok(None);
+    };
+    let Ok(text) = text else {
         return Ok(None);
     };
     if !text.trim_start().starts_with('{') {
@@ -183,19 +186,17 @@ pub fn execute(
     let progress = Progress::new(graph.graph.node_count(), tty);
     let started = Instant::now();
     let report =
-        apply::apply(config, plan, graph, options, &progress, &signals::CANCEL).map_err(
-            |e| match &e {
+        apply::apply(config, plan, graph, options, &progress, &signals::CANCEL).map_err(|e| {
+            match &e {
                 ApplyError::Netns { netns, .. } => CommandError::Report(miette!(
                     code = "vmctl::apply::netns",
-                    help = format!(
-                        "vmctl makes a host's netns as `ip netns add` does (in /run/netns): run it as root, or make it yourself with `ip netns add {netns}`"
-                    ),
+                    help = runtime::netns_help(apply::observe::euid(), netns),
                     "{}",
                     chain(&e)
                 )),
                 _ => CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e))),
-            },
-        )?;
+            }
+        })?;
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     println!();

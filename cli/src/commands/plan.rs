@@ -172,10 +172,15 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
 }
 
 fn read_live(path: &Path) -> Result<LiveFile, CommandError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CommandError::Failed {
-        message: format!("cannot read the live state {}: {e}", path.display()),
-        hint: None,
-    })?;
+    let text = vmctl_schema::source::read_regular(path)
+        .and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .map_err(|e| CommandError::Failed {
+            message: format!("cannot read the live state {}: {e}", path.display()),
+            hint: None,
+        })?;
     LiveFile::from_json(&text).map_err(|e| CommandError::Failed {
         message: format!("the live state {} is not valid: {e}", path.display()),
         hint: Some(

@@ -222,13 +222,18 @@ fn diagnostic(e: EntryError) -> Report {
     }
 }
 
+/// What a spec looks like, for a spec that cannot be parsed (a hint says what to write,
+/// not where the code is).
+const SPEC_HELP: &str = "write the spec as one JSON object, e.g. {\"kernel\": \"/boot/vmlinux\", \"cpus\": 1, \"memory\": \"128MiB\", \"console_log\": \"/tmp/vm.log\", \"devices\": {\"disks\": [{\"path\": \"/tmp/disk.raw\"}]}}; unknown fields are refused, and the error above names the line and column";
+
 /// The CLI's diagnostic for an engine error: a code per kind and a hint.
 fn vmm_diagnostic(e: VmmError) -> Report {
     let (code, help): (&str, Option<&str>) = match &e {
-        VmmError::Spec(SpecError::Parse { .. } | SpecError::Read { .. }) => (
+        VmmError::Spec(SpecError::Read { .. }) => (
             "vmctl::vmm::spec",
-            Some("see `runtime/src/vmm/spec/` for the spec format"),
+            Some("check the path given to --spec; it must be a readable file"),
         ),
+        VmmError::Spec(SpecError::Parse { .. }) => ("vmctl::vmm::spec", Some(SPEC_HELP)),
         VmmError::Spec(SpecError::Kernel { .. } | SpecError::Initrd { .. }) => (
             "vmctl::vmm::image",
             Some("check the path; it must be a readable file"),
@@ -310,6 +315,37 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(err.to_string().contains("--spec"), "{err}");
+    }
+
+    #[test]
+    fn spec_hints_say_what_to_write_not_where_the_code_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmm.json");
+        let help = |text: Option<&str>| {
+            if let Some(text) = text {
+                std::fs::write(&path, text).unwrap();
+            }
+            let err = VmmSpec::from_file(&path).unwrap_err();
+            let report = diagnostic(VmmError::Spec(err));
+            report.help().map(|h| h.to_string()).unwrap_or_default()
+        };
+        let missing = help(None);
+        assert!(
+            missing.contains("check the path given to --spec"),
+            "{missing}"
+        );
+        let bad = help(Some("{\"kernel\": 7}"));
+        assert!(!bad.contains("src/"), "{bad}");
+        assert!(bad.contains("{\"kernel\": \"/boot/vmlinux\""), "{bad}");
+        // The example in the hint is itself a spec that parses.
+        let example = SPEC_HELP
+            .split_once("e.g. ")
+            .and_then(|(_, rest)| rest.split_once("; "))
+            .map(|(json, _)| json)
+            .unwrap();
+        std::fs::write(&path, example).unwrap();
+        let spec = VmmSpec::from_file(&path).unwrap();
+        assert_eq!((spec.cpus, spec.memory.0), (1, 128 << 20));
     }
 
     #[test]

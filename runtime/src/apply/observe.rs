@@ -230,11 +230,10 @@ fn repair_help(
         ),
         Cause::Corrupt | Cause::Io => match kind {
             ResourceKind::Vm => {
-                let dir = VmPaths::new(&host.state_dir, &config.project, name).dir;
+                let paths = VmPaths::new(&host.state_dir, &config.project, name);
                 format!(
-                    "restore {path} from a backup, or make vmctl forget the VM: stop its VMM if one still runs (its pid is in {}), then remove {}; the next apply creates it anew. Until then vmctl leaves {what} alone",
-                    dir.join("vmm.pid").display(),
-                    dir.display()
+                    "restore {path} from a backup, or make vmctl forget the VM: {}; the next apply creates it anew. Until then vmctl leaves {what} alone",
+                    forget_vm(&paths, vms::vmm_pid(&paths))
                 )
             }
             ResourceKind::Volume => {
@@ -253,6 +252,22 @@ fn repair_help(
                 format!("check {path}; until then vmctl leaves {what} alone")
             }
         },
+    }
+}
+
+/// How to make vmctl forget the VM at `paths` whose VMM is `vmm` (the holder of its
+/// lock, never the pid file's word: that may name any process).
+fn forget_vm(paths: &VmPaths, vmm: Option<u32>) -> String {
+    let dir = paths.dir.display();
+    match vmm {
+        Some(pid) => format!(
+            "its VMM still runs (pid {pid}, the holder of {}): stop it (`kill {pid}`), then remove {dir}",
+            paths.lock.display()
+        ),
+        None => format!(
+            "no VMM runs for it (none holds {}): remove {dir}",
+            paths.lock.display()
+        ),
     }
 }
 
@@ -409,13 +424,10 @@ mod tests {
         assert!(help(vm, Cause::Denied, 1000).contains("run it as root (now it runs as uid 1000)"));
         let corrupt = help(vm, Cause::Corrupt, 0);
         assert!(
-            corrupt.contains("/var/lib/vmctl/lab/vms/web-1/vmm.pid"),
+            corrupt.contains("no VMM runs for it (none holds /var/lib/vmctl/lab/vms/web-1/vmm.lock): remove /var/lib/vmctl/lab/vms/web-1;"),
             "{corrupt}"
         );
-        assert!(
-            corrupt.contains("then remove /var/lib/vmctl/lab/vms/web-1;"),
-            "{corrupt}"
-        );
+        assert!(!corrupt.contains("vmm.pid"), "{corrupt}");
         assert!(help(vm, Cause::Newer, 0).contains("written by a newer vmctl"));
         assert!(help(vm, Cause::Stray, 0).contains("not a VM state dir vmctl made"));
         let volume = help(ResourceKind::Volume, Cause::Corrupt, 0);
@@ -426,6 +438,19 @@ mod tests {
         );
         let pool = help(ResourceKind::Pool, Cause::Corrupt, 0);
         assert!(pool.contains("\"kind\": \"dir\""), "{pool}");
+    }
+
+    #[test]
+    fn forgetting_a_vm_names_its_lock_holder_never_the_pid_file() {
+        let paths = VmPaths::new(Path::new("/s"), "lab", "web-1");
+        let running = forget_vm(&paths, Some(4242));
+        assert!(
+            running.contains("its VMM still runs (pid 4242, the holder of /s/lab/vms/web-1/vmm.lock): stop it (`kill 4242`), then remove /s/lab/vms/web-1"),
+            "{running}"
+        );
+        let gone = forget_vm(&paths, None);
+        assert!(gone.starts_with("no VMM runs for it"), "{gone}");
+        assert!(!gone.contains("kill"), "{gone}");
     }
 
     #[test]

@@ -9,12 +9,19 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+
+/// The mode of `<state-dir>/<project>` (and of a state dir vmctl makes).
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// The mode of the lock file.
+const LOCK_FILE_MODE: u32 = 0o600;
 
 /// How often a waiting [`acquire`] retries.
 const POLL: Duration = Duration::from_millis(50);
@@ -77,7 +84,7 @@ pub fn lock_path(state_dir: &Path, project: &str) -> PathBuf {
 pub fn acquire(state_dir: &Path, project: &str, timeout: Duration) -> Result<HostLock, LockError> {
     let path = lock_path(state_dir, project);
     let dir = path.parent().unwrap_or(state_dir);
-    fs::create_dir_all(dir).map_err(|source| LockError::CreateLockDir {
+    create_project_dir(dir).map_err(|source| LockError::CreateLockDir {
         path: dir.to_owned(),
         source,
     })?;
@@ -109,18 +116,37 @@ pub fn acquire(state_dir: &Path, project: &str, timeout: Duration) -> Result<Hos
     }
 }
 
+/// Creates the project's state dir `dir` (and the missing state dir above it) 0700, and
+/// makes `dir`, vmctl's own, 0700 whatever it was: nobody else may add, replace or
+/// remove the lock, `vms/` or `pools/` in it. Independent of the caller's umask.
+fn create_project_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+}
+
 fn open(path: &Path) -> Result<File, LockError> {
-    // std opens with O_CLOEXEC.
-    OpenOptions::new()
+    let err = |source| LockError::OpenLock {
+        path: path.to_owned(),
+        source,
+    };
+    // std opens with O_CLOEXEC; O_NOFOLLOW: a symlink planted where the lock should be
+    // is refused, not followed.
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(LOCK_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|source| LockError::OpenLock {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(err)?;
+    // The mode of a lock file made under another umask (or by an older vmctl) too.
+    file.set_permissions(fs::Permissions::from_mode(LOCK_FILE_MODE))
+        .map_err(err)?;
+    Ok(file)
 }
 
 fn write_pid(file: &mut File) -> io::Result<()> {
@@ -144,6 +170,43 @@ mod tests {
 
     /// Env var that turns `child_holds_lock` into the lock holder of the process test.
     const CHILD_ENV: &str = "VMCTL_TEST_LOCK_CHILD_STATE_DIR";
+
+    #[test]
+    fn the_project_dir_is_0700_and_the_lock_0600_whatever_they_were() {
+        use std::os::unix::fs::MetadataExt;
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("lab");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let path = lock_path(state.path(), "lab");
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        let lock = acquire(state.path(), "lab", Duration::ZERO).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        drop(lock);
+        // A new state dir and project dir are made 0700 too.
+        let fresh = state.path().join("new/state");
+        drop(acquire(&fresh, "lab", Duration::ZERO).unwrap());
+        for d in [fresh.clone(), fresh.join("lab")] {
+            assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_where_the_lock_should_be_is_refused_and_its_target_untouched() {
+        use std::os::unix::fs::MetadataExt;
+        let state = tempfile::tempdir().unwrap();
+        fs::create_dir(state.path().join("lab")).unwrap();
+        let victim = state.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, lock_path(state.path(), "lab")).unwrap();
+        let err = acquire(state.path(), "lab", Duration::ZERO).unwrap_err();
+        assert!(matches!(err, LockError::OpenLock { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o644);
+    }
 
     #[test]
     fn second_acquire_fails_naming_the_pid_then_succeeds_after_release() {

@@ -42,13 +42,31 @@ pub fn uptime(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64((since_boot - started).max(0.0)))
 }
 
-/// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name (field 2) is
-/// in parentheses and may hold spaces or parentheses itself: fields are counted after
-/// the last `)`.
+/// The fields of a `/proc/<pid>/stat` line from field 3 (state) on. The command name
+/// (field 2) is in parentheses and may hold spaces or parentheses itself: fields are
+/// counted after the last `)`.
+fn fields_after_name(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace())
+}
+
+/// Field 22 (`starttime`) of a `/proc/<pid>/stat` line.
 fn start_ticks(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    // `rest` starts at field 3 (state): field 22 is the 20th after it.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    // Field 22 is the 20th after field 3.
+    fields_after_name(stat)?.nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` exists and is alive: not a zombie (`Z`) or dead (`X`, `x`).
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .is_some_and(|stat| is_alive_stat(&stat))
+}
+
+fn is_alive_stat(stat: &str) -> bool {
+    fields_after_name(stat)
+        .and_then(|mut f| f.next())
+        .is_some_and(|state| !matches!(state, "Z" | "X" | "x"))
 }
 
 /// A duration as people read an uptime: `3d4h`, `2h5m`, `4m10s`, `12s`.
@@ -76,6 +94,25 @@ mod tests {
             "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 50";
         assert_eq!(start_ticks(line), Some(98765));
         assert_eq!(start_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn zombies_and_missing_pids_are_not_alive() {
+        assert!(is_alive(std::process::id()));
+        assert!(!is_alive(u32::MAX));
+        assert!(is_alive_stat("7 (a) b) S 1 7"));
+        assert!(!is_alive_stat("7 (a) S) Z 1 7"));
+        assert!(!is_alive_stat("7 (x) X 1 7"));
+        assert!(!is_alive_stat("garbage"));
+        // A child that exited and is not reaped yet is a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while is_alive(child.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!is_alive(child.id()));
+        // Reaped (by now, or by another test's waitpid): gone either way.
+        let _ = child.wait();
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vmctl_planner::live::{LiveVm, VmStatus};
-use vmctl_planner::record::{self, VmSpec};
+use vmctl_planner::record::VmSpec;
 use vmctl_schema::Vm;
 
 use crate::host::fsutil::{list_dir, remove_if_exists, write_json_atomic};
@@ -101,29 +101,17 @@ pub enum VmError {
 pub const RECORD_FORMAT_VERSION: u32 = records::version::VM_RECORD;
 
 /// What vmctl keeps of a VM it applied (`spec.json`). Its own type, not the config
-/// model: a later vmctl reads what this one wrote.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// model: a later vmctl reads what this one wrote. Written and read as every record
+/// ([`records::write_record`], [`records::read_record`]): `format-version` in front,
+/// absent in records written before it existed (format 1).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct VmRecord {
-    /// Absent in records written before it existed: format 1.
-    #[serde(default = "record::unversioned")]
-    pub format_version: u32,
     pub project: String,
     /// The VM, as applied.
     pub vm: VmSpec,
     /// Whether vmctl left it running (a running VM whose process is gone crashed).
     pub running: bool,
-}
-
-impl Default for VmRecord {
-    fn default() -> Self {
-        VmRecord {
-            format_version: RECORD_FORMAT_VERSION,
-            project: String::new(),
-            vm: VmSpec::default(),
-            running: false,
-        }
-    }
 }
 
 /// Where a VM lives on its host, and how to reach its engine.
@@ -231,13 +219,12 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
     check_name(&vm.name)?;
     let paths = VmPaths::new(host.state_dir, host.project, &vm.name);
     let record = VmRecord {
-        format_version: RECORD_FORMAT_VERSION,
         project: host.project.into(),
         vm: VmSpec::from(vm),
         running,
     };
     create_private_dir(&paths.dir)
-        .and_then(|()| write_json_atomic(&paths.record, &record))
+        .and_then(|()| records::write_record(&paths.record, RECORD_FORMAT_VERSION, &record))
         .map_err(|source| VmError::WriteState {
             vm: vm.name.clone(),
             path: paths.record.clone(),

@@ -55,11 +55,7 @@ fn legacy_vmm_pid(paths: &VmPaths) -> Option<u32> {
 
 /// Whether `pid` is a live (not zombie) `vmctl vmm --spec <paths.vmm_spec>`.
 fn is_legacy_vmm(pid: u32, paths: &VmPaths) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(state) = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()) else {
-        return false;
-    };
-    if state.starts_with('Z') || state.starts_with('X') {
+    if !crate::host::proc::is_alive(pid) {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

@@ -52,6 +52,22 @@ fn a_vm_left_running_without_a_process_crashed() {
 }
 
 #[test]
+fn a_record_is_written_with_its_format_version_in_front_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_record(&host(dir.path()), &vm("web-1"), true).unwrap();
+    let text = fs::read_to_string(&paths.record).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["format-version"], RECORD_FORMAT_VERSION, "{text}");
+    assert!(
+        text.trim_start().starts_with("{\n  \"format-version\""),
+        "{text}"
+    );
+    let record = read_record(dir.path(), "lab", "web-1").unwrap().unwrap();
+    assert_eq!(record.vm.name, "web-1");
+    assert!(record.running);
+}
+
+#[test]
 fn a_bad_record_is_that_vms_problem_alone() {
     use crate::host::records::Cause;
     let dir = tempfile::tempdir().unwrap();

@@ -17,28 +17,23 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::session::{Link, Netlink, NetlinkError};
 use crate::host::fsutil;
 use crate::host::mark::Mark;
+use crate::host::records::{self, version};
 
 /// Where the creation records are kept.
 pub const RECORD_DIR: &str = "/run/vmctl/creating";
 
-/// What a record says: vmctl is creating an interface it will mark `alias`.
+/// What a record says: vmctl is creating an interface it will mark `alias`. Written
+/// and read as every record of vmctl's ([`records`]: `format-version` in front).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
-    /// The record format, for the next release to read this one's.
-    #[serde(default = "format_version")]
-    format: u32,
     alias: String,
-}
-
-fn format_version() -> u32 {
-    1
 }
 
 fn record_path(nl: &Netlink, ifname: &str) -> PathBuf {
@@ -49,20 +44,33 @@ fn record_path(nl: &Netlink, ifname: &str) -> PathBuf {
 
 /// Records that interface `ifname` is about to be created and marked `mark`.
 pub(crate) fn begin(nl: &Netlink, ifname: &str, mark: &Mark) -> io::Result<()> {
-    let path = record_path(nl, ifname);
+    write(&record_path(nl, ifname), &mark.alias())
+}
+
+/// Writes the record at `path` (and its folder, 0700) for the mark `alias`.
+fn write(path: &Path, alias: &str) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
     }
-    fsutil::write_json_atomic(
-        &path,
+    records::write_record(
+        path,
+        version::CREATION_RECORD,
         &Record {
-            format: format_version(),
-            alias: mark.alias(),
+            alias: alias.to_owned(),
         },
     )
+}
+
+/// The mark the record at `path` names; `None` when there is none, or it cannot be
+/// read (corrupt, or of a newer format): then nothing unmarked is taken for vmctl's.
+fn recorded_alias(path: &Path) -> Option<String> {
+    records::read_record::<Record>(path, version::CREATION_RECORD)
+        .ok()
+        .flatten()
+        .map(|r| r.alias)
 }
 
 /// Drops the record of `ifname` once its mark is set (or its creation failed).
@@ -83,13 +91,34 @@ pub(crate) fn is_leftover(nl: &Netlink, link: &Link, mark: &Mark) -> Result<bool
     if link.alias.is_some() || link.up || link.controller.is_some() {
         return Ok(false);
     }
-    let recorded = fsutil::read_json::<Record>(&record_path(nl, &link.name))
-        .ok()
-        .flatten()
-        .is_some_and(|r| r.alias == mark.alias());
+    let recorded = recorded_alias(&record_path(nl, &link.name)) == Some(mark.alias());
     if !recorded {
         return Ok(false);
     }
     let has_ports = nl.links()?.iter().any(|l| l.controller == Some(link.index));
     Ok(!has_ports && nl.addresses(link.index)?.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_versioned_like_every_record_and_a_newer_one_names_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cookie").join("tap0.json");
+        write(&path, "vmctl:lab:web-1:0").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"format-version\": 1"), "{text}");
+        assert_eq!(recorded_alias(&path).as_deref(), Some("vmctl:lab:web-1:0"));
+        fs::write(
+            &path,
+            r#"{"format-version": 2, "alias": "vmctl:lab:web-1:0"}"#,
+        )
+        .unwrap();
+        assert_eq!(recorded_alias(&path), None);
+        fs::write(&path, "{\"alias\": ").unwrap();
+        assert_eq!(recorded_alias(&path), None);
+        assert_eq!(recorded_alias(&dir.path().join("none.json")), None);
+    }
 }

@@ -124,7 +124,7 @@ impl NetnsMarker {
     /// The marker of a namespace `project` just made.
     fn made(name: &str, project: &str) -> Self {
         NetnsMarker {
-            format: 2,
+            format: records::version::NETNS_MARKER,
             name: name.into(),
             created_by: project.into(),
             projects: BTreeSet::from([project.to_owned()]),
@@ -133,13 +133,13 @@ impl NetnsMarker {
 
     /// Adds `project` to the users; whether it was new.
     pub fn join(&mut self, project: &str) -> bool {
-        self.format = 2;
+        self.format = records::version::NETNS_MARKER;
         self.projects.insert(project.to_owned())
     }
 
     /// Takes `project` out of the users; the ones left.
     pub fn leave(&mut self, project: &str) -> Vec<String> {
-        self.format = 2;
+        self.format = records::version::NETNS_MARKER;
         self.projects.remove(project);
         self.projects.iter().cloned().collect()
     }
