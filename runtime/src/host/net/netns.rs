@@ -3,6 +3,8 @@
 //!
 //! - [`exists`]: whether `/run/netns/<name>` is there. A declared namespace that does
 //!   not exist yet is observed as an empty network side.
+//! - [`observe`]: the namespace as the plan sees it (exists, who made it, who uses it);
+//!   the plan's `netns` steps call [`ensure`] and [`release`].
 //! - [`ensure`]: makes the namespace when it is missing: `/run/netns` as a shared mount
 //!   point, an empty file `/run/netns/<name>`, and on a thread of its own
 //!   `unshare(CLONE_NEWNET)` and a bind mount of `/proc/thread-self/ns/net` onto that
@@ -36,6 +38,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use rtnetlink::LinkUnspec;
 use serde::{Deserialize, Serialize};
+use vmctl_planner::live::LiveNetns;
 
 use super::session::{Netlink, NetlinkError};
 use crate::host::fsutil;
@@ -277,6 +280,30 @@ pub fn exists(name: &str) -> bool {
         Ok(_) => true,
         Err(e) => e.kind() != io::ErrorKind::NotFound,
     }
+}
+
+/// What the host has of network namespace `name`, for the plan: `None` when it does
+/// not exist; else who made it and who uses it, by its marker (none: vmctl did not make
+/// it). A name that is not a plain file name is reported as a namespace vmctl did not
+/// make, so that nothing is ever done to it.
+pub fn observe(
+    state_dir: &Path,
+    project: &str,
+    name: &str,
+) -> Result<Option<LiveNetns>, NetnsError> {
+    if !exists(name) {
+        return Ok(None);
+    }
+    let marker = if is_safe_file_name(name) {
+        read_marker(state_dir, project, name)?
+    } else {
+        None
+    };
+    Ok(Some(LiveNetns {
+        name: name.into(),
+        created_by: marker.as_ref().map(|m| m.created_by.clone()),
+        projects: marker.map_or_else(Vec::new, |m| m.projects.into_iter().collect()),
+    }))
 }
 
 /// Makes network namespace `name` unless it exists, and records in its marker that
