@@ -165,7 +165,8 @@ pub enum Released {
     Removed,
     /// Not made by vmctl for this project (no marker, or another name or project): kept.
     NotOurs,
-    /// Ours, but interfaces besides `lo` are still in it: kept, with the marker.
+    /// Ours, but interfaces besides `lo` are still in it: kept, with the marker (and the
+    /// project still among its users).
     InUse { interfaces: Vec<String> },
     /// Ours, and other projects still use it: kept, without this project.
     Shared { projects: Vec<String> },
@@ -387,6 +388,9 @@ pub fn release(state_dir: &Path, project: &str, name: &str) -> Result<Released, 
         .filter(|n| n != "lo")
         .collect();
     if !interfaces.is_empty() {
+        // Not removed: the project stays among its users, so that its next plan still
+        // deletes it once it is empty.
+        marker.join(project);
         write_marker(state_dir, project, name, Some(&marker))?;
         return Ok(Released::InUse { interfaces });
     }
