@@ -20,8 +20,9 @@ use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, VmState, Volume};
 use crate::action::{ResourceId, ResourceKind};
 use crate::record::{self, NewerFormat, VmSpec};
 
-/// The format version of [`LiveFile`] this build writes and reads (see [`record`]).
-pub const LIVE_FORMAT_VERSION: u32 = 1;
+/// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
+/// 2 added a host's `netns`. Files of format 1 read as hosts without one.
+pub const LIVE_FORMAT_VERSION: u32 = 2;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
