@@ -570,4 +570,14 @@ mod tests {
         }
         assert!(!exists("vmctl-surely-not-a-namespace-0"));
     }
+
+    #[test]
+    fn observing_a_missing_or_badly_named_netns() {
+        let state = tempfile::tempdir().unwrap();
+        let missing = observe(state.path(), "lab", "vmctl-surely-not-a-namespace-0");
+        assert_eq!(missing.unwrap(), None);
+        // A name that is not a file name is never vmctl's: nothing is ever done to it.
+        let bad = observe(state.path(), "lab", "../x").unwrap().unwrap();
+        assert_eq!((bad.created_by, bad.projects), (None, Vec::new()));
+    }
 }
