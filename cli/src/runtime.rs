@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use miette::{miette, MietteDiagnostic, Severity};
 use vmctl_planner::{LiveFile, LiveState};
+use vmctl_runtime::apply::StepError;
 use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
 use vmctl_runtime::host::lock::{HostLock, LockError};
-use vmctl_runtime::host::net::netns::Released;
+use vmctl_runtime::host::net::netns::{self, NetnsError};
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -135,15 +136,6 @@ fn lock_help(euid: u32) -> String {
     }
 }
 
-/// What to do when apply cannot make a host's netns `netns`, for the user vmctl runs as.
-pub fn netns_help(euid: u32, netns: &str) -> String {
-    if euid == 0 {
-        format!("vmctl runs as root and still cannot make netns {netns} (as `ip netns add` does, in /run/netns): the cause is above; check that /run/netns is writable and the kernel has network namespaces, or make it yourself with `ip netns add {netns}`")
-    } else {
-        format!("vmctl makes a host's netns as `ip netns add` does (in /run/netns): run it as root (it runs as uid {euid}), or make it yourself with `ip netns add {netns}`")
-    }
-}
-
 /// Takes the lock of every host of `config`, waiting up to `timeout`.
 pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, CommandError> {
     let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -180,16 +172,6 @@ pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, Command
     })
 }
 
-/// Under a plan: the hosts whose declared netns apply will make first (it does not
-/// exist yet; observing found an empty network side there).
-pub fn print_netns_to_make(config: &Config, plan: &vmctl_planner::Plan) {
-    for (host, netns) in apply::netns_to_make(config, plan) {
-        println!(
-            "\n+ netns {netns:?} on host {host:?}: it does not exist yet; apply creates it first (destroy removes it again)."
-        );
-    }
-}
-
 /// After an apply or destroy: says which deleted pools' directories were kept, and why
 /// (vmctl removes a pool's directory only when it made it and nothing else is in it).
 pub fn print_kept_pools(plan: &vmctl_planner::Plan, report: &apply::ApplyReport) {
@@ -220,30 +202,41 @@ pub fn print_kept_pools(plan: &vmctl_planner::Plan, report: &apply::ApplyReport)
     }
 }
 
-/// After a complete apply (`destroyed` false) or destroy: removes the network
-/// namespaces vmctl made for the project that nothing of it uses any more, and says so.
-/// A namespace that cannot be removed is a warning: everything else is done.
-pub fn release_netns(config: &Config, destroyed: bool) {
-    for release in apply::release_netns(config, destroyed) {
-        let (host, netns) = (&release.host, &release.netns);
-        match release.result {
-            Ok(Released::Removed) => {
-                println!("Removed network namespace {netns:?} of host {host:?} (vmctl made it).")
-            }
-            Ok(Released::InUse { interfaces }) if destroyed => eprintln!(
-                "warning: network namespace {netns:?} of host {host:?} was made by vmctl but still holds {}: it is kept; remove it with `ip netns delete {netns}` once it is unused",
-                interfaces.join(", ")
-            ),
-            Ok(Released::Shared { projects }) if destroyed => println!(
+/// After an apply or destroy: says what became of each network namespace the plan
+/// deleted (removed, or kept for the projects that still use it).
+pub fn print_released_netns(plan: &vmctl_planner::Plan, report: &apply::ApplyReport) {
+    use vmctl_planner::{Phase, Reason, Resource};
+    for step in &report.done {
+        let Some(change) = plan.changes.get(step.change) else {
+            continue;
+        };
+        let (Phase::Delete, Some(Resource::Netns(n))) = (step.phase, &change.before) else {
+            continue;
+        };
+        let (netns, host) = (&n.name, &step.host);
+        if !netns::exists(netns) {
+            println!("Removed network namespace {netns:?} of host {host:?} (vmctl made it).");
+        } else if let Some(Reason::Shared { projects }) = &change.reason {
+            println!(
                 "Kept network namespace {netns:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
                 projects.join(", ")
-            ),
-            Ok(_) => {}
-            Err(e) => eprintln!(
-                "warning: network namespace {netns:?} of host {host:?} is kept: {}; remove it with `ip netns delete {netns}` once it is unused",
-                chain(&e)
-            ),
+            );
         }
+    }
+}
+
+/// What to do about a failed step, when vmctl knows more than the error says.
+pub fn step_help(error: &StepError) -> Option<String> {
+    match error {
+        StepError::Netns(NetnsError::InvalidName { .. }) => None,
+        StepError::Netns(e) => Some(format!(
+            "vmctl makes a host's netns as `ip netns add` does (in /run/netns) and marks it in {}: run it as root, or make the namespace yourself with `ip netns add NAME` ({e})",
+            netns::MARKER_DIR
+        )),
+        StepError::NetnsInUse { name, .. } => Some(format!(
+            "move or remove what is in it; or remove it with `ip netns delete {name}` once it is unused"
+        )),
+        _ => None,
     }
 }
 
@@ -293,18 +286,9 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_and_netns_hints_say_run_as_root_only_to_others() {
+    fn the_lock_hint_says_run_as_root_only_to_others() {
         assert!(lock_help(1000).contains("run it as root (it runs as uid 1000)"));
         assert!(!lock_help(0).contains("run it as root"));
-        let others = netns_help(1000, "lab");
-        assert!(
-            others.contains("run it as root (it runs as uid 1000)"),
-            "{others}"
-        );
-        assert!(others.contains("ip netns add lab"), "{others}");
-        let root = netns_help(0, "lab");
-        assert!(!root.contains("run it as root"), "{root}");
-        assert!(root.contains("ip netns add lab"), "{root}");
     }
 
     #[test]

@@ -121,6 +121,9 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResourceKind {
+    /// A host's named network namespace (its `netns`), where its networks, VLANs and
+    /// taps live.
+    Netns,
     Pool,
     Network,
     Volume,
@@ -130,7 +133,8 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, dependencies first.
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 6] = [
+        ResourceKind::Netns,
         ResourceKind::Pool,
         ResourceKind::Network,
         ResourceKind::Volume,
@@ -138,9 +142,10 @@ impl ResourceKind {
         ResourceKind::Vm,
     ];
 
-    /// The config keyword: `pool`, `network`, `volume`, `vlan`, `vm`.
+    /// The config keyword: `netns`, `pool`, `network`, `volume`, `vlan`, `vm`.
     pub fn as_str(self) -> &'static str {
         match self {
+            ResourceKind::Netns => "netns",
             ResourceKind::Pool => "pool",
             ResourceKind::Network => "network",
             ResourceKind::Volume => "volume",
@@ -240,6 +245,11 @@ pub enum Reason {
     Removed,
     /// `destroy` was asked for.
     Destroy,
+    /// A network namespace vmctl made for another project: this project joins its users.
+    Join,
+    /// A network namespace other projects still use: this project leaves it, and it is
+    /// kept for them.
+    Shared { projects: Vec<String> },
 }
 
 impl fmt::Display for Reason {
@@ -255,6 +265,12 @@ impl fmt::Display for Reason {
             Reason::Crashed => f.write_str("its process died"),
             Reason::Removed => f.write_str("no longer in the config"),
             Reason::Destroy => f.write_str("destroy was asked for"),
+            Reason::Join => f.write_str("vmctl made it for another project; this one joins"),
+            Reason::Shared { projects } => write!(
+                f,
+                "kept: project(s) {} still use it; this one leaves",
+                projects.join(", ")
+            ),
         }
     }
 }

@@ -20,6 +20,9 @@
 //! - A create that claims what a delete frees (a VLAN id on a network, a bridge name, a
 //!   pool path, a MAC address) follows that delete.
 //!
+//! - A host's netns is made before anything on that host that lives in it (networks,
+//!   VLANs, VMs) is brought up, and removed after all of it is taken down (`netns`).
+//!
 //! A cycle (only `depends-on` can make one) is an error naming every step of it.
 
 use std::cmp::Reverse;
@@ -35,6 +38,9 @@ use thiserror::Error;
 
 use crate::action::{Action, ResourceId, ResourceKind};
 use crate::plan::Plan;
+
+mod netns;
+pub use netns::lives_in_netns;
 
 /// What one step does to its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -205,6 +211,7 @@ impl ApplyGraph {
                 }
             }
         }
+        netns::add_edges(&graph, &mut edges);
         let mut edges: Vec<_> = edges.into_iter().collect();
         edges.sort();
         for (a, b) in edges {

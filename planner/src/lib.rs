@@ -149,6 +149,7 @@ fn known_resources(config: &Config, live: &LiveFile) -> HashSet<ResourceId> {
     let project = config.project.as_str();
     for host in &config.hosts {
         let state = live.host(&host.name);
+        host.netns.iter().for_each(|n| add(Netns, n));
         let mine = |p: &str| p == project;
         let pools = state.pools.iter().filter(|r| mine(&r.project));
         pools.for_each(|r| add(Pool, &r.name));

@@ -20,8 +20,9 @@ use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, VmState, Volume};
 use crate::action::{ResourceId, ResourceKind};
 use crate::record::{self, NewerFormat, VmSpec};
 
-/// The format version of [`LiveFile`] this build writes and reads (see [`record`]).
-pub const LIVE_FORMAT_VERSION: u32 = 1;
+/// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
+/// 2 added a host's `netns`. Files of format 1 read as hosts without one.
+pub const LIVE_FORMAT_VERSION: u32 = 2;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
@@ -133,6 +134,18 @@ impl LiveFile {
                 gateway: vlan.gateway.clone(),
             });
         }
+        for host in &config.hosts {
+            let (Some(name), Some(state)) = (&host.netns, hosts.get_mut(&host.name)) else {
+                continue;
+            };
+            if crate::diff::netns::lives_in_netns(config, &host.name) {
+                state.netns = Some(LiveNetns {
+                    name: name.clone(),
+                    created_by: Some(project.clone()),
+                    projects: vec![project.clone()],
+                });
+            }
+        }
         for vm in &config.vms {
             let state = hosts.entry(vm.host.clone()).or_default();
             state.vms.push(LiveVm {
@@ -162,6 +175,10 @@ pub struct LiveState {
     pub networks: Vec<LiveNetwork>,
     pub vlans: Vec<LiveVlan>,
     pub vms: Vec<LiveVm>,
+    /// The host's declared network namespace, when it exists (absent: it does not, or
+    /// the host declares none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<LiveNetns>,
     /// Resources whose record the host holds but vmctl cannot read: left alone by the
     /// plan (see [`LiveState::held`]), shown by `plan` and `status` with how to repair.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -206,6 +223,7 @@ impl LiveState {
         networks: Vec::new(),
         vlans: Vec::new(),
         vms: Vec::new(),
+        netns: None,
         unreadable: Vec::new(),
         reported: None,
         problems: Vec::new(),
@@ -241,6 +259,17 @@ impl LiveState {
             networks: mine(&self.networks, project),
             vlans: mine(&self.vlans, project),
             vms: mine(&self.vms, project),
+            // Other projects joining or leaving a shared namespace is not this project's
+            // state: only whether it is among the users counts.
+            netns: self.netns.as_ref().map(|n| LiveNetns {
+                projects: n
+                    .projects
+                    .iter()
+                    .filter(|p| *p == project)
+                    .cloned()
+                    .collect(),
+                ..n.clone()
+            }),
             unreadable: mine(&self.unreadable, project),
             // The host's size is not the project's state: a plan does not go stale by it.
             reported: None,
@@ -304,6 +333,19 @@ impl Default for Unreadable {
             help: String::new(),
         }
     }
+}
+
+/// A host's named network namespace that exists, with what its marker says
+/// (`/run/vmctl/netns/<name>.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveNetns {
+    pub name: String,
+    /// The project vmctl made it for; `None`: vmctl did not make it (no marker), so it
+    /// is never removed.
+    pub created_by: Option<String>,
+    /// The projects that use it, by its marker.
+    pub projects: Vec<String>,
 }
 
 /// A pool directory with its `.vmctl.json` marker.

@@ -26,6 +26,7 @@ use crate::live::VmStatus;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Resource {
+    Netns(Netns),
     Pool(Pool),
     Network(Network),
     Volume(Volume),
@@ -36,6 +37,7 @@ pub enum Resource {
 impl Resource {
     pub fn kind(&self) -> ResourceKind {
         match self {
+            Resource::Netns(_) => ResourceKind::Netns,
             Resource::Pool(_) => ResourceKind::Pool,
             Resource::Network(_) => ResourceKind::Network,
             Resource::Volume(_) => ResourceKind::Volume,
@@ -46,6 +48,7 @@ impl Resource {
 
     pub fn name(&self) -> &str {
         match self {
+            Resource::Netns(r) => &r.name,
             Resource::Pool(r) => &r.name,
             Resource::Network(r) => &r.name,
             Resource::Volume(r) => &r.name,
@@ -75,7 +78,7 @@ impl Resource {
             Resource::Network(n) => vec![format!("bridge {}", n.bridge)],
             Resource::Vlan(v) => vec![format!("vlan {} {}", v.network, v.id)],
             Resource::Vm(vm) => vm.nics.iter().map(|n| format!("mac {}", n.mac)).collect(),
-            Resource::Volume(_) => Vec::new(),
+            Resource::Volume(_) | Resource::Netns(_) => Vec::new(),
         }
     }
 
@@ -83,7 +86,8 @@ impl Resource {
     /// nothing (the diff and the graph call this for every resource).
     pub fn each_need(&self, mut f: impl FnMut(ResourceKind, &str)) {
         match self {
-            Resource::Pool(_) | Resource::Network(_) => {}
+            // What lives in a host's netns follows it by host (see `graph`), not by name.
+            Resource::Netns(_) | Resource::Pool(_) | Resource::Network(_) => {}
             Resource::Volume(v) => f(ResourceKind::Pool, &v.pool),
             Resource::Vlan(v) => f(ResourceKind::Network, &v.network),
             Resource::Vm(vm) => {
@@ -93,6 +97,15 @@ impl Resource {
             }
         }
     }
+}
+
+/// A host's named network namespace (`/run/netns/<name>`), planned so that it exists
+/// before the networks, VLANs and taps of the host are made in it, and is removed after
+/// they are gone — only when vmctl made it and no other project uses it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Netns {
+    pub name: String,
 }
 
 /// The change of one attribute. Values are JSON: `null` when absent, sizes in bytes.

@@ -9,14 +9,17 @@
 //!   and the deletes of what lived on it;
 //! - what a created volume takes with it: the restart of the running VMs on it (a
 //!   volume re-created without them would leave them on the deleted file, and the next
-//!   plan could no longer see it).
+//!   plan could no longer see it);
+//! - for what lives in a host's netns (networks, VLANs, VMs), the making of that netns;
+//!   for a deleted netns, the deletes of what lives in it.
 
 use std::collections::{HashMap, HashSet};
 
 use miette::Diagnostic;
 use thiserror::Error;
 
-use crate::action::{Action, Reason, ResourceId};
+use crate::action::{Action, Reason, ResourceId, ResourceKind};
+use crate::graph::lives_in_netns;
 use crate::plan::Change;
 
 /// A name given to `--target` or `--replace` that names nothing.
@@ -104,6 +107,17 @@ pub fn restrict(changes: Vec<Change>, targets: &HashSet<ResourceId>) -> Vec<Chan
             }
         }
     }
+    // A host's netns: made before what lives in it, so a target in it keeps its make;
+    // deleted after what lives in it, so a targeted delete of it keeps their deletes.
+    let mut netns_of: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut in_netns: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, change) in changes.iter().enumerate() {
+        if change.id.kind == ResourceKind::Netns {
+            netns_of.entry(&change.host).or_default().push(i);
+        } else if lives_in_netns(change.id.kind) && change.action == Action::Delete {
+            in_netns.entry(&change.host).or_default().push(i);
+        }
+    }
     let mut keep = vec![false; changes.len()];
     let mut work: Vec<usize> = targets
         .iter()
@@ -126,6 +140,14 @@ pub fn restrict(changes: Vec<Change>, targets: &HashSet<ResourceId>) -> Vec<Chan
         }
         if matches!(change.action, Action::Delete | Action::Replace) {
             work.extend(deleted_under.get(&change.id).into_iter().flatten().copied());
+        }
+        let host = change.host.as_str();
+        if lives_in_netns(change.id.kind) {
+            let netns = netns_of.get(host).into_iter().flatten().copied();
+            work.extend(netns.filter(|&j| changes[j].action == Action::Create));
+        }
+        if change.id.kind == ResourceKind::Netns && change.action == Action::Delete {
+            work.extend(in_netns.get(host).into_iter().flatten().copied());
         }
     }
     changes

@@ -148,16 +148,18 @@ fn a_missing_netns_is_planned_empty_made_by_apply_and_removed_by_destroy() {
     let project = Project::new(&netns.name, "vmbrns0");
     assert!(!netns.exists());
 
-    // Observed as an empty network side: everything to create, nothing made yet.
+    // Observed as an empty network side: the namespace and everything in it to
+    // create, nothing made yet.
     let out = project.ok(&["plan"]);
     assert!(
-        out.contains("Plan: 2 to add, 0 to change, 0 to destroy."),
+        out.contains("Plan: 3 to add, 0 to change, 0 to destroy."),
         "{out}"
     );
+    assert!(out.contains(&format!("netns.{}", netns.name)), "{out}");
     assert!(!netns.exists(), "plan must not make the namespace");
 
     let out = project.ok(&["apply", "--auto-approve"]);
-    assert!(out.contains("Apply complete: 2 done"), "{out}");
+    assert!(out.contains("Apply complete: 3 done"), "{out}");
     assert!(netns.exists(), "apply makes the namespace");
     let marker = std::fs::read_to_string(project.marker()).expect("netns marker");
     assert!(
@@ -206,6 +208,12 @@ fn a_netns_vmctl_did_not_make_is_kept_by_destroy() {
     assert!(ok, "ip netns add {} failed", netns.name);
     let project = Project::new(&netns.name, "vmbrns1");
 
+    // It is there: the plan has nothing to make of it.
+    let out = project.ok(&["plan"]);
+    assert!(
+        out.contains("Plan: 2 to add, 0 to change, 0 to destroy."),
+        "{out}"
+    );
     let out = project.ok(&["apply", "--auto-approve"]);
     assert!(out.contains("Apply complete: 2 done"), "{out}");
     assert!(
@@ -216,6 +224,7 @@ fn a_netns_vmctl_did_not_make_is_kept_by_destroy() {
 
     let out = project.ok(&["destroy", "--auto-approve"]);
     assert!(!out.contains("Removed network namespace"), "{out}");
+    assert!(!out.contains(&format!("netns.{}", netns.name)), "{out}");
     assert!(
         netns.exists(),
         "a namespace vmctl did not make is never removed"
@@ -238,7 +247,7 @@ fn the_quickstart_runs_in_a_netns_vmctl_makes_and_destroy_removes_it() {
         t.replace("prevent-destroy #true", "prevent-destroy #false")
     });
     let out = lab.apply();
-    assert!(out.contains("Apply complete: 10 done"), "{out}");
+    assert!(out.contains("Apply complete: 11 done"), "{out}");
     assert!(lab.netns_exists(), "apply makes the namespace");
     for vm in VMS {
         assert!(lab.pid(vm).is_some(), "{vm} does not run");
@@ -286,5 +295,49 @@ fn an_apply_that_leaves_no_network_removes_the_netns_vmctl_made() {
     let out = project.ok(&["apply", "--auto-approve"]);
     assert!(out.contains("Removed network namespace"), "{out}");
     assert!(!netns.exists(), "an apply that leaves nothing removes it");
+    assert!(!project.marker().exists());
+}
+
+#[test]
+fn a_netns_vmctl_made_that_holds_something_else_is_kept_and_destroy_says_so() {
+    if skip() {
+        return;
+    }
+    let netns = NetnsGuard::new();
+    let project = Project::new(&netns.name, "vmbrns3");
+    // The namespace outlives a failed destroy here: its marker goes with the test.
+    struct Marker(PathBuf);
+    impl Drop for Marker {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _marker = Marker(project.marker());
+    project.ok(&["apply", "--auto-approve"]);
+    assert!(netns.exists());
+    netns.ip(&["link", "add", "stray0", "type", "bridge"]);
+
+    // The bridge goes; the namespace is kept with its marker, and the step says why.
+    let out = project.vmctl(&["destroy", "--auto-approve"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("still holds stray0"), "{all}");
+    assert!(all.contains("ip netns delete"), "{all}");
+    assert!(netns.exists(), "{all}");
+    assert!(project.marker().exists(), "{all}");
+    assert!(!netns.ip(&["-br", "link", "show"]).contains("vmbrns3"));
+
+    // What is left is the namespace's delete, which goes through once it is empty.
+    // (`destroy` without `--auto-approve` shows its plan, then refuses: no terminal.)
+    let out = text(&project.vmctl(&["destroy"]));
+    assert!(
+        out.contains("Plan: 0 to add, 0 to change, 1 to destroy.")
+            && out.contains(&format!("netns.{}", netns.name)),
+        "{out}"
+    );
+    netns.ip(&["link", "delete", "stray0"]);
+    let out = project.ok(&["destroy", "--auto-approve"]);
+    assert!(out.contains("Removed network namespace"), "{out}");
+    assert!(!netns.exists());
     assert!(!project.marker().exists());
 }

@@ -87,6 +87,8 @@ fn empty_creates_everything_in_dependency_order() {
             .unwrap_or_else(|| panic!("{header} in {stdout}"))
     };
     for (first, then) in [
+        ("netns.vmctl-lab", "network.lan"),
+        ("netns.vmctl-lab", "vm.web-1"),
         ("pool.fast", "volume.web-1-root"),
         ("network.lan", "vlan.front"),
         ("volume.db-1-data", "vm.db-1"),
@@ -96,7 +98,7 @@ fn empty_creates_everything_in_dependency_order() {
     ] {
         assert!(position(first) < position(then), "{first} before {then}");
     }
-    assert!(stdout.ends_with("Plan: 10 to add, 0 to change, 0 to destroy.\n"));
+    assert!(stdout.ends_with("Plan: 11 to add, 0 to change, 0 to destroy.\n"));
 }
 
 #[test]
@@ -105,7 +107,7 @@ fn json_output() {
         let out = plan(state, &["--json", "--detailed-exitcode"]);
         let stdout = text(&out.stdout);
         let value: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-        assert_eq!(value["format_version"], "1.1");
+        assert_eq!(value["format_version"], "1.2");
         assert_eq!(value["changed"], state != "identical");
         insta::assert_snapshot!(format!("plan_json_{state}"), stdout);
     }
@@ -199,6 +201,10 @@ fn target_and_replace() {
     let out = plan("empty", &["--target", "vm.web-2"]);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("vm.db-1"), "what web-2 needs: {stdout}");
+    assert!(
+        stdout.contains("netns.vmctl-lab"),
+        "where web-2 lives: {stdout}"
+    );
     assert!(!stdout.contains("vm.web-1"), "{stdout}");
 }
 
@@ -243,5 +249,5 @@ fn a_live_host_not_in_the_config_is_named_and_ignored() {
     assert_eq!(out.status.code(), Some(0));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("host \"elsewhere\""), "{stderr}");
-    assert!(text(&out.stdout).contains("Plan: 10 to add"));
+    assert!(text(&out.stdout).contains("Plan: 11 to add"));
 }

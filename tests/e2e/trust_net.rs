@@ -279,6 +279,15 @@ fn a_netns_shared_by_two_projects_is_removed_by_the_last_ones_destroy() {
     ok(&alpha, &["apply", "--auto-approve"]);
     assert!(netns.exists(), "alpha's apply makes the namespace");
     assert_eq!(netns_users(&netns), Some(vec!["alpha".to_owned()]));
+    // beta finds the namespace alpha's apply made: its plan joins it.
+    let out = ok(&beta, &["plan"]);
+    assert!(
+        out.contains(&format!(
+            "netns.{} on host \"local\" will be created",
+            netns.name
+        )) && out.contains("this one joins"),
+        "{out}"
+    );
     ok(&beta, &["apply", "--auto-approve"]);
     assert_eq!(
         netns_users(&netns),

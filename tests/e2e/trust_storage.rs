@@ -447,5 +447,6 @@ fn plan_checks_kernel_initrd_and_from_and_applies_nothing() {
     );
     let out = s.run(&["plan"]);
     let t = ok(&out);
-    assert!(t.contains("Plan: 3 to add"), "{t}");
+    // The pool, the volume, the VM, and the host's netns the VM lives in.
+    assert!(t.contains("Plan: 4 to add"), "{t}");
 }

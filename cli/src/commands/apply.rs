@@ -11,7 +11,7 @@ use miette::miette;
 use vmctl_planner::render::human;
 use vmctl_planner::saved::SavedPlan;
 use vmctl_planner::{PlanErrors, PlanOptions, Planned};
-use vmctl_runtime::apply::{self, ApplyError, ApplyOptions};
+use vmctl_runtime::apply::{self, ApplyOptions};
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -87,7 +87,6 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let planned =
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
     execute(&config, &planned, &args.run, style, "apply")?;
-    runtime::release_netns(&config, false);
     runtime::left_alone(&config, &live)
 }
 
@@ -154,7 +153,6 @@ fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), 
         "apply"
     };
     execute(&config, &planned, &approved, style, verb)?;
-    runtime::release_netns(&config, false);
     runtime::left_alone(&config, &live)
 }
 
@@ -168,7 +166,6 @@ pub fn execute(
 ) -> Result<(), CommandError> {
     let Planned { plan, graph } = planned;
     print!("{}", human::render(plan, style.stdout));
-    runtime::print_netns_to_make(config, plan);
     if !plan.has_changes() {
         return Ok(());
     }
@@ -187,26 +184,22 @@ pub fn execute(
     let started = Instant::now();
     let report =
         apply::apply(config, plan, graph, options, &progress, &signals::CANCEL).map_err(|e| {
-            match &e {
-                ApplyError::Netns { netns, .. } => CommandError::Report(miette!(
-                    code = "vmctl::apply::netns",
-                    help = runtime::netns_help(apply::observe::euid(), netns),
-                    "{}",
-                    chain(&e)
-                )),
-                _ => CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e))),
-            }
+            CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e)))
         })?;
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     println!();
     runtime::print_kept_pools(plan, &report);
+    runtime::print_released_netns(plan, &report);
     for (step, error) in &report.failed {
         eprintln!(
             "error: {step} on host {:?} failed: {}",
             step.host,
             chain(error)
         );
+        if let Some(help) = runtime::step_help(error) {
+            eprintln!("  help: {help}");
+        }
     }
     if !report.skipped.is_empty() {
         let why = if report.cancelled {

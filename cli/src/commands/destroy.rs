@@ -39,6 +39,5 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
     execute(&config, &planned, &args.run, style, "destroy")?;
     vmctl_runtime::apply::tidy_after_destroy(&config);
-    runtime::release_netns(&config, true);
     Ok(())
 }

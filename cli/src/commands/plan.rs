@@ -80,9 +80,6 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         print!("{}", json::render(plan, &planned.graph));
     } else {
         print!("{}", human::render(plan, style.stdout));
-        if args.planning.live.is_none() {
-            crate::runtime::print_netns_to_make(config, plan);
-        }
     }
     if let Some(out) = &args.out {
         let options = SavedOptions {

@@ -326,7 +326,7 @@ mod tests {
                 std::fs::write(&path, text).unwrap();
             }
             let err = VmmSpec::from_file(&path).unwrap_err();
-            let report = diagnostic(VmmError::Spec(err));
+            let report = diagnostic(EntryError::Vmm(VmmError::Spec(err)));
             report.help().map(|h| h.to_string()).unwrap_or_default()
         };
         let missing = help(None);

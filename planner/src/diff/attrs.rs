@@ -3,6 +3,7 @@
 //!
 //! | kind      | in place                      | forces restart (VM running)            | forces replacement |
 //! | --------- | ----------------------------- | -------------------------------------- | ------------------ |
+//! | `netns`   | (only its name, its identity) |                                        |                    |
 //! | `pool`    |                               |                                        | `type`, `path`     |
 //! | `network` | `uplink`                      |                                        | `bridge`           |
 //! | `volume`  | `size` (grow), `prevent-destroy` |                                     | `pool`, `from`; `size` shrink is an error unless `--replace` |
@@ -28,7 +29,7 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
         (Vlan, "gateway") => Effect::InPlace,
         (Vm, "cpuset" | "depends-on") => Effect::InPlace,
         (Vm, _) => Effect::Restart,
-        (Pool | Network | Volume | Vlan, _) => Effect::Replace,
+        (Netns | Pool | Network | Volume | Vlan, _) => Effect::Replace,
     }
 }
 

@@ -19,6 +19,8 @@
 //! - a running VM whose disk's volume is created (its file was deleted by hand) is
 //!   restarted after that create, or it would keep using the deleted file
 //!   ([`restart_on_new_disks`]); a re-created VLAN re-attaches its VMs' taps instead;
+//! - a host's declared `netns` is a resource of its own (module `netns`): made while
+//!   something lives in it, left or removed when nothing does;
 //! - a running VM whose tap is detached is updated (re-attached), one whose tap is gone
 //!   restarted (module `taps`).
 //!
@@ -28,6 +30,7 @@
 pub mod attrs;
 mod disks;
 mod errors;
+pub mod netns;
 mod taps;
 
 use std::collections::{HashMap, HashSet};
@@ -69,6 +72,7 @@ pub fn diff(
             let wanted = &without(wanted, &held)[..];
             let found = live_resources(state, &config.project, &host.name);
             let (mut changes, mut errors) = (Vec::new(), Vec::new());
+            changes.extend(netns::diff_netns(config, host, state, destroy));
             diff_host(
                 &host.name,
                 wanted,
@@ -94,7 +98,7 @@ pub fn diff(
         && config.vms.is_empty();
     let deletes = changes
         .iter()
-        .filter(|c| c.action == Action::Delete)
+        .filter(|c| c.action == Action::Delete && c.id.kind != ResourceKind::Netns)
         .count();
     if empty && !destroy && deletes > 0 {
         errors.push(DiffError::EmptyConfig {

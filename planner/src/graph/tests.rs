@@ -297,3 +297,76 @@ fn every_partial_live_state_creates_what_is_missing_in_order() {
         }
     }
 }
+
+/// The quickstart with `netns "vmctl-lab"` on its host, nothing protected.
+fn in_netns() -> Config {
+    let mut config = unprotected(&quickstart());
+    config.hosts[0].netns = Some("vmctl-lab".into());
+    config
+}
+
+#[test]
+fn what_lives_in_the_netns_is_made_after_it() {
+    let config = in_netns();
+    let (_, g) = graph_of(&config, &LiveFile::default(), &PlanOptions::default());
+    for b in [
+        "create network.lan",
+        "create vlan.front",
+        "create vlan.back",
+        "create vm.web-1",
+        "create vm.db-1",
+    ] {
+        assert!(
+            happens_before(&g, "create netns.vmctl-lab", b),
+            "before {b}"
+        );
+    }
+    for other in ["create pool.fast", "create volume.web-1-root"] {
+        assert!(
+            !happens_before(&g, "create netns.vmctl-lab", other)
+                && !happens_before(&g, other, "create netns.vmctl-lab"),
+            "netns ∥ {other}"
+        );
+    }
+}
+
+#[test]
+fn the_netns_is_deleted_after_everything_in_it() {
+    let config = in_netns();
+    let live = LiveFile::applied(&config);
+    let (_, g) = graph_of(&config, &live, &destroy());
+    for a in [
+        "delete network.lan",
+        "delete vlan.front",
+        "delete vm.web-1",
+        "delete vm.web-2",
+        "delete vm.db-1",
+    ] {
+        assert!(
+            happens_before(&g, a, "delete netns.vmctl-lab"),
+            "{a} before"
+        );
+    }
+    assert!(!happens_before(
+        &g,
+        "delete pool.fast",
+        "delete netns.vmctl-lab"
+    ));
+}
+
+#[test]
+fn a_started_vm_waits_for_the_netns_too() {
+    let config = in_netns();
+    let mut live = LiveFile::applied(&config);
+    let host = live.hosts.get_mut("local").expect("host local");
+    host.netns = None;
+    for vm in &mut host.vms {
+        vm.status = crate::live::VmStatus::Stopped;
+    }
+    let (_, g) = graph_of(&config, &live, &PlanOptions::default());
+    assert!(happens_before(
+        &g,
+        "create netns.vmctl-lab",
+        "start vm.web-1"
+    ));
+}

@@ -125,3 +125,27 @@ fn long_lists_are_shown_as_a_diff() {
 "#;
     assert!(text.contains(expected), "{text}");
 }
+
+/// A host's netns in the plan: made for the network side of an empty host, and what the
+/// destroy of a namespace shared with another project says.
+#[test]
+fn netns() {
+    let mut config = quickstart();
+    config.hosts[0].netns = Some("vmctl-lab".into());
+    config.vms.clear();
+    config.volumes.clear();
+    config.pools.clear();
+    let (plan, graph) = graph_of(&config, &LiveFile::default(), &PlanOptions::default());
+    insta::assert_snapshot!("human_netns_create", human::render(&plan, false));
+    insta::assert_snapshot!("dot_netns_create", dot::render(&graph));
+    let mut live = LiveFile::applied(&config);
+    if let Some(netns) = &mut live.hosts.get_mut("local").unwrap().netns {
+        netns.projects.push("other".into());
+    }
+    let destroy = PlanOptions {
+        destroy: true,
+        ..PlanOptions::default()
+    };
+    let (plan, _) = graph_of(&config, &live, &destroy);
+    insta::assert_snapshot!("human_netns_shared_destroy", human::render(&plan, false));
+}

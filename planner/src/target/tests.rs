@@ -103,3 +103,49 @@ fn target_of_a_replaced_pool_takes_what_lives_on_it() {
     // What the replaced VMs need comes along, unchanged.
     assert_eq!(change(&plan, "network.lan").action, Action::NoOp);
 }
+
+#[test]
+fn a_target_in_a_netns_keeps_its_making_and_a_netns_delete_what_is_in_it() {
+    let mut config = quickstart();
+    config.hosts[0].netns = Some("vmctl-lab".into());
+    let options = PlanOptions {
+        targets: vec!["vlan.front".into()],
+        ..PlanOptions::default()
+    };
+    let planned = plan(&config, &LiveFile::default(), &options).unwrap();
+    let addresses: Vec<String> = planned.changes.iter().map(|c| c.id.to_string()).collect();
+    assert!(
+        addresses.contains(&"netns.vmctl-lab".to_owned()),
+        "{addresses:?}"
+    );
+    let pool = vec!["pool.fast".to_owned()];
+    let planned = plan(
+        &config,
+        &LiveFile::default(),
+        &PlanOptions {
+            targets: pool.clone(),
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap();
+    let addresses: Vec<String> = planned.changes.iter().map(|c| c.id.to_string()).collect();
+    assert_eq!(addresses, pool, "a pool does not live in the netns");
+
+    for volume in &mut config.volumes {
+        volume.prevent_destroy = false;
+    }
+    let live = LiveFile::applied(&config);
+    let options = PlanOptions {
+        targets: vec!["netns.vmctl-lab".into()],
+        destroy: true,
+        ..PlanOptions::default()
+    };
+    let planned = plan(&config, &live, &options).unwrap();
+    for address in ["netns.vmctl-lab", "network.lan", "vlan.back", "vm.web-1"] {
+        assert_eq!(
+            change(&planned, address).action,
+            Action::Delete,
+            "{address}"
+        );
+    }
+}

@@ -22,11 +22,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use petgraph::graph::NodeIndex;
-use vmctl_planner::{Action, ApplyGraph, Phase, Plan, ResourceKind, Step};
+use vmctl_planner::{ApplyGraph, Plan, Step};
 use vmctl_schema::Config;
 
 use crate::host::lock::{self, HostLock, LockError};
-use crate::host::net::netns::{self, NetnsError, Released};
 
 pub use observe::{
     check_local, observe, observe_detailed, observe_host_state, HostSeen, LiveError,
@@ -46,13 +45,6 @@ pub enum ApplyError {
     },
     #[error("the plan names host {host:?}, which the config does not have")]
     UnknownHost { host: String },
-    #[error("cannot make network namespace {netns:?} of host {host:?}")]
-    Netns {
-        host: String,
-        netns: String,
-        #[source]
-        source: NetnsError,
-    },
 }
 
 /// Hears each step as it starts and ends (called from the thread running [`apply`]).
@@ -136,80 +128,6 @@ pub fn tidy_after_destroy(config: &Config) {
     }
 }
 
-/// Whether `step` needs its host's network namespace to exist: it creates, changes or
-/// starts a network, VLAN or VM.
-fn needs_netns(step: &Step) -> bool {
-    lives_in_netns(step.id.kind)
-        && matches!(step.phase, Phase::Create | Phase::Update | Phase::Start)
-}
-
-/// Networks, VLANs and VMs (their taps) live in the host's netns; pools and volumes not.
-fn lives_in_netns(kind: ResourceKind) -> bool {
-    matches!(
-        kind,
-        ResourceKind::Network | ResourceKind::Vlan | ResourceKind::Vm
-    )
-}
-
-/// The hosts (and their netns) whose declared network namespace does not exist yet and
-/// that `plan` will need it on: applying it makes them first. For the plan's display.
-pub fn netns_to_make(config: &Config, plan: &Plan) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for host in &config.hosts {
-        let Some(name) = host.netns.as_deref() else {
-            continue;
-        };
-        if check_local(host).is_err() || netns::exists(name) {
-            continue;
-        }
-        let needed = plan.actionable().any(|c| {
-            c.host == host.name
-                && lives_in_netns(c.id.kind)
-                && matches!(
-                    c.action,
-                    Action::Create | Action::Update | Action::Replace | Action::Start
-                )
-        });
-        if needed {
-            out.push((host.name.clone(), name.to_owned()));
-        }
-    }
-    out
-}
-
-/// What became of one host's network namespace after an apply or destroy.
-#[derive(Debug)]
-pub struct NetnsRelease {
-    pub host: String,
-    pub netns: String,
-    pub result: Result<Released, NetnsError>,
-}
-
-/// After a complete apply or destroy: removes the network namespace of each host that
-/// no longer has anything of the project in it (every host after `destroy`; after an
-/// apply, the hosts where the config has no network and no VM) — only when vmctl made
-/// it for this project and nothing but `lo` is left in it (see [`netns::release`]).
-pub fn release_netns(config: &Config, destroyed: bool) -> Vec<NetnsRelease> {
-    let mut out = Vec::new();
-    for host in &config.hosts {
-        let Some(name) = host.netns.as_deref() else {
-            continue;
-        };
-        let unused = destroyed
-            || (!config.networks.iter().any(|n| n.host == host.name)
-                && !config.vms.iter().any(|v| v.host == host.name));
-        if !unused || check_local(host).is_err() {
-            continue;
-        }
-        out.push(NetnsRelease {
-            host: host.name.clone(),
-            netns: name.into(),
-            result: netns::release(&host.state_dir, &config.project, name),
-        });
-    }
-    out
-}
-
 /// Carries out `graph` (built from `plan`) on the hosts of `config`. The caller holds
 /// the hosts' locks ([`lock_hosts`]).
 pub fn apply(
@@ -239,26 +157,6 @@ pub fn apply(
         }
     }
     let inventory = Inventory::of(plan);
-    // A host's declared netns that does not exist yet is made before anything that
-    // lives in it (bridges, VLANs, taps, VMs) is created or started.
-    for ctx in &contexts {
-        let Some(name) = ctx.host.netns.as_deref() else {
-            continue;
-        };
-        let needed = graph
-            .graph
-            .node_weights()
-            .any(|s| s.host == ctx.host.name && needs_netns(s));
-        if needed {
-            netns::ensure(&ctx.host.state_dir, ctx.project, name).map_err(|source| {
-                ApplyError::Netns {
-                    host: ctx.host.name.clone(),
-                    netns: name.into(),
-                    source,
-                }
-            })?;
-        }
-    }
     // Taps left by an interrupted apply, before anything else touches the hosts.
     for ctx in &contexts {
         if graph.graph.node_weights().any(|s| s.host == ctx.host.name) {

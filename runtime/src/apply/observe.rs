@@ -41,6 +41,12 @@ pub enum LiveError {
         #[source]
         source: VmError,
     },
+    #[error("cannot observe the network namespace of host {host:?}")]
+    Netns {
+        host: String,
+        #[source]
+        source: crate::host::net::netns::NetnsError,
+    },
 }
 
 /// Refuses hosts this build cannot reach (those with `ssh`).
@@ -93,6 +99,15 @@ pub fn observe_host_state(
     let bad_vms = bad_vms.into_iter().map(|b| (ResourceKind::Vm, b));
     observation.unreadable.extend(bad_vms);
     let mut live = to_live_state(config, host, &observation, &found_vms);
+    if let Some(name) = host.netns.as_deref() {
+        live.netns =
+            crate::host::net::netns::observe(&host.state_dir, project, name).map_err(|source| {
+                LiveError::Netns {
+                    host: host.name.clone(),
+                    source,
+                }
+            })?;
+    }
     live.problems = crate::host::net::conflicts::find(config, &host.name, &observation);
     for vm in &mut live.vms {
         vm.tap_drift = crate::host::net::drift::tap_drift(config, vm, &observation);
@@ -169,6 +184,8 @@ pub fn to_live_state(
             .collect(),
         reported: crate::host::proc::host_report(),
         problems: Vec::new(),
+        // Filled in by `observe_host_state`, which reads the namespace's marker.
+        netns: None,
     }
 }
 
@@ -248,7 +265,7 @@ fn repair_help(
                 "restore the marker {path} (JSON: {{\"project\": {:?}, \"name\": {name:?}, \"kind\": \"dir\"}}) or remove it and apply again (vmctl then adopts the directory); until then vmctl leaves {what} and its volumes alone",
                 config.project
             ),
-            ResourceKind::Network | ResourceKind::Vlan => {
+            ResourceKind::Netns | ResourceKind::Network | ResourceKind::Vlan => {
                 format!("check {path}; until then vmctl leaves {what} alone")
             }
         },

@@ -5,6 +5,7 @@
 //!
 //! | kind | create | update | delete | start / stop |
 //! | --- | --- | --- | --- | --- |
+//! | netns | made, or joined (its marker) | — | left; removed when vmctl made it, no other project uses it and only `lo` is in it (else the step fails) | |
 //! | pool | directory, marker, index entry | — | when empty | |
 //! | network | marked bridge, uplink | uplink | bridge | |
 //! | volume | sparse file or copy of `from` | grow, `prevent-destroy` | file and marker | |
@@ -20,6 +21,7 @@ use vmctl_planner::{Phase, Plan, Resource, Step};
 use vmctl_schema::{Host, Vm, VmState};
 
 use crate::host::net::bridge::{self, BridgeError};
+use crate::host::net::netns::{self, NetnsError, Released};
 use crate::host::net::tap::{self, TapError, TapPort};
 use crate::host::net::vlan::{self, VlanError};
 use crate::host::net::{observe_net, Netlink, NetlinkError};
@@ -44,6 +46,13 @@ pub enum StepError {
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("network namespace {name:?} was made by vmctl but still holds {}: it is kept", interfaces.join(", "))]
+    NetnsInUse {
+        name: String,
+        interfaces: Vec<String>,
+    },
     #[error("the plan does not say where {what} {name:?} is (it names no such {what})")]
     Unknown { what: &'static str, name: String },
     #[error("the plan's change for {step} has no resource to work from")]
@@ -113,7 +122,7 @@ impl Names {
             Resource::Volume(v) => {
                 self.volumes.insert(key(&v.name), v.pool.clone());
             }
-            Resource::Vm(_) => {}
+            Resource::Vm(_) | Resource::Netns(_) => {}
         }
     }
 }
@@ -212,6 +221,20 @@ pub fn run_step(
     let state_dir = ctx.host.state_dir.as_path();
     let host = step.host.as_str();
     match (resource, step.phase) {
+        (Resource::Netns(n), Phase::Create) => {
+            netns::ensure(state_dir, project, &n.name)?;
+        }
+        (Resource::Netns(n), Phase::Delete) => match netns::release(state_dir, project, &n.name)? {
+            Released::InUse { interfaces } => {
+                return Err(StepError::NetnsInUse {
+                    name: n.name.clone(),
+                    interfaces,
+                })
+            }
+            Released::Removed | Released::NotOurs | Released::Shared { .. } | Released::Gone => {}
+        },
+        // A namespace has nothing to change in place: its name is what it is.
+        (Resource::Netns(_), Phase::Update) => {}
         (Resource::Pool(p), Phase::Create) => {
             pool::create_pool(state_dir, project, &p.name, &p.path)?;
         }
@@ -298,7 +321,11 @@ pub fn run_step(
         (Resource::Pool(_), Phase::Update) => {}
         // Only VMs start and stop; a plan that says otherwise was not made by the planner.
         (
-            Resource::Pool(_) | Resource::Network(_) | Resource::Volume(_) | Resource::Vlan(_),
+            Resource::Netns(_)
+            | Resource::Pool(_)
+            | Resource::Network(_)
+            | Resource::Volume(_)
+            | Resource::Vlan(_),
             Phase::Start | Phase::Stop,
         ) => {
             return Err(StepError::NotAVm {

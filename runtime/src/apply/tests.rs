@@ -2,7 +2,7 @@
 
 use std::sync::atomic::AtomicUsize;
 
-use vmctl_planner::{Action, Change, Resource, ResourceId, ResourceKind};
+use vmctl_planner::{Action, Change, Phase, Resource, ResourceId, ResourceKind};
 use vmctl_schema::{Pool, PoolKind, Volume};
 
 use super::*;

@@ -3,6 +3,8 @@
 //!
 //! - [`exists`]: whether `/run/netns/<name>` is there. A declared namespace that does
 //!   not exist yet is observed as an empty network side.
+//! - [`observe`]: the namespace as the plan sees it (exists, who made it, who uses it);
+//!   the plan's `netns` steps call [`ensure`] and [`release`].
 //! - [`ensure`]: makes the namespace when it is missing: `/run/netns` as a shared mount
 //!   point, an empty file `/run/netns/<name>`, and on a thread of its own
 //!   `unshare(CLONE_NEWNET)` and a bind mount of `/proc/thread-self/ns/net` onto that
@@ -36,6 +38,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use rtnetlink::LinkUnspec;
 use serde::{Deserialize, Serialize};
+use vmctl_planner::live::LiveNetns;
 
 use super::session::{Netlink, NetlinkError};
 use crate::host::fsutil;
@@ -162,7 +165,8 @@ pub enum Released {
     Removed,
     /// Not made by vmctl for this project (no marker, or another name or project): kept.
     NotOurs,
-    /// Ours, but interfaces besides `lo` are still in it: kept, with the marker.
+    /// Ours, but interfaces besides `lo` are still in it: kept, with the marker (and the
+    /// project still among its users).
     InUse { interfaces: Vec<String> },
     /// Ours, and other projects still use it: kept, without this project.
     Shared { projects: Vec<String> },
@@ -279,6 +283,30 @@ pub fn exists(name: &str) -> bool {
     }
 }
 
+/// What the host has of network namespace `name`, for the plan: `None` when it does
+/// not exist; else who made it and who uses it, by its marker (none: vmctl did not make
+/// it). A name that is not a plain file name is reported as a namespace vmctl did not
+/// make, so that nothing is ever done to it.
+pub fn observe(
+    state_dir: &Path,
+    project: &str,
+    name: &str,
+) -> Result<Option<LiveNetns>, NetnsError> {
+    if !exists(name) {
+        return Ok(None);
+    }
+    let marker = if is_safe_file_name(name) {
+        read_marker(state_dir, project, name)?
+    } else {
+        None
+    };
+    Ok(Some(LiveNetns {
+        name: name.into(),
+        created_by: marker.as_ref().map(|m| m.created_by.clone()),
+        projects: marker.map_or_else(Vec::new, |m| m.projects.into_iter().collect()),
+    }))
+}
+
 /// Makes network namespace `name` unless it exists, and records in its marker that
 /// vmctl made it for `project`. When it exists and vmctl made it (for any project),
 /// `project` joins its users; one vmctl did not make is left alone.
@@ -360,6 +388,9 @@ pub fn release(state_dir: &Path, project: &str, name: &str) -> Result<Released, 
         .filter(|n| n != "lo")
         .collect();
     if !interfaces.is_empty() {
+        // Not removed: the project stays among its users, so that its next plan still
+        // deletes it once it is empty.
+        marker.join(project);
         write_marker(state_dir, project, name, Some(&marker))?;
         return Ok(Released::InUse { interfaces });
     }
@@ -538,5 +569,15 @@ mod tests {
             assert!(exists(name), "{name:?} must not look missing");
         }
         assert!(!exists("vmctl-surely-not-a-namespace-0"));
+    }
+
+    #[test]
+    fn observing_a_missing_or_badly_named_netns() {
+        let state = tempfile::tempdir().unwrap();
+        let missing = observe(state.path(), "lab", "vmctl-surely-not-a-namespace-0");
+        assert_eq!(missing.unwrap(), None);
+        // A name that is not a file name is never vmctl's: nothing is ever done to it.
+        let bad = observe(state.path(), "lab", "../x").unwrap().unwrap();
+        assert_eq!((bad.created_by, bad.projects), (None, Vec::new()));
     }
 }
