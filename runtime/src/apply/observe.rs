@@ -412,7 +412,9 @@ mod tests {
     fn host(name: &str, ssh: Option<&str>) -> Host {
         Host {
             name: name.into(),
-            state_dir: "/var/lib/vmctl".into(),
+            // Never a real state dir: the hints ask the host who holds a VM's lock, and a
+            // lab running on this machine must not change what a test sees.
+            state_dir: "/nonexistent/vmctl-test/state".into(),
             netns: None,
             cpus: None,
             memory: None,
@@ -428,7 +430,7 @@ mod tests {
         let host = host("local", None);
         let bad = |cause| BadRecord {
             name: "web-1".into(),
-            path: "/var/lib/vmctl/lab/vms/web-1/spec.json".into(),
+            path: "/nonexistent/vmctl-test/state/lab/vms/web-1/spec.json".into(),
             error: "boom".into(),
             cause,
         };
@@ -441,7 +443,7 @@ mod tests {
         assert!(help(vm, Cause::Denied, 1000).contains("run it as root (now it runs as uid 1000)"));
         let corrupt = help(vm, Cause::Corrupt, 0);
         assert!(
-            corrupt.contains("no VMM runs for it (none holds /var/lib/vmctl/lab/vms/web-1/vmm.lock): remove /var/lib/vmctl/lab/vms/web-1;"),
+            corrupt.contains("no VMM runs for it (none holds /nonexistent/vmctl-test/state/lab/vms/web-1/vmm.lock): remove /nonexistent/vmctl-test/state/lab/vms/web-1;"),
             "{corrupt}"
         );
         assert!(!corrupt.contains("vmm.pid"), "{corrupt}");
@@ -450,7 +452,7 @@ mod tests {
         let volume = help(ResourceKind::Volume, Cause::Corrupt, 0);
         assert!(volume.contains("restore the marker"), "{volume}");
         assert!(
-            volume.contains("/var/lib/vmctl/lab/vms/web-1/web-1.raw"),
+            volume.contains("/nonexistent/vmctl-test/state/lab/vms/web-1/web-1.raw"),
             "{volume}"
         );
         let pool = help(ResourceKind::Pool, Cause::Corrupt, 0);
