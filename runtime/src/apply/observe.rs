@@ -1,28 +1,34 @@
-//! `observe`: a host's [`LiveState`] rebuilt from the host itself — pool and volume
-//! markers, bridges and VLANs over netlink, the VMs' state dirs and control sockets —
-//! and every host of a config observed in parallel.
+//! `observe`: a host's [`LiveState`] rebuilt from the host itself, and every host of a
+//! config observed in parallel.
+//!
+//! The host says what it has with no config ([`crate::host::facts`]); this module
+//! matches those facts to the config, with no I/O ([`to_live_state`]):
+//!
+//! - A host's VLAN table holds ids, not names: live VLANs are named from the config by
+//!   `(network, id)`; one the config no longer has is named `<network>/<id>` (a name
+//!   the config language cannot spell, so it never matches a configured VLAN by
+//!   accident).
+//! - Interfaces the config wants under names the host has given to interfaces vmctl did
+//!   not make are that resource's problem (`host::net::conflicts`).
+//! - A running VM's taps that are gone or off their VLAN are its tap drift
+//!   (`host::net::drift`).
 //!
 //! A record that cannot be read (a VM's `spec.json`, a pool's or volume's marker, a
-//! stray file under `vms/`) is that resource's problem: it becomes a
-//! [`Unreadable`] of the live state, with a help line for the user running vmctl, and
+//! stray file under `vms/`) arrives as an [`Unreadable`] with its repair hint, and
 //! everything else on the host is observed as usual.
-//!
-//! A host's VLAN table holds ids, not names: live VLANs are named from the config by
-//! `(network, id)`; one the config no longer has is named `<network>/<id>` (a name the
-//! config language cannot spell, so it never matches a configured VLAN by accident).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use vmctl_planner::live::{LiveNetwork, LivePool, LiveVlan, LiveVolume, Unreadable};
-use vmctl_planner::{LiveFile, LiveState, ResourceKind};
+use vmctl_planner::live::{LiveNetwork, LivePool, LiveVlan, LiveVolume};
+use vmctl_planner::{LiveFile, LiveState};
 use vmctl_schema::{Config, Host, PoolKind};
 
-use crate::host::observe::{observe_host, HostObservation, HostSpec, ObserveError};
+use crate::host::facts::{self, FactsError, FactsRequest, HostFacts, PoolProbe};
+use crate::host::observe::HostObservation;
 use crate::host::pool;
-use crate::host::records::{BadRecord, Cause};
-use crate::host::volume;
-use crate::vms::{self, ObservedVm, VmError, VmPaths};
+use crate::vms::ObservedVm;
+
+pub use crate::host::facts::euid;
 
 /// Errors of observing a host.
 #[derive(Debug, thiserror::Error)]
@@ -30,22 +36,10 @@ pub enum LiveError {
     #[error("host {host:?} is reached over ssh ({ssh}), and remote hosts are not built yet: vmctl only manages this machine so far")]
     RemoteHost { host: String, ssh: String },
     #[error("cannot observe host {host:?}")]
-    Observe {
+    Facts {
         host: String,
         #[source]
-        source: ObserveError,
-    },
-    #[error("cannot observe the VMs of host {host:?}")]
-    ObserveVms {
-        host: String,
-        #[source]
-        source: VmError,
-    },
-    #[error("cannot observe the network namespace of host {host:?}")]
-    Netns {
-        host: String,
-        #[source]
-        source: crate::host::net::netns::NetnsError,
+        source: FactsError,
     },
 }
 
@@ -60,68 +54,39 @@ pub fn check_local(host: &Host) -> Result<(), LiveError> {
     }
 }
 
-/// Everything of `config.project` on `host`, with the VMs' processes asked whether they
-/// run; also the raw observation, for status and the executor.
-pub fn observe_host_state(
-    config: &Config,
-    host: &Host,
-) -> Result<(LiveState, HostObservation, Vec<ObservedVm>), LiveError> {
-    check_local(host)?;
-    let project = config.project.as_str();
-    let pool_paths: Vec<&Path> = config
+/// What to ask `host` for `config.project`: its state dir and netns, and the pools the
+/// config names on it.
+pub fn facts_request(config: &Config, host: &Host) -> FactsRequest {
+    let mut request = FactsRequest::new(&config.project, &host.state_dir, host.netns.as_deref());
+    request.pools = config
         .pools
         .iter()
         .filter(|p| p.host == host.name)
-        .map(|p| p.path.as_path())
+        .map(|p| PoolProbe {
+            name: p.name.clone(),
+            path: p.path.clone(),
+        })
         .collect();
-    let spec = HostSpec {
-        project,
-        state_dir: &host.state_dir,
-        netns: host.netns.as_deref(),
-        pool_paths: &pool_paths,
-    };
-    let (observation, found_vms) = std::thread::scope(|scope| {
-        let found = scope.spawn(|| vms::observe_vms(&host.state_dir, project));
-        let observation = observe_host(&spec);
-        let found = found
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (observation, found)
-    });
-    let mut observation = observation.map_err(|source| LiveError::Observe {
-        host: host.name.clone(),
-        source,
-    })?;
-    let (found_vms, bad_vms) = found_vms.map_err(|source| LiveError::ObserveVms {
-        host: host.name.clone(),
-        source,
-    })?;
-    let bad_vms = bad_vms.into_iter().map(|b| (ResourceKind::Vm, b));
-    observation.unreadable.extend(bad_vms);
-    let mut live = to_live_state(config, host, &observation, &found_vms);
-    if let Some(name) = host.netns.as_deref() {
-        live.netns =
-            crate::host::net::netns::observe(&host.state_dir, project, name).map_err(|source| {
-                LiveError::Netns {
-                    host: host.name.clone(),
-                    source,
-                }
-            })?;
-    }
-    live.problems = crate::host::net::conflicts::find(config, &host.name, &observation);
-    for vm in &mut live.vms {
-        vm.tap_drift = crate::host::net::drift::tap_drift(config, vm, &observation);
-    }
-    Ok((live, observation, found_vms))
+    request
 }
 
-/// Maps an observation of `host` into the planner's shape.
-pub fn to_live_state(
+/// Everything of `config.project` on `host`, with the VMs' processes asked whether they
+/// run; also the host's facts, for status and the executor.
+pub fn observe_host_state(
     config: &Config,
     host: &Host,
-    seen: &HostObservation,
-    found: &[ObservedVm],
-) -> LiveState {
+) -> Result<(LiveState, HostFacts), LiveError> {
+    check_local(host)?;
+    let facts = facts::gather(&facts_request(config, host)).map_err(|source| LiveError::Facts {
+        host: host.name.clone(),
+        source,
+    })?;
+    Ok((to_live_state(config, &host.name, &facts), facts))
+}
+
+/// The planner's view of what `host` reported, matched to `config` (no I/O).
+pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveState {
+    let seen = &facts.observation;
     let vlan_name = |network: &str, id: u16| {
         config
             .vlans
@@ -129,7 +94,7 @@ pub fn to_live_state(
             .find(|v| v.network == network && v.id == id)
             .map_or_else(|| format!("{network}/{id}"), |v| v.name.clone())
     };
-    LiveState {
+    let mut live = LiveState {
         pools: seen
             .pools
             .iter()
@@ -176,116 +141,16 @@ pub fn to_live_state(
                 gateway: v.gateway.clone(),
             })
             .collect(),
-        vms: found.iter().map(ObservedVm::to_live).collect(),
-        unreadable: seen
-            .unreadable
-            .iter()
-            .map(|(kind, bad)| unreadable(config, host, *kind, bad))
-            .collect(),
-        reported: crate::host::proc::host_report(),
-        problems: Vec::new(),
-        // Filled in by `observe_host_state`, which reads the namespace's marker.
-        netns: None,
+        vms: facts.vms.iter().map(ObservedVm::to_live).collect(),
+        unreadable: facts.unreadable.clone(),
+        reported: facts.reported,
+        problems: crate::host::net::conflicts::find(config, host, seen),
+        netns: facts.netns.clone(),
+    };
+    for vm in &mut live.vms {
+        vm.tap_drift = crate::host::net::drift::tap_drift(config, vm, seen);
     }
-}
-
-/// A bad record as the planner shows it: named (a pool by the config, from its
-/// directory, when the index did not name it), with what to do.
-fn unreadable(config: &Config, host: &Host, kind: ResourceKind, bad: &BadRecord) -> Unreadable {
-    let mut name = bad.name.clone();
-    if name.is_empty() {
-        let dir = bad.path.parent().unwrap_or(&bad.path);
-        name = config
-            .pools
-            .iter()
-            .find(|p| p.host == host.name && p.path == dir)
-            .map_or_else(|| dir.display().to_string(), |p| p.name.clone());
-    }
-    Unreadable {
-        kind,
-        help: repair_help(config, host, kind, &name, bad, euid()),
-        name,
-        project: config.project.clone(),
-        path: bad.path.clone(),
-        error: bad.error.clone(),
-    }
-}
-
-/// The effective uid vmctl runs as: a hint says "run it as root" only when it is not.
-pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
-}
-
-/// What the user running vmctl (as `euid`) can do about `bad`, the record of `kind`
-/// `name`.
-fn repair_help(
-    config: &Config,
-    host: &Host,
-    kind: ResourceKind,
-    name: &str,
-    bad: &BadRecord,
-    euid: u32,
-) -> String {
-    let path = bad.path.display();
-    let what = format!("{kind} {name:?}");
-    match bad.cause {
-        Cause::Denied if euid == 0 => format!(
-            "vmctl runs as root and still cannot read {path}: check what denies it (`ls -l {path}`, a read-only or network mount, an LSM policy); until then vmctl leaves {what} alone"
-        ),
-        Cause::Denied => format!(
-            "vmctl reads the host's state dir and pools as root: run it as root (now it runs as uid {euid})"
-        ),
-        Cause::Newer => format!(
-            "{path} was written by a newer vmctl: manage this host with that vmctl (or a newer one); this one leaves {what} alone"
-        ),
-        Cause::NotRegular => format!(
-            "vmctl never follows or changes a symlink or other non-regular file in a pool: remove {path} (or move it away) and apply again to create {what}; until then vmctl leaves it alone"
-        ),
-        Cause::Stray => format!(
-            "{path} is not a VM state dir vmctl made: move it away or remove it; vmctl leaves {what} alone until then"
-        ),
-        Cause::Corrupt | Cause::Io => match kind {
-            ResourceKind::Vm => {
-                let paths = VmPaths::new(&host.state_dir, &config.project, name);
-                format!(
-                    "restore {path} from a backup, or make vmctl forget the VM: {}; the next apply creates it anew. Until then vmctl leaves {what} alone",
-                    forget_vm(&paths, vms::vmm_pid(&paths))
-                )
-            }
-            ResourceKind::Volume => {
-                let pool = bad.path.parent().unwrap_or(&bad.path);
-                format!(
-                    "restore the marker {path} (JSON: {{\"project\": {:?}, \"name\": {name:?}}}), or make vmctl forget the volume: move {} and the marker out of the pool; the next apply then makes a new volume in its place. Until then vmctl leaves {what} alone",
-                    config.project,
-                    volume::volume_path(pool, name).display()
-                )
-            }
-            ResourceKind::Pool => format!(
-                "restore the marker {path} (JSON: {{\"project\": {:?}, \"name\": {name:?}, \"kind\": \"dir\"}}) or remove it and apply again (vmctl then adopts the directory); until then vmctl leaves {what} and its volumes alone",
-                config.project
-            ),
-            ResourceKind::Netns | ResourceKind::Network | ResourceKind::Vlan => {
-                format!("check {path}; until then vmctl leaves {what} alone")
-            }
-        },
-    }
-}
-
-/// How to make vmctl forget the VM at `paths` whose VMM is `vmm` (the holder of its
-/// lock, never the pid file's word: that may name any process).
-fn forget_vm(paths: &VmPaths, vmm: Option<u32>) -> String {
-    let dir = paths.dir.display();
-    match vmm {
-        Some(pid) => format!(
-            "its VMM still runs (pid {pid}, the holder of {}): stop it (`kill {pid}`), then remove {dir}",
-            paths.lock.display()
-        ),
-        None => format!(
-            "no VMM runs for it (none holds {}): remove {dir}",
-            paths.lock.display()
-        ),
-    }
+    live
 }
 
 /// One host as observed: the planner's view and the details behind it (volume
@@ -295,6 +160,17 @@ pub struct HostSeen {
     pub live: LiveState,
     pub observation: HostObservation,
     pub vms: Vec<ObservedVm>,
+}
+
+impl HostSeen {
+    /// The planner's view of `facts`, keeping the details.
+    pub fn of(live: LiveState, facts: HostFacts) -> HostSeen {
+        HostSeen {
+            live,
+            observation: facts.observation,
+            vms: facts.vms,
+        }
+    }
 }
 
 /// Every host of `config`, observed in parallel. All errors are returned together.
@@ -333,11 +209,7 @@ pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, V
             .iter()
             .map(|host| {
                 let handle = scope.spawn(move || {
-                    observe_host_state(config, host).map(|(live, observation, vms)| HostSeen {
-                        live,
-                        observation,
-                        vms,
-                    })
+                    observe_host_state(config, host).map(|(live, facts)| HostSeen::of(live, facts))
                 });
                 (host.name.clone(), handle)
             })
@@ -400,11 +272,18 @@ mod tests {
             id,
             gateway: None,
         };
-        let seen = HostObservation {
-            vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
-            ..HostObservation::default()
+        let facts = HostFacts {
+            format_version: facts::FACTS_FORMAT,
+            observation: HostObservation {
+                vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
+                ..HostObservation::default()
+            },
+            vms: Vec::new(),
+            unreadable: Vec::new(),
+            netns: None,
+            reported: None,
         };
-        let live = to_live_state(&config(), &host("local", None), &seen, &[]);
+        let live = to_live_state(&config(), "local", &facts);
         let names: Vec<_> = live.vlans.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["front", "lan/200", "wan/100"]);
     }
@@ -422,54 +301,6 @@ mod tests {
             cpu_overcommit: 1.5,
             ssh: ssh.map(Into::into),
         }
-    }
-
-    #[test]
-    fn repair_hints_fit_the_cause_and_the_user() {
-        let config = config();
-        let host = host("local", None);
-        let bad = |cause| BadRecord {
-            name: "web-1".into(),
-            path: "/nonexistent/vmctl-test/state/lab/vms/web-1/spec.json".into(),
-            error: "boom".into(),
-            cause,
-        };
-        let help =
-            |kind, cause, euid| repair_help(&config, &host, kind, "web-1", &bad(cause), euid);
-        let vm = ResourceKind::Vm;
-        // Root is never told to run as root.
-        assert!(!help(vm, Cause::Denied, 0).contains("run it as root"));
-        assert!(help(vm, Cause::Denied, 0).contains("runs as root and still cannot read"));
-        assert!(help(vm, Cause::Denied, 1000).contains("run it as root (now it runs as uid 1000)"));
-        let corrupt = help(vm, Cause::Corrupt, 0);
-        assert!(
-            corrupt.contains("no VMM runs for it (none holds /nonexistent/vmctl-test/state/lab/vms/web-1/vmm.lock): remove /nonexistent/vmctl-test/state/lab/vms/web-1;"),
-            "{corrupt}"
-        );
-        assert!(!corrupt.contains("vmm.pid"), "{corrupt}");
-        assert!(help(vm, Cause::Newer, 0).contains("written by a newer vmctl"));
-        assert!(help(vm, Cause::Stray, 0).contains("not a VM state dir vmctl made"));
-        let volume = help(ResourceKind::Volume, Cause::Corrupt, 0);
-        assert!(volume.contains("restore the marker"), "{volume}");
-        assert!(
-            volume.contains("/nonexistent/vmctl-test/state/lab/vms/web-1/web-1.raw"),
-            "{volume}"
-        );
-        let pool = help(ResourceKind::Pool, Cause::Corrupt, 0);
-        assert!(pool.contains("\"kind\": \"dir\""), "{pool}");
-    }
-
-    #[test]
-    fn forgetting_a_vm_names_its_lock_holder_never_the_pid_file() {
-        let paths = VmPaths::new(Path::new("/s"), "lab", "web-1");
-        let running = forget_vm(&paths, Some(4242));
-        assert!(
-            running.contains("its VMM still runs (pid 4242, the holder of /s/lab/vms/web-1/vmm.lock): stop it (`kill 4242`), then remove /s/lab/vms/web-1"),
-            "{running}"
-        );
-        let gone = forget_vm(&paths, None);
-        assert!(gone.starts_with("no VMM runs for it"), "{gone}");
-        assert!(!gone.contains("kill"), "{gone}");
     }
 
     #[test]

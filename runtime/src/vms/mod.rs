@@ -169,7 +169,8 @@ pub struct VmDevices {
 }
 
 /// A VM found on the host.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ObservedVm {
     pub record: VmRecord,
     pub status: VmStatus,
