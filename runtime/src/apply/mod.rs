@@ -30,7 +30,7 @@ use crate::host::lock::{self, HostLock, LockError};
 pub use observe::{
     check_local, observe, observe_detailed, observe_host_state, HostSeen, LiveError,
 };
-pub use steps::{HostContext, Inventory, StepError};
+pub use steps::{HostContext, Inventory, NicPlace, Places, StepError, StepOrder};
 
 /// Errors that stop an apply before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +141,9 @@ pub fn apply(
     let mut contexts = Vec::new();
     for host in &config.hosts {
         observe::check_local(host)?;
-        contexts.push(HostContext {
-            host,
+        contexts.push((host.name.as_str(), HostContext {
+            state_dir: &host.state_dir,
+            netns: host.netns.as_deref(),
             project: &config.project,
             vmctl: options.vmctl,
             stop_timeout: options.stop_timeout,

@@ -3,6 +3,10 @@
 //! path, a VLAN's bridge, a VM's taps and disk files) comes from the plan itself
 //! ([`Inventory`]), so a saved plan applies exactly as it was shown.
 //!
+//! A step travels to its host as a [`StepOrder`]: the step's resource and phase with
+//! every place it needs already looked up in the plan (plain serde data, so a remote
+//! host's agent runs it the same way). The host needs nothing else of the plan.
+//!
 //! | kind | create | update | delete | start / stop |
 //! | --- | --- | --- | --- | --- |
 //! | netns | made, or joined (its marker) | — | left; removed when vmctl made it, no other project uses it and only `lo` is in it (else the step fails) | |
@@ -17,8 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use vmctl_planner::{Phase, Plan, Resource, Step};
-use vmctl_schema::{Host, Vm, VmState};
+use vmctl_schema::{Vm, VmState};
 
 use crate::host::net::bridge::{self, BridgeError};
 use crate::host::net::netns::{self, NetnsError, Released};
@@ -59,12 +64,19 @@ pub enum StepError {
     Empty { step: String },
     #[error("the plan asks to {step}, which only a VM can do")]
     NotAVm { step: String },
+    #[error("the step for VM {vm:?} does not say where each of its disks and NICs is")]
+    Places { vm: String },
+    #[error("the order to {step} does not say where its {what} is")]
+    NoPlace { step: String, what: &'static str },
 }
 
 /// What the executor knows of a host.
 #[derive(Debug, Clone, Copy)]
 pub struct HostContext<'a> {
-    pub host: &'a Host,
+    /// The host's state dir.
+    pub state_dir: &'a Path,
+    /// The host's network namespace, if it has one.
+    pub netns: Option<&'a str>,
     pub project: &'a str,
     /// The `vmctl` binary that runs VMs (`vmctl vmm`).
     pub vmctl: &'a Path,
@@ -77,13 +89,13 @@ pub struct HostContext<'a> {
 
 impl HostContext<'_> {
     fn netns(&self) -> Option<&str> {
-        self.host.netns.as_deref()
+        self.netns
     }
 
     fn vm_host(&self) -> VmHost<'_> {
         VmHost {
             project: self.project,
-            state_dir: &self.host.state_dir,
+            state_dir: self.state_dir,
             netns: self.netns(),
             vmctl: self.vmctl,
         }
@@ -200,6 +212,145 @@ impl Inventory {
     }
 }
 
+/// One step as its host carries it out: the resource and phase, and every place the
+/// step needs, looked up in the plan ([`StepOrder::of`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StepOrder {
+    /// The step, as messages name it (`create vm.web-1`).
+    pub step: String,
+    pub phase: Phase,
+    /// The resource as it will be (bringing-up steps) or as it was (teardown steps).
+    pub resource: Resource,
+    /// A VM's stop: the VM as the config says now, which its record keeps.
+    #[serde(default)]
+    pub keep: Option<Vm>,
+    #[serde(default)]
+    pub places: Places,
+}
+
+/// Where the things a step names are on its host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Places {
+    /// A volume's pool directory.
+    #[serde(default)]
+    pub pool: Option<PathBuf>,
+    /// A VLAN's network's bridge.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// A starting VM's disk files, in its order.
+    #[serde(default)]
+    pub disks: Vec<PathBuf>,
+    /// A starting or updated VM's NICs, in its order.
+    #[serde(default)]
+    pub nics: Vec<NicPlace>,
+}
+
+/// Where one NIC of a VM goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NicPlace {
+    pub network: String,
+    pub bridge: String,
+    pub vlan_id: u16,
+    pub mac: String,
+}
+
+impl StepOrder {
+    /// `step` of `plan`, with what it needs from `inventory` (of the same plan).
+    pub fn of(inventory: &Inventory, plan: &Plan, step: &Step) -> Result<StepOrder, StepError> {
+        let empty = || StepError::Empty {
+            step: step.to_string(),
+        };
+        let change = plan.changes.get(step.change).ok_or_else(empty)?;
+        let teardown = step.phase.is_teardown();
+        let resource = if teardown {
+            change.before.as_ref().or(change.after.as_ref())
+        } else {
+            change.after.as_ref()
+        };
+        let resource = resource.ok_or_else(empty)?.clone();
+        let host = step.host.as_str();
+        let mut places = Places::default();
+        let mut keep = None;
+        match (&resource, step.phase) {
+            (Resource::Volume(v), Phase::Create | Phase::Update | Phase::Delete) => {
+                places.pool = Some(inventory.pool_path(teardown, host, &v.pool)?.to_owned());
+            }
+            (Resource::Vlan(v), Phase::Create | Phase::Update | Phase::Delete) => {
+                places.bridge = Some(inventory.bridge(teardown, host, &v.network)?.to_owned());
+            }
+            (Resource::Vm(vm), Phase::Create) if vm.state == VmState::Running => {
+                places.disks = disk_places(inventory, host, vm)?;
+                places.nics = nic_places(inventory, host, vm)?;
+            }
+            (Resource::Vm(vm), Phase::Start) => {
+                places.disks = disk_places(inventory, host, vm)?;
+                places.nics = nic_places(inventory, host, vm)?;
+            }
+            (Resource::Vm(vm), Phase::Update) if vm.state == VmState::Running => {
+                places.nics = nic_places(inventory, host, vm)?;
+            }
+            (Resource::Vm(_), Phase::Stop) => {
+                if let Some(Resource::Vm(after)) = &change.after {
+                    keep = Some(after.clone());
+                }
+            }
+            // Nothing to look up: the resource says it all (or the phase is refused).
+            (
+                Resource::Vm(_) | Resource::Netns(_) | Resource::Pool(_) | Resource::Network(_),
+                _,
+            )
+            | (Resource::Volume(_) | Resource::Vlan(_), Phase::Start | Phase::Stop) => {}
+        }
+        Ok(StepOrder {
+            step: step.to_string(),
+            phase: step.phase,
+            resource,
+            keep,
+            places,
+        })
+    }
+
+    fn pool(&self) -> Result<&Path, StepError> {
+        self.places.pool.as_deref().ok_or_else(|| self.missing("pool"))
+    }
+
+    fn bridge(&self) -> Result<&str, StepError> {
+        self.places.bridge.as_deref().ok_or_else(|| self.missing("network"))
+    }
+
+    fn missing(&self, what: &'static str) -> StepError {
+        StepError::NoPlace {
+            step: self.step.clone(),
+            what,
+        }
+    }
+}
+
+fn disk_places(inventory: &Inventory, host: &str, vm: &Vm) -> Result<Vec<PathBuf>, StepError> {
+    vm.disks
+        .iter()
+        .map(|disk| inventory.volume_path(host, disk))
+        .collect()
+}
+
+fn nic_places(inventory: &Inventory, host: &str, vm: &Vm) -> Result<Vec<NicPlace>, StepError> {
+    vm.nics
+        .iter()
+        .map(|nic| {
+            let (network, vlan_id) = inventory.vlan(false, host, &nic.vlan)?;
+            Ok(NicPlace {
+                network: network.to_owned(),
+                bridge: inventory.bridge(false, host, network)?.to_owned(),
+                vlan_id,
+                mac: nic.mac.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Carries out `step` of `plan` on its host.
 pub fn run_step(
     ctx: &HostContext<'_>,
@@ -207,20 +358,14 @@ pub fn run_step(
     plan: &Plan,
     step: &Step,
 ) -> Result<(), StepError> {
-    let change = &plan.changes[step.change];
-    let teardown = step.phase.is_teardown();
-    let resource = if teardown {
-        change.before.as_ref().or(change.after.as_ref())
-    } else {
-        change.after.as_ref()
-    };
-    let resource = resource.ok_or_else(|| StepError::Empty {
-        step: step.to_string(),
-    })?;
+    run_order(ctx, &StepOrder::of(inventory, plan, step)?)
+}
+
+/// Carries out `order` on this host.
+pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<(), StepError> {
     let project = ctx.project;
-    let state_dir = ctx.host.state_dir.as_path();
-    let host = step.host.as_str();
-    match (resource, step.phase) {
+    let state_dir = ctx.state_dir;
+    match (&order.resource, order.phase) {
         (Resource::Netns(n), Phase::Create) => {
             netns::ensure(state_dir, project, &n.name)?;
         }
@@ -254,7 +399,6 @@ pub fn run_step(
             })?;
         }
         (Resource::Volume(v), Phase::Create) => {
-            let pool_path = inventory.pool_path(false, host, &v.pool)?;
             let spec = VolumeSpec {
                 name: &v.name,
                 size: v.size,
@@ -262,54 +406,54 @@ pub fn run_step(
                 prevent_destroy: v.prevent_destroy,
                 cancel: Some(ctx.cancel),
             };
-            volume::create_volume(project, pool_path, &spec)?;
+            volume::create_volume(project, order.pool()?, &spec)?;
         }
         (Resource::Volume(v), Phase::Update) => {
-            let pool_path = inventory.pool_path(false, host, &v.pool)?;
+            let pool_path = order.pool()?;
             volume::grow_volume(project, pool_path, &v.name, v.size)?;
             volume::set_prevent_destroy(project, pool_path, &v.name, v.prevent_destroy)?;
         }
         (Resource::Volume(v), Phase::Delete) => {
-            let pool_path = inventory.pool_path(true, host, &v.pool)?;
-            volume::delete_volume(project, pool_path, &v.name)?;
+            volume::delete_volume(project, order.pool()?, &v.name)?;
         }
         (Resource::Vlan(v), Phase::Create | Phase::Update) => {
-            let bridge = inventory.bridge(false, host, &v.network)?;
+            let bridge = order.bridge()?;
+            let create = order.phase == Phase::Create;
             Netlink::run(ctx.netns(), |nl| {
-                if step.phase == Phase::Create {
+                if create {
                     vlan::add_vlan(nl, project, &v.network, bridge, v.id)?;
                 }
                 vlan::set_gateway(nl, project, &v.network, bridge, v.id, v.gateway.as_deref())?;
-                if step.phase == Phase::Create {
+                if create {
                     reattach_taps(ctx, nl, &v.name, &v.network, bridge, v.id)?;
                 }
                 Ok::<_, StepError>(())
             })?;
         }
         (Resource::Vlan(v), Phase::Delete) => {
-            let bridge = inventory.bridge(true, host, &v.network)?;
+            let bridge = order.bridge()?;
             Netlink::run(ctx.netns(), |nl| {
                 vlan::delete_vlan(nl, project, &v.network, bridge, v.id)
             })?;
         }
         (Resource::Vm(vm), Phase::Create) if vm.state == VmState::Running => {
-            start_vm(ctx, inventory, host, vm)?;
+            start_vm(ctx, &order.places, vm)?;
         }
         (Resource::Vm(vm), Phase::Create) => {
             vms::write_record(&ctx.vm_host(), vm, false)?;
         }
-        (Resource::Vm(vm), Phase::Start) => start_vm(ctx, inventory, host, vm)?,
+        (Resource::Vm(vm), Phase::Start) => start_vm(ctx, &order.places, vm)?,
         (Resource::Vm(vm), Phase::Update) => {
             vms::update_vm(&ctx.vm_host(), vm)?;
             if vm.state == VmState::Running {
-                reattach_vm_taps(ctx, inventory, host, vm)?;
+                reattach_vm_taps(ctx, &order.places, vm)?;
             }
         }
         (Resource::Vm(vm), Phase::Stop) => {
             vms::stop_vm(&ctx.vm_host(), &vm.name, ctx.stop_timeout)?;
             delete_taps(ctx, &vm.name)?;
             // The record keeps what the config says now (the in-place attributes).
-            if let Some(Resource::Vm(after)) = &change.after {
+            if let Some(after) = &order.keep {
                 vms::write_record(&ctx.vm_host(), after, false)?;
             }
         }
@@ -329,7 +473,7 @@ pub fn run_step(
             Phase::Start | Phase::Stop,
         ) => {
             return Err(StepError::NotAVm {
-                step: step.to_string(),
+                step: order.step.clone(),
             })
         }
     }
@@ -337,30 +481,24 @@ pub fn run_step(
 }
 
 /// Makes the taps of `vm` and starts its process.
-fn start_vm(
-    ctx: &HostContext<'_>,
-    inventory: &Inventory,
-    host: &str,
-    vm: &Vm,
-) -> Result<(), StepError> {
-    let mut devices = VmDevices::default();
-    for disk in &vm.disks {
-        devices.disks.push(inventory.volume_path(host, disk)?);
+fn start_vm(ctx: &HostContext<'_>, places: &Places, vm: &Vm) -> Result<(), StepError> {
+    if places.disks.len() != vm.disks.len() || places.nics.len() != vm.nics.len() {
+        return Err(StepError::Places {
+            vm: vm.name.clone(),
+        });
     }
-    let mut ports = Vec::new();
-    for nic in &vm.nics {
-        let (network, id) = inventory.vlan(false, host, &nic.vlan)?;
-        let bridge = inventory.bridge(false, host, network)?;
-        ports.push((network, bridge, id, nic.mac.clone()));
-    }
-    if !ports.is_empty() {
+    let mut devices = VmDevices {
+        disks: places.disks.clone(),
+        ..VmDevices::default()
+    };
+    if !places.nics.is_empty() {
         let taps = Netlink::run(ctx.netns(), |nl| {
             let mut taps = Vec::new();
-            for (i, (network, bridge, vlan_id, _)) in ports.iter().enumerate() {
+            for (i, nic) in places.nics.iter().enumerate() {
                 let port = TapPort {
-                    network,
-                    bridge,
-                    vlan_id: *vlan_id,
+                    network: &nic.network,
+                    bridge: &nic.bridge,
+                    vlan_id: nic.vlan_id,
                 };
                 taps.push(tap::create_tap(nl, ctx.project, &vm.name, i, port)?);
             }
@@ -368,7 +506,7 @@ fn start_vm(
         })?;
         devices.nics = taps
             .into_iter()
-            .zip(ports.iter().map(|p| p.3.clone()))
+            .zip(places.nics.iter().map(|n| n.mac.clone()))
             .collect();
     }
     vms::start_vm(&ctx.vm_host(), vm, &devices)?;
@@ -377,26 +515,21 @@ fn start_vm(
 
 /// Puts the running `vm`'s existing taps back on their VLANs (tap drift repaired in
 /// place; a deleted tap restarts the VM instead, see `vmctl_planner::diff`).
-fn reattach_vm_taps(
-    ctx: &HostContext<'_>,
-    inventory: &Inventory,
-    host: &str,
-    vm: &Vm,
-) -> Result<(), StepError> {
-    let mut ports = Vec::new();
-    for nic in &vm.nics {
-        let (network, id) = inventory.vlan(false, host, &nic.vlan)?;
-        ports.push((network, inventory.bridge(false, host, network)?, id));
+fn reattach_vm_taps(ctx: &HostContext<'_>, places: &Places, vm: &Vm) -> Result<(), StepError> {
+    if places.nics.len() != vm.nics.len() {
+        return Err(StepError::Places {
+            vm: vm.name.clone(),
+        });
     }
-    if ports.is_empty() {
+    if places.nics.is_empty() {
         return Ok(());
     }
     Netlink::run(ctx.netns(), |nl| {
-        for (i, (network, bridge, vlan_id)) in ports.iter().enumerate() {
+        for (i, nic) in places.nics.iter().enumerate() {
             let port = TapPort {
-                network,
-                bridge,
-                vlan_id: *vlan_id,
+                network: &nic.network,
+                bridge: &nic.bridge,
+                vlan_id: nic.vlan_id,
             };
             tap::reattach_tap(nl, ctx.project, &vm.name, i, port)?;
         }
@@ -431,7 +564,7 @@ fn reattach_taps(
     let taps = observe_net(nl, ctx.project)?.taps;
     for t in taps {
         // A VM whose record cannot be read is left alone (observe reported it).
-        let Ok(Some(record)) = vms::read_record(&ctx.host.state_dir, ctx.project, &t.vm) else {
+        let Ok(Some(record)) = vms::read_record(ctx.state_dir, ctx.project, &t.vm) else {
             continue;
         };
         let on_vlan = record
@@ -458,7 +591,7 @@ pub fn sweep_orphan_taps(ctx: &HostContext<'_>) -> Result<Vec<String>, StepError
     Netlink::run(ctx.netns(), |nl| {
         let mut deleted = Vec::new();
         for t in observe_net(nl, ctx.project)?.taps {
-            let observed = vms::observe_vm(&ctx.host.state_dir, ctx.project, &t.vm)?;
+            let observed = vms::observe_vm(ctx.state_dir, ctx.project, &t.vm)?;
             let orphan = observed.is_none_or(|vm| {
                 !vm.record.running && vm.status != vmctl_planner::VmStatus::Running
             });

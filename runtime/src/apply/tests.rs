@@ -152,7 +152,8 @@ fn a_phase_a_resource_does_not_have_is_an_error() {
         .config;
     let vmctl = std::path::Path::new("/nonexistent/vmctl");
     let ctx = HostContext {
-        host: &config.hosts[0],
+        state_dir: &config.hosts[0].state_dir,
+        netns: None,
         project: "lab",
         vmctl,
         stop_timeout: std::time::Duration::ZERO,
