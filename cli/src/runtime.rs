@@ -9,8 +9,9 @@ use miette::{miette, MietteDiagnostic, Severity};
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_runtime::apply::StepError;
 use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
-use vmctl_runtime::host::lock::{HostLock, LockError};
+use vmctl_runtime::host::lock::LockError;
 use vmctl_runtime::host::net::netns::{self, NetnsError};
+use vmctl_runtime::hosts::{ConnectError, Fleet, HeldLock};
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -31,15 +32,34 @@ pub fn chain(error: &dyn Error) -> String {
     text
 }
 
+/// Reaches every host of `config` for this run (the first host that cannot be reached
+/// is the diagnostic).
+pub fn connect(config: &Config) -> Result<Fleet, CommandError> {
+    let vmctl = std::env::current_exe().map_err(|e| {
+        CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
+    })?;
+    Fleet::connect(config, &vmctl).map_err(|errors| match errors.into_iter().next() {
+        Some(e @ ConnectError::RemoteHost { .. }) => CommandError::Report(miette!(
+            code = "vmctl::host::remote",
+            help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
+            "{e}"
+        )),
+        None => CommandError::failed("reaching the hosts failed"),
+    })
+}
+
 /// Observes every host of `config` (in parallel), and warns about each resource whose
 /// record cannot be read (the plan leaves it alone; the warning says how to repair it).
-pub fn observe(config: &Config) -> Result<LiveFile, CommandError> {
-    observe_detailed(config).map(apply::observe::into_live_file)
+pub fn observe(config: &Config, fleet: &Fleet) -> Result<LiveFile, CommandError> {
+    observe_detailed(config, fleet).map(apply::observe::into_live_file)
 }
 
 /// Like [`observe`], with each host's details (for `status`).
-pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, CommandError> {
-    let hosts = apply::observe_detailed(config).map_err(observe_error)?;
+pub fn observe_detailed(
+    config: &Config,
+    fleet: &Fleet,
+) -> Result<BTreeMap<String, HostSeen>, CommandError> {
+    let hosts = apply::observe_detailed(config, fleet).map_err(observe_error)?;
     for (host, seen) in &hosts {
         warn_unreadable(config, host, &seen.live);
     }
@@ -99,11 +119,6 @@ fn warn_unreadable(config: &Config, host: &str, state: &LiveState) {
 fn observe_error(errors: Vec<LiveError>) -> CommandError {
     let first = errors.into_iter().next();
     match first {
-        Some(e @ LiveError::RemoteHost { .. }) => CommandError::Report(miette!(
-            code = "vmctl::host::remote",
-            help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
-            "{e}"
-        )),
         Some(e) => CommandError::Report(miette!(
             code = "vmctl::host::observe",
             help = observe_help(apply::observe::euid()),
@@ -137,9 +152,13 @@ fn lock_help(euid: u32) -> String {
 }
 
 /// Takes the lock of every host of `config`, waiting up to `timeout`.
-pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, CommandError> {
+pub fn lock(
+    config: &Config,
+    fleet: &Fleet,
+    timeout: Duration,
+) -> Result<Vec<HeldLock>, CommandError> {
     let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-    apply::lock_hosts(config, &hosts, timeout).map_err(|e| match &e {
+    apply::lock_hosts(config, fleet, &hosts, timeout).map_err(|e| match &e {
         ApplyError::Lock {
             host,
             source: LockError::Held { pid, path, .. },
@@ -158,11 +177,6 @@ pub fn lock(config: &Config, timeout: Duration) -> Result<Vec<HostLock>, Command
                 config.project
             ))
         }
-        ApplyError::Live(e @ LiveError::RemoteHost { .. }) => CommandError::Report(miette!(
-            code = "vmctl::host::remote",
-            help = "only hosts without `ssh` (this machine) can be applied so far",
-            "{e}"
-        )),
         _ => CommandError::Report(miette!(
             code = "vmctl::apply::lock",
             help = lock_help(apply::observe::euid()),

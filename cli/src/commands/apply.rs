@@ -12,6 +12,7 @@ use vmctl_planner::render::human;
 use vmctl_planner::saved::SavedPlan;
 use vmctl_planner::{PlanErrors, PlanOptions, Planned};
 use vmctl_runtime::apply::{self, ApplyOptions};
+use vmctl_runtime::hosts::Fleet;
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -75,8 +76,9 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let loaded = vmctl_schema::load(&args.path)?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
-    let _locks = runtime::lock(&config, args.run.lock_timeout)?;
-    let live = runtime::observe(&config)?;
+    let fleet = runtime::connect(&config)?;
+    let _locks = runtime::lock(&config, &fleet, args.run.lock_timeout)?;
+    let live = runtime::observe(&config, &fleet)?;
     // Said before anything is applied; their steps fail, the rest is applied.
     runtime::report_problems(&live, style);
     let options = PlanOptions {
@@ -86,7 +88,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     };
     let planned =
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
-    execute(&config, &planned, &args.run, style, "apply")?;
+    execute(&config, &fleet, &planned, &args.run, style, "apply")?;
     runtime::left_alone(&config, &live)
 }
 
@@ -118,8 +120,9 @@ fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), 
     let loaded = vmctl_schema::load(Path::new(&saved.source))?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
-    let _locks = runtime::lock(&config, run.lock_timeout)?;
-    let live = runtime::observe(&config)?;
+    let fleet = runtime::connect(&config)?;
+    let _locks = runtime::lock(&config, &fleet, run.lock_timeout)?;
+    let live = runtime::observe(&config, &fleet)?;
     saved.check(&config, &live).map_err(|e| {
         CommandError::Report(miette!(
             code = "vmctl::plan::stale",
@@ -152,13 +155,14 @@ fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), 
     } else {
         "apply"
     };
-    execute(&config, &planned, &approved, style, verb)?;
+    execute(&config, &fleet, &planned, &approved, style, verb)?;
     runtime::left_alone(&config, &live)
 }
 
 /// Shows `plan`, asks, and carries it out (the caller holds the hosts' locks).
 pub fn execute(
     config: &Config,
+    fleet: &Fleet,
     planned: &Planned,
     run: &RunOptions,
     style: &Style,
@@ -170,22 +174,24 @@ pub fn execute(
         return Ok(());
     }
     confirm(run.auto_approve, verb)?;
-    let vmctl = std::env::current_exe().map_err(|e| {
-        CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
-    })?;
     let options = ApplyOptions {
         parallelism: usize::from(run.parallelism),
-        vmctl: &vmctl,
         stop_timeout: run.stop_timeout,
     };
     signals::install();
     let tty = std::io::stderr().is_terminal();
     let progress = Progress::new(graph.graph.node_count(), tty);
     let started = Instant::now();
-    let report =
-        apply::apply(config, plan, graph, options, &progress, &signals::CANCEL).map_err(|e| {
-            CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e)))
-        })?;
+    let report = apply::apply(
+        config,
+        fleet,
+        plan,
+        graph,
+        options,
+        &progress,
+        &signals::CANCEL,
+    )
+    .map_err(|e| CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e))))?;
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     println!();

@@ -29,15 +29,16 @@ pub struct Args {
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = vmctl_schema::load(&args.path)?.config;
-    let _locks = runtime::lock(&config, args.run.lock_timeout)?;
-    let live = runtime::observe(&config)?;
+    let fleet = runtime::connect(&config)?;
+    let _locks = runtime::lock(&config, &fleet, args.run.lock_timeout)?;
+    let live = runtime::observe(&config, &fleet)?;
     let options = PlanOptions {
         destroy: true,
         ..PlanOptions::default()
     };
     let planned =
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
-    execute(&config, &planned, &args.run, style, "destroy")?;
-    vmctl_runtime::apply::tidy_after_destroy(&config);
+    execute(&config, &fleet, &planned, &args.run, style, "destroy")?;
+    vmctl_runtime::apply::tidy_after_destroy(&config, &fleet);
     Ok(())
 }

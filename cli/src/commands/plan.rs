@@ -139,7 +139,8 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
             let loaded = vmctl_schema::load(path)?;
             // The files the config names, before the hosts (offline, `--live`, skips both).
             crate::files::check(&loaded, style)?;
-            let live = crate::runtime::observe(&loaded.config);
+            let live = crate::runtime::connect(&loaded.config)
+                .and_then(|fleet| crate::runtime::observe(&loaded.config, &fleet));
             (Ok(loaded), live)
         }
     };

@@ -194,7 +194,8 @@ fn unreadable_rows(project: &str, live: &LiveFile) -> Vec<Row> {
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = vmctl_schema::load(&args.path)?.config;
-    let hosts: BTreeMap<String, HostSeen> = runtime::observe_detailed(&config)?;
+    let fleet = runtime::connect(&config)?;
+    let hosts: BTreeMap<String, HostSeen> = runtime::observe_detailed(&config, &fleet)?;
     let mut live = vmctl_runtime::apply::observe::live_file(&hosts);
     // Status shows what is there; whether more would fit is the plan's question.
     for state in live.hosts.values_mut() {

@@ -8,14 +8,14 @@
 //! - Nothing here prints: a [`Hook`] hears each step start and end, and the CLI draws
 //!   progress from it.
 //!
-//! Only this machine is supported (a host with `ssh` is refused, see
-//! [`observe::check_local`]).
+//! Every host is reached through the run's [`Fleet`] (`crate::hosts`): a step goes to
+//! its host as a [`StepOrder`].
 
 pub mod observe;
 pub mod steps;
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -25,18 +25,15 @@ use petgraph::graph::NodeIndex;
 use vmctl_planner::{ApplyGraph, Plan, Step};
 use vmctl_schema::Config;
 
-use crate::host::lock::{self, HostLock, LockError};
+use crate::host::lock::LockError;
+use crate::hosts::{Fleet, HeldLock, RunSettings};
 
-pub use observe::{
-    check_local, observe, observe_detailed, observe_host_state, HostSeen, LiveError,
-};
+pub use observe::{observe, observe_detailed, observe_host_state, HostSeen, LiveError};
 pub use steps::{HostContext, Inventory, NicPlace, Places, StepError, StepOrder};
 
 /// Errors that stop an apply before it starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error(transparent)]
-    Live(#[from] LiveError),
     #[error("cannot take the lock of host {host:?}")]
     Lock {
         host: String,
@@ -63,11 +60,9 @@ impl Hook for NoHook {
 
 /// How to apply.
 #[derive(Debug, Clone, Copy)]
-pub struct ApplyOptions<'a> {
+pub struct ApplyOptions {
     /// Steps running at once (at least 1).
     pub parallelism: usize,
-    /// The `vmctl` binary that runs VMs.
-    pub vmctl: &'a Path,
     /// How long a VM gets to shut down before it is killed.
     pub stop_timeout: Duration,
 }
@@ -89,28 +84,25 @@ impl ApplyReport {
     }
 }
 
-/// Takes the lock of every host `plan` touches, waiting up to `timeout` for each.
+/// Takes the lock of each of `hosts` (names of `fleet`'s hosts) for `config.project`,
+/// waiting up to `timeout` for each.
 pub fn lock_hosts(
     config: &Config,
+    fleet: &Fleet,
     hosts: &[&str],
     timeout: Duration,
-) -> Result<Vec<HostLock>, ApplyError> {
+) -> Result<Vec<HeldLock>, ApplyError> {
     let mut locks = Vec::new();
     for name in hosts {
-        let host = config
-            .hosts
-            .iter()
-            .find(|h| h.name == *name)
-            .ok_or_else(|| ApplyError::UnknownHost {
-                host: (*name).into(),
-            })?;
-        observe::check_local(host)?;
-        let held = lock::acquire(&host.state_dir, &config.project, timeout).map_err(|source| {
-            ApplyError::Lock {
-                host: host.name.clone(),
-                source,
-            }
+        let host = fleet.get(name).ok_or_else(|| ApplyError::UnknownHost {
+            host: (*name).into(),
         })?;
+        let held = host
+            .lock(&config.project, timeout)
+            .map_err(|source| ApplyError::Lock {
+                host: (*name).into(),
+                source,
+            })?;
         locks.push(held);
     }
     Ok(locks)
@@ -119,66 +111,54 @@ pub fn lock_hosts(
 /// After a complete `destroy`: removes the project's empty `vms/` and `pools/` dirs
 /// under each host's state dir. The lock file stays (it is what the next vmctl locks;
 /// unlinking a held flock file would let two processes hold "the" lock).
-pub fn tidy_after_destroy(config: &Config) {
-    for host in &config.hosts {
-        let dir = host.state_dir.join(&config.project);
-        for sub in ["vms", "pools"] {
-            let _ = std::fs::remove_dir(dir.join(sub));
-        }
+pub fn tidy_after_destroy(config: &Config, fleet: &Fleet) {
+    for host in fleet.iter() {
+        host.tidy(&config.project);
     }
 }
 
-/// Carries out `graph` (built from `plan`) on the hosts of `config`. The caller holds
+/// Carries out `graph` (built from `plan`) on the hosts of `fleet`. The caller holds
 /// the hosts' locks ([`lock_hosts`]).
 pub fn apply(
     config: &Config,
+    fleet: &Fleet,
     plan: &Plan,
     graph: &ApplyGraph,
-    options: ApplyOptions<'_>,
+    options: ApplyOptions,
     hook: &dyn Hook,
     cancel: &AtomicBool,
 ) -> Result<ApplyReport, ApplyError> {
-    let mut contexts = Vec::new();
-    for host in &config.hosts {
-        observe::check_local(host)?;
-        contexts.push((host.name.as_str(), HostContext {
-            state_dir: &host.state_dir,
-            netns: host.netns.as_deref(),
-            project: &config.project,
-            vmctl: options.vmctl,
-            stop_timeout: options.stop_timeout,
-            cancel,
-        });
-    }
-    let nodes: Vec<NodeIndex> = graph.graph.node_indices().collect();
-    for &n in &nodes {
-        let host = &graph.graph[n].host;
-        if !contexts.iter().any(|c| &c.host.name == host) {
-            return Err(ApplyError::UnknownHost { host: host.clone() });
+    for step in graph.graph.node_weights() {
+        if fleet.get(&step.host).is_none() {
+            return Err(ApplyError::UnknownHost {
+                host: step.host.clone(),
+            });
         }
     }
+    let project = config.project.as_str();
     let inventory = Inventory::of(plan);
-    // Taps left by an interrupted apply, before anything else touches the hosts.
-    for ctx in &contexts {
-        if graph.graph.node_weights().any(|s| s.host == ctx.host.name) {
-            let _ = steps::sweep_orphan_taps(ctx);
+    // What an interrupted apply left (orphan taps; temp and partial files in the plan's
+    // pools), before anything else touches the hosts.
+    for host in fleet.iter() {
+        if graph.graph.node_weights().any(|s| s.host == host.name()) {
+            let pools: Vec<PathBuf> = inventory
+                .pool_paths()
+                .into_iter()
+                .filter(|(h, _)| *h == host.name())
+                .map(|(_, path)| path.to_owned())
+                .collect();
+            host.sweep(project, &pools);
         }
     }
-    // Temp and partial files a killed apply left in the plan's pools (best effort: a
-    // pool that cannot be swept fails its own steps with the reason).
-    for (host, path) in inventory.pool_paths() {
-        if let Some(ctx) = contexts.iter().find(|c| c.host.name == host) {
-            let _ = crate::host::pool::sweep_leftovers(ctx.project, path);
-        }
-    }
+    let settings = RunSettings {
+        stop_timeout: options.stop_timeout,
+        cancel,
+    };
     let run = |step: &Step| {
-        let ctx = contexts
-            .iter()
-            .find(|c| c.host.name == step.host)
-            .ok_or_else(|| StepError::Empty {
-                step: step.to_string(),
-            })?;
-        steps::run_step(ctx, &inventory, plan, step)
+        let host = fleet.get(&step.host).ok_or_else(|| StepError::Empty {
+            step: step.to_string(),
+        })?;
+        host.run(project, &StepOrder::of(&inventory, plan, step)?, &settings)
     };
     Ok(schedule(
         graph,

@@ -23,9 +23,10 @@ use vmctl_planner::live::{LiveNetwork, LivePool, LiveVlan, LiveVolume};
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_schema::{Config, Host, PoolKind};
 
-use crate::host::facts::{self, FactsError, FactsRequest, HostFacts, PoolProbe};
+use crate::host::facts::{FactsError, FactsRequest, HostFacts, PoolProbe};
 use crate::host::observe::HostObservation;
 use crate::host::pool;
+use crate::hosts::Fleet;
 use crate::vms::ObservedVm;
 
 pub use crate::host::facts::euid;
@@ -33,25 +34,14 @@ pub use crate::host::facts::euid;
 /// Errors of observing a host.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
-    #[error("host {host:?} is reached over ssh ({ssh}), and remote hosts are not built yet: vmctl only manages this machine so far")]
-    RemoteHost { host: String, ssh: String },
     #[error("cannot observe host {host:?}")]
     Facts {
         host: String,
         #[source]
         source: FactsError,
     },
-}
-
-/// Refuses hosts this build cannot reach (those with `ssh`).
-pub fn check_local(host: &Host) -> Result<(), LiveError> {
-    match &host.ssh {
-        Some(ssh) => Err(LiveError::RemoteHost {
-            host: host.name.clone(),
-            ssh: ssh.clone(),
-        }),
-        None => Ok(()),
-    }
+    #[error("the config's host {host:?} is not among the hosts reached for this run")]
+    NotReached { host: String },
 }
 
 /// What to ask `host` for `config.project`: its state dir and netns, and the pools the
@@ -70,17 +60,19 @@ pub fn facts_request(config: &Config, host: &Host) -> FactsRequest {
     request
 }
 
-/// Everything of `config.project` on `host`, with the VMs' processes asked whether they
-/// run; also the host's facts, for status and the executor.
+/// Everything of `config.project` on `host` (reached as `reached`), with the VMs'
+/// processes asked whether they run; also the host's facts, for status.
 pub fn observe_host_state(
     config: &Config,
     host: &Host,
+    reached: &dyn crate::hosts::Host,
 ) -> Result<(LiveState, HostFacts), LiveError> {
-    check_local(host)?;
-    let facts = facts::gather(&facts_request(config, host)).map_err(|source| LiveError::Facts {
-        host: host.name.clone(),
-        source,
-    })?;
+    let facts = reached
+        .facts(&facts_request(config, host))
+        .map_err(|source| LiveError::Facts {
+            host: host.name.clone(),
+            source,
+        })?;
     Ok((to_live_state(config, &host.name, &facts), facts))
 }
 
@@ -173,9 +165,10 @@ impl HostSeen {
     }
 }
 
-/// Every host of `config`, observed in parallel. All errors are returned together.
-pub fn observe(config: &Config) -> Result<LiveFile, Vec<LiveError>> {
-    observe_detailed(config).map(into_live_file)
+/// Every host of `config`, observed in parallel through `fleet`. All errors are
+/// returned together.
+pub fn observe(config: &Config, fleet: &Fleet) -> Result<LiveFile, Vec<LiveError>> {
+    observe_detailed(config, fleet).map(into_live_file)
 }
 
 /// The planner's view of observed hosts.
@@ -202,14 +195,21 @@ pub fn live_file(hosts: &BTreeMap<String, HostSeen>) -> LiveFile {
 
 /// Every host of `config`, observed in parallel, with the details; by host name. All
 /// errors are returned together.
-pub fn observe_detailed(config: &Config) -> Result<BTreeMap<String, HostSeen>, Vec<LiveError>> {
+pub fn observe_detailed(
+    config: &Config,
+    fleet: &Fleet,
+) -> Result<BTreeMap<String, HostSeen>, Vec<LiveError>> {
     let results: Vec<(String, Result<HostSeen, LiveError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = config
             .hosts
             .iter()
             .map(|host| {
                 let handle = scope.spawn(move || {
-                    observe_host_state(config, host).map(|(live, facts)| HostSeen::of(live, facts))
+                    let reached = fleet.get(&host.name).ok_or_else(|| LiveError::NotReached {
+                        host: host.name.clone(),
+                    })?;
+                    observe_host_state(config, host, reached)
+                        .map(|(live, facts)| HostSeen::of(live, facts))
                 });
                 (host.name.clone(), handle)
             })
@@ -273,7 +273,7 @@ mod tests {
             gateway: None,
         };
         let facts = HostFacts {
-            format_version: facts::FACTS_FORMAT,
+            format_version: crate::host::facts::FACTS_FORMAT,
             observation: HostObservation {
                 vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
                 ..HostObservation::default()
@@ -286,33 +286,5 @@ mod tests {
         let live = to_live_state(&config(), "local", &facts);
         let names: Vec<_> = live.vlans.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["front", "lan/200", "wan/100"]);
-    }
-
-    fn host(name: &str, ssh: Option<&str>) -> Host {
-        Host {
-            name: name.into(),
-            // Never a real state dir: the hints ask the host who holds a VM's lock, and a
-            // lab running on this machine must not change what a test sees.
-            state_dir: "/nonexistent/vmctl-test/state".into(),
-            netns: None,
-            cpus: None,
-            memory: None,
-            reserve_memory: 0.08,
-            cpu_overcommit: 1.5,
-            ssh: ssh.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn remote_hosts_are_refused_plainly() {
-        let host = host("far", Some("root@far"));
-        let err = check_local(&host).unwrap_err();
-        assert!(
-            err.to_string().contains("remote hosts are not built yet"),
-            "{err}"
-        );
-        let mut config = config();
-        config.hosts.push(host);
-        assert!(observe(&config).is_err());
     }
 }

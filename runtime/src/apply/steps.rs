@@ -314,11 +314,17 @@ impl StepOrder {
     }
 
     fn pool(&self) -> Result<&Path, StepError> {
-        self.places.pool.as_deref().ok_or_else(|| self.missing("pool"))
+        self.places
+            .pool
+            .as_deref()
+            .ok_or_else(|| self.missing("pool"))
     }
 
     fn bridge(&self) -> Result<&str, StepError> {
-        self.places.bridge.as_deref().ok_or_else(|| self.missing("network"))
+        self.places
+            .bridge
+            .as_deref()
+            .ok_or_else(|| self.missing("network"))
     }
 
     fn missing(&self, what: &'static str) -> StepError {

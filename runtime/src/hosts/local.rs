@@ -1,0 +1,88 @@
+//! This machine as a [`Host`]: every call is the host module's own function, run
+//! in-process (in the host's netns where it has one).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vmctl_schema::Host as HostConfig;
+
+use super::{HeldLock, Host, RunSettings};
+use crate::apply::steps::{self, HostContext};
+use crate::apply::{StepError, StepOrder};
+use crate::host::facts::{self, FactsError, FactsRequest, HostFacts};
+use crate::host::lock::{self, LockError};
+use crate::host::pool;
+
+/// A host vmctl reaches by being on it.
+#[derive(Debug, Clone)]
+pub struct LocalHost {
+    name: String,
+    state_dir: PathBuf,
+    netns: Option<String>,
+    /// The binary that runs VMs (`vmctl vmm`).
+    vmctl: PathBuf,
+}
+
+impl LocalHost {
+    pub fn new(host: &HostConfig, vmctl: &Path) -> LocalHost {
+        LocalHost {
+            name: host.name.clone(),
+            state_dir: host.state_dir.clone(),
+            netns: host.netns.clone(),
+            vmctl: vmctl.to_owned(),
+        }
+    }
+
+    fn context<'a>(&'a self, project: &'a str, run: &RunSettings<'a>) -> HostContext<'a> {
+        HostContext {
+            state_dir: &self.state_dir,
+            netns: self.netns.as_deref(),
+            project,
+            vmctl: &self.vmctl,
+            stop_timeout: run.stop_timeout,
+            cancel: run.cancel,
+        }
+    }
+}
+
+impl Host for LocalHost {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn facts(&self, request: &FactsRequest) -> Result<HostFacts, FactsError> {
+        facts::gather(request)
+    }
+
+    fn lock(&self, project: &str, timeout: Duration) -> Result<HeldLock, LockError> {
+        lock::acquire(&self.state_dir, project, timeout).map(HeldLock::new)
+    }
+
+    fn sweep(&self, project: &str, pools: &[PathBuf]) {
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let run = RunSettings {
+            stop_timeout: Duration::ZERO,
+            cancel: &cancel,
+        };
+        let _ = steps::sweep_orphan_taps(&self.context(project, &run));
+        for path in pools {
+            let _ = pool::sweep_leftovers(project, path);
+        }
+    }
+
+    fn run(
+        &self,
+        project: &str,
+        order: &StepOrder,
+        run: &RunSettings<'_>,
+    ) -> Result<(), StepError> {
+        steps::run_order(&self.context(project, run), order)
+    }
+
+    fn tidy(&self, project: &str) {
+        let dir = self.state_dir.join(project);
+        for sub in ["vms", "pools"] {
+            let _ = std::fs::remove_dir(dir.join(sub));
+        }
+    }
+}
