@@ -186,55 +186,33 @@ pub fn lock(
     })
 }
 
-/// After an apply or destroy: says which deleted pools' directories were kept, and why
-/// (vmctl removes a pool's directory only when it made it and nothing else is in it).
-pub fn print_kept_pools(plan: &vmctl_planner::Plan, report: &apply::ApplyReport) {
-    use vmctl_planner::{Phase, Resource};
-    use vmctl_runtime::host::pool::{self, PoolDeleted};
-    for step in &report.done {
-        let Some(change) = plan.changes.get(step.change) else {
-            continue;
-        };
-        let (Phase::Delete, Some(Resource::Pool(p))) = (step.phase, &change.before) else {
-            continue;
-        };
-        let why = match pool::why_kept(&p.path) {
-            Some(PoolDeleted::KeptNotOurs) => {
-                "vmctl did not make it (it existed when the pool was created)".to_owned()
+/// After an apply or destroy: what the steps that went well had to say — which deleted
+/// pools' directories were kept and why (vmctl removes a pool's directory only when it
+/// made it and nothing else is in it), and what became of each network namespace the
+/// plan deleted (removed, or kept for the projects that still use it).
+pub fn print_notes(report: &apply::ApplyReport) {
+    use vmctl_runtime::apply::StepNote;
+    for (step, note) in &report.notes {
+        let host = &step.host;
+        match note {
+            StepNote::PoolDirKept { pool, path, files } => {
+                let why = if files.is_empty() {
+                    "vmctl did not make it (it existed when the pool was created)".to_owned()
+                } else {
+                    format!("it holds files vmctl did not make: {}", files.join(", "))
+                };
+                println!(
+                    "Kept the directory {} of pool {pool:?} on host {host:?}: {why}.",
+                    path.display()
+                );
             }
-            Some(PoolDeleted::KeptForeignFiles { files }) => {
-                format!("it holds files vmctl did not make: {}", files.join(", "))
+            StepNote::NetnsRemoved { name } => {
+                println!("Removed network namespace {name:?} of host {host:?} (vmctl made it).");
             }
-            _ => continue,
-        };
-        println!(
-            "Kept the directory {} of pool {:?} on host {:?}: {why}.",
-            p.path.display(),
-            p.name,
-            step.host
-        );
-    }
-}
-
-/// After an apply or destroy: says what became of each network namespace the plan
-/// deleted (removed, or kept for the projects that still use it).
-pub fn print_released_netns(plan: &vmctl_planner::Plan, report: &apply::ApplyReport) {
-    use vmctl_planner::{Phase, Reason, Resource};
-    for step in &report.done {
-        let Some(change) = plan.changes.get(step.change) else {
-            continue;
-        };
-        let (Phase::Delete, Some(Resource::Netns(n))) = (step.phase, &change.before) else {
-            continue;
-        };
-        let (netns, host) = (&n.name, &step.host);
-        if !netns::exists(netns) {
-            println!("Removed network namespace {netns:?} of host {host:?} (vmctl made it).");
-        } else if let Some(Reason::Shared { projects }) = &change.reason {
-            println!(
-                "Kept network namespace {netns:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
+            StepNote::NetnsShared { name, projects } => println!(
+                "Kept network namespace {name:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
                 projects.join(", ")
-            );
+            ),
         }
     }
 }

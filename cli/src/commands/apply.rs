@@ -195,8 +195,7 @@ pub fn execute(
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     println!();
-    runtime::print_kept_pools(plan, &report);
-    runtime::print_released_netns(plan, &report);
+    runtime::print_notes(&report);
     for (step, error) in &report.failed {
         eprintln!(
             "error: {step} on host {:?} failed: {}",

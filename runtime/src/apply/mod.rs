@@ -29,7 +29,7 @@ use crate::host::lock::LockError;
 use crate::hosts::{Fleet, HeldLock, RunSettings};
 
 pub use observe::{observe, observe_detailed, observe_host_state, HostSeen, LiveError};
-pub use steps::{HostContext, Inventory, NicPlace, Places, StepError, StepOrder};
+pub use steps::{HostContext, Inventory, NicPlace, Places, StepError, StepNote, StepOrder};
 
 /// Errors that stop an apply before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,8 @@ pub struct ApplyReport {
     pub done: Vec<Step>,
     pub failed: Vec<(Step, StepError)>,
     pub skipped: Vec<Step>,
+    /// What steps that went well had to say (a kept pool directory, a removed netns).
+    pub notes: Vec<(Step, StepNote)>,
     /// True when the cancel flag stopped it early.
     pub cancelled: bool,
 }
@@ -173,7 +175,7 @@ pub fn apply(
 fn schedule(
     graph: &ApplyGraph,
     parallelism: usize,
-    run: &(dyn Fn(&Step) -> Result<(), StepError> + Sync),
+    run: &(dyn Fn(&Step) -> Result<Option<StepNote>, StepError> + Sync),
     hook: &dyn Hook,
     cancel: &AtomicBool,
 ) -> ApplyReport {
@@ -227,6 +229,11 @@ fn schedule(
                 break;
             };
             running -= 1;
+            let result = result.map(|note| {
+                if let Some(note) = note {
+                    report.notes.push((graph.graph[n].clone(), note));
+                }
+            });
             hook.post_apply(&graph.graph[n], &result);
             match result {
                 Ok(()) => {

@@ -30,7 +30,7 @@ use crate::host::net::netns::{self, NetnsError, Released};
 use crate::host::net::tap::{self, TapError, TapPort};
 use crate::host::net::vlan::{self, VlanError};
 use crate::host::net::{observe_net, Netlink, NetlinkError};
-use crate::host::pool::{self, PoolError};
+use crate::host::pool::{self, PoolDeleted, PoolError};
 use crate::host::volume::{self, VolumeError, VolumeSpec};
 use crate::vms::{self, VmDevices, VmError, VmHost};
 
@@ -357,20 +357,38 @@ fn nic_places(inventory: &Inventory, host: &str, vm: &Vm) -> Result<Vec<NicPlace
         .collect()
 }
 
+/// What a step that went well has to tell the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "note")]
+pub enum StepNote {
+    /// A deleted pool's directory is still there: vmctl did not make it (`files`
+    /// empty), or it holds files vmctl did not make (their names, sorted).
+    PoolDirKept {
+        pool: String,
+        path: PathBuf,
+        files: Vec<String>,
+    },
+    /// The host's netns was removed: vmctl made it and nothing is left in it.
+    NetnsRemoved { name: String },
+    /// The host's netns was left to the projects that still use it.
+    NetnsShared { name: String, projects: Vec<String> },
+}
+
 /// Carries out `step` of `plan` on its host.
 pub fn run_step(
     ctx: &HostContext<'_>,
     inventory: &Inventory,
     plan: &Plan,
     step: &Step,
-) -> Result<(), StepError> {
+) -> Result<Option<StepNote>, StepError> {
     run_order(ctx, &StepOrder::of(inventory, plan, step)?)
 }
 
-/// Carries out `order` on this host.
-pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<(), StepError> {
+/// Carries out `order` on this host; what it has to say.
+pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<StepNote>, StepError> {
     let project = ctx.project;
     let state_dir = ctx.state_dir;
+    let mut note = None;
     match (&order.resource, order.phase) {
         (Resource::Netns(n), Phase::Create) => {
             netns::ensure(state_dir, project, &n.name)?;
@@ -382,7 +400,18 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<(), StepErr
                     interfaces,
                 })
             }
-            Released::Removed | Released::NotOurs | Released::Shared { .. } | Released::Gone => {}
+            Released::Removed => {
+                note = Some(StepNote::NetnsRemoved {
+                    name: n.name.clone(),
+                })
+            }
+            Released::Shared { projects } => {
+                note = Some(StepNote::NetnsShared {
+                    name: n.name.clone(),
+                    projects,
+                })
+            }
+            Released::NotOurs | Released::Gone => {}
         },
         // A namespace has nothing to change in place: its name is what it is.
         (Resource::Netns(_), Phase::Update) => {}
@@ -390,7 +419,16 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<(), StepErr
             pool::create_pool(state_dir, project, &p.name, &p.path)?;
         }
         (Resource::Pool(p), Phase::Delete) => {
-            pool::delete_pool(state_dir, project, &p.name, &p.path)?;
+            let files = match pool::delete_pool(state_dir, project, &p.name, &p.path)? {
+                PoolDeleted::KeptForeignFiles { files } => Some(files),
+                PoolDeleted::KeptNotOurs => Some(Vec::new()),
+                PoolDeleted::Removed | PoolDeleted::Absent => None,
+            };
+            note = files.map(|files| StepNote::PoolDirKept {
+                pool: p.name.clone(),
+                path: p.path.clone(),
+                files,
+            });
         }
         (Resource::Network(n), Phase::Create | Phase::Update) => {
             Netlink::run(ctx.netns(), |nl| {
@@ -483,7 +521,7 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<(), StepErr
             })
         }
     }
-    Ok(())
+    Ok(note)
 }
 
 /// Makes the taps of `vm` and starts its process.

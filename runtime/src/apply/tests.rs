@@ -92,7 +92,7 @@ fn dependencies_finish_first_and_independent_steps_overlap() {
         peak.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(30));
         running.fetch_sub(1, Ordering::SeqCst);
-        Ok(())
+        Ok(None)
     };
     let report = schedule(&graph, 3, &run, &hook, &AtomicBool::new(false));
     assert!(report.succeeded());
@@ -114,12 +114,17 @@ fn a_failure_skips_its_dependents_and_the_rest_finish() {
             Err(StepError::Empty {
                 step: "boom".into(),
             })
+        } else if step.id.name == "b" {
+            Ok(Some(StepNote::NetnsRemoved { name: "b".into() }))
         } else {
-            Ok(())
+            Ok(None)
         }
     };
     let report = schedule(&graph, 2, &run, &NoHook, &AtomicBool::new(false));
     assert_eq!(names(&report.done), ["pool.b", "volume.b1", "volume.b2"]);
+    // What a step had to say is kept with it.
+    let noted: Vec<_> = report.notes.iter().map(|(s, _)| s.id.to_string()).collect();
+    assert_eq!(noted, ["pool.b"]);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(names(&report.skipped), ["volume.a1", "volume.a2"]);
     assert!(!report.cancelled);
@@ -135,7 +140,7 @@ fn cancel_starts_nothing_new_and_lets_running_steps_end() {
             cancel.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
+        Ok(None)
     };
     let report = schedule(&graph, 1, &run, &NoHook, &cancel);
     assert!(report.cancelled);

@@ -442,27 +442,6 @@ pub fn delete_pool(
     }
 }
 
-/// After [`delete_pool`] succeeded for the pool at `path`: why its directory is still
-/// there, or `None` when it is gone (or still a pool: the marker is there).
-pub fn why_kept(path: &Path) -> Option<PoolDeleted> {
-    let is_dir = lstat(path).is_ok_and(|m| m.is_some_and(|m| m.file_type().is_dir()));
-    if !is_dir || lstat(&path.join(MARKER)).is_ok_and(|m| m.is_some()) {
-        return None;
-    }
-    let mut files: Vec<String> = list_dir(path)
-        .ok()?
-        .into_iter()
-        .map(|n| n.to_string_lossy().into_owned())
-        .collect();
-    files.sort();
-    Some(if files.is_empty() {
-        // delete_pool removes an empty directory it made.
-        PoolDeleted::KeptNotOurs
-    } else {
-        PoolDeleted::KeptForeignFiles { files }
-    })
-}
-
 /// Removes vmctl's own temp files of killed writes (`<x>.json.tmp-<pid>`) and partial
 /// volume files in the pool of `project` at `path` (see [`leftovers::remove`]).
 /// The caller holds the host's lock, so no other vmctl of the project is writing there.

@@ -8,7 +8,7 @@ use vmctl_schema::Host as HostConfig;
 
 use super::{HeldLock, Host, RunSettings};
 use crate::apply::steps::{self, HostContext};
-use crate::apply::{StepError, StepOrder};
+use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::{self, FactsError, FactsRequest, HostFacts};
 use crate::host::lock::{self, LockError};
 use crate::host::pool;
@@ -75,7 +75,7 @@ impl Host for LocalHost {
         project: &str,
         order: &StepOrder,
         run: &RunSettings<'_>,
-    ) -> Result<(), StepError> {
+    ) -> Result<Option<StepNote>, StepError> {
         steps::run_order(&self.context(project, run), order)
     }
 

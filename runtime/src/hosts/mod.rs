@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use vmctl_schema::Config;
 
-use crate::apply::{StepError, StepOrder};
+use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::{FactsError, FactsRequest, HostFacts};
 use crate::host::lock::LockError;
 
@@ -40,9 +40,13 @@ pub trait Host: Send + Sync {
     /// pool that cannot be swept fails its own steps with the reason.
     fn sweep(&self, project: &str, pools: &[PathBuf]);
 
-    /// Carries out one step of `project`.
-    fn run(&self, project: &str, order: &StepOrder, run: &RunSettings<'_>)
-        -> Result<(), StepError>;
+    /// Carries out one step of `project`; what it has to tell the user.
+    fn run(
+        &self,
+        project: &str,
+        order: &StepOrder,
+        run: &RunSettings<'_>,
+    ) -> Result<Option<StepNote>, StepError>;
 
     /// After a complete destroy: removes the project's empty `vms/` and `pools/` dirs.
     fn tidy(&self, project: &str);
