@@ -23,6 +23,12 @@ pub enum CommandError {
     },
     /// A failure reported as one miette diagnostic (e.g. from the VMM).
     Report(miette::Report),
+    /// Failures of several things at once (e.g. one per host that cannot be observed),
+    /// each its own diagnostic, then a line counting them.
+    Reports {
+        reports: Vec<miette::Report>,
+        summary: String,
+    },
     /// The command already printed what the user needs; only the exit code is left.
     Silent { code: u8 },
 }
@@ -37,7 +43,10 @@ impl CommandError {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            CommandError::Config(_) | CommandError::Failed { .. } | CommandError::Report(_) => 1,
+            CommandError::Config(_)
+            | CommandError::Failed { .. }
+            | CommandError::Report(_)
+            | CommandError::Reports { .. } => 1,
             CommandError::Silent { code } => *code,
         }
     }
@@ -66,6 +75,15 @@ impl CommandError {
                 out
             }
             CommandError::Report(report) => style.diagnostic(report.as_ref()),
+            CommandError::Reports { reports, summary } => {
+                let mut out = String::new();
+                for report in reports {
+                    out.push_str(&style.diagnostic(report.as_ref()));
+                    out.push('\n');
+                }
+                out.push_str(&format!("error: {summary}\n"));
+                out
+            }
             CommandError::Silent { .. } => String::new(),
         }
     }

@@ -32,20 +32,29 @@ pub fn chain(error: &dyn Error) -> String {
     text
 }
 
+/// How vmctl reaches the hosts: what `plan`, `apply`, `destroy` and `status` share.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Reach {
+    /// Hosts observed and applied at once (the steps on one host: `--parallelism`).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub host_parallelism: u16,
+}
+
 /// Reaches every host of `config` for this run (the first host that cannot be reached
 /// is the diagnostic).
-pub fn connect(config: &Config) -> Result<Fleet, CommandError> {
+pub fn connect(config: &Config, reach: &Reach) -> Result<Fleet, CommandError> {
     let vmctl = std::env::current_exe().map_err(|e| {
         CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
     })?;
-    Fleet::connect(config, &vmctl).map_err(|errors| match errors.into_iter().next() {
+    let fleet = Fleet::connect(config, &vmctl).map_err(|errors| match errors.into_iter().next() {
         Some(e @ ConnectError::RemoteHost { .. }) => CommandError::Report(miette!(
             code = "vmctl::host::remote",
             help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
             "{e}"
         )),
         None => CommandError::failed("reaching the hosts failed"),
-    })
+    })?;
+    Ok(fleet.with_parallelism(usize::from(reach.host_parallelism)))
 }
 
 /// Observes every host of `config` (in parallel), and warns about each resource whose
@@ -115,17 +124,30 @@ fn warn_unreadable(config: &Config, host: &str, state: &LiveState) {
     }
 }
 
-/// The diagnostic of hosts that cannot be observed at all (the first error).
+/// The diagnostics of hosts that cannot be observed at all: one per host, naming it.
 fn observe_error(errors: Vec<LiveError>) -> CommandError {
-    let first = errors.into_iter().next();
-    match first {
-        Some(e) => CommandError::Report(miette!(
-            code = "vmctl::host::observe",
-            help = observe_help(apply::observe::euid()),
-            "{}",
-            chain(&e)
-        )),
-        None => CommandError::failed("observing the hosts failed"),
+    let count = errors.len();
+    let reports: Vec<miette::Report> = errors
+        .into_iter()
+        .map(|e| {
+            miette!(
+                code = "vmctl::host::observe",
+                help = observe_help(apply::observe::euid()),
+                "{}",
+                chain(&e)
+            )
+        })
+        .collect();
+    match count {
+        0 => CommandError::failed("observing the hosts failed"),
+        1 => CommandError::Reports {
+            reports,
+            summary: "one host cannot be observed: nothing was planned or changed".into(),
+        },
+        n => CommandError::Reports {
+            reports,
+            summary: format!("{n} hosts cannot be observed: nothing was planned or changed"),
+        },
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Args {
     #[command(flatten)]
     pub run: RunOptions,
 
+    #[command(flatten)]
+    pub reach: runtime::Reach,
+
     /// Only apply this resource and what it needs (`web-1` or `vm.web-1`). Repeatable.
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
@@ -56,7 +59,7 @@ pub struct RunOptions {
     #[arg(long)]
     pub auto_approve: bool,
 
-    /// Actions running at once.
+    /// Actions running at once on one host (hosts at once: `--host-parallelism`).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
 
@@ -71,12 +74,12 @@ pub struct RunOptions {
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     if let Some(saved) = read_saved(&args.path)? {
-        return apply_saved(saved, &args.run, style);
+        return apply_saved(saved, &args.run, &args.reach, style);
     }
     let loaded = vmctl_schema::load(&args.path)?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
-    let fleet = runtime::connect(&config)?;
+    let fleet = runtime::connect(&config, &args.reach)?;
     let _locks = runtime::lock(&config, &fleet, args.run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;
     // Said before anything is applied; their steps fail, the rest is applied.
@@ -116,11 +119,16 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, CommandError> {
     })
 }
 
-fn apply_saved(saved: SavedPlan, run: &RunOptions, style: &Style) -> Result<(), CommandError> {
+fn apply_saved(
+    saved: SavedPlan,
+    run: &RunOptions,
+    reach: &runtime::Reach,
+    style: &Style,
+) -> Result<(), CommandError> {
     let loaded = vmctl_schema::load(Path::new(&saved.source))?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
-    let fleet = runtime::connect(&config)?;
+    let fleet = runtime::connect(&config, reach)?;
     let _locks = runtime::lock(&config, &fleet, run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;
     saved.check(&config, &live).map_err(|e| {
@@ -175,7 +183,10 @@ pub fn execute(
     }
     confirm(run.auto_approve, verb)?;
     let options = ApplyOptions {
-        parallelism: usize::from(run.parallelism),
+        parallelism: apply::Parallelism {
+            per_host: usize::from(run.parallelism),
+            hosts: fleet.parallelism(),
+        },
         stop_timeout: run.stop_timeout,
     };
     signals::install();

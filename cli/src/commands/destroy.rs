@@ -25,11 +25,14 @@ pub struct Args {
 
     #[command(flatten)]
     pub run: RunOptions,
+
+    #[command(flatten)]
+    pub reach: runtime::Reach,
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = vmctl_schema::load(&args.path)?.config;
-    let fleet = runtime::connect(&config)?;
+    let fleet = runtime::connect(&config, &args.reach)?;
     let _locks = runtime::lock(&config, &fleet, args.run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;
     let options = PlanOptions {

@@ -47,6 +47,9 @@ pub struct Args {
 /// The options `plan` and `graph` share.
 #[derive(Debug, clap::Args)]
 pub struct Planning {
+    #[command(flatten)]
+    pub reach: crate::runtime::Reach,
+
     /// Read the live state of every host from this JSON file instead of observing the
     /// hosts.
     #[arg(long, value_name = "FILE")]
@@ -139,7 +142,7 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
             let loaded = vmctl_schema::load(path)?;
             // The files the config names, before the hosts (offline, `--live`, skips both).
             crate::files::check(&loaded, style)?;
-            let live = crate::runtime::connect(&loaded.config)
+            let live = crate::runtime::connect(&loaded.config, &planning.reach)
                 .and_then(|fleet| crate::runtime::observe(&loaded.config, &fleet));
             (Ok(loaded), live)
         }

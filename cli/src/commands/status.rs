@@ -37,6 +37,9 @@ pub struct Args {
     /// detail}]}.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub reach: runtime::Reach,
 }
 
 /// One resource's line.
@@ -194,7 +197,7 @@ fn unreadable_rows(project: &str, live: &LiveFile) -> Vec<Row> {
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = vmctl_schema::load(&args.path)?.config;
-    let fleet = runtime::connect(&config)?;
+    let fleet = runtime::connect(&config, &args.reach)?;
     let hosts: BTreeMap<String, HostSeen> = runtime::observe_detailed(&config, &fleet)?;
     let mut live = vmctl_runtime::apply::observe::live_file(&hosts);
     // Status shows what is there; whether more would fit is the plan's question.

@@ -14,7 +14,7 @@
 pub mod observe;
 pub mod steps;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -61,8 +61,8 @@ impl Hook for NoHook {
 /// How to apply.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyOptions {
-    /// Steps running at once (at least 1).
-    pub parallelism: usize,
+    /// Steps running at once: per host, and hosts at once.
+    pub parallelism: Parallelism,
     /// How long a VM gets to shut down before it is killed.
     pub stop_timeout: Duration,
 }
@@ -162,23 +162,68 @@ pub fn apply(
         })?;
         host.run(project, &StepOrder::of(&inventory, plan, step)?, &settings)
     };
-    Ok(schedule(
-        graph,
-        options.parallelism.max(1),
-        &run,
-        hook,
-        cancel,
-    ))
+    Ok(schedule(graph, options.parallelism, &run, hook, cancel))
 }
 
-/// Runs the steps of `graph` in dependency order, `parallelism` at once.
+/// How many steps run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Steps at once on one host (at least 1).
+    pub per_host: usize,
+    /// Hosts with steps running at once (at least 1).
+    pub hosts: usize,
+}
+
+/// The steps ready to run, a queue per host, each in the graph's stable order.
+struct Ready<'g> {
+    queues: BTreeMap<&'g str, VecDeque<NodeIndex>>,
+    running: BTreeMap<&'g str, usize>,
+}
+
+impl<'g> Ready<'g> {
+    fn push(&mut self, host: &'g str, n: NodeIndex, rank: &[usize]) {
+        insert_in_order(self.queues.entry(host).or_default(), n, rank);
+    }
+
+    /// The ready step that comes first in the graph's order among the hosts that may
+    /// start one more: fewer than `per_host` running there, and the host already busy
+    /// or fewer than `hosts` hosts busy.
+    fn pop(&mut self, limits: Parallelism, rank: &[usize]) -> Option<(&'g str, NodeIndex)> {
+        let busy = self.running.values().filter(|&&r| r > 0).count();
+        let (host, _) = self
+            .queues
+            .iter()
+            .filter_map(|(host, queue)| Some((*host, *queue.front()?)))
+            .filter(|(host, _)| {
+                let running = self.running.get(host).copied().unwrap_or(0);
+                running < limits.per_host && (running > 0 || busy < limits.hosts)
+            })
+            .min_by_key(|(_, n)| rank[n.index()])?;
+        let n = self.queues.get_mut(host)?.pop_front()?;
+        *self.running.entry(host).or_default() += 1;
+        Some((host, n))
+    }
+
+    fn finished(&mut self, host: &str) {
+        if let Some(r) = self.running.get_mut(host) {
+            *r = r.saturating_sub(1);
+        }
+    }
+}
+
+/// Runs the steps of `graph` in dependency order: at most `limits.per_host` at once on
+/// a host, on at most `limits.hosts` hosts at once.
 fn schedule(
     graph: &ApplyGraph,
-    parallelism: usize,
+    limits: Parallelism,
     run: &(dyn Fn(&Step) -> Result<Option<StepNote>, StepError> + Sync),
     hook: &dyn Hook,
     cancel: &AtomicBool,
 ) -> ApplyReport {
+    let limits = Parallelism {
+        per_host: limits.per_host.max(1),
+        hosts: limits.hosts.max(1),
+    };
     let count = graph.graph.node_count();
     let order = graph.order();
     let mut waiting = vec![0usize; count];
@@ -187,19 +232,28 @@ fn schedule(
         waiting[n.index()] = graph.dependencies(n).count();
         rank[n.index()] = position;
     }
-    // Ready steps in the graph's stable order.
-    let mut ready: VecDeque<_> = order
-        .iter()
-        .copied()
-        .filter(|n| waiting[n.index()] == 0)
-        .collect();
+    let host_of = |n: NodeIndex| graph.graph[n].host.as_str();
+    let mut ready = Ready {
+        queues: BTreeMap::new(),
+        running: BTreeMap::new(),
+    };
+    for &n in order.iter().filter(|n| waiting[n.index()] == 0) {
+        ready.push(host_of(n), n, &rank);
+    }
+    let host_count = graph
+        .graph
+        .node_weights()
+        .map(|s| s.host.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let workers = (limits.per_host * limits.hosts.min(host_count.max(1))).min(count.max(1));
     let mut skipped = vec![false; count];
     let mut report = ApplyReport::default();
     let (job_tx, job_rx) = mpsc::channel::<NodeIndex>();
     let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::scope(|scope| {
-        for _ in 0..parallelism.min(count.max(1)) {
+        for _ in 0..workers {
             let done_tx = done_tx.clone();
             let job_rx = &job_rx;
             scope.spawn(move || loop {
@@ -214,8 +268,10 @@ fn schedule(
         drop(done_tx);
         let mut running = 0usize;
         loop {
-            while running < parallelism && !cancel.load(Ordering::SeqCst) {
-                let Some(n) = ready.pop_front() else { break };
+            while !cancel.load(Ordering::SeqCst) {
+                let Some((_, n)) = ready.pop(limits, &rank) else {
+                    break;
+                };
                 hook.pre_apply(&graph.graph[n]);
                 if job_tx.send(n).is_err() {
                     break;
@@ -229,6 +285,7 @@ fn schedule(
                 break;
             };
             running -= 1;
+            ready.finished(host_of(n));
             let result = result.map(|note| {
                 if let Some(note) = note {
                     report.notes.push((graph.graph[n].clone(), note));
@@ -241,7 +298,7 @@ fn schedule(
                     for next in graph.dependents(n) {
                         waiting[next.index()] -= 1;
                         if waiting[next.index()] == 0 && !skipped[next.index()] {
-                            insert_in_order(&mut ready, next, &rank);
+                            ready.push(host_of(next), next, &rank);
                         }
                     }
                 }

@@ -199,31 +199,41 @@ pub fn observe_detailed(
     config: &Config,
     fleet: &Fleet,
 ) -> Result<BTreeMap<String, HostSeen>, Vec<LiveError>> {
-    let results: Vec<(String, Result<HostSeen, LiveError>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = config
-            .hosts
-            .iter()
-            .map(|host| {
-                let handle = scope.spawn(move || {
-                    let reached = fleet.get(&host.name).ok_or_else(|| LiveError::NotReached {
-                        host: host.name.clone(),
-                    })?;
-                    observe_host_state(config, host, reached)
-                        .map(|(live, facts)| HostSeen::of(live, facts))
-                });
-                (host.name.clone(), handle)
+    // At most `fleet.parallelism()` hosts at once: workers take the next host.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<(String, Result<HostSeen, LiveError>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let observe_one = |host: &Host| {
+        let reached = fleet.get(&host.name).ok_or_else(|| LiveError::NotReached {
+            host: host.name.clone(),
+        })?;
+        observe_host_state(config, host, reached).map(|(live, facts)| HostSeen::of(live, facts))
+    };
+    let workers = fleet.parallelism().min(config.hosts.len()).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(host) = config.hosts.get(i) else {
+                        break;
+                    };
+                    let result = observe_one(host);
+                    if let Ok(mut results) = results.lock() {
+                        results.push((host.name.clone(), result));
+                    }
+                })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|(name, h)| {
-                (
-                    name,
-                    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                )
-            })
-            .collect()
+        for handle in handles {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
     });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    // In the config's order, whichever worker observed them.
+    results.sort_by_key(|(name, _)| config.hosts.iter().position(|h| &h.name == name));
     let mut hosts = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, result) in results {

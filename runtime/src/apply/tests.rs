@@ -59,6 +59,67 @@ fn plan() -> Plan {
     }
 }
 
+fn limits(per_host: usize, hosts: usize) -> Parallelism {
+    Parallelism { per_host, hosts }
+}
+
+/// Eight independent pools, two on each of four hosts.
+fn fleet_plan() -> Plan {
+    let changes = (0..8)
+        .map(|i| {
+            let mut change = pool(&format!("p{i}"));
+            change.host = format!("h{}", i % 4);
+            change
+        })
+        .collect();
+    Plan {
+        project: "lab".into(),
+        changes,
+    }
+}
+
+/// Runs `plan` with `limits`, each step 30 ms; the most steps that ran at once in
+/// total and on one host, and the most hosts busy at once.
+fn peaks(plan: &Plan, limits: Parallelism) -> (usize, usize, usize) {
+    let graph = ApplyGraph::build(plan).unwrap();
+    let running: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+    let seen = Mutex::new((0, 0, 0));
+    let run = |step: &Step| {
+        {
+            let mut running = running.lock().unwrap();
+            *running.entry(step.host.clone()).or_default() += 1;
+            let total: usize = running.values().sum();
+            let one = running.values().copied().max().unwrap_or(0);
+            let hosts = running.values().filter(|&&r| r > 0).count();
+            let mut seen = seen.lock().unwrap();
+            *seen = (seen.0.max(total), seen.1.max(one), seen.2.max(hosts));
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        *running.lock().unwrap().get_mut(&step.host).unwrap() -= 1;
+        Ok(None)
+    };
+    let report = schedule(&graph, limits, &run, &NoHook, &AtomicBool::new(false));
+    assert!(report.succeeded());
+    assert_eq!(report.done.len(), plan.changes.len());
+    seen.into_inner().unwrap()
+}
+
+#[test]
+fn parallelism_is_per_host_and_hosts_are_bounded() {
+    let plan = fleet_plan();
+    // One step per host, every host at once.
+    let (total, one, hosts) = peaks(&plan, limits(1, 16));
+    assert_eq!(one, 1);
+    assert!(hosts >= 2 && total == hosts, "{total} {one} {hosts}");
+    // Two hosts at once, two steps on each.
+    let (total, one, hosts) = peaks(&plan, limits(2, 2));
+    assert!(
+        one <= 2 && hosts <= 2 && total <= 4,
+        "{total} {one} {hosts}"
+    );
+    assert!(total >= 2, "{total}");
+}
+
 struct Recorder(Mutex<Vec<String>>);
 
 impl Hook for Recorder {
@@ -94,7 +155,7 @@ fn dependencies_finish_first_and_independent_steps_overlap() {
         running.fetch_sub(1, Ordering::SeqCst);
         Ok(None)
     };
-    let report = schedule(&graph, 3, &run, &hook, &AtomicBool::new(false));
+    let report = schedule(&graph, limits(3, 16), &run, &hook, &AtomicBool::new(false));
     assert!(report.succeeded());
     assert_eq!(report.done.len(), 6);
     let peak = peak.load(Ordering::SeqCst);
@@ -120,7 +181,13 @@ fn a_failure_skips_its_dependents_and_the_rest_finish() {
             Ok(None)
         }
     };
-    let report = schedule(&graph, 2, &run, &NoHook, &AtomicBool::new(false));
+    let report = schedule(
+        &graph,
+        limits(2, 16),
+        &run,
+        &NoHook,
+        &AtomicBool::new(false),
+    );
     assert_eq!(names(&report.done), ["pool.b", "volume.b1", "volume.b2"]);
     // What a step had to say is kept with it.
     let noted: Vec<_> = report.notes.iter().map(|(s, _)| s.id.to_string()).collect();
@@ -142,7 +209,7 @@ fn cancel_starts_nothing_new_and_lets_running_steps_end() {
         }
         Ok(None)
     };
-    let report = schedule(&graph, 1, &run, &NoHook, &cancel);
+    let report = schedule(&graph, limits(1, 16), &run, &NoHook, &cancel);
     assert!(report.cancelled);
     assert_eq!(names(&report.done), ["pool.a"]);
     assert_eq!(report.skipped.len(), 5);

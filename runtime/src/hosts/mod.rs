@@ -92,7 +92,13 @@ pub enum ConnectError {
 /// A host for each host of a config, by name, for one run.
 pub struct Fleet {
     hosts: BTreeMap<String, Box<dyn Host>>,
+    /// Hosts observed (and applied) at once.
+    parallelism: usize,
 }
+
+/// Hosts observed and applied at once unless the caller says otherwise
+/// (`--host-parallelism`).
+pub const HOST_PARALLELISM: usize = 16;
 
 impl Fleet {
     /// Reaches every host of `config`; `vmctl` is the binary that runs VMs on this
@@ -112,7 +118,10 @@ impl Fleet {
             }
         }
         if errors.is_empty() {
-            Ok(Fleet { hosts })
+            Ok(Fleet {
+                hosts,
+                parallelism: HOST_PARALLELISM,
+            })
         } else {
             Err(errors)
         }
@@ -125,7 +134,19 @@ impl Fleet {
                 .into_iter()
                 .map(|h| (h.name().to_owned(), h))
                 .collect(),
+            parallelism: HOST_PARALLELISM,
         }
+    }
+
+    /// Observes (and applies) at most `hosts` hosts at once (at least 1).
+    pub fn with_parallelism(mut self, hosts: usize) -> Fleet {
+        self.parallelism = hosts.max(1);
+        self
+    }
+
+    /// How many hosts are observed (and applied) at once.
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
     }
 
     /// The host named `name`.
