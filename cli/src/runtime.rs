@@ -2,7 +2,6 @@
 //! with every failure turned into a diagnostic (what, where, what to do).
 
 use std::collections::BTreeMap;
-use std::error::Error;
 use std::time::Duration;
 
 use miette::{miette, MietteDiagnostic, Severity};
@@ -18,19 +17,7 @@ use crate::error::CommandError;
 use crate::render::Style;
 
 /// `error` and its causes, one clause each: `cannot observe …: cannot read …: denied`.
-pub fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use vmctl_runtime::hosts::wire::chain;
 
 /// How vmctl reaches the hosts: what `plan`, `apply`, `destroy` and `status` share.
 #[derive(Debug, Clone, Copy, clap::Args)]

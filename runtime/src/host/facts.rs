@@ -39,6 +39,9 @@ pub enum FactsError {
     Netns(#[source] NetnsError),
     #[error("the request is of format {found}; this vmctl speaks format {FACTS_FORMAT}")]
     Format { found: u32 },
+    /// A remote host's agent could not say (its words).
+    #[error("{message}")]
+    Remote { message: String },
 }
 
 /// A pool the config names on the host: where to look besides the project's pool

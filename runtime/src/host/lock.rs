@@ -44,6 +44,9 @@ pub enum LockError {
     },
     #[error("cannot write the holder's pid into {path}")]
     WritePid { path: PathBuf, source: io::Error },
+    /// A remote host's agent could not take it (its words).
+    #[error("{message}")]
+    Remote { message: String },
 }
 
 fn holder_text(pid: Option<u32>) -> String {

@@ -25,10 +25,15 @@ pub struct LocalHost {
 
 impl LocalHost {
     pub fn new(host: &HostConfig, vmctl: &Path) -> LocalHost {
+        LocalHost::at(&host.name, &host.state_dir, host.netns.as_deref(), vmctl)
+    }
+
+    /// The host `name` with its state dir and netns, running VMs with `vmctl`.
+    pub fn at(name: &str, state_dir: &Path, netns: Option<&str>, vmctl: &Path) -> LocalHost {
         LocalHost {
-            name: host.name.clone(),
-            state_dir: host.state_dir.clone(),
-            netns: host.netns.clone(),
+            name: name.to_owned(),
+            state_dir: state_dir.to_owned(),
+            netns: netns.map(str::to_owned),
             vmctl: vmctl.to_owned(),
         }
     }

@@ -9,6 +9,7 @@
 //! once, in [`Fleet::connect`].
 
 mod local;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
