@@ -20,20 +20,37 @@ use crate::render::Style;
 pub use vmctl_runtime::hosts::wire::chain;
 
 /// How vmctl reaches the hosts: what `plan`, `apply`, `destroy` and `status` share.
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Reach {
     /// Hosts observed and applied at once (the steps on one host: `--parallelism`).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub host_parallelism: u16,
+
+    /// Leave this host out: it is not reached, observed or changed, and nothing is
+    /// planned on it (e.g. while it is down). Repeatable.
+    #[arg(long = "exclude-host", value_name = "HOST")]
+    pub exclude_hosts: Vec<String>,
 }
 
 /// Reaches every host of `config` for this run (the first host that cannot be reached
 /// is the diagnostic).
 pub fn connect(config: &Config, reach: &Reach) -> Result<Fleet, CommandError> {
+    // A mistyped `--exclude-host` must not reach the host it meant to leave out.
+    let unknown = vmctl_planner::target::check_hosts(config, &reach.exclude_hosts);
+    if !unknown.is_empty() {
+        let count = unknown.len();
+        return Err(CommandError::Reports {
+            reports: unknown.into_iter().map(miette::Report::new).collect(),
+            summary: format!(
+                "{count} --exclude-host name{} no host: nothing was reached",
+                if count == 1 { " names" } else { "s name" }
+            ),
+        });
+    }
     let vmctl = std::env::current_exe().map_err(|e| {
         CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
     })?;
-    let fleet = Fleet::connect(config, &vmctl).map_err(|errors| match errors.into_iter().next() {
+    let fleet = Fleet::connect(config, &vmctl, &reach.exclude_hosts).map_err(|errors| match errors.into_iter().next() {
         Some(e @ ConnectError::RemoteHost { .. }) => CommandError::Report(miette!(
             code = "vmctl::host::remote",
             help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
@@ -166,7 +183,12 @@ pub fn lock(
     fleet: &Fleet,
     timeout: Duration,
 ) -> Result<Vec<HeldLock>, CommandError> {
-    let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+    let hosts: Vec<&str> = config
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|h| !fleet.excludes(h))
+        .collect();
     apply::lock_hosts(config, fleet, &hosts, timeout).map_err(|e| match &e {
         ApplyError::Lock {
             host,

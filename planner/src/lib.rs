@@ -39,6 +39,8 @@ pub struct PlanOptions {
     pub replace: Vec<String>,
     /// Plan the deletion of everything of the project (`vmctl destroy`).
     pub destroy: bool,
+    /// `--exclude-host`: plan nothing on these hosts (their live state is not needed).
+    pub exclude_hosts: Vec<String>,
 }
 
 /// One reason a plan cannot be made.
@@ -109,6 +111,11 @@ pub fn planned(
     };
     let forced = resolve(&options.replace, target::Flag::Replace);
     let targets = resolve(&options.targets, target::Flag::Target);
+    errors.extend(
+        target::check_hosts(config, &options.exclude_hosts)
+            .into_iter()
+            .map(PlanError::from),
+    );
     if !options.destroy {
         let over = capacity::check(config, live);
         errors.extend(over.into_iter().map(PlanError::from));
@@ -117,6 +124,9 @@ pub fn planned(
         return Err(PlanErrors { errors });
     }
     let mut changes = diff::diff(config, live, &forced, options.destroy)?;
+    if !options.exclude_hosts.is_empty() {
+        changes.retain(|c| !options.exclude_hosts.contains(&c.host));
+    }
     diff::cascade(&mut changes);
     diff::restart_on_new_disks(&mut changes);
     if !options.targets.is_empty() {

@@ -73,6 +73,8 @@ pub struct SavedOptions {
     pub targets: Vec<String>,
     pub replace: Vec<String>,
     pub destroy: bool,
+    /// Hosts the plan leaves out (`--exclude-host`); applying it reaches none of them.
+    pub exclude_hosts: Vec<String>,
 }
 
 /// A plan file.

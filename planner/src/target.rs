@@ -32,6 +32,27 @@ pub enum TargetError {
     #[error("--replace {name:?} names no resource of the config or of its hosts")]
     #[diagnostic(code(vmctl::plan::unknown_replace), help("{help}"))]
     UnknownReplace { name: String, help: String },
+
+    #[error("--exclude-host {name:?} names no host of the config")]
+    #[diagnostic(code(vmctl::plan::unknown_host), help("{help}"))]
+    UnknownHost { name: String, help: String },
+}
+
+/// Every name given to `--exclude-host` that is not a host of `config`.
+pub fn check_hosts(config: &vmctl_schema::Config, names: &[String]) -> Vec<TargetError> {
+    let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+    names
+        .iter()
+        .filter(|name| !hosts.contains(&name.as_str()))
+        .map(|name| TargetError::UnknownHost {
+            name: name.clone(),
+            help: format!(
+                "{} (the hosts of project {:?})",
+                vmctl_schema::diagnostics::suggest(name, hosts.iter().copied()),
+                config.project
+            ),
+        })
+        .collect()
 }
 
 /// Which flag a name came from.

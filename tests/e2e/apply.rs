@@ -304,7 +304,7 @@ fn concurrent_and_killed_applies() {
         .spawn()
         .unwrap();
     let first_pid = first.id() as i32;
-    let guard = crate::vm::KillOnDrop { pid: first_pid };
+    let mut guard = crate::vm::KillOnDrop { pid: first_pid };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -325,10 +325,17 @@ fn concurrent_and_killed_applies() {
     // SAFETY: kill has no memory-safety preconditions; the child is this test's.
     unsafe { libc::kill(first_pid, libc::SIGKILL) };
     let _ = first.wait();
-    drop(guard);
+    // Reaped: its pid may be another process's now, never to be signalled.
+    guard.pid = 0;
     lab.vmctl(&["status"]);
-    lab.apply();
-    assert_eq!(lab.planned(), Vec::<String>::new());
+    let applied = lab.apply();
+    let planned = lab.planned();
+    if !planned.is_empty() {
+        let status = text(&lab.vmctl(&["status"]));
+        let log =
+            std::fs::read_to_string(lab.vm_dir("web-1").join("console.log")).unwrap_or_default();
+        panic!("not converged: {planned:?}\napply:\n{applied}\nstatus:\n{status}\nweb-1 console.log:\n{log}");
+    }
     for vm in VMS {
         assert!(lab.pid(vm).is_some(), "{vm} does not run");
     }

@@ -348,3 +348,47 @@ fn an_edited_saved_plan_is_refused_before_any_step() {
     let out = small.apply(&saved);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Issue 10: a host this build cannot reach is refused by name, and `--exclude-host`
+/// leaves it out: not reached, nothing planned on it, the other hosts planned as usual.
+#[test]
+fn an_unreachable_host_is_named_and_exclude_host_leaves_it_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let config = format!(
+        r#"project "xh"
+host "local" {{ state-dir "{state}"; }}
+host "far" {{ ssh "root@far.invalid"; }}
+pool "near" host="local" type="dir" path="{near}"
+pool "distant" host="far" type="dir" path="/srv/vmctl/distant"
+"#,
+        state = root.join("state").display(),
+        near = root.join("near").display(),
+    );
+    std::fs::write(root.join("main.kdl"), config).expect("write config");
+    let path = root.display().to_string();
+    let out = run(&["plan", &path]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("vmctl::host::remote") && err.contains("\"far\""),
+        "{err}"
+    );
+    let out = run(&["plan", &path, "--exclude-host", "far", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("plan JSON");
+    let hosts: Vec<&str> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| c["host"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(hosts, ["local"], "{plan}");
+    // A name that is no host is an error with a suggestion, and nothing is planned.
+    let out = run(&["plan", &path, "--exclude-host", "fra"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("vmctl::plan::unknown_host"), "{err}");
+    assert!(err.contains("`far`"), "{err}");
+    assert!(!err.contains("vmctl::host::remote"), "{err}");
+}

@@ -88,6 +88,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         targets: args.targets.clone(),
         replace: args.replace.clone(),
         destroy: false,
+        exclude_hosts: args.reach.exclude_hosts.clone(),
     };
     let planned =
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
@@ -125,10 +126,27 @@ fn apply_saved(
     reach: &runtime::Reach,
     style: &Style,
 ) -> Result<(), CommandError> {
+    // A saved plan leaves out the hosts it was made without, and only those.
+    if !reach.exclude_hosts.is_empty() && reach.exclude_hosts != saved.options.exclude_hosts {
+        return Err(CommandError::Report(miette!(
+            code = "vmctl::apply::saved_plan",
+            help = "a saved plan applies to the hosts it was made for: make a new plan with the `--exclude-host` you want, or apply this one without the flag",
+            "this plan was made {}, not with the `--exclude-host` given now",
+            if saved.options.exclude_hosts.is_empty() {
+                "for every host".to_owned()
+            } else {
+                format!("leaving out {}", saved.options.exclude_hosts.join(", "))
+            }
+        )));
+    }
+    let reach = runtime::Reach {
+        exclude_hosts: saved.options.exclude_hosts.clone(),
+        ..reach.clone()
+    };
     let loaded = vmctl_schema::load(Path::new(&saved.source))?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
-    let fleet = runtime::connect(&config, reach)?;
+    let fleet = runtime::connect(&config, &reach)?;
     let _locks = runtime::lock(&config, &fleet, run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;
     saved.check(&config, &live).map_err(|e| {
@@ -147,6 +165,7 @@ fn apply_saved(
         targets: saved.options.targets.clone(),
         replace: saved.options.replace.clone(),
         destroy: saved.options.destroy,
+        exclude_hosts: saved.options.exclude_hosts.clone(),
     };
     let planned =
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;

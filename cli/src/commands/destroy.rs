@@ -37,6 +37,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let live = runtime::observe(&config, &fleet)?;
     let options = PlanOptions {
         destroy: true,
+        exclude_hosts: args.reach.exclude_hosts.clone(),
         ..PlanOptions::default()
     };
     let planned =

@@ -89,6 +89,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
             targets: args.planning.targets.clone(),
             replace: args.planning.replace.clone(),
             destroy: false,
+            exclude_hosts: args.planning.reach.exclude_hosts.clone(),
         };
         // Absolute, so the plan applies from any working directory.
         let source = std::path::absolute(&args.path).unwrap_or_else(|_| args.path.clone());
@@ -152,6 +153,7 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
         targets: planning.targets.clone(),
         replace: planning.replace.clone(),
         destroy: false,
+        exclude_hosts: planning.reach.exclude_hosts.clone(),
     };
     let config = loaded.config;
     for host in live.hosts.keys() {

@@ -149,3 +149,44 @@ fn a_target_in_a_netns_keeps_its_making_and_a_netns_delete_what_is_in_it() {
         );
     }
 }
+
+#[test]
+fn an_excluded_host_gets_no_changes_and_the_others_do() {
+    let mut config = quickstart();
+    let mut far = crate::testdata::host("far");
+    far.ssh = Some("root@far".into());
+    config.hosts.push(far);
+    let mut pool = config.pools[0].clone();
+    pool.name = "far-pool".into();
+    pool.host = "far".into();
+    config.pools.push(pool);
+    let live = LiveFile::default();
+    let all = plan(&config, &live, &PlanOptions::default()).unwrap();
+    assert!(all.changes.iter().any(|c| c.host == "far"));
+    let options = PlanOptions {
+        exclude_hosts: vec!["far".into()],
+        ..PlanOptions::default()
+    };
+    let left_out = plan(&config, &live, &options).unwrap();
+    assert!(left_out.changes.iter().all(|c| c.host == "local"));
+    assert_eq!(
+        left_out.changes.len(),
+        all.changes.iter().filter(|c| c.host == "local").count()
+    );
+}
+
+#[test]
+fn an_unknown_excluded_host_is_an_error_with_a_suggestion() {
+    let config = quickstart();
+    let options = PlanOptions {
+        exclude_hosts: vec!["locl".into()],
+        ..PlanOptions::default()
+    };
+    let errors = errors_of(&config, &LiveFile::default(), &options);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = format!("{:?}", errors[0]);
+    assert!(
+        text.contains("UnknownHost") && text.contains("local"),
+        "{text}"
+    );
+}

@@ -209,13 +209,18 @@ pub fn observe_detailed(
         })?;
         observe_host_state(config, host, reached).map(|(live, facts)| HostSeen::of(live, facts))
     };
-    let workers = fleet.parallelism().min(config.hosts.len()).max(1);
+    let hosts: Vec<&Host> = config
+        .hosts
+        .iter()
+        .filter(|h| !fleet.excludes(&h.name))
+        .collect();
+    let workers = fleet.parallelism().min(hosts.len()).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(host) = config.hosts.get(i) else {
+                    let Some(host) = hosts.get(i) else {
                         break;
                     };
                     let result = observe_one(host);

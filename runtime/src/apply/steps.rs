@@ -362,7 +362,11 @@ fn nic_places(inventory: &Inventory, host: &str, vm: &Vm) -> Result<Vec<NicPlace
 
 /// What a step that went well has to tell the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", rename_all_fields = "kebab-case", tag = "note")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    tag = "note"
+)]
 pub enum StepNote {
     /// A deleted pool's directory is still there: vmctl did not make it (`files`
     /// empty), or it holds files vmctl did not make (their names, sorted).

@@ -95,6 +95,8 @@ pub struct Fleet {
     hosts: BTreeMap<String, Box<dyn Host>>,
     /// Hosts observed (and applied) at once.
     parallelism: usize,
+    /// Hosts of the config this run leaves out (`--exclude-host`): never reached.
+    excluded: Vec<String>,
 }
 
 /// Hosts observed and applied at once unless the caller says otherwise
@@ -102,12 +104,17 @@ pub struct Fleet {
 pub const HOST_PARALLELISM: usize = 16;
 
 impl Fleet {
-    /// Reaches every host of `config`; `vmctl` is the binary that runs VMs on this
-    /// machine. Every host that cannot be reached is an error, all of them together.
-    pub fn connect(config: &Config, vmctl: &Path) -> Result<Fleet, Vec<ConnectError>> {
+    /// Reaches every host of `config` but the `excluded` ones; `vmctl` is the binary
+    /// that runs VMs on this machine. Every host that cannot be reached is an error,
+    /// all of them together.
+    pub fn connect(
+        config: &Config,
+        vmctl: &Path,
+        excluded: &[String],
+    ) -> Result<Fleet, Vec<ConnectError>> {
         let mut hosts: BTreeMap<String, Box<dyn Host>> = BTreeMap::new();
         let mut errors = Vec::new();
-        for host in &config.hosts {
+        for host in config.hosts.iter().filter(|h| !excluded.contains(&h.name)) {
             match &host.ssh {
                 Some(ssh) => errors.push(ConnectError::RemoteHost {
                     host: host.name.clone(),
@@ -122,6 +129,7 @@ impl Fleet {
             Ok(Fleet {
                 hosts,
                 parallelism: HOST_PARALLELISM,
+                excluded: excluded.to_vec(),
             })
         } else {
             Err(errors)
@@ -136,7 +144,13 @@ impl Fleet {
                 .map(|h| (h.name().to_owned(), h))
                 .collect(),
             parallelism: HOST_PARALLELISM,
+            excluded: Vec::new(),
         }
+    }
+
+    /// Whether this run leaves host `name` out (`--exclude-host`).
+    pub fn excludes(&self, name: &str) -> bool {
+        self.excluded.iter().any(|e| e == name)
     }
 
     /// Observes (and applies) at most `hosts` hosts at once (at least 1).
@@ -174,7 +188,7 @@ mod tests {
     #[test]
     fn a_host_without_ssh_is_this_machine() {
         let config = config("project \"lab\"\nhost \"local\"\n");
-        let fleet = Fleet::connect(&config, Path::new("/nonexistent/vmctl")).expect("fleet");
+        let fleet = Fleet::connect(&config, Path::new("/nonexistent/vmctl"), &[]).expect("fleet");
         let names: Vec<_> = fleet.iter().map(|h| h.name()).collect();
         assert_eq!(names, ["local"]);
         assert!(fleet.get("local").is_some());
@@ -186,7 +200,7 @@ mod tests {
         let config = config(
             "project \"lab\"\nhost \"local\"\nhost \"far\" { ssh \"root@far\"; }\nhost \"farther\" { ssh \"root@farther\"; }\n",
         );
-        let Err(errors) = Fleet::connect(&config, Path::new("/nonexistent/vmctl")) else {
+        let Err(errors) = Fleet::connect(&config, Path::new("/nonexistent/vmctl"), &[]) else {
             panic!("remote hosts were reached");
         };
         let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();

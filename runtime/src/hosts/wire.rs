@@ -24,7 +24,11 @@ use crate::host::lock::LockError;
 
 /// One call to a host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "call", rename_all = "kebab-case", rename_all_fields = "kebab-case")]
+#[serde(
+    tag = "call",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
 pub enum Call {
     /// Which host the agent is: the first call of a run.
     Open {
@@ -61,7 +65,11 @@ pub enum Call {
 
 /// A host's answer to one [`Call`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "answer", rename_all = "kebab-case", rename_all_fields = "kebab-case")]
+#[serde(
+    tag = "answer",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
 pub enum Answer {
     Opened,
     Facts { facts: Box<HostFacts> },
