@@ -9,6 +9,7 @@
 //! once, in [`Fleet::connect`].
 
 mod local;
+pub mod remote;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use crate::host::facts::{FactsError, FactsRequest, HostFacts};
 use crate::host::lock::LockError;
 
 pub use local::LocalHost;
+pub use remote::{Link, LinkError, RemoteHost};
 
 /// One host, wherever it is.
 pub trait Host: Send + Sync {

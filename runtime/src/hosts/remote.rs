@@ -1,0 +1,288 @@
+//! A host vmctl reaches through a [`Link`] to an agent on it: every [`Host`] call
+//! becomes a [`Call`] and its [`Answer`]. The link is whatever carries the calls (the
+//! agent's stdio over SSH; in tests, the agent's code in-process through JSON).
+//!
+//! - The lock is the agent's: it holds it until [`Call::Unlock`] (sent when the
+//!   [`HeldLock`] drops) or until the agent ends — a killed run or a dropped
+//!   connection leaves no stuck lock.
+//! - A run's cancel flag reaches the agent as [`Call::Cancel`], sent once by a watcher
+//!   while a step runs there.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::wire::{Answer, Call, WireError};
+use super::{HeldLock, Host, RunSettings};
+use crate::apply::{StepError, StepNote, StepOrder};
+use crate::host::facts::{FactsError, FactsRequest, HostFacts};
+use crate::host::lock::LockError;
+
+/// Carries calls to one host's agent and brings back its answers. Calls may be made
+/// from many threads at once.
+pub trait Link: Send + Sync {
+    fn call(&self, call: &Call) -> Result<Answer, LinkError>;
+}
+
+/// Why a call got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    #[error("the connection to the agent is gone: {reason}")]
+    Gone { reason: String },
+    #[error("the agent answered {answer} to a {call} call")]
+    Unexpected { call: String, answer: String },
+}
+
+/// A host reached through its agent.
+pub struct RemoteHost {
+    name: String,
+    link: Arc<dyn Link>,
+}
+
+/// How often a running step's watcher looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+impl RemoteHost {
+    pub fn new(name: &str, link: Arc<dyn Link>) -> RemoteHost {
+        RemoteHost {
+            name: name.to_owned(),
+            link,
+        }
+    }
+
+    /// The answer to `call`, a failed one as the error it carries.
+    fn ask(&self, call: &Call) -> Result<Answer, Failure> {
+        match self.link.call(call)? {
+            Answer::Failed { error } => Err(Failure::Host(error)),
+            answer => Ok(answer),
+        }
+    }
+}
+
+/// A call that failed: on the way, or on the host.
+enum Failure {
+    Link(LinkError),
+    Host(WireError),
+}
+
+impl From<LinkError> for Failure {
+    fn from(e: LinkError) -> Failure {
+        Failure::Link(e)
+    }
+}
+
+impl Failure {
+    fn message(self) -> String {
+        match self {
+            Failure::Link(e) => e.to_string(),
+            Failure::Host(e) => e.message,
+        }
+    }
+}
+
+fn unexpected(call: &str, answer: &Answer) -> String {
+    LinkError::Unexpected {
+        call: call.to_owned(),
+        answer: format!("{answer:?}"),
+    }
+    .to_string()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Unlocks the agent's lock when dropped.
+struct RemoteLock {
+    link: Arc<dyn Link>,
+    project: String,
+}
+
+impl Drop for RemoteLock {
+    fn drop(&mut self) {
+        // Best effort: an agent that is gone holds no lock any more.
+        let _ = self.link.call(&Call::Unlock {
+            project: self.project.clone(),
+        });
+    }
+}
+
+impl Host for RemoteHost {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn facts(&self, request: &FactsRequest) -> Result<HostFacts, FactsError> {
+        let call = Call::Facts {
+            request: request.clone(),
+        };
+        match self.ask(&call) {
+            Ok(Answer::Facts { facts }) => Ok(*facts),
+            Ok(other) => Err(FactsError::Remote {
+                message: unexpected("facts", &other),
+            }),
+            Err(f) => Err(FactsError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn lock(&self, project: &str, timeout: Duration) -> Result<HeldLock, LockError> {
+        let call = Call::Lock {
+            project: project.to_owned(),
+            timeout_ms: millis(timeout),
+        };
+        match self.ask(&call) {
+            Ok(Answer::Locked) => Ok(HeldLock::new(RemoteLock {
+                link: Arc::clone(&self.link),
+                project: project.to_owned(),
+            })),
+            Ok(other) => Err(LockError::Remote {
+                message: unexpected("lock", &other),
+            }),
+            Err(Failure::Host(e)) => Err(e.into_lock_error()),
+            Err(f) => Err(LockError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn sweep(&self, project: &str, pools: &[PathBuf]) {
+        let _ = self.ask(&Call::Sweep {
+            project: project.to_owned(),
+            pools: pools.to_vec(),
+        });
+    }
+
+    fn run(
+        &self,
+        project: &str,
+        order: &StepOrder,
+        run: &RunSettings<'_>,
+    ) -> Result<Option<StepNote>, StepError> {
+        let call = Call::Run {
+            project: project.to_owned(),
+            order: Box::new(order.clone()),
+            stop_timeout_ms: millis(run.stop_timeout),
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let answer = std::thread::scope(|scope| {
+            // Ctrl-C during a long step (an image copy) reaches the agent.
+            scope.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    if run.cancel.load(Ordering::SeqCst) {
+                        let _ = self.link.call(&Call::Cancel);
+                        return;
+                    }
+                    std::thread::sleep(CANCEL_POLL);
+                }
+            });
+            let answer = self.ask(&call);
+            done.store(true, Ordering::SeqCst);
+            answer
+        });
+        match answer {
+            Ok(Answer::Ran { note }) => Ok(note),
+            Ok(other) => Err(StepError::Remote {
+                message: unexpected("run", &other),
+            }),
+            Err(f) => Err(StepError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn tidy(&self, project: &str) {
+        let _ = self.ask(&Call::Tidy {
+            project: project.to_owned(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::wire::Served;
+    use std::sync::atomic::AtomicBool;
+
+    /// The agent's code in-process, every call and answer through JSON as on the wire.
+    struct Loopback(Served);
+
+    impl Link for Loopback {
+        fn call(&self, call: &Call) -> Result<Answer, LinkError> {
+            let gone = |e: serde_json::Error| LinkError::Gone {
+                reason: e.to_string(),
+            };
+            let call: Call =
+                serde_json::from_str(&serde_json::to_string(call).map_err(gone)?).map_err(gone)?;
+            let answer = self.0.answer(call);
+            serde_json::from_str(&serde_json::to_string(&answer).map_err(gone)?).map_err(gone)
+        }
+    }
+
+    fn remote(state: &std::path::Path) -> RemoteHost {
+        let served = Served::new("/nonexistent/vmctl".into());
+        served.answer(Call::Open {
+            host: "far".into(),
+            state_dir: state.to_owned(),
+            netns: None,
+        });
+        RemoteHost::new("far", Arc::new(Loopback(served)))
+    }
+
+    #[test]
+    fn a_remote_host_answers_like_a_local_one() {
+        let state = tempfile::tempdir().unwrap();
+        let pools = tempfile::tempdir().unwrap();
+        let host = remote(state.path());
+        let facts = host
+            .facts(&FactsRequest::new("lab", state.path(), None))
+            .unwrap();
+        assert!(facts.observation.pools.is_empty());
+        // A pool made through the agent is then among its facts.
+        let order = StepOrder {
+            step: "create pool.fast".into(),
+            phase: vmctl_planner::Phase::Create,
+            resource: vmctl_planner::Resource::Pool(vmctl_schema::Pool {
+                name: "fast".into(),
+                host: "far".into(),
+                kind: vmctl_schema::PoolKind::Dir,
+                path: pools.path().join("fast"),
+            }),
+            keep: None,
+            places: Default::default(),
+        };
+        let cancel = AtomicBool::new(false);
+        let settings = RunSettings {
+            stop_timeout: Duration::ZERO,
+            cancel: &cancel,
+        };
+        assert_eq!(host.run("lab", &order, &settings).unwrap(), None);
+        let facts = host
+            .facts(&FactsRequest::new("lab", state.path(), None))
+            .unwrap();
+        let names: Vec<_> = facts.observation.pools.iter().map(|p| &p.name).collect();
+        assert_eq!(names, ["fast"]);
+        // A step the host refuses comes back as a step error with the host's words.
+        let start_a_pool = StepOrder {
+            step: "start pool.fast".into(),
+            phase: vmctl_planner::Phase::Start,
+            ..order
+        };
+        let err = host.run("lab", &start_a_pool, &settings).unwrap_err();
+        assert!(err.to_string().contains("only a VM can do"), "{err}");
+    }
+
+    #[test]
+    fn the_agents_lock_is_released_when_the_held_lock_drops() {
+        let state = tempfile::tempdir().unwrap();
+        let host = remote(state.path());
+        let other = remote(state.path());
+        let held = host.lock("lab", Duration::ZERO).unwrap();
+        let err = other.lock("lab", Duration::ZERO).unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }), "{err}");
+        drop(held);
+        assert!(other.lock("lab", Duration::ZERO).is_ok());
+    }
+}
