@@ -618,6 +618,7 @@ fn observe_host_assembles_storage_and_network() {
         name: "web-root",
         size: 1 << 20,
         from: None,
+        source: None,
         prevent_destroy: false,
         cancel: None,
     };

@@ -160,7 +160,9 @@ pub fn apply(
         let host = fleet.get(&step.host).ok_or_else(|| StepError::Empty {
             step: step.to_string(),
         })?;
-        host.run(project, &StepOrder::of(&inventory, plan, step)?, &settings)
+        let mut order = StepOrder::of(&inventory, plan, step)?;
+        crate::hosts::ship_files(host, &mut order)?;
+        host.run(project, &order, &settings)
     };
     Ok(schedule(graph, options.parallelism, &run, hook, cancel))
 }

@@ -71,6 +71,8 @@ pub enum StepError {
     /// A remote host's agent could not carry it out (its words).
     #[error("{message}")]
     Remote { message: String },
+    #[error("cannot ship {path} to the host: {message}")]
+    Ship { path: PathBuf, message: String },
 }
 
 /// What the executor knows of a host.
@@ -248,6 +250,15 @@ pub struct Places {
     /// A starting or updated VM's NICs, in its order.
     #[serde(default)]
     pub nics: Vec<NicPlace>,
+    /// Where the host has the files the config names when not at the config's paths
+    /// (a remote host's image cache, see `hosts::Host::ship`): a starting VM's kernel
+    /// and initrd, a created volume's base image. The records keep the config's paths.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default)]
+    pub image: Option<PathBuf>,
 }
 
 /// Where one NIC of a VM goes.
@@ -454,6 +465,7 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
                 name: &v.name,
                 size: v.size,
                 from: v.from.as_deref(),
+                source: order.places.image.as_deref(),
                 prevent_destroy: v.prevent_destroy,
                 cancel: Some(ctx.cancel),
             };
@@ -540,6 +552,8 @@ fn start_vm(ctx: &HostContext<'_>, places: &Places, vm: &Vm) -> Result<(), StepE
     }
     let mut devices = VmDevices {
         disks: places.disks.clone(),
+        kernel: places.kernel.clone(),
+        initrd: places.initrd.clone(),
         ..VmDevices::default()
     };
     if !places.nics.is_empty() {

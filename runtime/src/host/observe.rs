@@ -225,6 +225,7 @@ mod tests {
             name,
             size: 1 << 20,
             from: None,
+            source: None,
             prevent_destroy,
             cancel: None,
         }

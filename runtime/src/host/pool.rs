@@ -561,6 +561,7 @@ mod tests {
             name: "disk",
             size: 4096,
             from: None,
+            source: None,
             prevent_destroy: false,
             cancel: None,
         };

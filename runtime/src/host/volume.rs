@@ -121,7 +121,11 @@ pub struct VolumeMarker {
 pub struct VolumeSpec<'a> {
     pub name: &'a str,
     pub size: u64,
+    /// The base image as the config names it (what the marker records).
     pub from: Option<&'a Path>,
+    /// Where this host has that image's bytes when not at `from` (a remote host's
+    /// image cache).
+    pub source: Option<&'a Path>,
     pub prevent_destroy: bool,
     /// When set (the first Ctrl-C of an apply), hashing and copying the base image stop
     /// at the next chunk and the create fails as cancelled, leaving no partial file.
@@ -286,9 +290,12 @@ pub fn create_volume(
         name,
         size,
         from,
+        source,
         prevent_destroy,
         cancel,
     } = *spec;
+    // The bytes come from here; the marker names `from`.
+    let read_from = source.or(from);
     check_name(name)?;
     check_pool(project, pool_path)?;
     let path = volume_path(pool_path, name);
@@ -303,7 +310,7 @@ pub fn create_volume(
             source,
         })?;
     }
-    let from_digest = from
+    let from_digest = read_from
         .map(|image| image::image_digest(image, cancel).map_err(|source| hash_err(image, source)))
         .transpose()?;
     let marker = VolumeMarker {
@@ -315,7 +322,7 @@ pub fn create_volume(
     };
     write_marker(pool_path, &marker)?;
 
-    let method = match build_file(&partial, name, size, from, cancel) {
+    let method = match build_file(&partial, name, size, read_from, cancel) {
         Ok(method) => method,
         Err(BuildError::Created(e)) => {
             let _ = fs::remove_file(&partial);
@@ -623,6 +630,7 @@ mod tests {
             name,
             size,
             from,
+            source: None,
             prevent_destroy: false,
             cancel: None,
         }
@@ -667,6 +675,31 @@ mod tests {
             create_volume("lab", &pool, &spec("data", 4096, None)),
             Err(VolumeError::VolumeExists { .. })
         ));
+    }
+
+    #[test]
+    fn a_cached_copy_is_read_and_the_configs_path_recorded() {
+        let (_state, root, pool) = pool("lab");
+        // The path the config names does not exist on this host; its cached copy does.
+        let named = Path::new("/nonexistent/controller/rootfs.img");
+        let cached = root.path().join("sha256-cached");
+        fs::write(&cached, b"cached bytes").unwrap();
+        let spec = VolumeSpec {
+            source: Some(&cached),
+            ..spec("root", MIB, Some(named))
+        };
+        let (live, _) = create_volume("lab", &pool, &spec).unwrap();
+        assert_eq!(live.from.as_deref(), Some(named));
+        assert_eq!(
+            live.from_digest,
+            Some(image::image_digest(&cached, None).unwrap())
+        );
+        let mut head = [0u8; 12];
+        File::open(&live.path)
+            .unwrap()
+            .read_exact_at(&mut head, 0)
+            .unwrap();
+        assert_eq!(&head, b"cached bytes");
     }
 
     #[test]

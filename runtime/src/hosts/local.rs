@@ -84,6 +84,10 @@ impl Host for LocalHost {
         steps::run_order(&self.context(project, run), order)
     }
 
+    fn ship(&self, _path: &Path) -> Result<Option<PathBuf>, StepError> {
+        Ok(None)
+    }
+
     fn tidy(&self, project: &str) {
         let dir = self.state_dir.join(project);
         for sub in ["vms", "pools"] {

@@ -53,6 +53,34 @@ pub trait Host: Send + Sync {
 
     /// After a complete destroy: removes the project's empty `vms/` and `pools/` dirs.
     fn tidy(&self, project: &str);
+
+    /// Where this host has the file at `path` on this machine (a kernel, an initrd, a
+    /// base image the config names): `None` when it reads `path` itself (this
+    /// machine); a remote host gets a copy in its image cache, once per content.
+    fn ship(&self, path: &Path) -> Result<Option<PathBuf>, StepError>;
+}
+
+/// Fills in where `host` has the files `order` needs that the config names by their
+/// paths on this machine (see [`Host::ship`]).
+pub fn ship_files(host: &dyn Host, order: &mut StepOrder) -> Result<(), StepError> {
+    use vmctl_planner::{Phase, Resource};
+    match (&order.resource, order.phase) {
+        (Resource::Vm(vm), Phase::Create | Phase::Start) => {
+            order.places.kernel = host.ship(&vm.kernel)?;
+            order.places.initrd = match &vm.initrd {
+                Some(initrd) => host.ship(initrd)?,
+                None => None,
+            };
+        }
+        (Resource::Volume(volume), Phase::Create) => {
+            order.places.image = match &volume.from {
+                Some(from) => host.ship(from)?,
+                None => None,
+            };
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// What every step of a run shares.

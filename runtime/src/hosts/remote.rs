@@ -8,9 +8,10 @@
 //! - A run's cancel flag reaches the agent as [`Call::Cancel`], sent once by a watcher
 //!   while a step runs there.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::wire::{Answer, Call, WireError};
@@ -23,6 +24,10 @@ use crate::host::lock::LockError;
 /// from many threads at once.
 pub trait Link: Send + Sync {
     fn call(&self, call: &Call) -> Result<Answer, LinkError>;
+
+    /// Copies the file at `path` on this machine into the host's image cache (once per
+    /// content: a copy already there is not sent again); its path on the host.
+    fn ship(&self, path: &Path) -> Result<PathBuf, LinkError>;
 }
 
 /// Why a call got no answer.
@@ -38,6 +43,8 @@ pub enum LinkError {
 pub struct RemoteHost {
     name: String,
     link: Arc<dyn Link>,
+    /// What this run shipped: a file's path here → its copy's path there.
+    shipped: Mutex<HashMap<PathBuf, PathBuf>>,
 }
 
 /// How often a running step's watcher looks at the cancel flag.
@@ -48,6 +55,7 @@ impl RemoteHost {
         RemoteHost {
             name: name.to_owned(),
             link,
+            shipped: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,6 +206,20 @@ impl Host for RemoteHost {
             project: project.to_owned(),
         });
     }
+
+    fn ship(&self, path: &Path) -> Result<Option<PathBuf>, StepError> {
+        if let Some(there) = self.shipped.lock().ok().and_then(|s| s.get(path).cloned()) {
+            return Ok(Some(there));
+        }
+        let there = self.link.ship(path).map_err(|e| StepError::Ship {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let Ok(mut shipped) = self.shipped.lock() {
+            shipped.insert(path.to_owned(), there.clone());
+        }
+        Ok(Some(there))
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +240,12 @@ mod tests {
                 serde_json::from_str(&serde_json::to_string(call).map_err(gone)?).map_err(gone)?;
             let answer = self.0.answer(call);
             serde_json::from_str(&serde_json::to_string(&answer).map_err(gone)?).map_err(gone)
+        }
+
+        fn ship(&self, path: &Path) -> Result<PathBuf, LinkError> {
+            Err(LinkError::Gone {
+                reason: format!("the loopback ships nothing ({})", path.display()),
+            })
         }
     }
 

@@ -166,6 +166,10 @@ pub fn vms_dir(state_dir: &Path, project: &str) -> PathBuf {
 pub struct VmDevices {
     pub disks: Vec<PathBuf>,
     pub nics: Vec<(String, String)>,
+    /// Where this host has the VM's kernel and initrd when not at the paths the config
+    /// names (a remote host's image cache); the record keeps the config's paths.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
 }
 
 /// A VM found on the host.
@@ -329,8 +333,8 @@ pub fn observe_vm(
 
 /// The engine's spec for `vm` with `devices`, its files in `paths`.
 pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec, VmError> {
-    let mut spec = VmmSpec::new(&vm.kernel);
-    spec.initrd = vm.initrd.clone();
+    let mut spec = VmmSpec::new(devices.kernel.as_deref().unwrap_or(&vm.kernel));
+    spec.initrd = devices.initrd.clone().or_else(|| vm.initrd.clone());
     spec.cmdline = vm.cmdline.clone();
     spec.cpus = vm.cpus;
     spec.memory = Size(vm.memory);

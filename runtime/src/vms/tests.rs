@@ -107,11 +107,31 @@ fn a_stale_pid_file_is_not_a_running_vm() {
 }
 
 #[test]
+fn the_vmm_spec_boots_the_hosts_copy_of_the_kernel_when_there_is_one() {
+    let paths = VmPaths::new(Path::new("/s"), "lab", "web-1");
+    let named = vmm_spec(&vm("web-1"), &VmDevices::default(), &paths).unwrap();
+    let devices = VmDevices {
+        kernel: Some("/cache/sha256-k".into()),
+        initrd: Some("/cache/sha256-i".into()),
+        ..VmDevices::default()
+    };
+    let cached = vmm_spec(&vm("web-1"), &devices, &paths).unwrap();
+    let (named, cached) = (
+        serde_json::to_value(&named).unwrap(),
+        serde_json::to_value(&cached).unwrap(),
+    );
+    assert_ne!(named["kernel"], "/cache/sha256-k");
+    assert_eq!(cached["kernel"], "/cache/sha256-k");
+    assert_eq!(cached["initrd"], "/cache/sha256-i");
+}
+
+#[test]
 fn the_vmm_spec_carries_disks_and_nics() {
     let paths = VmPaths::new(Path::new("/s"), "lab", "web-1");
     let devices = VmDevices {
         disks: vec!["/p/root.raw".into()],
         nics: vec![("vmtap0".into(), "52:54:00:00:00:01".into())],
+        ..VmDevices::default()
     };
     let spec = vmm_spec(&vm("web-1"), &devices, &paths).unwrap();
     let json = serde_json::to_value(&spec).unwrap();
