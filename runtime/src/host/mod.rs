@@ -20,6 +20,7 @@ pub mod facts;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod files;
 pub mod image;
+pub mod image_cache;
 mod leftovers;
 pub mod lock;
 pub mod mark;
