@@ -10,6 +10,7 @@
 
 mod local;
 pub mod remote;
+pub mod stream;
 pub mod wire;
 
 use std::collections::BTreeMap;
