@@ -38,6 +38,11 @@ impl LocalHost {
         }
     }
 
+    /// The host's state dir.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     fn context<'a>(&'a self, project: &'a str, run: &RunSettings<'a>) -> HostContext<'a> {
         HostContext {
             state_dir: &self.state_dir,

@@ -61,6 +61,10 @@ pub enum Call {
     Tidy {
         project: String,
     },
+    /// Where the host's image cache has the file of this sha256 (hex), if it has it.
+    Image {
+        sha256: String,
+    },
 }
 
 /// A host's answer to one [`Call`].
@@ -79,6 +83,7 @@ pub enum Answer {
     Ran { note: Option<StepNote> },
     Cancelled,
     Tidied,
+    Image { path: Option<PathBuf> },
     Failed { error: WireError },
 }
 
@@ -260,6 +265,11 @@ impl Served {
                 self.host()?.tidy(&project);
                 Answer::Tidied
             }
+            Call::Image { sha256 } => {
+                let path = crate::host::image_cache::lookup(self.host()?.state_dir(), &sha256)
+                    .map_err(|e| WireError::of(&e))?;
+                Answer::Image { path }
+            }
         })
     }
 }
@@ -366,5 +376,21 @@ mod tests {
             Answer::Unlocked
         );
         assert_eq!(other.answer(lock), Answer::Locked);
+    }
+
+    #[test]
+    fn the_image_cache_is_asked_by_digest() {
+        use crate::host::image_cache;
+        let (state, served) = served();
+        let hex = image_cache::sha256_hex(b"kernel");
+        let ask = |sha256: &str| {
+            served.answer(Call::Image {
+                sha256: sha256.to_owned(),
+            })
+        };
+        assert_eq!(ask(&hex), Answer::Image { path: None });
+        let path = image_cache::receive(state.path(), &hex, &mut &b"kernel"[..]).unwrap();
+        assert_eq!(ask(&hex), Answer::Image { path: Some(path) });
+        assert!(matches!(ask("../etc"), Answer::Failed { .. }));
     }
 }
