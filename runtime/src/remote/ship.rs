@@ -74,9 +74,10 @@ pub enum ConnectError {
     /// `ssh` failed.
     #[error(transparent)]
     Ssh(#[from] SshError),
-    /// The agent did not answer the handshake (it could not start, or ended).
+    /// The agent did not answer the handshake (it could not start, or ended). An ssh
+    /// failure found on the way is [`ConnectError::Ssh`], never this.
     #[error(transparent)]
-    Handshake(#[from] CallError),
+    Handshake(CallError),
     /// The agent speaks another protocol version while being this build.
     #[error("host {host}: the agent speaks protocol {theirs}, this vmctl {ours}")]
     Protocol {
@@ -107,6 +108,15 @@ pub enum ConnectError {
         expected: String,
         found: String,
     },
+}
+
+impl From<CallError> for ConnectError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Ssh(e) => ConnectError::Ssh(e),
+            other => ConnectError::Handshake(other),
+        }
+    }
 }
 
 /// The agent's path on a host: `<state-dir>/bin/vmctl-<sha256>`.
