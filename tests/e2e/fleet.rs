@@ -15,9 +15,11 @@
 //! Dropping a [`Fleet`] kills every process in its namespaces (each `sshd` it started
 //! by its pid first, then whatever `ip netns pids` names: sessions, agents), deletes
 //! the namespaces (and with them the veths and the bridge) and the temp dir, also
-//! when the test fails. The machine's own network namespace is never touched. The one
-//! thing left on the machine is `/run/sshd`, sshd's privilege-separation directory
-//! (empty; the openssh-server package expects it), made when missing.
+//! when the test fails. The machine's own network namespace is never touched, nor its
+//! mounts (each sshd runs in the private mount namespace of its `ip netns exec`, where
+//! root's ~/.bashrc is hidden so that an ssh command costs what it costs on a plain
+//! host). The one thing left on the machine is `/run/sshd`, sshd's privilege-separation
+//! directory (empty; the openssh-server package expects it), made when missing.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -77,8 +79,15 @@ impl FleetHost {
         let pid_file = self.dir.join("sshd.pid");
         let _ = std::fs::remove_file(&pid_file);
         let log = File::create(self.dir.join("sshd.log")).expect("sshd log");
+        // In the mount namespace `ip netns exec` makes (a slave of the machine's: what
+        // is mounted in it stays in it), root's ~/.bashrc is hidden: bash sources it
+        // for every ssh command, and this machine's costs ~0.2 s per session (pyenv),
+        // which a plain host does not have. `exec` keeps sshd at the spawned pid.
+        let script = format!(
+            "if [ -f /root/.bashrc ]; then mount --bind /dev/null /root/.bashrc || exit 1; fi; exec {SSHD} -D -e -f \"$0\""
+        );
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.netns.name, SSHD, "-D", "-e", "-f"])
+            .args(["netns", "exec", &self.netns.name, "sh", "-c", &script])
             .arg(self.dir.join("sshd_config"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

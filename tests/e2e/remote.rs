@@ -156,6 +156,15 @@ fn vmctl_is_shipped_once_to_each_host_and_probes_it() {
                 );
                 agent.shutdown().expect("bye");
             }
+            // What a multiplexed round trip costs without the agent (`true`): the
+            // rest of a connect is the agent's start (hashing its own executable).
+            let started = Instant::now();
+            let (status, _) = session.run("true", Stdio::null()).expect("runs");
+            assert!(status.success());
+            eprintln!(
+                "{host}: multiplexed `ssh host true`: {:?}",
+                started.elapsed()
+            );
         }
     });
     let after: Vec<_> = hosts.iter().map(|h| modified(h)).collect();
