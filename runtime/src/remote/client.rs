@@ -1,6 +1,8 @@
 //! The near side of an agent session: the `ssh` process that runs `vmctl agent` on a
 //! host, its stdin and stdout as the protocol's channel, and the last lines of its
-//! stderr (ssh's and the agent's) to explain a failure.
+//! stderr (ssh's and the agent's) to explain a failure. Each answer is awaited at most
+//! the session's timeout; an agent that overstays it is given up (its `ssh` killed),
+//! since a late answer would be read as the next one.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::protocol::{read_message, write_message, HostFacts, Request, Response, WireError};
+use super::protocol::{read_line, write_message, HostFacts, Request, Response, WireError};
 use super::ssh::{classify, SshError, SSH_FAILED};
 
 /// How many lines of stderr a session keeps.
@@ -18,6 +20,10 @@ const STDERR_LINES: usize = 20;
 
 /// How long a session waits for its `ssh` to end once its input is closed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a request waits for its answer unless the session says otherwise
+/// ([`Agent::set_timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a request got no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,9 @@ pub enum CallError {
     /// The agent answered with [`Response::Error`].
     #[error("host {host}: the agent refused the request: {message}")]
     Refused { host: String, message: String },
+    /// No answer within the session's timeout; the session is given up.
+    #[error("host {host}: the agent did not answer within {} s", .after.as_secs_f64())]
+    Timeout { host: String, after: Duration },
     /// An answer of another kind than the request asks for.
     #[error("host {host}: the agent answered {found} to {request}")]
     Unexpected {
@@ -65,8 +74,9 @@ pub struct Agent {
     host: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    stdout: LineReader,
     stderr: StderrTail,
+    timeout: Option<Duration>,
 }
 
 impl Agent {
@@ -86,13 +96,19 @@ impl Agent {
             host,
             child,
             stdin: Some(stdin),
-            stdout: BufReader::new(stdout),
+            stdout: LineReader::spawn(stdout),
+            timeout: Some(DEFAULT_TIMEOUT),
         })
     }
 
     /// The host as errors name it.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// How long each request waits for its answer (`None`: as long as it takes).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
     }
 
     /// The pid of the local `ssh` that carries the session.
@@ -111,14 +127,32 @@ impl Agent {
             // The far side is gone (a broken pipe): say why, from how it ended.
             return Err(self.ended());
         }
-        match read_message::<_, Response>(&mut self.stdout) {
-            Ok(response) => Ok(response),
-            Err(WireError::Closed) | Err(WireError::Io(_)) => Err(self.ended()),
-            Err(source) => Err(CallError::Protocol {
-                host: self.host.clone(),
-                source,
-            }),
-        }
+        let line = match self.stdout.next(self.timeout) {
+            Next::Line(line) => line,
+            Next::End => return Err(self.ended()),
+            Next::Failed(source) => {
+                return Err(CallError::Protocol {
+                    host: self.host.clone(),
+                    source,
+                })
+            }
+            Next::Timeout => {
+                self.stdin = None;
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(CallError::Timeout {
+                    host: self.host.clone(),
+                    after: self.timeout.unwrap_or_default(),
+                });
+            }
+        };
+        serde_json::from_slice(&line).map_err(|e| CallError::Protocol {
+            host: self.host.clone(),
+            source: WireError::Malformed {
+                error: e.to_string(),
+                line: String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned(),
+            },
+        })
     }
 
     /// [`Request::Probe`]: the host's facts.
@@ -201,6 +235,58 @@ impl Drop for Agent {
         if self.wait(Duration::from_millis(500)).is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// The lines of the agent's stdout, read by a thread of their own so that a wait for
+/// one can end.
+#[derive(Debug)]
+struct LineReader {
+    lines: mpsc::Receiver<Result<Option<Vec<u8>>, WireError>>,
+}
+
+enum Next {
+    Line(Vec<u8>),
+    /// The stream ended or failed: the agent or its connection is gone.
+    End,
+    /// A line that breaks the protocol (too long).
+    Failed(WireError),
+    Timeout,
+}
+
+impl LineReader {
+    fn spawn(stdout: ChildStdout) -> LineReader {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let line = read_line(&mut reader);
+                let last = !matches!(line, Ok(Some(_)) | Err(WireError::TooLong));
+                if tx.send(line).is_err() || last {
+                    return;
+                }
+            }
+        });
+        LineReader { lines: rx }
+    }
+
+    fn next(&self, timeout: Option<Duration>) -> Next {
+        let line = match timeout {
+            Some(timeout) => match self.lines.recv_timeout(timeout) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => return Next::Timeout,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Next::End,
+            },
+            None => match self.lines.recv() {
+                Ok(line) => line,
+                Err(mpsc::RecvError) => return Next::End,
+            },
+        };
+        match line {
+            Ok(Some(line)) => Next::Line(line),
+            Ok(None) | Err(WireError::Io(_)) | Err(WireError::Closed) => Next::End,
+            Err(e) => Next::Failed(e),
         }
     }
 }
@@ -291,6 +377,23 @@ mod tests {
             matches!(err, CallError::Ssh(SshError::Unreachable { ref host, .. }) if host == "local-test"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn an_agent_that_does_not_answer_in_time_is_given_up() {
+        let mut agent = local("read line; sleep 10");
+        agent.set_timeout(Some(Duration::from_millis(200)));
+        let started = Instant::now();
+        let err = agent.call(&Request::Probe).expect_err("times out");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            matches!(&err, CallError::Timeout { host, .. } if host == "local-test"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("0.2 s"), "{err}");
+        // Given up: the next request fails at once instead of reading a late answer.
+        let err = agent.call(&Request::Probe).expect_err("gone");
+        assert!(matches!(err, CallError::Gone { .. }), "{err:?}");
     }
 
     #[test]
