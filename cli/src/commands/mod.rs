@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and the central dispatch. To add a command: a
 //! module with an `Args` struct and a `run` function, a variant here, an arm in `run`.
 
+pub mod agent;
 pub mod apply;
 pub mod completions;
 pub mod console;
@@ -37,6 +38,9 @@ pub enum Command {
     /// Runs one VM in this process (used by the runtime; hidden).
     #[command(hide = true)]
     Vmm(vmm::VmmArgs),
+    // Hidden; its help is `agent::Args`'s: the far side of a remote host.
+    #[command(hide = true)]
+    Agent(agent::Args),
 }
 
 /// Runs one command.
@@ -53,6 +57,7 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Console(args) => console::run(&args),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args),
+        Command::Agent(args) => agent::run(&args),
         Command::Vmm(args) => match vmm::run(args) {
             Ok(0) => Ok(()),
             Ok(code) => Err(CommandError::Silent { code }),
