@@ -2,6 +2,7 @@
 //! with every failure turned into a diagnostic (what, where, what to do).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use miette::{miette, MietteDiagnostic, Severity};
@@ -10,7 +11,8 @@ use vmctl_runtime::apply::StepError;
 use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
 use vmctl_runtime::host::lock::LockError;
 use vmctl_runtime::host::net::netns::{self, NetnsError};
-use vmctl_runtime::hosts::{ConnectError, Fleet, HeldLock};
+use vmctl_runtime::hosts::{ConnectError, ConnectOptions, Fleet, HeldLock};
+use vmctl_runtime::remote::ssh::SshOptions;
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -30,6 +32,11 @@ pub struct Reach {
     /// planned on it (e.g. while it is down). Repeatable.
     #[arg(long = "exclude-host", value_name = "HOST")]
     pub exclude_hosts: Vec<String>,
+
+    /// An ssh config file for every ssh vmctl runs to reach remote hosts (`ssh -F`):
+    /// their keys, known_hosts, ProxyJump. Without it, the user's own ssh config.
+    #[arg(long, value_name = "FILE", env = "VMCTL_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 /// Reaches every host of `config` for this run (the first host that cannot be reached
@@ -50,15 +57,49 @@ pub fn connect(config: &Config, reach: &Reach) -> Result<Fleet, CommandError> {
     let vmctl = std::env::current_exe().map_err(|e| {
         CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
     })?;
-    let fleet = Fleet::connect(config, &vmctl, &reach.exclude_hosts).map_err(|errors| match errors.into_iter().next() {
-        Some(e @ ConnectError::RemoteHost { .. }) => CommandError::Report(miette!(
-            code = "vmctl::host::remote",
-            help = "manage that host with a vmctl run on it, or use `vmctl plan --live FILE` to plan offline",
-            "{e}"
-        )),
-        None => CommandError::failed("reaching the hosts failed"),
-    })?;
-    Ok(fleet.with_parallelism(usize::from(reach.host_parallelism)))
+    let options = ConnectOptions {
+        vmctl,
+        excluded: reach.exclude_hosts.clone(),
+        ssh: SshOptions {
+            config: reach.ssh_config.clone(),
+            ..SshOptions::default()
+        },
+        parallelism: usize::from(reach.host_parallelism),
+    };
+    Fleet::connect(config, &options).map_err(connect_error)
+}
+
+/// One diagnostic per host that cannot be reached, naming it.
+fn connect_error(errors: Vec<ConnectError>) -> CommandError {
+    let count = errors.len();
+    let reports: Vec<miette::Report> = errors
+        .into_iter()
+        .map(|e| {
+            miette!(
+                code = "vmctl::host::unreachable",
+                help = reach_help(&e),
+                "{}",
+                chain(&e)
+            )
+        })
+        .collect();
+    let summary = match count {
+        1 => "one host cannot be reached: nothing was planned or changed; leave it out with `--exclude-host NAME` to go on without it".to_owned(),
+        n => format!("{n} hosts cannot be reached: nothing was planned or changed; leave them out with `--exclude-host NAME` to go on without them"),
+    };
+    CommandError::Reports { reports, summary }
+}
+
+/// What to do when a host cannot be reached over ssh.
+fn reach_help(error: &ConnectError) -> String {
+    let text = chain(error);
+    if text.contains("Host key verification failed") || text.contains("host key") {
+        "vmctl runs ssh with BatchMode and never accepts an unknown host key: add the host's key to known_hosts (`ssh HOST` once, or `ssh-keyscan`) or give an ssh config with `--ssh-config`".into()
+    } else if text.contains("Permission denied") {
+        "the host refused the key: authorize this user's key on the host (or the key named in the ssh config given with `--ssh-config`)".into()
+    } else {
+        "check that the host is up and `ssh HOST true` works from here with the same ssh config (`--ssh-config`, VMCTL_SSH_CONFIG); vmctl needs nothing on the host but sshd".into()
+    }
 }
 
 /// Observes every host of `config` (in parallel), and warns about each resource whose

@@ -31,6 +31,7 @@ fn config(vms: usize) -> Config {
             reserve_memory: 0.08,
             cpu_overcommit: 1.5,
             ssh: None,
+            sudo: false,
         });
         c.networks.push(Network {
             name: format!("net-{h}"),

@@ -20,6 +20,7 @@ pub fn host(name: &str) -> Host {
         reserve_memory: 0.08,
         cpu_overcommit: 1.5,
         ssh: None,
+        sudo: false,
     }
 }
 

@@ -10,9 +10,10 @@
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod apply;
 pub mod host;
-pub mod remote;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod hosts;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod remote;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod vmm;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

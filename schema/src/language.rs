@@ -95,6 +95,7 @@ pub static HOST: NodeKind = NodeKind {
     named: true,
     fields: &[
         f("ssh", Text),
+        f("sudo", Bool),
         f("state-dir", Path),
         f("netns", Text),
         f("cpus", Integer),

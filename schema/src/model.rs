@@ -44,6 +44,9 @@ pub struct Host {
     pub cpu_overcommit: f64,
     /// `user@host[:port]` for a remote host; `None` for this machine.
     pub ssh: Option<String>,
+    /// Run vmctl's agent on the remote host through `sudo -n` (a non-root ssh user).
+    #[serde(default)]
+    pub sudo: bool,
 }
 
 /// A Linux bridge with VLAN filtering on one host.

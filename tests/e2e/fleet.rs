@@ -74,7 +74,7 @@ pub(crate) struct FleetHost {
 impl FleetHost {
     /// Starts its sshd and waits until it listens (its pid file is written after
     /// the listening socket is bound).
-    fn start_sshd(&mut self) {
+    pub(crate) fn start_sshd(&mut self) {
         assert!(self.sshd.is_none(), "{}: sshd runs already", self.name);
         let pid_file = self.dir.join("sshd.pid");
         let _ = std::fs::remove_file(&pid_file);

@@ -7,6 +7,7 @@ mod console;
 mod cpuset;
 mod engine;
 mod fleet;
+mod fleet_apply;
 mod footprint;
 mod lab;
 mod netns;

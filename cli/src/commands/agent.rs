@@ -22,7 +22,42 @@ use crate::error::CommandError;
 #[command(
     after_help = "Exit codes: 0 the session ended (bye, or the end of stdin); 1 stdin or stdout failed."
 )]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub job: Option<Job>,
+}
+
+/// What an agent does besides serving the protocol (each run by vmctl over ssh).
+#[derive(Debug, clap::Subcommand)]
+pub enum Job {
+    /// Store stdin in the host's image cache as the file of sha256 HEX, refused unless
+    /// its bytes have that digest; print its path.
+    Receive {
+        /// The host's state dir (the cache is its `images/`).
+        #[arg(long, value_name = "DIR")]
+        state_dir: std::path::PathBuf,
+        /// The sha256 the bytes must have, 64 lower-case hex digits.
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+    },
+    /// A VM's serial console on this host, as `vmctl console` shows it.
+    Console {
+        /// The host's state dir.
+        #[arg(long, value_name = "DIR")]
+        state_dir: std::path::PathBuf,
+        /// The VM's project.
+        #[arg(long)]
+        project: String,
+        /// The VM, by name.
+        vm: String,
+        /// Print the last N lines of the console log and exit (with --follow: then follow).
+        #[arg(long, short = 'n', value_name = "N")]
+        lines: Option<u64>,
+        /// Follow the console log as it grows, until the VM's process ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -43,7 +78,37 @@ pub enum AgentCommandError {
     Io(#[source] AgentError),
 }
 
-pub fn run(_args: &Args) -> Result<(), CommandError> {
+pub fn run(args: &Args) -> Result<(), CommandError> {
+    match &args.job {
+        None => serve(),
+        Some(Job::Receive { state_dir, sha256 }) => {
+            let path = vmctl_runtime::host::image_cache::receive(
+                state_dir,
+                sha256,
+                &mut std::io::stdin().lock(),
+            )
+            .map_err(|e| {
+                CommandError::Report(miette::miette!(
+                    code = "vmctl::agent::receive",
+                    "{}",
+                    crate::runtime::chain(&e)
+                ))
+            })?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Some(Job::Console {
+            state_dir,
+            project,
+            vm,
+            lines,
+            follow,
+        }) => super::console::run_on_host(state_dir, project, vm, *lines, *follow),
+    }
+}
+
+/// Serves the protocol on stdin and stdout.
+fn serve() -> Result<(), CommandError> {
     if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         eprintln!(
             "vmctl agent: serving vmctl's agent protocol (JSON lines) on stdin; it is meant to be started by vmctl over ssh. Ctrl-D ends it."

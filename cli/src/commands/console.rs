@@ -1,7 +1,9 @@
 //! `vmctl console VM [PATH]`: a VM's serial console. Attached by default (the VMM's
 //! console socket, `vmctl_runtime::vmm::console`), or its console log with `--lines` /
 //! `--follow`. The VM's files are found from the config: the VM's host's state dir,
-//! `<state-dir>/<project>/vms/<name>/` (DESIGN.md, "Live state").
+//! `<state-dir>/<project>/vms/<name>/` (DESIGN.md, "Live state"). A VM on a remote host
+//! is shown by that host's agent (`vmctl agent console`, [`run_on_host`]) over the ssh
+//! vmctl reaches the host with, a terminal carried when attached at one.
 
 mod attach;
 mod log;
@@ -40,6 +42,9 @@ pub struct Args {
     /// process ends or Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// An ssh config file for reaching a remote VM's host (`ssh -F`).
+    #[arg(long, value_name = "FILE", env = "VMCTL_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 /// Why the console cannot be shown.
@@ -52,17 +57,6 @@ pub enum ConsoleError {
         vm: String,
         #[help]
         help: String,
-    },
-    /// The VM's host is reached over ssh.
-    #[error("VM `{vm}` runs on remote host `{host}` ({ssh}): vmctl console does not reach remote hosts yet")]
-    #[diagnostic(
-        code(vmctl::console::remote_host),
-        help("run `vmctl console` on that host, e.g. `ssh -t {ssh} vmctl console {vm}`")
-    )]
-    RemoteHost {
-        vm: String,
-        host: String,
-        ssh: String,
     },
     /// No VMM serves the VM's console socket.
     #[error("VM `{vm}` is not running (no console at {socket})")]
@@ -127,6 +121,56 @@ impl VmDir {
     }
 }
 
+/// The VM's host, when it is reached over ssh.
+fn remote_host_of(config: &vmctl_schema::Config, vm: &str) -> Option<String> {
+    let found = config.vms.iter().find(|v| v.name == vm)?;
+    let host = config.hosts.iter().find(|h| h.name == found.host)?;
+    host.ssh.as_ref().map(|_| host.name.clone())
+}
+
+/// Shows the console of a VM on a remote host: through that host's agent
+/// (`vmctl agent console`), over the ssh vmctl reaches the host with.
+fn run_remote(args: &Args, config: &vmctl_schema::Config, host: &str) -> Result<(), CommandError> {
+    use std::io::IsTerminal;
+    let reach = crate::runtime::Reach {
+        host_parallelism: 1,
+        exclude_hosts: config
+            .hosts
+            .iter()
+            .filter(|h| h.name != host)
+            .map(|h| h.name.clone())
+            .collect(),
+        ssh_config: args.ssh_config.clone(),
+    };
+    let fleet = crate::runtime::connect(config, &reach)?;
+    let view = vmctl_runtime::hosts::ConsoleView {
+        lines: args.lines,
+        follow: args.follow,
+    };
+    let attach = args.lines.is_none() && !args.follow;
+    let tty = attach && std::io::stdin().is_terminal();
+    let command = fleet
+        .get(host)
+        .and_then(|h| h.console_command(&config.project, &args.vm, &view, tty));
+    let Some(mut command) = command else {
+        return Err(CommandError::failed(format!(
+            "host {host:?} gives no console command"
+        )));
+    };
+    let status = command.status().map_err(|e| {
+        CommandError::failed(format!(
+            "cannot run ssh to show the console on {host:?}: {e}"
+        ))
+    })?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(CommandError::Silent {
+            code: u8::try_from(code).unwrap_or(1),
+        }),
+        None => Err(CommandError::Silent { code: 1 }),
+    }
+}
+
 /// Finds the VM's state dir on its (local) host.
 fn locate(config: &vmctl_schema::Config, vm: &str) -> Result<VmDir, ConsoleError> {
     let Some(found) = config.vms.iter().find(|v| v.name == vm) else {
@@ -141,13 +185,6 @@ fn locate(config: &vmctl_schema::Config, vm: &str) -> Result<VmDir, ConsoleError
     };
     // A valid config names a declared host; default to the default state dir otherwise.
     let host = config.hosts.iter().find(|h| h.name == found.host);
-    if let Some(ssh) = host.and_then(|h| h.ssh.clone()) {
-        return Err(ConsoleError::RemoteHost {
-            vm: vm.to_string(),
-            host: found.host.clone(),
-            ssh,
-        });
-    }
     let state_dir = host.map_or_else(|| PathBuf::from("/var/lib/vmctl"), |h| h.state_dir.clone());
     Ok(VmDir {
         name: found.name.clone(),
@@ -158,8 +195,46 @@ fn locate(config: &vmctl_schema::Config, vm: &str) -> Result<VmDir, ConsoleError
     })
 }
 
+/// The console of VM `vm` of `project` on this machine, its files under `state_dir`
+/// (what `vmctl agent console` runs on a remote host).
+pub fn run_on_host(
+    state_dir: &std::path::Path,
+    project: &str,
+    vm: &str,
+    lines: Option<u64>,
+    follow: bool,
+) -> Result<(), CommandError> {
+    if !vmctl_runtime::host::mark::is_safe_file_name(vm)
+        || !vmctl_runtime::host::mark::is_safe_file_name(project)
+    {
+        return Err(CommandError::failed(format!(
+            "{project:?}/{vm:?} cannot name a VM's state dir"
+        )));
+    }
+    let dir = VmDir {
+        name: vm.to_owned(),
+        dir: state_dir.join(project).join("vms").join(vm),
+    };
+    show(&dir, lines, follow)
+}
+
+fn show(vm: &VmDir, lines: Option<u64>, follow: bool) -> Result<(), CommandError> {
+    let code = if lines.is_some() || follow {
+        log::run(vm, lines, follow)?
+    } else {
+        attach::run(vm)?
+    };
+    match code {
+        0 => Ok(()),
+        code => Err(CommandError::Silent { code }),
+    }
+}
+
 pub fn run(args: &Args) -> Result<(), CommandError> {
     let loaded = vmctl_schema::load(&args.path)?;
+    if let Some(host) = remote_host_of(&loaded.config, &args.vm) {
+        return run_remote(args, &loaded.config, &host);
+    }
     let vm = locate(&loaded.config, &args.vm)?;
     let code = if args.lines.is_some() || args.follow {
         log::run(&vm, args.lines, args.follow)?
@@ -202,14 +277,13 @@ vm "db-1" host="far" { cpus 1; memory "64MiB"; kernel "/k"; }
     }
 
     #[test]
-    fn unknown_and_remote_vms_are_clear_errors() {
+    fn unknown_vms_are_clear_errors_and_remote_ones_go_to_their_host() {
         let e = locate(&config(), "web1").unwrap_err();
         assert!(
             matches!(&e, ConsoleError::UnknownVm { help, .. } if help.contains("did you mean `web-1`?")),
             "{e:?}"
         );
-        let e = locate(&config(), "db-1").unwrap_err();
-        assert!(matches!(e, ConsoleError::RemoteHost { .. }), "{e:?}");
-        assert!(e.to_string().contains("admin@far.example"), "{e}");
+        assert_eq!(remote_host_of(&config(), "db-1").as_deref(), Some("far"));
+        assert_eq!(remote_host_of(&config(), "web-1"), None);
     }
 }

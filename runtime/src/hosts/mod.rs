@@ -10,6 +10,7 @@
 
 mod local;
 pub mod remote;
+pub mod ssh;
 pub mod stream;
 pub mod wire;
 
@@ -25,7 +26,7 @@ use crate::host::facts::{FactsError, FactsRequest, HostFacts};
 use crate::host::lock::LockError;
 
 pub use local::LocalHost;
-pub use remote::{Link, LinkError, RemoteHost};
+pub use remote::{ConsoleView, Link, LinkError, RemoteHost};
 
 /// One host, wherever it is.
 pub trait Host: Send + Sync {
@@ -59,6 +60,47 @@ pub trait Host: Send + Sync {
     /// base image the config names): `None` when it reads `path` itself (this
     /// machine); a remote host gets a copy in its image cache, once per content.
     fn ship(&self, path: &Path) -> Result<Option<PathBuf>, StepError>;
+
+    /// The command that shows VM `vm`'s console there, when it is not this machine (the
+    /// caller shows a local VM's console itself); `tty` when a user's terminal is to be
+    /// carried.
+    fn console_command(
+        &self,
+        _project: &str,
+        _vm: &str,
+        _view: &ConsoleView,
+        _tty: bool,
+    ) -> Option<std::process::Command> {
+        None
+    }
+}
+
+/// Connects to each of `remote` (a host and its ssh target), `parallelism` at once;
+/// each host's result, in the order given.
+fn connect_remote<'h>(
+    remote: &[(&'h vmctl_schema::Host, &str)],
+    settings: &ssh::SshSettings,
+    parallelism: usize,
+) -> Vec<(&'h str, Result<ssh::Reached, ssh::SshHostError>)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..parallelism.min(remote.len()).max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((host, target)) = remote.get(i) else {
+                    break;
+                };
+                let result = ssh::connect(host, target, settings);
+                if let Ok(mut results) = results.lock() {
+                    results.push((i, host.name.as_str(), result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _, _)| *i);
+    results.into_iter().map(|(_, h, r)| (h, r)).collect()
 }
 
 /// Fills in where `host` has the files `order` needs that the config names by their
@@ -117,8 +159,41 @@ impl std::fmt::Debug for HeldLock {
 /// Errors of reaching a host.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("host {host:?} is reached over ssh ({ssh}), and remote hosts are not built yet: vmctl only manages this machine so far")]
-    RemoteHost { host: String, ssh: String },
+    #[error(transparent)]
+    Ssh(#[from] Box<ssh::SshHostError>),
+    #[error("cannot make a private directory for the run's ssh connections: {reason}")]
+    ControlDir { reason: String },
+}
+
+impl ConnectError {
+    /// The host it is about, when it is about one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            ConnectError::Ssh(e) => Some(e.host()),
+            ConnectError::ControlDir { .. } => None,
+        }
+    }
+}
+
+/// How to reach the hosts of a run.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The binary that runs VMs on this machine.
+    pub vmctl: PathBuf,
+    /// Hosts of the config to leave out (`--exclude-host`): never reached.
+    pub excluded: Vec<String>,
+    /// How `ssh` is run for remote hosts (`--ssh-config`).
+    pub ssh: crate::remote::ssh::SshOptions,
+    /// Hosts reached (and later observed and applied) at once; 0 means
+    /// [`HOST_PARALLELISM`].
+    pub parallelism: usize,
+}
+
+/// A file shipped to a host while reaching it (vmctl itself).
+#[derive(Debug, Clone)]
+pub struct ShippedTo {
+    pub host: String,
+    pub shipped: crate::remote::ship::Shipped,
 }
 
 /// A host for each host of a config, by name, for one run.
@@ -128,6 +203,10 @@ pub struct Fleet {
     parallelism: usize,
     /// Hosts of the config this run leaves out (`--exclude-host`): never reached.
     excluded: Vec<String>,
+    /// What reaching the hosts shipped.
+    shipped: Vec<ShippedTo>,
+    /// The run's ssh control sockets; removed when the fleet drops (after its hosts).
+    _control: Option<std::sync::Arc<crate::remote::ssh::ControlDir>>,
 }
 
 /// Hosts observed and applied at once unless the caller says otherwise
@@ -135,36 +214,76 @@ pub struct Fleet {
 pub const HOST_PARALLELISM: usize = 16;
 
 impl Fleet {
-    /// Reaches every host of `config` but the `excluded` ones; `vmctl` is the binary
-    /// that runs VMs on this machine. Every host that cannot be reached is an error,
-    /// all of them together.
-    pub fn connect(
-        config: &Config,
-        vmctl: &Path,
-        excluded: &[String],
-    ) -> Result<Fleet, Vec<ConnectError>> {
+    /// Reaches every host of `config` but the excluded ones: this machine in-process,
+    /// a host with `ssh` through its agent (shipped there when it lacks this build),
+    /// at most `options.parallelism` at once. Every host that cannot be reached is an
+    /// error, all of them together.
+    pub fn connect(config: &Config, options: &ConnectOptions) -> Result<Fleet, Vec<ConnectError>> {
+        let parallelism = match options.parallelism {
+            0 => HOST_PARALLELISM,
+            n => n,
+        };
+        let wanted: Vec<&vmctl_schema::Host> = config
+            .hosts
+            .iter()
+            .filter(|h| !options.excluded.contains(&h.name))
+            .collect();
         let mut hosts: BTreeMap<String, Box<dyn Host>> = BTreeMap::new();
+        let remote: Vec<(&vmctl_schema::Host, &str)> = wanted
+            .iter()
+            .filter_map(|h| h.ssh.as_deref().map(|ssh| (*h, ssh)))
+            .collect();
+        for host in wanted.iter().filter(|h| h.ssh.is_none()) {
+            hosts.insert(
+                host.name.clone(),
+                Box::new(LocalHost::new(host, &options.vmctl)),
+            );
+        }
         let mut errors = Vec::new();
-        for host in config.hosts.iter().filter(|h| !excluded.contains(&h.name)) {
-            match &host.ssh {
-                Some(ssh) => errors.push(ConnectError::RemoteHost {
-                    host: host.name.clone(),
-                    ssh: ssh.clone(),
-                }),
-                None => {
-                    hosts.insert(host.name.clone(), Box::new(LocalHost::new(host, vmctl)));
+        let mut shipped = Vec::new();
+        let mut control = None;
+        if !remote.is_empty() {
+            let dir = crate::remote::ssh::ControlDir::new().map_err(|e| {
+                vec![ConnectError::ControlDir {
+                    reason: e.to_string(),
+                }]
+            })?;
+            let settings = ssh::SshSettings {
+                options: options.ssh.clone(),
+                control: std::sync::Arc::clone(&dir),
+            };
+            control = Some(dir);
+            for (host, result) in connect_remote(&remote, &settings, parallelism) {
+                match result {
+                    Ok((reached, was_shipped)) => {
+                        if let Some(s) = was_shipped {
+                            shipped.push(ShippedTo {
+                                host: host.to_owned(),
+                                shipped: s,
+                            });
+                        }
+                        hosts.insert(host.to_owned(), Box::new(reached));
+                    }
+                    Err(e) => errors.push(ConnectError::Ssh(Box::new(e))),
                 }
             }
         }
         if errors.is_empty() {
             Ok(Fleet {
                 hosts,
-                parallelism: HOST_PARALLELISM,
-                excluded: excluded.to_vec(),
+                parallelism,
+                excluded: options.excluded.clone(),
+                shipped,
+                _control: control,
             })
         } else {
             Err(errors)
         }
+    }
+
+    /// What reaching the hosts shipped to them (vmctl itself, where a host lacked it).
+    pub fn shipped(&self) -> &[ShippedTo] {
+        &self.shipped
     }
 
     /// A fleet of the given hosts (tests, and callers that pick their own).
@@ -176,6 +295,8 @@ impl Fleet {
                 .collect(),
             parallelism: HOST_PARALLELISM,
             excluded: Vec::new(),
+            shipped: Vec::new(),
+            _control: None,
         }
     }
 
@@ -219,7 +340,7 @@ mod tests {
     #[test]
     fn a_host_without_ssh_is_this_machine() {
         let config = config("project \"lab\"\nhost \"local\"\n");
-        let fleet = Fleet::connect(&config, Path::new("/nonexistent/vmctl"), &[]).expect("fleet");
+        let fleet = Fleet::connect(&config, &ConnectOptions::default()).expect("fleet");
         let names: Vec<_> = fleet.iter().map(|h| h.name()).collect();
         assert_eq!(names, ["local"]);
         assert!(fleet.get("local").is_some());
@@ -227,19 +348,30 @@ mod tests {
     }
 
     #[test]
-    fn remote_hosts_are_refused_plainly_each_of_them() {
-        let config = config(
+    fn each_host_that_cannot_be_reached_is_its_own_error_and_excluded_ones_are_not_tried() {
+        // Targets ssh must never see (an option, a shell word), as a config that got
+        // past validation by other means would hold them: refused before any ssh.
+        let mut config = config(
             "project \"lab\"\nhost \"local\"\nhost \"far\" { ssh \"root@far\"; }\nhost \"farther\" { ssh \"root@farther\"; }\n",
         );
-        let Err(errors) = Fleet::connect(&config, Path::new("/nonexistent/vmctl"), &[]) else {
-            panic!("remote hosts were reached");
+        config.hosts[1].ssh = Some("-oProxyCommand=sh".into());
+        config.hosts[2].ssh = Some("root@far;ther".into());
+        let Err(errors) = Fleet::connect(&config, &ConnectOptions::default()) else {
+            panic!("bad targets were reached");
         };
-        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(texts.len(), 2, "{texts:?}");
-        assert!(texts[0].contains("\"far\""), "{texts:?}");
+        let hosts: Vec<_> = errors.iter().map(|e| e.host()).collect();
+        assert_eq!(hosts, [Some("far"), Some("farther")]);
         assert!(
-            texts[0].contains("remote hosts are not built yet"),
-            "{texts:?}"
+            errors[0].to_string().contains("not an ssh target"),
+            "{}",
+            errors[0]
         );
+        let options = ConnectOptions {
+            excluded: vec!["far".into(), "farther".into()],
+            ..ConnectOptions::default()
+        };
+        let fleet = Fleet::connect(&config, &options).expect("only the local host is reached");
+        assert!(fleet.excludes("far") && !fleet.excludes("local"));
+        assert!(fleet.get("far").is_none() && fleet.get("local").is_some());
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,17 @@ pub trait Link: Send + Sync {
     /// Copies the file at `path` on this machine into the host's image cache (once per
     /// content: a copy already there is not sent again); its path on the host.
     fn ship(&self, path: &Path) -> Result<PathBuf, LinkError>;
+
+    /// The command that shows VM `vm`'s console on the host (`vmctl agent console`),
+    /// its stdio the caller's; `tty` when a user's terminal is to be carried.
+    fn console(&self, project: &str, vm: &str, view: &ConsoleView, tty: bool) -> Option<Command>;
+}
+
+/// Which console of a VM: attached, or its log's last lines and/or followed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsoleView {
+    pub lines: Option<u64>,
+    pub follow: bool,
 }
 
 /// Why a call got no answer.
@@ -117,6 +129,16 @@ impl Drop for RemoteLock {
 }
 
 impl Host for RemoteHost {
+    fn console_command(
+        &self,
+        project: &str,
+        vm: &str,
+        view: &ConsoleView,
+        tty: bool,
+    ) -> Option<Command> {
+        self.link.console(project, vm, view, tty)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -246,6 +268,10 @@ mod tests {
             Err(LinkError::Gone {
                 reason: format!("the loopback ships nothing ({})", path.display()),
             })
+        }
+
+        fn console(&self, _: &str, _: &str, _: &ConsoleView, _: bool) -> Option<Command> {
+            None
         }
     }
 

@@ -48,13 +48,22 @@ pub struct StreamClient {
 
 impl StreamClient {
     /// Calls go to `writer`; answers come from `reader`, read on a thread of its own.
-    pub fn new(writer: Box<dyn Write + Send>, reader: Box<dyn BufRead + Send>) -> StreamClient {
+    pub fn new(writer: Box<dyn Write + Send>, mut reader: Box<dyn BufRead + Send>) -> StreamClient {
+        StreamClient::with_lines(writer, move || read_line(&mut *reader))
+    }
+
+    /// Calls go to `writer`; answers are the lines `next_line` yields (`Ok(None)` at the
+    /// end), taken on a thread of its own.
+    pub fn with_lines(
+        writer: Box<dyn Write + Send>,
+        next_line: impl FnMut() -> Result<Option<Vec<u8>>, String> + Send + 'static,
+    ) -> StreamClient {
         let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
         let ended = Arc::new(Mutex::new(None));
         let (w, e) = (Arc::clone(&waiting), Arc::clone(&ended));
         std::thread::Builder::new()
             .name("vmctl-answers".into())
-            .spawn(move || read_answers(reader, &w, &e))
+            .spawn(move || read_answers(next_line, &w, &e))
             .map(drop)
             .unwrap_or_else(|err| {
                 if let Ok(mut ended) = ended.lock() {
@@ -121,12 +130,12 @@ impl StreamClient {
 /// Hands each answer to the call waiting for its id, until the stream ends; then fails
 /// every call still waiting (their senders drop).
 fn read_answers(
-    mut reader: Box<dyn BufRead + Send>,
+    mut next_line: impl FnMut() -> Result<Option<Vec<u8>>, String>,
     waiting: &Waiting,
     ended: &Mutex<Option<String>>,
 ) {
     let reason = loop {
-        let line = match read_line(&mut *reader) {
+        let line = match next_line() {
             Ok(Some(line)) => line,
             Ok(None) => break "the agent closed the connection".to_owned(),
             Err(e) => break e,
@@ -181,7 +190,7 @@ fn is_slow(call: &Call) -> bool {
 /// not a call is answered as failed (with id 0 when it has none) and serving goes on.
 pub fn serve_calls(
     reader: &mut dyn BufRead,
-    writer: Box<dyn Write + Send>,
+    writer: impl Write + Send,
     served: &Served,
 ) -> Result<(), String> {
     let writer = Mutex::new(writer);

@@ -32,7 +32,7 @@ pub enum AgentError {
 
 /// Serves requests from `reader`, answering on `writer`, as the build `build` (the
 /// agent's own: [`Executable::current`]'s sha256).
-pub fn serve<R: BufRead, W: Write>(
+pub fn serve<R: BufRead, W: Write + Send>(
     mut reader: R,
     mut writer: W,
     build: &str,
@@ -75,6 +75,14 @@ pub fn serve<R: BufRead, W: Write>(
         if request == Request::Bye {
             return Ok(End::Bye);
         }
+        if request == Request::Calls {
+            // The agent's own binary runs the host's VMMs (`vmctl vmm`).
+            let vmctl = std::env::current_exe()?;
+            let served = crate::hosts::wire::Served::new(vmctl);
+            crate::hosts::stream::serve_calls(&mut reader, writer, &served)
+                .map_err(std::io::Error::other)?;
+            return Ok(End::Eof);
+        }
     }
 }
 
@@ -82,8 +90,7 @@ pub fn serve<R: BufRead, W: Write>(
 pub fn serve_stdio() -> Result<End, AgentError> {
     let build = &Executable::current()?.sha256;
     let stdin = std::io::stdin().lock();
-    let stdout = std::io::stdout().lock();
-    serve(stdin, stdout, build)
+    serve(stdin, std::io::stdout(), build)
 }
 
 fn answer(request: &Request, build: &str) -> Response {
@@ -95,6 +102,7 @@ fn answer(request: &Request, build: &str) -> Response {
         }),
         Request::Probe => Response::Probe(probe(build)),
         Request::Bye => Response::Bye,
+        Request::Calls => Response::Calls,
     }
 }
 

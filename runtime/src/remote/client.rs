@@ -163,6 +163,27 @@ impl Agent {
         }
     }
 
+    /// Turns the session into a carrier of host calls ([`Request::Calls`]): the calls
+    /// go on this session's stdin, their answers come from its stdout, many at once.
+    /// The returned `Agent` keeps the `ssh` process; drop it after the client to end
+    /// the session.
+    pub fn into_calls(mut self) -> Result<(crate::hosts::stream::StreamClient, Agent), CallError> {
+        match self.call(&Request::Calls)? {
+            Response::Calls => {}
+            other => return Err(self.unexpected("calls", other)),
+        }
+        let stdin = self.stdin.take().ok_or_else(|| self.ended())?;
+        let lines = std::mem::replace(&mut self.stdout, LineReader::closed());
+        let host = self.host.clone();
+        let next_line = move || match lines.lines.recv() {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(e)) => Err(format!("host {host}: {e}")),
+            Err(mpsc::RecvError) => Ok(None),
+        };
+        let client = crate::hosts::stream::StreamClient::with_lines(Box::new(stdin), next_line);
+        Ok((client, self))
+    }
+
     /// Ends the session: [`Request::Bye`], then the agent's exit. A session that is
     /// already gone is an error saying why.
     pub fn shutdown(mut self) -> Result<(), CallError> {
@@ -256,6 +277,12 @@ enum Next {
 }
 
 impl LineReader {
+    /// A reader that has ended (its lines taken elsewhere).
+    fn closed() -> LineReader {
+        let (_, rx) = mpsc::channel();
+        LineReader { lines: rx }
+    }
+
     fn spawn(stdout: ChildStdout) -> LineReader {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {

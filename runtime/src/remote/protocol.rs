@@ -31,6 +31,10 @@ pub enum Request {
     Probe,
     /// The end of the session: the agent answers [`Response::Bye`] and exits.
     Bye,
+    /// From the next line on, the session carries host calls (`hosts::wire::Call`)
+    /// paired with their answers by id (`hosts::stream`), many at once, until its input
+    /// ends. The agent answers [`Response::Calls`] first.
+    Calls,
 }
 
 /// What the agent answers.
@@ -43,6 +47,8 @@ pub enum Response {
     Probe(HostFacts),
     /// The answer to [`Request::Bye`]; the agent exits after writing it.
     Bye,
+    /// The answer to [`Request::Calls`]: host calls from the next line on.
+    Calls,
     /// The request could not be read or not be answered.
     Error(ErrorReply),
 }

@@ -287,7 +287,7 @@ trap - EXIT"#,
 
 /// `sh -c SCRIPT` as one command line for the remote user's shell, through
 /// `sudo -n` when asked.
-fn remote_shell(sudo: bool, script: &str) -> String {
+pub fn remote_shell(sudo: bool, script: &str) -> String {
     let sh = format!("sh -c {}", shell_quote(script));
     if sudo {
         format!("sudo -n {sh}")

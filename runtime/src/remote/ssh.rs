@@ -232,6 +232,21 @@ impl SshSession {
 
     /// The options every `ssh` of this session gets, up to (not including) the target.
     pub fn base_args(&self) -> Vec<String> {
+        self.args(false)
+    }
+
+    /// `ssh -t OPTIONS TARGET REMOTE`: like [`SshSession::command`] with a terminal on
+    /// the far side, for a user at a terminal here (a console).
+    pub fn interactive_command(&self, remote: &str) -> Command {
+        let mut command = Command::new(&self.options.program);
+        command
+            .args(self.args(true))
+            .args(self.target.ssh_args())
+            .arg(remote);
+        command
+    }
+
+    fn args(&self, tty: bool) -> Vec<String> {
         let o = &self.options;
         let mut args = Vec::new();
         if let Some(config) = &o.config {
@@ -249,8 +264,13 @@ impl SshSession {
         ] {
             args.extend(["-o".to_owned(), option]);
         }
-        // No terminal, no escape character: the session carries bytes as they are.
-        args.extend(["-T".to_owned(), "-e".to_owned(), "none".to_owned()]);
+        // No escape character: the session carries bytes as they are (Ctrl-] and ~
+        // included); no terminal unless a user's is to be carried.
+        args.extend([
+            if tty { "-t" } else { "-T" }.to_owned(),
+            "-e".to_owned(),
+            "none".to_owned(),
+        ]);
         args
     }
 

@@ -135,6 +135,7 @@ pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
         ssh_error,
         "write `user@host` or `user@host:port`",
     );
+    let sudo = r.boolean("sudo").is_some_and(|(b, _)| b);
     let state_dir =
         path(&mut r, "state-dir", &base).unwrap_or_else(|| PathBuf::from("/var/lib/vmctl"));
     let netns = checked_text(
@@ -182,6 +183,7 @@ pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
         reserve_memory,
         cpu_overcommit,
         ssh,
+        sudo,
     };
     (host, finish(r, file))
 }
