@@ -31,10 +31,12 @@ fn config(vms: usize) -> Config {
             reserve_memory: 0.08,
             cpu_overcommit: 1.5,
             ssh: None,
+            underlay: None,
         });
         c.networks.push(Network {
             name: format!("net-{h}"),
             host: host(h),
+            hosts: Vec::new(),
             bridge: format!("br{h}"),
             uplink: None,
         });
@@ -49,7 +51,9 @@ fn config(vms: usize) -> Config {
                 name: format!("vlan-{h}-{v}"),
                 network: format!("net-{h}"),
                 id: 100 + v as u16,
+                vni: None,
                 gateway: None,
+                gateway_host: None,
             });
         }
     }
