@@ -131,7 +131,7 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
                 network: v.network.clone(),
                 id: v.id,
                 gateway: v.gateway.clone(),
-                vxlan: None,
+                vxlan: crate::host::net::vxlan::tunnel_of(seen, &v.network, v.id),
             })
             .collect(),
         vms: facts.vms.iter().map(ObservedVm::to_live).collect(),
