@@ -32,10 +32,12 @@ fn config(vms: usize) -> Config {
             cpu_overcommit: 1.5,
             ssh: None,
             sudo: false,
+            underlay: None,
         });
         c.networks.push(Network {
             name: format!("net-{h}"),
             host: host(h),
+            hosts: Vec::new(),
             bridge: format!("br{h}"),
             uplink: None,
         });
@@ -50,7 +52,9 @@ fn config(vms: usize) -> Config {
                 name: format!("vlan-{h}-{v}"),
                 network: format!("net-{h}"),
                 id: 100 + v as u16,
+                vni: None,
                 gateway: None,
+                gateway_host: None,
             });
         }
     }

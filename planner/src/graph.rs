@@ -9,8 +9,9 @@
 //!   volume must go `delete vm → delete volume → create volume → create vm`, which no
 //!   single node per resource can express without a cycle or needless serialization.
 //! - "Bringing up" steps (create, update, start) follow the bringing-up steps of what
-//!   their resource needs (by `after`): a VM after its volumes, VLANs and `depends-on`
-//!   VMs, a volume after its pool, a VLAN after its network.
+//!   their resource needs (by `after`) on the same host: a VM after its volumes, VLANs
+//!   and `depends-on` VMs (on any host), a volume after its pool, a VLAN after its
+//!   network.
 //! - "Taking down" steps (delete, stop) run in reverse (by `before`): a VM's delete comes
 //!   before the delete of its volumes and VLANs, a volume's before its pool's.
 //!
@@ -159,6 +160,11 @@ impl ApplyGraph {
             let Some(resource) = resource else { continue };
             resource.each_need(|kind, name| {
                 for &other in by_id.get(&(kind, name)).into_iter().flatten() {
+                    // What a resource needs is on its own host (a VLAN that spans hosts
+                    // is a change on each), but for the VMs it `depends-on`.
+                    if kind != ResourceKind::Vm && graph[other].host != step.host {
+                        continue;
+                    }
                     if graph[other].phase.is_teardown() != teardown {
                         // A resource going away (or restarting) lets go of what it
                         // used before that is (re)created: a restarted VM's old

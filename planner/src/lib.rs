@@ -14,6 +14,7 @@ pub mod plan;
 pub mod record;
 pub mod render;
 pub mod saved;
+pub mod spanning;
 pub mod target;
 
 use std::collections::HashSet;
@@ -26,7 +27,7 @@ pub use action::{Action, Effect, Reason, ResourceId, ResourceKind};
 pub use diff::DiffError;
 pub use graph::{happens_before, ApplyGraph, GraphError, Phase, Step};
 pub use live::{LiveFile, LiveState, VmStatus};
-pub use plan::{AttrChange, Change, Plan, Resource, Summary};
+pub use plan::{AttrChange, Change, HostVlan, Plan, Resource, Summary, Tunnel};
 pub use saved::{Fingerprint, SavedPlan, SavedPlanError};
 pub use target::TargetError;
 

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, VmState, Volume};
 
 use crate::action::{ResourceId, ResourceKind};
+use crate::plan::{HostVlan, Tunnel};
 use crate::record::{self, NewerFormat, VmSpec};
+use crate::spanning::{self, Underlays};
 
 /// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
 /// 2 added a host's `netns`. Files of format 1 read as hosts without one.
@@ -83,11 +85,12 @@ impl LiveFile {
             .iter()
             .map(|p| (p.name.as_str(), p.host.as_str()))
             .collect();
-        let network_host: BTreeMap<&str, &str> = config
+        let networks: BTreeMap<&str, &Network> = config
             .networks
             .iter()
-            .map(|n| (n.name.as_str(), n.host.as_str()))
+            .map(|n| (n.name.as_str(), n))
             .collect();
+        let underlays = Underlays::of(config);
         for pool in &config.pools {
             let state = hosts.entry(pool.host.clone()).or_default();
             state.pools.push(LivePool {
@@ -113,26 +116,32 @@ impl LiveFile {
             });
         }
         for network in &config.networks {
-            let state = hosts.entry(network.host.clone()).or_default();
-            state.networks.push(LiveNetwork {
-                name: network.name.clone(),
-                project: project.clone(),
-                bridge: network.bridge.clone(),
-                uplink: network.uplink.clone(),
-            });
+            for host in network.on_hosts() {
+                let state = hosts.entry(host.clone()).or_default();
+                state.networks.push(LiveNetwork {
+                    name: network.name.clone(),
+                    project: project.clone(),
+                    bridge: network.bridge.clone(),
+                    uplink: network.uplink.clone(),
+                });
+            }
         }
         for vlan in &config.vlans {
-            let Some(host) = network_host.get(vlan.network.as_str()) else {
+            let Some(network) = networks.get(vlan.network.as_str()) else {
                 continue;
             };
-            let state = hosts.entry((*host).to_owned()).or_default();
-            state.vlans.push(LiveVlan {
-                name: vlan.name.clone(),
-                project: project.clone(),
-                network: vlan.network.clone(),
-                id: vlan.id,
-                gateway: vlan.gateway.clone(),
-            });
+            for host in network.on_hosts() {
+                let on_host = spanning::vlan_on(network, vlan, host, &underlays);
+                let state = hosts.entry(host.clone()).or_default();
+                state.vlans.push(LiveVlan {
+                    name: vlan.name.clone(),
+                    project: project.clone(),
+                    network: vlan.network.clone(),
+                    id: vlan.id,
+                    gateway: on_host.vlan.gateway,
+                    vxlan: on_host.vxlan,
+                });
+            }
         }
         for host in &config.hosts {
             let (Some(name), Some(state)) = (&host.netns, hosts.get_mut(&host.name)) else {
@@ -430,13 +439,15 @@ impl LiveNetwork {
         Network {
             name: self.name.clone(),
             host: host.to_owned(),
+            hosts: Vec::new(),
             bridge: self.bridge.clone(),
             uplink: self.uplink.clone(),
         }
     }
 }
 
-/// A VLAN read back from a bridge's VLAN table.
+/// A VLAN read back from a bridge's VLAN table (or its own bridge), with its VXLAN
+/// tunnel when it has one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct LiveVlan {
@@ -445,16 +456,26 @@ pub struct LiveVlan {
     pub network: String,
     pub id: u16,
     pub gateway: Option<String>,
+    /// Its VXLAN link, when it has one that is a port of the VLAN and up: the VNI, its
+    /// local address, and the peers of its forwarding entries. Absent in files written
+    /// before networks could span hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<Tunnel>,
 }
 
 impl LiveVlan {
-    /// The VLAN as the config model says it.
-    pub fn to_model(&self) -> Vlan {
-        Vlan {
-            name: self.name.clone(),
-            network: self.network.clone(),
-            id: self.id,
-            gateway: self.gateway.clone(),
+    /// The VLAN as it is on its host, in the shape the diff compares.
+    pub fn to_model(&self) -> HostVlan {
+        HostVlan {
+            vlan: Vlan {
+                name: self.name.clone(),
+                network: self.network.clone(),
+                id: self.id,
+                vni: None,
+                gateway: self.gateway.clone(),
+                gateway_host: None,
+            },
+            vxlan: self.vxlan.clone(),
         }
     }
 }

@@ -15,6 +15,8 @@
 //! `attributes` lists the attributes that differ, each with its [`Effect`]. A `start` or
 //! `stop` also rewrites the VM's spec with the in-place attributes listed.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 use vmctl_schema::{Network, Pool, Vlan, Vm, Volume};
 
@@ -30,7 +32,7 @@ pub enum Resource {
     Pool(Pool),
     Network(Network),
     Volume(Volume),
-    Vlan(Vlan),
+    Vlan(HostVlan),
     Vm(Vm),
 }
 
@@ -97,6 +99,48 @@ impl Resource {
             }
         }
     }
+}
+
+/// A VLAN as it is on one host: the config's VLAN, with its `gateway` only on the host
+/// that holds it and without `gateway-host` and `vni` (the host sees neither), and —
+/// when its network spans hosts — the VXLAN tunnel that joins it to the other hosts.
+/// In JSON the VLAN's fields and `vxlan` side by side (`vxlan` absent when there is
+/// none). It reads as the VLAN it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostVlan {
+    #[serde(flatten)]
+    pub vlan: Vlan,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<Tunnel>,
+}
+
+impl std::ops::Deref for HostVlan {
+    type Target = Vlan;
+
+    fn deref(&self) -> &Vlan {
+        &self.vlan
+    }
+}
+
+impl From<Vlan> for HostVlan {
+    /// A VLAN without a tunnel (of a network on one host).
+    fn from(vlan: Vlan) -> HostVlan {
+        HostVlan { vlan, vxlan: None }
+    }
+}
+
+/// The VXLAN tunnel of one VLAN on one host: a VXLAN link `vx<vni>` with `local` as its
+/// source address, UDP port 4789, and one forwarding entry (`00:00:00:00:00:00 dst
+/// <peer>`) per other host of the network. Every field changes in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Tunnel {
+    /// The VXLAN network identifier, the same on every host of the VLAN.
+    pub vni: u32,
+    /// This host's underlay address.
+    pub local: IpAddr,
+    /// The other hosts' underlay addresses, sorted, each once.
+    pub peers: Vec<IpAddr>,
 }
 
 /// A host's named network namespace (`/run/netns/<name>`), planned so that it exists

@@ -21,6 +21,7 @@ pub fn host(name: &str) -> Host {
         cpu_overcommit: 1.5,
         ssh: None,
         sudo: false,
+        underlay: None,
     }
 }
 
@@ -69,22 +70,13 @@ pub fn quickstart() -> Config {
         networks: vec![Network {
             name: "lan".into(),
             host: "local".into(),
+            hosts: Vec::new(),
             bridge: "vmbr-lab".into(),
             uplink: None,
         }],
         vlans: vec![
-            Vlan {
-                name: "front".into(),
-                network: "lan".into(),
-                id: 100,
-                gateway: Some("10.100.0.1/24".into()),
-            },
-            Vlan {
-                name: "back".into(),
-                network: "lan".into(),
-                id: 200,
-                gateway: None,
-            },
+            vlan("front", 100, Some("10.100.0.1/24")),
+            vlan("back", 200, None),
         ],
         pools: vec![Pool {
             name: "fast".into(),
@@ -99,6 +91,47 @@ pub fn quickstart() -> Config {
         ],
         vms: vec![web1, web2, vm("db-1", "back", "52:54:00:00:00:03")],
     }
+}
+
+pub fn vlan(name: &str, id: u16, gateway: Option<&str>) -> Vlan {
+    Vlan {
+        name: name.into(),
+        network: "lan".into(),
+        id,
+        vni: None,
+        gateway: gateway.map(Into::into),
+        gateway_host: None,
+    }
+}
+
+/// Three hosts `kvm-01`..`kvm-03` (underlay `192.0.2.11`..`13`) and network `lan`
+/// spanning them with VLANs `front` (gateway on `kvm-01`) and `back`; `web-1` on
+/// `kvm-01` and `web-2` on `kvm-02` on `front`, `db-1` on `kvm-03` on `back`.
+pub fn fleet() -> Config {
+    let hosts = ["kvm-01", "kvm-02", "kvm-03"];
+    let mut config = quickstart();
+    config.hosts = hosts
+        .iter()
+        .zip(11..)
+        .map(|(name, last)| Host {
+            underlay: Some(std::net::Ipv4Addr::new(192, 0, 2, last).into()),
+            ..host(name)
+        })
+        .collect();
+    config.networks[0].host = String::new();
+    config.networks[0].hosts = hosts.iter().map(|h| h.to_string()).collect();
+    for vlan in &mut config.vlans {
+        vlan.vni = Some(vmctl_schema::derive::vni("lab", "lan", vlan.id));
+    }
+    config.vlans[0].gateway_host = Some("kvm-01".into());
+    config.pools.clear();
+    config.volumes.clear();
+    for (vm, host) in config.vms.iter_mut().zip(hosts) {
+        vm.host = host.into();
+        vm.disks.clear();
+        vm.depends_on.clear();
+    }
+    config
 }
 
 /// Plans with default options.

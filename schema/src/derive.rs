@@ -1,4 +1,5 @@
-//! Stable derived names and addresses: bridge names (≤ 15 bytes) and NIC MACs. (Tap
+//! Stable derived names and addresses: bridge names (≤ 15 bytes), NIC MACs, and the VNI
+//! and VXLAN link name of a VLAN whose network spans hosts. (Tap
 //! names are the runtime's: `vmctl_runtime::host::mark::tap_ifname`, and so is the MAC
 //! the VMM derives from a tap name; both hash with [`fnv1a_64`] / [`fnv1a_32`] here.)
 //!
@@ -68,6 +69,26 @@ fn suffixed_ifname(bridge: &str, suffix: &str) -> String {
         end -= 1;
     }
     format!("{}{suffix}", &bridge[..end])
+}
+
+/// The largest VXLAN network identifier: VNIs are 24 bits.
+pub const MAX_VNI: u32 = 0xff_ffff;
+
+/// The VNI of VLAN `id` of `network` (a network that spans hosts) when its `vlan` node
+/// gives none: `1 + fnv1a_64("<project>/vxlan/<network>/<id>/") mod 16777215`, so 1 to
+/// 16777215, the same on every host and in every run, different per project.
+pub fn vni(project: &str, network: &str, id: u16) -> u32 {
+    let id = id.to_string();
+    let hash = fnv1a(&[project, "vxlan", network, &id]);
+    // The remainder is below MAX_VNI, so the conversion cannot fail.
+    1 + u32::try_from(hash % u64::from(MAX_VNI)).unwrap_or(0)
+}
+
+/// The VXLAN link of the VLAN with VNI `vni` on each of its hosts: `vx<vni>` in
+/// decimal, at most 10 bytes. A host has one VXLAN per VNI (the kernel refuses two with
+/// one VNI, local address and port), so the name is unique on it.
+pub fn vxlan_name(vni: u32) -> String {
+    format!("vx{vni}")
 }
 
 /// The MAC of a VM's NIC that does not name one: QEMU/KVM's locally administered
@@ -147,6 +168,28 @@ mod tests {
         for id in [1, 10, 100, 4094] {
             assert!(vlan_bridge_name("a-fifteen-bytes", id).len() <= IFNAME_MAX);
         }
+    }
+
+    /// VNIs are on every host of a network and in other systems' configs: they never
+    /// change.
+    #[test]
+    fn vnis_are_pinned_in_range_and_distinct() {
+        for (project, network, id, pinned) in [
+            ("lab", "lan", 100, 222_400),
+            ("lab", "lan", 200, 12_262_546),
+        ] {
+            assert_eq!(
+                vni(project, network, id),
+                pinned,
+                "{project} {network} {id}"
+            );
+        }
+        let h = fnv1a(&["lab", "vxlan", "lan", "100"]);
+        assert_eq!(u64::from(vni("lab", "lan", 100)), 1 + h % 0xff_ffff);
+        assert_ne!(vni("lab", "lan", 100), vni("lab", "lan", 200));
+        assert_ne!(vni("lab", "lan", 100), vni("prod", "lan", 100));
+        assert_eq!(vxlan_name(MAX_VNI), "vx16777215");
+        assert!(vxlan_name(MAX_VNI).len() <= IFNAME_MAX);
     }
 
     #[test]

@@ -413,19 +413,130 @@ pub enum SchemaError {
     },
 
     /// A VM that uses a volume or VLAN of another host.
-    #[error("VM `{vm}` is on host `{vm_host}` but its {kind} `{name}` is on host `{other_host}`")]
+    #[error("VM `{vm}` is on host `{vm_host}` but its {kind} `{name}` is on {other_host}")]
     #[diagnostic(
         code(vmctl::schema::other_host),
-        help("a VM can only use volumes and VLANs of its own host")
+        help("a VM can only use volumes and VLANs of its own host (a VLAN of a network with `hosts`: of any of those hosts)")
     )]
     OtherHost {
         vm: String,
         vm_host: String,
         kind: &'static str,
         name: String,
+        /// Where it is: "host `a`", or "hosts `a`, `b`".
         other_host: String,
-        #[label("on host `{other_host}`")]
+        #[label("on {other_host}")]
         span: SourceSpan,
+    },
+
+    /// Two settings of one node of which only one may be given (`host` and `hosts`).
+    #[error("`{node}` takes `{first}` or `{second}`, not both")]
+    #[diagnostic(code(vmctl::schema::conflicting_settings))]
+    ConflictingSettings {
+        node: &'static str,
+        first: &'static str,
+        second: &'static str,
+        #[label("`{second}` here")]
+        span: SourceSpan,
+        #[label("`{first}` here")]
+        other: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// One host named twice in a network's `hosts`.
+    #[error("host `{host}` is listed twice in `hosts` of network `{network}`")]
+    #[diagnostic(
+        code(vmctl::schema::duplicate_host),
+        help("name each host of the network once")
+    )]
+    DuplicateHost {
+        host: String,
+        network: String,
+        #[label("listed again here")]
+        span: SourceSpan,
+        #[label("first listed here")]
+        first: SourceSpan,
+    },
+
+    /// A host of a network that spans hosts without an address for the tunnels.
+    #[error("network `{network}` spans hosts but host `{host}` has no underlay address")]
+    #[diagnostic(code(vmctl::schema::missing_underlay))]
+    MissingUnderlay {
+        network: String,
+        host: String,
+        #[label("no underlay address")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// Two hosts of one spanning network with one underlay address.
+    #[error(
+        "hosts `{host}` and `{other}` of network `{network}` have one underlay address {address}"
+    )]
+    #[diagnostic(
+        code(vmctl::schema::duplicate_underlay),
+        help("each host of a network that spans hosts needs an underlay address of its own (`underlay` in its `host` node)")
+    )]
+    DuplicateUnderlay {
+        network: String,
+        host: String,
+        other: String,
+        address: String,
+        #[label("`{host}` is at {address}")]
+        span: SourceSpan,
+        #[label("so is `{other}`")]
+        first: SourceSpan,
+    },
+
+    /// Underlay addresses of one spanning network in both IPv4 and IPv6.
+    #[error("network `{network}` spans hosts with IPv4 and IPv6 underlay addresses (`{host}` {address}, `{other}` {other_address})")]
+    #[diagnostic(
+        code(vmctl::schema::mixed_underlay),
+        help("a VXLAN tunnel runs over one address family: give every host of the network an IPv4 `underlay`, or every one an IPv6 one")
+    )]
+    MixedUnderlay {
+        network: String,
+        host: String,
+        address: String,
+        other: String,
+        other_address: String,
+        #[label("{address}")]
+        span: SourceSpan,
+        #[label("{other_address}")]
+        first: SourceSpan,
+    },
+
+    /// Two VLANs of networks that span hosts with one VNI on a host both are on.
+    #[error("VLAN `{vlan}` of network `{network}` and VLAN `{other_vlan}` of network `{other_network}` have one VNI {vni} on host `{host}`")]
+    #[diagnostic(code(vmctl::schema::vni_collision))]
+    VniCollision {
+        vlan: String,
+        network: String,
+        other_vlan: String,
+        other_network: String,
+        vni: u32,
+        host: String,
+        #[label("VNI {vni}")]
+        span: SourceSpan,
+        #[label("also VNI {vni}")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// A VLAN `gateway` whose host is not clear: on a network that spans hosts it needs
+    /// `gateway-host`, which must be one of the network's hosts and comes with a gateway.
+    #[error("{problem}")]
+    #[diagnostic(code(vmctl::schema::gateway_host))]
+    GatewayHost {
+        problem: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: &'static str,
+        #[help]
+        help: String,
     },
 
     /// More VM memory or vCPUs on a host than it can give.

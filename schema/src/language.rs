@@ -102,6 +102,7 @@ pub static HOST: NodeKind = NodeKind {
         f("memory", Size),
         f("reserve-memory", Percent),
         f("cpu-overcommit", Number),
+        f("underlay", Text),
     ],
 };
 
@@ -109,7 +110,8 @@ pub static NETWORK: NodeKind = NodeKind {
     name: "network",
     named: true,
     fields: &[
-        required("host", Reference),
+        f("host", Reference),
+        repeated("hosts", Reference),
         f("bridge", Text),
         f("uplink", Text),
     ],
@@ -121,7 +123,9 @@ pub static VLAN: NodeKind = NodeKind {
     fields: &[
         required("network", Reference),
         required("id", Integer),
+        f("vni", Integer),
         f("gateway", Text),
+        f("gateway-host", Reference),
     ],
 };
 

@@ -5,6 +5,7 @@
 //! absolute. Spans for diagnostics live beside it (see `Loaded`), not in it, so the
 //! model stays plain data that serializes the same whatever file it came from.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
@@ -47,18 +48,44 @@ pub struct Host {
     /// Run vmctl's agent on the remote host through `sudo -n` (a non-root ssh user).
     #[serde(default)]
     pub sudo: bool,
+    /// The address other hosts reach this one at for the VXLAN tunnels of networks that
+    /// span hosts: `underlay` as given, else the address in `ssh` when that is an IP
+    /// literal, else `None`.
+    pub underlay: Option<IpAddr>,
 }
 
-/// A Linux bridge with VLAN filtering on one host.
+/// A Linux bridge with VLAN filtering on one host, or on each of several hosts with its
+/// VLANs joined across them by VXLAN. Exactly one of `host` and `hosts` is given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Network {
     pub name: String,
+    /// The host of a network on one host (`host="…"`); empty when `hosts` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
+    /// The hosts of a network given as `hosts …`, in order; empty when `host` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// The bridge interface name (given, or derived stably; at most 15 bytes).
     pub bridge: String,
     /// An optional trunk port enslaved to the bridge.
     pub uplink: Option<String>,
+}
+
+impl Network {
+    /// Every host the network is on: `hosts`, or else its one `host`.
+    pub fn on_hosts(&self) -> &[String] {
+        if self.hosts.is_empty() {
+            std::slice::from_ref(&self.host)
+        } else {
+            &self.hosts
+        }
+    }
+
+    /// Whether the network is on two or more hosts, its VLANs joined by VXLAN.
+    pub fn spans_hosts(&self) -> bool {
+        self.hosts.len() > 1
+    }
 }
 
 /// A VLAN on a network's bridge.
@@ -69,8 +96,15 @@ pub struct Vlan {
     pub network: String,
     /// 1..=4094, unique per network.
     pub id: u16,
+    /// The VXLAN network identifier joining this VLAN across the hosts of a network
+    /// that spans hosts (given, or derived: `derive::vni`); `None` on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
     /// Optional host address on this VLAN, in CIDR form (`10.100.0.1/24`).
     pub gateway: Option<String>,
+    /// The host that holds the gateway address, when the network spans hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_host: Option<String>,
 }
 
 /// The kinds of storage pool.

@@ -7,7 +7,7 @@
 //! | `pool`    |                               |                                        | `type`, `path`     |
 //! | `network` | `uplink`                      |                                        | `bridge`           |
 //! | `volume`  | `size` (grow), `prevent-destroy` |                                     | `pool`, `from`; `size` shrink is an error unless `--replace` |
-//! | `vlan`    | `gateway`                     |                                        | `network`, `id`    |
+//! | `vlan`    | `gateway`, `vxlan` (its tunnel: VNI, local and peer addresses) |        | `network`, `id`    |
 //! | `vm`      | `cpuset`, `depends-on`        | `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics` | |
 //!
 //! An attribute this table does not know forces the strongest effect of its kind, so a
@@ -26,7 +26,7 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
     match (kind, attr) {
         (Network, "uplink") => Effect::InPlace,
         (Volume, "size" | "prevent-destroy") => Effect::InPlace,
-        (Vlan, "gateway") => Effect::InPlace,
+        (Vlan, "gateway" | "vxlan") => Effect::InPlace,
         (Vm, "cpuset" | "depends-on") => Effect::InPlace,
         (Vm, _) => Effect::Restart,
         (Netns | Pool | Network | Volume | Vlan, _) => Effect::Replace,
@@ -48,17 +48,22 @@ pub fn changed_attributes(before: &Resource, after: &Resource) -> Vec<AttrChange
         return Vec::new();
     };
     let mut changes = Vec::new();
-    for (name, after_value) in &after {
+    // An attribute left out of JSON when absent (a VLAN's `vxlan`) may be on one side
+    // only: after's attributes in order, then those only before has.
+    let only_before = before.keys().filter(|name| !after.contains_key(*name));
+    let names: Vec<&String> = after.keys().chain(only_before).collect();
+    for name in names {
         if skipped(name) {
             continue;
         }
         let before_value = before.get(name).cloned().unwrap_or(Value::Null);
-        if &before_value != after_value {
+        let after_value = after.get(name).cloned().unwrap_or(Value::Null);
+        if before_value != after_value {
             changes.push(AttrChange {
                 effect: effect_of(kind, name),
                 name: name.clone(),
                 before: before_value,
-                after: after_value.clone(),
+                after: after_value,
             });
         }
     }

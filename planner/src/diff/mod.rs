@@ -3,6 +3,8 @@
 //!
 //! Rules, per resource (attributes: see [`attrs`]):
 //!
+//! - a network is a resource on each of its hosts, and so is each of its VLANs, with
+//!   the VLAN's VXLAN tunnel there when the network spans hosts ([`spanning`]);
 //! - in the config, not on its host → `create`; on the host, not in the config → `delete`
 //!   (an empty config plans no deletes unless `destroy` was asked: that is almost always
 //!   a wrong path, not a wish to delete everything);
@@ -37,7 +39,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use vmctl_schema::{Config, VmState};
+use vmctl_schema::{Config, Network, VmState};
 
 pub use disks::restart_on_new_disks;
 pub use errors::DiffError;
@@ -45,6 +47,7 @@ pub use errors::DiffError;
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
 use crate::live::{LiveFile, LiveState, VmStatus};
 use crate::plan::{AttrChange, Change, Resource};
+use crate::spanning;
 
 /// Diffs every host of the config. `forced` are the resources `--replace` named;
 /// `destroy` plans the deletion of everything of the project.
@@ -145,19 +148,21 @@ fn without<'a>(
 }
 
 /// The config's resources by host, dependencies first. A volume lives on its pool's host,
-/// a VLAN on its network's; one whose parent is unknown (the schema refuses such configs)
-/// is on no host and so never planned.
+/// a network on each of its hosts and so does each of its VLANs (see [`spanning`]); one
+/// whose parent is unknown (the schema refuses such configs) is on no host and so never
+/// planned.
 fn desired_by_host<'a>(config: &'a Config) -> HashMap<&'a str, Vec<Resource>> {
     let pool_host: HashMap<&str, &str> = config
         .pools
         .iter()
         .map(|p| (p.name.as_str(), p.host.as_str()))
         .collect();
-    let network_host: HashMap<&str, &str> = config
+    let networks: HashMap<&str, &Network> = config
         .networks
         .iter()
-        .map(|n| (n.name.as_str(), n.host.as_str()))
+        .map(|n| (n.name.as_str(), n))
         .collect();
+    let underlays = spanning::Underlays::of(config);
     let mut by_host: HashMap<&'a str, Vec<Resource>> = HashMap::new();
     let mut put = |host: Option<&'a str>, resource: Resource| {
         if let Some(host) = host {
@@ -168,15 +173,25 @@ fn desired_by_host<'a>(config: &'a Config) -> HashMap<&'a str, Vec<Resource>> {
         put(Some(&pool.host), Resource::Pool(pool.clone()));
     }
     for network in &config.networks {
-        put(Some(&network.host), Resource::Network(network.clone()));
+        for host in network.on_hosts() {
+            put(
+                Some(host),
+                Resource::Network(spanning::network_on(network, host)),
+            );
+        }
     }
     for volume in &config.volumes {
         let host = pool_host.get(volume.pool.as_str()).copied();
         put(host, Resource::Volume(volume.clone()));
     }
     for vlan in &config.vlans {
-        let host = network_host.get(vlan.network.as_str()).copied();
-        put(host, Resource::Vlan(vlan.clone()));
+        let Some(network) = networks.get(vlan.network.as_str()) else {
+            continue;
+        };
+        for host in network.on_hosts() {
+            let on_host = spanning::vlan_on(network, vlan, host, &underlays);
+            put(Some(host), Resource::Vlan(on_host));
+        }
     }
     for vm in &config.vms {
         put(Some(&vm.host), Resource::Vm(vm.clone()));

@@ -22,7 +22,8 @@ use crate::plan::{Change, Netns, Resource};
 /// Whether something of `config` lives in the network namespace of `host`: a network
 /// (its bridge and VLANs) or a VM (its taps).
 pub fn lives_in_netns(config: &Config, host: &str) -> bool {
-    config.networks.iter().any(|n| n.host == host) || config.vms.iter().any(|v| v.host == host)
+    let on_host = |n: &vmctl_schema::Network| n.on_hosts().iter().any(|h| h == host);
+    config.networks.iter().any(on_host) || config.vms.iter().any(|v| v.host == host)
 }
 
 /// The change of `host`'s network namespace, if any.

@@ -131,6 +131,7 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
                 network: v.network.clone(),
                 id: v.id,
                 gateway: v.gateway.clone(),
+                vxlan: crate::host::net::vxlan::tunnel_of(seen, &v.network, v.id),
             })
             .collect(),
         vms: facts.vms.iter().map(ObservedVm::to_live).collect(),
@@ -271,7 +272,9 @@ mod tests {
                 name: "front".into(),
                 network: "lan".into(),
                 id: 100,
+                vni: None,
                 gateway: None,
+                gateway_host: None,
             }],
             pools: Vec::new(),
             volumes: Vec::new(),

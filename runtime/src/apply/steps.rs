@@ -13,7 +13,7 @@
 //! | pool | directory, marker, index entry | — | when empty | |
 //! | network | marked bridge, uplink | uplink | bridge | |
 //! | volume | sparse file or copy of `from` | grow, `prevent-destroy` | file and marker | |
-//! | vlan | VLAN (or its bridge), gateway; re-attaches existing taps of its VMs | gateway | VLAN | |
+//! | vlan | VLAN (or its bridge), gateway, VXLAN tunnel; re-attaches existing taps of its VMs | gateway, tunnel | VLAN, its tunnel | |
 //! | vm | record; taps and process when it should run | record, cpuset; re-attaches the taps of a running VM | process, taps, state dir | taps and process / process and taps |
 
 use std::collections::HashMap;
@@ -29,6 +29,7 @@ use crate::host::net::bridge::{self, BridgeError};
 use crate::host::net::netns::{self, NetnsError, Released};
 use crate::host::net::tap::{self, TapError, TapPort};
 use crate::host::net::vlan::{self, VlanError};
+use crate::host::net::vxlan::{self, VxlanError};
 use crate::host::net::{observe_net, Netlink, NetlinkError};
 use crate::host::pool::{self, PoolDeleted, PoolError};
 use crate::host::volume::{self, VolumeError, VolumeSpec};
@@ -45,6 +46,8 @@ pub enum StepError {
     Bridge(#[from] BridgeError),
     #[error(transparent)]
     Vlan(#[from] VlanError),
+    #[error(transparent)]
+    Vxlan(#[from] VxlanError),
     #[error(transparent)]
     Tap(#[from] TapError),
     #[error(transparent)]
@@ -487,6 +490,7 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
                     vlan::add_vlan(nl, project, &v.network, bridge, v.id)?;
                 }
                 vlan::set_gateway(nl, project, &v.network, bridge, v.id, v.gateway.as_deref())?;
+                vxlan::set_tunnel(nl, project, &v.network, bridge, v.id, v.vxlan.as_ref())?;
                 if create {
                     reattach_taps(ctx, nl, &v.name, &v.network, bridge, v.id)?;
                 }

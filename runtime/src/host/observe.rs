@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use vmctl_planner::ResourceKind;
 
-use super::net::{self, LiveTap, Netlink, NetlinkError, VlanMode};
+use super::net::{self, LiveTap, LiveVxlan, Netlink, NetlinkError, VlanMode};
 use super::pool::{self, PoolError, PoolKind};
 use super::records::BadRecord;
 use super::volume::{self, VolumeError};
@@ -111,6 +111,10 @@ pub struct HostObservation {
     pub networks: Vec<ObservedNetwork>,
     pub vlans: Vec<ObservedVlan>,
     pub taps: Vec<LiveTap>,
+    /// The VXLAN links of VLANs that span hosts, with their forwarding entries (absent
+    /// in facts of a vmctl from before networks could span hosts).
+    #[serde(default)]
+    pub tunnels: Vec<LiveVxlan>,
     /// Pools and volumes whose marker cannot be read: each its own problem. A pool's
     /// name is empty when only the config can tell (by the marker's directory).
     pub unreadable: Vec<(ResourceKind, BadRecord)>,
@@ -141,6 +145,7 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
         volumes,
         unreadable,
         taps: net.taps,
+        tunnels: net.tunnels,
         other_links: net.others,
         ..HostObservation::default()
     };

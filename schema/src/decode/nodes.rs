@@ -8,7 +8,9 @@ use kdl::KdlNode;
 use miette::SourceSpan;
 
 use super::reader::NodeReader;
-use super::values::{cpuset_error, gateway_error, netns_error, resolve, ssh_error};
+use super::values::{
+    cpuset_error, gateway_error, netns_error, resolve, ssh_address, ssh_error, underlay_error,
+};
 use crate::diagnostics::{suggest, SchemaError};
 use crate::language::{self, NodeKind};
 use crate::model::{Host, Network, Nic, Pool, PoolKind, Vlan, Vm, VmState, Volume};
@@ -19,6 +21,8 @@ use crate::units::format_size;
 pub const MIN_VM_MEMORY: u64 = 16 << 20;
 /// Guest memory granularity.
 pub const PAGE: u64 = 4 << 10;
+/// The largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = crate::derive::MAX_VNI;
 
 /// What every builder needs: the file, its folder, where errors go.
 pub struct Ctx<'e> {
@@ -174,6 +178,15 @@ pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
         Some((f, _)) => f,
         None => 1.5,
     };
+    let underlay = match checked_text(
+        &mut r,
+        "underlay",
+        underlay_error,
+        "the host's IPv4 or IPv6 address that the other hosts reach it at, e.g. \"192.0.2.11\"",
+    ) {
+        Some(text) => text.parse().ok(),
+        None => ssh.as_deref().and_then(ssh_address),
+    };
     let host = Host {
         name,
         state_dir,
@@ -184,6 +197,7 @@ pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
         cpu_overcommit,
         ssh,
         sudo,
+        underlay,
     };
     (host, finish(r, file))
 }
@@ -192,16 +206,58 @@ pub fn network(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Network, ResourceSpans) {
     let file = ctx.file;
     let mut r = read(&language::NETWORK, node, ctx);
     let name = name_of(&mut r);
-    let host = r.string("host").unwrap_or_default();
+    let host = r.text("host");
+    let hosts = r.texts("hosts");
+    placement(&mut r, &name, host, &hosts);
+    let host = host.map(|(h, _)| h.to_owned()).unwrap_or_default();
+    let hosts = hosts.into_iter().map(|(h, _)| h.to_owned()).collect();
     let bridge = r.string("bridge").unwrap_or_default();
     let uplink = r.string("uplink");
     let network = Network {
         name,
         host,
+        hosts,
         bridge,
         uplink,
     };
     (network, finish(r, file))
+}
+
+/// Reports a network with neither `host` nor `hosts`, with both, or with a host listed
+/// twice in `hosts`.
+fn placement(
+    r: &mut NodeReader<'_, '_>,
+    network: &str,
+    host: Option<(&str, SourceSpan)>,
+    hosts: &[(&str, SourceSpan)],
+) {
+    match (host, hosts.first()) {
+        (None, None) => r.errors.push(SchemaError::MissingValue {
+            node: "network",
+            what: "`host` or `hosts`".to_owned(),
+            span: r.name.map_or(r.node.name().span(), |(_, s)| s),
+            help: "add `host=\"…\"` for a network on one host, or `hosts \"a\" \"b\"` for one that spans hosts".to_owned(),
+        }),
+        (Some((_, other)), Some(&(_, span))) => r.errors.push(SchemaError::ConflictingSettings {
+            node: "network",
+            first: "host",
+            second: "hosts",
+            span,
+            other,
+            help: "a network is on one host (`host`) or spans several (`hosts`); keep one of them".to_owned(),
+        }),
+        _ => {}
+    }
+    for (i, &(name, span)) in hosts.iter().enumerate() {
+        if let Some(&(_, first)) = hosts[..i].iter().find(|(h, _)| *h == name) {
+            r.errors.push(SchemaError::DuplicateHost {
+                host: name.to_owned(),
+                network: network.to_owned(),
+                span,
+                first,
+            });
+        }
+    }
 }
 
 pub fn vlan(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vlan, ResourceSpans) {
@@ -228,17 +284,42 @@ pub fn vlan(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vlan, ResourceSpans) {
         },
         None => 0,
     };
+    let vni = r.integer::<u32>("vni").and_then(|(vni, span)| match vni {
+        0 => {
+            r.errors.push(SchemaError::TooSmall {
+                field: "vni",
+                min: "1".to_owned(),
+                found: "0".to_owned(),
+                span,
+                help: "VNIs are 1 to 16777215; leave `vni` out to derive one",
+            });
+            None
+        }
+        _ if vni > MAX_VNI => {
+            r.errors.push(SchemaError::NumberTooLarge {
+                field: "vni",
+                found: vni.to_string(),
+                max: MAX_VNI.to_string(),
+                span,
+            });
+            None
+        }
+        _ => Some(vni),
+    });
     let gateway = checked_text(
         &mut r,
         "gateway",
         gateway_error,
         "write an address with its prefix length, e.g. 10.100.0.1/24",
     );
+    let gateway_host = r.string("gateway-host");
     let vlan = Vlan {
         name,
         network,
         id,
+        vni,
         gateway,
+        gateway_host,
     };
     (vlan, finish(r, file))
 }

@@ -94,6 +94,32 @@ pub fn ssh_error(text: &str) -> Option<String> {
     None
 }
 
+/// The host part of an ssh destination (`[user@]host[:port]`, an IPv6 address bare or
+/// in brackets) when it is an IP literal: the default underlay address of its host.
+pub fn ssh_address(text: &str) -> Option<std::net::IpAddr> {
+    let host = text.rsplit_once('@').map_or(text, |(_, h)| h);
+    if let Ok(address) = host.parse() {
+        return Some(address);
+    }
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse().ok()
+}
+
+/// Why an underlay address (an IPv4 or IPv6 address, no prefix) is invalid, if it is.
+pub fn underlay_error(text: &str) -> Option<String> {
+    match text.parse::<std::net::IpAddr>() {
+        Ok(address) if address.is_unspecified() => Some("the unspecified address".to_owned()),
+        Ok(address) if address.is_multicast() => Some("a multicast address".to_owned()),
+        Ok(_) => None,
+        Err(_) if text.contains('/') => Some("an address without a prefix length".to_owned()),
+        Err(_) => Some("not an IP address".to_owned()),
+    }
+}
+
 /// Why a network namespace name is invalid, if it is.
 pub fn netns_error(text: &str) -> Option<String> {
     if text.is_empty() || text.len() > 255 {
@@ -151,6 +177,23 @@ mod tests {
         assert!(gateway_error("10.100.0.1").is_some());
         assert!(gateway_error("10.100.0.1/33").is_some());
         assert!(gateway_error("10.100.0/24").is_some());
+    }
+
+    #[test]
+    fn underlays_and_the_address_in_ssh() {
+        assert_eq!(underlay_error("192.0.2.11"), None);
+        assert_eq!(underlay_error("2001:db8::11"), None);
+        for bad in ["0.0.0.0", "::", "239.1.1.1", "10.0.0.1/24", "kvm-01", ""] {
+            assert!(underlay_error(bad).is_some(), "{bad}");
+        }
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(ssh_address("root@192.0.2.12"), ip("192.0.2.12"));
+        assert_eq!(ssh_address("root@192.0.2.12:2222"), ip("192.0.2.12"));
+        assert_eq!(ssh_address("192.0.2.12"), ip("192.0.2.12"));
+        assert_eq!(ssh_address("root@2001:db8::12"), ip("2001:db8::12"));
+        assert_eq!(ssh_address("root@[2001:db8::12]:22"), ip("2001:db8::12"));
+        assert_eq!(ssh_address("root@kvm-02"), None);
+        assert_eq!(ssh_address("root@kvm-02:22"), None);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Checks of the config as a whole, after every file is decoded: names and references,
-//! networking, placement, capacity and dependency cycles. Also fills in the derived
-//! values (bridge names, MACs) that need the whole config.
+//! networking (also of networks that span hosts), placement, capacity and dependency
+//! cycles. Also fills in the derived values (bridge names, MACs, VNIs) that need the
+//! whole config.
 
 pub mod capacity;
 mod cycles;
 mod names;
 mod network;
 mod placement;
+mod spanning;
 
 use miette::SourceSpan;
 
@@ -65,9 +67,13 @@ impl<'a> Report<'a> {
 pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     network::derive_bridges(config);
     network::assign_macs(config, spans, report);
+    spanning::derive_vnis(config, spans, report);
     let config = &*config;
     let index = Index::build(config, spans, report);
     index.check_references(config, spans, report);
+    spanning::check_underlays(config, spans, &index, report);
+    spanning::check_vnis(config, spans, &index, report);
+    spanning::check_gateway_hosts(config, spans, &index, report);
     network::check_vlan_ids(config, spans, report);
     network::check_interfaces(config, spans, report);
     network::check_vlan_bridges(config, spans, report);
@@ -75,4 +81,21 @@ pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     placement::check(config, spans, &index, report);
     capacity::check(config, spans, &index, report);
     cycles::check(config, spans, &index, report);
+}
+
+/// The diagnostic codes of loading `text` as one file, in order (for tests).
+#[cfg(test)]
+pub(crate) fn codes_of(text: &str) -> Vec<String> {
+    match crate::load_str("main.kdl", text) {
+        Ok(_) => Vec::new(),
+        Err(diagnostics) => diagnostics
+            .0
+            .iter()
+            .map(|d| {
+                miette::Diagnostic::code(&d.error)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
+            })
+            .collect(),
+    }
 }

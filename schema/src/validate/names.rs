@@ -128,6 +128,9 @@ impl<'c> Index<'c> {
     pub fn check_references(&self, config: &Config, spans: &Spans, report: &mut Report<'_>) {
         for (network, s) in config.networks.iter().zip(&spans.networks) {
             dangling(report, &self.hosts, "host", &network.host, s, "host", 0);
+            for (i, host) in network.hosts.iter().enumerate() {
+                dangling(report, &self.hosts, "host", host, s, "hosts", i as u32);
+            }
         }
         for (vlan, s) in config.vlans.iter().zip(&spans.vlans) {
             dangling(
@@ -139,6 +142,9 @@ impl<'c> Index<'c> {
                 "network",
                 0,
             );
+            if let Some(host) = &vlan.gateway_host {
+                dangling(report, &self.hosts, "host", host, s, "gateway-host", 0);
+            }
         }
         for (pool, s) in config.pools.iter().zip(&spans.pools) {
             dangling(report, &self.hosts, "host", &pool.host, s, "host", 0);
@@ -168,13 +174,21 @@ impl<'c> Index<'c> {
         }
     }
 
-    /// The host a VLAN is on (through its network), if both exist.
-    pub fn vlan_host<'x>(&self, config: &'x Config, vlan: &str) -> Option<&'x str> {
+    /// The network of a VLAN, if both exist.
+    pub fn vlan_network<'x>(
+        &self,
+        config: &'x Config,
+        vlan: &str,
+    ) -> Option<&'x crate::model::Network> {
         let vlan = config.vlans.get(*self.vlans.get(vlan)?)?;
-        let network = config
+        config
             .networks
-            .get(*self.networks.get(vlan.network.as_str())?)?;
-        Some(network.host.as_str())
+            .get(*self.networks.get(vlan.network.as_str())?)
+    }
+
+    /// The hosts a VLAN is on (those of its network), if both exist.
+    pub fn vlan_hosts<'x>(&self, config: &'x Config, vlan: &str) -> Option<&'x [String]> {
+        Some(self.vlan_network(config, vlan)?.on_hosts())
     }
 
     /// The host a volume is on (through its pool), if both exist.

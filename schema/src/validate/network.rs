@@ -93,8 +93,12 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
                 );
                 continue;
             }
-            match seen.get(&(network.host.as_str(), name)) {
-                Some(&first) => {
+            let hosts = network.on_hosts();
+            let taken = hosts
+                .iter()
+                .find_map(|h| Some((h, *seen.get(&(h.as_str(), name))?)));
+            match taken {
+                Some((host, first)) => {
                     let (first_label, help) = report.first(
                         here,
                         first,
@@ -104,7 +108,7 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
                         here.file,
                         SchemaError::DuplicateInterface {
                             name: name.to_owned(),
-                            host: network.host.clone(),
+                            host: host.clone(),
                             span: here.span,
                             first: first_label,
                             help,
@@ -112,7 +116,9 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
                     );
                 }
                 None => {
-                    seen.insert((network.host.as_str(), name), here);
+                    for host in hosts {
+                        seen.insert((host.as_str(), name), here);
+                    }
                 }
             }
         }
@@ -121,7 +127,7 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
 
 /// Pushes a "these two collide" diagnostic: once with both spans labelled when the two
 /// are in one file, else once in each file, each pointing at the other.
-fn report_pair(
+pub(super) fn report_pair(
     report: &mut Report<'_>,
     here: Site,
     there: Site,
@@ -149,10 +155,12 @@ pub fn check_vlan_bridges(config: &Config, spans: &Spans, report: &mut Report<'_
         ];
         for (field, name) in given {
             let Some(name) = name else { continue };
-            let what = format!("the {field} of network `{}`", network.name);
-            taken
-                .entry((network.host.as_str(), name.clone()))
-                .or_insert((s.site(s.field_or_name(field, 0)), what));
+            for host in network.on_hosts() {
+                let what = format!("the {field} of network `{}`", network.name);
+                taken
+                    .entry((host.as_str(), name.clone()))
+                    .or_insert((s.site(s.field_or_name(field, 0)), what));
+            }
         }
     }
     let mut ids: HashSet<(&str, u16)> = HashSet::new();
@@ -167,8 +175,12 @@ pub fn check_vlan_bridges(config: &Config, spans: &Spans, report: &mut Report<'_
         let name = vlan_bridge_name(&network.bridge, vlan.id);
         let here = s.site(s.field_or_name("id", 0));
         let what = format!("the VLAN bridge of VLAN `{}`", vlan.name);
-        match taken.get(&(network.host.as_str(), name.clone())) {
-            Some((there, other)) => {
+        let hosts = network.on_hosts();
+        let collision = hosts
+            .iter()
+            .find_map(|h| Some((h, taken.get(&(h.as_str(), name.clone()))?)));
+        match collision {
+            Some((host, (there, other))) => {
                 let help = format!(
                     "without bridge VLAN filtering each VLAN gets a bridge `<bridge>v<id>`, \
                      the bridge part shortened to fit 15 bytes; give the networks bridge \
@@ -176,7 +188,6 @@ pub fn check_vlan_bridges(config: &Config, spans: &Spans, report: &mut Report<'_
                     crate::derive::IFNAME_MAX - 1 - vlan.id.to_string().len()
                 );
                 let (there, other) = (*there, other.clone());
-                let host = &network.host;
                 report_pair(report, here, there, &help, |site, first, help| {
                     let (what, other) = if site == here {
                         (what.clone(), other.clone())
@@ -195,7 +206,9 @@ pub fn check_vlan_bridges(config: &Config, spans: &Spans, report: &mut Report<'_
                 });
             }
             None => {
-                taken.insert((network.host.as_str(), name), (here, what));
+                for host in hosts {
+                    taken.insert((host.as_str(), name.clone()), (here, what.clone()));
+                }
             }
         }
     }
@@ -221,7 +234,13 @@ pub fn check_gateways(config: &Config, spans: &Spans, report: &mut Report<'_>) {
         let Ok(net) = text.parse::<IpNet>() else {
             continue; // an invalid gateway, already reported
         };
-        by_host.entry(&network.host).or_default().push(Gateway {
+        // The gateway lives on one host (see `spanning::check_gateway_hosts`).
+        let host = match (&vlan.gateway_host, network.on_hosts()) {
+            (Some(host), _) => host,
+            (None, [host]) => host,
+            (None, _) => continue, // a spanning VLAN without `gateway-host`, reported
+        };
+        by_host.entry(host).or_default().push(Gateway {
             net,
             text,
             vlan: &vlan.name,
@@ -379,19 +398,7 @@ mod tests {
 
     /// The diagnostic codes of loading `body` after a project and two hosts.
     fn codes(body: &str) -> Vec<String> {
-        let text = format!("project \"lab\"\nhost \"a\"\nhost \"b\"\n{body}");
-        match crate::load_str("main.kdl", &text) {
-            Ok(_) => Vec::new(),
-            Err(diagnostics) => diagnostics
-                .0
-                .iter()
-                .map(|d| {
-                    miette::Diagnostic::code(&d.error)
-                        .map(|c| c.to_string())
-                        .unwrap_or_default()
-                })
-                .collect(),
-        }
+        super::super::codes_of(&format!("project \"lab\"\nhost \"a\"\nhost \"b\"\n{body}"))
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Placement: a volume is attached to one VM only, and a VM uses only the volumes and
-//! VLANs of its own host.
+//! VLANs of its own host (a VLAN of a network that spans hosts: of any of them).
 
 use std::collections::HashMap;
 
@@ -31,13 +31,13 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
                 attached.insert(disk, (&vm.name, here));
             }
             if let Some(host) = index.volume_host(config, disk).filter(|_| host_known) {
-                other_host(report, vm, "volume", disk, host, here);
+                other_host(report, vm, "volume", disk, &[host], here);
             }
         }
         for (i, nic) in vm.nics.iter().enumerate() {
             let here = s.site(s.field_or_name("nic.vlan", i as u32));
-            if let Some(host) = index.vlan_host(config, &nic.vlan).filter(|_| host_known) {
-                other_host(report, vm, "VLAN", &nic.vlan, host, here);
+            if let Some(hosts) = index.vlan_hosts(config, &nic.vlan).filter(|_| host_known) {
+                other_host(report, vm, "VLAN", &nic.vlan, hosts, here);
             }
         }
     }
@@ -48,12 +48,17 @@ fn other_host(
     vm: &crate::model::Vm,
     kind: &'static str,
     name: &str,
-    host: &str,
+    hosts: &[impl AsRef<str>],
     here: Site,
 ) {
-    if host == vm.host || vm.host.is_empty() {
+    if vm.host.is_empty() || hosts.iter().any(|h| h.as_ref() == vm.host) {
         return;
     }
+    let names: Vec<String> = hosts.iter().map(|h| format!("`{}`", h.as_ref())).collect();
+    let other_host = match names.as_slice() {
+        [one] => format!("host {one}"),
+        many => format!("hosts {}", many.join(", ")),
+    };
     report.push(
         here.file,
         SchemaError::OtherHost {
@@ -61,7 +66,7 @@ fn other_host(
             vm_host: vm.host.clone(),
             kind,
             name: name.to_owned(),
-            other_host: host.to_owned(),
+            other_host,
             span: here.span,
         },
     );

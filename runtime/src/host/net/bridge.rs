@@ -252,8 +252,8 @@ fn filtering(builder: LinkMessageBuilder<LinkBridge>) -> LinkMessageBuilder<Link
     builder.vlan_filtering(true).vlan_default_pvid(0)
 }
 
-/// Deletes the bridge of `network` when it is ours, with every VLAN bridge and gateway
-/// link of the network (ports are released, never deleted). Returns whether there was
+/// Deletes the bridge of `network` when it is ours, with every VLAN bridge, gateway
+/// link and VXLAN tunnel of the network (other ports are released, never deleted). Returns whether there was
 /// a bridge.
 pub fn delete_bridge(
     nl: &Netlink,
@@ -274,7 +274,11 @@ pub fn delete_bridge(
             .as_ref()
             .and_then(Mark::vlan_parts)
             .is_some_and(|(net, _)| net == network);
-        if of_network && matches!(carrier.kind, LinkKind::Bridge | LinkKind::Vlan) {
+        let carries = matches!(
+            carrier.kind,
+            LinkKind::Bridge | LinkKind::Vlan | LinkKind::Vxlan
+        );
+        if of_network && carries {
             nl.delete_link(carrier.index)
                 .map_err(delete_err(&carrier.name))?;
         }

@@ -1,7 +1,8 @@
 //! Names the config wants that the host has given to interfaces vmctl did not make.
 //!
 //! A network's bridge, a VLAN's own bridge (`<bridge>v<id>`, where the kernel has no
-//! VLAN filtering) or gateway link (`<bridge>.<id>`, where it has), and a VM NIC's tap
+//! VLAN filtering) or gateway link (`<bridge>.<id>`, where it has), a VLAN's VXLAN link
+//! (`vx<vni>`, where its network spans hosts), and a VM NIC's tap
 //! are made under names vmctl derives or the config gives. When an interface of that
 //! name exists without the project's mark, apply refuses to touch it (see
 //! [`super::created`]); this finds those cases from an observation, so that `plan` says
@@ -13,6 +14,7 @@ use vmctl_planner::live::LiveProblem;
 use vmctl_schema::Config;
 
 use super::tap::tap_ifname;
+use super::vxlan::vxlan_ifname;
 use super::VlanMode;
 use crate::host::mark::{gateway_ifname, vlan_bridge_ifname};
 use crate::host::observe::HostObservation;
@@ -22,7 +24,10 @@ use crate::host::observe::HostObservation;
 pub fn find(config: &Config, host: &str, seen: &HostObservation) -> Vec<LiveProblem> {
     let others: BTreeSet<&str> = seen.other_links.iter().map(String::as_str).collect();
     let mut problems = Vec::new();
-    let networks = config.networks.iter().filter(|n| n.host == host);
+    let networks = config
+        .networks
+        .iter()
+        .filter(|n| n.on_hosts().iter().any(|h| h == host));
     for network in networks {
         let ours = seen.networks.iter().find(|n| n.name == network.name);
         // A bridge of ours under another name is renamed by nothing: it stays, and the
@@ -44,8 +49,27 @@ pub fn find(config: &Config, host: &str, seen: &HostObservation) -> Vec<LiveProb
         }
         let mode = ours.map(|n| n.mode);
         for vlan in config.vlans.iter().filter(|v| v.network == network.name) {
+            let tunnel = vlan.vni.filter(|_| network.spans_hosts()).map(vxlan_ifname);
+            if let Some(tunnel) = tunnel.filter(|t| others.contains(t.as_str())) {
+                problems.push(LiveProblem {
+                    resource: format!("vlan.{}", vlan.name),
+                    message: format!(
+                        "interface {tunnel} exists and is not vmctl's; VLAN {:?} needs that name for its VXLAN (VNI {})",
+                        vlan.name,
+                        vlan.vni.unwrap_or_default()
+                    ),
+                    help: format!(
+                        "vmctl never adopts an interface it did not make: remove {tunnel}, or \
+                         give VLAN {:?} another `vni`",
+                        vlan.name
+                    ),
+                });
+            }
+            // A gateway is on its `gateway-host` only (on a network on one host: there).
+            let gateway_here =
+                vlan.gateway.is_some() && vlan.gateway_host.as_deref().is_none_or(|h| h == host);
             let name = match mode {
-                Some(VlanMode::Filtering) if vlan.gateway.is_some() => {
+                Some(VlanMode::Filtering) if gateway_here => {
                     gateway_ifname(&network.bridge, vlan.id)
                 }
                 Some(VlanMode::Filtering) => continue,
@@ -101,12 +125,14 @@ mod tests {
                 Network {
                     name: "lan".into(),
                     host: "local".into(),
+                    hosts: Vec::new(),
                     bridge: "br0".into(),
                     uplink: None,
                 },
                 Network {
                     name: "dmz".into(),
                     host: "local".into(),
+                    hosts: Vec::new(),
                     bridge: "vmbr1".into(),
                     uplink: None,
                 },
@@ -115,7 +141,9 @@ mod tests {
                 name: "edge".into(),
                 network: "dmz".into(),
                 id: 7,
+                vni: None,
                 gateway: None,
+                gateway_host: None,
             }],
             pools: Vec::new(),
             volumes: Vec::new(),

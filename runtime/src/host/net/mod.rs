@@ -1,6 +1,7 @@
 //! Networks on a host over netlink: bridges with VLAN filtering ([`bridge`]; one bridge
 //! per VLAN on kernels without it, see [`VlanMode`]), VLANs and their gateways
-//! ([`vlan`]), a tap per VM NIC ([`tap`]), and reading all of it back ([`observe_net`]).
+//! ([`vlan`]), the VXLAN tunnel of a VLAN that spans hosts ([`vxlan`]), a tap per VM NIC
+//! ([`tap`]), and reading all of it back ([`observe_net`]).
 //!
 //! Everything runs through a [`Netlink`] session, which lives on a thread inside the
 //! host's network namespace:
@@ -27,11 +28,13 @@ pub mod netns;
 pub mod session;
 pub mod tap;
 pub mod vlan;
+pub mod vxlan;
 
 use serde::{Deserialize, Serialize};
 
 pub use bridge::VlanMode;
 pub use session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
+pub use vxlan::LiveVxlan;
 
 use crate::host::mark::Mark;
 
@@ -83,6 +86,9 @@ pub struct LiveTap {
 pub struct NetInventory {
     pub networks: Vec<LiveNetwork>,
     pub taps: Vec<LiveTap>,
+    /// The VXLAN links of VLANs that span hosts.
+    #[serde(default)]
+    pub tunnels: Vec<LiveVxlan>,
     /// The names of every interface that is not the project's (unmarked, or another
     /// project's): names vmctl must not create, see [`conflicts`].
     #[serde(default)]
@@ -90,7 +96,7 @@ pub struct NetInventory {
 }
 
 /// Reads the project's networks (bridges by their mark), their VLANs (VLAN tables or VLAN
-/// bridges), gateways, uplinks, and the project's taps. Interfaces of other projects
+/// bridges), gateways, uplinks, VXLAN tunnels, and the project's taps. Interfaces of other projects
 /// and unmarked ones are skipped.
 pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkError> {
     let links = nl.links()?;
@@ -181,6 +187,7 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
             _ => {}
         }
     }
+    inventory.tunnels = vxlan::observe_tunnels(nl, project, &links, &tables)?;
     inventory.networks.sort_by(|a, b| a.name.cmp(&b.name));
     inventory.others.sort();
     inventory

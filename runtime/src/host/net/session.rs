@@ -17,14 +17,20 @@ use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use nix::sched::{setns, CloneFlags};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use rtnetlink::packet_route::link::{
-    AfSpecBridge, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVlan, LinkAttribute,
-    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecBridge, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVlan, InfoVxlan,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkBridgeVlan};
 
 use crate::host::mark::is_safe_file_name;
@@ -90,13 +96,29 @@ pub enum NetlinkError {
         prefix: u8,
         source: Box<rtnetlink::Error>,
     },
+    #[error("cannot read the forwarding databases")]
+    DumpFdb(#[source] Box<rtnetlink::Error>),
+    #[error("cannot add the forwarding entry to {dst} on interface {index}")]
+    AddFdb {
+        index: u32,
+        dst: IpAddr,
+        source: Box<rtnetlink::Error>,
+    },
+    #[error("cannot remove the forwarding entry to {dst} from interface {index}")]
+    DeleteFdb {
+        index: u32,
+        dst: IpAddr,
+        source: Box<rtnetlink::Error>,
+    },
 }
 
 impl NetlinkError {
     /// The errno of a netlink error reply, if this is one.
     pub fn errno(&self) -> Option<i32> {
         let source = match self {
-            NetlinkError::DumpLinks(source) | NetlinkError::DumpVlans(source) => source,
+            NetlinkError::DumpLinks(source)
+            | NetlinkError::DumpVlans(source)
+            | NetlinkError::DumpFdb(source) => source,
             NetlinkError::DumpAddresses { source, .. }
             | NetlinkError::AddLink { source, .. }
             | NetlinkError::ChangeLink { source, .. }
@@ -104,7 +126,9 @@ impl NetlinkError {
             | NetlinkError::AddVlan { source, .. }
             | NetlinkError::DeleteVlan { source, .. }
             | NetlinkError::AddAddress { source, .. }
-            | NetlinkError::DeleteAddress { source, .. } => source,
+            | NetlinkError::DeleteAddress { source, .. }
+            | NetlinkError::AddFdb { source, .. }
+            | NetlinkError::DeleteFdb { source, .. } => source,
             _ => return None,
         };
         match &**source {
@@ -120,6 +144,7 @@ pub enum LinkKind {
     Bridge,
     Tun,
     Vlan,
+    Vxlan,
     Other(String),
     /// No `IFLA_LINKINFO` kind (physical NICs, loopback).
     None,
@@ -145,6 +170,20 @@ pub struct Link {
     /// A bridge's default pvid; reported only by kernels with bridge VLAN filtering
     /// (`CONFIG_BRIDGE_VLAN_FILTERING`), which is how vmctl tells them apart.
     pub vlan_default_pvid: Option<u16>,
+    /// A VXLAN link's settings.
+    pub vxlan: Option<VxlanInfo>,
+}
+
+/// What a VXLAN link says of itself (`IFLA_VXLAN_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    /// Its source address (`local`), when set.
+    pub local: Option<IpAddr>,
+    /// Its UDP destination port.
+    pub port: Option<u16>,
+    /// A default remote or multicast group (`remote`/`group`), when set.
+    pub group: Option<IpAddr>,
 }
 
 /// One entry of a bridge port's (or the bridge's own) VLAN table.
@@ -437,6 +476,112 @@ impl Netlink {
         Ok(())
     }
 
+    /// The head-end replication entries of every interface's forwarding database, by
+    /// interface index: the destinations of its `00:00:00:00:00:00` entries (what
+    /// `bridge fdb append 00:00:00:00:00:00 dev vx… dst …` adds), sorted.
+    pub fn fdb_flood_peers(&self) -> Result<BTreeMap<u32, Vec<IpAddr>>, NetlinkError> {
+        let request = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge);
+        let messages: Vec<NeighbourMessage> = self
+            .block(request.execute().try_collect())
+            .map_err(|e| NetlinkError::DumpFdb(Box::new(e)))?;
+        let mut peers: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
+        for message in &messages {
+            let mut zero_mac = false;
+            let mut dst = None;
+            for attr in &message.attributes {
+                match attr {
+                    NeighbourAttribute::LinkLayerAddress(mac) => {
+                        zero_mac = mac.len() == 6 && mac.iter().all(|b| *b == 0);
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                        dst = Some(IpAddr::V4(*ip));
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                        dst = Some(IpAddr::V6(*ip));
+                    }
+                    // In an AF_BRIDGE message the address family does not say which.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                        dst = match bytes.len() {
+                            4 => <[u8; 4]>::try_from(&bytes[..]).ok().map(IpAddr::from),
+                            16 => <[u8; 16]>::try_from(&bytes[..]).ok().map(IpAddr::from),
+                            _ => None,
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            if let (true, Some(dst)) = (zero_mac, dst) {
+                peers.entry(message.header.ifindex).or_default().push(dst);
+            }
+        }
+        for list in peers.values_mut() {
+            list.sort();
+            list.dedup();
+        }
+        Ok(peers)
+    }
+
+    /// The `00:00:00:00:00:00 dst <dst>` entry of interface `index` (a VXLAN link's own
+    /// database, `NTF_SELF`, permanent).
+    fn flood_entry(index: u32, dst: IpAddr) -> NeighbourMessage {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Bridge;
+        message.header.ifindex = index;
+        message.header.state = NeighbourState::Permanent;
+        message.header.flags = NeighbourFlags::Own;
+        message
+            .attributes
+            .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(match dst {
+                IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
+                IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
+            }));
+        message
+    }
+
+    /// Appends a head-end replication entry to `dst` to interface `index`'s forwarding
+    /// database (`bridge fdb append`: `NLM_F_APPEND`, which rtnetlink's neighbour
+    /// request cannot set, so the message is sent as is).
+    pub fn append_fdb(&self, index: u32, dst: IpAddr) -> Result<(), NetlinkError> {
+        let err = |source| NetlinkError::AddFdb {
+            index,
+            dst,
+            source: Box::new(source),
+        };
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(
+            Self::flood_entry(index, dst),
+        ));
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+        let mut handle = self.handle.clone();
+        self.block(async move {
+            let mut response = handle.request(request)?;
+            while let Some(message) = response.next().await {
+                if let NetlinkPayload::Error(e) = message.payload {
+                    return Err(rtnetlink::Error::NetlinkError(e));
+                }
+            }
+            Ok(())
+        })
+        .map_err(err)
+    }
+
+    /// Removes the head-end replication entry to `dst` from interface `index`.
+    pub fn delete_fdb(&self, index: u32, dst: IpAddr) -> Result<(), NetlinkError> {
+        let request = self.handle.neighbours().del(Self::flood_entry(index, dst));
+        self.block(request.execute())
+            .map_err(|source| NetlinkError::DeleteFdb {
+                index,
+                dst,
+                source: Box::new(source),
+            })
+    }
+
     /// The addresses on interface `index`, without link-local ones.
     pub fn addresses(&self, index: u32) -> Result<Vec<Address>, NetlinkError> {
         let request = self.handle.address().get().set_link_index_filter(index);
@@ -517,6 +662,7 @@ fn parse_link(message: &LinkMessage) -> Link {
         vlan_id: None,
         vlan_filtering: None,
         vlan_default_pvid: None,
+        vxlan: None,
     };
     for attr in &message.attributes {
         match attr {
@@ -539,6 +685,7 @@ fn parse_link_info(infos: &[LinkInfo], link: &mut Link) {
                     InfoKind::Bridge => LinkKind::Bridge,
                     InfoKind::Tun => LinkKind::Tun,
                     InfoKind::Vlan => LinkKind::Vlan,
+                    InfoKind::Vxlan => LinkKind::Vxlan,
                     other => LinkKind::Other(other.to_string()),
                 }
             }
@@ -547,6 +694,24 @@ fn parse_link_info(infos: &[LinkInfo], link: &mut Link) {
                     match opt {
                         InfoBridge::VlanFiltering(on) => link.vlan_filtering = Some(*on),
                         InfoBridge::VlanDefaultPvid(pvid) => link.vlan_default_pvid = Some(*pvid),
+                        _ => {}
+                    }
+                }
+            }
+            LinkInfo::Data(InfoData::Vxlan(opts)) => {
+                let info = link.vxlan.get_or_insert_with(VxlanInfo::default);
+                for opt in opts {
+                    match opt {
+                        InfoVxlan::Id(vni) => info.vni = *vni,
+                        InfoVxlan::Local(ip) => info.local = Some(IpAddr::V4(*ip)),
+                        InfoVxlan::Local6(ip) => info.local = Some(IpAddr::V6(*ip)),
+                        InfoVxlan::Group(ip) if !ip.is_unspecified() => {
+                            info.group = Some(IpAddr::V4(*ip))
+                        }
+                        InfoVxlan::Group6(ip) if !ip.is_unspecified() => {
+                            info.group = Some(IpAddr::V6(*ip))
+                        }
+                        InfoVxlan::Port(port) => info.port = Some(*port),
                         _ => {}
                     }
                 }

@@ -148,8 +148,9 @@ pub fn add_vlan(
     Ok(())
 }
 
-/// Removes VLAN `id` from the network: its gateway, its membership on every port and the
-/// bridge's own entry — or the VLAN's bridge (its taps are released, not deleted).
+/// Removes VLAN `id` from the network: its VXLAN tunnel, its gateway, its membership on
+/// every port and the bridge's own entry — or the VLAN's bridge (its taps are released,
+/// not deleted).
 /// Returns whether the VLAN was there.
 pub fn delete_vlan(
     nl: &Netlink,
@@ -162,6 +163,7 @@ pub fn delete_vlan(
     let Some(link) = our_bridge(nl, project, network, bridge)? else {
         return Ok(false);
     };
+    super::vxlan::delete_tunnels(nl, project, network, id)?;
     if vlan_mode(&link) == VlanMode::BridgePerVlan {
         let Some(vlan_link) = vlan_bridge(nl, project, network, bridge, id)? else {
             return Ok(false);
