@@ -19,6 +19,15 @@ struct FleetLab {
 }
 
 impl FleetLab {
+    /// A fleet of `hosts` hosts and the config `kdl` makes of it.
+    fn with(hosts: usize, kdl: impl FnOnce(&Fleet) -> String) -> FleetLab {
+        let fleet = Fleet::with_hosts(hosts);
+        let config = fleet.dir.path().join("config");
+        std::fs::create_dir_all(&config).expect("config dir");
+        std::fs::write(config.join("fleet.kdl"), kdl(&fleet)).expect("write config");
+        FleetLab { fleet, config }
+    }
+
     fn new() -> FleetLab {
         let fleet = Fleet::with_hosts(2);
         let config = fleet.dir.path().join("config");
@@ -240,4 +249,135 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
         planned.iter().all(|c| c.starts_with("create")),
         "{planned:?}"
     );
+}
+
+/// The text a guest printed: its console log on `host` (read as root, like the agent).
+fn console_of(lab: &FleetLab, host: &str, vm: &str) -> String {
+    let log = lab
+        .state(host)
+        .join("fleet/vms")
+        .join(vm)
+        .join("console.log");
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits until `vm` on `host` printed `line` (a whole line of its console).
+fn wait_console(lab: &FleetLab, host: &str, vm: &str, line: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !console_of(lab, host, vm).lines().any(|l| l == line) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{line}` on the console of {vm}:\n{}",
+            console_of(lab, host, vm)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The three-host lab: web-1 on host a and web-2 on host b on one VLAN that
+/// spans both (a VXLAN tunnel between the hosts), db-1 on host c on another VLAN.
+fn three_host_lab(fleet: &Fleet) -> String {
+    let mut kdl = String::from("project \"fleet\"\n");
+    for (name, address) in [
+        ("a", "192.0.2.11"),
+        ("b", "192.0.2.12"),
+        ("c", "192.0.2.13"),
+    ] {
+        let state = &fleet.host(&format!("host-{name}")).state_dir;
+        let pool = fleet.dir.path().join(format!("pool-{name}"));
+        kdl.push_str(&format!(
+            "host \"{name}\" {{\n    ssh \"host-{name}\"\n    underlay \"{address}\"\n    state-dir \"{state}\"\n    cpus 2\n    memory \"1GiB\"\n}}\npool \"pool-{name}\" host=\"{name}\" type=\"dir\" path=\"{pool}\"\n",
+            state = state.display(),
+            pool = pool.display()
+        ));
+    }
+    kdl.push_str(
+        "network \"lan\" {\n    hosts \"a\" \"b\"\n}\nvlan \"front\" network=\"lan\" id=100\nnetwork \"lan-c\" host=\"c\"\nvlan \"back\" network=\"lan-c\" id=100\n",
+    );
+    for (vm, host, vlan) in [
+        ("web-1", "a", "front"),
+        ("web-2", "b", "front"),
+        ("db-1", "c", "back"),
+    ] {
+        kdl.push_str(&format!(
+            "vm \"{vm}\" host=\"{host}\" {{\n    cpus 1\n    memory \"64MiB\"\n    kernel \"{kernel}\"\n    cmdline \"console=ttyS0 testguest.name={vm} testguest.listen=20000 testguest.halt\"\n    nic vlan=\"{vlan}\"\n}}\n",
+            kernel = guest().display()
+        ));
+    }
+    kdl
+}
+
+#[test]
+fn a_vlan_spans_two_remote_hosts_and_a_killed_apply_leaves_no_stuck_lock() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(3, three_host_lab);
+    lab.ok(&["apply", "--auto-approve"]);
+    // web-1 and web-2 hear each other across the hosts; db-1 hears neither, nor they it.
+    wait_console(&lab, "host-a", "web-1", "testguest: nic0 rx from=web-2");
+    wait_console(&lab, "host-b", "web-2", "testguest: nic0 rx from=web-1");
+    wait_console(&lab, "host-c", "db-1", "testguest: ok");
+    for (host, vm) in [("host-a", "web-1"), ("host-b", "web-2"), ("host-c", "db-1")] {
+        let console = console_of(&lab, host, vm);
+        let heard: Vec<&str> = console.lines().filter(|l| l.contains("rx from=")).collect();
+        let expected = match vm {
+            "web-1" => vec!["testguest: nic0 rx from=web-2"],
+            "web-2" => vec!["testguest: nic0 rx from=web-1"],
+            _ => vec![],
+        };
+        assert_eq!(heard, expected, "{vm}:\n{console}");
+    }
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
+
+    // Drift on host b: its tunnel is deleted; exactly that VLAN's update repairs it.
+    let vxlan = lab
+        .fleet
+        .host("host-b")
+        .netns
+        .ip(&["-o", "link", "show", "type", "vxlan"]);
+    let name = vxlan
+        .split(':')
+        .nth(1)
+        .map(|n| n.trim().to_owned())
+        .expect("host b has its tunnel");
+    lab.fleet.host("host-b").netns.ip(&["link", "del", &name]);
+    assert_eq!(lab.planned(&[]), ["update vlan.front@b"]);
+    lab.ok(&["apply", "--auto-approve"]);
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
+
+    // kill -9 of an apply in mid-run: the next apply finds no stuck lock on any host
+    // and converges.
+    std::fs::write(
+        lab.config.join("fleet.kdl"),
+        std::fs::read_to_string(lab.config.join("fleet.kdl"))
+            .unwrap()
+            .replace("memory \"64MiB\"", "memory \"96MiB\""),
+    )
+    .unwrap();
+    let mut first = lab
+        .fleet
+        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["apply", "--auto-approve", "--stop-timeout", "3s"])
+        .arg(&lab.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("apply starts");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill has no memory-safety preconditions; the child is this test's own
+    // (`ip netns exec`, which has exec'd vmctl) and not yet reaped.
+    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+    let _ = first.wait();
+    let out = lab.vmctl(&["apply", "--auto-approve", "--lock-timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
+
+    lab.ok(&["destroy", "--auto-approve"]);
+    for host in ["host-a", "host-b", "host-c"] {
+        let left = files_in(&lab.state(host).join("fleet"));
+        assert!(left.iter().all(|f| f == "lock"), "{host}: {left:?}");
+        let links = lab.fleet.host(host).netns.ip(&["-o", "link", "show"]);
+        assert!(!links.contains("vx"), "{host}: {links}");
+    }
 }
