@@ -22,6 +22,7 @@ use super::console_log::ConsoleLog;
 use super::lock::{LockError, VmmLock};
 use super::process::{self, Detached, PidFile, ProcessError, ReadyPipe};
 use super::spec::SpecError;
+use super::threads::Threads;
 use super::{memory, Exit, Vmm, VmmError, VmmSpec};
 
 /// How the original process of a detached VMM that did not start begins its one line
@@ -88,7 +89,7 @@ pub fn run(start: Start, launcher: &mut dyn Write) -> Result<Outcome, EntryError
     match start {
         Start::Spec { path, foreground } => run_spec(&path, foreground, launcher),
         Start::Inline(spec) => {
-            let vmm = Vmm::build(&spec, Box::new(std::io::stdout()))?;
+            let vmm = Vmm::build(&spec, Box::new(std::io::stdout()), Threads::unconfined())?;
             Ok(Outcome::Ended(vmm.run()?))
         }
     }
@@ -168,7 +169,7 @@ fn start(spec: &VmmSpec, detached: bool) -> Result<Held, EntryError> {
         Some(path) => Box::new(ConsoleLog::open(path, detached)?),
         None => Box::new(std::io::stdout()),
     };
-    let vmm = Vmm::build(spec, console)?;
+    let vmm = Vmm::build(spec, console, Threads::unconfined())?;
     vmm.stop_on_termination_signals()?;
     let pid_file = spec.pid_file.as_deref().map(PidFile::write).transpose()?;
     Ok((vmm, pid_file, lock))

@@ -29,6 +29,7 @@ pub mod lock;
 pub mod memory;
 pub mod process;
 pub mod spec;
+pub mod threads;
 pub mod vcpu;
 pub mod virtio_wiring;
 
@@ -55,10 +56,11 @@ use devices::bus::{self, BusError, MmioBus, PioBus};
 use devices::i8042::{I8042, I8042_DATA_PORT, I8042_LEN, KBD_IRQ};
 use devices::serial::{SerialDevice, SerialOut, COM1_IRQ, COM1_LEN, COM1_PORT};
 use devices::EventFdTrigger;
-use lifecycle::{Lifecycle, StopReason};
+use lifecycle::{Lifecycle, LifecycleError, StopReason};
 use memory::{HostLimits, MemoryError};
 use spec::SpecError;
 pub use spec::VmmSpec;
+use threads::{ThreadError, ThreadKind, Threads};
 use vcpu::{Vcpu, VcpuConfig, VcpuError};
 use virtio_wiring::{VirtioDevices, WiringError};
 
@@ -120,9 +122,12 @@ pub enum VmmError {
     /// The console socket could not be set up.
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    /// Signal handling could not be set up.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
     /// A thread could not be started.
-    #[error("cannot start a thread: {0}")]
-    Thread(std::io::Error),
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
     /// The guest faulted; the VM has stopped.
     #[error("guest fault on vCPU {vcpu}: {reason}")]
     GuestFault {
@@ -180,6 +185,7 @@ pub struct Vmm {
     control: Option<(UnixListener, PathBuf)>,
     console: Option<(UnixListener, PathBuf)>,
     life: Arc<Lifecycle>,
+    threads: Threads,
     _vm: VmFd,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
@@ -198,13 +204,14 @@ fn open(path: &std::path::Path) -> Result<File, VmmError> {
 
 impl Vmm {
     /// Builds the VM `spec` describes; guest serial output goes to `console` (and to
-    /// a client of the console socket, when the spec has one).
-    pub fn build(spec: &VmmSpec, console: SerialOut) -> Result<Self, VmmError> {
+    /// a client of the console socket, when the spec has one). Every thread the VM
+    /// starts is started by `threads`.
+    pub fn build(spec: &VmmSpec, console: SerialOut, threads: Threads) -> Result<Self, VmmError> {
         spec.validate()?;
         let mem_size = spec.memory.0;
         memory::check_size(mem_size, HostLimits::current())?;
         let cpuid_mask = spec.cpuid_features()?;
-        lifecycle::install_kick_handler().map_err(VmmError::Thread)?;
+        lifecycle::install_kick_handler()?;
 
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -264,6 +271,7 @@ impl Vmm {
             control,
             console,
             life,
+            threads,
             _vm: vm,
             _kvm: kvm,
             _mem: mem,
@@ -349,7 +357,10 @@ impl Vmm {
     /// file removed) instead of ending the process. Call before [`Vmm::run`], while the
     /// process has no other thread.
     pub fn stop_on_termination_signals(&self) -> Result<(), VmmError> {
-        lifecycle::stop_on_termination_signals(self.life.clone()).map_err(VmmError::Thread)
+        Ok(lifecycle::stop_on_termination_signals(
+            self.life.clone(),
+            &self.threads,
+        )?)
     }
 
     /// Runs the VM: one thread per vCPU, the control socket served on another, until
@@ -358,20 +369,20 @@ impl Vmm {
     pub fn run(mut self) -> Result<Exit, VmmError> {
         let mut threads = Vec::with_capacity(self.vcpus.len());
         for vcpu in self.vcpus.drain(..) {
-            let t = std::thread::Builder::new()
-                .name(format!("vcpu{}", vcpu.id()))
-                .stack_size(256 * 1024)
-                .spawn(move || vcpu.run());
-            match t {
+            let name = format!("vcpu{}", vcpu.id());
+            match self
+                .threads
+                .spawn(ThreadKind::Vcpu, &name, move || vcpu.run())
+            {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     self.life.request_stop(StopReason::Killed);
                     self.life.kick_until_exited(Duration::from_secs(5));
-                    return Err(VmmError::Thread(e));
+                    return Err(e.into());
                 }
             }
         }
-        let event_loop = match self.virtio.start() {
+        let event_loop = match self.virtio.start(&self.threads) {
             Ok(l) => l,
             Err(e) => {
                 self.life.request_stop(StopReason::Killed);
@@ -429,9 +440,9 @@ impl Vmm {
         .with_console(Box::new(move || {
             serde_json::to_value(hub.status()).unwrap_or_default()
         }));
-        if let Err(e) = control::serve(listener, Arc::new(ctl)) {
+        if let Err(e) = control::serve(listener, Arc::new(ctl), &self.threads) {
             self.life.request_stop(StopReason::Killed);
-            return Err(VmmError::Thread(e));
+            return Err(e.into());
         }
         Ok(Some(path))
     }
@@ -441,7 +452,12 @@ impl Vmm {
         let Some((listener, path)) = self.console.take() else {
             return Ok(None);
         };
-        let served = console::serve(listener, self.console_hub.clone(), self.serial.clone());
+        let served = console::serve(
+            listener,
+            self.console_hub.clone(),
+            self.serial.clone(),
+            &self.threads,
+        );
         if let Err(e) = served {
             self.life.request_stop(StopReason::Killed);
             return Err(e.into());
