@@ -16,7 +16,9 @@
 //! 8. add devices: serial on COM1 (IRQ 4 through an irqfd), the i8042 (IRQ 1);
 //! 9. create every vCPU and set up its CPUID, MSRs, registers, FPU and LAPIC;
 //! 10. bind the control socket and the console socket ([`console`]); then
-//!     [`Vmm::run`] starts one thread per vCPU and the virtio event loop.
+//!     [`Vmm::run`] starts one thread per vCPU, the virtio event loop and the socket
+//!     threads, each confined to its seccomp filter ([`threads`], [`seccomp`]), and
+//!     confines the main thread before the vCPUs enter the guest.
 
 pub mod arch;
 pub mod console;
@@ -28,6 +30,7 @@ pub mod lifecycle;
 pub mod lock;
 pub mod memory;
 pub mod process;
+pub mod seccomp;
 pub mod spec;
 pub mod threads;
 pub mod vcpu;
@@ -37,6 +40,7 @@ use std::fs::File;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
@@ -58,11 +62,12 @@ use devices::serial::{SerialDevice, SerialOut, COM1_IRQ, COM1_LEN, COM1_PORT};
 use devices::EventFdTrigger;
 use lifecycle::{Lifecycle, LifecycleError, StopReason};
 use memory::{HostLimits, MemoryError};
+use seccomp::SeccompError;
 use spec::SpecError;
 pub use spec::VmmSpec;
-use threads::{ThreadError, ThreadKind, Threads};
+use threads::{Gate, ThreadError, ThreadKind, Threads};
 use vcpu::{Vcpu, VcpuConfig, VcpuError};
-use virtio_wiring::{VirtioDevices, WiringError};
+use virtio_wiring::{EventLoop, VirtioDevices, WiringError};
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +127,9 @@ pub enum VmmError {
     /// The console socket could not be set up.
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    /// The seccomp filters could not be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// Signal handling could not be set up.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
@@ -173,6 +181,13 @@ type LegacyDevices = (
     Arc<Mutex<I8042Device>>,
     Arc<Mutex<SerialDevice>>,
 );
+
+/// What [`Vmm::run`] started: the vCPU threads, the event loop, the sockets served.
+struct Started {
+    vcpus: Vec<JoinHandle<()>>,
+    event_loop: Option<EventLoop>,
+    sockets: [Option<PathBuf>; 2],
+}
 
 /// A built VM, ready to [`run`](Vmm::run).
 pub struct Vmm {
@@ -363,35 +378,27 @@ impl Vmm {
         )?)
     }
 
-    /// Runs the VM: one thread per vCPU, the control socket served on another, until
-    /// the guest powers off, faults, or is stopped. Returns once every vCPU thread has
-    /// ended, after removing the control socket.
+    /// Runs the VM: one thread per vCPU, the virtio event loop, the control and console
+    /// sockets each on their own, until the guest powers off, faults, or is stopped.
+    /// Every thread is confined to its kind before a vCPU enters the guest (this one
+    /// last: see [`threads`]). Returns once every vCPU thread has ended, after removing
+    /// the sockets.
     pub fn run(mut self) -> Result<Exit, VmmError> {
-        let mut threads = Vec::with_capacity(self.vcpus.len());
-        for vcpu in self.vcpus.drain(..) {
-            let name = format!("vcpu{}", vcpu.id());
-            match self
-                .threads
-                .spawn(ThreadKind::Vcpu, &name, move || vcpu.run())
-            {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    self.life.request_stop(StopReason::Killed);
-                    self.life.kick_until_exited(Duration::from_secs(5));
-                    return Err(e.into());
-                }
-            }
-        }
-        let event_loop = match self.virtio.start(&self.threads) {
-            Ok(l) => l,
+        let gate = Arc::new(Gate::default());
+        let started = self.start_threads(&gate);
+        gate.open(started.is_ok());
+        let Started {
+            vcpus: threads,
+            event_loop,
+            sockets,
+        } = match started {
+            Ok(started) => started,
             Err(e) => {
+                // The vCPUs end at the gate; the other threads end with the process.
                 self.life.request_stop(StopReason::Killed);
-                self.life.kick_until_exited(Duration::from_secs(5));
-                return Err(e.into());
+                return Err(e);
             }
         };
-        let socket_path = self.start_control()?;
-        let console_path = self.start_console()?;
 
         self.life.wait_stopped(None);
         const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -406,7 +413,7 @@ impl Vmm {
             l.stop();
         }
         self.console_hub.close();
-        for path in [socket_path, console_path].into_iter().flatten() {
+        for path in sockets.into_iter().flatten() {
             let _ = std::fs::remove_file(path);
         }
         if !all_exited {
@@ -417,6 +424,29 @@ impl Vmm {
             Some(StopReason::Killed) => Ok(Exit::Killed),
             Some(StopReason::PowerOff) | None => Ok(Exit::PowerOff),
         }
+    }
+
+    /// Starts every thread — the vCPUs waiting at `gate` — then confines this one.
+    fn start_threads(&mut self, gate: &Arc<Gate>) -> Result<Started, VmmError> {
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for vcpu in self.vcpus.drain(..) {
+            let name = format!("vcpu{}", vcpu.id());
+            let gate = gate.clone();
+            vcpus.push(self.threads.spawn(ThreadKind::Vcpu, &name, move || {
+                if gate.wait() {
+                    vcpu.run();
+                }
+            })?);
+        }
+        let event_loop = self.virtio.start(&self.threads)?;
+        let control = self.start_control()?;
+        let console = self.start_console()?;
+        self.threads.confine_main()?;
+        Ok(Started {
+            vcpus,
+            event_loop,
+            sockets: [control, console],
+        })
     }
 
     fn start_control(&mut self) -> Result<Option<PathBuf>, VmmError> {
@@ -440,10 +470,7 @@ impl Vmm {
         .with_console(Box::new(move || {
             serde_json::to_value(hub.status()).unwrap_or_default()
         }));
-        if let Err(e) = control::serve(listener, Arc::new(ctl), &self.threads) {
-            self.life.request_stop(StopReason::Killed);
-            return Err(e.into());
-        }
+        control::serve(listener, Arc::new(ctl), &self.threads)?;
         Ok(Some(path))
     }
 
@@ -452,16 +479,12 @@ impl Vmm {
         let Some((listener, path)) = self.console.take() else {
             return Ok(None);
         };
-        let served = console::serve(
+        console::serve(
             listener,
             self.console_hub.clone(),
             self.serial.clone(),
             &self.threads,
-        );
-        if let Err(e) = served {
-            self.life.request_stop(StopReason::Killed);
-            return Err(e.into());
-        }
+        )?;
         Ok(Some(path))
     }
 }
