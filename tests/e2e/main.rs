@@ -11,6 +11,7 @@ mod lab;
 mod netns;
 mod plan;
 mod records;
+mod sandbox;
 mod support;
 mod trust_net;
 mod trust_storage;
