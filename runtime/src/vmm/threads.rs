@@ -158,11 +158,6 @@ impl Threads {
         })
     }
 
-    /// Whether threads are confined.
-    pub fn is_confined(&self) -> bool {
-        self.filters.is_some()
-    }
-
     /// Starts thread `name` of `kind` running `f`, once the thread is confined.
     pub fn spawn<F>(
         &self,
