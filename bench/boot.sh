@@ -3,7 +3,8 @@
 # (when FIRECRACKER names its binary) on the test guest (tests/guest), interleaved, RUNS
 # runs each (default 15): median and min wall time from process start to the guest's
 # first serial byte, median and max peak RSS (/usr/bin/time -f %M), for a 128 MiB
-# guest, as one table from one run. Needs root (or /dev/kvm access), python3,
+# guest, as one table from one run; vmctl also with `--no-seccomp`, for what its
+# seccomp filters cost. Needs root (or /dev/kvm access), python3,
 # /usr/bin/time (`apt-get install -y time`); QEMU from `apt-get install -y
 # qemu-system-x86`; Firecracker is not packaged (bench/boot.md says how to build it).
 #
@@ -31,9 +32,12 @@ import atexit, json, os, shutil, statistics, subprocess, sys, tempfile, time
 runs, vmctl, qemu, firecracker, guest = int(sys.argv[1]), *sys.argv[2:6]
 work = tempfile.mkdtemp(prefix="vmctl-boot-bench-")
 atexit.register(shutil.rmtree, work, True)
+vmctl_run = [vmctl, "vmm", "run", "--kernel", guest, "--memory", "128MiB",
+             "--cmdline", "console=ttyS0"]
+# The same VMM without its seccomp filters: what the filters cost at start-up.
 cmds = {
-    "vmctl": [vmctl, "vmm", "run", "--kernel", guest, "--memory", "128MiB",
-              "--cmdline", "console=ttyS0"],
+    "vmctl": vmctl_run,
+    "no-seccomp": vmctl_run + ["--no-seccomp"],
 }
 if qemu:
     cmds["qemu"] = [qemu, "-M", "microvm", "-accel", "kvm", "-m", "128M", "-nodefaults",
@@ -88,6 +92,10 @@ for other in ("qemu", "firecracker"):
     if other in med:
         print(f"vmctl/{other} time to first byte: {med['vmctl'][0] / med[other][0]:.3f}; "
               f"peak RSS: {med['vmctl'][1] / med[other][1]:.2f}")
+print(f"seccomp filters: {med['vmctl'][0] - med['no-seccomp'][0]:+.2f} ms "
+      f"({(med['vmctl'][0] / med['no-seccomp'][0] - 1) * 100:+.0f} %) to the first byte, "
+      f"{med['vmctl'][1] - med['no-seccomp'][1]:+.2f} MiB peak RSS "
+      "(target: <= +3 ms or +20 %, whichever is larger)")
 print(f"vmctl peak RSS {med['vmctl'][1]:.1f} MiB (target <= 4 MiB); "
       "QEMU time ratio target <= 0.2")
 PY

@@ -14,6 +14,7 @@ mod netns;
 mod plan;
 mod records;
 mod remote;
+mod sandbox;
 mod support;
 mod trust_net;
 mod trust_storage;

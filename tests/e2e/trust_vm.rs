@@ -527,8 +527,7 @@ fn idle_clients_cannot_exhaust_the_vmm() {
     let started = Instant::now();
     assert_eq!(t.vm_state(), "running");
     assert!(started.elapsed() < Duration::from_secs(10));
-    // A fixed set, whatever the number of clients: no thread per connection (one
-    // more only for the attached console client's input).
+    // A fixed set, whatever the number of clients: no thread per connection.
     let during = threads();
     assert!(
         during.len() <= 10,

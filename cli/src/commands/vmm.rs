@@ -16,6 +16,9 @@
 //!   VM cannot be built. `--disk PATH[,ro]` and `--nic TAP[,mac=52:54:00:…]` (both
 //!   repeatable) add virtio disks and NICs; the guest sees the disks first, then the
 //!   NICs, each in the order given.
+//! - Both confine every VMM thread to its seccomp filter (docs/seccomp.md) unless
+//!   `--no-seccomp`; `--seccomp-log` (or `VMCTL_VMM_SECCOMP_LOG=1`) logs instead of
+//!   killing, for writing filters.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use clap::{Args, FromArgMatches, Subcommand};
 use miette::{miette, Report};
 use vmctl_runtime::vmm::devices::virtio::block::BlockError;
 use vmctl_runtime::vmm::entry::{self, EntryError, Outcome, Start};
+use vmctl_runtime::vmm::seccomp::Action;
 use vmctl_runtime::vmm::spec::{self, Disk, Mac, Nic, Size, SpecError, VmmSpec};
 use vmctl_runtime::vmm::virtio_wiring::WiringError;
 use vmctl_runtime::vmm::{Exit, VmmError};
@@ -38,8 +42,37 @@ pub struct VmmArgs {
     /// Stay in the foreground instead of detaching.
     #[arg(long, requires = "spec")]
     foreground: bool,
+    #[command(flatten)]
+    seccomp: SeccompArgs,
     #[command(subcommand)]
     command: Option<VmmCommand>,
+}
+
+/// How the VMM's threads are filtered.
+#[derive(Debug, Args)]
+struct SeccompArgs {
+    /// Run without seccomp, for debugging: no thread of the VMM gets its filter, so
+    /// any of them may make any system call (a bug or a guest that takes over a thread
+    /// gets them all). Nothing else changes.
+    #[arg(long, conflicts_with = "seccomp_log")]
+    no_seccomp: bool,
+    /// Log a system call outside a thread's filter (`dmesg`: `audit: type=1326 …
+    /// syscall=N`) instead of killing the VMM, for writing filters
+    /// (docs/seccomp.md). Also VMCTL_VMM_SECCOMP_LOG=1, which reaches the VMMs that
+    /// `vmctl apply` starts.
+    #[arg(long, env = "VMCTL_VMM_SECCOMP_LOG", value_parser = clap::builder::BoolishValueParser::new())]
+    seccomp_log: bool,
+}
+
+impl SeccompArgs {
+    /// What a call outside a filter gets; `None` for no filters.
+    fn action(&self) -> Option<Action> {
+        match (self.no_seccomp, self.seccomp_log) {
+            (true, _) => None,
+            (false, true) => Some(Action::Log),
+            (false, false) => Some(Action::KillProcess),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +112,8 @@ struct RunArgs {
     /// the MAC is derived from the tap name unless given. Repeatable.
     #[arg(long, value_name = "TAP[,mac=MAC]", value_parser = parse_nic)]
     nic: Vec<Nic>,
+    #[command(flatten)]
+    seccomp: SeccompArgs,
 }
 
 /// `PATH` or `PATH,ro` (also `,rw`).
@@ -149,12 +184,18 @@ fn try_parse_vmm(args: &[std::ffi::OsString]) -> Option<Result<VmmArgs, clap::Er
 
 /// Runs `vmctl vmm`.
 pub fn run(args: VmmArgs) -> miette::Result<u8> {
-    let start = match (args.command, args.spec) {
-        (Some(VmmCommand::Run(run)), _) => Start::Inline(Box::new(inline_spec(run)?)),
-        (None, Some(path)) => Start::Spec {
-            path,
-            foreground: args.foreground,
-        },
+    let (start, seccomp) = match (args.command, args.spec) {
+        (Some(VmmCommand::Run(run)), _) => {
+            let seccomp = run.seccomp.action();
+            (Start::Inline(Box::new(inline_spec(run)?)), seccomp)
+        }
+        (None, Some(path)) => (
+            Start::Spec {
+                path,
+                foreground: args.foreground,
+            },
+            args.seccomp.action(),
+        ),
         (None, None) => {
             return Err(miette!(
                 code = "vmctl::vmm::usage",
@@ -165,7 +206,7 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
     };
     // A spec's VM says how it ended (on the console log when detached).
     let announce = matches!(start, Start::Spec { .. });
-    let result = entry::run(start, &mut std::io::stdout());
+    let result = entry::run(start, seccomp, &mut std::io::stdout());
     match &result {
         Ok(Outcome::Ended(Exit::PowerOff)) if announce => {
             eprintln!("vmctl vmm: the guest powered off")

@@ -20,7 +20,7 @@
 //!   (`dropped_out`). Nothing is queued in the VMM.
 //! - input goes into the 64-byte FIFO of the emulated 16550; when it stays full for
 //!   [`INPUT_WAIT`] (a guest not reading), the rest of that chunk is dropped and
-//!   counted (`dropped_in`). The input thread reads at most [`INPUT_CHUNK`] bytes at a
+//!   counted (`dropped_in`). The console thread reads at most [`INPUT_CHUNK`] bytes at a
 //!   time, so a client writing faster than that waits in its own socket buffer.
 //!
 //! The counters are in the control socket's `status` as
@@ -38,6 +38,7 @@ use serde::Serialize;
 
 use super::control::ControlError;
 use super::devices::serial::{SerialDevice, SerialOut};
+use super::threads::{ThreadError, ThreadKind, Threads};
 
 /// The header line a client gets when it is attached.
 pub const HEADER_OK: &str = "vmctl-console ok\n";
@@ -62,9 +63,12 @@ pub enum ConsoleError {
         /// Why.
         source: std::io::Error,
     },
-    /// The accept thread could not be started.
-    #[error("cannot start the console thread: {0}")]
-    Thread(std::io::Error),
+    /// The socket could not be made non-blocking.
+    #[error("cannot serve the console socket: {0}")]
+    Serve(std::io::Error),
+    /// The console thread could not be started.
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
 }
 
 /// What `status` reports about the console.
@@ -84,7 +88,7 @@ struct Client {
 }
 
 /// The one attached client (if any) and the counters, shared by the serial port's
-/// output path, the accept thread and the client's input thread.
+/// output path (a vCPU thread) and the console thread.
 #[derive(Default)]
 pub struct ConsoleHub {
     client: Mutex<Option<Client>>,
@@ -248,51 +252,98 @@ pub fn bind(path: &Path) -> Result<UnixListener, ConsoleError> {
     super::control::bind(path).map_err(|e| match e {
         ControlError::InUse(path) => ConsoleError::InUse(path),
         ControlError::Bind { path, source } => ConsoleError::Bind { path, source },
+        ControlError::Serve(source) => ConsoleError::Serve(source),
+        ControlError::Thread(e) => ConsoleError::Thread(e),
     })
 }
 
-/// Serves `listener` on a thread: attaches one client at a time, refusing others, and
-/// pumps the attached client's input into `serial` on a thread of its own.
+/// Serves `listener` on one thread (`poll`): attaches one client at a time, refusing
+/// others, and feeds the attached client's input into `serial`, [`INPUT_CHUNK`] bytes
+/// at a time. No thread per connection: a refused client costs one short write.
 pub fn serve(
     listener: UnixListener,
     hub: Arc<ConsoleHub>,
     serial: Arc<Mutex<SerialDevice>>,
+    threads: &Threads,
 ) -> Result<(), ConsoleError> {
-    std::thread::Builder::new()
-        .name("console".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let Some((id, input)) = hub.attach(conn) else {
-                    continue;
-                };
-                let (hub2, serial) = (hub.clone(), serial.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("console-in".into())
-                    .stack_size(128 * 1024)
-                    .spawn(move || pump_input(&hub2, &serial, input, id));
-                if spawned.is_err() {
-                    // Out of threads: this client cannot type; detach it.
-                    hub.detach(id);
-                }
-            }
-        })
-        .map(drop)
-        .map_err(ConsoleError::Thread)
+    listener
+        .set_nonblocking(true)
+        .map_err(ConsoleError::Serve)?;
+    threads.spawn(ThreadKind::Control, "console", move || {
+        serve_loop(&listener, &hub, &serial)
+    })?;
+    Ok(())
 }
 
-fn pump_input(hub: &ConsoleHub, serial: &Mutex<SerialDevice>, mut input: UnixStream, id: u64) {
+/// The console thread: `poll` on the listener and the attached client, for ever.
+fn serve_loop(listener: &UnixListener, hub: &ConsoleHub, serial: &Mutex<SerialDevice>) {
+    // The attached client's input end and its id. When the hub detaches the client
+    // (gone, or the VM stopped) it shuts the socket down, and this end reads EOF.
+    let mut input: Option<(UnixStream, u64)> = None;
     let mut buf = [0u8; INPUT_CHUNK];
     loop {
-        match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hub.feed(serial, &buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+        let mut fds = [
+            listener.as_raw_fd(),
+            input.as_ref().map_or(-1, |(s, _)| s.as_raw_fd()),
+        ]
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs (poll skips -1).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if fds[1].revents != 0 {
+            if let Some((stream, id)) = &mut input {
+                let done = match stream.read(&mut buf) {
+                    Ok(0) => true,
+                    Ok(n) => {
+                        hub.feed(serial, &buf[..n]);
+                        false
+                    }
+                    Err(e) => !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ),
+                };
+                if done {
+                    hub.detach(*id);
+                    input = None;
+                }
+            }
+        }
+        if fds[0].revents != 0 {
+            accept_all(listener, hub, &mut input);
         }
     }
-    hub.detach(id);
+}
+
+/// Accepts every pending client: the first one while none is attached becomes the
+/// attached client (`input`), the others are told the console is busy.
+fn accept_all(listener: &UnixListener, hub: &ConsoleHub, input: &mut Option<(UnixStream, u64)>) {
+    loop {
+        let conn = match listener.accept() {
+            Ok((conn, _)) => conn,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // WouldBlock: none left; anything else (EMFILE…): try again on the next poll.
+            Err(_) => return,
+        };
+        let Some((id, stream)) = hub.attach(conn) else {
+            continue;
+        };
+        if stream.set_nonblocking(true).is_err() {
+            hub.detach(id);
+            continue;
+        }
+        // A client the hub detached (it went away) but whose EOF was not read yet.
+        *input = Some((stream, id));
+    }
 }
 
 #[cfg(test)]

@@ -141,4 +141,42 @@ mod tests {
         assert_eq!(old.len(), 100);
         assert!(old.ends_with(&[b'y'; 10]));
     }
+
+    /// The serial port writes the log on a vCPU thread: its filter lets it rotate the
+    /// log, and a detached VMM's stdout and stderr follow (in a forked child, which
+    /// installs the vCPU filter, writes past the bound twice, and ends with `exit`).
+    #[test]
+    fn the_vcpu_filter_lets_the_log_rotate() {
+        use crate::vmm::seccomp::{Action, Filters};
+        use crate::vmm::threads::ThreadKind;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut log = ConsoleLog::with_max(&path, true, 100).unwrap();
+        let filters = Filters::compile(Action::KillProcess).unwrap();
+        // SAFETY: the child installs a filter, writes and leaves with exit(2); glibc's
+        // fork leaves its allocator usable in the child.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = match filters.install(ThreadKind::Vcpu) {
+                Ok(()) => {
+                    let ok = (0..3).all(|_| log.write_all(&[b'x'; 60]).is_ok());
+                    i64::from(!ok)
+                }
+                Err(_) => 3,
+            };
+            // SAFETY: the raw exit of this (only) thread: the vCPU filter allows exit,
+            // not exit_group.
+            unsafe { libc::syscall(libc::SYS_exit, code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child we forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+        assert_eq!(std::fs::read(rotated_path(&path)).unwrap().len(), 100);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 80);
+    }
 }

@@ -35,7 +35,13 @@ fn setup() -> Setup {
     let out = ConsoleOut::new(Box::new(log.clone()), hub.clone());
     let irq = EventFdTrigger(EventFd::new(EFD_NONBLOCK).unwrap());
     let serial = Arc::new(Mutex::new(SerialDevice::new(irq, Box::new(out))));
-    serve(bind(&path).unwrap(), hub.clone(), serial.clone()).unwrap();
+    serve(
+        bind(&path).unwrap(),
+        hub.clone(),
+        serial.clone(),
+        &crate::vmm::threads::Threads::unconfined(),
+    )
+    .unwrap();
     Setup {
         _dir: dir,
         path,

@@ -35,6 +35,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::lifecycle::{Lifecycle, RunState, StopReason};
+use super::threads::{ThreadError, ThreadKind, Threads};
 
 /// Errors setting up the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,12 @@ pub enum ControlError {
         /// Why.
         source: std::io::Error,
     },
+    /// The socket could not be made non-blocking.
+    #[error("cannot serve the control socket: {0}")]
+    Serve(std::io::Error),
+    /// The control thread could not be started.
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
 }
 
 /// Default time a guest gets to power off after Ctrl-Alt-Del.
@@ -218,46 +225,54 @@ struct Conn {
 /// once, requests answered in order. When the table is full a new client still gets
 /// in: the client quiet the longest is closed to make room, so idle connections can
 /// neither exhaust the VMM's threads and memory nor keep `status` out.
-pub fn serve(listener: UnixListener, ctl: Arc<Controller>) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name("control".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
-            loop {
-                let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
-                    .chain(conns.iter().map(|c| c.stream.as_raw_fd()))
-                    .map(|fd| libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
-                    .collect();
-                // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
-                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-                if n < 0 {
-                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return;
-                }
-                // Clients first (their slots are the ones polled), newcomers after.
-                let mut gone = Vec::new();
-                for (i, fd) in fds.iter().enumerate().skip(1) {
-                    if fd.revents != 0 && !serve_readable(&mut conns[i - 1], &ctl) {
-                        gone.push(i - 1);
-                    }
-                }
-                for i in gone.into_iter().rev() {
-                    conns.swap_remove(i);
-                }
-                if fds[0].revents != 0 {
-                    accept_all(&listener, &mut conns);
-                }
-            }
-        })?;
+pub fn serve(
+    listener: UnixListener,
+    ctl: Arc<Controller>,
+    threads: &Threads,
+) -> Result<(), ControlError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(ControlError::Serve)?;
+    threads.spawn(ThreadKind::Control, "control", move || {
+        serve_loop(&listener, &ctl)
+    })?;
     Ok(())
+}
+
+/// The control thread: `poll` on the listener and every client, for ever.
+fn serve_loop(listener: &UnixListener, ctl: &Controller) {
+    let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
+    loop {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+            .chain(conns.iter().map(|c| c.stream.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        // Clients first (their slots are the ones polled), newcomers after.
+        let mut gone = Vec::new();
+        for (i, fd) in fds.iter().enumerate().skip(1) {
+            if fd.revents != 0 && !serve_readable(&mut conns[i - 1], ctl) {
+                gone.push(i - 1);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            conns.swap_remove(i);
+        }
+        if fds[0].revents != 0 {
+            accept_all(listener, &mut conns);
+        }
+    }
 }
 
 /// Accepts every pending client, closing the quietest ones when the table is full.
@@ -425,6 +440,7 @@ mod tests {
         serve(
             bind(&path).unwrap(),
             Arc::new(controller(life.clone(), || {})),
+            &Threads::unconfined(),
         )
         .unwrap();
         assert!(matches!(bind(&path), Err(ControlError::InUse(_))));
@@ -447,7 +463,12 @@ mod tests {
         let listener = bind(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        serve(listener, Arc::new(controller(life, || {}))).unwrap();
+        serve(
+            listener,
+            Arc::new(controller(life, || {})),
+            &Threads::unconfined(),
+        )
+        .unwrap();
         let status = |s: UnixStream| {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             (&s).write_all(b"{\"cmd\":\"status\"}\n").unwrap();

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use super::console_log::ConsoleLog;
 use super::lock::{LockError, VmmLock};
 use super::process::{self, Detached, PidFile, ProcessError, ReadyPipe};
+use super::seccomp::Action;
 use super::spec::SpecError;
+use super::threads::Threads;
 use super::{memory, Exit, Vmm, VmmError, VmmSpec};
 
 /// How the original process of a detached VMM that did not start begins its one line
@@ -84,19 +86,35 @@ impl From<SpecError> for EntryError {
 /// original process (see the module); nothing else is written to it.
 ///
 /// Detaching forks: call while the process has a single thread.
-pub fn run(start: Start, launcher: &mut dyn Write) -> Result<Outcome, EntryError> {
+///
+/// `seccomp` says what a system call outside a thread's filter gets; `None` runs
+/// every thread unfiltered (`--no-seccomp`).
+pub fn run(
+    start: Start,
+    seccomp: Option<Action>,
+    launcher: &mut dyn Write,
+) -> Result<Outcome, EntryError> {
     match start {
-        Start::Spec { path, foreground } => run_spec(&path, foreground, launcher),
+        Start::Spec { path, foreground } => run_spec(&path, foreground, seccomp, launcher),
         Start::Inline(spec) => {
-            let vmm = Vmm::build(&spec, Box::new(std::io::stdout()))?;
+            let vmm = Vmm::build(&spec, Box::new(std::io::stdout()), threads(seccomp)?)?;
             Ok(Outcome::Ended(vmm.run()?))
         }
+    }
+}
+
+/// The threads of a VMM: confined, their filters compiled, unless `seccomp` is `None`.
+fn threads(seccomp: Option<Action>) -> Result<Threads, VmmError> {
+    match seccomp {
+        Some(action) => Ok(Threads::confined(action)?),
+        None => Ok(Threads::unconfined()),
     }
 }
 
 fn run_spec(
     path: &Path,
     foreground: bool,
+    seccomp: Option<Action>,
     launcher: &mut dyn Write,
 ) -> Result<Outcome, EntryError> {
     let mut spec = VmmSpec::from_file(path)?;
@@ -104,7 +122,7 @@ fn run_spec(
     memory::check_size(spec.memory.0, memory::HostLimits::current()).map_err(VmmError::from)?;
     spec.absolutize();
     if foreground {
-        return serve(&spec, None);
+        return serve(&spec, seccomp, None);
     }
     let Some(log) = spec.console_log.clone() else {
         return Err(SpecError::NoConsoleLog.into());
@@ -119,7 +137,7 @@ fn run_spec(
                     console_log: log,
                 })
         }
-        Detached::Child(ready) => serve(&spec, Some(ready)),
+        Detached::Child(ready) => serve(&spec, seccomp, Some(ready)),
     }
 }
 
@@ -138,8 +156,12 @@ type Held = (Vmm, Option<PidFile>, Option<VmmLock>);
 /// Builds and runs the VM of a spec: the VM's lock first (held until the process
 /// ends), serial output to the console log (stdout when there is none), pid file while
 /// it runs, start-up reported through `ready`.
-fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> Result<Outcome, EntryError> {
-    let (vmm, pid_file, lock) = match start(spec, ready.is_some()) {
+fn serve(
+    spec: &VmmSpec,
+    seccomp: Option<Action>,
+    ready: Option<ReadyPipe>,
+) -> Result<Outcome, EntryError> {
+    let (vmm, pid_file, lock) = match start(spec, seccomp, ready.is_some()) {
         Ok(held) => held,
         Err(e) => {
             if let Some(ready) = ready {
@@ -159,7 +181,8 @@ fn serve(spec: &VmmSpec, ready: Option<ReadyPipe>) -> Result<Outcome, EntryError
 
 /// Start-up of a spec's VM, up to serving its sockets; `detached` when stdout and
 /// stderr are the console log.
-fn start(spec: &VmmSpec, detached: bool) -> Result<Held, EntryError> {
+fn start(spec: &VmmSpec, seccomp: Option<Action>, detached: bool) -> Result<Held, EntryError> {
+    let threads = threads(seccomp)?;
     let lock = spec
         .lock_file_path()
         .map(|path| VmmLock::acquire(&path))
@@ -168,7 +191,7 @@ fn start(spec: &VmmSpec, detached: bool) -> Result<Held, EntryError> {
         Some(path) => Box::new(ConsoleLog::open(path, detached)?),
         None => Box::new(std::io::stdout()),
     };
-    let vmm = Vmm::build(spec, console)?;
+    let vmm = Vmm::build(spec, console, threads)?;
     vmm.stop_on_termination_signals()?;
     let pid_file = spec.pid_file.as_deref().map(PidFile::write).transpose()?;
     Ok((vmm, pid_file, lock))
@@ -186,7 +209,7 @@ mod tests {
 
     fn run_spec_file(path: PathBuf, foreground: bool) -> (Result<Outcome, EntryError>, Vec<u8>) {
         let mut launcher = Vec::new();
-        let result = run(Start::Spec { path, foreground }, &mut launcher);
+        let result = run(Start::Spec { path, foreground }, None, &mut launcher);
         (result, launcher)
     }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::threads::{ThreadError, ThreadKind, Threads};
+
 /// Whether the guest runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,6 +88,12 @@ pub enum LifecycleError {
     /// vCPUs did not park in time.
     #[error("the vCPUs did not pause within {0:?}")]
     PauseTimeout(Duration),
+    /// The kick signal's handler or the termination signals could not be set up.
+    #[error("cannot set up signal handling: {0}")]
+    Signals(std::io::Error),
+    /// The signal thread could not be started.
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
 }
 
 /// Shared by the vCPU threads, the control socket and the main thread.
@@ -111,7 +119,7 @@ pub fn kick_signal() -> libc::c_int {
 extern "C" fn noop_handler(_: libc::c_int) {}
 
 /// Installs the no-op kick handler (without `SA_RESTART`, so `KVM_RUN` returns `EINTR`).
-pub fn install_kick_handler() -> std::io::Result<()> {
+pub fn install_kick_handler() -> Result<(), LifecycleError> {
     // SAFETY: a zeroed sigaction is valid; we set a handler that does nothing, which is
     // async-signal-safe, and pass valid pointers.
     unsafe {
@@ -119,7 +127,7 @@ pub fn install_kick_handler() -> std::io::Result<()> {
         sa.sa_sigaction = noop_handler as extern "C" fn(libc::c_int) as usize;
         libc::sigemptyset(&mut sa.sa_mask);
         if libc::sigaction(kick_signal(), &sa, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(LifecycleError::Signals(std::io::Error::last_os_error()));
         }
     }
     Ok(())
@@ -129,7 +137,10 @@ pub fn install_kick_handler() -> std::io::Result<()> {
 /// process abruptly, so the VMM still removes its control socket and pid file. Blocks
 /// them in the calling thread, whose mask threads spawned later inherit, and waits for
 /// them on a thread of its own: call before starting any other thread.
-pub fn stop_on_termination_signals(life: Arc<Lifecycle>) -> std::io::Result<()> {
+pub fn stop_on_termination_signals(
+    life: Arc<Lifecycle>,
+    threads: &Threads,
+) -> Result<(), LifecycleError> {
     // SAFETY: sigset operations on a local, zeroed set; pthread_sigmask with valid
     // pointers.
     let set = unsafe {
@@ -140,20 +151,19 @@ pub fn stop_on_termination_signals(life: Arc<Lifecycle>) -> std::io::Result<()> 
         }
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc));
+            return Err(LifecycleError::Signals(std::io::Error::from_raw_os_error(
+                rc,
+            )));
         }
         set
     };
-    std::thread::Builder::new()
-        .name("signals".into())
-        .stack_size(64 * 1024)
-        .spawn(move || loop {
-            let mut sig = 0;
-            // SAFETY: sigwait with a valid set and out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                life.request_stop(StopReason::Killed);
-            }
-        })?;
+    threads.spawn(ThreadKind::Control, "signals", move || loop {
+        let mut sig = 0;
+        // SAFETY: sigwait with a valid set and out-pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            life.request_stop(StopReason::Killed);
+        }
+    })?;
     Ok(())
 }
 

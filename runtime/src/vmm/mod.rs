@@ -16,7 +16,9 @@
 //! 8. add devices: serial on COM1 (IRQ 4 through an irqfd), the i8042 (IRQ 1);
 //! 9. create every vCPU and set up its CPUID, MSRs, registers, FPU and LAPIC;
 //! 10. bind the control socket and the console socket ([`console`]); then
-//!     [`Vmm::run`] starts one thread per vCPU and the virtio event loop.
+//!     [`Vmm::run`] starts one thread per vCPU, the virtio event loop and the socket
+//!     threads, each confined to its seccomp filter ([`threads`], [`seccomp`]), and
+//!     confines the main thread before the vCPUs enter the guest.
 
 pub mod arch;
 pub mod console;
@@ -28,7 +30,9 @@ pub mod lifecycle;
 pub mod lock;
 pub mod memory;
 pub mod process;
+pub mod seccomp;
 pub mod spec;
+pub mod threads;
 pub mod vcpu;
 pub mod virtio_wiring;
 
@@ -36,6 +40,7 @@ use std::fs::File;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
@@ -55,12 +60,14 @@ use devices::bus::{self, BusError, MmioBus, PioBus};
 use devices::i8042::{I8042, I8042_DATA_PORT, I8042_LEN, KBD_IRQ};
 use devices::serial::{SerialDevice, SerialOut, COM1_IRQ, COM1_LEN, COM1_PORT};
 use devices::EventFdTrigger;
-use lifecycle::{Lifecycle, StopReason};
+use lifecycle::{Lifecycle, LifecycleError, StopReason};
 use memory::{HostLimits, MemoryError};
+use seccomp::SeccompError;
 use spec::SpecError;
 pub use spec::VmmSpec;
+use threads::{Gate, ThreadError, ThreadKind, Threads};
 use vcpu::{Vcpu, VcpuConfig, VcpuError};
-use virtio_wiring::{VirtioDevices, WiringError};
+use virtio_wiring::{EventLoop, VirtioDevices, WiringError};
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -120,9 +127,15 @@ pub enum VmmError {
     /// The console socket could not be set up.
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    /// The seccomp filters could not be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// Signal handling could not be set up.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
     /// A thread could not be started.
-    #[error("cannot start a thread: {0}")]
-    Thread(std::io::Error),
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
     /// The guest faulted; the VM has stopped.
     #[error("guest fault on vCPU {vcpu}: {reason}")]
     GuestFault {
@@ -169,6 +182,13 @@ type LegacyDevices = (
     Arc<Mutex<SerialDevice>>,
 );
 
+/// What [`Vmm::run`] started: the vCPU threads, the event loop, the sockets served.
+struct Started {
+    vcpus: Vec<JoinHandle<()>>,
+    event_loop: Option<EventLoop>,
+    sockets: [Option<PathBuf>; 2],
+}
+
 /// A built VM, ready to [`run`](Vmm::run).
 pub struct Vmm {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
@@ -180,6 +200,7 @@ pub struct Vmm {
     control: Option<(UnixListener, PathBuf)>,
     console: Option<(UnixListener, PathBuf)>,
     life: Arc<Lifecycle>,
+    threads: Threads,
     _vm: VmFd,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
@@ -198,13 +219,14 @@ fn open(path: &std::path::Path) -> Result<File, VmmError> {
 
 impl Vmm {
     /// Builds the VM `spec` describes; guest serial output goes to `console` (and to
-    /// a client of the console socket, when the spec has one).
-    pub fn build(spec: &VmmSpec, console: SerialOut) -> Result<Self, VmmError> {
+    /// a client of the console socket, when the spec has one). Every thread the VM
+    /// starts is started by `threads`.
+    pub fn build(spec: &VmmSpec, console: SerialOut, threads: Threads) -> Result<Self, VmmError> {
         spec.validate()?;
         let mem_size = spec.memory.0;
         memory::check_size(mem_size, HostLimits::current())?;
         let cpuid_mask = spec.cpuid_features()?;
-        lifecycle::install_kick_handler().map_err(VmmError::Thread)?;
+        lifecycle::install_kick_handler()?;
 
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -264,6 +286,7 @@ impl Vmm {
             control,
             console,
             life,
+            threads,
             _vm: vm,
             _kvm: kvm,
             _mem: mem,
@@ -349,38 +372,33 @@ impl Vmm {
     /// file removed) instead of ending the process. Call before [`Vmm::run`], while the
     /// process has no other thread.
     pub fn stop_on_termination_signals(&self) -> Result<(), VmmError> {
-        lifecycle::stop_on_termination_signals(self.life.clone()).map_err(VmmError::Thread)
+        Ok(lifecycle::stop_on_termination_signals(
+            self.life.clone(),
+            &self.threads,
+        )?)
     }
 
-    /// Runs the VM: one thread per vCPU, the control socket served on another, until
-    /// the guest powers off, faults, or is stopped. Returns once every vCPU thread has
-    /// ended, after removing the control socket.
+    /// Runs the VM: one thread per vCPU, the virtio event loop, the control and console
+    /// sockets each on their own, until the guest powers off, faults, or is stopped.
+    /// Every thread is confined to its kind before a vCPU enters the guest (this one
+    /// last: see [`threads`]). Returns once every vCPU thread has ended, after removing
+    /// the sockets.
     pub fn run(mut self) -> Result<Exit, VmmError> {
-        let mut threads = Vec::with_capacity(self.vcpus.len());
-        for vcpu in self.vcpus.drain(..) {
-            let t = std::thread::Builder::new()
-                .name(format!("vcpu{}", vcpu.id()))
-                .stack_size(256 * 1024)
-                .spawn(move || vcpu.run());
-            match t {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    self.life.request_stop(StopReason::Killed);
-                    self.life.kick_until_exited(Duration::from_secs(5));
-                    return Err(VmmError::Thread(e));
-                }
-            }
-        }
-        let event_loop = match self.virtio.start() {
-            Ok(l) => l,
+        let gate = Arc::new(Gate::default());
+        let started = self.start_threads(&gate);
+        gate.open(started.is_ok());
+        let Started {
+            vcpus: threads,
+            event_loop,
+            sockets,
+        } = match started {
+            Ok(started) => started,
             Err(e) => {
+                // The vCPUs end at the gate; the other threads end with the process.
                 self.life.request_stop(StopReason::Killed);
-                self.life.kick_until_exited(Duration::from_secs(5));
-                return Err(e.into());
+                return Err(e);
             }
         };
-        let socket_path = self.start_control()?;
-        let console_path = self.start_console()?;
 
         self.life.wait_stopped(None);
         const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -395,7 +413,7 @@ impl Vmm {
             l.stop();
         }
         self.console_hub.close();
-        for path in [socket_path, console_path].into_iter().flatten() {
+        for path in sockets.into_iter().flatten() {
             let _ = std::fs::remove_file(path);
         }
         if !all_exited {
@@ -406,6 +424,29 @@ impl Vmm {
             Some(StopReason::Killed) => Ok(Exit::Killed),
             Some(StopReason::PowerOff) | None => Ok(Exit::PowerOff),
         }
+    }
+
+    /// Starts every thread — the vCPUs waiting at `gate` — then confines this one.
+    fn start_threads(&mut self, gate: &Arc<Gate>) -> Result<Started, VmmError> {
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for vcpu in self.vcpus.drain(..) {
+            let name = format!("vcpu{}", vcpu.id());
+            let gate = gate.clone();
+            vcpus.push(self.threads.spawn(ThreadKind::Vcpu, &name, move || {
+                if gate.wait() {
+                    vcpu.run();
+                }
+            })?);
+        }
+        let event_loop = self.virtio.start(&self.threads)?;
+        let control = self.start_control()?;
+        let console = self.start_console()?;
+        self.threads.confine_main()?;
+        Ok(Started {
+            vcpus,
+            event_loop,
+            sockets: [control, console],
+        })
     }
 
     fn start_control(&mut self) -> Result<Option<PathBuf>, VmmError> {
@@ -429,10 +470,7 @@ impl Vmm {
         .with_console(Box::new(move || {
             serde_json::to_value(hub.status()).unwrap_or_default()
         }));
-        if let Err(e) = control::serve(listener, Arc::new(ctl)) {
-            self.life.request_stop(StopReason::Killed);
-            return Err(VmmError::Thread(e));
-        }
+        control::serve(listener, Arc::new(ctl), &self.threads)?;
         Ok(Some(path))
     }
 
@@ -441,11 +479,12 @@ impl Vmm {
         let Some((listener, path)) = self.console.take() else {
             return Ok(None);
         };
-        let served = console::serve(listener, self.console_hub.clone(), self.serial.clone());
-        if let Err(e) = served {
-            self.life.request_stop(StopReason::Killed);
-            return Err(e.into());
-        }
+        console::serve(
+            listener,
+            self.console_hub.clone(),
+            self.serial.clone(),
+            &self.threads,
+        )?;
         Ok(Some(path))
     }
 }

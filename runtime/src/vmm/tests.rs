@@ -80,7 +80,7 @@ fn boot(code: &[u8], cpus: u32) -> (Result<Exit, VmmError>, Vec<u8>, Arc<Lifecyc
     spec.cpus = cpus;
     spec.memory = spec::Size(16 << 20);
     let sink = Sink::default();
-    let vmm = Vmm::build(&spec, Box::new(sink.clone())).unwrap();
+    let vmm = Vmm::build(&spec, Box::new(sink.clone()), Threads::unconfined()).unwrap();
     let life = vmm.lifecycle().clone();
     let r = vmm.run();
     let out = bus::lock(&sink.0).clone();
@@ -138,7 +138,9 @@ fn unknown_mmio_reads_all_ones_and_is_counted() {
 fn absurd_memory_is_refused_before_kvm() {
     let mut spec = VmmSpec::new("/proc/self/exe");
     spec.memory = spec::Size(1 << 50);
-    let err = Vmm::build(&spec, Box::new(std::io::sink())).err().unwrap();
+    let err = Vmm::build(&spec, Box::new(std::io::sink()), Threads::unconfined())
+        .err()
+        .unwrap();
     assert!(
         matches!(err, VmmError::Memory(MemoryError::TooLarge { .. })),
         "{err}"

@@ -38,6 +38,7 @@ use super::devices::virtio::mmio::{MmioError, MmioTransport, NOTIFY_REG_OFFSET};
 use super::devices::virtio::net::{Net, TapDevice, TapError};
 use super::devices::virtio::{GuestMemoryMmap, VirtioCounters, VirtioDevice};
 use super::spec::Devices;
+use super::threads::{ThreadError, ThreadKind, Threads};
 
 /// Errors attaching virtio devices or running their event loop.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +103,7 @@ pub enum WiringError {
     Bus(#[from] BusError),
     /// The event loop thread could not be started.
     #[error("cannot start the virtio event loop: {0}")]
-    StartThread(std::io::Error),
+    StartThread(ThreadError),
 }
 
 /// Devices of every kind behind one transport type.
@@ -309,7 +310,7 @@ impl VirtioDevices {
 
     /// Starts the event loop thread (none without devices). Dropping or
     /// [`EventLoop::stop`]ping the result ends it.
-    pub fn start(&self) -> Result<Option<EventLoop>, WiringError> {
+    pub fn start(&self, threads: &Threads) -> Result<Option<EventLoop>, WiringError> {
         if self.devices.is_empty() {
             return Ok(None);
         }
@@ -348,10 +349,10 @@ impl VirtioDevices {
             what: "eventfd",
             source,
         })?;
-        let thread = std::thread::Builder::new()
-            .name("virtio".into())
-            .stack_size(256 * 1024)
-            .spawn(move || event_loop(&epoll, &served, &thread_stop))
+        let thread = threads
+            .spawn(ThreadKind::Device, "virtio", move || {
+                event_loop(&epoll, &served, &thread_stop)
+            })
             .map_err(WiringError::StartThread)?;
         Ok(Some(EventLoop {
             stop,

@@ -1,0 +1,52 @@
+//! The vCPU threads' filter (plus [`super::base`]): `KVM_RUN` and the exits it returns.
+//! A port or MMIO exit runs device code on the vCPU thread: the serial port writes
+//! the console log (and rotates it) and the console client, a device raises its
+//! interrupt through its irqfd, and a virtio register write can run the device — a
+//! queue notification that misses its ioeventfd, or a NIC whose driver becomes ready —
+//! so the device's I/O calls are here too.
+
+use kvm_bindings::{kvm_regs, KVMIO};
+use vmm_sys_util::ioctl::{ioctl_expr, _IOC_NONE, _IOC_READ};
+
+use super::{any, arg_in, ioctl, Rule};
+
+/// `KVM_RUN`.
+pub const KVM_RUN: u64 = ioctl_expr(_IOC_NONE, KVMIO, 0x80, 0) as u64;
+/// `KVM_GET_REGS`.
+pub const KVM_GET_REGS: u64 = ioctl_expr(
+    _IOC_READ,
+    KVMIO,
+    0x81,
+    std::mem::size_of::<kvm_regs>() as u32,
+) as u64;
+
+/// The flags the console log is opened with (`process::open_console_log`).
+const CONSOLE_LOG_OPEN: u64 =
+    (libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+
+/// The vCPU rules, one a line.
+#[rustfmt::skip]
+pub const RULES: &[Rule] = &[
+    ioctl(&[KVM_RUN, KVM_GET_REGS], "KVM_RUN runs the guest; KVM_GET_REGS finds the rip of a guest fault"),
+    any(libc::SYS_rt_sigreturn, "return from the kick signal's handler"),
+    any(libc::SYS_write, "serial output to the console log or stdout; irqfds; frames to a tap"),
+    any(libc::SYS_read, "a NIC's tap, drained when its driver becomes ready"),
+    any(libc::SYS_sendto, "serial output to the console client, never blocking"),
+    any(libc::SYS_shutdown, "a console client gone away is detached"),
+    any(libc::SYS_pread64, "a disk read run by a queue notification"),
+    any(libc::SYS_pwrite64, "a disk write run by a queue notification"),
+    any(libc::SYS_fdatasync, "a disk flush run by a queue notification"),
+    any(libc::SYS_rename, "the console log rotated: console.log becomes console.log.1"),
+    arg_in(libc::SYS_openat, 2, &[CONSOLE_LOG_OPEN], "the rotated console log's new file: write, append, create, no symlink"),
+    any(libc::SYS_fchmod, "the new console log's mode (0640, whatever the umask)"),
+    any(libc::SYS_ftruncate, "the console log emptied when it cannot be rotated"),
+    arg_in(libc::SYS_dup2, 1, &[libc::STDOUT_FILENO as u64, libc::STDERR_FILENO as u64], "a detached VMM's stdout and stderr follow the rotated console log"),
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compiles_for_x86_64() {
+        super::super::tests::compiles_for_x86_64(crate::vmm::threads::ThreadKind::Vcpu);
+    }
+}
