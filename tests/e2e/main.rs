@@ -8,6 +8,7 @@ mod cpuset;
 mod engine;
 mod fleet;
 mod fleet_apply;
+mod fleet_bench;
 mod footprint;
 mod lab;
 mod netns;
