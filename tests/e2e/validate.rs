@@ -41,6 +41,16 @@ fn quickstart_is_valid() {
 }
 
 #[test]
+fn fleet_example_is_valid() {
+    let out = run(&["validate", "examples/fleet"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "shop: 3 hosts, 2 networks, 2 vlans, 3 pools, 3 volumes, 3 vms\n"
+    );
+}
+
+#[test]
 fn every_bad_example_fails_with_its_diagnostics() {
     let cases = bad_cases();
     assert!(
@@ -82,7 +92,7 @@ fn copy_example(from: &Path) -> tempfile::TempDir {
 
 fn examples() -> Vec<PathBuf> {
     let root = repo_root().join("examples");
-    let mut out = vec![root.join("quickstart")];
+    let mut out = vec![root.join("quickstart"), root.join("fleet")];
     out.extend(bad_cases().into_iter().map(|c| root.join("bad").join(c)));
     out
 }
