@@ -338,6 +338,63 @@ pub fn report_problems(live: &LiveFile, style: &crate::render::Style) -> usize {
     count
 }
 
+/// Under a plan: the files it will ship to remote hosts (the kernels, initrds and base
+/// images its VMs and volumes name that a host's image cache lacks), with their sizes.
+pub fn print_shipping(plan: &vmctl_planner::Plan, fleet: &Fleet) {
+    use vmctl_planner::{Action, Resource};
+    let mut seen = std::collections::HashSet::new();
+    let mut lines = Vec::new();
+    for change in &plan.changes {
+        if !matches!(
+            change.action,
+            Action::Create | Action::Replace | Action::Start
+        ) {
+            continue;
+        }
+        let Some(host) = fleet.get(&change.host) else {
+            continue;
+        };
+        let files: Vec<(&str, &std::path::Path)> = match &change.after {
+            Some(Resource::Vm(vm)) => std::iter::once(("kernel", vm.kernel.as_path()))
+                .chain(vm.initrd.as_deref().map(|i| ("initrd", i)))
+                .collect(),
+            Some(Resource::Volume(v)) => v
+                .from
+                .as_deref()
+                .map(|f| ("image", f))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (what, path) in files {
+            if !seen.insert((change.host.clone(), path.to_owned())) {
+                continue;
+            }
+            match host.lacks(path) {
+                Ok(Some(size)) => lines.push(format!(
+                    "  {what} {} ({}) to host {:?}",
+                    path.display(),
+                    vmctl_schema::capacity::human(size),
+                    change.host
+                )),
+                Ok(None) => {}
+                Err(e) => lines.push(format!(
+                    "  {what} {} to host {:?}: cannot tell whether it is there ({})",
+                    path.display(),
+                    change.host,
+                    chain(&e)
+                )),
+            }
+        }
+    }
+    if !lines.is_empty() {
+        println!("\nFiles to ship (once per content, into each host's image cache):");
+        for line in lines {
+            println!("{line}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,6 +148,20 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     }
     let mut lab = FleetLab::new();
 
+    // The plan says which files it will ship where, and their sizes.
+    let planned = lab.ok(&["plan"]);
+    assert!(planned.contains("Files to ship"), "{planned}");
+    let kernel = guest().display().to_string();
+    for host in ["a", "b"] {
+        let line = format!("kernel {kernel} (");
+        assert!(
+            planned
+                .lines()
+                .any(|l| l.contains(&line) && l.ends_with(&format!("to host \"{host}\""))),
+            "{planned}"
+        );
+    }
+
     // Apply from empty: vmctl and the kernel are shipped to each host once.
     let applied = lab.ok(&["apply", "--auto-approve"]);
     assert!(applied.contains("Apply complete"), "{applied}");
@@ -202,6 +216,10 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+
+    // What a host has is not shipped again.
+    let replan = lab.ok(&["plan"]);
+    assert!(!replan.contains("Files to ship"), "{replan}");
 
     // Drift on one remote host: its VM's VMM is killed; exactly that is repaired.
     let pid = lab.vmm_pid("host-a", "web-1").expect("web-1's VMM");

@@ -51,7 +51,12 @@ fn timed(fleet: Option<&Fleet>, dir: &Path, args: &[&str]) -> (Output, Duration)
 
 fn ok(fleet: Option<&Fleet>, dir: &Path, args: &[&str]) -> Duration {
     let (out, took) = timed(fleet, dir, args);
-    assert_eq!(out.status.code(), Some(0), "vmctl {args:?}:\n{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "vmctl {args:?}:\n{}",
+        text(&out)
+    );
     took
 }
 
@@ -114,7 +119,10 @@ fn fleet_bench() {
         let local = tempfile::tempdir().expect("tempdir");
         let local_dir = local.path().join("config");
         std::fs::create_dir_all(&local_dir).expect("config dir");
-        let body = format!("    state-dir \"{}\"\n", local.path().join("state").display());
+        let body = format!(
+            "    state-dir \"{}\"\n",
+            local.path().join("state").display()
+        );
         let one = [("local".to_owned(), body)];
         std::fs::write(local_dir.join("bench.kdl"), config(&one, hosts * vms)).expect("config");
         ok(None, &local_dir, &["apply", "--auto-approve"]);

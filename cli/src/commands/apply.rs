@@ -197,6 +197,7 @@ pub fn execute(
 ) -> Result<(), CommandError> {
     let Planned { plan, graph } = planned;
     print!("{}", human::render(plan, style.stdout));
+    runtime::print_shipping(plan, fleet);
     if !plan.has_changes() {
         return Ok(());
     }

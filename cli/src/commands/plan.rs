@@ -72,10 +72,12 @@ pub struct Planned {
     pub live: LiveFile,
     pub plan: Plan,
     pub graph: ApplyGraph,
+    /// The hosts as reached for the plan (none with `--live`).
+    pub fleet: Option<vmctl_runtime::hosts::Fleet>,
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
-    let planned = make(&args.path, &args.planning, style)?;
+    let mut planned = make(&args.path, &args.planning, style)?;
     let Planned {
         config, live, plan, ..
     } = &planned;
@@ -83,6 +85,9 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         print!("{}", json::render(plan, &planned.graph));
     } else {
         print!("{}", human::render(plan, style.stdout));
+        if let Some(fleet) = &planned.fleet {
+            crate::runtime::print_shipping(plan, fleet);
+        }
     }
     if let Some(out) = &args.out {
         let options = SavedOptions {
@@ -113,7 +118,10 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     } else {
         0
     };
-    // The process ends now: freeing a 10,000-VM plan piece by piece would only cost time.
+    // The hosts' connections end properly (their ssh masters, their control dir)...
+    drop(planned.fleet.take());
+    // ...but the process ends now: freeing a 10,000-VM plan piece by piece would only
+    // cost time.
     std::mem::forget(planned);
     if problems > 0 {
         eprintln!(
@@ -129,6 +137,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
 
 /// Loads the config and the live state and plans; errors are printed as diagnostics.
 pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, CommandError> {
+    let mut fleet = None;
     let (loaded, live) = match planning.live.as_deref() {
         // The live state's JSON is read while the config's files are parsed.
         Some(live_path) => std::thread::scope(|scope| {
@@ -143,8 +152,11 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
             let loaded = vmctl_schema::load(path)?;
             // The files the config names, before the hosts (offline, `--live`, skips both).
             crate::files::check(&loaded, style)?;
-            let live = crate::runtime::connect(&loaded.config, &planning.reach)
-                .and_then(|fleet| crate::runtime::observe(&loaded.config, &fleet));
+            let live = crate::runtime::connect(&loaded.config, &planning.reach).and_then(|f| {
+                let live = crate::runtime::observe(&loaded.config, &f);
+                fleet = Some(f);
+                live
+            });
             (Ok(loaded), live)
         }
     };
@@ -171,6 +183,7 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
         live,
         plan,
         graph,
+        fleet,
     })
 }
 

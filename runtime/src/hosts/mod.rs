@@ -61,6 +61,12 @@ pub trait Host: Send + Sync {
     /// machine); a remote host gets a copy in its image cache, once per content.
     fn ship(&self, path: &Path) -> Result<Option<PathBuf>, StepError>;
 
+    /// Whether [`Host::ship`] would send the file at `path` (the host lacks its
+    /// content): its size when so. This machine lacks nothing.
+    fn lacks(&self, _path: &Path) -> Result<Option<u64>, StepError> {
+        Ok(None)
+    }
+
     /// The command that shows VM `vm`'s console there, when it is not this machine (the
     /// caller shows a local VM's console itself); `tty` when a user's terminal is to be
     /// carried.
@@ -79,6 +85,7 @@ pub trait Host: Send + Sync {
 /// each host's result, in the order given.
 fn connect_remote<'h>(
     remote: &[(&'h vmctl_schema::Host, &str)],
+    vms_on: &[&str],
     settings: &ssh::SshSettings,
     parallelism: usize,
 ) -> Vec<(&'h str, Result<ssh::Reached, ssh::SshHostError>)> {
@@ -91,7 +98,10 @@ fn connect_remote<'h>(
                 let Some((host, target)) = remote.get(i) else {
                     break;
                 };
-                let result = ssh::connect(host, target, settings);
+                let needs = ssh::Needs {
+                    kvm: vms_on.contains(&host.name.as_str()),
+                };
+                let result = ssh::connect(host, target, settings, needs);
                 if let Ok(mut results) = results.lock() {
                     results.push((i, host.name.as_str(), result));
                 }
@@ -253,7 +263,8 @@ impl Fleet {
                 control: std::sync::Arc::clone(&dir),
             };
             control = Some(dir);
-            for (host, result) in connect_remote(&remote, &settings, parallelism) {
+            let vms_on: Vec<&str> = config.vms.iter().map(|v| v.host.as_str()).collect();
+            for (host, result) in connect_remote(&remote, &vms_on, &settings, parallelism) {
                 match result {
                     Ok((reached, was_shipped)) => {
                         if let Some(s) = was_shipped {

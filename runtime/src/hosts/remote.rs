@@ -30,6 +30,9 @@ pub trait Link: Send + Sync {
     /// content: a copy already there is not sent again); its path on the host.
     fn ship(&self, path: &Path) -> Result<PathBuf, LinkError>;
 
+    /// Whether [`Link::ship`] would send the file at `path`: its size when so.
+    fn lacks(&self, path: &Path) -> Result<Option<u64>, LinkError>;
+
     /// The command that shows VM `vm`'s console on the host (`vmctl agent console`),
     /// its stdio the caller's; `tty` when a user's terminal is to be carried.
     fn console(&self, project: &str, vm: &str, view: &ConsoleView, tty: bool) -> Option<Command>;
@@ -229,6 +232,16 @@ impl Host for RemoteHost {
         });
     }
 
+    fn lacks(&self, path: &Path) -> Result<Option<u64>, StepError> {
+        if self.shipped.lock().is_ok_and(|s| s.contains_key(path)) {
+            return Ok(None);
+        }
+        self.link.lacks(path).map_err(|e| StepError::Ship {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
     fn ship(&self, path: &Path) -> Result<Option<PathBuf>, StepError> {
         if let Some(there) = self.shipped.lock().ok().and_then(|s| s.get(path).cloned()) {
             return Ok(Some(there));
@@ -272,6 +285,10 @@ mod tests {
 
         fn console(&self, _: &str, _: &str, _: &ConsoleView, _: bool) -> Option<Command> {
             None
+        }
+
+        fn lacks(&self, _: &Path) -> Result<Option<u64>, LinkError> {
+            Ok(None)
         }
     }
 

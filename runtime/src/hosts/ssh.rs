@@ -38,6 +38,8 @@ pub enum SshHostError {
     },
     #[error("host {host:?}: the agent did not take host calls: {reason}")]
     Calls { host: String, reason: String },
+    #[error("host {host:?} cannot run VMs: /dev/kvm {reason}")]
+    NoKvm { host: String, reason: String },
 }
 
 impl SshHostError {
@@ -47,7 +49,8 @@ impl SshHostError {
             SshHostError::Target { host, .. }
             | SshHostError::Build { host, .. }
             | SshHostError::Connect { host, .. }
-            | SshHostError::Calls { host, .. } => host,
+            | SshHostError::Calls { host, .. }
+            | SshHostError::NoKvm { host, .. } => host,
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct SshLink {
     vmctl: PathBuf,
     state_dir: PathBuf,
     sudo: bool,
+    /// The sha256 and size of each file hashed in this run, by path.
+    digests: Mutex<std::collections::HashMap<PathBuf, (String, u64)>>,
 }
 
 /// How to reach a host over ssh.
@@ -70,6 +75,13 @@ pub struct SshLink {
 pub struct SshSettings {
     pub options: SshOptions,
     pub control: Arc<ControlDir>,
+}
+
+/// What the run needs of a host beyond reaching it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// The config puts VMs on it: it must have a usable /dev/kvm.
+    pub kvm: bool,
 }
 
 /// A host reached over ssh, and what reaching it shipped there (vmctl itself).
@@ -80,6 +92,7 @@ pub fn connect(
     host: &HostConfig,
     ssh: &str,
     settings: &SshSettings,
+    needs: Needs,
 ) -> Result<Reached, SshHostError> {
     let target: SshTarget =
         ssh.parse().map_err(
@@ -111,10 +124,17 @@ pub fn connect(
         host: host.name.clone(),
         reason,
     };
-    let (client, agent) = connected
-        .agent
-        .into_calls()
-        .map_err(|e| calls_error(e.to_string()))?;
+    let mut agent = connected.agent;
+    if needs.kvm {
+        let probe = agent.probe().map_err(|e| calls_error(e.to_string()))?;
+        if let crate::remote::protocol::KvmAccess::Unusable { reason } = probe.kvm {
+            return Err(SshHostError::NoKvm {
+                host: host.name.clone(),
+                reason,
+            });
+        }
+    }
+    let (client, agent) = agent.into_calls().map_err(|e| calls_error(e.to_string()))?;
     let link = SshLink {
         client,
         _agent: Mutex::new(agent),
@@ -122,6 +142,7 @@ pub fn connect(
         vmctl: ship::agent_path(&options, exe),
         state_dir: host.state_dir.clone(),
         sudo: host.sudo,
+        digests: Mutex::new(std::collections::HashMap::new()),
     };
     let opened = link
         .call(&Call::Open {
@@ -137,6 +158,40 @@ pub fn connect(
         RemoteHost::new(&host.name, Arc::new(link)),
         connected.shipped,
     ))
+}
+
+impl SshLink {
+    /// The sha256 (hex) and size of the file at `path`, hashed once per run.
+    fn digest(&self, path: &Path) -> Result<(String, u64), LinkError> {
+        if let Some(known) = self.digests.lock().ok().and_then(|d| d.get(path).cloned()) {
+            return Ok(known);
+        }
+        let unreadable = |e: std::io::Error| LinkError::Gone {
+            reason: format!("cannot read {}: {e}", path.display()),
+        };
+        let (mut file, _) = fsutil::open_regular(path, true).map_err(unreadable)?;
+        let digest = sha256_of(&mut file).map_err(unreadable)?;
+        if let Ok(mut digests) = self.digests.lock() {
+            digests.insert(path.to_owned(), digest.clone());
+        }
+        Ok(digest)
+    }
+
+    /// Where the host's image cache has the file of sha256 `hex`, if it has it.
+    fn cached(&self, hex: &str) -> Result<Option<PathBuf>, LinkError> {
+        match self.call(&Call::Image {
+            sha256: hex.to_owned(),
+        })? {
+            Answer::Image { path } => Ok(path),
+            Answer::Failed { error } => Err(LinkError::Gone {
+                reason: error.message,
+            }),
+            other => Err(LinkError::Unexpected {
+                call: "image".into(),
+                answer: format!("{other:?}"),
+            }),
+        }
+    }
 }
 
 impl Link for SshLink {
@@ -169,27 +224,20 @@ impl Link for SshLink {
         self.client.call(call)
     }
 
+    fn lacks(&self, path: &Path) -> Result<Option<u64>, LinkError> {
+        let (hex, len) = self.digest(path)?;
+        Ok(self.cached(&hex)?.is_none().then_some(len))
+    }
+
     fn ship(&self, path: &Path) -> Result<PathBuf, LinkError> {
         let gone = |reason: String| LinkError::Gone { reason };
         let open = || {
             fsutil::open_regular(path, true)
                 .map_err(|e| gone(format!("cannot read {}: {e}", path.display())))
         };
-        let (mut file, _) = open()?;
-        let (hex, _) = sha256_of(&mut file)
-            .map_err(|e| gone(format!("cannot read {}: {e}", path.display())))?;
-        match self.call(&Call::Image {
-            sha256: hex.clone(),
-        })? {
-            Answer::Image { path: Some(there) } => return Ok(there),
-            Answer::Image { path: None } => {}
-            Answer::Failed { error } => return Err(gone(error.message)),
-            other => {
-                return Err(LinkError::Unexpected {
-                    call: "image".into(),
-                    answer: format!("{other:?}"),
-                })
-            }
+        let (hex, _) = self.digest(path)?;
+        if let Some(there) = self.cached(&hex)? {
+            return Ok(there);
         }
         // Sent from the start of a fresh open: what is hashed is what is sent, or the
         // far side refuses it.
