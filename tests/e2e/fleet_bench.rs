@@ -23,7 +23,7 @@ fn config(hosts: &[(String, String)], vms: usize) -> String {
     let mut kdl = String::from("project \"bench\"\n");
     for (name, body) in hosts {
         kdl.push_str(&format!(
-            "host \"{name}\" {{\n{body}    cpus 64\n    memory \"64GiB\"\n}}\n"
+            "host \"{name}\" {{\n{body}    cpus 256\n    memory \"256GiB\"\n}}\n"
         ));
         for i in 1..=vms {
             kdl.push_str(&format!(

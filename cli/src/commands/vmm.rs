@@ -79,6 +79,10 @@ impl SeccompArgs {
 enum VmmCommand {
     /// Boots a kernel in the foreground, guest serial output on stdout.
     Run(RunArgs),
+    /// Compiles every thread kind's seccomp filter as a VMM does at start-up and
+    /// prints, per kind, how many system calls it allows and its size in BPF
+    /// instructions (the rules, with their reasons: runtime/src/vmm/seccomp/).
+    Filters,
 }
 
 /// `vmctl vmm run`.
@@ -189,6 +193,7 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
             let seccomp = run.seccomp.action();
             (Start::Inline(Box::new(inline_spec(run)?)), seccomp)
         }
+        (Some(VmmCommand::Filters), _) => return print_filters(),
         (None, Some(path)) => (
             Start::Spec {
                 path,
@@ -215,6 +220,21 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
         _ => {}
     }
     finish(result)
+}
+
+/// `vmctl vmm filters`.
+fn print_filters() -> miette::Result<u8> {
+    use vmctl_runtime::vmm::seccomp::{Action, Filters};
+    let filters = Filters::compile(Action::KillProcess)
+        .map_err(|e| miette!(code = "vmctl::vmm::seccomp", "{e}"))?;
+    println!(
+        "{:<8} {:>9} {:>17}",
+        "THREAD", "SYSCALLS", "BPF INSTRUCTIONS"
+    );
+    for (kind, syscalls, instructions) in filters.sizes() {
+        println!("{:<8} {syscalls:>9} {instructions:>17}", kind.to_string());
+    }
+    Ok(0)
 }
 
 /// The spec of `vmctl vmm run`.

@@ -221,6 +221,20 @@ impl Filters {
         Ok(Self { programs })
     }
 
+    /// Each kind, the number of system calls its filter allows, and the filter's
+    /// length in BPF instructions.
+    pub fn sizes(&self) -> Vec<(ThreadKind, usize, usize)> {
+        self.programs
+            .iter()
+            .map(|(kind, program)| {
+                let mut calls: Vec<i64> = rules(*kind).iter().map(|r| r.nr).collect();
+                calls.sort_unstable();
+                calls.dedup();
+                (*kind, calls.len(), program.len())
+            })
+            .collect()
+    }
+
     /// Installs `kind`'s filter on the calling thread (and sets its `no_new_privs`,
     /// which a filter needs). Irreversible: the thread and every thread it starts keep
     /// it.
