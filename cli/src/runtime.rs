@@ -37,6 +37,12 @@ pub struct Reach {
     /// their keys, known_hosts, ProxyJump. Without it, the user's own ssh config.
     #[arg(long, value_name = "FILE", env = "VMCTL_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
+
+    /// Keep each remote host's ssh connection open in DIR (a 0700 directory of yours)
+    /// for a minute after the run, so that the next run reuses it instead of connecting
+    /// anew (ssh's ControlPersist). Without it: one connection per host per run.
+    #[arg(long, value_name = "DIR", env = "VMCTL_SSH_CONTROL_DIR")]
+    pub ssh_control_dir: Option<PathBuf>,
 }
 
 /// Reaches every host of `config` for this run (the first host that cannot be reached
@@ -62,8 +68,14 @@ pub fn connect(config: &Config, reach: &Reach) -> Result<Fleet, CommandError> {
         excluded: reach.exclude_hosts.clone(),
         ssh: SshOptions {
             config: reach.ssh_config.clone(),
+            control_persist: if reach.ssh_control_dir.is_some() {
+                std::time::Duration::from_secs(60)
+            } else {
+                SshOptions::default().control_persist
+            },
             ..SshOptions::default()
         },
+        control_dir: reach.ssh_control_dir.clone(),
         parallelism: usize::from(reach.host_parallelism),
     };
     Fleet::connect(config, &options).map_err(connect_error)

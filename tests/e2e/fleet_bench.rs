@@ -38,11 +38,24 @@ fn config(hosts: &[(String, String)], vms: usize) -> String {
 /// Runs `vmctl ARGS… DIR` (from the controller when `fleet` is given); its output and
 /// wall time.
 fn timed(fleet: Option<&Fleet>, dir: &Path, args: &[&str]) -> (Output, Duration) {
+    timed_with(fleet, dir, args, None)
+}
+
+/// [`timed`], with `VMCTL_SSH_CONTROL_DIR` set to `kept` when given.
+fn timed_with(
+    fleet: Option<&Fleet>,
+    dir: &Path,
+    args: &[&str],
+    kept: Option<&Path>,
+) -> (Output, Duration) {
     let bin = env!("CARGO_BIN_EXE_vmctl");
     let mut command = match fleet {
         Some(fleet) => fleet.controller_command(bin),
         None => std::process::Command::new(bin),
     };
+    if let Some(kept) = kept {
+        command.env("VMCTL_SSH_CONTROL_DIR", kept);
+    }
     command.args(args).arg(dir);
     let started = Instant::now();
     let out = command.output().expect("vmctl runs");
@@ -60,10 +73,10 @@ fn ok(fleet: Option<&Fleet>, dir: &Path, args: &[&str]) -> Duration {
     took
 }
 
-fn median_plan(fleet: Option<&Fleet>, dir: &Path, runs: usize) -> Duration {
+fn median_plan(fleet: Option<&Fleet>, dir: &Path, runs: usize, kept: Option<&Path>) -> Duration {
     let mut times: Vec<Duration> = (0..runs)
         .map(|_| {
-            let (out, took) = timed(fleet, dir, &["plan", "--detailed-exitcode"]);
+            let (out, took) = timed_with(fleet, dir, &["plan", "--detailed-exitcode"], kept);
             assert_eq!(out.status.code(), Some(0), "a change left:\n{}", text(&out));
             took
         })
@@ -88,8 +101,8 @@ fn fleet_bench() {
         .split_whitespace()
         .map(|n| n.parse().expect("HOSTS are numbers"))
         .collect();
-    println!("| hosts × VMs | apply from empty (ships vmctl) | apply from empty (vmctl there) | no-change plan | same VMs on one local host | ratio |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| hosts × VMs | apply from empty (ships vmctl) | apply from empty (vmctl there) | no-change plan | … connections kept | same VMs on one local host | ratio (kept) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for hosts in counts {
         let fleet = Fleet::with_hosts(hosts);
         let dir = fleet.dir.path().join("config");
@@ -110,7 +123,15 @@ fn fleet_bench() {
             .collect();
         std::fs::write(dir.join("bench.kdl"), config(&names, vms)).expect("config");
         let first = ok(Some(&fleet), &dir, &["apply", "--auto-approve"]);
-        let plan = median_plan(Some(&fleet), &dir, runs);
+        let plan = median_plan(Some(&fleet), &dir, runs, None);
+        // Connections kept between runs (`--ssh-control-dir`): the first run opens
+        // them, the measured ones reuse them.
+        let kept = fleet.dir.path().join("ssh-control");
+        std::fs::create_dir(&kept).expect("control dir");
+        std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("0700");
+        median_plan(Some(&fleet), &dir, 1, Some(&kept));
+        let plan_kept = median_plan(Some(&fleet), &dir, runs, Some(&kept));
         ok(Some(&fleet), &dir, &["destroy", "--auto-approve"]);
         let again = ok(Some(&fleet), &dir, &["apply", "--auto-approve"]);
         ok(Some(&fleet), &dir, &["destroy", "--auto-approve"]);
@@ -126,15 +147,17 @@ fn fleet_bench() {
         let one = [("local".to_owned(), body)];
         std::fs::write(local_dir.join("bench.kdl"), config(&one, hosts * vms)).expect("config");
         ok(None, &local_dir, &["apply", "--auto-approve"]);
-        let baseline = median_plan(None, &local_dir, runs);
+        let baseline = median_plan(None, &local_dir, runs, None);
         ok(None, &local_dir, &["destroy", "--auto-approve"]);
         println!(
-            "| {hosts} × {vms} | {} | {} | {} | {} | {:.2}× |",
+            "| {hosts} × {vms} | {} | {} | {} | {} | {} | {:.2}× ({:.2}×) |",
             secs(first),
             secs(again),
             secs(plan),
+            secs(plan_kept),
             secs(baseline),
-            plan.as_secs_f64() / baseline.as_secs_f64()
+            plan.as_secs_f64() / baseline.as_secs_f64(),
+            plan_kept.as_secs_f64() / baseline.as_secs_f64()
         );
     }
 }

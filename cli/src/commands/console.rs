@@ -141,6 +141,7 @@ fn run_remote(args: &Args, config: &vmctl_schema::Config, host: &str) -> Result<
             .map(|h| h.name.clone())
             .collect(),
         ssh_config: args.ssh_config.clone(),
+        ssh_control_dir: std::env::var_os("VMCTL_SSH_CONTROL_DIR").map(PathBuf::from),
     };
     let fleet = crate::runtime::connect(config, &reach)?;
     let view = vmctl_runtime::hosts::ConsoleView {

@@ -194,6 +194,9 @@ pub struct ConnectOptions {
     pub excluded: Vec<String>,
     /// How `ssh` is run for remote hosts (`--ssh-config`).
     pub ssh: crate::remote::ssh::SshOptions,
+    /// A directory kept across runs for the hosts' ssh connections
+    /// (`--ssh-control-dir`); `None`: one connection per host per run, closed after it.
+    pub control_dir: Option<PathBuf>,
     /// Hosts reached (and later observed and applied) at once; 0 means
     /// [`HOST_PARALLELISM`].
     pub parallelism: usize,
@@ -253,7 +256,11 @@ impl Fleet {
         let mut shipped = Vec::new();
         let mut control = None;
         if !remote.is_empty() {
-            let dir = crate::remote::ssh::ControlDir::new().map_err(|e| {
+            let dir = match &options.control_dir {
+                Some(kept) => crate::remote::ssh::ControlDir::kept(kept),
+                None => crate::remote::ssh::ControlDir::new(),
+            }
+            .map_err(|e| {
                 vec![ConnectError::ControlDir {
                     reason: e.to_string(),
                 }]

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, Write};
 
-use super::build::Executable;
 use super::protocol::{
     read_line, write_message, ErrorKind, ErrorReply, Hello, HostFacts, KvmAccess, Request,
     Response, WireError, PROTOCOL,
@@ -88,7 +87,7 @@ pub fn serve<R: BufRead, W: Write + Send>(
 
 /// [`serve`] on this process's stdin and stdout as the running executable.
 pub fn serve_stdio() -> Result<End, AgentError> {
-    let build = &Executable::current()?.sha256;
+    let build = &super::build::agent_build_id()?;
     let stdin = std::io::stdin().lock();
     serve(stdin, std::io::stdout(), build)
 }

@@ -100,6 +100,29 @@ pub fn is_build_id(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The build id of the running agent: the hex in its file name when it runs from the
+/// content-addressed path vmctl shipped it to (`…/bin/vmctl-<sha256>`: checked by
+/// sha256 as it was written, in a directory only root may write), without reading the
+/// file again; else the sha256 of the executable ([`Executable::current`]).
+pub fn agent_build_id() -> Result<String, BuildIdError> {
+    let shipped = std::env::current_exe().ok().and_then(|exe| {
+        let in_bin = exe
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "bin");
+        let name = exe
+            .file_name()?
+            .to_str()?
+            .strip_prefix("vmctl-")?
+            .to_owned();
+        (in_bin && is_build_id(&name)).then_some(name)
+    });
+    match shipped {
+        Some(id) => Ok(id),
+        None => Executable::current().map(|e| e.sha256.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,10 @@ pub fn classify(host: &str, stderr: &str) -> SshError {
 #[derive(Debug)]
 pub struct ControlDir {
     path: PathBuf,
+    /// A directory the user keeps across runs (`--ssh-control-dir`): its masters
+    /// outlive the run by `ControlPersist`, for the next run to reuse; neither the
+    /// directory nor the masters are removed at the end of a run.
+    kept: bool,
 }
 
 /// Why the control directory could not be made.
@@ -179,7 +183,7 @@ impl ControlDir {
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {
                     // The umask may only have taken bits away; say exactly 0700.
-                    let dir = ControlDir { path };
+                    let dir = ControlDir { path, kept: false };
                     std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o700))
                         .map_err(error)?;
                     return Ok(Arc::new(dir));
@@ -192,14 +196,59 @@ impl ControlDir {
         }
     }
 
+    /// `path`, kept across runs: made 0700 if missing; refused unless it is a real
+    /// directory (not a link) owned by this user and closed to everyone else, since
+    /// whoever can reach its sockets can run commands on the hosts.
+    pub fn kept(path: &Path) -> Result<Arc<ControlDir>, ControlDirError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let error = |reason: String| ControlDirError {
+            parent: path.to_owned(),
+            reason,
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(error(e.to_string())),
+        }
+        let meta = std::fs::symlink_metadata(path).map_err(|e| error(e.to_string()))?;
+        // SAFETY: geteuid has no preconditions, cannot fail and touches no memory.
+        let euid = unsafe { libc::geteuid() };
+        if !meta.file_type().is_dir() {
+            return Err(error("it is not a directory".into()));
+        }
+        if meta.uid() != euid {
+            return Err(error(format!(
+                "it belongs to uid {}, not to this user",
+                meta.uid()
+            )));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(error(format!(
+                "its mode is {:o}: others may reach the ssh connections in it (make it 0700)",
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        Ok(Arc::new(ControlDir {
+            path: path.to_owned(),
+            kept: true,
+        }))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether it is kept across runs (with its masters).
+    pub fn is_kept(&self) -> bool {
+        self.kept
     }
 }
 
 impl Drop for ControlDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if !self.kept {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -346,7 +395,10 @@ impl SshSession {
 
 impl Drop for SshSession {
     fn drop(&mut self) {
-        self.close();
+        // A kept directory's master serves the next run (it ends by ControlPersist).
+        if !self.control.is_kept() {
+            self.close();
+        }
     }
 }
 
