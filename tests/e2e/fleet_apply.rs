@@ -253,6 +253,35 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     assert_eq!(lab.planned(&["--exclude-host", "b"]), Vec::<String>::new());
     lab.fleet.host_mut("host-b").start_sshd();
 
+    // Connections kept between runs (--ssh-control-dir): the next run reuses them; a
+    // directory others may enter is refused.
+    let kept = lab.fleet.dir.path().join("ssh-control");
+    std::fs::create_dir(&kept).unwrap();
+    let plan_kept = |dir: &Path| {
+        lab.fleet
+            .controller_command(env!("CARGO_BIN_EXE_vmctl"))
+            .args(["plan", "--detailed-exitcode"])
+            .arg(&lab.config)
+            .env("VMCTL_SSH_CONTROL_DIR", dir)
+            .output()
+            .expect("vmctl runs")
+    };
+    std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = plan_kept(&kept);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("others may reach"), "{}", text(&out));
+    std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    for _ in 0..2 {
+        let out = plan_kept(&kept);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert_eq!(
+        files_in(&kept).len(),
+        2,
+        "a master per host, kept: {:?}",
+        files_in(&kept)
+    );
+
     // Destroy: nothing of the project left on either host.
     lab.ok(&["destroy", "--auto-approve"]);
     assert_eq!(lab.vmm_pid("host-a", "web-1"), None);
