@@ -90,10 +90,11 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
             let Some(vm) = seen.vms.iter().find(|v| v.record.vm.name == row.name) else {
                 return d;
             };
+            // Both as the VM's host says: its pid there, and how long it has run.
             if let Some(pid) = vm.pid {
                 d.push(("pid", pid.into()));
-                if let Some(up) = proc::uptime(pid) {
-                    d.push(("uptime-seconds", up.as_secs().into()));
+                if let Some(up) = vm.uptime_seconds {
+                    d.push(("uptime-seconds", up.into()));
                 }
             }
             d.push(("cpus", vm.record.vm.cpus.into()));

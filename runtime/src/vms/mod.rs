@@ -178,8 +178,11 @@ pub struct VmDevices {
 pub struct ObservedVm {
     pub record: VmRecord,
     pub status: VmStatus,
-    /// The VMM's pid while it runs.
+    /// The VMM's pid while it runs (on its host).
     pub pid: Option<u32>,
+    /// How long the VMM has run, as its host says (seconds).
+    #[serde(default)]
+    pub uptime_seconds: Option<u64>,
 }
 
 impl ObservedVm {
@@ -312,6 +315,9 @@ fn observed(name: &str, mut record: VmRecord, probe: Probe) -> ObservedVm {
         record,
         status,
         pid,
+        uptime_seconds: pid
+            .and_then(crate::host::proc::uptime)
+            .map(|up| up.as_secs()),
     }
 }
 
