@@ -78,7 +78,17 @@ pub fn connect(config: &Config, reach: &Reach) -> Result<Fleet, CommandError> {
         control_dir: reach.ssh_control_dir.clone(),
         parallelism: usize::from(reach.host_parallelism),
     };
-    Fleet::connect(config, &options).map_err(connect_error)
+    let fleet = Fleet::connect(config, &options).map_err(connect_error)?;
+    for s in fleet.shipped() {
+        eprintln!(
+            "Shipped vmctl ({}) to host {:?} in {:.1}s: {}",
+            vmctl_schema::capacity::human(s.shipped.bytes),
+            s.host,
+            s.shipped.elapsed.as_secs_f64(),
+            s.shipped.path.display()
+        );
+    }
+    Ok(fleet)
 }
 
 /// One diagnostic per host that cannot be reached, naming it.

@@ -148,8 +148,16 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     }
     let mut lab = FleetLab::new();
 
-    // The plan says which files it will ship where, and their sizes.
+    // The plan says which files it will ship where, and their sizes (and reaching the
+    // hosts shipped vmctl itself to each, once).
     let planned = lab.ok(&["plan"]);
+    for host in ["a", "b"] {
+        assert!(
+            planned.contains("Shipped vmctl (")
+                && planned.contains(&format!("to host \"{host}\" in")),
+            "{planned}"
+        );
+    }
     assert!(planned.contains("Files to ship"), "{planned}");
     let kernel = guest().display().to_string();
     for host in ["a", "b"] {
@@ -220,6 +228,7 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     // What a host has is not shipped again.
     let replan = lab.ok(&["plan"]);
     assert!(!replan.contains("Files to ship"), "{replan}");
+    assert!(!replan.contains("Shipped vmctl"), "{replan}");
 
     // Drift on one remote host: its VM's VMM is killed; exactly that is repaired.
     let pid = lab.vmm_pid("host-a", "web-1").expect("web-1's VMM");

@@ -304,20 +304,6 @@ impl Fleet {
         &self.shipped
     }
 
-    /// A fleet of the given hosts (tests, and callers that pick their own).
-    pub fn of(hosts: Vec<Box<dyn Host>>) -> Fleet {
-        Fleet {
-            hosts: hosts
-                .into_iter()
-                .map(|h| (h.name().to_owned(), h))
-                .collect(),
-            parallelism: HOST_PARALLELISM,
-            excluded: Vec::new(),
-            shipped: Vec::new(),
-            _control: None,
-        }
-    }
-
     /// Whether this run leaves host `name` out (`--exclude-host`).
     pub fn excludes(&self, name: &str) -> bool {
         self.excluded.iter().any(|e| e == name)
