@@ -45,6 +45,9 @@ if qemu:
                     "-kernel", guest, "-append", "console=ttyS0"]
 if firecracker:
     # No API socket: the VM from a config file; serial on stdout, its log discarded.
+    # v1.16.1 enters the guest through its PVH note (`testguest: pvh`) and exits 1
+    # after the guest's poweroff (i8042 reset, then triple fault): exit codes are not
+    # checked, the guest's verdict is.
     config = os.path.join(work, "firecracker.json")
     with open(config, "w") as f:
         json.dump({
@@ -76,7 +79,7 @@ for i in range(runs):
     for name, cmd in cmds.items():
         results[name].append(once(cmd))
         out = results[name][-1][2]
-        if "testguest: ok" not in out and "testguest: pvh" not in out:
+        if "testguest: ok" not in out:
             sys.exit(f"{name}: unexpected guest output:\n{out}")
 
 print(f"{runs} runs each, interleaved; 128 MiB guest; test guest {guest}; vmctl {vmctl}")
