@@ -200,46 +200,19 @@ pub fn observe_detailed(
     config: &Config,
     fleet: &Fleet,
 ) -> Result<BTreeMap<String, HostSeen>, Vec<LiveError>> {
-    // At most `fleet.parallelism()` hosts at once: workers take the next host.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<(String, Result<HostSeen, LiveError>)>> =
-        std::sync::Mutex::new(Vec::new());
-    let observe_one = |host: &Host| {
-        let reached = fleet.get(&host.name).ok_or_else(|| LiveError::NotReached {
-            host: host.name.clone(),
-        })?;
-        observe_host_state(config, host, reached).map(|(live, facts)| HostSeen::of(live, facts))
-    };
     let hosts: Vec<&Host> = config
         .hosts
         .iter()
         .filter(|h| !fleet.excludes(&h.name))
         .collect();
-    let workers = fleet.parallelism().min(hosts.len()).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(host) = hosts.get(i) else {
-                        break;
-                    };
-                    let result = observe_one(host);
-                    if let Ok(mut results) = results.lock() {
-                        results.push((host.name.clone(), result));
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
+    // At most `fleet.parallelism()` hosts at once, the results in the config's order.
+    let seen = crate::hosts::in_parallel(&hosts, fleet.parallelism(), |host| {
+        let reached = fleet.get(&host.name).ok_or_else(|| LiveError::NotReached {
+            host: host.name.clone(),
+        })?;
+        observe_host_state(config, host, reached).map(|(live, facts)| HostSeen::of(live, facts))
     });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    // In the config's order, whichever worker observed them.
-    results.sort_by_key(|(name, _)| config.hosts.iter().position(|h| &h.name == name));
+    let results = hosts.iter().map(|h| h.name.clone()).zip(seen);
     let mut hosts = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, result) in results {

@@ -81,36 +81,39 @@ pub trait Host: Send + Sync {
     }
 }
 
-/// Connects to each of `remote` (a host and its ssh target), `parallelism` at once;
-/// each host's result, in the order given.
-fn connect_remote<'h>(
-    remote: &[(&'h vmctl_schema::Host, &str)],
-    vms_on: &[&str],
-    settings: &ssh::SshSettings,
+/// `f` of each of `items`, at most `parallelism` at once (threads that each take the
+/// next item); the results in the order of `items`. A panic in `f` is the caller's.
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
     parallelism: usize,
-) -> Vec<(&'h str, Result<ssh::Reached, ssh::SshHostError>)> {
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
+    let results = std::sync::Mutex::new(Vec::with_capacity(items.len()));
     std::thread::scope(|scope| {
-        for _ in 0..parallelism.min(remote.len()).max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((host, target)) = remote.get(i) else {
-                    break;
-                };
-                let needs = ssh::Needs {
-                    kvm: vms_on.contains(&host.name.as_str()),
-                };
-                let result = ssh::connect(host, target, settings, needs);
-                if let Ok(mut results) = results.lock() {
-                    results.push((i, host.name.as_str(), result));
-                }
-            });
+        let workers: Vec<_> = (0..parallelism.min(items.len()).max(1))
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(item) = items.get(i) else {
+                        break;
+                    };
+                    let result = f(item);
+                    if let Ok(mut results) = results.lock() {
+                        results.push((i, result));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
     });
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|(i, _, _)| *i);
-    results.into_iter().map(|(_, h, r)| (h, r)).collect()
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Fills in where `host` has the files `order` needs that the config names by their
@@ -271,7 +274,14 @@ impl Fleet {
             };
             control = Some(dir);
             let vms_on: Vec<&str> = config.vms.iter().map(|v| v.host.as_str()).collect();
-            for (host, result) in connect_remote(&remote, &vms_on, &settings, parallelism) {
+            let reached = in_parallel(&remote, parallelism, |(host, target)| {
+                let needs = ssh::Needs {
+                    kvm: vms_on.contains(&host.name.as_str()),
+                };
+                ssh::connect(host, target, &settings, needs)
+            });
+            for ((host, _), result) in remote.iter().zip(reached) {
+                let host = host.name.as_str();
                 match result {
                     Ok((reached, was_shipped)) => {
                         if let Some(s) = was_shipped {
