@@ -155,12 +155,20 @@ fn write_nonzero(dst: &File, data: &[u8], offset: u64) -> io::Result<()> {
 /// its size is read; the hash stops with [`Cancelled`] once `cancel` is set.
 pub fn image_digest(path: &Path, cancel: Option<&AtomicBool>) -> io::Result<String> {
     let (file, meta) = super::fsutil::open_regular(path, true)?;
-    let mut file = file.take(meta.len());
+    let (hex, _) = sha256_of(&mut file.take(meta.len()), cancel)?;
+    Ok(format!("sha256:{hex}"))
+}
+
+/// The sha256 (lower-case hex) and length of everything `reader` yields; stops with
+/// [`Cancelled`] once `cancel` is set. The one hashing loop of the runtime: base
+/// images, the vmctl executable (its build id), files received into an image cache.
+pub fn sha256_of(reader: &mut dyn Read, cancel: Option<&AtomicBool>) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
+    let mut len = 0u64;
     loop {
         check_cancel(cancel)?;
-        let n = match file.read(&mut buf) {
+        let n = match reader.read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -169,13 +177,14 @@ pub fn image_digest(path: &Path, cancel: Option<&AtomicBool>) -> io::Result<Stri
             break;
         }
         hasher.update(&buf[..n]);
+        len += n as u64;
     }
-    let hex: String = hasher
+    let hex = hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    Ok(format!("sha256:{hex}"))
+    Ok((hex, len))
 }
 
 #[cfg(test)]

@@ -15,8 +15,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::fsutil;
 
 /// The mode of the cache dir.
@@ -153,24 +151,29 @@ fn write_hashed(temp: &Path, reader: &mut dyn Read) -> io::Result<String> {
         .mode(FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW)
         .open(temp)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])?;
-    }
+    let (hex, _) = super::image::sha256_of(
+        &mut Tee {
+            reader,
+            file: &mut file,
+        },
+        None,
+    )?;
     file.sync_all()?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex)
+}
+
+/// A reader that writes what it reads to `file`.
+struct Tee<'a> {
+    reader: &'a mut dyn Read,
+    file: &'a mut File,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        self.file.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Removes temp files of transfers whose process is gone (a dropped connection).
@@ -192,17 +195,15 @@ fn sweep_stale(dir: &Path) {
     }
 }
 
-/// The sha256 of `bytes` in hex (tests and callers that hash in memory).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        super::super::image::sha256_of(&mut &bytes[..], None)
+            .unwrap()
+            .0
+    }
 
     #[test]
     fn a_file_is_stored_once_by_its_content() {

@@ -382,7 +382,9 @@ mod tests {
     fn the_image_cache_is_asked_by_digest() {
         use crate::host::image_cache;
         let (state, served) = served();
-        let hex = image_cache::sha256_hex(b"kernel");
+        let hex = crate::host::image::sha256_of(&mut &b"kernel"[..], None)
+            .unwrap()
+            .0;
         let ask = |sha256: &str| {
             served.answer(Call::Image {
                 sha256: sha256.to_owned(),

@@ -15,8 +15,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
-
 /// An executable and its sha256: what is shipped and the id it answers a handshake
 /// with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,22 +73,7 @@ impl Executable {
 
 /// The sha256 (hex) and length of everything `reader` yields.
 pub fn sha256_of(reader: &mut impl Read) -> std::io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    let digest = hasher.finalize();
-    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok((hex, len))
+    crate::host::image::sha256_of(reader, None)
 }
 
 /// Whether `s` looks like a build id: 64 lowercase hex digits.
