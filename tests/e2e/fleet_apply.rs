@@ -28,42 +28,9 @@ impl FleetLab {
         FleetLab { fleet, config }
     }
 
+    /// Two hosts, each with a network, a VLAN, a pool, a volume and a VM.
     fn new() -> FleetLab {
-        let fleet = Fleet::with_hosts(2);
-        let config = fleet.dir.path().join("config");
-        std::fs::create_dir_all(&config).expect("config dir");
-        let mut kdl = String::from("project \"fleet\"\n");
-        for (host, vm, ssh) in [("a", "web-1", "host-a"), ("b", "web-2", "root@host-b")] {
-            let state = &fleet.host(&format!("host-{host}")).state_dir;
-            let pool = fleet.dir.path().join(format!("pool-{host}"));
-            kdl.push_str(&format!(
-                r#"
-host "{host}" {{
-    ssh "{ssh}"
-    state-dir "{state}"
-    cpus 2
-    memory "1GiB"
-}}
-network "lan-{host}" host="{host}"
-vlan "front-{host}" network="lan-{host}" id=100
-pool "pool-{host}" host="{host}" type="dir" path="{pool}"
-volume "{vm}-root" pool="pool-{host}" size="16MiB"
-vm "{vm}" host="{host}" {{
-    cpus 1
-    memory "64MiB"
-    kernel "{kernel}"
-    cmdline "console=ttyS0 testguest.name={vm} testguest.halt"
-    disk "{vm}-root"
-    nic vlan="front-{host}"
-}}
-"#,
-                state = state.display(),
-                pool = pool.display(),
-                kernel = guest().display(),
-            ));
-        }
-        std::fs::write(config.join("fleet.kdl"), kdl).expect("write config");
-        FleetLab { fleet, config }
+        FleetLab::with(2, two_host_lab)
     }
 
     /// `vmctl ARGS… <config>` from the controller namespace.
@@ -127,6 +94,41 @@ vm "{vm}" host="{host}" {{
             .ok()?;
         crate::vm::alive(pid).then_some(pid)
     }
+}
+
+/// The config of [`FleetLab::new`].
+fn two_host_lab(fleet: &Fleet) -> String {
+    let mut kdl = String::from("project \"fleet\"\n");
+    for (host, vm, ssh) in [("a", "web-1", "host-a"), ("b", "web-2", "root@host-b")] {
+        let state = &fleet.host(&format!("host-{host}")).state_dir;
+        let pool = fleet.dir.path().join(format!("pool-{host}"));
+        kdl.push_str(&format!(
+            r#"
+host "{host}" {{
+    ssh "{ssh}"
+    state-dir "{state}"
+    cpus 2
+    memory "1GiB"
+}}
+network "lan-{host}" host="{host}"
+vlan "front-{host}" network="lan-{host}" id=100
+pool "pool-{host}" host="{host}" type="dir" path="{pool}"
+volume "{vm}-root" pool="pool-{host}" size="16MiB"
+vm "{vm}" host="{host}" {{
+    cpus 1
+    memory "64MiB"
+    kernel "{kernel}"
+    cmdline "console=ttyS0 testguest.name={vm} testguest.halt"
+    disk "{vm}-root"
+    nic vlan="front-{host}"
+}}
+"#,
+            state = state.display(),
+            pool = pool.display(),
+            kernel = guest().display(),
+        ));
+    }
+    kdl
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
