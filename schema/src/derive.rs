@@ -1,7 +1,8 @@
-//! Stable derived names and addresses: bridge names (≤ 15 bytes), NIC MACs, and the VNI
-//! and VXLAN link name of a VLAN whose network spans hosts. (Tap
-//! names are the runtime's: `vmctl_runtime::host::mark::tap_ifname`, and so is the MAC
-//! the VMM derives from a tap name; both hash with [`fnv1a_64`] / [`fnv1a_32`] here.)
+//! Stable derived names and addresses: bridge names (≤ 15 bytes), NIC MACs, tap names,
+//! and the VNI and VXLAN link name of a VLAN whose network spans hosts. (The MAC the VMM
+//! derives from a tap name is the runtime's; it hashes with [`fnv1a_32`] here.) The
+//! runtime makes interfaces under these names, and the planner checks them against the
+//! names a host reports as taken, so both use these very functions.
 //!
 //! Everything here hashes with FNV-1a, fixed across runs, versions and machines (std's
 //! hasher is randomly seeded), so a derived value never changes while its inputs don't.
@@ -91,6 +92,15 @@ pub fn vxlan_name(vni: u32) -> String {
     format!("vx{vni}")
 }
 
+/// A stable tap name for NIC `nic_index` of `vm` in `project`: `vt` and 12 hex digits of
+/// a hash of the three (FNV-1a, 64 bit), 14 bytes. Stable across runs and machines, so an
+/// apply after a crash finds the tap it made before.
+pub fn tap_name(project: &str, vm: &str, nic_index: usize) -> String {
+    let key = format!("{project}\0{vm}\0{nic_index}");
+    let hash = fnv1a_64(key.bytes());
+    format!("vt{:012x}", hash >> 16)
+}
+
 /// The MAC of a VM's NIC that does not name one: QEMU/KVM's locally administered
 /// `52:54:00` prefix and three bytes of the hash of project, VM and NIC index. `salt`
 /// is 0 unless that address is already taken.
@@ -109,6 +119,30 @@ pub fn mac_address(project: &str, vm: &str, index: usize, salt: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tap_name_is_stable_short_and_distinct() {
+        let a = tap_name("lab", "web-1", 0);
+        assert_eq!(a, tap_name("lab", "web-1", 0));
+        assert_eq!(a.len(), 14);
+        assert_ne!(a, tap_name("lab", "web-1", 1));
+        assert_ne!(a, tap_name("lab2", "web-1", 0));
+        assert_ne!(tap_name("a", "bc", 0), tap_name("ab", "c", 0));
+    }
+
+    /// Tap names are on hosts: they never change. These are the names vmctl derived
+    /// before its hash helpers were made one.
+    #[test]
+    fn tap_names_are_pinned() {
+        for (project, vm, nic, tap) in [
+            ("lab", "web-1", 0, "vtc4311ed82036"),
+            ("lab", "web-1", 1, "vtc4311fd82036"),
+            ("prod", "db-1", 3, "vtef74fc7c5c58"),
+            ("a", "bc", 0, "vtdc95a915ea40"),
+        ] {
+            assert_eq!(tap_name(project, vm, nic), tap, "{project} {vm} {nic}");
+        }
+    }
 
     #[test]
     fn fnv_is_the_reference_function() {

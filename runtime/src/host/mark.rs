@@ -78,14 +78,9 @@ pub use vmctl_schema::derive::gateway_link_name as gateway_ifname;
 /// `validate` checks the names for collisions with.
 pub use vmctl_schema::derive::vlan_bridge_name as vlan_bridge_ifname;
 
-/// A stable tap name for NIC `nic_index` of `vm` in `project`: `vt` and 12 hex digits of
-/// a hash of the three (FNV-1a, 64 bit), 14 bytes. Stable across runs and machines, so an
-/// apply after a crash finds the tap it made before.
-pub fn tap_ifname(project: &str, vm: &str, nic_index: usize) -> String {
-    let key = format!("{project}\0{vm}\0{nic_index}");
-    let hash = vmctl_schema::derive::fnv1a_64(key.bytes());
-    format!("vt{:012x}", hash >> 16)
-}
+/// A stable tap name for NIC `nic_index` of `vm` in `project`: `vt` and 12 hex digits
+/// of a hash of the three. The same function the planner checks for names taken.
+pub use vmctl_schema::derive::tap_name as tap_ifname;
 
 /// Whether `name` is safe as a file name component: not empty, no `/`, no NUL, not
 /// starting with `.`.
@@ -148,30 +143,6 @@ mod tests {
         let long = gateway_ifname("abcdefghijklmno", 4094);
         assert_eq!(long, "abcdefghij.4094");
         assert!(long.len() <= IFNAME_MAX);
-    }
-
-    #[test]
-    fn tap_ifname_is_stable_short_and_distinct() {
-        let a = tap_ifname("lab", "web-1", 0);
-        assert_eq!(a, tap_ifname("lab", "web-1", 0));
-        assert_eq!(a.len(), 14);
-        assert_ne!(a, tap_ifname("lab", "web-1", 1));
-        assert_ne!(a, tap_ifname("lab2", "web-1", 0));
-        assert_ne!(tap_ifname("a", "bc", 0), tap_ifname("ab", "c", 0));
-    }
-
-    /// Tap names are on hosts: they never change. These are the names vmctl derived
-    /// before its hash helpers were made one.
-    #[test]
-    fn tap_ifnames_are_pinned() {
-        for (project, vm, nic, tap) in [
-            ("lab", "web-1", 0, "vtc4311ed82036"),
-            ("lab", "web-1", 1, "vtc4311fd82036"),
-            ("prod", "db-1", 3, "vtef74fc7c5c58"),
-            ("a", "bc", 0, "vtdc95a915ea40"),
-        ] {
-            assert_eq!(tap_ifname(project, vm, nic), tap, "{project} {vm} {nic}");
-        }
     }
 
     #[test]
