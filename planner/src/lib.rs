@@ -8,6 +8,7 @@
 pub mod action;
 pub mod capacity;
 pub mod diff;
+pub mod facts;
 pub mod graph;
 pub mod live;
 pub mod plan;

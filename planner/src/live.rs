@@ -123,6 +123,7 @@ impl LiveFile {
                     project: project.clone(),
                     bridge: network.bridge.clone(),
                     uplink: network.uplink.clone(),
+                    mode: None,
                 });
             }
         }
@@ -249,9 +250,10 @@ impl LiveState {
             .collect()
     }
 
-    /// Only `project`'s resources, sorted by name: the form that fingerprints hash, so
-    /// that neither the order a host lists things in nor another project's work makes a
-    /// saved plan stale.
+    /// Only `project`'s resources, sorted by name, without what the host reports only
+    /// for show (see [`LiveState::without_details`]): the form that fingerprints hash, so
+    /// that neither the order a host lists things in, nor another project's work, nor a
+    /// guest writing to its disk makes a saved plan stale.
     pub fn canonical(&self, project: &str) -> LiveState {
         fn mine<T: Clone + Marked>(items: &[T], project: &str) -> Vec<T> {
             let mut kept: Vec<T> = items
@@ -262,7 +264,7 @@ impl LiveState {
             kept.sort_by(|a, b| a.name().cmp(b.name()));
             kept
         }
-        LiveState {
+        let state = LiveState {
             pools: mine(&self.pools, project),
             volumes: mine(&self.volumes, project),
             networks: mine(&self.networks, project),
@@ -287,7 +289,18 @@ impl LiveState {
                 problems.sort();
                 problems
             },
+        };
+        state.without_details()
+    }
+
+    /// This state without the fields a host reports beside what the diff compares (a
+    /// network's VLAN mode): they are facts for the matcher and for `status`, not the
+    /// project's state.
+    pub fn without_details(mut self) -> LiveState {
+        for network in &mut self.networks {
+            network.mode = None;
         }
+        self
     }
 }
 
@@ -424,13 +437,30 @@ impl LiveVolume {
 }
 
 /// A bridge whose alias says `vmctl:<project>:<name>`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct LiveNetwork {
     pub name: String,
     pub project: String,
     pub bridge: String,
     pub uplink: Option<String>,
+    /// How its VLANs are carried, as the host reads it off the bridge: which interface
+    /// names its VLANs need (the matcher's check of names taken). Not compared by the
+    /// diff, nor part of a fingerprint; absent in a `--live` file that does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<VlanMode>,
+}
+
+/// How a network's VLANs are carried, chosen by what the host's kernel can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlanMode {
+    /// One VLAN-filtering bridge; VLANs in its VLAN table, each gateway on a VLAN link
+    /// `<bridge>.<id>`.
+    Filtering,
+    /// The kernel cannot filter (no `CONFIG_BRIDGE_VLAN_FILTERING`): one bridge per
+    /// VLAN, `<bridge>v<id>`.
+    BridgePerVlan,
 }
 
 impl LiveNetwork {
@@ -507,7 +537,7 @@ pub struct LiveVm {
     pub tap_drift: Vec<TapDrift>,
 }
 
-/// A running VM's NIC whose tap is gone or off its VLAN.
+/// A running VM's NIC whose tap is gone, off its VLAN or down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TapDrift {
@@ -522,7 +552,8 @@ pub struct TapDrift {
 pub enum TapState {
     /// Deleted: the VMM's descriptor points at nothing, so only a restart repairs it.
     Missing,
-    /// There, but not a port of its VLAN (or on the wrong one): re-attached in place.
+    /// There, but not a port of its VLAN (or on the wrong one), or set down: re-attached
+    /// (and brought up) in place.
     Detached,
 }
 

@@ -11,10 +11,12 @@
 //! test says on stderr which mode it ran.
 
 use serde_json::Value;
+use vmctl_planner::facts::VlanFact;
+use vmctl_planner::live::LiveNetwork;
 use vmctl_runtime::host::net::bridge::{self, BridgeError};
 use vmctl_runtime::host::net::tap::{self, TapError, TapPort};
 use vmctl_runtime::host::net::vlan::{self, VlanError};
-use vmctl_runtime::host::net::{observe_net, LiveNetwork, LiveVlan, Netlink, PortVlan, VlanMode};
+use vmctl_runtime::host::net::{observe_net, Link, Netlink, VlanMode};
 
 mod support;
 
@@ -45,8 +47,24 @@ fn port(bridge: &str, vlan_id: u16) -> TapPort<'_> {
 fn mode_of(ns: &TestNetns, bridge: &str) -> VlanMode {
     let live = in_ns(ns, |nl| Ok(observe_net(nl, "lab")?));
     let net = live.networks.iter().find(|n| n.bridge == bridge).unwrap();
-    eprintln!("VLAN mode of this kernel: {:?}", net.mode);
-    net.mode
+    let mode = net.mode.expect("a host reports its networks' VLAN mode");
+    eprintln!("VLAN mode of this kernel: {mode:?}");
+    mode
+}
+
+/// VLAN `id` of network "lan" of "lab", as a host reports it.
+fn lan_vlan(id: u16, gateway: Option<&str>) -> VlanFact {
+    VlanFact {
+        project: "lab".into(),
+        network: "lan".into(),
+        id,
+        gateway: gateway.map(str::to_owned),
+    }
+}
+
+/// The link `name` in the namespace, read over netlink.
+fn link(ns: &TestNetns, name: &str) -> Link {
+    in_ns(ns, |nl| Ok(nl.link_by_name(name)?)).expect("the link")
 }
 
 /// The carrier of VLAN `id`'s gateway: the VLAN link or the VLAN's bridge.
@@ -85,22 +103,15 @@ fn bridge_vlans_gateway_and_tap_lifecycle() {
         live.networks,
         [LiveNetwork {
             name: "lan".into(),
+            project: "lab".into(),
             bridge: br.into(),
-            mode,
-            vlan_filtering: mode == VlanMode::Filtering,
-            up: true,
             uplink: None,
-            vlans: vec![
-                LiveVlan {
-                    id: 10,
-                    gateway: Some("10.10.0.1/24".into())
-                },
-                LiveVlan {
-                    id: 20,
-                    gateway: None
-                },
-            ],
+            mode: Some(mode),
         }]
+    );
+    assert_eq!(
+        live.vlans,
+        [lan_vlan(10, Some("10.10.0.1/24")), lan_vlan(20, None)]
     );
     assert_eq!(live.taps.len(), 1);
     let tap = &live.taps[0];
@@ -126,13 +137,11 @@ fn bridge_vlans_gateway_and_tap_lifecycle() {
     match mode {
         VlanMode::Filtering => {
             // An access port of VLAN 10 only (no default VLAN 1); the bridge carries both.
-            assert_eq!(tap.vlans, [PortVlan::access(10)]);
             assert_eq!(ns.vlans_of(&tap_name), [(10, true, true)]);
             assert_eq!(ns.vlans_of(br), [(10, false, false), (20, false, false)]);
             assert!(details.contains("\"vlan_filtering\":1"), "{details}");
         }
         VlanMode::BridgePerVlan => {
-            assert_eq!(tap.bridge.as_deref(), Some("vmbr-t0v10"));
             let ports = ns.cmd("ip", &["-j", "link", "show", "master", "vmbr-t0v10"]);
             assert!(ports.contains(&tap_name), "{ports}");
         }
@@ -151,10 +160,7 @@ fn bridge_vlans_gateway_and_tap_lifecycle() {
         tap::create_tap(nl, "lab", "web", 0, port(br, 20))?;
         Ok(observe_net(nl, "lab")?)
     });
-    assert_eq!(
-        live.networks[0].vlans[0].gateway.as_deref(),
-        Some("10.10.0.2/24")
-    );
+    assert_eq!(live.vlans[0].gateway.as_deref(), Some("10.10.0.2/24"));
     assert_eq!(live.taps[0].vlan, Some(20));
     if mode == VlanMode::Filtering {
         assert_eq!(ns.vlans_of(&tap_name), [(20, true, true)]);
@@ -164,13 +170,7 @@ fn bridge_vlans_gateway_and_tap_lifecycle() {
         vlan::set_gateway(nl, "lab", "lan", br, 10, None)?;
         Ok(observe_net(nl, "lab")?)
     });
-    assert_eq!(
-        live.networks[0].vlans[0],
-        LiveVlan {
-            id: 10,
-            gateway: None
-        }
-    );
+    assert_eq!(live.vlans[0], lan_vlan(10, None));
     if mode == VlanMode::Filtering {
         assert!(!ns.ifnames().contains(&gw_dev));
     }
@@ -184,7 +184,7 @@ fn bridge_vlans_gateway_and_tap_lifecycle() {
         assert!(!vlan::delete_vlan(nl, "lab", "lan", br, 20)?);
         assert!(vlan::delete_vlan(nl, "lab", "lan", br, 10)?);
         let live = observe_net(nl, "lab")?;
-        assert!(live.networks[0].vlans.is_empty());
+        assert!(live.vlans.is_empty());
         assert!(bridge::delete_bridge(nl, "lab", "lan", br)?);
         assert!(!bridge::delete_bridge(nl, "lab", "lan", br)?);
         let left = observe_net(nl, "lab")?;
@@ -207,9 +207,7 @@ fn deleting_a_bridge_takes_its_vlans_and_gateways_but_not_taps() {
         vlan::set_gateway(nl, "lab", "lan", br, 7, Some("fd00:7::1/64"))?;
         let tap = tap::create_tap(nl, "lab", "web", 0, port(br, 7))?;
         assert_eq!(
-            observe_net(nl, "lab")?.networks[0].vlans[0]
-                .gateway
-                .as_deref(),
+            observe_net(nl, "lab")?.vlans[0].gateway.as_deref(),
             Some("fd00:7::1/64")
         );
         assert!(bridge::delete_bridge(nl, "lab", "lan", br)?);
@@ -217,11 +215,12 @@ fn deleting_a_bridge_takes_its_vlans_and_gateways_but_not_taps() {
         assert!(live.networks.is_empty());
         // The tap is the VM's: left, detached, for its own delete.
         assert_eq!(
-            (live.taps[0].bridge.as_deref(), live.taps[0].vlan),
+            (live.taps[0].network.as_deref(), live.taps[0].vlan),
             (None, None)
         );
         Ok(tap)
     });
+    assert_eq!(link(&ns, &tap_name).controller, None);
     assert_eq!(ns.ifnames(), ["lo".to_owned(), tap_name]);
     in_ns(&ns, |nl| Ok(tap::delete_tap(nl, "lab", "web", 0)?));
     assert_eq!(ns.ifnames(), ["lo"]);
@@ -398,7 +397,7 @@ fn uplink_is_a_trunk_of_the_bridge_vlans() {
         Ok(observe_net(nl, "lab")?)
     });
     assert_eq!(ns.vlans_of("up0"), [(10, false, false), (30, false, false)]);
-    assert_eq!(live.networks[0].vlans.len(), 2);
+    assert_eq!(live.vlans.len(), 2);
 
     in_ns(&ns, |nl| {
         assert!(matches!(
@@ -453,22 +452,25 @@ fn observing_finds_and_repairs_drift() {
         }
     }
     let live = in_ns(&ns, |nl| Ok(observe_net(nl, "lab")?));
-    let net = &live.networks[0];
-    assert_eq!(net.vlans.iter().map(|v| v.id).collect::<Vec<_>>(), [100]);
-    assert!(!net.vlan_filtering && !net.up);
+    assert_eq!(live.vlans.iter().map(|v| v.id).collect::<Vec<_>>(), [100]);
+    let bridge = link(&ns, br);
+    assert!(bridge.vlan_filtering != Some(true) && !bridge.up);
 
     let live = in_ns(&ns, |nl| {
         bridge::create_bridge(nl, "lab", "lan", br)?;
         vlan::add_vlan(nl, "lab", "lan", br, 200)?;
         Ok(observe_net(nl, "lab")?)
     });
-    let net = &live.networks[0];
     assert_eq!(
-        net.vlans.iter().map(|v| v.id).collect::<Vec<_>>(),
+        live.vlans.iter().map(|v| v.id).collect::<Vec<_>>(),
         [100, 200]
     );
-    assert!(net.up);
-    assert_eq!(net.vlan_filtering, mode == VlanMode::Filtering);
+    let bridge = link(&ns, br);
+    assert!(bridge.up);
+    assert_eq!(
+        bridge.vlan_filtering == Some(true),
+        mode == VlanMode::Filtering
+    );
 }
 
 #[test]
@@ -504,7 +506,7 @@ fn observe_host_assembles_storage_and_network() {
     if !can_run() {
         return;
     }
-    use vmctl_runtime::host::observe::{observe_host, HostSpec, ObservedVlan};
+    use vmctl_runtime::host::observe::{observe_host, HostSpec};
     use vmctl_runtime::host::{pool, volume};
 
     let ns = TestNetns::new();
@@ -545,7 +547,7 @@ fn observe_host_assembles_storage_and_network() {
     assert_eq!(observed.networks[0].bridge, "vmbr-t6");
     assert_eq!(
         observed.vlans,
-        [ObservedVlan {
+        [VlanFact {
             project: "lab".into(),
             network: "lan".into(),
             id: 100,

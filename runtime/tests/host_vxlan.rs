@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use support::netns::{can_run, run, TestNetns};
+use vmctl_planner::facts::TunnelFact;
 use vmctl_planner::{planned, LiveFile, PlanOptions, Planned, Tunnel};
 use vmctl_runtime::apply::observe::{facts_request, to_live_state};
 use vmctl_runtime::apply::{HostContext, Inventory, StepOrder};
@@ -240,7 +241,7 @@ fn answers(from: &TestNetns, to: &TestNetns, address: &str) -> bool {
     })
 }
 
-fn tunnel_of(host: &TestHost, id: u16) -> Option<vxlan::LiveVxlan> {
+fn tunnel_of(host: &TestHost, id: u16) -> Option<TunnelFact> {
     let net = Netlink::run(host.ns.name(), |nl| observe_net(nl, "lab")).expect("observe");
     net.tunnels
         .into_iter()
@@ -279,7 +280,9 @@ fn a_vlan_spans_two_hosts_through_its_tunnel_and_drift_is_repaired() {
     assert!(actions(&applied).is_empty(), "{:?}", actions(&applied));
 
     let tunnel = tunnel_of(a, 10).expect("front's tunnel on a");
-    assert_eq!(tunnel.ifname, format!("vx{front_vni}"));
+    assert_eq!(tunnel.vni, front_vni);
+    // Its link is `vx<vni>`, marked as the VLAN's (checked below with iproute2).
+    let ifname = vxlan::vxlan_ifname(front_vni);
     assert_eq!(
         tunnel.tunnel(),
         Some(Tunnel {
@@ -289,15 +292,14 @@ fn a_vlan_spans_two_hosts_through_its_tunnel_and_drift_is_repaired() {
         })
     );
     // Checked independently with iproute2: the link and its one flood entry.
-    let details =
-        a.ns.cmd("ip", &["-d", "-j", "link", "show", &tunnel.ifname]);
+    let details = a.ns.cmd("ip", &["-d", "-j", "link", "show", &ifname]);
     assert!(
         details.contains("\"ifalias\":\"vmctl:lab:lan/10\""),
         "{details}"
     );
     assert!(details.contains("\"port\":4789"), "{details}");
     assert!(details.contains("\"learning\":true"), "{details}");
-    let fdb = a.ns.cmd("bridge", &["fdb", "show", "dev", &tunnel.ifname]);
+    let fdb = a.ns.cmd("bridge", &["fdb", "show", "dev", &ifname]);
     assert!(fdb.contains("00:00:00:00:00:00 dst 192.0.2.12"), "{fdb}");
 
     // Frames cross: a's endpoint on front reaches b's; b's endpoint on back (an address
@@ -305,7 +307,8 @@ fn a_vlan_spans_two_hosts_through_its_tunnel_and_drift_is_repaired() {
     let mode = Netlink::run(a.ns.name(), |nl| observe_net(nl, "lab"))
         .expect("observe")
         .networks[0]
-        .mode;
+        .mode
+        .expect("a host reports its networks' VLAN mode");
     eprintln!("VLAN mode of this kernel: {mode:?}");
     let a_front = endpoint(a, mode, 10, "10.10.0.1");
     let b_front = endpoint(b, mode, 10, "10.10.0.2");

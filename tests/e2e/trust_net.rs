@@ -182,7 +182,7 @@ fn controller_of(lab: &Lab, ifname: &str) -> String {
 }
 
 #[test]
-fn a_running_vms_detached_or_deleted_tap_is_drift_that_apply_repairs() {
+fn a_running_vms_detached_down_or_deleted_tap_is_drift_that_apply_repairs() {
     if crate::vm::skip() || skip() {
         return;
     }
@@ -212,6 +212,15 @@ fn a_running_vms_detached_or_deleted_tap_is_drift_that_apply_repairs() {
         bridge,
         "the tap is back on its VLAN"
     );
+    assert_eq!(lab.pid("web-1"), Some(pid), "web-1 was restarted");
+    assert_eq!(lab.planned(), Vec::<String>::new());
+
+    // Set down by hand: the VM is cut off as surely; repaired in place, brought up.
+    lab.ip(&["link", "set", &tap, "down"]);
+    assert_eq!(lab.planned(), ["update vm.web-1"]);
+    lab.apply();
+    let flags = lab.ip(&["-j", "link", "show", "dev", &tap]);
+    assert!(flags.contains("\"UP\""), "the tap is up again: {flags}");
     assert_eq!(lab.pid("web-1"), Some(pid), "web-1 was restarted");
     assert_eq!(lab.planned(), Vec::<String>::new());
 

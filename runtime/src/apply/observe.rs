@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use vmctl_planner::live::{LiveNetwork, LivePool, LiveVlan, LiveVolume};
+use vmctl_planner::live::{LivePool, LiveVlan, LiveVolume};
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_schema::{Config, Host, PoolKind};
 
@@ -112,16 +112,7 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
                 prevent_destroy: v.prevent_destroy,
             })
             .collect(),
-        networks: seen
-            .networks
-            .iter()
-            .map(|n| LiveNetwork {
-                name: n.name.clone(),
-                project: n.project.clone(),
-                bridge: n.bridge.clone(),
-                uplink: n.uplink.clone(),
-            })
-            .collect(),
+        networks: seen.networks.clone(),
         vlans: seen
             .vlans
             .iter()
@@ -231,12 +222,13 @@ pub fn observe_detailed(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::host::observe::ObservedVlan;
+    use vmctl_planner::facts::VlanFact;
     use vmctl_schema::Vlan;
 
-    fn config() -> Config {
+    /// Project "lab" with VLAN "front" (network "lan", id 100) and nothing else.
+    pub(crate) fn config() -> Config {
         Config {
             project: "lab".into(),
             hosts: Vec::new(),
@@ -257,7 +249,7 @@ mod tests {
 
     #[test]
     fn vlans_are_named_from_the_config_by_network_and_id() {
-        let vlan = |network: &str, id| ObservedVlan {
+        let vlan = |network: &str, id| VlanFact {
             project: "lab".into(),
             network: network.into(),
             id,

@@ -25,8 +25,9 @@ use super::records::{BadRecord, Cause};
 use super::volume;
 use crate::vms::{self, ObservedVm, VmError, VmPaths};
 
-/// The format of [`FactsRequest`] and [`HostFacts`] this build speaks.
-pub const FACTS_FORMAT: u32 = 1;
+/// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: networking in
+/// the planner's types (`vmctl_planner::facts`).
+pub const FACTS_FORMAT: u32 = 2;
 
 /// Errors of gathering a host's facts.
 #[derive(Debug, thiserror::Error)]
@@ -335,16 +336,18 @@ mod tests {
     #[test]
     fn a_request_of_another_format_is_refused() {
         let mut request = request();
-        request.format_version = 2;
+        request.format_version = FACTS_FORMAT + 1;
         let err = gather(&request).unwrap_err();
-        assert!(err.to_string().contains("format 2"), "{err}");
+        let found = format!("the request is of format {}", FACTS_FORMAT + 1);
+        assert!(err.to_string().contains(&found), "{err}");
     }
 
     #[test]
     fn requests_and_facts_round_trip_as_json() {
         let request = request();
         let json = serde_json::to_string(&request).unwrap();
-        assert!(json.contains("\"format-version\":1"), "{json}");
+        let version = format!("\"format-version\":{FACTS_FORMAT}");
+        assert!(json.contains(&version), "{json}");
         let back: FactsRequest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, request);
         let facts = HostFacts {

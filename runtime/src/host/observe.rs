@@ -3,14 +3,9 @@
 //! over netlink inside the host's netns. The disk and the netlink halves run in
 //! parallel. A declared netns that does not exist yet is an empty network side.
 //!
-//! The types mirror the planner's `LiveState` (`LivePool`, `LiveVolume`, `LiveNetwork`,
-//! `LiveVlan`) field for field where the host can answer, so wiring them is a move of
-//! fields; the extras (paths, allocation, VLAN mode, link state, taps) are for drift
-//! checks and the executor. VMs are not observed here (the engine's state dirs are).
-//!
-//! One thing the host cannot say is a VLAN's *name*: a bridge's VLAN table only holds
-//! ids. [`ObservedVlan`] carries `network` and `id`; whoever builds `LiveState` names
-//! VLANs from the config by `(network, id)`.
+//! The networking half is in the planner's types (`vmctl_planner::facts`: a VLAN by
+//! network and id, taps, tunnels); the pools and volumes mirror the planner's
+//! `LivePool` and `LiveVolume`. VMs are not observed here (the engine's state dirs are).
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use vmctl_planner::ResourceKind;
 
-use super::net::{self, LiveTap, LiveVxlan, Netlink, NetlinkError, VlanMode};
+use vmctl_planner::facts::{TapFact, TunnelFact, VlanFact};
+use vmctl_planner::live::LiveNetwork;
+
+use super::net::{self, Netlink, NetlinkError};
 use super::pool::{self, PoolError, PoolKind};
 use super::records::BadRecord;
 use super::volume::{self, VolumeError};
@@ -79,42 +77,17 @@ pub struct ObservedVolume {
     pub allocated: u64,
 }
 
-/// A network of the project (planner: `LiveNetwork`, plus its state).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ObservedNetwork {
-    pub name: String,
-    pub project: String,
-    pub bridge: String,
-    pub uplink: Option<String>,
-    pub mode: VlanMode,
-    pub vlan_filtering: bool,
-    pub up: bool,
-}
-
-/// A VLAN of the project (planner: `LiveVlan` without `name`, see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ObservedVlan {
-    pub project: String,
-    pub network: String,
-    pub id: u16,
-    pub gateway: Option<String>,
-}
-
 /// Everything of the project on one host, each list sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct HostObservation {
     pub pools: Vec<ObservedPool>,
     pub volumes: Vec<ObservedVolume>,
-    pub networks: Vec<ObservedNetwork>,
-    pub vlans: Vec<ObservedVlan>,
-    pub taps: Vec<LiveTap>,
-    /// The VXLAN links of VLANs that span hosts, with their forwarding entries (absent
-    /// in facts of a vmctl from before networks could span hosts).
-    #[serde(default)]
-    pub tunnels: Vec<LiveVxlan>,
+    pub networks: Vec<LiveNetwork>,
+    pub vlans: Vec<VlanFact>,
+    pub taps: Vec<TapFact>,
+    /// The VXLAN links of VLANs that span hosts, with their forwarding entries.
+    pub tunnels: Vec<TunnelFact>,
     /// Pools and volumes whose marker cannot be read: each its own problem. A pool's
     /// name is empty when only the config can tell (by the marker's directory).
     pub unreadable: Vec<(ResourceKind, BadRecord)>,
@@ -139,36 +112,16 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
     });
     let (pools, volumes, unreadable) = storage?;
     let net = net.map_err(ObserveError::ObserveNetworks)?;
-    let project = spec.project.to_owned();
-    let mut observation = HostObservation {
+    Ok(HostObservation {
         pools,
         volumes,
-        unreadable,
+        networks: net.networks,
+        vlans: net.vlans,
         taps: net.taps,
         tunnels: net.tunnels,
+        unreadable,
         other_links: net.others,
-        ..HostObservation::default()
-    };
-    for network in net.networks {
-        for vlan in network.vlans {
-            observation.vlans.push(ObservedVlan {
-                project: project.clone(),
-                network: network.name.clone(),
-                id: vlan.id,
-                gateway: vlan.gateway,
-            });
-        }
-        observation.networks.push(ObservedNetwork {
-            name: network.name,
-            project: project.clone(),
-            bridge: network.bridge,
-            uplink: network.uplink,
-            mode: network.mode,
-            vlan_filtering: network.vlan_filtering,
-            up: network.up,
-        });
-    }
-    Ok(observation)
+    })
 }
 
 /// The project's pools and volumes observed from disk, and the markers of them that

@@ -26,7 +26,6 @@
 
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec};
-use serde::{Deserialize, Serialize};
 
 use super::created;
 use super::session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
@@ -82,15 +81,9 @@ pub enum BridgeError {
     Netlink(#[from] NetlinkError),
 }
 
-/// How a network's VLANs are carried (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VlanMode {
-    /// One VLAN-filtering bridge; VLANs in its VLAN table.
-    Filtering,
-    /// The kernel cannot filter: one bridge per VLAN.
-    BridgePerVlan,
-}
+/// How a network's VLANs are carried (see the module doc): the planner's type, which a
+/// host reports with each network.
+pub use vmctl_planner::live::VlanMode;
 
 /// The VLAN mode of a network's bridge, read off its link info.
 pub fn vlan_mode(bridge: &Link) -> VlanMode {

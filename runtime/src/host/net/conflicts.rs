@@ -47,7 +47,7 @@ pub fn find(config: &Config, host: &str, seen: &HostObservation) -> Vec<LiveProb
                 ),
             });
         }
-        let mode = ours.map(|n| n.mode);
+        let mode = ours.and_then(|n| n.mode);
         for vlan in config.vlans.iter().filter(|v| v.network == network.name) {
             let tunnel = vlan.vni.filter(|_| network.spans_hosts()).map(vxlan_ifname);
             if let Some(tunnel) = tunnel.filter(|t| others.contains(t.as_str())) {
@@ -114,7 +114,7 @@ pub fn find(config: &Config, host: &str, seen: &HostObservation) -> Vec<LiveProb
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::observe::ObservedNetwork;
+    use vmctl_planner::live::LiveNetwork;
     use vmctl_schema::{Network, Vlan};
 
     fn config() -> Config {
@@ -166,14 +166,12 @@ mod tests {
         // Another host's config is not this host's problem.
         assert!(find(&config(), "elsewhere", &seen).is_empty());
         // On a VLAN-filtering bridge of ours the VLAN needs no bridge of its own.
-        seen.networks.push(ObservedNetwork {
+        seen.networks.push(LiveNetwork {
             name: "dmz".into(),
             project: "lab".into(),
             bridge: "vmbr1".into(),
             uplink: None,
-            mode: VlanMode::Filtering,
-            vlan_filtering: true,
-            up: true,
+            mode: Some(VlanMode::Filtering),
         });
         let problems = find(&config(), "local", &seen);
         assert_eq!(problems.len(), 1);

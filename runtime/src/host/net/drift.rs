@@ -1,5 +1,6 @@
 //! Tap drift of running VMs, read off an observation: a NIC whose tap is gone, or is
-//! there but not on its VLAN (the planner's `TapDrift`, see `vmctl_planner::diff`).
+//! there but not on its VLAN or down (the planner's `TapDrift`, see
+//! `vmctl_planner::diff`).
 //!
 //! A tap whose VLAN is itself gone is not reported as detached: the VLAN's re-creation
 //! puts its VMs' taps back (the runtime's `reattach_taps`). A deleted tap is always
@@ -39,7 +40,9 @@ pub fn tap_drift(config: &Config, vm: &LiveVm, seen: &HostObservation) -> Vec<Ta
         let Some(vlan) = vlan else { continue };
         let placed =
             tap.network.as_deref() == Some(vlan.network.as_str()) && tap.vlan == Some(vlan.id);
-        if !placed {
+        // A tap set down cuts its VM off as surely as one off its VLAN; re-attaching it
+        // brings it up.
+        if !(placed && tap.up) {
             drift.push(TapDrift {
                 nic,
                 state: TapState::Detached,
@@ -47,4 +50,69 @@ pub fn tap_drift(config: &Config, vm: &LiveVm, seen: &HostObservation) -> Vec<Ta
         }
     }
     drift
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::observe::tests::config;
+    use vmctl_planner::facts::{TapFact, VlanFact};
+    use vmctl_planner::record::{NicSpec, VmSpec};
+
+    fn vm(status: VmStatus) -> LiveVm {
+        LiveVm {
+            name: "web".into(),
+            project: "lab".into(),
+            spec: VmSpec {
+                name: "web".into(),
+                nics: vec![NicSpec {
+                    vlan: "front".into(),
+                    mac: "52:54:00:00:00:01".into(),
+                }],
+                ..VmSpec::default()
+            },
+            status,
+            tap_drift: Vec::new(),
+        }
+    }
+
+    fn seen(tap: Option<(Option<u16>, bool)>) -> HostObservation {
+        HostObservation {
+            vlans: vec![VlanFact {
+                project: "lab".into(),
+                network: "lan".into(),
+                id: 100,
+                gateway: None,
+            }],
+            taps: tap
+                .map(|(vlan, up)| TapFact {
+                    ifname: "vt0".into(),
+                    vm: "web".into(),
+                    nic: 0,
+                    network: vlan.map(|_| "lan".into()),
+                    vlan,
+                    up,
+                })
+                .into_iter()
+                .collect(),
+            ..HostObservation::default()
+        }
+    }
+
+    fn states(status: VmStatus, tap: Option<(Option<u16>, bool)>) -> Vec<TapState> {
+        let drift = tap_drift(&config(), &vm(status), &seen(tap));
+        drift.iter().map(|d| d.state).collect()
+    }
+
+    #[test]
+    fn a_running_vms_tap_gone_off_its_vlan_or_down_is_drift() {
+        use TapState::*;
+        let running = VmStatus::Running;
+        assert_eq!(states(running, Some((Some(100), true))), []);
+        assert_eq!(states(running, None), [Missing]);
+        assert_eq!(states(running, Some((None, true))), [Detached]);
+        assert_eq!(states(running, Some((Some(100), false))), [Detached]);
+        // A stopped VM's taps are not its drift.
+        assert_eq!(states(VmStatus::Stopped, None), []);
+    }
 }

@@ -14,7 +14,7 @@
 //!     vlan::add_vlan(nl, "lab", "lan", "vmbr0", 100)?;
 //!     vlan::set_gateway(nl, "lab", "lan", "vmbr0", 100, Some("10.100.0.1/24"))?;
 //!     let live = observe_net(nl, "lab")?;
-//!     assert_eq!(live.networks[0].vlans[0].id, 100);
+//!     assert_eq!((live.vlans[0].network.as_str(), live.vlans[0].id), ("lan", 100));
 //!     Ok(())
 //! })
 //! # }
@@ -30,68 +30,28 @@ pub mod tap;
 pub mod vlan;
 pub mod vxlan;
 
-use serde::{Deserialize, Serialize};
+use vmctl_planner::facts::{TapFact, TunnelFact, VlanFact};
+use vmctl_planner::live::LiveNetwork;
 
 pub use bridge::VlanMode;
 pub use session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
-pub use vxlan::LiveVxlan;
 
 use crate::host::mark::Mark;
 
-/// A network (bridge) of the project, as found on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveNetwork {
-    /// The network's name, from the bridge's mark.
-    pub name: String,
-    pub bridge: String,
-    /// How its VLANs are carried (what the kernel allows).
-    pub mode: VlanMode,
-    /// Whether VLAN filtering is on (always false in [`VlanMode::BridgePerVlan`]).
-    pub vlan_filtering: bool,
-    pub up: bool,
-    /// The port vmctl did not make, if any.
-    pub uplink: Option<String>,
-    /// Its VLANs, by id.
-    pub vlans: Vec<LiveVlan>,
-}
-
-/// A VLAN of a project's network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveVlan {
-    pub id: u16,
-    /// The gateway address in CIDR form, when the VLAN has a gateway of ours with an
-    /// address (the first one, if several).
-    pub gateway: Option<String>,
-}
-
-/// A tap of the project, as found on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveTap {
-    pub ifname: String,
-    pub vm: String,
-    pub nic: usize,
-    /// The network and VLAN it is correctly attached to: an access port of exactly that
-    /// VLAN (filtering), or a port of that VLAN's bridge. `None` when it is not (drift).
-    pub network: Option<String>,
-    pub vlan: Option<u16>,
-    /// The bridge it is a port of.
-    pub bridge: Option<String>,
-    /// Its VLAN table on a VLAN-filtering bridge (empty otherwise).
-    pub vlans: Vec<PortVlan>,
-    pub up: bool,
-}
-
-/// Everything of a project's networking on one host.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything of a project's networking on one host, in the planner's types (see
+/// `vmctl_planner::facts` for what is reported and what is not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetInventory {
+    /// The project's networks, by name.
     pub networks: Vec<LiveNetwork>,
-    pub taps: Vec<LiveTap>,
+    /// Their VLANs, by network and id.
+    pub vlans: Vec<VlanFact>,
+    /// The project's taps, by VM and NIC.
+    pub taps: Vec<TapFact>,
     /// The VXLAN links of VLANs that span hosts.
-    #[serde(default)]
-    pub tunnels: Vec<LiveVxlan>,
+    pub tunnels: Vec<TunnelFact>,
     /// The names of every interface that is not the project's (unmarked, or another
     /// project's): names vmctl must not create, see [`conflicts`].
-    #[serde(default)]
     pub others: Vec<String>,
 }
 
@@ -118,7 +78,13 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
         match link.kind {
             LinkKind::Bridge if mark.vlan_parts().is_none() => {
                 let mode = bridge::vlan_mode(link);
-                let mut vlans = Vec::new();
+                let vlans = &mut inventory.vlans;
+                let vlan = |id, gateway| VlanFact {
+                    project: project.to_owned(),
+                    network: mark.name.clone(),
+                    id,
+                    gateway,
+                };
                 match mode {
                     VlanMode::Filtering => {
                         for entry in tables.get(&link.index).into_iter().flatten() {
@@ -129,10 +95,7 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
                                     gateway = gateway_of(gw)?;
                                 }
                             }
-                            vlans.push(LiveVlan {
-                                id: entry.id,
-                                gateway,
-                            });
+                            vlans.push(vlan(entry.id, gateway));
                         }
                     }
                     VlanMode::BridgePerVlan => {
@@ -142,26 +105,20 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
                             if let (LinkKind::Bridge, Some((network, id))) = (&carrier.kind, parts)
                             {
                                 if network == mark.name {
-                                    vlans.push(LiveVlan {
-                                        id,
-                                        gateway: gateway_of(carrier)?,
-                                    });
+                                    vlans.push(vlan(id, gateway_of(carrier)?));
                                 }
                             }
                         }
-                        vlans.sort_by_key(|v| v.id);
                     }
                 }
                 inventory.networks.push(LiveNetwork {
                     name: mark.name,
+                    project: project.to_owned(),
                     bridge: link.name.clone(),
-                    mode,
-                    vlan_filtering: link.vlan_filtering.unwrap_or(false),
-                    up: link.up,
                     uplink: bridge::uplinks(&links, link.index)
                         .next()
                         .map(|l| l.name.clone()),
-                    vlans,
+                    mode: Some(mode),
                 });
             }
             LinkKind::Tun => {
@@ -173,14 +130,12 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
                 let (network, vlan) = controller
                     .and_then(|c| tap_place(c, project, &port_vlans))
                     .unzip();
-                inventory.taps.push(LiveTap {
+                inventory.taps.push(TapFact {
                     ifname: link.name.clone(),
                     vm: vm.into(),
                     nic,
                     network,
                     vlan,
-                    bridge: controller.map(|c| c.name.clone()),
-                    vlans: port_vlans,
                     up: link.up,
                 });
             }
@@ -189,6 +144,9 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
     }
     inventory.tunnels = vxlan::observe_tunnels(nl, project, &links, &tables)?;
     inventory.networks.sort_by(|a, b| a.name.cmp(&b.name));
+    inventory
+        .vlans
+        .sort_by(|a, b| (&a.network, a.id).cmp(&(&b.network, b.id)));
     inventory.others.sort();
     inventory
         .taps

@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 
 use rtnetlink::{LinkUnspec, LinkVxlan};
-use serde::{Deserialize, Serialize};
+use vmctl_planner::facts::TunnelFact;
 use vmctl_planner::Tunnel;
 
 use super::bridge::{self, our_bridge, vlan_mode, BridgeError, VlanMode};
@@ -26,8 +26,8 @@ use super::{created, vlan};
 use crate::host::mark::Mark;
 use crate::host::observe::HostObservation;
 
-/// The UDP port of every tunnel (IANA's VXLAN port; Linux's default is the older 8472).
-pub const VXLAN_PORT: u16 = 4789;
+/// The UDP port of every tunnel (the planner's: it judges a tunnel by it).
+pub use vmctl_planner::facts::VXLAN_PORT;
 
 pub use vmctl_schema::derive::vxlan_name as vxlan_ifname;
 
@@ -78,51 +78,13 @@ pub enum VxlanError {
     Netlink(#[from] NetlinkError),
 }
 
-/// A VLAN's VXLAN link as found on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct LiveVxlan {
-    /// The network and VLAN id of its mark.
-    pub network: String,
-    pub id: u16,
-    pub ifname: String,
-    pub vni: u32,
-    pub local: Option<IpAddr>,
-    pub port: Option<u16>,
-    /// The destinations of its `00:00:00:00:00:00` forwarding entries, sorted.
-    pub peers: Vec<IpAddr>,
-    /// Whether it is a port of its VLAN (of the VLAN's bridge, or an access port of the
-    /// VLAN on a VLAN-filtering bridge).
-    pub attached: bool,
-    pub up: bool,
-}
-
-impl LiveVxlan {
-    /// The tunnel as the planner compares it: only a link that is in place (a port of its
-    /// VLAN, up, on port [`VXLAN_PORT`] with no group) carries the VLAN; anything else is
-    /// no tunnel, which apply makes whole again.
-    pub fn tunnel(&self) -> Option<Tunnel> {
-        if !(self.attached && self.up && self.port == Some(VXLAN_PORT)) {
-            return None;
-        }
-        Some(Tunnel {
-            vni: self.vni,
-            // A link without a source address is drift like any other setting.
-            local: self
-                .local
-                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-            peers: self.peers.clone(),
-        })
-    }
-}
-
 /// The tunnel of VLAN `id` of `network` in an observation, as the planner compares it
-/// (see [`LiveVxlan::tunnel`]).
+/// (see [`TunnelFact::tunnel`]).
 pub fn tunnel_of(seen: &HostObservation, network: &str, id: u16) -> Option<Tunnel> {
     seen.tunnels
         .iter()
         .find(|t| t.network == network && t.id == id)
-        .and_then(LiveVxlan::tunnel)
+        .and_then(TunnelFact::tunnel)
 }
 
 /// The project's VXLAN links, each with its forwarding entries and whether it is a port
@@ -132,7 +94,7 @@ pub(crate) fn observe_tunnels(
     project: &str,
     links: &[Link],
     tables: &std::collections::BTreeMap<u32, Vec<PortVlan>>,
-) -> Result<Vec<LiveVxlan>, NetlinkError> {
+) -> Result<Vec<TunnelFact>, NetlinkError> {
     let ours: Vec<(&Link, String, u16)> = links
         .iter()
         .filter(|l| l.kind == LinkKind::Vxlan)
@@ -166,10 +128,9 @@ pub(crate) fn observe_tunnels(
                 None => false,
             }
         }) && controller.is_some_and(|c| c.kind == LinkKind::Bridge);
-        tunnels.push(LiveVxlan {
+        tunnels.push(TunnelFact {
             network,
             id,
-            ifname: link.name.clone(),
             vni: info.vni,
             local: info.local,
             port: info.port,
@@ -353,33 +314,6 @@ fn delete_link(nl: &Netlink, link: &Link) -> Result<(), VxlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn live(attached: bool, up: bool, port: Option<u16>) -> LiveVxlan {
-        LiveVxlan {
-            network: "lan".into(),
-            id: 100,
-            ifname: "vx7".into(),
-            vni: 7,
-            local: None,
-            port,
-            peers: vec!["192.0.2.12".parse().unwrap()],
-            attached,
-            up,
-        }
-    }
-
-    #[test]
-    fn only_a_tunnel_in_place_carries_its_vlan() {
-        let tunnel = live(true, true, Some(VXLAN_PORT))
-            .tunnel()
-            .expect("a tunnel");
-        assert_eq!(tunnel.vni, 7);
-        assert!(tunnel.local.is_unspecified(), "no local address is drift");
-        assert_eq!(tunnel.peers.len(), 1);
-        assert_eq!(live(false, true, Some(VXLAN_PORT)).tunnel(), None);
-        assert_eq!(live(true, false, Some(VXLAN_PORT)).tunnel(), None);
-        assert_eq!(live(true, true, Some(8472)).tunnel(), None);
-    }
 
     #[test]
     fn link_names_fit_and_follow_the_vni() {
