@@ -15,7 +15,10 @@
 //! | tap | its bridge and port VLAN table | dropped: what they mean is `network`/`vlan`, read on the host |
 //! | tunnel | `vni`, `local`, `port`, `peers`, `attached`, `up` | planned: a VLAN's tunnel, or none when it is not in place |
 //! | tunnel | its link name | dropped: always `vx<vni>`, and found by its mark |
+//! | network | `mode` ([`crate::live::VlanMode`]) | planned: which interface names its VLANs need (names taken) |
 //! | network | whether its bridge is up, whether VLAN filtering is on | dropped: nothing plans their repair (creating the network again does both) |
+//! | volume | `allocated` ([`crate::live::LiveVolume`]) | shown by `status` |
+//! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
 
 use std::net::IpAddr;
 

@@ -113,6 +113,7 @@ impl LiveFile {
                 from: volume.from.clone(),
                 from_digest: None,
                 prevent_destroy: volume.prevent_destroy,
+                allocated: None,
             });
         }
         for network in &config.networks {
@@ -294,11 +295,14 @@ impl LiveState {
     }
 
     /// This state without the fields a host reports beside what the diff compares (a
-    /// network's VLAN mode): they are facts for the matcher and for `status`, not the
-    /// project's state.
+    /// network's VLAN mode, a volume's allocated bytes): they are facts for the matcher
+    /// and for `status`, not the project's state.
     pub fn without_details(mut self) -> LiveState {
         for network in &mut self.networks {
             network.mode = None;
+        }
+        for volume in &mut self.volumes {
+            volume.allocated = None;
         }
         self
     }
@@ -371,7 +375,7 @@ pub struct LiveNetns {
 }
 
 /// A pool directory with its `.vmctl.json` marker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct LivePool {
     pub name: String,
@@ -405,7 +409,7 @@ impl LivePool {
 }
 
 /// A volume file in a pool, as its pool's marker and `stat` describe it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct LiveVolume {
     pub name: String,
@@ -421,6 +425,10 @@ pub struct LiveVolume {
     /// Whether the applied config protected it. Kept in the marker so that removing a
     /// protected volume from the config still fails the plan.
     pub prevent_destroy: bool,
+    /// Bytes allocated on disk, as the host reports it (for `status`). Not compared by
+    /// the diff, nor part of a fingerprint: a guest writing to its disk changes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<u64>,
 }
 
 impl LiveVolume {

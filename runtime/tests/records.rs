@@ -168,10 +168,13 @@ fn volume_marker_is_read(dir: &str) {
         &fast,
     );
     fs::write(volume::volume_path(&fast, "web-1-root"), vec![0u8; 4096]).unwrap();
-    let volumes = volume::observe_volumes("lab", &fast).unwrap();
+    // The pool, by its configured path (no index in this state dir).
+    let pools = pool::observe_pools(root.path(), "lab", &[fast.as_path()]).unwrap();
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    let volumes = volume::observe_volumes(&pools[0]).unwrap();
     assert_eq!(volumes.len(), 1, "{volumes:?}");
     let v = &volumes[0];
-    assert_eq!(v.name, "web-1-root");
+    assert_eq!((v.name.as_str(), v.pool.as_str()), ("web-1-root", "fast"));
     assert_eq!(v.size, 4096);
     assert_eq!(
         v.from.as_deref(),

@@ -117,9 +117,11 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
             d.push(("macs", macs.into()));
         }
         "volume" => {
-            if let Some(v) = observation.volumes.iter().find(|v| v.name == row.name) {
+            if let Some(v) = seen.live.volumes.iter().find(|v| v.name == row.name) {
                 d.push(("size", v.size.into()));
-                d.push(("allocated", v.allocated.into()));
+                if let Some(allocated) = v.allocated {
+                    d.push(("allocated", allocated.into()));
+                }
             }
         }
         "vlan" => {
@@ -131,12 +133,12 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
             }
         }
         "network" => {
-            if let Some(n) = observation.networks.iter().find(|n| n.name == row.name) {
+            if let Some(n) = seen.live.networks.iter().find(|n| n.name == row.name) {
                 d.push(("bridge", n.bridge.clone().into()));
             }
         }
         "pool" => {
-            if let Some(p) = observation.pools.iter().find(|p| p.name == row.name) {
+            if let Some(p) = seen.live.pools.iter().find(|p| p.name == row.name) {
                 d.push(("path", p.path.display().to_string().into()));
             }
         }

@@ -19,13 +19,12 @@
 
 use std::collections::BTreeMap;
 
-use vmctl_planner::live::{LivePool, LiveVlan, LiveVolume};
+use vmctl_planner::live::LiveVlan;
 use vmctl_planner::{LiveFile, LiveState};
-use vmctl_schema::{Config, Host, PoolKind};
+use vmctl_schema::{Config, Host};
 
 use crate::host::facts::{FactsError, FactsRequest, HostFacts, PoolProbe};
 use crate::host::observe::HostObservation;
-use crate::host::pool;
 use crate::hosts::Fleet;
 use crate::vms::ObservedVm;
 
@@ -87,31 +86,8 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
             .map_or_else(|| format!("{network}/{id}"), |v| v.name.clone())
     };
     let mut live = LiveState {
-        pools: seen
-            .pools
-            .iter()
-            .map(|p| LivePool {
-                name: p.name.clone(),
-                project: p.project.clone(),
-                kind: match p.kind {
-                    pool::PoolKind::Dir => PoolKind::Dir,
-                },
-                path: p.path.clone(),
-            })
-            .collect(),
-        volumes: seen
-            .volumes
-            .iter()
-            .map(|v| LiveVolume {
-                name: v.name.clone(),
-                project: v.project.clone(),
-                pool: v.pool.clone(),
-                size: v.size,
-                from: v.from.clone(),
-                from_digest: v.from_digest.clone(),
-                prevent_destroy: v.prevent_destroy,
-            })
-            .collect(),
+        pools: seen.pools.clone(),
+        volumes: seen.volumes.clone(),
         networks: seen.networks.clone(),
         vlans: seen
             .vlans

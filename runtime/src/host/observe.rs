@@ -3,21 +3,21 @@
 //! over netlink inside the host's netns. The disk and the netlink halves run in
 //! parallel. A declared netns that does not exist yet is an empty network side.
 //!
-//! The networking half is in the planner's types (`vmctl_planner::facts`: a VLAN by
-//! network and id, taps, tunnels); the pools and volumes mirror the planner's
-//! `LivePool` and `LiveVolume`. VMs are not observed here (the engine's state dirs are).
+//! Everything is in the planner's types (`vmctl_planner::live` and `::facts`), built by
+//! the modules that read the host. VMs are not observed here (the engine's state dirs
+//! are).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use vmctl_planner::ResourceKind;
 
 use vmctl_planner::facts::{TapFact, TunnelFact, VlanFact};
-use vmctl_planner::live::LiveNetwork;
+use vmctl_planner::live::{LiveNetwork, LivePool, LiveVolume};
 
 use super::net::{self, Netlink, NetlinkError};
-use super::pool::{self, PoolError, PoolKind};
+use super::pool::{self, PoolError};
 use super::records::BadRecord;
 use super::volume::{self, VolumeError};
 
@@ -48,41 +48,12 @@ pub struct HostSpec<'a> {
     pub pool_paths: &'a [&'a Path],
 }
 
-/// A pool of the project (planner: `LivePool`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ObservedPool {
-    pub name: String,
-    pub project: String,
-    #[serde(rename = "type")]
-    pub kind: PoolKind,
-    pub path: PathBuf,
-}
-
-/// A volume of the project (planner: `LiveVolume`, plus `path` and `allocated`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ObservedVolume {
-    pub name: String,
-    pub project: String,
-    /// The pool's name.
-    pub pool: String,
-    /// Apparent size in bytes, from `stat`.
-    pub size: u64,
-    pub from: Option<PathBuf>,
-    pub from_digest: Option<String>,
-    pub prevent_destroy: bool,
-    pub path: PathBuf,
-    /// Bytes allocated on disk.
-    pub allocated: u64,
-}
-
 /// Everything of the project on one host, each list sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct HostObservation {
-    pub pools: Vec<ObservedPool>,
-    pub volumes: Vec<ObservedVolume>,
+    pub pools: Vec<LivePool>,
+    pub volumes: Vec<LiveVolume>,
     pub networks: Vec<LiveNetwork>,
     pub vlans: Vec<VlanFact>,
     pub taps: Vec<TapFact>,
@@ -127,47 +98,29 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
 /// The project's pools and volumes observed from disk, and the markers of them that
 /// cannot be read.
 pub type Storage = (
-    Vec<ObservedPool>,
-    Vec<ObservedVolume>,
+    Vec<LivePool>,
+    Vec<LiveVolume>,
     Vec<(ResourceKind, BadRecord)>,
 );
 
 /// The project's pools and the volumes in them; a marker that cannot be read is its
 /// pool's or volume's problem, reported beside the rest.
 pub fn observe_storage(spec: &HostSpec<'_>) -> Result<Storage, ObserveError> {
-    let (live_pools, bad_pools) = pool::scan_pools(spec.state_dir, spec.project, spec.pool_paths)
+    let (pools, bad_pools) = pool::scan_pools(spec.state_dir, spec.project, spec.pool_paths)
         .map_err(ObserveError::ObservePools)?;
     let mut unreadable: Vec<_> = bad_pools
         .into_iter()
         .map(|b| (ResourceKind::Pool, b))
         .collect();
-    let mut pools = Vec::new();
     let mut volumes = Vec::new();
-    for live in live_pools {
-        let (found, bad) = volume::scan_volumes(spec.project, &live.path).map_err(|source| {
-            ObserveError::ObserveVolumes {
-                pool: live.name.clone(),
+    for pool in &pools {
+        let (found, bad) =
+            volume::scan_volumes(pool).map_err(|source| ObserveError::ObserveVolumes {
+                pool: pool.name.clone(),
                 source,
-            }
-        })?;
+            })?;
         unreadable.extend(bad.into_iter().map(|b| (ResourceKind::Volume, b)));
-        volumes.extend(found.into_iter().map(|v| ObservedVolume {
-            name: v.name,
-            project: spec.project.to_owned(),
-            pool: live.name.clone(),
-            size: v.size,
-            from: v.from,
-            from_digest: v.from_digest,
-            prevent_destroy: v.prevent_destroy,
-            path: v.path,
-            allocated: v.allocated,
-        }));
-        pools.push(ObservedPool {
-            name: live.name,
-            project: spec.project.to_owned(),
-            kind: live.kind,
-            path: live.path,
-        });
+        volumes.extend(found);
     }
     volumes.sort_by(|a, b| (&a.pool, &a.name).cmp(&(&b.pool, &b.name)));
     Ok((pools, volumes, unreadable))
@@ -263,21 +216,6 @@ mod tests {
                 (ResourceKind::Pool, "slow", Cause::Corrupt),
                 (ResourceKind::Volume, "bad", Cause::Corrupt)
             ]
-        );
-    }
-
-    #[test]
-    fn observation_serializes_like_live_state() {
-        let pool = ObservedPool {
-            name: "fast".into(),
-            project: "lab".into(),
-            kind: PoolKind::Dir,
-            path: "/p".into(),
-        };
-        let json = serde_json::to_string(&pool).unwrap();
-        assert_eq!(
-            json,
-            r#"{"name":"fast","project":"lab","type":"dir","path":"/p"}"#
         );
     }
 }

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use vmctl_planner::live::LivePool;
+
 use super::fsutil::{kind_of, list_dir, lstat, remove_if_exists};
 use super::leftovers;
 use super::mark::is_safe_file_name;
@@ -77,11 +79,20 @@ pub enum PoolError {
     DeletePool { path: PathBuf, source: io::Error },
 }
 
-/// The kinds of pool this module makes.
+/// The kinds of pool this module makes, as a marker records them (the marker's own
+/// serde type, never the config model's `PoolKind`, which it maps to one for one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolKind {
     Dir,
+}
+
+impl From<PoolKind> for vmctl_schema::PoolKind {
+    fn from(kind: PoolKind) -> Self {
+        match kind {
+            PoolKind::Dir => vmctl_schema::PoolKind::Dir,
+        }
+    }
 }
 
 /// The content of `.vmctl.json` in a pool directory.
@@ -96,12 +107,16 @@ pub struct PoolMarker {
     pub made_dir: bool,
 }
 
-/// A pool found on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LivePool {
-    pub name: String,
-    pub kind: PoolKind,
-    pub path: PathBuf,
+impl PoolMarker {
+    /// The pool this marker at `path` makes, as the host reports it.
+    pub fn live(&self, path: &Path) -> LivePool {
+        LivePool {
+            name: self.name.clone(),
+            project: self.project.clone(),
+            kind: self.kind.into(),
+            path: path.to_owned(),
+        }
+    }
 }
 
 /// An index entry `<state-dir>/<project>/pools/<name>.json`.
@@ -235,11 +250,7 @@ pub fn create_pool(
             source,
         }
     })?;
-    Ok(LivePool {
-        name: name.into(),
-        kind: PoolKind::Dir,
-        path: path.into(),
-    })
+    Ok(marker.live(path))
 }
 
 /// Makes the pool directory `path` (mode 0700) and its missing parents (0755), whatever
@@ -313,11 +324,7 @@ pub fn scan_pools(
             continue;
         }
         match read_marker(&path) {
-            Ok(Some(marker)) if marker.project == project => pools.push(LivePool {
-                name: marker.name,
-                kind: marker.kind,
-                path,
-            }),
+            Ok(Some(marker)) if marker.project == project => pools.push(marker.live(&path)),
             Ok(_) => {}
             Err(PoolError::ReadMarker { path, source }) => {
                 bad.push(BadRecord::new(&name, &path, &source));
@@ -394,10 +401,11 @@ pub fn delete_pool(
             name: marker.name,
         });
     }
-    let volumes = volume::observe_volumes(project, path).map_err(|e| PoolError::ListVolumes {
-        name: name.into(),
-        source: Box::new(e),
-    })?;
+    let volumes =
+        volume::observe_volumes(&marker.live(path)).map_err(|e| PoolError::ListVolumes {
+            name: name.into(),
+            source: Box::new(e),
+        })?;
     if !volumes.is_empty() {
         return Err(PoolError::PoolNotEmpty {
             name: name.into(),

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
+use vmctl_planner::live::{LivePool, LiveVolume};
 
 use super::fsutil::{self, kind_of, list_dir, lstat, remove_if_exists, FILE_MODE};
 use super::image::{self, CopyMethod};
@@ -130,21 +131,6 @@ pub struct VolumeSpec<'a> {
     /// When set (the first Ctrl-C of an apply), hashing and copying the base image stop
     /// at the next chunk and the create fails as cancelled, leaving no partial file.
     pub cancel: Option<&'a AtomicBool>,
-}
-
-/// A volume found in a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveVolume {
-    pub name: String,
-    /// The raw file.
-    pub path: PathBuf,
-    /// Apparent size in bytes (`stat`'s `st_size`): what the guest sees.
-    pub size: u64,
-    /// Bytes actually allocated on disk.
-    pub allocated: u64,
-    pub from: Option<PathBuf>,
-    pub from_digest: Option<String>,
-    pub prevent_destroy: bool,
 }
 
 /// The raw file of volume `name` in the pool at `pool_path`.
@@ -280,12 +266,12 @@ fn our_marker(
 
 /// Creates volume `spec.name` of `spec.size` bytes in the pool of `project` at
 /// `pool_path`: a sparse file, or a copy of `spec.from` (reflink, else sparse) grown to
-/// the size. Returns the volume and how the image was copied.
+/// the size. Returns how the image was copied.
 pub fn create_volume(
     project: &str,
     pool_path: &Path,
     spec: &VolumeSpec<'_>,
-) -> Result<(LiveVolume, Option<CopyMethod>), VolumeError> {
+) -> Result<Option<CopyMethod>, VolumeError> {
     let VolumeSpec {
         name,
         size,
@@ -345,8 +331,7 @@ pub fn create_volume(
             source: errno.into(),
         }
     })?;
-    let live = live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })?;
-    Ok((live, method))
+    Ok(method)
 }
 
 fn hash_err(image: &Path, source: io::Error) -> VolumeError {
@@ -422,10 +407,10 @@ pub fn grow_volume(
     pool_path: &Path,
     name: &str,
     size: u64,
-) -> Result<LiveVolume, VolumeError> {
+) -> Result<(), VolumeError> {
     check_name(name)?;
     let path = volume_path(pool_path, name);
-    let marker = our_marker(project, pool_path, name)?
+    our_marker(project, pool_path, name)?
         .ok_or(VolumeError::MissingVolume { path: path.clone() })?;
     let grow_err = |source| VolumeError::GrowVolume {
         path: path.clone(),
@@ -460,7 +445,7 @@ pub fn grow_volume(
         file.set_len(size).map_err(grow_err)?;
         file.sync_all().map_err(grow_err)?;
     }
-    live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })
+    Ok(())
 }
 
 /// Records a new `prevent-destroy` for volume `name` in its marker (an in-place update).
@@ -469,7 +454,7 @@ pub fn set_prevent_destroy(
     pool_path: &Path,
     name: &str,
     prevent_destroy: bool,
-) -> Result<LiveVolume, VolumeError> {
+) -> Result<(), VolumeError> {
     check_name(name)?;
     let path = volume_path(pool_path, name);
     let mut marker = our_marker(project, pool_path, name)?
@@ -478,7 +463,7 @@ pub fn set_prevent_destroy(
         marker.prevent_destroy = prevent_destroy;
         write_marker(pool_path, &marker)?;
     }
-    live_volume(pool_path, marker)?.ok_or(VolumeError::MissingVolume { path })
+    Ok(())
 }
 
 /// Deletes volume `name` (file, partial copy, marker) when it is ours. Returns whether
@@ -502,23 +487,20 @@ pub fn delete_volume(project: &str, pool_path: &Path, name: &str) -> Result<bool
 /// The volumes of `project` in the pool at `pool_path`, sorted by name. A marker whose
 /// raw file is missing (a deleted file, an interrupted create) is not a volume. Fails on
 /// the first marker it cannot read ([`scan_volumes`] reports those instead).
-pub fn observe_volumes(project: &str, pool_path: &Path) -> Result<Vec<LiveVolume>, VolumeError> {
-    let (volumes, bad) = scan_volumes(project, pool_path)?;
+pub fn observe_volumes(pool: &LivePool) -> Result<Vec<LiveVolume>, VolumeError> {
+    let (volumes, bad) = scan_volumes(pool)?;
     first_bad(bad).map(|()| volumes)
 }
 
 /// Like [`observe_volumes`], with the volumes whose marker or file cannot be read
 /// reported beside the others, each that volume's problem. Fails only when the pool
 /// directory cannot be listed.
-pub fn scan_volumes(
-    project: &str,
-    pool_path: &Path,
-) -> Result<(Vec<LiveVolume>, Vec<BadRecord>), VolumeError> {
-    let (markers, mut bad) = scan_markers(project, pool_path)?;
+pub fn scan_volumes(pool: &LivePool) -> Result<(Vec<LiveVolume>, Vec<BadRecord>), VolumeError> {
+    let (markers, mut bad) = scan_markers(&pool.project, &pool.path)?;
     let mut out = Vec::new();
     for marker in markers {
         let name = marker.name.clone();
-        match live_volume(pool_path, marker) {
+        match live_volume(pool, marker) {
             Ok(volume) => out.extend(volume),
             Err(VolumeError::ReadVolume { path, source }) => {
                 bad.push(BadRecord::new(&name, &path, &source));
@@ -593,8 +575,10 @@ fn scan_markers(
     Ok((out, bad))
 }
 
-fn live_volume(pool_path: &Path, marker: VolumeMarker) -> Result<Option<LiveVolume>, VolumeError> {
-    let path = volume_path(pool_path, &marker.name);
+/// The volume of `marker` in `pool`, as the host reports it: `None` when its raw file
+/// is missing.
+fn live_volume(pool: &LivePool, marker: VolumeMarker) -> Result<Option<LiveVolume>, VolumeError> {
+    let path = volume_path(&pool.path, &marker.name);
     let meta = match fs::symlink_metadata(&path) {
         Ok(meta) if meta.file_type().is_file() => meta,
         Ok(meta) => {
@@ -608,12 +592,13 @@ fn live_volume(pool_path: &Path, marker: VolumeMarker) -> Result<Option<LiveVolu
     };
     Ok(Some(LiveVolume {
         name: marker.name,
-        path,
+        project: marker.project,
+        pool: pool.name.clone(),
         size: meta.len(),
-        allocated: meta.blocks() * 512,
         from: marker.from,
         from_digest: marker.from_digest,
         prevent_destroy: marker.prevent_destroy,
+        allocated: Some(meta.blocks() * 512),
     }))
 }
 
@@ -644,6 +629,23 @@ mod tests {
         (state, root, path)
     }
 
+    /// The volumes of project "lab" in pool "fast" at `path`.
+    fn observed(path: &Path) -> Vec<LiveVolume> {
+        let fast = LivePool {
+            name: "fast".into(),
+            project: "lab".into(),
+            kind: vmctl_schema::PoolKind::Dir,
+            path: path.to_owned(),
+        };
+        observe_volumes(&fast).unwrap()
+    }
+
+    /// Volume `name` of project "lab" in pool "fast" at `path`.
+    fn volume(path: &Path, name: &str) -> LiveVolume {
+        let found = observed(path).into_iter().find(|v| v.name == name);
+        found.expect("the volume is observed")
+    }
+
     #[test]
     fn marker_format_is_stable() {
         let marker = VolumeMarker {
@@ -666,11 +668,13 @@ mod tests {
     #[test]
     fn empty_volume_is_sparse() {
         let (_state, _root, pool) = pool("lab");
-        let (live, method) = create_volume("lab", &pool, &spec("data", 4 << 30, None)).unwrap();
+        let method = create_volume("lab", &pool, &spec("data", 4 << 30, None)).unwrap();
         assert_eq!(method, None);
+        let live = volume(&pool, "data");
+        assert_eq!((live.project.as_str(), live.pool.as_str()), ("lab", "fast"));
         assert_eq!(live.size, 4 << 30);
-        assert!(live.allocated < MIB, "{} bytes allocated", live.allocated);
-        assert_eq!(observe_volumes("lab", &pool).unwrap(), [live]);
+        let allocated = live.allocated.expect("a host reports allocated bytes");
+        assert!(allocated < MIB, "{allocated} bytes allocated");
         assert!(matches!(
             create_volume("lab", &pool, &spec("data", 4096, None)),
             Err(VolumeError::VolumeExists { .. })
@@ -688,14 +692,15 @@ mod tests {
             source: Some(&cached),
             ..spec("root", MIB, Some(named))
         };
-        let (live, _) = create_volume("lab", &pool, &spec).unwrap();
+        create_volume("lab", &pool, &spec).unwrap();
+        let live = volume(&pool, "root");
         assert_eq!(live.from.as_deref(), Some(named));
         assert_eq!(
             live.from_digest,
             Some(image::image_digest(&cached, None).unwrap())
         );
         let mut head = [0u8; 12];
-        File::open(&live.path)
+        File::open(volume_path(&pool, "root"))
             .unwrap()
             .read_exact_at(&mut head, 0)
             .unwrap();
@@ -707,9 +712,9 @@ mod tests {
         let (_state, root, pool) = pool("lab");
         let image = root.path().join("rootfs.img");
         fs::write(&image, b"image bytes").unwrap();
-        let (live, method) =
-            create_volume("lab", &pool, &spec("root", 8 * MIB, Some(&image))).unwrap();
+        let method = create_volume("lab", &pool, &spec("root", 8 * MIB, Some(&image))).unwrap();
         assert!(method.is_some());
+        let live = volume(&pool, "root");
         assert_eq!(live.size, 8 * MIB);
         assert_eq!(live.from.as_deref(), Some(image.as_path()));
         assert_eq!(
@@ -717,7 +722,7 @@ mod tests {
             Some(image::image_digest(&image, None).unwrap())
         );
         let mut head = [0u8; 11];
-        File::open(&live.path)
+        File::open(volume_path(&pool, "root"))
             .unwrap()
             .read_exact_at(&mut head, 0)
             .unwrap();
@@ -733,7 +738,7 @@ mod tests {
         let err = create_volume("lab", &pool, &spec("root", MIB, Some(&image))).unwrap_err();
         assert!(matches!(err, VolumeError::ImageTooLarge { .. }), "{err:?}");
         assert!(!partial_path(&pool, "root").exists());
-        assert!(observe_volumes("lab", &pool).unwrap().is_empty());
+        assert!(observed(&pool).is_empty());
         // The leftover marker does not block a retry.
         create_volume("lab", &pool, &spec("root", 4 * MIB, Some(&image))).unwrap();
     }
@@ -741,17 +746,18 @@ mod tests {
     #[test]
     fn grow_in_place_never_shrink() {
         let (_state, _root, pool) = pool("lab");
-        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
+        create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
+        let path = volume_path(&pool, "data");
         File::options()
             .write(true)
-            .open(&live.path)
+            .open(&path)
             .unwrap()
             .write_all_at(b"keep", 10)
             .unwrap();
-        let grown = grow_volume("lab", &pool, "data", 3 * MIB).unwrap();
-        assert_eq!(grown.size, 3 * MIB);
+        grow_volume("lab", &pool, "data", 3 * MIB).unwrap();
+        assert_eq!(volume(&pool, "data").size, 3 * MIB);
         let mut kept = [0u8; 4];
-        File::open(&live.path)
+        File::open(&path)
             .unwrap()
             .read_exact_at(&mut kept, 10)
             .unwrap();
@@ -773,15 +779,10 @@ mod tests {
             prevent_destroy: true,
             ..spec("db", MIB, None)
         };
-        let (live, _) = create_volume("lab", &pool, &protected).unwrap();
-        assert!(live.prevent_destroy);
-        assert!(observe_volumes("lab", &pool).unwrap()[0].prevent_destroy);
-        assert!(
-            !set_prevent_destroy("lab", &pool, "db", false)
-                .unwrap()
-                .prevent_destroy
-        );
-        assert!(!observe_volumes("lab", &pool).unwrap()[0].prevent_destroy);
+        create_volume("lab", &pool, &protected).unwrap();
+        assert!(volume(&pool, "db").prevent_destroy);
+        set_prevent_destroy("lab", &pool, "db", false).unwrap();
+        assert!(!volume(&pool, "db").prevent_destroy);
     }
 
     #[test]
@@ -812,11 +813,7 @@ mod tests {
             create_volume("lab", &pool, &spec("theirs", MIB, None)),
             Err(VolumeError::ForeignVolume { .. })
         ));
-        let names: Vec<_> = observe_volumes("lab", &pool)
-            .unwrap()
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
+        let names: Vec<_> = observed(&pool).into_iter().map(|v| v.name).collect();
         assert_eq!(names, ["data"]);
 
         assert!(delete_volume("lab", &pool, "data").unwrap());
@@ -830,11 +827,11 @@ mod tests {
     #[test]
     fn deleted_file_is_observed_as_missing_and_recreated() {
         let (_state, _root, pool) = pool("lab");
-        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
-        fs::remove_file(&live.path).unwrap();
-        assert!(observe_volumes("lab", &pool).unwrap().is_empty());
         create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
-        assert_eq!(observe_volumes("lab", &pool).unwrap().len(), 1);
+        fs::remove_file(volume_path(&pool, "data")).unwrap();
+        assert!(observed(&pool).is_empty());
+        create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
+        assert_eq!(observed(&pool).len(), 1);
     }
 
     /// A file outside the pool that a symlink in the pool points at.
@@ -851,8 +848,9 @@ mod tests {
     #[test]
     fn a_volume_file_is_0600() {
         let (_state, _root, pool) = pool("lab");
-        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
-        assert_eq!(fs::metadata(&live.path).unwrap().mode() & 0o7777, 0o600);
+        create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
+        let path = volume_path(&pool, "data");
+        assert_eq!(fs::metadata(path).unwrap().mode() & 0o7777, 0o600);
         assert_eq!(
             fs::metadata(marker_path(&pool, "data")).unwrap().mode() & 0o7777,
             0o600
@@ -881,30 +879,32 @@ mod tests {
 
     #[test]
     fn a_symlink_where_a_volume_is_is_never_grown_or_observed() {
-        let (_state, root, pool) = pool("lab");
+        let (state, root, pool) = pool("lab");
         let victim = victim(root.path());
-        let (live, _) = create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
-        fs::remove_file(&live.path).unwrap();
-        std::os::unix::fs::symlink(&victim, &live.path).unwrap();
+        create_volume("lab", &pool, &spec("data", MIB, None)).unwrap();
+        let path = volume_path(&pool, "data");
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
         for err in [
             grow_volume("lab", &pool, "data", 2 * MIB).unwrap_err(),
             create_volume("lab", &pool, &spec("data", MIB, None)).unwrap_err(),
         ] {
             assert!(
-                matches!(&err, VolumeError::NotRegular { path, .. } if path == &live.path),
+                matches!(&err, VolumeError::NotRegular { path: p, .. } if p == &path),
                 "{err:?}"
             );
         }
         // Observing it makes it that volume's problem, never followed.
-        let (volumes, bad) = scan_volumes("lab", &pool).unwrap();
+        let fast = pool::observe_pools(state.path(), "lab", &[]).unwrap();
+        let (volumes, bad) = scan_volumes(&fast[0]).unwrap();
         assert!(volumes.is_empty());
         assert_eq!(bad.len(), 1, "{bad:?}");
-        assert_eq!(bad[0].path, live.path);
+        assert_eq!(bad[0].path, path);
         assert!(bad[0].error.contains("symbolic link"), "{bad:?}");
         assert_untouched(&victim);
         // A FIFO there is refused the same way, without blocking.
-        fs::remove_file(&live.path).unwrap();
-        nix::unistd::mkfifo(&live.path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let err = grow_volume("lab", &pool, "data", 2 * MIB).unwrap_err();
         assert!(
             matches!(err, VolumeError::NotRegular { kind: "a FIFO", .. }),
