@@ -19,6 +19,8 @@
 //! | network | whether its bridge is up, whether VLAN filtering is on | dropped: nothing plans their repair (creating the network again does both) |
 //! | volume | `allocated` ([`crate::live::LiveVolume`]) | shown by `status` |
 //! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
+//! | VM | `status` ([`crate::live::LiveVm`]) | planned: running when its VMM answers; crashed when gone though vmctl left it running |
+//! | VM | `pid`, `uptime-seconds` | shown by `status` |
 
 use std::net::IpAddr;
 

@@ -167,7 +167,7 @@ impl LiveFile {
                     VmState::Running => VmStatus::Running,
                     VmState::Stopped => VmStatus::Stopped,
                 },
-                tap_drift: Vec::new(),
+                ..LiveVm::default()
             });
         }
         LiveFile {
@@ -295,14 +295,18 @@ impl LiveState {
     }
 
     /// This state without the fields a host reports beside what the diff compares (a
-    /// network's VLAN mode, a volume's allocated bytes): they are facts for the matcher
-    /// and for `status`, not the project's state.
+    /// network's VLAN mode, a volume's allocated bytes, a VMM's pid and uptime): they
+    /// are facts for the matcher and for `status`, not the project's state.
     pub fn without_details(mut self) -> LiveState {
         for network in &mut self.networks {
             network.mode = None;
         }
         for volume in &mut self.volumes {
             volume.allocated = None;
+        }
+        for vm in &mut self.vms {
+            vm.pid = None;
+            vm.uptime_seconds = None;
         }
         self
     }
@@ -530,7 +534,7 @@ pub enum VmStatus {
 }
 
 /// A VM's state dir: the spec it was applied with and whether it runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct LiveVm {
     pub name: String,
@@ -540,9 +544,16 @@ pub struct LiveVm {
     pub spec: VmSpec,
     #[serde(default)]
     pub status: VmStatus,
-    /// The NICs of a running VM whose tap is not as applied (see [`TapDrift`]).
+    /// The NICs of a running VM whose tap is not as applied (see [`TapDrift`]): found by
+    /// the matcher from the host's taps (a host reports none here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tap_drift: Vec<TapDrift>,
+    /// Its VMM's pid on its host while it runs (for `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// How long its VMM has run, as its host says (seconds; for `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
 }
 
 /// A running VM's NIC whose tap is gone, off its VLAN or down.

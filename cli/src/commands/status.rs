@@ -87,7 +87,7 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
     let observation = &seen.observation;
     match row.kind.as_str() {
         "vm" => {
-            let Some(vm) = seen.vms.iter().find(|v| v.record.vm.name == row.name) else {
+            let Some(vm) = seen.live.vms.iter().find(|v| v.name == row.name) else {
                 return d;
             };
             // Both as the VM's host says: its pid there, and how long it has run.
@@ -97,8 +97,8 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
                     d.push(("uptime-seconds", up.into()));
                 }
             }
-            d.push(("cpus", vm.record.vm.cpus.into()));
-            d.push(("memory", vm.record.vm.memory.into()));
+            d.push(("cpus", vm.spec.cpus.into()));
+            d.push(("memory", vm.spec.memory.into()));
             let mut taps: Vec<_> = observation
                 .taps
                 .iter()
@@ -107,13 +107,7 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
             taps.sort_by_key(|t| t.nic);
             let taps: Vec<Value> = taps.iter().map(|t| t.ifname.clone().into()).collect();
             d.push(("taps", taps.into()));
-            let macs: Vec<Value> = vm
-                .record
-                .vm
-                .nics
-                .iter()
-                .map(|n| n.mac.clone().into())
-                .collect();
+            let macs: Vec<Value> = vm.spec.nics.iter().map(|n| n.mac.clone().into()).collect();
             d.push(("macs", macs.into()));
         }
         "volume" => {

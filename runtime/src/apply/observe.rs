@@ -26,7 +26,6 @@ use vmctl_schema::{Config, Host};
 use crate::host::facts::{FactsError, FactsRequest, HostFacts, PoolProbe};
 use crate::host::observe::HostObservation;
 use crate::hosts::Fleet;
-use crate::vms::ObservedVm;
 
 pub use crate::host::facts::euid;
 
@@ -101,7 +100,7 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
                 vxlan: crate::host::net::vxlan::tunnel_of(seen, &v.network, v.id),
             })
             .collect(),
-        vms: facts.vms.iter().map(ObservedVm::to_live).collect(),
+        vms: facts.vms.clone(),
         unreadable: facts.unreadable.clone(),
         reported: facts.reported,
         problems: crate::host::net::conflicts::find(config, host, seen),
@@ -113,13 +112,11 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
     live
 }
 
-/// One host as observed: the planner's view and the details behind it (volume
-/// allocation, taps, VMM pids) for `status`.
+/// One host as observed: the planner's view, and the taps behind it for `status`.
 #[derive(Debug, Clone)]
 pub struct HostSeen {
     pub live: LiveState,
     pub observation: HostObservation,
-    pub vms: Vec<ObservedVm>,
 }
 
 impl HostSeen {
@@ -128,7 +125,6 @@ impl HostSeen {
         HostSeen {
             live,
             observation: facts.observation,
-            vms: facts.vms,
         }
     }
 }

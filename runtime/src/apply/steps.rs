@@ -661,9 +661,9 @@ pub fn sweep_orphan_taps(ctx: &HostContext<'_>) -> Result<Vec<String>, StepError
         let mut deleted = Vec::new();
         for t in observe_net(nl, ctx.project)?.taps {
             let observed = vms::observe_vm(ctx.state_dir, ctx.project, &t.vm)?;
-            let orphan = observed.is_none_or(|vm| {
-                !vm.record.running && vm.status != vmctl_planner::VmStatus::Running
-            });
+            // Stopped: vmctl stopped it and no VMM runs (a VM vmctl left running whose
+            // VMM is gone is crashed, and keeps its taps).
+            let orphan = observed.is_none_or(|vm| vm.status == vmctl_planner::VmStatus::Stopped);
             if orphan {
                 tap::delete_tap(nl, ctx.project, &t.vm, t.nic)?;
                 deleted.push(t.ifname);

@@ -16,14 +16,14 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vmctl_planner::live::{HostReport, LiveNetns, Unreadable};
+use vmctl_planner::live::{HostReport, LiveNetns, LiveVm, Unreadable};
 use vmctl_planner::ResourceKind;
 
 use super::net::netns::{self, NetnsError};
 use super::observe::{observe_host, HostObservation, HostSpec, ObserveError};
 use super::records::{BadRecord, Cause};
 use super::volume;
-use crate::vms::{self, ObservedVm, VmError, VmPaths};
+use crate::vms::{self, VmError, VmPaths};
 
 /// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: networking in
 /// the planner's types (`vmctl_planner::facts`).
@@ -94,7 +94,7 @@ pub struct HostFacts {
     /// [`HostFacts::unreadable`], named and with their hints.
     pub observation: HostObservation,
     /// The project's VMs, each with whether its VMM runs.
-    pub vms: Vec<ObservedVm>,
+    pub vms: Vec<LiveVm>,
     /// Records that cannot be read, each that resource's problem alone.
     pub unreadable: Vec<Unreadable>,
     /// The host's netns, when the request names one that exists.

@@ -172,33 +172,6 @@ pub struct VmDevices {
     pub initrd: Option<PathBuf>,
 }
 
-/// A VM found on the host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ObservedVm {
-    pub record: VmRecord,
-    pub status: VmStatus,
-    /// The VMM's pid while it runs (on its host).
-    pub pid: Option<u32>,
-    /// How long the VMM has run, as its host says (seconds).
-    #[serde(default)]
-    pub uptime_seconds: Option<u64>,
-}
-
-impl ObservedVm {
-    /// The planner's view.
-    pub fn to_live(&self) -> LiveVm {
-        LiveVm {
-            name: self.record.vm.name.clone(),
-            project: self.record.project.clone(),
-            spec: self.record.vm.clone(),
-            status: self.status,
-            // Filled in by the observation, which also sees the taps.
-            tap_drift: Vec::new(),
-        }
-    }
-}
-
 fn check_name(name: &str) -> Result<(), VmError> {
     if is_safe_file_name(name) {
         Ok(())
@@ -261,7 +234,7 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 pub fn observe_vms(
     state_dir: &Path,
     project: &str,
-) -> Result<(Vec<ObservedVm>, Vec<BadRecord>), VmError> {
+) -> Result<(Vec<LiveVm>, Vec<BadRecord>), VmError> {
     let dir = vms_dir(state_dir, project);
     let names = list_dir(&dir).map_err(|source| VmError::ListVms {
         path: dir.clone(),
@@ -303,17 +276,25 @@ pub fn observe_vms(
     Ok((vms, bad))
 }
 
-fn observed(name: &str, mut record: VmRecord, probe: Probe) -> ObservedVm {
-    // The dir's name is the VM's identity.
-    record.vm.name = name.to_owned();
+/// The VM of `record`, in the dir `name`, as its host reports it: running when its VMM
+/// answers `probe`, crashed when vmctl left it running and it does not.
+fn observed(name: &str, record: VmRecord, probe: Probe) -> LiveVm {
     let (status, pid) = match probe {
         Probe::Running(pid) => (VmStatus::Running, Some(pid)),
         Probe::Gone if record.running => (VmStatus::Crashed, None),
         Probe::Gone => (VmStatus::Stopped, None),
     };
-    ObservedVm {
-        record,
+    LiveVm {
+        // The dir's name is the VM's identity.
+        name: name.to_owned(),
+        project: record.project,
+        spec: VmSpec {
+            name: name.to_owned(),
+            ..record.vm
+        },
         status,
+        // The matcher's, from the host's taps.
+        tap_drift: Vec::new(),
         pid,
         uptime_seconds: pid
             .and_then(crate::host::proc::uptime)
@@ -322,11 +303,7 @@ fn observed(name: &str, mut record: VmRecord, probe: Probe) -> ObservedVm {
 }
 
 /// One VM; `None` when its dir has no record (an interrupted create: nothing to see).
-pub fn observe_vm(
-    state_dir: &Path,
-    project: &str,
-    name: &str,
-) -> Result<Option<ObservedVm>, VmError> {
+pub fn observe_vm(state_dir: &Path, project: &str, name: &str) -> Result<Option<LiveVm>, VmError> {
     let Some(record) = read_record(state_dir, project, name)? else {
         return Ok(None);
     };

@@ -41,10 +41,7 @@ fn a_vm_left_running_without_a_process_crashed() {
     fs::create_dir_all(vms_dir(dir.path(), "lab").join("half")).unwrap();
     let (vms, bad) = observe_vms(dir.path(), "lab").unwrap();
     assert!(bad.is_empty(), "{bad:?}");
-    let seen: Vec<_> = vms
-        .iter()
-        .map(|v| (v.record.vm.name.as_str(), v.status))
-        .collect();
+    let seen: Vec<_> = vms.iter().map(|v| (v.name.as_str(), v.status)).collect();
     assert_eq!(
         seen,
         [("web-1", VmStatus::Crashed), ("web-2", VmStatus::Stopped)]
@@ -78,7 +75,7 @@ fn a_bad_record_is_that_vms_problem_alone() {
     fs::write(&newer.record, r#"{"format-version": 9, "vm": 1}"#).unwrap();
     fs::write(vms_dir(dir.path(), "lab").join("stray"), "not a dir").unwrap();
     let (vms, bad) = observe_vms(dir.path(), "lab").unwrap();
-    let seen: Vec<_> = vms.iter().map(|v| v.record.vm.name.as_str()).collect();
+    let seen: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(seen, ["web-1"]);
     let bad: Vec<_> = bad.iter().map(|b| (b.name.as_str(), b.cause)).collect();
     assert_eq!(

@@ -72,7 +72,7 @@ mod tests {
                 ..VmSpec::default()
             },
             status,
-            tap_drift: Vec::new(),
+            ..LiveVm::default()
         }
     }
 
