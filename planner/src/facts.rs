@@ -1,13 +1,28 @@
-//! What a host reports of one project's networking, as the matcher
-//! ([`crate::live`]'s `LiveState` is its output) reads it: VLANs by network and id, the
-//! project's taps and the VXLAN tunnels of VLANs that span hosts. The runtime's
-//! `host::net` builds these directly from netlink; nothing converts them on the way.
+//! What a host reports of one project, with no config: [`HostFacts`], the answer to a
+//! [`FactsRequest`]. Both are the wire format between vmctl and a remote host's agent
+//! (versioned by [`FACTS_FORMAT`]; an agent refuses a request of another format), and
+//! what a local host hands over in-process.
 //!
-//! Each field is either planned (the matcher turns it into something the diff
-//! compares) or kept for `status`; what the host could say but nothing here plans is
-//! not reported on purpose:
+//! One set of types from the host to the plan: the runtime's host modules build these
+//! directly (pools, volumes and VMs from disk, networks, VLANs, taps and tunnels over
+//! netlink), and the ones [`crate::live::LiveState`] holds as they are ([`LivePool`],
+//! [`LiveVolume`], [`LiveNetwork`], [`LiveVm`], [`LiveNetns`], [`Unreadable`],
+//! [`HostReport`]) are the same types here. The `*Fact` types are what only matching
+//! to the config gives meaning to ([`crate::matching`]): a VLAN by network and id gets
+//! its name, taps become a running VM's tap drift, tunnels a VLAN's tunnel, and the
+//! names of interfaces that are not the project's become problems of the resources
+//! that need those names.
 //!
-//! | fact | field | |
+//! The one piece of the config a host is told is in the request: where the config's
+//! pools are (found there even when the project's pool index does not list them) and
+//! their names, which name a pool whose marker cannot be read in its repair hint. The
+//! hints themselves are written on the host, which alone knows who runs vmctl there
+//! and which VMM holds a VM's lock.
+//!
+//! Each field is either planned (the matcher or the diff reads it) or kept, documented,
+//! for `status`; what a host could say but nothing plans is not reported, on purpose:
+//!
+//! | resource | field | |
 //! | --- | --- | --- |
 //! | VLAN | `network`, `id`, `gateway` | planned: named from the config by `(network, id)` |
 //! | tap | `vm`, `nic`, `network`, `vlan`, `up` | planned: tap drift of a running VM (gone, off its VLAN, or down) |
@@ -15,18 +30,136 @@
 //! | tap | its bridge and port VLAN table | dropped: what they mean is `network`/`vlan`, read on the host |
 //! | tunnel | `vni`, `local`, `port`, `peers`, `attached`, `up` | planned: a VLAN's tunnel, or none when it is not in place |
 //! | tunnel | its link name | dropped: always `vx<vni>`, and found by its mark |
+//! | other links | their names | planned: names the config needs that are taken |
 //! | network | `mode` ([`crate::live::VlanMode`]) | planned: which interface names its VLANs need (names taken) |
 //! | network | whether its bridge is up, whether VLAN filtering is on | dropped: nothing plans their repair (creating the network again does both) |
-//! | volume | `allocated` ([`crate::live::LiveVolume`]) | shown by `status` |
+//! | volume | `allocated` | shown by `status` |
 //! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
-//! | VM | `status` ([`crate::live::LiveVm`]) | planned: running when its VMM answers; crashed when gone though vmctl left it running |
+//! | VM | `status` | planned: running when its VMM answers; crashed when gone though vmctl left it running |
 //! | VM | `pid`, `uptime-seconds` | shown by `status` |
+//!
+//! The `status`-only fields are not compared by the diff and not part of a saved
+//! plan's fingerprint ([`crate::live::LiveState::without_details`]).
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vmctl_schema::{Config, Host};
 
+use crate::live::{HostReport, LiveNetns, LiveNetwork, LivePool, LiveVm, LiveVolume, Unreadable};
 use crate::plan::Tunnel;
+use crate::record;
+
+/// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: one set of
+/// types with the live model (1 had the runtime's own observation types).
+pub const FACTS_FORMAT: u32 = 2;
+
+/// A pool the config names on the host: where to look besides the project's pool
+/// index, and what to call it when its marker cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PoolProbe {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// What to observe on a host: one project, in its state dir and netns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FactsRequest {
+    /// Absent: format 1.
+    #[serde(default = "record::unversioned")]
+    pub format_version: u32,
+    pub project: String,
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub netns: Option<String>,
+    #[serde(default)]
+    pub pools: Vec<PoolProbe>,
+}
+
+impl FactsRequest {
+    /// A request of this build's format, naming no pools.
+    pub fn new(project: &str, state_dir: &Path, netns: Option<&str>) -> FactsRequest {
+        FactsRequest {
+            format_version: FACTS_FORMAT,
+            project: project.to_owned(),
+            state_dir: state_dir.to_owned(),
+            netns: netns.map(str::to_owned),
+            pools: Vec::new(),
+        }
+    }
+
+    /// What to ask `host` for `config.project`: its state dir and netns, and the pools
+    /// the config names on it.
+    pub fn for_host(config: &Config, host: &Host) -> FactsRequest {
+        let mut request =
+            FactsRequest::new(&config.project, &host.state_dir, host.netns.as_deref());
+        request.pools = config
+            .pools
+            .iter()
+            .filter(|p| p.host == host.name)
+            .map(|p| PoolProbe {
+                name: p.name.clone(),
+                path: p.path.clone(),
+            })
+            .collect();
+        request
+    }
+}
+
+/// Everything of one project on one host, as the host reports it, each list sorted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct HostFacts {
+    /// Absent: format 1.
+    #[serde(default = "record::unversioned")]
+    pub format_version: u32,
+    pub pools: Vec<LivePool>,
+    /// By pool, then name.
+    pub volumes: Vec<LiveVolume>,
+    pub networks: Vec<LiveNetwork>,
+    /// By network, then id.
+    pub vlans: Vec<VlanFact>,
+    /// By VM, then NIC.
+    pub taps: Vec<TapFact>,
+    /// The VXLAN links of VLANs that span hosts, by network, then id.
+    pub tunnels: Vec<TunnelFact>,
+    /// The project's VMs, each with whether its VMM runs (and no tap drift: that is the
+    /// matcher's).
+    pub vms: Vec<LiveVm>,
+    /// Records that cannot be read, each that resource's problem alone, named and with
+    /// its repair hint.
+    pub unreadable: Vec<Unreadable>,
+    /// The names of the host's interfaces that are not the project's (unmarked, or
+    /// another project's): names vmctl must not create.
+    pub other_links: Vec<String>,
+    /// The host's netns, when the request names one that exists.
+    pub netns: Option<LiveNetns>,
+    /// The host's online CPUs and memory.
+    pub reported: Option<HostReport>,
+}
+
+impl Default for HostFacts {
+    /// A host of this build's format with nothing of the project on it.
+    fn default() -> Self {
+        HostFacts {
+            format_version: FACTS_FORMAT,
+            pools: Vec::new(),
+            volumes: Vec::new(),
+            networks: Vec::new(),
+            vlans: Vec::new(),
+            taps: Vec::new(),
+            tunnels: Vec::new(),
+            vms: Vec::new(),
+            unreadable: Vec::new(),
+            other_links: Vec::new(),
+            netns: None,
+            reported: None,
+        }
+    }
+}
 
 /// The UDP port of every VXLAN tunnel vmctl makes (IANA's VXLAN port; Linux's default
 /// is the older 8472).

@@ -529,13 +529,14 @@ fn observe_host_assembles_storage_and_network() {
         Ok(tap::create_tap(nl, "lab", "web", 0, port("vmbr-t6", 100))?)
     });
 
-    let observed = observe_host(&HostSpec {
+    let (observed, unreadable) = observe_host(&HostSpec {
         project: "lab",
         state_dir: state.path(),
         netns: ns.name(),
         pool_paths: &[],
     })
     .unwrap();
+    assert!(unreadable.is_empty(), "{unreadable:?}");
     assert_eq!(observed.pools.len(), 1);
     assert_eq!(
         (

@@ -18,9 +18,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use support::netns::{can_run, run, TestNetns};
-use vmctl_planner::facts::TunnelFact;
+use vmctl_planner::facts::{FactsRequest, TunnelFact};
 use vmctl_planner::{planned, LiveFile, PlanOptions, Planned, Tunnel};
-use vmctl_runtime::apply::observe::{facts_request, to_live_state};
+use vmctl_runtime::apply::observe::to_live_state;
 use vmctl_runtime::apply::{HostContext, Inventory, StepOrder};
 use vmctl_runtime::host::facts;
 use vmctl_runtime::host::net::vxlan::{self, VxlanError};
@@ -114,7 +114,7 @@ fn config(hosts: &[TestHost; 2], back_vni: Option<u32>) -> Config {
 fn observe(config: &Config) -> LiveFile {
     let mut live = LiveFile::default();
     for host in &config.hosts {
-        let facts = facts::gather(&facts_request(config, host)).expect("facts");
+        let facts = facts::gather(&FactsRequest::for_host(config, host)).expect("facts");
         live.hosts
             .insert(host.name.clone(), to_live_state(config, &host.name, &facts));
     }

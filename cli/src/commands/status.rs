@@ -84,7 +84,6 @@ fn row(change: &Change) -> Row {
 /// What `seen` reports of the resource of `row`.
 fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
     let mut d = Vec::new();
-    let observation = &seen.observation;
     match row.kind.as_str() {
         "vm" => {
             let Some(vm) = seen.live.vms.iter().find(|v| v.name == row.name) else {
@@ -99,11 +98,7 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
             }
             d.push(("cpus", vm.spec.cpus.into()));
             d.push(("memory", vm.spec.memory.into()));
-            let mut taps: Vec<_> = observation
-                .taps
-                .iter()
-                .filter(|t| t.vm == row.name)
-                .collect();
+            let mut taps: Vec<_> = seen.taps.iter().filter(|t| t.vm == row.name).collect();
             taps.sort_by_key(|t| t.nic);
             let taps: Vec<Value> = taps.iter().map(|t| t.ifname.clone().into()).collect();
             d.push(("taps", taps.into()));

@@ -23,8 +23,9 @@ use vmctl_planner::live::LiveVlan;
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_schema::{Config, Host};
 
-use crate::host::facts::{FactsError, FactsRequest, HostFacts, PoolProbe};
-use crate::host::observe::HostObservation;
+use vmctl_planner::facts::{FactsRequest, HostFacts, TapFact};
+
+use crate::host::facts::FactsError;
 use crate::hosts::Fleet;
 
 pub use crate::host::facts::euid;
@@ -42,22 +43,6 @@ pub enum LiveError {
     NotReached { host: String },
 }
 
-/// What to ask `host` for `config.project`: its state dir and netns, and the pools the
-/// config names on it.
-pub fn facts_request(config: &Config, host: &Host) -> FactsRequest {
-    let mut request = FactsRequest::new(&config.project, &host.state_dir, host.netns.as_deref());
-    request.pools = config
-        .pools
-        .iter()
-        .filter(|p| p.host == host.name)
-        .map(|p| PoolProbe {
-            name: p.name.clone(),
-            path: p.path.clone(),
-        })
-        .collect();
-    request
-}
-
 /// Everything of `config.project` on `host` (reached as `reached`), with the VMs'
 /// processes asked whether they run; also the host's facts, for status.
 pub fn observe_host_state(
@@ -66,7 +51,7 @@ pub fn observe_host_state(
     reached: &dyn crate::hosts::Host,
 ) -> Result<(LiveState, HostFacts), LiveError> {
     let facts = reached
-        .facts(&facts_request(config, host))
+        .facts(&FactsRequest::for_host(config, host))
         .map_err(|source| LiveError::Facts {
             host: host.name.clone(),
             source,
@@ -76,7 +61,7 @@ pub fn observe_host_state(
 
 /// The planner's view of what `host` reported, matched to `config` (no I/O).
 pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveState {
-    let seen = &facts.observation;
+    let seen = facts;
     let vlan_name = |network: &str, id: u16| {
         config
             .vlans
@@ -116,15 +101,15 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
 #[derive(Debug, Clone)]
 pub struct HostSeen {
     pub live: LiveState,
-    pub observation: HostObservation,
+    pub taps: Vec<TapFact>,
 }
 
 impl HostSeen {
-    /// The planner's view of `facts`, keeping the details.
+    /// The planner's view of `facts`, keeping the taps.
     pub fn of(live: LiveState, facts: HostFacts) -> HostSeen {
         HostSeen {
             live,
-            observation: facts.observation,
+            taps: facts.taps,
         }
     }
 }
@@ -228,15 +213,8 @@ pub(crate) mod tests {
             gateway: None,
         };
         let facts = HostFacts {
-            format_version: crate::host::facts::FACTS_FORMAT,
-            observation: HostObservation {
-                vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
-                ..HostObservation::default()
-            },
-            vms: Vec::new(),
-            unreadable: Vec::new(),
-            netns: None,
-            reported: None,
+            vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
+            ..HostFacts::default()
         };
         let live = to_live_state(&config(), "local", &facts);
         let names: Vec<_> = live.vlans.iter().map(|v| v.name.as_str()).collect();

@@ -1,33 +1,25 @@
 //! What a host says of one project, with no config: [`gather`] answers a
-//! [`FactsRequest`] (the project, the host's state dir and netns, and the pools the
-//! config names there) with [`HostFacts`] — pools, volumes, networks, VLANs, taps, VMs
-//! and their processes, the netns, the host's capacity, and every record that cannot be
-//! read with what to do about it.
-//!
-//! Both types are plain serde data with a format version: they are what a remote
-//! host's agent sends back, and what a local host hands over in-process. Matching the
-//! facts to the config (naming VLANs by `(network, id)`, interface names taken by
-//! others, taps off their VLAN) is the caller's job (`apply::observe::to_live_state`).
+//! `FactsRequest` with `HostFacts` (both `vmctl_planner::facts`: the wire format, and
+//! the types the planner matches to the config) — pools, volumes, networks, VLANs,
+//! taps, tunnels, VMs and their processes, the netns, the host's capacity, and every
+//! record that cannot be read with what to do about it. A request of another format is
+//! refused ([`FactsError::Format`]).
 //!
 //! A record that cannot be read is named here (a pool by the request's pools when its
 //! index entry does not name it) and gets its repair hint here, because only the host
 //! knows who runs vmctl there and which VMM holds a VM's lock.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use vmctl_planner::live::{HostReport, LiveNetns, LiveVm, Unreadable};
+use vmctl_planner::facts::{FactsRequest, HostFacts, FACTS_FORMAT};
+use vmctl_planner::live::Unreadable;
 use vmctl_planner::ResourceKind;
 
 use super::net::netns::{self, NetnsError};
-use super::observe::{observe_host, HostObservation, HostSpec, ObserveError};
+use super::observe::{observe_host, HostSpec, ObserveError};
 use super::records::{BadRecord, Cause};
 use super::volume;
 use crate::vms::{self, VmError, VmPaths};
-
-/// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: networking in
-/// the planner's types (`vmctl_planner::facts`).
-pub const FACTS_FORMAT: u32 = 2;
 
 /// Errors of gathering a host's facts.
 #[derive(Debug, thiserror::Error)]
@@ -43,64 +35,6 @@ pub enum FactsError {
     /// A remote host's agent could not say (its words).
     #[error("{message}")]
     Remote { message: String },
-}
-
-/// A pool the config names on the host: where to look besides the project's pool
-/// index, and what to call it when its marker cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct PoolProbe {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// What to observe on a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct FactsRequest {
-    #[serde(default = "format_one")]
-    pub format_version: u32,
-    pub project: String,
-    pub state_dir: PathBuf,
-    #[serde(default)]
-    pub netns: Option<String>,
-    #[serde(default)]
-    pub pools: Vec<PoolProbe>,
-}
-
-fn format_one() -> u32 {
-    1
-}
-
-impl FactsRequest {
-    pub fn new(project: &str, state_dir: &Path, netns: Option<&str>) -> FactsRequest {
-        FactsRequest {
-            format_version: FACTS_FORMAT,
-            project: project.to_owned(),
-            state_dir: state_dir.to_owned(),
-            netns: netns.map(str::to_owned),
-            pools: Vec::new(),
-        }
-    }
-}
-
-/// Everything of one project on one host, as the host reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct HostFacts {
-    pub format_version: u32,
-    /// Pools, volumes, networks, VLANs (by network and id), taps, and the names of
-    /// interfaces that are not the project's. Its `unreadable` is empty: those are in
-    /// [`HostFacts::unreadable`], named and with their hints.
-    pub observation: HostObservation,
-    /// The project's VMs, each with whether its VMM runs.
-    pub vms: Vec<LiveVm>,
-    /// Records that cannot be read, each that resource's problem alone.
-    pub unreadable: Vec<Unreadable>,
-    /// The host's netns, when the request names one that exists.
-    pub netns: Option<LiveNetns>,
-    /// The host's online CPUs and memory.
-    pub reported: Option<HostReport>,
 }
 
 /// Observes `request.project` on this machine: disk, netlink and the VMs in parallel.
@@ -119,35 +53,29 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
         netns: request.netns.as_deref(),
         pool_paths: &pool_paths,
     };
-    let (observation, found) = std::thread::scope(|scope| {
+    let (observed, found) = std::thread::scope(|scope| {
         let found = scope.spawn(|| vms::observe_vms(state_dir, project));
-        let observation = observe_host(&spec);
+        let observed = observe_host(&spec);
         let found = found
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (observation, found)
+        (observed, found)
     });
-    let mut observation = observation?;
+    let (mut facts, mut bad) = observed?;
     let (vms, bad_vms) = found.map_err(FactsError::ObserveVms)?;
-    let mut bad = std::mem::take(&mut observation.unreadable);
     bad.extend(bad_vms.into_iter().map(|b| (ResourceKind::Vm, b)));
     let euid = euid();
-    let unreadable = bad
+    facts.vms = vms;
+    facts.unreadable = bad
         .iter()
         .map(|(kind, record)| unreadable(request, *kind, record, euid))
         .collect();
-    let netns = match request.netns.as_deref() {
+    facts.netns = match request.netns.as_deref() {
         Some(name) => netns::observe(state_dir, project, name).map_err(FactsError::Netns)?,
         None => None,
     };
-    Ok(HostFacts {
-        format_version: FACTS_FORMAT,
-        observation,
-        vms,
-        unreadable,
-        netns,
-        reported: super::proc::host_report(),
-    })
+    facts.reported = super::proc::host_report();
+    Ok(facts)
 }
 
 /// The effective uid vmctl runs as: a hint says "run it as root" only when it is not.
@@ -255,6 +183,8 @@ fn forget_vm(paths: &VmPaths, vmm: Option<u32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmctl_planner::facts::PoolProbe;
+    use vmctl_planner::live::HostReport;
 
     fn request() -> FactsRequest {
         // Never a real state dir: the hints ask the host who holds a VM's lock, and a
@@ -351,15 +281,11 @@ mod tests {
         let back: FactsRequest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, request);
         let facts = HostFacts {
-            format_version: FACTS_FORMAT,
-            observation: HostObservation::default(),
-            vms: Vec::new(),
-            unreadable: Vec::new(),
-            netns: None,
             reported: Some(HostReport {
                 cpus: 2,
                 memory: 1 << 30,
             }),
+            ..HostFacts::default()
         };
         let json = serde_json::to_string(&facts).unwrap();
         let back: HostFacts = serde_json::from_str(&json).unwrap();

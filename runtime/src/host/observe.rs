@@ -3,18 +3,16 @@
 //! over netlink inside the host's netns. The disk and the netlink halves run in
 //! parallel. A declared netns that does not exist yet is an empty network side.
 //!
-//! Everything is in the planner's types (`vmctl_planner::live` and `::facts`), built by
-//! the modules that read the host. VMs are not observed here (the engine's state dirs
-//! are).
+//! What it finds goes straight into the planner's `HostFacts` (`vmctl_planner::facts`),
+//! built by the modules that read the host; [`super::facts::gather`] adds the VMs (the
+//! engine's state dirs), the netns, the host's size, and the records that cannot be
+//! read, named and with their hints.
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
+use vmctl_planner::facts::HostFacts;
+use vmctl_planner::live::{LivePool, LiveVolume};
 use vmctl_planner::ResourceKind;
-
-use vmctl_planner::facts::{TapFact, TunnelFact, VlanFact};
-use vmctl_planner::live::{LiveNetwork, LivePool, LiveVolume};
 
 use super::net::{self, Netlink, NetlinkError};
 use super::pool::{self, PoolError};
@@ -48,26 +46,14 @@ pub struct HostSpec<'a> {
     pub pool_paths: &'a [&'a Path],
 }
 
-/// Everything of the project on one host, each list sorted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct HostObservation {
-    pub pools: Vec<LivePool>,
-    pub volumes: Vec<LiveVolume>,
-    pub networks: Vec<LiveNetwork>,
-    pub vlans: Vec<VlanFact>,
-    pub taps: Vec<TapFact>,
-    /// The VXLAN links of VLANs that span hosts, with their forwarding entries.
-    pub tunnels: Vec<TunnelFact>,
-    /// Pools and volumes whose marker cannot be read: each its own problem. A pool's
-    /// name is empty when only the config can tell (by the marker's directory).
-    pub unreadable: Vec<(ResourceKind, BadRecord)>,
-    /// Interfaces that are not the project's, by name (see `net::conflicts`).
-    pub other_links: Vec<String>,
-}
+/// The records of the project's pools and volumes that cannot be read, each that
+/// resource's problem. A pool's name is empty when only the config can tell (by the
+/// marker's directory).
+pub type BadRecords = Vec<(ResourceKind, BadRecord)>;
 
-/// Observes `spec.project` on this host (disk and netlink in parallel).
-pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError> {
+/// Observes `spec.project`'s storage and networking on this host (disk and netlink in
+/// parallel): the facts of them, sorted, and the records that cannot be read.
+pub fn observe_host(spec: &HostSpec<'_>) -> Result<(HostFacts, BadRecords), ObserveError> {
     let (storage, net) = std::thread::scope(|scope| {
         let storage = scope.spawn(|| observe_storage(spec));
         // A declared netns that does not exist yet holds nothing: apply makes it.
@@ -83,25 +69,22 @@ pub fn observe_host(spec: &HostSpec<'_>) -> Result<HostObservation, ObserveError
     });
     let (pools, volumes, unreadable) = storage?;
     let net = net.map_err(ObserveError::ObserveNetworks)?;
-    Ok(HostObservation {
+    let facts = HostFacts {
         pools,
         volumes,
         networks: net.networks,
         vlans: net.vlans,
         taps: net.taps,
         tunnels: net.tunnels,
-        unreadable,
         other_links: net.others,
-    })
+        ..HostFacts::default()
+    };
+    Ok((facts, unreadable))
 }
 
 /// The project's pools and volumes observed from disk, and the markers of them that
 /// cannot be read.
-pub type Storage = (
-    Vec<LivePool>,
-    Vec<LiveVolume>,
-    Vec<(ResourceKind, BadRecord)>,
-);
+pub type Storage = (Vec<LivePool>, Vec<LiveVolume>, BadRecords);
 
 /// The project's pools and the volumes in them; a marker that cannot be read is its
 /// pool's or volume's problem, reported beside the rest.

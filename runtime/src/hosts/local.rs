@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vmctl_planner::facts::{FactsRequest, HostFacts};
 use vmctl_schema::Host as HostConfig;
 
 use super::{HeldLock, Host, RunSettings};
 use crate::apply::steps::{self, HostContext};
 use crate::apply::{StepError, StepNote, StepOrder};
-use crate::host::facts::{self, FactsError, FactsRequest, HostFacts};
+use crate::host::facts::{self, FactsError};
 use crate::host::lock::{self, LockError};
 use crate::host::pool;
 

@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use vmctl_planner::facts::{FactsRequest, HostFacts};
 use vmctl_schema::Config;
 
 use crate::apply::{StepError, StepNote, StepOrder};
-use crate::host::facts::{FactsError, FactsRequest, HostFacts};
+use crate::host::facts::FactsError;
 use crate::host::lock::LockError;
 
 pub use local::LocalHost;

@@ -15,10 +15,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use vmctl_planner::facts::{FactsRequest, HostFacts};
+
 use super::wire::{Answer, Call, WireError};
 use super::{HeldLock, Host, RunSettings};
 use crate::apply::{StepError, StepNote, StepOrder};
-use crate::host::facts::{FactsError, FactsRequest, HostFacts};
+use crate::host::facts::FactsError;
 use crate::host::lock::LockError;
 
 /// Carries calls to one host's agent and brings back its answers. Calls may be made
@@ -310,7 +312,7 @@ mod tests {
         let facts = host
             .facts(&FactsRequest::new("lab", state.path(), None))
             .unwrap();
-        assert!(facts.observation.pools.is_empty());
+        assert!(facts.pools.is_empty());
         // A pool made through the agent is then among its facts.
         let order = StepOrder {
             step: "create pool.fast".into(),
@@ -333,7 +335,7 @@ mod tests {
         let facts = host
             .facts(&FactsRequest::new("lab", state.path(), None))
             .unwrap();
-        let names: Vec<_> = facts.observation.pools.iter().map(|p| &p.name).collect();
+        let names: Vec<_> = facts.pools.iter().map(|p| &p.name).collect();
         assert_eq!(names, ["fast"]);
         // A step the host refuses comes back as a step error with the host's words.
         let start_a_pool = StepOrder {

@@ -236,8 +236,8 @@ pub fn serve_calls(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::facts::FactsRequest;
     use std::io::BufReader;
+    use vmctl_planner::facts::FactsRequest;
 
     /// A client talking to `serve_calls` in-process over two OS pipes.
     fn connected(state: &std::path::Path) -> (StreamClient, std::thread::JoinHandle<()>) {

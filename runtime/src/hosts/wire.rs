@@ -16,10 +16,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use vmctl_planner::facts::{FactsRequest, HostFacts};
 
 use super::{HeldLock, Host, LocalHost, RunSettings};
 use crate::apply::{StepError, StepNote, StepOrder};
-use crate::host::facts::{FactsError, FactsRequest, HostFacts};
+use crate::host::facts::FactsError;
 use crate::host::lock::LockError;
 
 /// One call to a host.
@@ -345,7 +346,7 @@ mod tests {
         let Answer::Facts { facts } = served.answer(Call::Facts { request }) else {
             panic!("no facts");
         };
-        assert!(facts.vms.is_empty() && facts.observation.pools.is_empty());
+        assert!(facts.vms.is_empty() && facts.pools.is_empty());
     }
 
     #[test]

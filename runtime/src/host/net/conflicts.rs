@@ -17,11 +17,11 @@ use super::tap::tap_ifname;
 use super::vxlan::vxlan_ifname;
 use super::VlanMode;
 use crate::host::mark::{gateway_ifname, vlan_bridge_ifname};
-use crate::host::observe::HostObservation;
+use vmctl_planner::facts::HostFacts;
 
 /// Every resource of `config` on `host` whose interface name is taken by an interface
 /// that is not the project's (`seen.other_links`).
-pub fn find(config: &Config, host: &str, seen: &HostObservation) -> Vec<LiveProblem> {
+pub fn find(config: &Config, host: &str, seen: &HostFacts) -> Vec<LiveProblem> {
     let others: BTreeSet<&str> = seen.other_links.iter().map(String::as_str).collect();
     let mut problems = Vec::new();
     let networks = config
@@ -153,9 +153,9 @@ mod tests {
 
     #[test]
     fn names_taken_by_others_are_problems_of_their_resource() {
-        let mut seen = HostObservation {
+        let mut seen = HostFacts {
             other_links: vec!["lo".into(), "br0".into(), "vmbr1v7".into()],
-            ..HostObservation::default()
+            ..HostFacts::default()
         };
         let problems = find(&config(), "local", &seen);
         let resources: Vec<&str> = problems.iter().map(|p| p.resource.as_str()).collect();

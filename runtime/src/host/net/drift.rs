@@ -10,10 +10,10 @@ use vmctl_planner::live::{LiveVm, TapDrift, TapState};
 use vmctl_planner::VmStatus;
 use vmctl_schema::Config;
 
-use crate::host::observe::HostObservation;
+use vmctl_planner::facts::HostFacts;
 
 /// The NICs of `vm` whose tap is not as applied, when `vm` runs.
-pub fn tap_drift(config: &Config, vm: &LiveVm, seen: &HostObservation) -> Vec<TapDrift> {
+pub fn tap_drift(config: &Config, vm: &LiveVm, seen: &HostFacts) -> Vec<TapDrift> {
     if vm.status != VmStatus::Running {
         return Vec::new();
     }
@@ -76,8 +76,8 @@ mod tests {
         }
     }
 
-    fn seen(tap: Option<(Option<u16>, bool)>) -> HostObservation {
-        HostObservation {
+    fn seen(tap: Option<(Option<u16>, bool)>) -> HostFacts {
+        HostFacts {
             vlans: vec![VlanFact {
                 project: "lab".into(),
                 network: "lan".into(),
@@ -95,7 +95,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
-            ..HostObservation::default()
+            ..HostFacts::default()
         }
     }
 
