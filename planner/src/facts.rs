@@ -48,7 +48,6 @@ use serde::{Deserialize, Serialize};
 use vmctl_schema::{Config, Host};
 
 use crate::live::{HostReport, LiveNetns, LiveNetwork, LivePool, LiveVm, LiveVolume, Unreadable};
-use crate::plan::Tunnel;
 use crate::record;
 
 /// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: one set of
@@ -162,7 +161,8 @@ impl Default for HostFacts {
 }
 
 /// The UDP port of every VXLAN tunnel vmctl makes (IANA's VXLAN port; Linux's default
-/// is the older 8472).
+/// is the older 8472): the runtime makes tunnels on it, and a tunnel on another port is
+/// not in place ([`crate::matching::tunnel`]).
 pub const VXLAN_PORT: u16 = 4789;
 
 /// A VLAN of one of the project's networks, as the host knows it: by network and id (a
@@ -220,54 +220,4 @@ pub struct TunnelFact {
     /// VLAN on a VLAN-filtering bridge).
     pub attached: bool,
     pub up: bool,
-}
-
-impl TunnelFact {
-    /// The tunnel as the diff compares it: only a link that is in place (a port of its
-    /// VLAN, up, on port [`VXLAN_PORT`]) carries the VLAN; anything else is no tunnel,
-    /// which apply makes whole again.
-    pub fn tunnel(&self) -> Option<Tunnel> {
-        if !(self.attached && self.up && self.port == Some(VXLAN_PORT)) {
-            return None;
-        }
-        Some(Tunnel {
-            vni: self.vni,
-            // A link without a source address is drift like any other setting.
-            local: self
-                .local
-                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-            peers: self.peers.clone(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fact(attached: bool, up: bool, port: Option<u16>) -> TunnelFact {
-        TunnelFact {
-            network: "lan".into(),
-            id: 100,
-            vni: 7,
-            local: None,
-            port,
-            peers: vec![IpAddr::from([192, 0, 2, 12])],
-            attached,
-            up,
-        }
-    }
-
-    #[test]
-    fn only_a_tunnel_in_place_carries_its_vlan() {
-        let tunnel = fact(true, true, Some(VXLAN_PORT))
-            .tunnel()
-            .expect("a tunnel");
-        assert_eq!(tunnel.vni, 7);
-        assert!(tunnel.local.is_unspecified(), "no local address is drift");
-        assert_eq!(tunnel.peers.len(), 1);
-        assert_eq!(fact(false, true, Some(VXLAN_PORT)).tunnel(), None);
-        assert_eq!(fact(true, false, Some(VXLAN_PORT)).tunnel(), None);
-        assert_eq!(fact(true, true, Some(8472)).tunnel(), None);
-    }
 }

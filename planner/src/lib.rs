@@ -1,5 +1,6 @@
 //! vmctl's planner: the config (what should be) against the [`LiveState`] of each host
-//! (what is), as a [`Plan`] of [`Change`]s and an [`ApplyGraph`] of their steps, rendered
+//! (what is: what the host reports, [`facts::HostFacts`], matched to the config by
+//! [`matching`]), as a [`Plan`] of [`Change`]s and an [`ApplyGraph`] of their steps, rendered
 //! for people ([`render::human`]), machines ([`render::json`]) and Graphviz
 //! ([`render::dot`]), and saved with fingerprints ([`saved`]) so a stale plan is refused.
 //!
@@ -11,6 +12,7 @@ pub mod diff;
 pub mod facts;
 pub mod graph;
 pub mod live;
+pub mod matching;
 pub mod plan;
 pub mod record;
 pub mod render;

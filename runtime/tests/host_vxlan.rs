@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use support::netns::{can_run, run, TestNetns};
 use vmctl_planner::facts::{FactsRequest, TunnelFact};
+use vmctl_planner::matching::{self, to_live_state};
 use vmctl_planner::{planned, LiveFile, PlanOptions, Planned, Tunnel};
-use vmctl_runtime::apply::observe::to_live_state;
 use vmctl_runtime::apply::{HostContext, Inventory, StepOrder};
 use vmctl_runtime::host::facts;
 use vmctl_runtime::host::net::vxlan::{self, VxlanError};
@@ -284,7 +284,7 @@ fn a_vlan_spans_two_hosts_through_its_tunnel_and_drift_is_repaired() {
     // Its link is `vx<vni>`, marked as the VLAN's (checked below with iproute2).
     let ifname = vxlan::vxlan_ifname(front_vni);
     assert_eq!(
-        tunnel.tunnel(),
+        matching::tunnel(&tunnel),
         Some(Tunnel {
             vni: front_vni,
             local: ip("192.0.2.11"),

@@ -1,29 +1,19 @@
-//! `observe`: a host's [`LiveState`] rebuilt from the host itself, and every host of a
-//! config observed in parallel.
-//!
-//! The host says what it has with no config ([`crate::host::facts`]); this module
-//! matches those facts to the config, with no I/O ([`to_live_state`]):
-//!
-//! - A host's VLAN table holds ids, not names: live VLANs are named from the config by
-//!   `(network, id)`; one the config no longer has is named `<network>/<id>` (a name
-//!   the config language cannot spell, so it never matches a configured VLAN by
-//!   accident).
-//! - Interfaces the config wants under names the host has given to interfaces vmctl did
-//!   not make are that resource's problem (`host::net::conflicts`).
-//! - A running VM's taps that are gone or off their VLAN are its tap drift
-//!   (`host::net::drift`).
+//! `observe`: the I/O side of a host's [`LiveState`]: every host of a config asked for
+//! its facts (`vmctl_planner::facts::HostFacts`, [`crate::host::facts`] on the host
+//! itself, locally or through its agent), in parallel, and each answer handed to the
+//! planner's matcher (`vmctl_planner::matching::to_live_state`), which names VLANs,
+//! finds names taken and tap drift from the config, with no I/O.
 //!
 //! A record that cannot be read (a VM's `spec.json`, a pool's or volume's marker, a
-//! stray file under `vms/`) arrives as an [`Unreadable`] with its repair hint, and
+//! stray file under `vms/`) arrives as an `Unreadable` with its repair hint, and
 //! everything else on the host is observed as usual.
 
 use std::collections::BTreeMap;
 
-use vmctl_planner::live::LiveVlan;
+use vmctl_planner::facts::{FactsRequest, HostFacts, TapFact};
+use vmctl_planner::matching::to_live_state;
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_schema::{Config, Host};
-
-use vmctl_planner::facts::{FactsRequest, HostFacts, TapFact};
 
 use crate::host::facts::FactsError;
 use crate::hosts::Fleet;
@@ -57,44 +47,6 @@ pub fn observe_host_state(
             source,
         })?;
     Ok((to_live_state(config, &host.name, &facts), facts))
-}
-
-/// The planner's view of what `host` reported, matched to `config` (no I/O).
-pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveState {
-    let seen = facts;
-    let vlan_name = |network: &str, id: u16| {
-        config
-            .vlans
-            .iter()
-            .find(|v| v.network == network && v.id == id)
-            .map_or_else(|| format!("{network}/{id}"), |v| v.name.clone())
-    };
-    let mut live = LiveState {
-        pools: seen.pools.clone(),
-        volumes: seen.volumes.clone(),
-        networks: seen.networks.clone(),
-        vlans: seen
-            .vlans
-            .iter()
-            .map(|v| LiveVlan {
-                name: vlan_name(&v.network, v.id),
-                project: v.project.clone(),
-                network: v.network.clone(),
-                id: v.id,
-                gateway: v.gateway.clone(),
-                vxlan: crate::host::net::vxlan::tunnel_of(seen, &v.network, v.id),
-            })
-            .collect(),
-        vms: facts.vms.clone(),
-        unreadable: facts.unreadable.clone(),
-        reported: facts.reported,
-        problems: crate::host::net::conflicts::find(config, host, seen),
-        netns: facts.netns.clone(),
-    };
-    for vm in &mut live.vms {
-        vm.tap_drift = crate::host::net::drift::tap_drift(config, vm, seen);
-    }
-    live
 }
 
 /// One host as observed: the planner's view, and the taps behind it for `status`.
@@ -175,49 +127,5 @@ pub fn observe_detailed(
         Ok(hosts)
     } else {
         Err(errors)
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use vmctl_planner::facts::VlanFact;
-    use vmctl_schema::Vlan;
-
-    /// Project "lab" with VLAN "front" (network "lan", id 100) and nothing else.
-    pub(crate) fn config() -> Config {
-        Config {
-            project: "lab".into(),
-            hosts: Vec::new(),
-            networks: Vec::new(),
-            vlans: vec![Vlan {
-                name: "front".into(),
-                network: "lan".into(),
-                id: 100,
-                vni: None,
-                gateway: None,
-                gateway_host: None,
-            }],
-            pools: Vec::new(),
-            volumes: Vec::new(),
-            vms: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn vlans_are_named_from_the_config_by_network_and_id() {
-        let vlan = |network: &str, id| VlanFact {
-            project: "lab".into(),
-            network: network.into(),
-            id,
-            gateway: None,
-        };
-        let facts = HostFacts {
-            vlans: vec![vlan("lan", 100), vlan("lan", 200), vlan("wan", 100)],
-            ..HostFacts::default()
-        };
-        let live = to_live_state(&config(), "local", &facts);
-        let names: Vec<_> = live.vlans.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["front", "lan/200", "wan/100"]);
     }
 }

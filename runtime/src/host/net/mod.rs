@@ -21,9 +21,7 @@
 //! ```
 
 pub mod bridge;
-pub mod conflicts;
 pub mod created;
-pub mod drift;
 pub mod netns;
 pub mod session;
 pub mod tap;
@@ -51,7 +49,7 @@ pub struct NetInventory {
     /// The VXLAN links of VLANs that span hosts.
     pub tunnels: Vec<TunnelFact>,
     /// The names of every interface that is not the project's (unmarked, or another
-    /// project's): names vmctl must not create, see [`conflicts`].
+    /// project's): names vmctl must not create (`vmctl_planner::matching::conflicts`).
     pub others: Vec<String>,
 }
 

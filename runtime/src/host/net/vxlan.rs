@@ -24,7 +24,6 @@ use super::bridge::{self, our_bridge, vlan_mode, BridgeError, VlanMode};
 use super::session::{Link, LinkKind, Netlink, NetlinkError, PortVlan};
 use super::{created, vlan};
 use crate::host::mark::Mark;
-use vmctl_planner::facts::HostFacts;
 
 /// The UDP port of every tunnel (the planner's: it judges a tunnel by it).
 pub use vmctl_planner::facts::VXLAN_PORT;
@@ -76,15 +75,6 @@ pub enum VxlanError {
     Vlan(#[from] vlan::VlanError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-}
-
-/// The tunnel of VLAN `id` of `network` in an observation, as the planner compares it
-/// (see [`TunnelFact::tunnel`]).
-pub fn tunnel_of(seen: &HostFacts, network: &str, id: u16) -> Option<Tunnel> {
-    seen.tunnels
-        .iter()
-        .find(|t| t.network == network && t.id == id)
-        .and_then(TunnelFact::tunnel)
 }
 
 /// The project's VXLAN links, each with its forwarding entries and whether it is a port

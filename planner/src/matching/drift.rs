@@ -1,25 +1,24 @@
-//! Tap drift of running VMs, read off an observation: a NIC whose tap is gone, or is
-//! there but not on its VLAN or down (the planner's `TapDrift`, see
-//! `vmctl_planner::diff`).
+//! Tap drift of running VMs, read off a host's facts: a NIC whose tap is gone, or is
+//! there but not on its VLAN or down ([`TapDrift`], which the diff plans: see
+//! `crate::diff::taps`).
 //!
 //! A tap whose VLAN is itself gone is not reported as detached: the VLAN's re-creation
 //! puts its VMs' taps back (the runtime's `reattach_taps`). A deleted tap is always
 //! reported: only a restart of its VM makes it anew.
 
-use vmctl_planner::live::{LiveVm, TapDrift, TapState};
-use vmctl_planner::VmStatus;
 use vmctl_schema::Config;
 
-use vmctl_planner::facts::HostFacts;
+use crate::facts::HostFacts;
+use crate::live::{LiveVm, TapDrift, TapState, VmStatus};
 
 /// The NICs of `vm` whose tap is not as applied, when `vm` runs.
-pub fn tap_drift(config: &Config, vm: &LiveVm, seen: &HostFacts) -> Vec<TapDrift> {
+pub fn tap_drift(config: &Config, vm: &LiveVm, facts: &HostFacts) -> Vec<TapDrift> {
     if vm.status != VmStatus::Running {
         return Vec::new();
     }
     let mut drift = Vec::new();
     for (nic, spec) in vm.spec.nics.iter().enumerate() {
-        let tap = seen.taps.iter().find(|t| t.vm == vm.name && t.nic == nic);
+        let tap = facts.taps.iter().find(|t| t.vm == vm.name && t.nic == nic);
         let Some(tap) = tap else {
             drift.push(TapDrift {
                 nic,
@@ -33,7 +32,8 @@ pub fn tap_drift(config: &Config, vm: &LiveVm, seen: &HostFacts) -> Vec<TapDrift
             .iter()
             .find(|v| v.name == spec.vlan)
             .filter(|v| {
-                seen.vlans
+                facts
+                    .vlans
                     .iter()
                     .any(|o| o.network == v.network && o.id == v.id)
             });
@@ -55,9 +55,9 @@ pub fn tap_drift(config: &Config, vm: &LiveVm, seen: &HostFacts) -> Vec<TapDrift
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::observe::tests::config;
-    use vmctl_planner::facts::{TapFact, VlanFact};
-    use vmctl_planner::record::{NicSpec, VmSpec};
+    use crate::facts::TapFact;
+    use crate::matching::tests::{config, vlan_fact};
+    use crate::record::{NicSpec, VmSpec};
 
     fn vm(status: VmStatus) -> LiveVm {
         LiveVm {
@@ -78,12 +78,7 @@ mod tests {
 
     fn seen(tap: Option<(Option<u16>, bool)>) -> HostFacts {
         HostFacts {
-            vlans: vec![VlanFact {
-                project: "lab".into(),
-                network: "lan".into(),
-                id: 100,
-                gateway: None,
-            }],
+            vlans: vec![vlan_fact("lan", 100)],
             taps: tap
                 .map(|(vlan, up)| TapFact {
                     ifname: "vt0".into(),
@@ -112,6 +107,10 @@ mod tests {
         assert_eq!(states(running, None), [Missing]);
         assert_eq!(states(running, Some((None, true))), [Detached]);
         assert_eq!(states(running, Some((Some(100), false))), [Detached]);
+        // A tap whose VLAN is gone is put back by the VLAN's re-creation, not drift.
+        let mut gone = seen(Some((None, true)));
+        gone.vlans.clear();
+        assert_eq!(tap_drift(&config(), &vm(running), &gone), []);
         // A stopped VM's taps are not its drift.
         assert_eq!(states(VmStatus::Stopped, None), []);
     }

@@ -4,32 +4,31 @@
 //! VLAN filtering) or gateway link (`<bridge>.<id>`, where it has), a VLAN's VXLAN link
 //! (`vx<vni>`, where its network spans hosts), and a VM NIC's tap
 //! are made under names vmctl derives or the config gives. When an interface of that
-//! name exists without the project's mark, apply refuses to touch it (see
-//! [`super::created`]); this finds those cases from an observation, so that `plan` says
-//! so for that resource before anything is applied.
+//! name exists without the project's mark, apply refuses to touch it (the runtime's
+//! `host::net::created`); this finds those cases from a host's facts (the names of
+//! its interfaces that are not the project's), so that `plan` says so for that
+//! resource before anything is applied. The names come from `vmctl_schema::derive`,
+//! the very functions the runtime names the interfaces with.
 
 use std::collections::BTreeSet;
 
-use vmctl_planner::live::LiveProblem;
+use vmctl_schema::derive::{gateway_link_name, tap_name, vlan_bridge_name, vxlan_name};
 use vmctl_schema::Config;
 
-use super::tap::tap_ifname;
-use super::vxlan::vxlan_ifname;
-use super::VlanMode;
-use crate::host::mark::{gateway_ifname, vlan_bridge_ifname};
-use vmctl_planner::facts::HostFacts;
+use crate::facts::HostFacts;
+use crate::live::{LiveProblem, VlanMode};
 
 /// Every resource of `config` on `host` whose interface name is taken by an interface
-/// that is not the project's (`seen.other_links`).
-pub fn find(config: &Config, host: &str, seen: &HostFacts) -> Vec<LiveProblem> {
-    let others: BTreeSet<&str> = seen.other_links.iter().map(String::as_str).collect();
+/// that is not the project's (`facts.other_links`).
+pub fn find(config: &Config, host: &str, facts: &HostFacts) -> Vec<LiveProblem> {
+    let others: BTreeSet<&str> = facts.other_links.iter().map(String::as_str).collect();
     let mut problems = Vec::new();
     let networks = config
         .networks
         .iter()
         .filter(|n| n.on_hosts().iter().any(|h| h == host));
     for network in networks {
-        let ours = seen.networks.iter().find(|n| n.name == network.name);
+        let ours = facts.networks.iter().find(|n| n.name == network.name);
         // A bridge of ours under another name is renamed by nothing: it stays, and the
         // configured name is only made when the network is (re)created.
         if others.contains(network.bridge.as_str()) {
@@ -49,7 +48,7 @@ pub fn find(config: &Config, host: &str, seen: &HostFacts) -> Vec<LiveProblem> {
         }
         let mode = ours.and_then(|n| n.mode);
         for vlan in config.vlans.iter().filter(|v| v.network == network.name) {
-            let tunnel = vlan.vni.filter(|_| network.spans_hosts()).map(vxlan_ifname);
+            let tunnel = vlan.vni.filter(|_| network.spans_hosts()).map(vxlan_name);
             if let Some(tunnel) = tunnel.filter(|t| others.contains(t.as_str())) {
                 problems.push(LiveProblem {
                     resource: format!("vlan.{}", vlan.name),
@@ -70,12 +69,10 @@ pub fn find(config: &Config, host: &str, seen: &HostFacts) -> Vec<LiveProblem> {
                 vlan.gateway.is_some() && vlan.gateway_host.as_deref().is_none_or(|h| h == host);
             let name = match mode {
                 Some(VlanMode::Filtering) if gateway_here => {
-                    gateway_ifname(&network.bridge, vlan.id)
+                    gateway_link_name(&network.bridge, vlan.id)
                 }
                 Some(VlanMode::Filtering) => continue,
-                Some(VlanMode::BridgePerVlan) | None => {
-                    vlan_bridge_ifname(&network.bridge, vlan.id)
-                }
+                Some(VlanMode::BridgePerVlan) | None => vlan_bridge_name(&network.bridge, vlan.id),
             };
             if others.contains(name.as_str()) {
                 problems.push(LiveProblem {
@@ -95,7 +92,7 @@ pub fn find(config: &Config, host: &str, seen: &HostFacts) -> Vec<LiveProblem> {
     }
     for vm in config.vms.iter().filter(|v| v.host == host) {
         for nic in 0..vm.nics.len() {
-            let tap = tap_ifname(&config.project, &vm.name, nic);
+            let tap = tap_name(&config.project, &vm.name, nic);
             if others.contains(tap.as_str()) {
                 problems.push(LiveProblem {
                     resource: format!("vm.{}", vm.name),
@@ -114,7 +111,7 @@ pub fn find(config: &Config, host: &str, seen: &HostFacts) -> Vec<LiveProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmctl_planner::live::LiveNetwork;
+    use crate::live::LiveNetwork;
     use vmctl_schema::{Network, Vlan};
 
     fn config() -> Config {
@@ -153,27 +150,27 @@ mod tests {
 
     #[test]
     fn names_taken_by_others_are_problems_of_their_resource() {
-        let mut seen = HostFacts {
+        let mut facts = HostFacts {
             other_links: vec!["lo".into(), "br0".into(), "vmbr1v7".into()],
             ..HostFacts::default()
         };
-        let problems = find(&config(), "local", &seen);
+        let problems = find(&config(), "local", &facts);
         let resources: Vec<&str> = problems.iter().map(|p| p.resource.as_str()).collect();
         assert_eq!(resources, ["network.lan", "vlan.edge"]);
         assert!(problems[0]
             .message
             .contains("bridge br0 exists and is not vmctl's; pick another `bridge` name"));
         // Another host's config is not this host's problem.
-        assert!(find(&config(), "elsewhere", &seen).is_empty());
+        assert!(find(&config(), "elsewhere", &facts).is_empty());
         // On a VLAN-filtering bridge of ours the VLAN needs no bridge of its own.
-        seen.networks.push(LiveNetwork {
+        facts.networks.push(LiveNetwork {
             name: "dmz".into(),
             project: "lab".into(),
             bridge: "vmbr1".into(),
             uplink: None,
             mode: Some(VlanMode::Filtering),
         });
-        let problems = find(&config(), "local", &seen);
+        let problems = find(&config(), "local", &facts);
         assert_eq!(problems.len(), 1);
     }
 }
