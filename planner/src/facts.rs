@@ -221,3 +221,88 @@ pub struct TunnelFact {
     pub attached: bool,
     pub up: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::VmStatus;
+
+    #[test]
+    fn requests_and_facts_round_trip_as_json() {
+        let mut request = FactsRequest::new("lab", Path::new("/var/lib/vmctl"), Some("ns"));
+        request.pools.push(PoolProbe {
+            name: "fast".into(),
+            path: "/srv/fast".into(),
+        });
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["format-version"], FACTS_FORMAT);
+        assert_eq!(json["pools"][0]["path"], "/srv/fast");
+        assert_eq!(
+            serde_json::from_value::<FactsRequest>(json).unwrap(),
+            request
+        );
+        let facts = HostFacts {
+            vlans: vec![VlanFact {
+                project: "lab".into(),
+                network: "lan".into(),
+                id: 100,
+                gateway: Some("10.100.0.1/24".into()),
+            }],
+            vms: vec![LiveVm {
+                name: "web-1".into(),
+                project: "lab".into(),
+                status: VmStatus::Running,
+                pid: Some(42),
+                ..LiveVm::default()
+            }],
+            other_links: vec!["eth0".into()],
+            reported: Some(HostReport {
+                cpus: 2,
+                memory: 1 << 30,
+            }),
+            ..HostFacts::default()
+        };
+        let json = serde_json::to_value(&facts).unwrap();
+        assert_eq!(
+            serde_json::from_value::<HostFacts>(json.clone()).unwrap(),
+            facts
+        );
+        // One flat object of the live model's fields, kebab-case.
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = [
+            "format-version",
+            "pools",
+            "volumes",
+            "networks",
+            "vlans",
+            "taps",
+            "tunnels",
+            "vms",
+            "unreadable",
+            "other-links",
+            "netns",
+            "reported",
+        ];
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(json["vlans"][0]["network"], "lan");
+        assert_eq!(json["vms"][0]["pid"], 42);
+    }
+
+    #[test]
+    fn facts_without_a_version_read_as_format_one() {
+        // What a vmctl of format 1 answers is never taken for this format.
+        let facts: HostFacts = serde_json::from_str(r#"{"pools": []}"#).unwrap();
+        assert_eq!(facts.format_version, 1);
+        let request: FactsRequest =
+            serde_json::from_str(r#"{"project": "lab", "state-dir": "/s"}"#).unwrap();
+        assert_eq!(request.format_version, 1);
+    }
+}

@@ -1,8 +1,8 @@
-//! A running VM whose tap is gone or off its VLAN is drift.
+//! A running VM whose tap is gone, off its VLAN or down is drift.
 //!
-//! The observation reports, per running VM, the NICs whose tap is not as applied
-//! ([`crate::live::TapDrift`]). A tap that is merely detached (not a port of its VLAN, or
-//! of another) is re-attached in place: the VM's `update` step puts it back and the
+//! The matcher finds, per running VM, the NICs whose tap is not as applied
+//! ([`crate::live::TapDrift`], [`crate::matching::drift`]). A tap that is merely
+//! detached (not a port of its VLAN, or of another, or down) is re-attached in place: the VM's `update` step puts it back and the
 //! guest never notices. A deleted tap cannot be given back to the running VMM (its
 //! descriptor points at the deleted device), so the VM is restarted (`replace`, reason
 //! restart; its volumes are kept), which makes the tap anew. Each NIC shows as an

@@ -3,7 +3,8 @@
 //! the types the planner matches to the config) — pools, volumes, networks, VLANs,
 //! taps, tunnels, VMs and their processes, the netns, the host's capacity, and every
 //! record that cannot be read with what to do about it. A request of another format is
-//! refused ([`FactsError::Format`]).
+//! refused ([`FactsError::Format`]), and so are facts of another format a remote host
+//! answers with ([`check_answer`]).
 //!
 //! A record that cannot be read is named here (a pool by the request's pools when its
 //! index entry does not name it) and gets its repair hint here, because only the host
@@ -32,6 +33,10 @@ pub enum FactsError {
     Netns(#[source] NetnsError),
     #[error("the request is of format {found}; this vmctl speaks format {FACTS_FORMAT}")]
     Format { found: u32 },
+    #[error(
+        "the host answered with facts of format {found}; this vmctl reads format {FACTS_FORMAT}"
+    )]
+    AnswerFormat { found: u32 },
     /// A remote host's agent could not say (its words).
     #[error("{message}")]
     Remote { message: String },
@@ -76,6 +81,17 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
     };
     facts.reported = super::proc::host_report();
     Ok(facts)
+}
+
+/// `facts` as a host answered them, when they are of this build's format.
+pub fn check_answer(facts: HostFacts) -> Result<HostFacts, FactsError> {
+    if facts.format_version == FACTS_FORMAT {
+        Ok(facts)
+    } else {
+        Err(FactsError::AnswerFormat {
+            found: facts.format_version,
+        })
+    }
 }
 
 /// The effective uid vmctl runs as: a hint says "run it as root" only when it is not.
@@ -184,7 +200,6 @@ fn forget_vm(paths: &VmPaths, vmm: Option<u32>) -> String {
 mod tests {
     use super::*;
     use vmctl_planner::facts::PoolProbe;
-    use vmctl_planner::live::HostReport;
 
     fn request() -> FactsRequest {
         // Never a real state dir: the hints ask the host who holds a VM's lock, and a
@@ -273,22 +288,15 @@ mod tests {
     }
 
     #[test]
-    fn requests_and_facts_round_trip_as_json() {
-        let request = request();
-        let json = serde_json::to_string(&request).unwrap();
-        let version = format!("\"format-version\":{FACTS_FORMAT}");
-        assert!(json.contains(&version), "{json}");
-        let back: FactsRequest = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, request);
-        let facts = HostFacts {
-            reported: Some(HostReport {
-                cpus: 2,
-                memory: 1 << 30,
-            }),
+    fn facts_of_another_format_are_refused() {
+        let ours = HostFacts::default();
+        assert!(check_answer(ours).is_ok());
+        let theirs = HostFacts {
+            format_version: FACTS_FORMAT + 1,
             ..HostFacts::default()
         };
-        let json = serde_json::to_string(&facts).unwrap();
-        let back: HostFacts = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, facts);
+        let err = check_answer(theirs).unwrap_err();
+        let found = format!("facts of format {}", FACTS_FORMAT + 1);
+        assert!(err.to_string().contains(&found), "{err}");
     }
 }

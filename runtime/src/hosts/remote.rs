@@ -153,7 +153,7 @@ impl Host for RemoteHost {
             request: request.clone(),
         };
         match self.ask(&call) {
-            Ok(Answer::Facts { facts }) => Ok(*facts),
+            Ok(Answer::Facts { facts }) => crate::host::facts::check_answer(*facts),
             Ok(other) => Err(FactsError::Remote {
                 message: unexpected("facts", &other),
             }),

@@ -291,6 +291,7 @@ impl From<WireError> for StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmctl_planner::facts::FACTS_FORMAT;
 
     fn served() -> (tempfile::TempDir, Served) {
         let state = tempfile::tempdir().unwrap();
@@ -347,6 +348,24 @@ mod tests {
             panic!("no facts");
         };
         assert!(facts.vms.is_empty() && facts.pools.is_empty());
+        assert_eq!(facts.format_version, FACTS_FORMAT);
+    }
+
+    #[test]
+    fn a_facts_call_of_another_format_is_refused_saying_so() {
+        let (state, served) = served();
+        // A request as a vmctl of format 1 sends it: no `format-version`.
+        let call = format!(
+            r#"{{"call": "facts", "request": {{"project": "lab", "state-dir": {:?}}}}}"#,
+            state.path()
+        );
+        let call: Call = serde_json::from_str(&call).unwrap();
+        let Answer::Failed { error } = served.answer(call) else {
+            panic!("a request of format 1 was answered");
+        };
+        let expected =
+            format!("the request is of format 1; this vmctl speaks format {FACTS_FORMAT}");
+        assert!(error.message.contains(&expected), "{}", error.message);
     }
 
     #[test]
