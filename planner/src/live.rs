@@ -1,6 +1,14 @@
-//! What observing a host returns: [`LiveState`], everything vmctl finds on one host, with
-//! each resource's project mark. Plain serde data: the runtime fills it in, remote hosts
-//! send it over the wire, and `--live FILE` reads a [`LiveFile`] of them.
+//! The live model the diff plans against: [`LiveState`], everything vmctl finds on one
+//! host, with each resource's project mark. Plain serde data: the matcher
+//! ([`crate::matching`]) builds it from what a host reports ([`crate::facts::HostFacts`],
+//! made of this module's resource types: one set of types from the host to the plan),
+//! and `--live FILE` reads a [`LiveFile`] of them.
+//!
+//! A few fields are what a host reports for `status` only (a network's VLAN mode, a
+//! volume's allocated bytes, a VMM's pid and uptime): optional, left out of JSON when
+//! absent, never compared by the diff and never part of a fingerprint
+//! ([`LiveState::without_details`]); see [`crate::facts`] for what is planned, kept and
+//! dropped.
 //!
 //! In JSON every field may be left out: `{}` is a host with nothing on it. Resources of
 //! every project are kept here; the diff only sees the config's own project.
