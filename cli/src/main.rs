@@ -1,6 +1,7 @@
 //! The `vmctl` binary: clap commands wiring schema, planner and runtime together.
 
 mod commands;
+mod config;
 mod error;
 mod files;
 mod progress;

@@ -12,15 +12,7 @@ fn config(vms: usize) -> Config {
     let hosts = 50.min(vms.div_ceil(200)).max(1);
     let vlans_per_host = (vms / 10 / hosts).max(1);
     let host = |i: usize| format!("h{i:02}");
-    let mut c = Config {
-        project: "bench".into(),
-        hosts: Vec::new(),
-        networks: Vec::new(),
-        vlans: Vec::new(),
-        pools: Vec::new(),
-        volumes: Vec::new(),
-        vms: Vec::new(),
-    };
+    let mut c = Config::new("bench");
     for h in 0..hosts {
         c.hosts.push(Host {
             name: host(h),

@@ -551,6 +551,69 @@ pub enum SchemaError {
         help: String,
     },
 
+    /// `count` on a node whose name has no `{n}`: every instance would have one name.
+    #[error("{kind} `{name}` has `count` but no `{{n}}` in its name")]
+    #[diagnostic(code(vmctl::schema::count_without_placeholder))]
+    CountWithoutPlaceholder {
+        kind: &'static str,
+        name: String,
+        #[label("no `{{n}}` in this name")]
+        span: SourceSpan,
+        #[label("count given here")]
+        count: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// `{n}` in a node without `count` (or in a template of a vm without one).
+    #[error("`{{n}}` in {kind} `{name}`, which has no `count`")]
+    #[diagnostic(code(vmctl::schema::placeholder_without_count))]
+    PlaceholderWithoutCount {
+        kind: &'static str,
+        name: String,
+        #[label("`{{n}}` is only replaced in a node with `count`")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// More instances than a file may expand to.
+    #[error("the counts of this file make more than {limit} resources")]
+    #[diagnostic(
+        code(vmctl::schema::too_many_instances),
+        help("split the resources over several files, or use smaller counts")
+    )]
+    TooManyInstances {
+        limit: u32,
+        #[label("the count that passes the limit")]
+        span: SourceSpan,
+    },
+
+    /// Templates that name each other in a loop through `template=`.
+    #[error("template cycle: {cycle}")]
+    #[diagnostic(
+        code(vmctl::schema::template_cycle),
+        help("a template may start from another, but not from itself: remove one `template=` of the cycle")
+    )]
+    TemplateCycle {
+        cycle: String,
+        #[label("this `template=` closes the cycle")]
+        span: SourceSpan,
+    },
+
+    /// A template that no VM uses (a warning: nothing is wrong, but nothing uses it).
+    #[error("template `{name}` is not used by any vm")]
+    #[diagnostic(
+        code(vmctl::schema::unused_template),
+        severity(Warning),
+        help("use it with `vm \"…\" template=\"{name}\"`, or remove it")
+    )]
+    UnusedTemplate {
+        name: String,
+        #[label("not used")]
+        span: SourceSpan,
+    },
+
     /// VMs that depend on each other in a loop.
     #[error("depends-on cycle: {cycle}")]
     #[diagnostic(
@@ -598,6 +661,12 @@ impl SchemaError {
 /// Index of a source file in [`crate::Sources`].
 pub type FileId = usize;
 
+/// Which instances of a `count` or a template a diagnostic was found in (see
+/// `notes.rs`); shown under the diagnostic's message.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct Note(pub String);
+
 /// A [`SchemaError`] with the file it points into.
 #[derive(Debug)]
 pub struct Located {
@@ -607,6 +676,8 @@ pub struct Located {
     /// Where in the list of files the source is, for sorting.
     pub file: Option<FileId>,
     pub error: SchemaError,
+    /// For a resource expanded from a `count` or made from templates: which instances.
+    pub note: Option<Note>,
 }
 
 impl Located {
@@ -628,13 +699,19 @@ impl fmt::Display for Located {
 
 impl std::error::Error for Located {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.source()
+        match &self.note {
+            Some(note) => Some(note),
+            None => self.error.source(),
+        }
     }
 }
 
 impl Diagnostic for Located {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         self.error.code()
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.error.severity()
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         self.error.help()
@@ -647,17 +724,22 @@ impl Diagnostic for Located {
     }
 }
 
-/// Every diagnostic of one run, reported together.
+/// Every diagnostic of one run, reported together (warnings among them, in order).
 #[derive(Debug, Error)]
-#[error("{} in the config", count(self.0.len()))]
+#[error("{} in the config", count(self.errors(), "error", "errors"))]
 pub struct Diagnostics(pub Vec<Located>);
 
-fn count(n: usize) -> String {
+fn count(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
-        "1 error".to_owned()
+        format!("1 {one}")
     } else {
-        format!("{n} errors")
+        format!("{n} {many}")
     }
+}
+
+/// Whether a diagnostic is a warning, not an error.
+pub fn is_warning(diagnostic: &dyn Diagnostic) -> bool {
+    diagnostic.severity() == Some(miette::Severity::Warning)
 }
 
 impl Diagnostic for Diagnostics {
@@ -674,6 +756,17 @@ impl Diagnostics {
 
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// How many of them are errors (not warnings).
+    pub fn errors(&self) -> usize {
+        self.0.iter().filter(|d| !is_warning(*d)).count()
+    }
+
+    /// "2 warnings" and the like, for summary lines.
+    pub fn warnings_text(&self) -> Option<String> {
+        let n = self.0.len() - self.errors();
+        (n > 0).then(|| count(n, "warning", "warnings"))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -19,6 +19,7 @@ pub fn format_source(file: &SourceFile) -> Result<String, Diagnostics> {
                     source: Some(file.named()),
                     file: None,
                     error,
+                    note: None,
                 })
                 .collect(),
         )

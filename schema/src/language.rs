@@ -1,6 +1,10 @@
 //! The shape of the language: which nodes exist, which settings each takes, and in
 //! which order. Decoding, formatting (property order) and the reference test read this
 //! one table.
+//!
+//! Every resource node takes `count` (expansion, see `decode/expand.rs`); a `vm` takes
+//! `template`, and `template` nodes take every setting of a `vm` but `count`, none of
+//! them required (`decode/template.rs`).
 
 /// What a setting's value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +98,7 @@ pub static HOST: NodeKind = NodeKind {
     name: "host",
     named: true,
     fields: &[
+        f("count", Integer),
         f("ssh", Text),
         f("sudo", Bool),
         f("state-dir", Path),
@@ -110,6 +115,7 @@ pub static NETWORK: NodeKind = NodeKind {
     name: "network",
     named: true,
     fields: &[
+        f("count", Integer),
         f("host", Reference),
         repeated("hosts", Reference),
         f("bridge", Text),
@@ -121,6 +127,7 @@ pub static VLAN: NodeKind = NodeKind {
     name: "vlan",
     named: true,
     fields: &[
+        f("count", Integer),
         required("network", Reference),
         required("id", Integer),
         f("vni", Integer),
@@ -133,6 +140,7 @@ pub static POOL: NodeKind = NodeKind {
     name: "pool",
     named: true,
     fields: &[
+        f("count", Integer),
         required("host", Reference),
         required("type", Text),
         required("path", Path),
@@ -143,6 +151,7 @@ pub static VOLUME: NodeKind = NodeKind {
     name: "volume",
     named: true,
     fields: &[
+        f("count", Integer),
         required("pool", Reference),
         required("size", Size),
         f("from", Path),
@@ -156,26 +165,56 @@ pub static NIC: NodeKind = NodeKind {
     fields: &[required("vlan", Reference), f("mac", Text)],
 };
 
+/// The settings of a `vm`; a template takes the same but `count` (the first).
+const VM_FIELDS: [Field; 13] = [
+    f("count", Integer),
+    f("template", Reference),
+    required("host", Reference),
+    required("cpus", Integer),
+    required("memory", Size),
+    required("kernel", Path),
+    f("initrd", Path),
+    f("cmdline", Text),
+    repeated("disk", Reference),
+    repeated("nic", Node(&NIC)),
+    f("cpuset", Text),
+    f("state", Text),
+    repeated("depends-on", Reference),
+];
+
 pub static VM: NodeKind = NodeKind {
     name: "vm",
     named: true,
-    fields: &[
-        required("host", Reference),
-        required("cpus", Integer),
-        required("memory", Size),
-        required("kernel", Path),
-        f("initrd", Path),
-        f("cmdline", Text),
-        repeated("disk", Reference),
-        repeated("nic", Node(&NIC)),
-        f("cpuset", Text),
-        f("state", Text),
-        repeated("depends-on", Reference),
-    ],
+    fields: &VM_FIELDS,
+};
+
+/// A `vm`'s settings without `count`, none required: a template may give any of them.
+const fn template_fields(vm: [Field; 13]) -> [Field; 12] {
+    let mut out = [f("", Text); 12];
+    let mut i = 1;
+    while i < vm.len() {
+        out[i - 1] = Field {
+            required: false,
+            ..vm[i]
+        };
+        i += 1;
+    }
+    out
+}
+
+const TEMPLATE_FIELDS: [Field; 12] = template_fields(VM_FIELDS);
+
+/// Settings and children that `vm` nodes start from (`template="NAME"`); never planned.
+pub static TEMPLATE: NodeKind = NodeKind {
+    name: "template",
+    named: true,
+    fields: &TEMPLATE_FIELDS,
 };
 
 /// Every top-level node, in the order the reference documents them.
-pub static TOP_LEVEL: &[&NodeKind] = &[&PROJECT, &HOST, &NETWORK, &VLAN, &POOL, &VOLUME, &VM];
+pub static TOP_LEVEL: &[&NodeKind] = &[
+    &PROJECT, &HOST, &NETWORK, &VLAN, &POOL, &VOLUME, &VM, &TEMPLATE,
+];
 
 /// The top-level node kind called `name`.
 pub fn top_level(name: &str) -> Option<&'static NodeKind> {

@@ -19,14 +19,15 @@ pub mod units;
 mod decode;
 mod guard;
 mod load;
+mod notes;
 mod parse;
 mod validate;
 
-pub use diagnostics::{Diagnostics, FileId, Located, SchemaError};
+pub use diagnostics::{is_warning, Diagnostics, FileId, Located, Note, SchemaError};
 pub use format::{format, format_source};
 pub use json_schema::json_schema;
 pub use load::{load, load_str, Kind, Loaded};
 pub use model::*;
 pub use source::{SourceFile, Sources};
-pub use spans::{FieldSpan, ResourceSpans, Site, Spans};
+pub use spans::{Counted, FieldSpan, Origin, ResourceSpans, Site, Spans, TemplateSite};
 pub use validate::capacity;

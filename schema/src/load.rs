@@ -1,30 +1,36 @@
 //! The loader: files to a validated [`Config`], or every diagnostic at once.
 //!
 //! Files are read, parsed and decoded in parallel (rayon), each exactly once; each
-//! KDL document is dropped as soon as it is decoded. The whole-config checks then run
-//! once over the merged model.
+//! KDL document is dropped as soon as it is decoded (templates, and the vms that use
+//! one, are kept as owned nodes). Once all files are decoded, the vms with templates are
+//! expanded over them; the whole-config checks then run once over the merged model, on
+//! the expanded names. Problems found in several instances of one node are reported
+//! once (`notes.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::decode::{decode, Decoded};
-use crate::diagnostics::{Diagnostics, FileId, Located, SchemaError};
+use crate::decode::{decode, template, Decl, Decoded, Resource};
+use crate::diagnostics::{is_warning, Diagnostics, FileId, Located, SchemaError};
 use crate::model::Config;
+use crate::notes::{Context, Found};
 use crate::parse::parse;
 use crate::source::{discover, read, SourceFile, Sources};
 use crate::spans::{ResourceSpans, Site, Spans};
 use crate::validate::{validate, Report};
 
 /// A validated config with where everything came from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
     /// The files, for pointing diagnostics at them.
     pub sources: Sources,
     /// Where each resource was declared, index for index with `config`.
     pub spans: Spans,
+    /// What is not wrong but likely unintended (a template no vm uses), in order.
+    pub warnings: Vec<Located>,
 }
 
 /// The kinds of resource, for looking up where one was declared.
@@ -59,6 +65,23 @@ impl Loaded {
         self.spans_of(kind, name).map(|s| s.site(s.name))
     }
 
+    /// The note of a later diagnostic at `site` about the resources of `kind` named
+    /// `names` (`kernel` of vms from one template): which instances of a `count` or a
+    /// template they are, as the loader's own diagnostics say it.
+    pub fn note(&self, kind: Kind, names: &[&str], site: Site) -> Option<String> {
+        let contexts: Vec<Context> = names
+            .iter()
+            .filter_map(|name| {
+                let origin = self.spans_of(kind, name)?.origin.as_ref()?;
+                Some(Context {
+                    instance: (*name).to_owned(),
+                    origin: Arc::clone(origin),
+                })
+            })
+            .collect();
+        crate::notes::note(&contexts, Some(site), &self.sources)
+    }
+
     /// The file of a site, as a miette source to attach to a later diagnostic.
     pub fn source_of(&self, site: Site) -> Option<miette::NamedSource<Arc<str>>> {
         self.sources.get(site.file).map(SourceFile::named)
@@ -75,6 +98,7 @@ pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
             source: None,
             file: None,
             error: *error,
+            note: None,
         }])
     })?;
     let read: Vec<FileText> = files
@@ -108,7 +132,17 @@ fn load_texts(files: Vec<FileText>) -> Result<Loaded, Diagnostics> {
 
     let mut sources = Sources::default();
     let mut located: Vec<Located> = Vec::new();
-    let mut merged = Decoded::default();
+    let mut found: Vec<Found> = Vec::new();
+    let mut decls: Vec<Decl> = Vec::with_capacity(
+        results.iter().map(|r| r.decoded.decls.len()).sum::<usize>()
+            + results
+                .iter()
+                .flat_map(|r| &r.decoded.deferred)
+                .map(|d| d.count.map_or(1, |c| c.n as usize))
+                .sum::<usize>(),
+    );
+    let mut templates = Vec::new();
+    let mut deferred = Vec::new();
     let mut project_sites: Vec<(String, Site)> = Vec::new();
     // A file that could not be read or parsed may hold the `project` node.
     let mut all_parsed = true;
@@ -118,54 +152,43 @@ fn load_texts(files: Vec<FileText>) -> Result<Loaded, Diagnostics> {
                 source: None,
                 file: Some(id),
                 error,
+                note: None,
             });
         }
-        let named = result.source.named();
         let d = result.decoded;
         all_parsed &= d.parsed;
-        for error in d.errors {
-            located.push(Located {
-                source: Some(named.clone()),
-                file: Some(id),
-                error,
-            });
-        }
+        found.extend(d.errors);
         project_sites.extend(
             d.projects
                 .into_iter()
                 .map(|(n, span)| (n, Site { file: id, span })),
         );
-        merged.hosts.extend(d.hosts);
-        merged.networks.extend(d.networks);
-        merged.vlans.extend(d.vlans);
-        merged.pools.extend(d.pools);
-        merged.volumes.extend(d.volumes);
-        merged.vms.extend(d.vms);
+        decls.extend(d.decls);
+        templates.extend(d.templates);
+        deferred.extend(d.deferred);
         sources.files.push(result.source);
     }
 
     let mut report = Report::new(&sources);
+    report.errors = found;
     let project = check_project(&project_sites, all_parsed, &mut report);
-    let (mut config, spans) = assemble(project, merged);
+    decls.extend(template::resolve(&templates, deferred, &mut report));
+    drop(templates);
+    let (mut config, spans) = assemble(project, decls);
     validate(&mut config, &spans, &mut report);
     let mut spans = spans;
     spans.project = project_sites.first().map(|(_, s)| *s);
 
-    for (file, error) in report.errors {
-        located.push(Located {
-            source: file.and_then(|f| sources.get(f)).map(SourceFile::named),
-            file,
-            error,
-        });
-    }
-    if located.is_empty() {
+    located.extend(crate::notes::merge(report.errors, &sources));
+    located.sort_by_key(|l| (l.file.map_or(0, |f| f + 1), l.offset()));
+    if located.iter().all(|l| is_warning(l)) {
         return Ok(Loaded {
             config,
             sources,
             spans,
+            warnings: located,
         });
     }
-    located.sort_by_key(|l| (l.file.map_or(0, |f| f + 1), l.offset()));
     Err(Diagnostics(located))
 }
 
@@ -189,7 +212,10 @@ fn one_file(id: FileId, path: PathBuf, text: Result<Arc<str>, Box<SchemaError>>)
             ..decode(&document, id, &path)
         },
         Err(errors) => Decoded {
-            errors,
+            errors: errors
+                .into_iter()
+                .map(|e| Found::new(id, e, None))
+                .collect(),
             ..Decoded::default()
         },
     };
@@ -204,13 +230,14 @@ fn check_project(sites: &[(String, Site)], all_parsed: bool, report: &mut Report
     match sites {
         [] if !all_parsed => String::new(),
         [] => {
-            report.errors.push((
-                None,
-                SchemaError::Project {
+            report.errors.push(Found {
+                file: None,
+                error: SchemaError::Project {
                     problem: "the config has no `project` node".to_owned(),
                     span: None,
                 },
-            ));
+                context: None,
+            });
             String::new()
         }
         [(name, _), rest @ ..] => {
@@ -232,36 +259,27 @@ fn check_project(sites: &[(String, Site)], all_parsed: bool, report: &mut Report
     }
 }
 
-fn assemble(project: String, d: Decoded) -> (Config, Spans) {
-    fn split<T, S>(v: Vec<(T, S)>) -> (Vec<T>, Vec<S>) {
-        v.into_iter().unzip()
+/// The model and its spans from every declaration, in the order they are written (the
+/// vms with templates were decoded last).
+fn assemble(project: String, mut decls: Vec<Decl>) -> (Config, Spans) {
+    fn push<T>(items: &mut Vec<T>, spans: &mut Vec<ResourceSpans>, item: T, s: ResourceSpans) {
+        items.push(item);
+        spans.push(s);
     }
-    let (hosts, host_spans) = split(d.hosts);
-    let (networks, network_spans) = split(d.networks);
-    let (vlans, vlan_spans) = split(d.vlans);
-    let (pools, pool_spans) = split(d.pools);
-    let (volumes, volume_spans) = split(d.volumes);
-    let (vms, vm_spans) = split(d.vms);
-    (
-        Config {
-            project,
-            hosts,
-            networks,
-            vlans,
-            pools,
-            volumes,
-            vms,
-        },
-        Spans {
-            project: None,
-            hosts: host_spans,
-            networks: network_spans,
-            vlans: vlan_spans,
-            pools: pool_spans,
-            volumes: volume_spans,
-            vms: vm_spans,
-        },
-    )
+    decls.sort_by_key(|d| d.key);
+    let mut c = Config::new(project);
+    let mut s = Spans::default();
+    for d in decls {
+        match d.resource {
+            Resource::Host(r) => push(&mut c.hosts, &mut s.hosts, r, d.spans),
+            Resource::Network(r) => push(&mut c.networks, &mut s.networks, r, d.spans),
+            Resource::Vlan(r) => push(&mut c.vlans, &mut s.vlans, r, d.spans),
+            Resource::Pool(r) => push(&mut c.pools, &mut s.pools, r, d.spans),
+            Resource::Volume(r) => push(&mut c.volumes, &mut s.volumes, r, d.spans),
+            Resource::Vm(r) => push(&mut c.vms, &mut s.vms, r, d.spans),
+        }
+    }
+    (c, s)
 }
 
 #[cfg(test)]
@@ -311,7 +329,8 @@ vm "web-1" host="local" {
         let disk = loaded
             .spans_of(Kind::Vm, "web-1")
             .and_then(|s| s.field("disk", 0))
-            .expect("span");
+            .expect("span")
+            .span;
         assert_eq!(&LAB[disk.offset()..disk.offset() + disk.len()], "\"root\"");
     }
 

@@ -25,6 +25,21 @@ pub struct Config {
     pub vms: Vec<Vm>,
 }
 
+impl Config {
+    /// A config of `project` with no resources yet.
+    pub fn new(project: impl Into<String>) -> Self {
+        Config {
+            project: project.into(),
+            hosts: Vec::new(),
+            networks: Vec::new(),
+            vlans: Vec::new(),
+            pools: Vec::new(),
+            volumes: Vec::new(),
+            vms: Vec::new(),
+        }
+    }
+}
+
 /// A machine vmctl manages: `local` is this machine, no daemon; `ssh` hosts are reached
 /// over OpenSSH.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

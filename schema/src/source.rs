@@ -7,6 +7,7 @@ use std::sync::Arc;
 use miette::NamedSource;
 
 use crate::diagnostics::{FileId, SchemaError};
+use crate::spans::Site;
 
 /// One file of the config.
 #[derive(Debug, Clone)]
@@ -32,6 +33,19 @@ pub struct Sources {
 impl Sources {
     pub fn get(&self, id: FileId) -> Option<&SourceFile> {
         self.files.get(id)
+    }
+
+    /// The path, line and column (1-based, in bytes) of a site.
+    pub fn position(&self, site: Site) -> Option<(&Path, usize, usize)> {
+        let file = self.get(site.file)?;
+        let mut end = site.span.offset().min(file.text.len());
+        while !file.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &file.text[..end];
+        let line = text.matches('\n').count() + 1;
+        let column = text.len() - text.rfind('\n').map_or(0, |i| i + 1) + 1;
+        Some((&file.path, line, column))
     }
 }
 

@@ -17,6 +17,7 @@ const SEEDS: &[&str] = &[
     ),
     include_str!("../../examples/bad/over-capacity/main.kdl"),
     include_str!("../../examples/bad/dependency-cycle/main.kdl"),
+    include_str!("../../examples/bad/template-cycle/main.kdl"),
 ];
 
 /// Fragments that have broken KDL parsers: nesting, slashdash, strings, escapes.
@@ -62,6 +63,11 @@ const TOKENS: &[&str] = &[
     "ff:ff",
     "%",
     "../",
+    "{n}",
+    "count=",
+    "count=3",
+    "template=",
+    "template \"t\" ",
 ];
 
 #[derive(Debug, Clone)]

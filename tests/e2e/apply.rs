@@ -25,13 +25,7 @@ fn listening(vm: &str) -> String {
 }
 
 fn set_memory(lab: &Lab, vm: &str, memory: &str) {
-    lab.edit("vms.kdl", |mut text| {
-        let at = text.find(&format!("vm \"{vm}\"")).unwrap();
-        let start = at + text[at..].find("memory \"").unwrap();
-        let end = start + text[start..].find('\n').unwrap();
-        text.replace_range(start..end, &format!("memory \"{memory}\""));
-        text
-    });
+    lab.set(vm, &format!("memory \"{memory}\""));
 }
 
 #[test]

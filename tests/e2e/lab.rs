@@ -106,6 +106,27 @@ impl Lab {
         std::fs::write(&path, edit(text)).unwrap();
     }
 
+    /// Sets `setting` (`memory "96MiB"`: a setting's line) on `vm` of vms.kdl: the VM's
+    /// own line for it is replaced, or the line is added, overriding its template.
+    pub fn set(&self, vm: &str, setting: &str) {
+        let key = setting.split(' ').next().unwrap_or(setting);
+        self.edit("vms.kdl", |mut text| {
+            let at = text.find(&format!("vm \"{vm}\"")).expect("vm in vms.kdl");
+            let open = at + text[at..].find("{\n").expect("the vm's block") + 2;
+            let close = at + text[at..].find("\n}\n").expect("the vm's end") + 1;
+            let line = format!("    {setting}\n");
+            match text[open..close].find(&format!("    {key} ")) {
+                Some(start) => {
+                    let start = open + start;
+                    let end = start + text[start..].find('\n').expect("line end") + 1;
+                    text.replace_range(start..end, &line);
+                }
+                None => text.insert_str(open, &line),
+            }
+            text
+        });
+    }
+
     /// Runs `vmctl ARGS… <config dir>` (stdin closed), with a time limit.
     pub fn vmctl(&self, args: &[&str]) -> Output {
         let out = vmctl()

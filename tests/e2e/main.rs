@@ -6,6 +6,7 @@ mod cli_ux;
 mod console;
 mod cpuset;
 mod engine;
+mod expansion;
 mod fleet;
 mod fleet_apply;
 mod fleet_bench;

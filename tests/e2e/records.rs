@@ -122,14 +122,7 @@ fn a_corrupt_record_is_that_resources_problem_and_the_rest_applies() {
     let stray = lab.state_dir().join("lab/vms/notes.txt");
     std::fs::write(&stray, "someone's notes").unwrap();
     // And the config changes web-1: its restart must still be planned and applied.
-    lab.edit("vms.kdl", |text| {
-        let at = text.find("vm \"web-1\"").unwrap();
-        let start = at + text[at..].find("memory \"").unwrap();
-        let end = start + text[start..].find('\n').unwrap();
-        let mut text = text;
-        text.replace_range(start..end, "memory \"96MiB\"");
-        text
-    });
+    lab.set("web-1", "memory \"96MiB\"");
 
     // plan: the three problems, each with a hint for root (vmctl runs as root here),
     // and only web-1's change.
@@ -219,14 +212,7 @@ fn a_host_without_cpus_or_memory_is_planned_against_what_it_reports() {
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let too_many = online * 2;
-    lab.edit("vms.kdl", |text| {
-        let at = text.find("vm \"web-1\"").unwrap();
-        let start = at + text[at..].find("cpus ").unwrap();
-        let end = start + text[start..].find('\n').unwrap();
-        let mut text = text;
-        text.replace_range(start..end, &format!("cpus {too_many}"));
-        text
-    });
+    lab.set("web-1", &format!("cpus {too_many}"));
     // validate cannot know: the host declares nothing.
     let out = crate::support::vmctl()
         .arg("validate")

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use crate::support::{repo_root, vmctl};
 
-fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     vmctl()
         .args(args)
         .current_dir(repo_root())
@@ -15,7 +15,7 @@ fn run(args: &[&str]) -> Output {
         .expect("vmctl runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -80,7 +80,7 @@ fn every_bad_example_fails_with_its_diagnostics() {
 }
 
 /// Copies an example folder's .kdl files into a fresh temp dir.
-fn copy_example(from: &Path) -> tempfile::TempDir {
+pub(crate) fn copy_example(from: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     for entry in std::fs::read_dir(from).expect("example dir").flatten() {
         if entry.path().extension().is_some_and(|e| e == "kdl") {

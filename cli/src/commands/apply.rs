@@ -76,7 +76,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     if let Some(saved) = read_saved(&args.path)? {
         return apply_saved(saved, &args.run, &args.reach, style);
     }
-    let loaded = vmctl_schema::load(&args.path)?;
+    let loaded = crate::config::load(&args.path, style)?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
     let fleet = runtime::connect(&config, &args.reach)?;
@@ -143,7 +143,7 @@ fn apply_saved(
         exclude_hosts: saved.options.exclude_hosts.clone(),
         ..reach.clone()
     };
-    let loaded = vmctl_schema::load(Path::new(&saved.source))?;
+    let loaded = crate::config::load(Path::new(&saved.source), style)?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
     let fleet = runtime::connect(&config, &reach)?;

@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
-    let config = vmctl_schema::load(&args.path)?.config;
+    let config = crate::config::load(&args.path, style)?.config;
     let fleet = runtime::connect(&config, &args.reach)?;
     let _locks = runtime::lock(&config, &fleet, args.run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;

@@ -79,6 +79,7 @@ fn single(error: vmctl_schema::SchemaError, file: Option<usize>) -> Diagnostics 
         source: None,
         file,
         error,
+        note: None,
     }])
 }
 

@@ -46,7 +46,7 @@ pub enum Command {
 /// Runs one command.
 pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
     match command {
-        Command::Validate(args) => validate::run(&args),
+        Command::Validate(args) => validate::run(&args, style),
         Command::Fmt(args) => fmt::run(&args, style),
         Command::Schema(args) => schema::run(&args),
         Command::Plan(args) => plan::run(&args, style),

@@ -143,13 +143,16 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
         Some(live_path) => std::thread::scope(|scope| {
             let live = scope.spawn(|| read_live(live_path));
             let loaded = vmctl_schema::load(path);
+            if let Ok(loaded) = &loaded {
+                crate::config::warn(loaded, style);
+            }
             let live = live
                 .join()
                 .unwrap_or_else(|_| Err(CommandError::failed("reading the live state panicked")));
             (loaded, live)
         }),
         None => {
-            let loaded = vmctl_schema::load(path)?;
+            let loaded = crate::config::load(path, style)?;
             // The files the config names, before the hosts (offline, `--live`, skips both).
             crate::files::check(&loaded, style)?;
             let live = crate::runtime::connect(&loaded.config, &planning.reach).and_then(|f| {

@@ -188,7 +188,7 @@ fn unreadable_rows(project: &str, live: &LiveFile) -> Vec<Row> {
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
-    let config = vmctl_schema::load(&args.path)?.config;
+    let config = crate::config::load(&args.path, style)?.config;
     let fleet = runtime::connect(&config, &args.reach)?;
     let hosts: BTreeMap<String, HostSeen> = runtime::observe_detailed(&config, &fleet)?;
     let mut live = vmctl_runtime::apply::observe::live_file(&hosts);

@@ -21,8 +21,8 @@ pub struct Args {
     pub path: PathBuf,
 }
 
-pub fn run(args: &Args) -> Result<(), CommandError> {
-    let loaded = vmctl_schema::load(&args.path)?;
+pub fn run(args: &Args, style: &crate::render::Style) -> Result<(), CommandError> {
+    let loaded = crate::config::load(&args.path, style)?;
     println!("{}", summary(&loaded.config));
     Ok(())
 }

@@ -1,20 +1,19 @@
-//! One builder per node kind: a read node to a model struct with its spans. Invalid
-//! settings are reported and replaced by neutral values, so later checks still run on
-//! the rest of the resource.
+//! One builder per node kind: a read node (with its templates, for a `vm`) to a model
+//! struct with its spans. Invalid settings are reported and replaced by neutral values,
+//! so later checks still run on the rest of the resource.
 
 use std::path::{Path, PathBuf};
 
 use kdl::KdlNode;
-use miette::SourceSpan;
 
 use super::reader::NodeReader;
 use super::values::{
     cpuset_error, gateway_error, netns_error, resolve, ssh_address, ssh_error, underlay_error,
 };
 use crate::diagnostics::{suggest, SchemaError};
-use crate::language::{self, NodeKind};
+use crate::language;
 use crate::model::{Host, Network, Nic, Pool, PoolKind, Vlan, Vm, VmState, Volume};
-use crate::spans::{FieldSpan, ResourceSpans};
+use crate::spans::{FieldSpan, ResourceSpans, Site};
 use crate::units::format_size;
 
 /// Smallest guest memory a VM may have.
@@ -24,31 +23,49 @@ pub const PAGE: u64 = 4 << 10;
 /// The largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = crate::derive::MAX_VNI;
 
-/// What every builder needs: the file, its folder, where errors go.
-pub struct Ctx<'e> {
-    pub file: usize,
-    pub base: PathBuf,
-    pub errors: &'e mut Vec<SchemaError>,
+/// A decoded resource of any kind.
+pub enum Resource {
+    Host(Host),
+    Network(Network),
+    Vlan(Vlan),
+    Pool(Pool),
+    Volume(Volume),
+    Vm(Vm),
 }
 
-fn finish(r: NodeReader<'_, '_>, file: usize) -> ResourceSpans {
-    ResourceSpans {
-        file,
+/// Builds the resource `r` reads (its kind decides which), relative paths resolved
+/// against `base`; and its spans.
+pub fn build(mut r: NodeReader<'_, '_>, base: &Path) -> (Resource, ResourceSpans) {
+    let resource = match r.kind.name {
+        "host" => Resource::Host(host(&mut r, base)),
+        "network" => Resource::Network(network(&mut r)),
+        "vlan" => Resource::Vlan(vlan(&mut r)),
+        "pool" => Resource::Pool(pool(&mut r, base)),
+        "volume" => Resource::Volume(volume(&mut r, base)),
+        _ => Resource::Vm(vm(&mut r, base)),
+    };
+    let spans = ResourceSpans {
+        file: r.file,
         node: r.node.span(),
         name: r.name.map_or(r.node.name().span(), |(_, s)| s),
         fields: r.spans,
-    }
+        origin: None,
+    };
+    (resource, spans)
 }
 
 fn name_of(r: &mut NodeReader<'_, '_>) -> String {
     match r.name {
         Some((name, span)) => {
-            if !super::values::valid_name(name) {
-                r.errors.push(SchemaError::InvalidName {
+            // A name with `{n}` left is one without `count`, reported as such.
+            if !super::values::valid_name(name) && !name.contains(super::expand::PLACEHOLDER) {
+                let error = SchemaError::InvalidName {
                     kind: r.kind.name,
                     name: name.to_owned(),
                     span,
-                });
+                };
+                let at = Site { file: r.file, span };
+                r.report(at, error);
             }
             name.to_owned()
         }
@@ -60,17 +77,18 @@ fn invalid(
     r: &mut NodeReader<'_, '_>,
     field: &'static str,
     found: &str,
-    span: SourceSpan,
+    at: Site,
     reason: String,
     help: &'static str,
 ) {
-    r.errors.push(SchemaError::InvalidValue {
+    let error = SchemaError::InvalidValue {
         field,
         found: found.to_owned(),
-        span,
+        span: at.span,
         reason,
         help,
-    });
+    };
+    r.report(at, error);
 }
 
 /// A checked text setting: `check` returns why the value is invalid.
@@ -80,9 +98,9 @@ fn checked_text(
     check: fn(&str) -> Option<String>,
     help: &'static str,
 ) -> Option<String> {
-    let (text, span) = r.text(field)?;
+    let (text, at) = r.text(field)?;
     if let Some(reason) = check(text) {
-        invalid(r, field, text, span, reason, help);
+        invalid(r, field, text, at, reason, help);
     }
     Some(text.to_owned())
 }
@@ -90,29 +108,30 @@ fn checked_text(
 fn at_least_one(
     r: &mut NodeReader<'_, '_>,
     field: &'static str,
-    value: Option<(u32, SourceSpan)>,
+    value: Option<(u32, Site)>,
 ) -> Option<u32> {
-    let (n, span) = value?;
+    let (n, at) = value?;
     if n == 0 {
-        r.errors.push(SchemaError::TooSmall {
+        let error = SchemaError::TooSmall {
             field,
             min: "1".to_owned(),
             found: "0".to_owned(),
-            span,
+            span: at.span,
             help: "give at least one CPU",
-        });
+        };
+        r.report(at, error);
     }
     Some(n)
 }
 
 fn path(r: &mut NodeReader<'_, '_>, field: &'static str, base: &Path) -> Option<PathBuf> {
-    let (text, span) = r.text(field)?;
+    let (text, at) = r.text(field)?;
     if text.is_empty() {
         invalid(
             r,
             field,
             text,
-            span,
+            at,
             "empty path".to_owned(),
             "give a file or folder path",
         );
@@ -120,56 +139,40 @@ fn path(r: &mut NodeReader<'_, '_>, field: &'static str, base: &Path) -> Option<
     Some(resolve(base, text))
 }
 
-fn read<'a, 'e>(
-    kind: &'static NodeKind,
-    node: &'a KdlNode,
-    ctx: &'e mut Ctx<'_>,
-) -> NodeReader<'a, 'e> {
-    NodeReader::new(kind, node, ctx.errors)
-}
-
-pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
-    let base = ctx.base.clone();
-    let file = ctx.file;
-    let mut r = read(&language::HOST, node, ctx);
-    let name = name_of(&mut r);
-    let ssh = checked_text(
-        &mut r,
-        "ssh",
-        ssh_error,
-        "write `user@host` or `user@host:port`",
-    );
+fn host(r: &mut NodeReader<'_, '_>, base: &Path) -> Host {
+    let name = name_of(r);
+    let ssh = checked_text(r, "ssh", ssh_error, "write `user@host` or `user@host:port`");
     let sudo = r.boolean("sudo").is_some_and(|(b, _)| b);
-    let state_dir =
-        path(&mut r, "state-dir", &base).unwrap_or_else(|| PathBuf::from("/var/lib/vmctl"));
+    let state_dir = path(r, "state-dir", base).unwrap_or_else(|| PathBuf::from("/var/lib/vmctl"));
     let netns = checked_text(
-        &mut r,
+        r,
         "netns",
         netns_error,
         "a network namespace name such as `vmctl-lab`",
     );
     let cpus_value = r.integer::<u32>("cpus");
-    let cpus = at_least_one(&mut r, "cpus", cpus_value);
-    let memory = r.size("memory").map(|(bytes, span)| {
+    let cpus = at_least_one(r, "cpus", cpus_value);
+    let memory = r.size("memory").map(|(bytes, at)| {
         if bytes == 0 {
-            r.errors.push(SchemaError::TooSmall {
+            let error = SchemaError::TooSmall {
                 field: "memory",
                 min: "1B".to_owned(),
                 found: "0".to_owned(),
-                span,
+                span: at.span,
                 help: "leave `memory` out to use what the host reports",
-            });
+            };
+            r.report(at, error);
         }
         bytes
     });
     let reserve_memory = r.percent("reserve-memory").map_or(0.08, |(f, _)| f);
     let cpu_overcommit = match r.number("cpu-overcommit") {
-        Some((f, span)) if !(f.is_finite() && f > 0.0) => {
+        Some((f, at)) if !(f.is_finite() && f > 0.0) => {
             invalid(
-                &mut r,
+                r,
                 "cpu-overcommit",
                 &f.to_string(),
-                span,
+                at,
                 "must be a number above 0".to_owned(),
                 "vCPUs allowed per host CPU, e.g. 1.5",
             );
@@ -179,7 +182,7 @@ pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
         None => 1.5,
     };
     let underlay = match checked_text(
-        &mut r,
+        r,
         "underlay",
         underlay_error,
         "the host's IPv4 or IPv6 address that the other hosts reach it at, e.g. \"192.0.2.11\"",
@@ -187,7 +190,7 @@ pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
         Some(text) => text.parse().ok(),
         None => ssh.as_deref().and_then(ssh_address),
     };
-    let host = Host {
+    Host {
         name,
         state_dir,
         netns,
@@ -198,29 +201,25 @@ pub fn host(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Host, ResourceSpans) {
         ssh,
         sudo,
         underlay,
-    };
-    (host, finish(r, file))
+    }
 }
 
-pub fn network(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Network, ResourceSpans) {
-    let file = ctx.file;
-    let mut r = read(&language::NETWORK, node, ctx);
-    let name = name_of(&mut r);
+fn network(r: &mut NodeReader<'_, '_>) -> Network {
+    let name = name_of(r);
     let host = r.text("host");
     let hosts = r.texts("hosts");
-    placement(&mut r, &name, host, &hosts);
+    placement(r, &name, host, &hosts);
     let host = host.map(|(h, _)| h.to_owned()).unwrap_or_default();
     let hosts = hosts.into_iter().map(|(h, _)| h.to_owned()).collect();
     let bridge = r.string("bridge").unwrap_or_default();
     let uplink = r.string("uplink");
-    let network = Network {
+    Network {
         name,
         host,
         hosts,
         bridge,
         uplink,
-    };
-    (network, finish(r, file))
+    }
 }
 
 /// Reports a network with neither `host` nor `hosts`, with both, or with a host listed
@@ -228,168 +227,177 @@ pub fn network(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Network, ResourceSpans) {
 fn placement(
     r: &mut NodeReader<'_, '_>,
     network: &str,
-    host: Option<(&str, SourceSpan)>,
-    hosts: &[(&str, SourceSpan)],
+    host: Option<(&str, Site)>,
+    hosts: &[(&str, Site)],
 ) {
     match (host, hosts.first()) {
-        (None, None) => r.errors.push(SchemaError::MissingValue {
-            node: "network",
-            what: "`host` or `hosts`".to_owned(),
-            span: r.name.map_or(r.node.name().span(), |(_, s)| s),
-            help: "add `host=\"…\"` for a network on one host, or `hosts \"a\" \"b\"` for one that spans hosts".to_owned(),
-        }),
-        (Some((_, other)), Some(&(_, span))) => r.errors.push(SchemaError::ConflictingSettings {
-            node: "network",
-            first: "host",
-            second: "hosts",
-            span,
-            other,
-            help: "a network is on one host (`host`) or spans several (`hosts`); keep one of them".to_owned(),
-        }),
+        (None, None) => {
+            let at = Site {
+                file: r.file,
+                span: r.name.map_or(r.node.name().span(), |(_, s)| s),
+            };
+            r.report(at, SchemaError::MissingValue {
+                node: "network",
+                what: "`host` or `hosts`".to_owned(),
+                span: at.span,
+                help: "add `host=\"…\"` for a network on one host, or `hosts \"a\" \"b\"` for one that spans hosts".to_owned(),
+            })
+        }
+        (Some((_, other)), Some(&(_, at))) => r.report(
+            at,
+            SchemaError::ConflictingSettings {
+                node: "network",
+                first: "host",
+                second: "hosts",
+                span: at.span,
+                other: other.span,
+                help:
+                    "a network is on one host (`host`) or spans several (`hosts`); keep one of them"
+                        .to_owned(),
+            },
+        ),
         _ => {}
     }
-    for (i, &(name, span)) in hosts.iter().enumerate() {
+    for (i, &(name, at)) in hosts.iter().enumerate() {
         if let Some(&(_, first)) = hosts[..i].iter().find(|(h, _)| *h == name) {
-            r.errors.push(SchemaError::DuplicateHost {
-                host: name.to_owned(),
-                network: network.to_owned(),
-                span,
-                first,
-            });
+            r.report(
+                at,
+                SchemaError::DuplicateHost {
+                    host: name.to_owned(),
+                    network: network.to_owned(),
+                    span: at.span,
+                    first: first.span,
+                },
+            );
         }
     }
 }
 
-pub fn vlan(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vlan, ResourceSpans) {
-    let file = ctx.file;
-    let mut r = read(&language::VLAN, node, ctx);
-    let name = name_of(&mut r);
+fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
+    let name = name_of(r);
     let network = r.string("network").unwrap_or_default();
     let id = match r.values("id").first().copied() {
-        Some((value, span)) => match value.as_integer() {
+        Some((value, at)) => match value.as_integer() {
             Some(id @ 1..=4094) => id as u16,
             Some(id) => {
-                r.errors.push(SchemaError::VlanIdRange { id, span });
+                r.report(at, SchemaError::VlanIdRange { id, span: at.span });
                 0
             }
             None => {
-                r.errors.push(SchemaError::wrong_type(
+                let error = SchemaError::wrong_type(
                     "id",
                     "an integer",
                     super::reader::type_of(value),
-                    span,
-                ));
+                    at.span,
+                );
+                r.report(at, error);
                 0
             }
         },
         None => 0,
     };
-    let vni = r.integer::<u32>("vni").and_then(|(vni, span)| match vni {
+    let vni = r.integer::<u32>("vni").and_then(|(vni, at)| match vni {
         0 => {
-            r.errors.push(SchemaError::TooSmall {
+            let error = SchemaError::TooSmall {
                 field: "vni",
                 min: "1".to_owned(),
                 found: "0".to_owned(),
-                span,
+                span: at.span,
                 help: "VNIs are 1 to 16777215; leave `vni` out to derive one",
-            });
+            };
+            r.report(at, error);
             None
         }
         _ if vni > MAX_VNI => {
-            r.errors.push(SchemaError::NumberTooLarge {
+            let error = SchemaError::NumberTooLarge {
                 field: "vni",
                 found: vni.to_string(),
                 max: MAX_VNI.to_string(),
-                span,
-            });
+                span: at.span,
+            };
+            r.report(at, error);
             None
         }
         _ => Some(vni),
     });
     let gateway = checked_text(
-        &mut r,
+        r,
         "gateway",
         gateway_error,
         "write an address with its prefix length, e.g. 10.100.0.1/24",
     );
     let gateway_host = r.string("gateway-host");
-    let vlan = Vlan {
+    Vlan {
         name,
         network,
         id,
         vni,
         gateway,
         gateway_host,
-    };
-    (vlan, finish(r, file))
+    }
 }
 
-pub fn pool(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Pool, ResourceSpans) {
-    let base = ctx.base.clone();
-    let file = ctx.file;
-    let mut r = read(&language::POOL, node, ctx);
-    let name = name_of(&mut r);
+fn pool(r: &mut NodeReader<'_, '_>, base: &Path) -> Pool {
+    let name = name_of(r);
     let host = r.string("host").unwrap_or_default();
-    if let Some((kind, span)) = r.text("type") {
+    if let Some((kind, at)) = r.text("type") {
         if kind != "dir" {
-            r.errors.push(SchemaError::UnknownValue {
+            let error = SchemaError::UnknownValue {
                 field: "pool type",
                 found: kind.to_owned(),
-                span,
+                span: at.span,
                 help: suggest(kind, ["dir"]),
-            });
+            };
+            r.report(at, error);
         }
     }
-    let path = path(&mut r, "path", &base).unwrap_or_default();
-    let pool = Pool {
+    let path = path(r, "path", base).unwrap_or_default();
+    Pool {
         name,
         host,
         kind: PoolKind::Dir,
         path,
-    };
-    (pool, finish(r, file))
+    }
 }
 
-pub fn volume(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Volume, ResourceSpans) {
-    let base = ctx.base.clone();
-    let file = ctx.file;
-    let mut r = read(&language::VOLUME, node, ctx);
-    let name = name_of(&mut r);
+fn volume(r: &mut NodeReader<'_, '_>, base: &Path) -> Volume {
+    let name = name_of(r);
     let pool = r.string("pool").unwrap_or_default();
     let size = match r.size("size") {
-        Some((0, span)) => {
-            r.errors.push(SchemaError::TooSmall {
+        Some((0, at)) => {
+            let error = SchemaError::TooSmall {
                 field: "size",
                 min: "1B".to_owned(),
                 found: "0".to_owned(),
-                span,
+                span: at.span,
                 help: "a volume needs a size above zero, e.g. \"4GiB\"",
-            });
+            };
+            r.report(at, error);
             0
         }
         Some((bytes, _)) => bytes,
         None => 0,
     };
-    let from = path(&mut r, "from", &base);
+    let from = path(r, "from", base);
     let prevent_destroy = r.boolean("prevent-destroy").is_some_and(|(b, _)| b);
-    let volume = Volume {
+    Volume {
         name,
         pool,
         size,
         from,
         prevent_destroy,
-    };
-    (volume, finish(r, file))
+    }
 }
 
-fn nic(node: &KdlNode, index: u32, r: &mut NodeReader<'_, '_>) -> Nic {
-    let mut n = NodeReader::new(&language::NIC, node, r.errors);
+fn nic(node: &KdlNode, file: usize, index: u32, r: &mut NodeReader<'_, '_>) -> Nic {
+    let mut n = NodeReader::new(&language::NIC, node, file, r.errors);
     let vlan = n.string("vlan").unwrap_or_default();
     let mac = n.string("mac").unwrap_or_default();
     let spans = std::mem::take(&mut n.spans);
     r.spans.push(FieldSpan {
         name: "nic",
         index,
+        file,
         span: node.span(),
     });
     for s in spans {
@@ -403,41 +411,40 @@ fn nic(node: &KdlNode, index: u32, r: &mut NodeReader<'_, '_>) -> Nic {
 }
 
 fn vm_memory(r: &mut NodeReader<'_, '_>) -> u64 {
-    let Some((bytes, span)) = r.size("memory") else {
+    let Some((bytes, at)) = r.size("memory") else {
         return 0;
     };
     if bytes < MIN_VM_MEMORY {
-        r.errors.push(SchemaError::TooSmall {
+        let error = SchemaError::TooSmall {
             field: "memory",
             min: "16MiB".to_owned(),
             found: format_size(bytes),
-            span,
+            span: at.span,
             help: "a VM needs at least 16MiB of memory",
-        });
+        };
+        r.report(at, error);
         return 0;
     }
     if bytes % PAGE != 0 {
-        r.errors.push(SchemaError::MemoryAlignment {
+        let error = SchemaError::MemoryAlignment {
             found: format_size(bytes),
             suggestion: format_size(bytes.div_ceil(PAGE) * PAGE),
-            span,
-        });
+            span: at.span,
+        };
+        r.report(at, error);
         return 0;
     }
     bytes
 }
 
-pub fn vm(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vm, ResourceSpans) {
-    let base = ctx.base.clone();
-    let file = ctx.file;
-    let mut r = read(&language::VM, node, ctx);
-    let name = name_of(&mut r);
+fn vm(r: &mut NodeReader<'_, '_>, base: &Path) -> Vm {
+    let name = name_of(r);
     let host = r.string("host").unwrap_or_default();
     let cpus_value = r.integer::<u32>("cpus");
-    let cpus = at_least_one(&mut r, "cpus", cpus_value).unwrap_or(0);
-    let memory = vm_memory(&mut r);
-    let kernel = path(&mut r, "kernel", &base).unwrap_or_default();
-    let initrd = path(&mut r, "initrd", &base);
+    let cpus = at_least_one(r, "cpus", cpus_value).unwrap_or(0);
+    let memory = vm_memory(r);
+    let kernel = path(r, "kernel", base).unwrap_or_default();
+    let initrd = path(r, "initrd", base);
     let cmdline = r.string("cmdline").unwrap_or_default();
     let disks = r
         .texts("disk")
@@ -448,10 +455,10 @@ pub fn vm(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vm, ResourceSpans) {
     let nics = nodes
         .into_iter()
         .enumerate()
-        .map(|(i, n)| nic(n, u32::try_from(i).unwrap_or(u32::MAX), &mut r))
+        .map(|(i, (n, file))| nic(n, file, u32::try_from(i).unwrap_or(u32::MAX), r))
         .collect();
     let cpuset = checked_text(
-        &mut r,
+        r,
         "cpuset",
         cpuset_error,
         "a cgroup cpuset list such as \"2-3\" or \"0,4-5\"",
@@ -459,13 +466,14 @@ pub fn vm(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vm, ResourceSpans) {
     let state = match r.text("state") {
         Some(("running", _)) | None => VmState::Running,
         Some(("stopped", _)) => VmState::Stopped,
-        Some((other, span)) => {
-            r.errors.push(SchemaError::UnknownValue {
+        Some((other, at)) => {
+            let error = SchemaError::UnknownValue {
                 field: "VM state",
                 found: other.to_owned(),
-                span,
+                span: at.span,
                 help: suggest(other, ["running", "stopped"]),
-            });
+            };
+            r.report(at, error);
             VmState::Running
         }
     };
@@ -474,7 +482,7 @@ pub fn vm(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vm, ResourceSpans) {
         .into_iter()
         .map(|(s, _)| s.to_owned())
         .collect();
-    let vm = Vm {
+    Vm {
         name,
         host,
         cpus,
@@ -487,6 +495,5 @@ pub fn vm(node: &KdlNode, ctx: &mut Ctx<'_>) -> (Vm, ResourceSpans) {
         cpuset,
         state,
         depends_on,
-    };
-    (vm, finish(r, file))
+    }
 }

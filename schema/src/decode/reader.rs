@@ -1,26 +1,52 @@
 //! Reading one KDL node against its [`NodeKind`]: the name argument, settings given as
-//! properties or child nodes, unknown and repeated settings, and typed values.
+//! properties or child nodes, unknown and repeated settings. A node may be read with
+//! the templates it starts from as lower [`Layer`]s: a setting of a higher layer
+//! overrides a lower one's, repeated settings are taken from every layer, lowest first.
+//! Typed values are read in `typed.rs`.
 
 use kdl::{KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
-use crate::diagnostics::{suggest, SchemaError};
+use crate::diagnostics::{suggest, FileId, SchemaError};
 use crate::language::{Field, NodeKind, ValueKind};
-use crate::spans::FieldSpan;
-use crate::units::{parse_percent, parse_size, SizeError};
+use crate::spans::{FieldSpan, Site};
+
+/// Problems found while reading, each with the file it points into.
+pub type Errors = Vec<(FileId, SchemaError)>;
+
+/// One node to read: a resource's own node, or a template it starts from.
+#[derive(Clone, Copy)]
+pub struct Layer<'a> {
+    pub node: &'a KdlNode,
+    pub file: FileId,
+    /// What the layer's node may hold (`TEMPLATE` for a template).
+    pub kind: &'static NodeKind,
+}
 
 /// One occurrence of a setting.
 #[derive(Clone, Copy)]
-enum Occurrence<'a> {
+enum Value<'a> {
     Property(&'a KdlEntry),
     Child(&'a KdlNode),
 }
 
+#[derive(Clone, Copy)]
+struct Occurrence<'a> {
+    field: usize,
+    layer: usize,
+    file: FileId,
+    value: Value<'a>,
+}
+
 impl Occurrence<'_> {
-    fn span(&self) -> SourceSpan {
-        match self {
-            Occurrence::Property(e) => e.span(),
-            Occurrence::Child(n) => n.span(),
+    fn site(&self) -> Site {
+        let span = match self.value {
+            Value::Property(e) => e.span(),
+            Value::Child(n) => n.span(),
+        };
+        Site {
+            file: self.file,
+            span,
         }
     }
 }
@@ -28,12 +54,15 @@ impl Occurrence<'_> {
 /// A node read against its kind; typed getters report problems into `errors`.
 pub struct NodeReader<'a, 'e> {
     pub kind: &'static NodeKind,
+    /// The resource's own node (the last layer).
     pub node: &'a KdlNode,
+    /// The file of the own node.
+    pub file: FileId,
     pub name: Option<(&'a str, SourceSpan)>,
-    given: Vec<(usize, Occurrence<'a>)>,
+    given: Vec<Occurrence<'a>>,
     /// Names of unknown settings, so a misspelt one is not also reported missing.
     unknown: Vec<String>,
-    pub errors: &'e mut Vec<SchemaError>,
+    pub errors: &'e mut Errors,
     pub spans: Vec<FieldSpan>,
 }
 
@@ -64,53 +93,91 @@ fn example(field: &Field) -> String {
 }
 
 impl<'a, 'e> NodeReader<'a, 'e> {
-    /// Sorts the node's entries and children into the kind's settings, reporting
-    /// unknown, misplaced and doubled ones.
+    /// Reads `node` of file `file` on its own.
     pub fn new(
         kind: &'static NodeKind,
         node: &'a KdlNode,
-        errors: &'e mut Vec<SchemaError>,
+        file: FileId,
+        errors: &'e mut Errors,
+    ) -> Self {
+        Self::layered(kind, &[], Layer { node, file, kind }, true, errors)
+    }
+
+    /// Reads `own` (the resource's own node) over `templates` (the root template
+    /// first), sorting their entries and children into the kind's settings and
+    /// reporting unknown, misplaced and doubled ones. Without `required`, missing
+    /// required settings are not reported (a template that could not be found would
+    /// otherwise make every one of them missing).
+    pub fn layered(
+        kind: &'static NodeKind,
+        templates: &[Layer<'a>],
+        own: Layer<'a>,
+        required: bool,
+        errors: &'e mut Errors,
     ) -> Self {
         let mut reader = NodeReader {
             kind,
-            node,
+            node: own.node,
+            file: own.file,
             name: None,
             given: Vec::new(),
             unknown: Vec::new(),
             errors,
             spans: Vec::new(),
         };
-        reader.sort_entries();
-        reader.sort_children();
-        reader.check_given();
+        let layers = templates.iter().chain(std::iter::once(&own));
+        for (i, layer) in layers.enumerate() {
+            reader.sort_entries(i, layer, i == templates.len());
+            reader.sort_children(i, layer);
+        }
+        reader.check_given(templates.len() + 1, required);
         reader
     }
 
-    fn sort_entries(&mut self) {
+    fn push(&mut self, file: FileId, error: SchemaError) {
+        self.errors.push((file, error));
+    }
+
+    /// The index in the resource's kind of setting `key` as `layer` may hold it.
+    fn accepts(&self, layer: &Layer<'_>, key: &str) -> Option<(usize, &'static Field)> {
+        layer.kind.field(key)?;
+        self.kind.field(key)
+    }
+
+    fn sort_entries(&mut self, i: usize, layer: &Layer<'a>, own: bool) {
         let mut arguments = 0;
-        for entry in self.node.entries() {
+        for entry in layer.node.entries() {
             match entry.name() {
                 None => {
                     arguments += 1;
-                    if arguments == 1 && self.kind.named {
+                    if arguments == 1 && layer.kind.named {
                         match entry.value() {
-                            KdlValue::String(s) => self.name = Some((s.as_str(), entry.span())),
-                            other => self.errors.push(SchemaError::wrong_type(
-                                "name",
-                                "a string",
-                                type_of(other),
-                                entry.span(),
-                            )),
+                            KdlValue::String(s) if own => {
+                                self.name = Some((s.as_str(), entry.span()))
+                            }
+                            KdlValue::String(_) => {}
+                            other => self.push(
+                                layer.file,
+                                SchemaError::wrong_type(
+                                    "name",
+                                    "a string",
+                                    type_of(other),
+                                    entry.span(),
+                                ),
+                            ),
                         }
                     } else {
-                        self.errors.push(SchemaError::UnexpectedArgument {
-                            field: self.kind.name.to_owned(),
-                            span: entry.span(),
-                            help: self.argument_help(),
-                        });
+                        self.push(
+                            layer.file,
+                            SchemaError::UnexpectedArgument {
+                                field: layer.kind.name.to_owned(),
+                                span: entry.span(),
+                                help: argument_help(layer.kind),
+                            },
+                        );
                     }
                 }
-                Some(key) => match self.kind.field(key.value()) {
+                Some(key) => match self.accepts(layer, key.value()) {
                     Some((
                         _,
                         Field {
@@ -118,90 +185,122 @@ impl<'a, 'e> NodeReader<'a, 'e> {
                             name,
                             ..
                         },
-                    )) => self.errors.push(SchemaError::wrong_type(
-                        name,
-                        "a child node",
-                        format!("the property {name}="),
-                        entry.span(),
-                    )),
-                    Some((index, _)) => self.given.push((index, Occurrence::Property(entry))),
-                    None => self.unknown(key.value(), entry.span()),
+                    )) => self.push(
+                        layer.file,
+                        SchemaError::wrong_type(
+                            name,
+                            "a child node",
+                            format!("the property {name}="),
+                            entry.span(),
+                        ),
+                    ),
+                    Some((field, _)) => self.given.push(Occurrence {
+                        field,
+                        layer: i,
+                        file: layer.file,
+                        value: Value::Property(entry),
+                    }),
+                    None => self.unknown(layer, key.value(), entry.span()),
                 },
             }
         }
-        if self.kind.named && arguments == 0 {
-            self.errors.push(SchemaError::MissingValue {
-                node: self.kind.name,
-                what: "a name".to_owned(),
-                span: self.node.name().span(),
-                help: format!("name it: `{} \"<name>\" …`", self.kind.name),
-            });
+        if layer.kind.named && arguments == 0 {
+            self.push(
+                layer.file,
+                SchemaError::MissingValue {
+                    node: layer.kind.name,
+                    what: "a name".to_owned(),
+                    span: layer.node.name().span(),
+                    help: format!("name it: `{} \"<name>\" …`", layer.kind.name),
+                },
+            );
         }
     }
 
-    fn argument_help(&self) -> String {
-        if self.kind.named {
-            format!("`{}` takes one argument, its name; settings are properties (key=value) or child nodes", self.kind.name)
-        } else {
-            format!(
-                "`{}` takes no arguments; its settings are properties (key=value)",
-                self.kind.name
-            )
-        }
-    }
-
-    fn sort_children(&mut self) {
-        let Some(children) = self.node.children() else {
+    fn sort_children(&mut self, i: usize, layer: &Layer<'a>) {
+        let Some(children) = layer.node.children() else {
             return;
         };
         for child in children.nodes() {
             let key = child.name().value();
-            match self.kind.field(key) {
-                Some((index, _)) => self.given.push((index, Occurrence::Child(child))),
-                None => self.unknown(key, child.name().span()),
+            match self.accepts(layer, key) {
+                Some((field, _)) => self.given.push(Occurrence {
+                    field,
+                    layer: i,
+                    file: layer.file,
+                    value: Value::Child(child),
+                }),
+                None => self.unknown(layer, key, child.name().span()),
             }
         }
     }
 
-    fn unknown(&mut self, name: &str, span: SourceSpan) {
+    fn unknown(&mut self, layer: &Layer<'_>, name: &str, span: SourceSpan) {
         self.unknown.push(name.to_owned());
-        self.errors.push(SchemaError::UnknownProperty {
-            node: self.kind.name,
-            name: name.to_owned(),
-            span,
-            help: suggest(name, self.kind.field_names()),
-        });
+        let help = if name == "count" && layer.kind.name == "template" {
+            "`count` belongs on the vm that uses the template: `vm \"web-{n}\" count=3 template=\"…\"`".to_owned()
+        } else {
+            suggest(name, layer.kind.field_names())
+        };
+        self.push(
+            layer.file,
+            SchemaError::UnknownProperty {
+                node: layer.kind.name,
+                name: name.to_owned(),
+                span,
+                help,
+            },
+        );
     }
 
-    fn check_given(&mut self) {
+    fn check_given(&mut self, layers: usize, required: bool) {
         for (i, field) in self.kind.fields.iter().enumerate() {
-            let mut occurrences = self.given.iter().filter(|(f, _)| *f == i).map(|(_, o)| o);
-            match occurrences.next() {
-                None if field.required && !self.misspelt(field.name) => {
-                    self.errors.push(SchemaError::MissingValue {
+            let given = || self.given.iter().filter(move |o| o.field == i);
+            if given().next().is_none() {
+                if required && field.required && !self.misspelt(field.name) {
+                    let span = self.name.map_or(self.node.name().span(), |(_, s)| s);
+                    let help = format!(
+                        "add `{}` to this {}{}, e.g. `{}`",
+                        field.name,
+                        self.kind.name,
+                        if layers > 1 {
+                            " or to its template"
+                        } else {
+                            ""
+                        },
+                        example(field)
+                    );
+                    let error = SchemaError::MissingValue {
                         node: self.kind.name,
                         what: format!("`{}`", field.name),
-                        span: self.name.map_or(self.node.name().span(), |(_, s)| s),
-                        help: format!(
-                            "add `{}` to this {}, e.g. `{}`",
-                            field.name,
-                            self.kind.name,
-                            example(field)
-                        ),
-                    })
+                        span,
+                        help,
+                    };
+                    self.push(self.file, error);
                 }
-                Some(first) if !field.repeated => {
-                    let first = first.span();
-                    let again: Vec<SourceSpan> = occurrences.map(|o| o.span()).collect();
-                    for span in again {
-                        self.errors.push(SchemaError::DuplicateProperty {
-                            field: field.name,
-                            span,
-                            first,
-                        });
-                    }
-                }
-                _ => {}
+                continue;
+            }
+            if field.repeated {
+                continue;
+            }
+            let mut doubled = Vec::new();
+            for layer in 0..layers {
+                let mut in_layer = given().filter(|o| o.layer == layer);
+                let Some(first) = in_layer.next() else {
+                    continue;
+                };
+                let first = first.site();
+                doubled.extend(in_layer.map(|o| (o.site(), first.span)));
+            }
+            for (again, first) in doubled {
+                self.push(
+                    again.file,
+                    SchemaError::DuplicateProperty {
+                        field: field.name,
+                        span: again.span,
+                        first,
+                    },
+                );
             }
         }
     }
@@ -217,32 +316,43 @@ impl<'a, 'e> NodeReader<'a, 'e> {
         self.kind.field(name).map(|(i, _)| i).unwrap_or(usize::MAX)
     }
 
-    /// Every value given for setting `name`, with its span. A child node gives its
+    /// The occurrences of setting `index` that count: for a repeated setting all of
+    /// them, lowest layer first; else the first one of the highest layer giving it.
+    fn effective(&self, index: usize, repeated: bool) -> Vec<Occurrence<'a>> {
+        let mut all: Vec<Occurrence<'a>> = self
+            .given
+            .iter()
+            .filter(|o| o.field == index)
+            .copied()
+            .collect();
+        if !repeated {
+            let top = all.iter().map(|o| o.layer).max();
+            all.retain(|o| Some(o.layer) == top);
+            all.truncate(1);
+        }
+        all
+    }
+
+    /// Every value given for setting `name`, with its site. A child node gives its
     /// arguments (one, or several for a repeated setting).
-    pub fn values(&mut self, name: &'static str) -> Vec<(&'a KdlValue, SourceSpan)> {
+    pub fn values(&mut self, name: &'static str) -> Vec<(&'a KdlValue, Site)> {
         let index = self.field_index(name);
         let Some(field) = self.kind.fields.get(index) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let given: Vec<Occurrence<'a>> = self
-            .given
-            .iter()
-            .filter(|(f, _)| *f == index)
-            .map(|(_, o)| *o)
-            .take(if field.repeated { usize::MAX } else { 1 })
-            .collect();
-        for occurrence in given {
-            match occurrence {
-                Occurrence::Property(e) => out.push((e.value(), e.span())),
-                Occurrence::Child(node) => self.child_values(field, node, &mut out),
+        for occurrence in self.effective(index, field.repeated) {
+            match occurrence.value {
+                Value::Property(e) => out.push((e.value(), occurrence.site().with(e.span()))),
+                Value::Child(node) => self.child_values(field, occurrence.file, node, &mut out),
             }
         }
-        for (i, (_, span)) in out.iter().enumerate() {
+        for (i, (_, site)) in out.iter().enumerate() {
             self.spans.push(FieldSpan {
                 name,
                 index: u32::try_from(i).unwrap_or(u32::MAX),
-                span: *span,
+                file: site.file,
+                span: site.span,
             });
         }
         out
@@ -251,250 +361,91 @@ impl<'a, 'e> NodeReader<'a, 'e> {
     fn child_values(
         &mut self,
         field: &Field,
+        file: FileId,
         node: &'a KdlNode,
-        out: &mut Vec<(&'a KdlValue, SourceSpan)>,
+        out: &mut Vec<(&'a KdlValue, Site)>,
     ) {
         let mut arguments = 0;
         for entry in node.entries() {
             if entry.name().is_some() {
-                self.errors.push(SchemaError::UnexpectedArgument {
-                    field: field.name.to_owned(),
-                    span: entry.span(),
-                    help: format!("`{}` takes a value, not properties", field.name),
-                });
+                self.push(
+                    file,
+                    SchemaError::UnexpectedArgument {
+                        field: field.name.to_owned(),
+                        span: entry.span(),
+                        help: format!("`{}` takes a value, not properties", field.name),
+                    },
+                );
                 continue;
             }
             arguments += 1;
             if arguments > 1 && !field.repeated {
-                self.errors.push(SchemaError::UnexpectedArgument {
-                    field: field.name.to_owned(),
-                    span: entry.span(),
-                    help: format!("`{}` takes one value", field.name),
-                });
+                self.push(
+                    file,
+                    SchemaError::UnexpectedArgument {
+                        field: field.name.to_owned(),
+                        span: entry.span(),
+                        help: format!("`{}` takes one value", field.name),
+                    },
+                );
                 continue;
             }
-            out.push((entry.value(), entry.span()));
+            out.push((
+                entry.value(),
+                Site {
+                    file,
+                    span: entry.span(),
+                },
+            ));
         }
         if let Some(children) = node.children() {
-            self.errors.push(SchemaError::UnexpectedArgument {
-                field: field.name.to_owned(),
-                span: children.span(),
-                help: format!("`{}` has no children", field.name),
-            });
+            self.push(
+                file,
+                SchemaError::UnexpectedArgument {
+                    field: field.name.to_owned(),
+                    span: children.span(),
+                    help: format!("`{}` has no children", field.name),
+                },
+            );
         }
         if arguments == 0 {
-            self.errors.push(SchemaError::MissingValue {
-                node: self.kind.name,
-                what: format!("a value for `{}`", field.name),
-                span: node.span(),
-                help: format!("write `{} <value>`", field.name),
-            });
+            self.push(
+                file,
+                SchemaError::MissingValue {
+                    node: self.kind.name,
+                    what: format!("a value for `{}`", field.name),
+                    span: node.span(),
+                    help: format!("write `{} <value>`", field.name),
+                },
+            );
         }
     }
 
-    /// The child nodes given for a node-valued setting (`nic`).
-    pub fn nodes(&self, name: &str) -> Vec<&'a KdlNode> {
+    /// The child nodes given for a node-valued setting (`nic`), with their files, from
+    /// every layer, lowest first.
+    pub fn nodes(&self, name: &str) -> Vec<(&'a KdlNode, FileId)> {
         let index = self.field_index(name);
         self.given
             .iter()
-            .filter(|(f, _)| *f == index)
-            .filter_map(|(_, o)| match o {
-                Occurrence::Child(n) => Some(*n),
-                Occurrence::Property(_) => None,
+            .filter(|o| o.field == index)
+            .filter_map(|o| match o.value {
+                Value::Child(n) => Some((n, o.file)),
+                Value::Property(_) => None,
             })
             .collect()
     }
-
-    fn wrong(
-        &mut self,
-        field: &'static str,
-        expected: &'static str,
-        value: &KdlValue,
-        span: SourceSpan,
-    ) {
-        self.errors.push(SchemaError::wrong_type(
-            field,
-            expected,
-            type_of(value),
-            span,
-        ));
-    }
-
-    /// A string setting.
-    pub fn text(&mut self, name: &'static str) -> Option<(&'a str, SourceSpan)> {
-        let (value, span) = self.values(name).into_iter().next()?;
-        match value {
-            KdlValue::String(s) => Some((s.as_str(), span)),
-            other => {
-                self.wrong(name, "a string", other, span);
-                None
-            }
-        }
-    }
-
-    /// A string setting, owned.
-    pub fn string(&mut self, name: &'static str) -> Option<String> {
-        self.text(name).map(|(s, _)| s.to_owned())
-    }
-
-    /// Every string of a repeated setting.
-    pub fn texts(&mut self, name: &'static str) -> Vec<(&'a str, SourceSpan)> {
-        let mut out = Vec::new();
-        for (value, span) in self.values(name) {
-            match value {
-                KdlValue::String(s) => out.push((s.as_str(), span)),
-                other => self.wrong(name, "a string", other, span),
-            }
-        }
-        out
-    }
-
-    /// An integer setting that fits `T`.
-    pub fn integer<T: TryFrom<i128> + Copy + ToString + Bounded>(
-        &mut self,
-        name: &'static str,
-    ) -> Option<(T, SourceSpan)> {
-        let (value, span) = self.values(name).into_iter().next()?;
-        let Some(i) = value.as_integer() else {
-            self.wrong(name, "an integer", value, span);
-            return None;
-        };
-        self.fit(name, i, span)
-    }
-
-    fn fit<T: TryFrom<i128> + Copy + ToString + Bounded>(
-        &mut self,
-        name: &'static str,
-        i: i128,
-        span: SourceSpan,
-    ) -> Option<(T, SourceSpan)> {
-        match T::try_from(i) {
-            Ok(v) => Some((v, span)),
-            Err(_) if i < 0 => {
-                self.errors.push(SchemaError::TooSmall {
-                    field: name,
-                    min: "0".to_owned(),
-                    found: i.to_string(),
-                    span,
-                    help: "negative values have no meaning here",
-                });
-                None
-            }
-            Err(_) => {
-                self.errors.push(SchemaError::NumberTooLarge {
-                    field: name,
-                    found: i.to_string(),
-                    max: T::MAX_TEXT.to_owned(),
-                    span,
-                });
-                None
-            }
-        }
-    }
-
-    /// A size setting: a string with a binary unit, or an integer of bytes.
-    pub fn size(&mut self, name: &'static str) -> Option<(u64, SourceSpan)> {
-        let (value, span) = self.values(name).into_iter().next()?;
-        match value {
-            KdlValue::Integer(i) => self.fit(name, *i, span),
-            KdlValue::String(s) => match parse_size(s) {
-                Ok(bytes) => Some((bytes, span)),
-                Err(SizeError::TooLarge) => {
-                    self.errors.push(SchemaError::NumberTooLarge {
-                        field: name,
-                        found: s.clone(),
-                        max: "16EiB - 1".to_owned(),
-                        span,
-                    });
-                    None
-                }
-                Err(e) => {
-                    let help = match e {
-                        SizeError::DecimalUnit { suggestion } => {
-                            format!("sizes use binary units: did you mean `{suggestion}`?")
-                        }
-                        _ => "write a whole number and a binary unit: `512MiB`, `4GiB`, `4G` (= GiB), `16KiB`, or bytes".to_owned(),
-                    };
-                    self.errors.push(SchemaError::InvalidSize {
-                        found: s.clone(),
-                        span,
-                        help,
-                    });
-                    None
-                }
-            },
-            other => {
-                self.wrong(name, "a size such as \"512MiB\"", other, span);
-                None
-            }
-        }
-    }
-
-    /// A number setting (integer or decimal), finite.
-    pub fn number(&mut self, name: &'static str) -> Option<(f64, SourceSpan)> {
-        let (value, span) = self.values(name).into_iter().next()?;
-        let number = match value {
-            KdlValue::Integer(i) => *i as f64,
-            KdlValue::Float(f) => *f,
-            other => {
-                self.wrong(name, "a number", other, span);
-                return None;
-            }
-        };
-        Some((number, span))
-    }
-
-    /// A fraction given as `"8%"` or `0.08`.
-    pub fn percent(&mut self, name: &'static str) -> Option<(f64, SourceSpan)> {
-        let (value, span) = self.values(name).into_iter().next()?;
-        let fraction = match value {
-            KdlValue::String(s) => parse_percent(s),
-            KdlValue::Float(f) if (0.0..1.0).contains(f) => Some(*f),
-            KdlValue::Integer(0) => Some(0.0),
-            KdlValue::Float(_) | KdlValue::Integer(_) => None,
-            other => {
-                self.wrong(name, "a percentage such as \"8%\"", other, span);
-                return None;
-            }
-        };
-        if fraction.is_none() {
-            self.errors.push(SchemaError::InvalidValue {
-                field: name,
-                found: value.to_string(),
-                span,
-                reason: "not a percentage in 0%..100%".to_owned(),
-                help: "write a percentage such as \"8%\" (or a fraction such as 0.08)",
-            });
-        }
-        fraction.map(|f| (f, span))
-    }
-
-    /// A boolean setting.
-    pub fn boolean(&mut self, name: &'static str) -> Option<(bool, SourceSpan)> {
-        let (value, span) = self.values(name).into_iter().next()?;
-        match value {
-            KdlValue::Bool(b) => Some((*b, span)),
-            other => {
-                self.wrong(name, crate::diagnostics::BOOLEAN, other, span);
-                None
-            }
-        }
-    }
 }
 
-/// The largest value of an integer type, for "too large" messages.
-pub trait Bounded {
-    const MAX_TEXT: &'static str;
-}
-
-impl Bounded for u16 {
-    const MAX_TEXT: &'static str = "65535";
-}
-
-impl Bounded for u32 {
-    const MAX_TEXT: &'static str = "4294967295";
-}
-
-impl Bounded for u64 {
-    const MAX_TEXT: &'static str = "18446744073709551615";
+fn argument_help(kind: &NodeKind) -> String {
+    if kind.named {
+        format!(
+            "`{}` takes one argument, its name; settings are properties (key=value) or child nodes",
+            kind.name
+        )
+    } else {
+        format!(
+            "`{}` takes no arguments; its settings are properties (key=value)",
+            kind.name
+        )
+    }
 }

@@ -148,16 +148,15 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
             continue; // a doubled host, already reported
         }
         for excess in excesses(host, host.cpus, host.memory, &usage[h]) {
-            report.push(
-                s.file,
-                SchemaError::OverCapacity {
-                    host: host.name.clone(),
-                    what: excess.what,
-                    span: s.field_or_name(excess.field, 0),
-                    label: excess.label,
-                    help: excess.help,
-                },
-            );
+            let here = s.field_or_name(excess.field, 0);
+            let error = SchemaError::OverCapacity {
+                host: host.name.clone(),
+                what: excess.what,
+                span: here.span,
+                label: excess.label,
+                help: excess.help,
+            };
+            report.push_in(&host.name, s, here, error);
         }
     }
 }

@@ -67,13 +67,12 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
         let names: Vec<&str> = cycle.iter().map(|&v| config.vms[v].name.as_str()).collect();
         let closing = cycle[cycle.len() - 2];
         if let Some(s) = spans.vms.get(closing) {
-            report.push(
-                s.file,
-                SchemaError::DependencyCycle {
-                    cycle: names.join(" -> "),
-                    span: s.field_or_name("depends-on", dep_index),
-                },
-            );
+            let here = s.field_or_name("depends-on", dep_index);
+            let error = SchemaError::DependencyCycle {
+                cycle: names.join(" -> "),
+                span: here.span,
+            };
+            report.push_in(&config.vms[closing].name, s, here, error);
         }
     }
 }

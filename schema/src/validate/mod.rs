@@ -14,15 +14,16 @@ use miette::SourceSpan;
 
 use crate::diagnostics::{FileId, SchemaError};
 use crate::model::Config;
+use crate::notes::{Context, Found};
 use crate::source::Sources;
-use crate::spans::{Site, Spans};
+use crate::spans::{ResourceSpans, Site, Spans};
 
 pub use names::Index;
 
-/// Diagnostics found so far, each with its file.
+/// Diagnostics found so far, each with its file (and instance, see `notes.rs`).
 pub struct Report<'a> {
     pub sources: &'a Sources,
-    pub errors: Vec<(Option<FileId>, SchemaError)>,
+    pub errors: Vec<Found>,
 }
 
 impl<'a> Report<'a> {
@@ -34,22 +35,22 @@ impl<'a> Report<'a> {
     }
 
     pub fn push(&mut self, file: FileId, error: SchemaError) {
-        self.errors.push((Some(file), error));
+        self.errors.push(Found::new(file, error, None));
+    }
+
+    /// A problem of resource `name` (whose spans are `spans`) at `here`: for an
+    /// instance of a `count` or a vm made from templates, it names the instance.
+    pub fn push_in(&mut self, name: &str, spans: &ResourceSpans, here: Site, error: SchemaError) {
+        let context = spans.origin.as_ref().map(|origin| Context {
+            instance: name.to_owned(),
+            origin: std::sync::Arc::clone(origin),
+        });
+        self.errors.push(Found::new(here.file, error, context));
     }
 
     /// `path:line:column` of a site.
     pub fn location(&self, site: Site) -> String {
-        let Some(file) = self.sources.get(site.file) else {
-            return String::new();
-        };
-        let mut end = site.span.offset().min(file.text.len());
-        while !file.text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let text = &file.text[..end];
-        let line = text.matches('\n').count() + 1;
-        let column = text.len() - text.rfind('\n').map_or(0, |i| i + 1) + 1;
-        format!("{}:{line}:{column}", file.path.display())
+        location(self.sources, site)
     }
 
     /// For a "second X here, first X there" diagnostic: the first site as a label when
@@ -60,6 +61,14 @@ impl<'a> Report<'a> {
             label,
             format!("{help} (the first is at {})", self.location(first)),
         )
+    }
+}
+
+/// `path:line:column` of a site.
+pub fn location(sources: &Sources, site: Site) -> String {
+    match sources.position(site) {
+        Some((path, line, column)) => format!("{}:{line}:{column}", path.display()),
+        None => String::new(),
     }
 }
 
@@ -91,6 +100,7 @@ pub(crate) fn codes_of(text: &str) -> Vec<String> {
         Err(diagnostics) => diagnostics
             .0
             .iter()
+            .filter(|d| !crate::diagnostics::is_warning(*d))
             .map(|d| {
                 miette::Diagnostic::code(&d.error)
                     .map(|c| c.to_string())

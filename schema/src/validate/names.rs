@@ -39,16 +39,14 @@ fn build_one<'c>(
                 there.site(there.name),
                 &format!("rename one of the two {kind}s"),
             );
-            report.push(
-                here.file,
-                SchemaError::DuplicateName {
-                    kind,
-                    name: name.to_owned(),
-                    span: here.name,
-                    first: first_label,
-                    help,
-                },
-            );
+            let error = SchemaError::DuplicateName {
+                kind,
+                name: name.to_owned(),
+                span: here.name,
+                first: first_label,
+                help,
+            };
+            report.push_in(name, here, here.site(here.name), error);
         } else {
             map.insert(name, i);
         }
@@ -56,29 +54,37 @@ fn build_one<'c>(
     map
 }
 
-fn dangling(
-    report: &mut Report<'_>,
-    map: &HashMap<&str, usize>,
-    kind: &'static str,
-    name: &str,
-    spans: &ResourceSpans,
-    field: &str,
-    index: u32,
-) {
-    if name.is_empty() || map.contains_key(name) {
-        return;
-    }
-    let mut candidates: Vec<&str> = map.keys().copied().collect();
-    candidates.sort_unstable();
-    report.push(
-        spans.file,
-        SchemaError::DanglingReference {
+/// A resource that refers to others.
+struct Owner<'s> {
+    name: &'s str,
+    spans: &'s ResourceSpans,
+}
+
+impl Owner<'_> {
+    /// Reports `name` (of a `kind`, given in setting `field`) unless `map` has it.
+    fn dangling(
+        &self,
+        report: &mut Report<'_>,
+        map: &HashMap<&str, usize>,
+        kind: &'static str,
+        name: &str,
+        field: &str,
+        index: u32,
+    ) {
+        if name.is_empty() || map.contains_key(name) {
+            return;
+        }
+        let mut candidates: Vec<&str> = map.keys().copied().collect();
+        candidates.sort_unstable();
+        let here = self.spans.field_or_name(field, index);
+        let error = SchemaError::DanglingReference {
             kind,
             name: name.to_owned(),
-            span: spans.field_or_name(field, index),
+            span: here.span,
             help: suggest(name, candidates),
-        },
-    );
+        };
+        report.push_in(self.name, self.spans, here, error);
+    }
 }
 
 impl<'c> Index<'c> {
@@ -127,49 +133,60 @@ impl<'c> Index<'c> {
     /// Reports every reference to a resource that does not exist.
     pub fn check_references(&self, config: &Config, spans: &Spans, report: &mut Report<'_>) {
         for (network, s) in config.networks.iter().zip(&spans.networks) {
-            dangling(report, &self.hosts, "host", &network.host, s, "host", 0);
+            let o = Owner {
+                name: &network.name,
+                spans: s,
+            };
+            o.dangling(report, &self.hosts, "host", &network.host, "host", 0);
             for (i, host) in network.hosts.iter().enumerate() {
-                dangling(report, &self.hosts, "host", host, s, "hosts", i as u32);
+                o.dangling(report, &self.hosts, "host", host, "hosts", i as u32);
             }
         }
         for (vlan, s) in config.vlans.iter().zip(&spans.vlans) {
-            dangling(
+            let o = Owner {
+                name: &vlan.name,
+                spans: s,
+            };
+            o.dangling(
                 report,
                 &self.networks,
                 "network",
                 &vlan.network,
-                s,
                 "network",
                 0,
             );
             if let Some(host) = &vlan.gateway_host {
-                dangling(report, &self.hosts, "host", host, s, "gateway-host", 0);
+                o.dangling(report, &self.hosts, "host", host, "gateway-host", 0);
             }
         }
         for (pool, s) in config.pools.iter().zip(&spans.pools) {
-            dangling(report, &self.hosts, "host", &pool.host, s, "host", 0);
+            let o = Owner {
+                name: &pool.name,
+                spans: s,
+            };
+            o.dangling(report, &self.hosts, "host", &pool.host, "host", 0);
         }
         for (volume, s) in config.volumes.iter().zip(&spans.volumes) {
-            dangling(report, &self.pools, "pool", &volume.pool, s, "pool", 0);
+            let o = Owner {
+                name: &volume.name,
+                spans: s,
+            };
+            o.dangling(report, &self.pools, "pool", &volume.pool, "pool", 0);
         }
         for (vm, s) in config.vms.iter().zip(&spans.vms) {
-            dangling(report, &self.hosts, "host", &vm.host, s, "host", 0);
+            let o = Owner {
+                name: &vm.name,
+                spans: s,
+            };
+            o.dangling(report, &self.hosts, "host", &vm.host, "host", 0);
             for (i, disk) in vm.disks.iter().enumerate() {
-                dangling(report, &self.volumes, "volume", disk, s, "disk", i as u32);
+                o.dangling(report, &self.volumes, "volume", disk, "disk", i as u32);
             }
             for (i, nic) in vm.nics.iter().enumerate() {
-                dangling(
-                    report,
-                    &self.vlans,
-                    "vlan",
-                    &nic.vlan,
-                    s,
-                    "nic.vlan",
-                    i as u32,
-                );
+                o.dangling(report, &self.vlans, "vlan", &nic.vlan, "nic.vlan", i as u32);
             }
             for (i, dep) in vm.depends_on.iter().enumerate() {
-                dangling(report, &self.vms, "vm", dep, s, "depends-on", i as u32);
+                o.dangling(report, &self.vms, "vm", dep, "depends-on", i as u32);
             }
         }
     }

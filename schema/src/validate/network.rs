@@ -29,13 +29,15 @@ pub fn check_vlan_ids(config: &Config, spans: &Spans, report: &mut Report<'_>) {
         if vlan.id == 0 {
             continue; // out of range, already reported
         }
-        let here = s.site(s.field_or_name("id", 0));
+        let here = s.field_or_name("id", 0);
         match seen.get(&(vlan.network.as_str(), vlan.id)) {
             Some(&first) => {
                 let (first_label, help) =
                     report.first(here, first, "give each VLAN of a network its own id");
-                report.push(
-                    here.file,
+                report.push_in(
+                    &vlan.name,
+                    s,
+                    here,
                     SchemaError::DuplicateVlanId {
                         id: vlan.id,
                         network: vlan.network.clone(),
@@ -81,10 +83,12 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
         ];
         for (field, name) in given {
             let Some(name) = name else { continue };
-            let here = s.site(s.field_or_name(field, 0));
+            let here = s.field_or_name(field, 0);
             if let Some(reason) = interface_name_error(name) {
-                report.push(
-                    here.file,
+                report.push_in(
+                    &network.name,
+                    s,
+                    here,
                     SchemaError::InvalidInterfaceName {
                         name: name.to_owned(),
                         reason,
@@ -104,8 +108,10 @@ pub fn check_interfaces(config: &Config, spans: &Spans, report: &mut Report<'_>)
                         first,
                         "each bridge and uplink of a host needs its own interface",
                     );
-                    report.push(
-                        here.file,
+                    report.push_in(
+                        &network.name,
+                        s,
+                        here,
                         SchemaError::DuplicateInterface {
                             name: name.to_owned(),
                             host: host.clone(),
@@ -159,7 +165,7 @@ pub fn check_vlan_bridges(config: &Config, spans: &Spans, report: &mut Report<'_
                 let what = format!("the {field} of network `{}`", network.name);
                 taken
                     .entry((host.as_str(), name.clone()))
-                    .or_insert((s.site(s.field_or_name(field, 0)), what));
+                    .or_insert((s.field_or_name(field, 0), what));
             }
         }
     }
@@ -173,7 +179,7 @@ pub fn check_vlan_bridges(config: &Config, spans: &Spans, report: &mut Report<'_
             continue; // already reported (a bad id or bridge, or an id used twice)
         }
         let name = vlan_bridge_name(&network.bridge, vlan.id);
-        let here = s.site(s.field_or_name("id", 0));
+        let here = s.field_or_name("id", 0);
         let what = format!("the VLAN bridge of VLAN `{}`", vlan.name);
         let hosts = network.on_hosts();
         let collision = hosts
@@ -244,7 +250,7 @@ pub fn check_gateways(config: &Config, spans: &Spans, report: &mut Report<'_>) {
             net,
             text,
             vlan: &vlan.name,
-            site: s.site(s.field_or_name("gateway", 0)),
+            site: s.field_or_name("gateway", 0),
         });
     }
     let mut hosts: Vec<_> = by_host.into_iter().collect();
@@ -320,10 +326,12 @@ pub fn assign_macs(config: &mut Config, spans: &Spans, report: &mut Report<'_>) 
             if nic.mac.is_empty() {
                 continue;
             }
-            let here = s.site(s.field_or_name("nic.mac", i as u32));
+            let here = s.field_or_name("nic.mac", i as u32);
             let Some(bytes) = parse_mac(&nic.mac) else {
-                report.push(
-                    here.file,
+                report.push_in(
+                    &vm.name,
+                    s,
+                    here,
                     SchemaError::InvalidMac {
                         mac: nic.mac.clone(),
                         span: here.span,
@@ -332,8 +340,10 @@ pub fn assign_macs(config: &mut Config, spans: &Spans, report: &mut Report<'_>) 
                 continue;
             };
             if bytes[0] & 1 == 1 {
-                report.push(
-                    here.file,
+                report.push_in(
+                    &vm.name,
+                    s,
+                    here,
                     SchemaError::MulticastMac {
                         mac: nic.mac.clone(),
                         span: here.span,
@@ -349,8 +359,10 @@ pub fn assign_macs(config: &mut Config, spans: &Spans, report: &mut Report<'_>) 
                         first,
                         "give each NIC its own MAC, or leave `mac` out to derive one",
                     );
-                    report.push(
-                        here.file,
+                    report.push_in(
+                        &vm.name,
+                        s,
+                        here,
                         SchemaError::DuplicateMac {
                             mac: nic.mac.clone(),
                             span: here.span,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::{Index, Report};
 use crate::diagnostics::SchemaError;
 use crate::model::Config;
-use crate::spans::{Site, Spans};
+use crate::spans::{ResourceSpans, Site, Spans};
 
 pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Report<'_>) {
     let mut attached: HashMap<&str, (&str, Site)> = HashMap::new();
@@ -15,10 +15,12 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
         // comparing hosts would only add a second, misleading error.
         let host_known = index.hosts.contains_key(vm.host.as_str());
         for (i, disk) in vm.disks.iter().enumerate() {
-            let here = s.site(s.field_or_name("disk", i as u32));
+            let here = s.field_or_name("disk", i as u32);
             if let Some(&(first_vm, first)) = attached.get(disk.as_str()) {
-                report.push(
-                    here.file,
+                report.push_in(
+                    &vm.name,
+                    s,
+                    here,
                     SchemaError::VolumeShared {
                         volume: disk.clone(),
                         vm: vm.name.clone(),
@@ -31,13 +33,13 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
                 attached.insert(disk, (&vm.name, here));
             }
             if let Some(host) = index.volume_host(config, disk).filter(|_| host_known) {
-                other_host(report, vm, "volume", disk, &[host], here);
+                other_host(report, vm, s, "volume", disk, &[host], here);
             }
         }
         for (i, nic) in vm.nics.iter().enumerate() {
-            let here = s.site(s.field_or_name("nic.vlan", i as u32));
+            let here = s.field_or_name("nic.vlan", i as u32);
             if let Some(hosts) = index.vlan_hosts(config, &nic.vlan).filter(|_| host_known) {
-                other_host(report, vm, "VLAN", &nic.vlan, hosts, here);
+                other_host(report, vm, s, "VLAN", &nic.vlan, hosts, here);
             }
         }
     }
@@ -46,6 +48,7 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
 fn other_host(
     report: &mut Report<'_>,
     vm: &crate::model::Vm,
+    s: &ResourceSpans,
     kind: &'static str,
     name: &str,
     hosts: &[impl AsRef<str>],
@@ -59,8 +62,10 @@ fn other_host(
         [one] => format!("host {one}"),
         many => format!("hosts {}", many.join(", ")),
     };
-    report.push(
-        here.file,
+    report.push_in(
+        &vm.name,
+        s,
+        here,
         SchemaError::OtherHost {
             vm: vm.name.clone(),
             vm_host: vm.host.clone(),

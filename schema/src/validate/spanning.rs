@@ -30,9 +30,11 @@ pub fn derive_vnis(config: &mut Config, spans: &Spans, report: &mut Report<'_>) 
                 vlan.vni = Some(derive::vni(&config.project, &vlan.network, vlan.id));
             }
             (false, Some(vni)) => {
-                let here = s.site(s.field_or_name("vni", 0));
-                report.push(
-                    here.file,
+                let here = s.field_or_name("vni", 0);
+                report.push_in(
+                    &vlan.name,
+                    s,
+                    here,
                     SchemaError::InvalidValue {
                         field: "vni",
                         found: vni.to_string(),
@@ -65,7 +67,7 @@ pub fn check_underlays(config: &Config, spans: &Spans, index: &Index<'_>, report
                 continue; // a dangling reference, reported
             };
             let host = &config.hosts[h];
-            let here = s.site(s.field_or_name("hosts", i as u32));
+            let here = s.field_or_name("hosts", i as u32);
             let given = spans.hosts.get(h).and_then(|s| s.field("underlay", 0));
             let Some(address) = host.underlay else {
                 if given.is_some() {
@@ -76,8 +78,10 @@ pub fn check_underlays(config: &Config, spans: &Spans, index: &Index<'_>, report
                      hosts of the network reach it at (an `ssh` that names an IP address \
                      gives it by default)"
                 );
-                report.push(
-                    here.file,
+                report.push_in(
+                    &network.name,
+                    s,
+                    here,
                     SchemaError::MissingUnderlay {
                         network: network.name.clone(),
                         host: name.clone(),
@@ -91,8 +95,10 @@ pub fn check_underlays(config: &Config, spans: &Spans, index: &Index<'_>, report
                 continue; // listed twice, reported
             }
             if let Some(&(_, other, first)) = seen.iter().find(|(a, _, _)| *a == address) {
-                report.push(
-                    here.file,
+                report.push_in(
+                    &network.name,
+                    s,
+                    here,
                     SchemaError::DuplicateUnderlay {
                         network: network.name.clone(),
                         host: name.clone(),
@@ -106,8 +112,10 @@ pub fn check_underlays(config: &Config, spans: &Spans, index: &Index<'_>, report
                 .iter()
                 .find(|(a, _, _)| a.is_ipv4() != address.is_ipv4())
             {
-                report.push(
-                    here.file,
+                report.push_in(
+                    &network.name,
+                    s,
+                    here,
                     SchemaError::MixedUnderlay {
                         network: network.name.clone(),
                         host: name.clone(),
@@ -133,10 +141,9 @@ pub fn check_vnis(config: &Config, spans: &Spans, index: &Index<'_>, report: &mu
         let (Some(vni), Some(network)) = (vlan.vni, network_of(config, index, vlan)) else {
             continue;
         };
-        let here = s.site(
-            s.field("vni", 0)
-                .unwrap_or_else(|| s.field_or_name("id", 0)),
-        );
+        let here = s
+            .field("vni", 0)
+            .unwrap_or_else(|| s.field_or_name("id", 0));
         let clash = network
             .on_hosts()
             .iter()
@@ -231,9 +238,11 @@ pub fn check_gateway_hosts(
             _ => None,
         };
         if let Some((field, problem, label, help)) = problem {
-            let here = s.site(s.field_or_name(field, 0));
-            report.push(
-                here.file,
+            let here = s.field_or_name(field, 0);
+            report.push_in(
+                &vlan.name,
+                s,
+                here,
                 SchemaError::GatewayHost {
                     problem,
                     span: here.span,
