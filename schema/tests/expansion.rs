@@ -337,6 +337,46 @@ fn count_and_placeholder_rules() {
 }
 
 #[test]
+fn integer_settings_are_numbered_when_written_as_strings_with_the_placeholder() {
+    // `id "10{n}"` (here a child) reads as the integers 101, 102, 103: counted VLANs need their own ids.
+    let loaded = loads(
+        "vlan \"tenant-{n}\" count=3 network=\"lan\" gateway=\"10.{n}.0.1/24\" {\n    id \"10{n}\"\n}\n",
+    );
+    let ids: Vec<(&str, u16, Option<&str>)> = loaded.config.vlans[2..]
+        .iter()
+        .map(|v| (v.name.as_str(), v.id, v.gateway.as_deref()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("tenant-1", 101, Some("10.1.0.1/24")),
+            ("tenant-2", 102, Some("10.2.0.1/24")),
+            ("tenant-3", 103, Some("10.3.0.1/24"))
+        ]
+    );
+    let vm = "host=\"kvm-01\" memory=\"64MiB\" kernel=\"k\"";
+    let loaded = loads(&format!("vm \"w-{{n}}\" count=2 {vm} cpus=\"{{n}}\"\n"));
+    let cpus: Vec<u32> = loaded.config.vms.iter().map(|v| v.cpus).collect();
+    assert_eq!(cpus, [1, 2]);
+    // Not a whole number once numbered, or a number written as a string without `{n}`:
+    // still the wrong type, shown where it is written.
+    let text = "vlan \"t-{n}\" count=2 network=\"lan\" id=\"x{n}\"\n";
+    let e = fails(text);
+    assert_eq!(
+        codes(&e),
+        ["vmctl::schema::wrong_type"; 2],
+        "one per instance"
+    );
+    let full = format!("{LAB}{text}");
+    assert!(e.iter().all(|d| pointed(&full, d).ends_with("\"x{n}\"")));
+    let e = fails("vlan \"t\" network=\"lan\" id=\"7\"\n");
+    assert_eq!(codes(&e), ["vmctl::schema::wrong_type"]);
+    // Without a count it is a placeholder without count, as in any string.
+    let e = fails("vlan \"t\" network=\"lan\" id=\"1{n}\"\n");
+    assert!(codes(&e).contains(&"vmctl::schema::placeholder_without_count".to_owned()));
+}
+
+#[test]
 fn template_rules() {
     let vm = "host=\"kvm-01\" cpus=1 memory=\"64MiB\" kernel=\"k\"";
     let e = fails(&format!(

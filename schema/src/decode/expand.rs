@@ -14,7 +14,7 @@ use super::nodes::{self, Resource};
 use super::reader::{type_of, Layer, NodeReader};
 use super::template::Template;
 use crate::diagnostics::{FileId, SchemaError};
-use crate::language::{NodeKind, TEMPLATE};
+use crate::language::{NodeKind, ValueKind, TEMPLATE};
 use crate::notes::{Context, Found};
 use crate::spans::{Counted, Origin, ResourceSpans, Site, TemplateSite};
 
@@ -179,26 +179,64 @@ fn gives(node: &KdlNode, name: &str) -> bool {
             .is_some_and(|c| c.nodes().iter().any(|n| n.name().value() == name))
 }
 
-/// `node` with `{n}` replaced by `n` in every string.
-fn substitute(node: &KdlNode, n: &str) -> KdlNode {
+/// `node` (of `kind`) with `{n}` replaced by `n` in every string. A string with `{n}`
+/// given for an integer setting (`id="10{n}"`) that reads as a whole number after the
+/// replacement becomes that integer; one that does not stays a string, for the reader
+/// to report as the wrong type at its span.
+fn substitute(node: &KdlNode, kind: &NodeKind, n: &str) -> KdlNode {
     let mut node = node.clone();
-    replace_in(&mut node, n);
+    replace_in(&mut node, Some(kind), n);
     node
 }
 
-fn replace_in(node: &mut KdlNode, n: &str) {
+/// Replaces `{n}` in the entries of `node`; `kind` is what the node is when known (a
+/// resource, a template or a child node such as `nic`), to find its integer settings.
+fn replace_in(node: &mut KdlNode, kind: Option<&NodeKind>, n: &str) {
     for entry in node.entries_mut() {
-        if let KdlValue::String(s) = entry.value_mut() {
-            if s.contains(PLACEHOLDER) {
-                *s = s.replace(PLACEHOLDER, n);
+        let setting = entry.name().map(|k| k.value().to_owned());
+        number_value(entry.value_mut(), kind, setting.as_deref(), n);
+    }
+    let Some(children) = node.children_mut() else {
+        return;
+    };
+    for child in children.nodes_mut() {
+        let name = child.name().value().to_owned();
+        match kind.and_then(|k| k.field(&name)).map(|(_, f)| f.kind) {
+            // A child node of its own kind (`nic`): its properties are its settings.
+            Some(ValueKind::Node(inner)) => replace_in(child, Some(inner), n),
+            // A setting given as a child (`id "10{n}"`): its arguments are the value.
+            Some(_) => {
+                for entry in child
+                    .entries_mut()
+                    .iter_mut()
+                    .filter(|e| e.name().is_none())
+                {
+                    number_value(entry.value_mut(), kind, Some(&name), n);
+                }
+                replace_in(child, None, n);
             }
+            None => replace_in(child, None, n),
         }
     }
-    if let Some(children) = node.children_mut() {
-        for child in children.nodes_mut() {
-            replace_in(child, n);
-        }
+}
+
+/// Replaces `{n}` in one value of `setting` of a node of `kind`.
+fn number_value(value: &mut KdlValue, kind: Option<&NodeKind>, setting: Option<&str>, n: &str) {
+    let KdlValue::String(s) = value else {
+        return;
+    };
+    if !s.contains(PLACEHOLDER) {
+        return;
     }
+    let numbered = s.replace(PLACEHOLDER, n);
+    let integer = kind
+        .zip(setting)
+        .and_then(|(k, name)| k.field(name))
+        .is_some_and(|(_, f)| f.kind == ValueKind::Integer);
+    *value = match numbered.parse::<i128>() {
+        Ok(i) if integer && numbered.bytes().all(|b| b.is_ascii_digit()) => KdlValue::Integer(i),
+        _ => KdlValue::String(numbered),
+    };
 }
 
 /// The node's name argument, if it is a string.
@@ -269,10 +307,13 @@ pub fn expand(
     }
     for i in 1..=n {
         let number = i.to_string();
-        let own = substitute(written.node, &number);
+        let own = substitute(written.node, written.kind, &number);
         let owned: Vec<Option<KdlNode>> = templates
             .iter()
-            .map(|t| t.has_placeholder.then(|| substitute(&t.node, &number)))
+            .map(|t| {
+                t.has_placeholder
+                    .then(|| substitute(&t.node, &TEMPLATE, &number))
+            })
             .collect();
         let layers: Vec<Layer<'_>> = templates
             .iter()
@@ -427,7 +468,7 @@ mod tests {
     #[test]
     fn every_string_is_numbered_and_spans_stay() {
         let written = node("vm \"web-{n}\" cmdline=\"a {n} {n}\" { nic vlan=\"v{n}\"; cpus 2; }");
-        let two = substitute(&written, "2");
+        let two = substitute(&written, &crate::language::VM, "2");
         let strings: Vec<&str> = two
             .entries()
             .iter()
