@@ -94,7 +94,7 @@ fn every_node_and_setting_of_the_language_is_documented() {
 
 #[test]
 fn every_diagnostic_code_is_documented() {
-    let source = include_str!("../src/diagnostics.rs");
+    let source = include_str!("../src/diagnostics/rules.rs");
     let codes: Vec<&str> = source
         .split("code(vmctl::schema::")
         .skip(1)
