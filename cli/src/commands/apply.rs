@@ -34,7 +34,7 @@ use crate::signals;
 )]
 pub struct Args {
     /// A .kdl file, a folder whose *.kdl files form one config, or a saved plan.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 
     #[command(flatten)]

@@ -33,7 +33,7 @@ pub struct Args {
     /// The VM, by name.
     pub vm: String,
     /// A .kdl file, or a folder whose *.kdl files form one config.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
     /// Print the last N lines of the console log and exit (with --follow: then follow).
     #[arg(long, short = 'n', value_name = "N")]

@@ -8,6 +8,7 @@ pub mod console;
 pub mod destroy;
 pub mod fmt;
 pub mod graph;
+pub mod list;
 pub mod man;
 pub mod plan;
 pub mod schema;
@@ -32,6 +33,7 @@ pub enum Command {
     Apply(apply::Args),
     Destroy(destroy::Args),
     Status(status::Args),
+    List(list::Args),
     Console(console::Args),
     Completions(completions::Args),
     Man(man::Args),
@@ -54,6 +56,7 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Apply(args) => apply::run(&args, style),
         Command::Destroy(args) => destroy::run(&args, style),
         Command::Status(args) => status::run(&args, style),
+        Command::List(args) => list::run(&args, style),
         Command::Console(args) => console::run(&args),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args),
