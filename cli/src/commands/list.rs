@@ -177,9 +177,11 @@ pub fn rows(seen: &crate::seen::Seen) -> Vec<VmRow> {
         .collect();
     for (host, state) in &seen.live.hosts {
         let project = &seen.loaded.config.project;
-        for u in state.unreadable.iter().filter(|u| {
-            u.kind == ResourceKind::Vm && &u.project == project
-        }) {
+        for u in state
+            .unreadable
+            .iter()
+            .filter(|u| u.kind == ResourceKind::Vm && &u.project == project)
+        {
             rows.push(VmRow {
                 name: u.name.clone(),
                 host: host.clone(),
@@ -219,7 +221,10 @@ fn check_hosts(config: &vmctl_schema::Config, hosts: &[String]) -> Result<(), Co
         return Ok(());
     }
     Err(CommandError::Reports {
-        summary: format!("{} --host name(s) name no host of the config", reports.len()),
+        summary: format!(
+            "{} --host name(s) name no host of the config",
+            reports.len()
+        ),
         reports,
     })
 }
@@ -307,7 +312,10 @@ mod tests {
             cmdline_ips("console=ttyS0 ip=10.0.0.5::10.0.0.1:255.255.255.0:web:eth0:off"),
             ["10.0.0.5"]
         );
-        assert_eq!(cmdline_ips("ip=fd00::5 root=/dev/vda"), Vec::<String>::new());
+        assert_eq!(
+            cmdline_ips("ip=fd00::5 root=/dev/vda"),
+            Vec::<String>::new()
+        );
         assert_eq!(cmdline_ips("ip=dhcp"), Vec::<String>::new());
         assert_eq!(cmdline_ips("noip=10.0.0.1 ip=192.0.2.7"), ["192.0.2.7"]);
         assert!(cmdline_ips("").is_empty());

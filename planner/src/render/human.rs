@@ -154,6 +154,23 @@ fn whole(out: &mut String, resource: Option<&crate::plan::Resource>, action: Act
     }
 }
 
+/// A resource with every attribute, in the plan's attribute format (`vm "web-1" {`,
+/// one `name = value` line each, `}`): how `vmctl show` prints a live resource. Null
+/// attributes are left out, as in a created resource's block.
+pub fn render_resource(resource: &crate::plan::Resource) -> String {
+    let mut out = String::new();
+    let attributes = all_attributes(resource);
+    let width = name_width(attributes.iter().map(|(n, _)| n.as_str()));
+    let _ = writeln!(out, "{} {:?} {{", resource.kind(), resource.id().name);
+    for (name, value) in attributes {
+        if !value.is_null() {
+            let _ = writeln!(out, "    {name:<width$} = {}", format_value(&name, &value));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
 fn render_attribute(out: &mut String, attribute: &AttrChange, width: usize, style: Style) {
     let name = &attribute.name;
     let comment = attribute

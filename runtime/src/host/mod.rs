@@ -21,6 +21,7 @@ pub mod facts;
 pub mod files;
 pub mod image;
 pub mod image_cache;
+pub mod import;
 mod leftovers;
 pub mod lock;
 pub mod mark;

@@ -11,6 +11,7 @@ use super::{HeldLock, Host, RunSettings};
 use crate::apply::steps::{self, HostContext};
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::{self, FactsError};
+use crate::host::import::{self, ImportError, ImportOrder};
 use crate::host::lock::{self, LockError};
 use crate::host::pool;
 
@@ -92,6 +93,10 @@ impl Host for LocalHost {
 
     fn ship(&self, _path: &Path) -> Result<Option<PathBuf>, StepError> {
         Ok(None)
+    }
+
+    fn import(&self, project: &str, order: &ImportOrder) -> Result<PathBuf, ImportError> {
+        import::import(&self.state_dir, project, order)
     }
 
     fn tidy(&self, project: &str) {

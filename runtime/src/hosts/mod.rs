@@ -24,6 +24,7 @@ use vmctl_schema::Config;
 
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
+use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 
 pub use local::LocalHost;
@@ -56,6 +57,10 @@ pub trait Host: Send + Sync {
 
     /// After a complete destroy: removes the project's empty `vms/` and `pools/` dirs.
     fn tidy(&self, project: &str);
+
+    /// Adopts the pool directory or volume file `order` names into `project` (the
+    /// caller holds the host's lock; see [`crate::host::import`]): the path adopted.
+    fn import(&self, project: &str, order: &ImportOrder) -> Result<PathBuf, ImportError>;
 
     /// Where this host has the file at `path` on this machine (a kernel, an initrd, a
     /// base image the config names): `None` when it reads `path` itself (this

@@ -21,6 +21,7 @@ use super::wire::{Answer, Call, WireError};
 use super::{HeldLock, Host, RunSettings};
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
+use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 
 /// Carries calls to one host's agent and brings back its answers. Calls may be made
@@ -223,6 +224,22 @@ impl Host for RemoteHost {
                 message: unexpected("run", &other),
             }),
             Err(f) => Err(StepError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn import(&self, project: &str, order: &ImportOrder) -> Result<PathBuf, ImportError> {
+        let call = Call::Import {
+            project: project.to_owned(),
+            order: order.clone(),
+        };
+        match self.ask(&call) {
+            Ok(Answer::Imported { outcome }) => outcome,
+            Ok(other) => Err(ImportError::Host {
+                message: unexpected("import", &other),
+            }),
+            Err(f) => Err(ImportError::Host {
                 message: f.message(),
             }),
         }

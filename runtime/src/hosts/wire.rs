@@ -21,6 +21,7 @@ use vmctl_planner::facts::{FactsRequest, HostFacts};
 use super::{HeldLock, Host, LocalHost, RunSettings};
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
+use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 
 /// One call to a host.
@@ -66,6 +67,11 @@ pub enum Call {
     Image {
         sha256: String,
     },
+    /// Adopts a pool directory or volume file into the project (`vmctl import`).
+    Import {
+        project: String,
+        order: ImportOrder,
+    },
 }
 
 /// A host's answer to one [`Call`].
@@ -77,15 +83,27 @@ pub enum Call {
 )]
 pub enum Answer {
     Opened,
-    Facts { facts: Box<HostFacts> },
+    Facts {
+        facts: Box<HostFacts>,
+    },
     Locked,
     Unlocked,
     Swept,
-    Ran { note: Option<StepNote> },
+    Ran {
+        note: Option<StepNote>,
+    },
     Cancelled,
     Tidied,
-    Image { path: Option<PathBuf> },
-    Failed { error: WireError },
+    Image {
+        path: Option<PathBuf>,
+    },
+    /// The import's outcome: the path adopted, or why not (whole, for its help).
+    Imported {
+        outcome: Result<PathBuf, ImportError>,
+    },
+    Failed {
+        error: WireError,
+    },
 }
 
 /// An error as it crosses the wire: its text with every cause, and what the caller
@@ -271,6 +289,9 @@ impl Served {
                     .map_err(|e| WireError::of(&e))?;
                 Answer::Image { path }
             }
+            Call::Import { project, order } => Answer::Imported {
+                outcome: self.host()?.import(&project, &order),
+            },
         })
     }
 }
