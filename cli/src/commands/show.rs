@@ -103,13 +103,13 @@ fn select(address: &str, known: &[ResourceId]) -> Result<HashSet<ResourceId>, Co
             .chain(known.iter().map(|id| id.name.as_str())),
     );
     let listed = if addresses.is_empty() {
-        "the project has no resources".to_owned()
+        "The project has no resources.".to_owned()
     } else {
-        format!("the project's resources: {}", addresses.join(", "))
+        format!("The project's resources: {}.", addresses.join(", "))
     };
     Err(CommandError::Report(miette::miette!(
         code = "vmctl::show::unknown_address",
-        help = format!("{suggestion}; {listed}"),
+        help = format!("{suggestion} {listed}"),
         "{address:?} names no resource of the config or of its hosts"
     )))
 }
