@@ -30,12 +30,17 @@ pub struct Seen {
 
 /// Loads the config at `path` and observes its hosts (warning about unreadable records).
 pub fn observe(path: &Path, reach: &Reach, style: &Style) -> Result<Seen, CommandError> {
-    observe_loaded(crate::config::load(path, style)?, reach, style)
+    observe_loaded(crate::config::load(path, style)?, path, reach, style)
 }
 
-/// Observes the hosts of a loaded config.
-pub fn observe_loaded(loaded: Loaded, reach: &Reach, style: &Style) -> Result<Seen, CommandError> {
-    let fleet = runtime::connect(&loaded.config, reach)?;
+/// Observes the hosts of a config loaded from `path`.
+pub fn observe_loaded(
+    loaded: Loaded,
+    path: &Path,
+    reach: &Reach,
+    style: &Style,
+) -> Result<Seen, CommandError> {
+    let fleet = runtime::connect(&loaded.config, reach, path)?;
     let hosts = runtime::observe_detailed(&loaded.config, &fleet)?;
     drop(fleet);
     let live = vmctl_runtime::apply::observe::live_file(&hosts);

@@ -414,4 +414,40 @@ fn list_show_and_import_on_one_applied_lab() {
     // Another project's file is untouched.
     let theirs = std::fs::read_to_string(pool.join("theirs.vmctl.json")).unwrap();
     assert!(theirs.contains("\"other\""), "{theirs}");
+
+    // The project renamed in its config: plan and status warn about what the old name
+    // left on the host (its record names this config folder), and touch none of it.
+    let record = std::fs::read_to_string(lab.state_dir().join("lab/project.json")).unwrap();
+    assert!(
+        record.contains(&format!("\"origin\": \"{dir}\"")),
+        "{record}"
+    );
+    lab.edit("lab.kdl", |text| {
+        text.replace("project \"lab\"", "project \"lab2\"")
+    });
+    let pids: Vec<_> = VMS.iter().map(|vm| lab.pid(vm)).collect();
+    for command in ["plan", "status"] {
+        let err = stderr(&lab.vmctl(&[command]));
+        let warning = format!(
+            "host \"local\" has resources of project \"lab\", applied from this config ({dir}): vm db-1, web-1, web-2; pool fast, slow"
+        );
+        assert!(
+            err.contains("vmctl::plan::orphaned_project"),
+            "{command}: {err}"
+        );
+        // As miette wraps it: compared without the wrapping.
+        let flat = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !c.is_whitespace() && *c != '|')
+                .collect()
+        };
+        assert!(flat(&err).contains(&flat(&warning)), "{command}: {err}");
+    }
+    assert_eq!(VMS.iter().map(|vm| lab.pid(vm)).collect::<Vec<_>>(), pids);
+    // Under its old name again, nothing is anyone's orphan.
+    lab.edit("lab.kdl", |text| {
+        text.replace("project \"lab2\"", "project \"lab\"")
+    });
+    let err = stderr(&lab.vmctl(&["plan"]));
+    assert!(!err.contains("orphaned_project"), "{err}");
 }

@@ -143,7 +143,7 @@ fn run_remote(args: &Args, config: &vmctl_schema::Config, host: &str) -> Result<
         ssh_config: args.ssh_config.clone(),
         ssh_control_dir: std::env::var_os("VMCTL_SSH_CONTROL_DIR").map(PathBuf::from),
     };
-    let fleet = crate::runtime::connect(config, &reach)?;
+    let fleet = crate::runtime::connect(config, &reach, &args.path)?;
     let view = vmctl_runtime::hosts::ConsoleView {
         lines: args.lines,
         follow: args.follow,

@@ -297,7 +297,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         .map(|h| h.name.clone())
         .filter(|h| *h != declared.host)
         .collect();
-    let fleet = runtime::connect(&loaded.config, &reach)?;
+    let fleet = runtime::connect(&loaded.config, &reach, &args.path)?;
     let _locks = runtime::lock(&loaded.config, &fleet, args.lock_timeout)?;
     let host = fleet
         .get(&declared.host)

@@ -232,7 +232,7 @@ fn check_hosts(config: &vmctl_schema::Config, hosts: &[String]) -> Result<(), Co
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let loaded = crate::config::load(&args.path, style)?;
     check_hosts(&loaded.config, &args.hosts)?;
-    let seen = crate::seen::observe_loaded(loaded, &args.reach, style)?;
+    let seen = crate::seen::observe_loaded(loaded, &args.path, &args.reach, style)?;
     let rows: Vec<VmRow> = rows(&seen)
         .into_iter()
         .filter(|r| args.hosts.is_empty() || args.hosts.contains(&r.host))

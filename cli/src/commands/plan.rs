@@ -155,11 +155,12 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
             let loaded = crate::config::load(path, style)?;
             // The files the config names, before the hosts (offline, `--live`, skips both).
             crate::files::check(&loaded, style)?;
-            let live = crate::runtime::connect(&loaded.config, &planning.reach).and_then(|f| {
-                let live = crate::runtime::observe(&loaded.config, &f);
-                fleet = Some(f);
-                live
-            });
+            let live =
+                crate::runtime::connect(&loaded.config, &planning.reach, path).and_then(|f| {
+                    let live = crate::runtime::observe(&loaded.config, &f);
+                    fleet = Some(f);
+                    live
+                });
             (Ok(loaded), live)
         }
     };

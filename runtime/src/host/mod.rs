@@ -27,6 +27,7 @@ pub mod lock;
 pub mod mark;
 pub mod net;
 pub mod observe;
+pub mod origin;
 pub mod pool;
 pub mod proc;
 pub mod records;

@@ -66,8 +66,25 @@ impl Host for LocalHost {
         facts::gather(request)
     }
 
-    fn lock(&self, project: &str, timeout: Duration) -> Result<HeldLock, LockError> {
-        lock::acquire(&self.state_dir, project, timeout).map(HeldLock::new)
+    fn lock(
+        &self,
+        project: &str,
+        origin: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<HeldLock, LockError> {
+        let held = lock::acquire(&self.state_dir, project, timeout)?;
+        if let Some(origin) = origin {
+            crate::host::origin::write(&self.state_dir, project, origin).map_err(|source| {
+                LockError::WriteRecord {
+                    path: self
+                        .state_dir
+                        .join(project)
+                        .join(crate::host::origin::RECORD),
+                    source,
+                }
+            })?;
+        }
+        Ok(HeldLock::new(held))
     }
 
     fn sweep(&self, project: &str, pools: &[PathBuf]) {
@@ -100,6 +117,7 @@ impl Host for LocalHost {
     }
 
     fn tidy(&self, project: &str) {
+        crate::host::origin::remove(&self.state_dir, project);
         let dir = self.state_dir.join(project);
         for sub in ["vms", "pools"] {
             let _ = std::fs::remove_dir(dir.join(sub));

@@ -164,10 +164,16 @@ impl Host for RemoteHost {
         }
     }
 
-    fn lock(&self, project: &str, timeout: Duration) -> Result<HeldLock, LockError> {
+    fn lock(
+        &self,
+        project: &str,
+        origin: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<HeldLock, LockError> {
         let call = Call::Lock {
             project: project.to_owned(),
             timeout_ms: millis(timeout),
+            origin: origin.map(Path::to_owned),
         };
         match self.ask(&call) {
             Ok(Answer::Locked) => Ok(HeldLock::new(RemoteLock {
@@ -369,10 +375,10 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let host = remote(state.path());
         let other = remote(state.path());
-        let held = host.lock("lab", Duration::ZERO).unwrap();
-        let err = other.lock("lab", Duration::ZERO).unwrap_err();
+        let held = host.lock("lab", None, Duration::ZERO).unwrap();
+        let err = other.lock("lab", None, Duration::ZERO).unwrap_err();
         assert!(matches!(err, LockError::Held { .. }), "{err}");
         drop(held);
-        assert!(other.lock("lab", Duration::ZERO).is_ok());
+        assert!(other.lock("lab", None, Duration::ZERO).is_ok());
     }
 }

@@ -45,6 +45,9 @@ pub enum Call {
     Lock {
         project: String,
         timeout_ms: u64,
+        /// The config's folder, recorded with the lock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<PathBuf>,
     },
     Unlock {
         project: String,
@@ -241,10 +244,15 @@ impl Served {
             Call::Lock {
                 project,
                 timeout_ms,
+                origin,
             } => {
                 let held = self
                     .host()?
-                    .lock(&project, Duration::from_millis(timeout_ms))
+                    .lock(
+                        &project,
+                        origin.as_deref(),
+                        Duration::from_millis(timeout_ms),
+                    )
                     .map_err(|e| WireError::of_lock(&e))?;
                 if let Ok(mut locks) = self.locks.lock() {
                     locks.insert(project, held);
@@ -331,6 +339,7 @@ mod tests {
         let call = Call::Lock {
             project: "lab".into(),
             timeout_ms: 500,
+            origin: None,
         };
         let json = serde_json::to_string(&call).unwrap();
         assert_eq!(json, r#"{"call":"lock","project":"lab","timeout-ms":500}"#);
@@ -395,8 +404,15 @@ mod tests {
         let lock = Call::Lock {
             project: "lab".into(),
             timeout_ms: 0,
+            origin: Some("/home/me/infra".into()),
         };
         assert_eq!(served.answer(lock.clone()), Answer::Locked);
+        // The lock records where the project comes from.
+        let record = std::fs::read_to_string(state.path().join("lab/project.json")).unwrap();
+        assert!(
+            record.contains("\"origin\": \"/home/me/infra\""),
+            "{record}"
+        );
         // Another run (another agent) on the same host.
         let other = Served::new("/nonexistent/vmctl".into());
         other.answer(Call::Open {
