@@ -93,6 +93,12 @@ fn change_dir(dir: Option<&std::path::Path>) -> Result<(), error::CommandError> 
 }
 
 fn main() -> ExitCode {
+    // An empty VMCTL_CONFIG means none (as an unset one), not "a PATH of no characters".
+    if std::env::var_os("VMCTL_CONFIG").is_some_and(|v| v.is_empty()) {
+        // SAFETY: the process has one thread this early; nothing reads the environment
+        // concurrently.
+        unsafe { std::env::remove_var("VMCTL_CONFIG") };
+    }
     let (command, color, chdir) = match commands::vmm::parse_if_vmm() {
         Some(Ok(vmm)) => (Command::Vmm(vmm), ColorChoice::Auto, None),
         Some(Err(error)) => return usage_exit(&error),

@@ -135,6 +135,12 @@ fn list_show_and_finding_the_config_before_anything_is_applied() {
         ok(&out),
         "lab: 1 host, 1 network, 2 vlans, 1 pool, 3 volumes, 3 vms\n"
     );
+    // An empty VMCTL_CONFIG is none.
+    let out = run_in(&dir, &[("VMCTL_CONFIG", Path::new(""))], &["validate"]);
+    assert_eq!(
+        ok(&out),
+        "lab: 1 host, 1 network, 2 vlans, 1 pool, 3 volumes, 3 vms\n"
+    );
     let out = run_in(elsewhere.path(), &[], &["validate"]);
     assert_eq!(
         out.status.code(),
