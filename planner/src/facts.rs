@@ -37,6 +37,7 @@
 //! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
 //! | VM | `status` | planned: running when its VMM answers; crashed when gone though vmctl left it running |
 //! | VM | `pid`, `uptime-seconds` | shown by `status` |
+//! | other projects of the same config (`orphans`) | `project`, `origin`, `vms`, `pools` | a warning of `plan` and `status` (a renamed project's leftovers), never planned |
 //!
 //! The `status`-only fields are not compared by the diff and not part of a saved
 //! plan's fingerprint ([`crate::live::LiveState::without_details`]).

@@ -273,3 +273,56 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     }
     super::write_stdout(text(&seen, selected.as_ref()).as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmctl_planner::live::{LivePool, LiveVolume};
+
+    #[test]
+    fn one_address_keeps_that_resource_and_the_host_holding_it() {
+        let mut live = LiveFile::default();
+        let state = LiveState {
+            pools: vec![LivePool {
+                name: "fast".into(),
+                ..LivePool::default()
+            }],
+            volumes: vec![
+                LiveVolume {
+                    name: "db".into(),
+                    ..LiveVolume::default()
+                },
+                LiveVolume {
+                    name: "web".into(),
+                    ..LiveVolume::default()
+                },
+            ],
+            ..LiveState::default()
+        };
+        live.hosts.insert("a".into(), state);
+        live.hosts.insert("b".into(), LiveState::default());
+        let ids = HashSet::from([ResourceId::new(ResourceKind::Volume, "db")]);
+        let kept = only(&live, &ids);
+        assert_eq!(kept.format_version, live.format_version);
+        assert_eq!(kept.hosts.keys().collect::<Vec<_>>(), ["a"]);
+        let a = &kept.hosts["a"];
+        assert!(a.pools.is_empty());
+        assert_eq!(a.volumes.len(), 1);
+        assert_eq!(a.volumes[0].name, "db");
+    }
+
+    #[test]
+    fn an_unknown_address_names_the_known_ones() {
+        let known = [
+            ResourceId::new(ResourceKind::Vm, "web-1"),
+            ResourceId::new(ResourceKind::Pool, "fast"),
+        ];
+        assert_eq!(select("web-1", &known).ok().map(|s| s.len()), Some(1));
+        let Err(error) = select("vm.web-2", &known) else {
+            panic!("vm.web-2 is unknown");
+        };
+        let text = error.render(&Style::plain());
+        assert!(text.contains("did you mean `vm.web-1`?"), "{text}");
+        assert!(text.contains("vm.web-1, pool.fast"), "{text}");
+    }
+}
