@@ -92,6 +92,7 @@ fn list_show_and_finding_the_config_before_anything_is_applied() {
         table.contains("web-1  local  missing  1     64MiB   10.100.0.11"),
         "{table}"
     );
+    insta::assert_snapshot!("list-missing", table);
     assert_eq!(table.lines().count(), 4, "{table}");
     let out = run_in(root, &[], &["list", "config", "--host", "locl"]);
     assert_eq!(out.status.code(), Some(1));
