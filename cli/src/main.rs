@@ -7,6 +7,7 @@ mod files;
 mod progress;
 mod render;
 mod runtime;
+mod seen;
 mod signals;
 
 use std::ffi::OsString;
@@ -27,18 +28,27 @@ use crate::render::ColorChoice;
 /// command, usage error, no command given, or `fmt --check` found files to reformat),
 /// 2 `plan --detailed-exitcode` found changes (never anything else), 130 an apply
 /// interrupted by Ctrl-C.
+///
+/// Finding the config: the PATH argument when given, else $VMCTL_CONFIG, else the
+/// current folder; `-C DIR` changes the current folder first, so a relative PATH or
+/// VMCTL_CONFIG is read from DIR.
 #[derive(Debug, Parser)]
 #[command(
     name = "vmctl",
     version,
     propagate_version = true,
     arg_required_else_help = true,
-    after_help = "Examples:\n  vmctl validate examples/quickstart\n  vmctl apply examples/quickstart\n  vmctl status examples/quickstart\n  vmctl fmt --check .\n  vmctl schema > vmctl.schema.json\n  vmctl completions bash > /etc/bash_completion.d/vmctl"
+    after_help = "Examples:\n  vmctl validate examples/quickstart\n  vmctl apply examples/quickstart\n  vmctl status examples/quickstart\n  vmctl list examples/quickstart --state running\n  VMCTL_CONFIG=~/infra vmctl console web-1\n  vmctl -C ~/infra plan\n  vmctl fmt --check .\n  vmctl schema > vmctl.schema.json\n  vmctl completions bash > /etc/bash_completion.d/vmctl"
 )]
 pub struct Cli {
     /// When to use colours in output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+
+    /// Run as if vmctl was started in DIR (like `git -C` and `make -C`): applied first,
+    /// so a relative PATH, VMCTL_CONFIG or file argument is read from DIR.
+    #[arg(short = 'C', long = "chdir", value_name = "DIR", global = true)]
+    chdir: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -71,17 +81,35 @@ fn usage_exit(error: &clap::Error) -> ExitCode {
     }
 }
 
+/// `-C DIR`: the working directory for the rest of the run.
+fn change_dir(dir: Option<&std::path::Path>) -> Result<(), error::CommandError> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    std::env::set_current_dir(dir).map_err(|e| error::CommandError::Failed {
+        message: format!("cannot change to the directory {} (-C): {e}", dir.display()),
+        hint: Some("give `-C` (`--chdir`) an existing directory you may enter".into()),
+    })
+}
+
 fn main() -> ExitCode {
-    let (command, color) = match commands::vmm::parse_if_vmm() {
-        Some(Ok(vmm)) => (Command::Vmm(vmm), ColorChoice::Auto),
+    // An empty VMCTL_CONFIG means none (as an unset one), not "a PATH of no characters".
+    if std::env::var_os("VMCTL_CONFIG").is_some_and(|v| v.is_empty()) {
+        // SAFETY: the process has one thread this early; nothing reads the environment
+        // concurrently.
+        unsafe { std::env::remove_var("VMCTL_CONFIG") };
+    }
+    let (command, color, chdir) = match commands::vmm::parse_if_vmm() {
+        Some(Ok(vmm)) => (Command::Vmm(vmm), ColorChoice::Auto, None),
         Some(Err(error)) => return usage_exit(&error),
         None => match parse(std::env::args_os().collect()) {
-            Ok(cli) => (cli.command, cli.color),
+            Ok(cli) => (cli.command, cli.color, cli.chdir),
             Err(code) => return code,
         },
     };
     let style = render::Style::new(color);
-    match commands::run(command, &style) {
+    let result = change_dir(chdir.as_deref()).and_then(|()| commands::run(command, &style));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error.print(&style);

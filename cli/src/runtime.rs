@@ -2,10 +2,11 @@
 //! with every failure turned into a diagnostic (what, where, what to do).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use miette::{miette, MietteDiagnostic, Severity};
+use vmctl_planner::facts::OrphanProject;
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_runtime::apply::StepError;
 use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
@@ -45,9 +46,16 @@ pub struct Reach {
     pub ssh_control_dir: Option<PathBuf>,
 }
 
-/// Reaches every host of `config` for this run (the first host that cannot be reached
-/// is the diagnostic).
-pub fn connect(config: &Config, reach: &Reach) -> Result<Fleet, CommandError> {
+/// Where the config at `path` is, absolute: its folder, or its file when it is one
+/// file (two one-file configs in one folder are two configs). Each host records it as
+/// where the project comes from (`vmctl_runtime::host::origin`).
+pub fn config_origin(path: &Path) -> Option<PathBuf> {
+    std::path::absolute(path).ok()
+}
+
+/// Reaches every host of `config`, loaded from `path`, for this run (the first host
+/// that cannot be reached is the diagnostic).
+pub fn connect(config: &Config, reach: &Reach, path: &Path) -> Result<Fleet, CommandError> {
     // A mistyped `--exclude-host` must not reach the host it meant to leave out.
     let unknown = vmctl_planner::target::check_hosts(config, &reach.exclude_hosts);
     if !unknown.is_empty() {
@@ -77,6 +85,7 @@ pub fn connect(config: &Config, reach: &Reach) -> Result<Fleet, CommandError> {
         },
         control_dir: reach.ssh_control_dir.clone(),
         parallelism: usize::from(reach.host_parallelism),
+        origin: config_origin(path),
     };
     let fleet = Fleet::connect(config, &options).map_err(connect_error)?;
     for s in fleet.shipped() {
@@ -138,8 +147,37 @@ pub fn observe_detailed(
     let hosts = apply::observe_detailed(config, fleet).map_err(observe_error)?;
     for (host, seen) in &hosts {
         warn_unreadable(config, host, &seen.live);
+        warn_orphans(config, host, &seen.orphans);
     }
     Ok(hosts)
+}
+
+/// Warns about the other projects on `host` that came from this config's folder (a
+/// renamed project's leftovers), naming what they still have. They are left alone.
+fn warn_orphans(config: &Config, host: &str, orphans: &[OrphanProject]) {
+    let style = Style::plain();
+    for orphan in orphans {
+        let mut what = Vec::new();
+        if !orphan.vms.is_empty() {
+            what.push(format!("vm {}", orphan.vms.join(", ")));
+        }
+        if !orphan.pools.is_empty() {
+            what.push(format!("pool {}", orphan.pools.join(", ")));
+        }
+        let diagnostic = MietteDiagnostic::new(format!(
+            "host {host:?} has resources of project {:?}, applied from this config ({}): {}",
+            orphan.project,
+            orphan.origin.display(),
+            what.join("; ")
+        ))
+        .with_code("vmctl::plan::orphaned_project")
+        .with_severity(Severity::Warning)
+        .with_help(format!(
+            "if project {:?} was renamed to {:?}, these are left over and vmctl will never touch them as {:?}: destroy them as project {:?} (set `project {:?}` back, `vmctl destroy`, then rename again), or remove them by hand",
+            orphan.project, config.project, config.project, orphan.project, orphan.project
+        ));
+        eprint!("{}", style.diagnostic(&diagnostic));
+    }
 }
 
 /// After an apply: an error when resources of the project were left alone because their

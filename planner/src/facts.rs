@@ -37,6 +37,7 @@
 //! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
 //! | VM | `status` | planned: running when its VMM answers; crashed when gone though vmctl left it running |
 //! | VM | `pid`, `uptime-seconds` | shown by `status` |
+//! | other projects of the same config (`orphans`) | `project`, `origin`, `vms`, `pools` | a warning of `plan` and `status` (a renamed project's leftovers), never planned |
 //!
 //! The `status`-only fields are not compared by the diff and not part of a saved
 //! plan's fingerprint ([`crate::live::LiveState::without_details`]).
@@ -76,6 +77,11 @@ pub struct FactsRequest {
     pub netns: Option<String>,
     #[serde(default)]
     pub pools: Vec<PoolProbe>,
+    /// The config's absolute path (folder or file) on the machine vmctl runs on: the
+    /// host reports the other projects whose record names the same config ([`HostFacts::orphans`]). Absent:
+    /// not asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<PathBuf>,
 }
 
 impl FactsRequest {
@@ -87,6 +93,7 @@ impl FactsRequest {
             state_dir: state_dir.to_owned(),
             netns: netns.map(str::to_owned),
             pools: Vec::new(),
+            origin: None,
         }
     }
 
@@ -138,6 +145,25 @@ pub struct HostFacts {
     pub netns: Option<LiveNetns>,
     /// The host's online CPUs and memory.
     pub reported: Option<HostReport>,
+    /// Other projects made from the same config as the request's project (a
+    /// renamed project's leftovers), when the request names its folder. Shown as a
+    /// warning; never planned: vmctl never touches another project's resources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<OrphanProject>,
+}
+
+/// Another project on the host whose record names the same config, with what it still
+/// has there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct OrphanProject {
+    pub project: String,
+    /// The config its record names.
+    pub origin: PathBuf,
+    /// Its VMs' names (their state dirs), sorted.
+    pub vms: Vec<String>,
+    /// Its pools' names (their index entries), sorted.
+    pub pools: Vec<String>,
 }
 
 impl Default for HostFacts {
@@ -156,6 +182,7 @@ impl Default for HostFacts {
             other_links: Vec::new(),
             netns: None,
             reported: None,
+            orphans: Vec::new(),
         }
     }
 }

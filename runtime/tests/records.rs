@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vmctl_planner::record::RunState;
 use vmctl_runtime::host::net::netns;
-use vmctl_runtime::host::{pool, records, volume};
+use vmctl_runtime::host::{origin, pool, records, volume};
 use vmctl_runtime::vmm::spec::{SpecError, VmmSpec};
 use vmctl_runtime::vms;
 
@@ -252,4 +252,20 @@ fn a_current_netns_marker_is_read() {
             .collect::<Vec<_>>(),
         ["lab", "shop"]
     );
+}
+
+#[test]
+fn a_current_project_record_is_read_and_names_its_orphans() {
+    let state = tempfile::tempdir().unwrap();
+    place(
+        "v1/project.json",
+        &state.path().join("lab/project.json"),
+        state.path(),
+    );
+    fs::create_dir_all(state.path().join("lab/vms/web-1")).unwrap();
+    // What `origin::orphans` reads another project's `project.json` with.
+    let found = origin::orphans(state.path(), "renamed", Path::new("/home/me/infra"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].project, "lab");
+    assert_eq!(found[0].vms, ["web-1"]);
 }

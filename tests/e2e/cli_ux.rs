@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{is_root, repo_root, skip_unless, vmctl};
+use crate::support::{is_root, repo_root, skip_unless, stderr, stdout, vmctl, vmctl_in};
 
 fn run(args: &[&str]) -> Output {
     run_with(args, &[])
@@ -14,26 +14,9 @@ fn run(args: &[&str]) -> Output {
 /// Runs vmctl in the repo with `env` set (and NO_COLOR / CLICOLOR_FORCE cleared unless
 /// given), stdout and stderr piped.
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = vmctl();
-    command
-        .args(args)
-        .current_dir(repo_root())
-        .env_remove("NO_COLOR")
-        .env_remove("CLICOLOR_FORCE")
-        .env_remove("CLICOLOR")
-        .stdin(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("vmctl runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let clear = ["NO_COLOR", "CLICOLOR_FORCE", "CLICOLOR"];
+    vmctl_in(&repo_root(), &clear, &env, args)
 }
 
 fn coloured(text: &str) -> bool {
@@ -181,9 +164,24 @@ fn completions_for_each_shell_and_man_pages() {
         "vmctl-plan.1",
         "vmctl-apply.1",
         "vmctl-completions.1",
+        "vmctl-list.1",
+        "vmctl-show.1",
+        "vmctl-import.1",
     ] {
         let text = std::fs::read_to_string(man1.join(page)).unwrap_or_default();
         assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    // The new commands and the global -C are completed, and their help has examples.
+    let bash = stdout(&run(&["completions", "bash"]));
+    for word in ["list", "show", "import", "--chdir", "--state"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    for command in ["list", "show", "import"] {
+        let out = run(&[command, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let help = stdout(&out);
+        assert!(help.contains("Examples:\n  vmctl"), "{command}: {help}");
+        assert!(help.contains("Exit codes:"), "{command}: {help}");
     }
     let out = run(&["man", "/proc/vmctl-e2e/man1"]);
     assert_eq!(out.status.code(), Some(1));

@@ -293,6 +293,60 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
         files_in(&kept)
     );
 
+    // list and show see both remote hosts; show's JSON plans offline to no change.
+    let list: Value = serde_json::from_str(&lab.ok(&["list", "--json"])).expect("list JSON");
+    for (vm, host, state_host) in [("web-1", "a", "host-a"), ("web-2", "b", "host-b")] {
+        let row = list["vms"]
+            .as_array()
+            .and_then(|vms| vms.iter().find(|v| v["name"] == vm))
+            .unwrap_or_else(|| panic!("{vm} in {list}"));
+        assert_eq!(
+            (&row["host"], &row["state"]),
+            (&Value::from(host), &Value::from("running"))
+        );
+        let pid = lab.vmm_pid(state_host, vm).map(i64::from);
+        assert_eq!(row["pid"].as_i64(), pid, "{row}");
+    }
+    let out = lab.vmctl(&["show", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let live = lab.fleet.dir.path().join("live.json");
+    std::fs::write(&live, &out.stdout).unwrap();
+    let offline = lab.ok(&["plan", "--live", live.to_str().unwrap()]);
+    assert!(offline.starts_with("No changes."), "{offline}");
+
+    // import on a remote host: its agent checks and marks the file; a refusal comes
+    // back whole, as a diagnostic on the declaration.
+    let pool_b = lab.fleet.dir.path().join("pool-b");
+    for name in ["data-b", "big-b"] {
+        std::fs::File::create(pool_b.join(format!("{name}.raw")))
+            .and_then(|f| f.set_len(1 << 20))
+            .unwrap();
+    }
+    let kdl = lab.config.join("fleet.kdl");
+    let base = std::fs::read_to_string(&kdl).unwrap();
+    let extra = "volume \"data-b\" pool=\"pool-b\" size=\"1MiB\"\n";
+    std::fs::write(
+        &kdl,
+        format!("{base}{extra}volume \"big-b\" pool=\"pool-b\" size=\"2MiB\"\n"),
+    )
+    .unwrap();
+    let data_b = pool_b.join("data-b.raw");
+    let imported = lab.ok(&["import", "volume.data-b", data_b.to_str().unwrap()]);
+    assert!(
+        imported.contains("Imported volume.data-b on host \"b\""),
+        "{imported}"
+    );
+    let big_b = pool_b.join("big-b.raw");
+    let out = lab.vmctl(&["import", "volume.big-b", big_b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("vmctl::import::size_mismatch"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&kdl, format!("{base}{extra}")).unwrap();
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
+
     // Destroy: nothing of the project left on either host.
     lab.ok(&["destroy", "--auto-approve"]);
     assert_eq!(lab.vmm_pid("host-a", "web-1"), None);

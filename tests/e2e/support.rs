@@ -21,6 +21,38 @@ pub fn vmctl_on(config: &std::path::Path, args: &[&str]) -> std::process::Output
         .expect("vmctl runs")
 }
 
+/// Runs `vmctl ARGS…` in `cwd` with the variables `clear` removed and `env` set,
+/// stdin closed, to its end.
+pub fn vmctl_in(
+    cwd: &std::path::Path,
+    clear: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = vmctl();
+    command
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null());
+    for key in clear {
+        command.env_remove(key);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("vmctl runs")
+}
+
+/// A run's stdout, as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A run's stderr, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -34,7 +34,7 @@ use crate::signals;
 )]
 pub struct Args {
     /// A .kdl file, a folder whose *.kdl files form one config, or a saved plan.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 
     #[command(flatten)]
@@ -79,7 +79,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let loaded = crate::config::load(&args.path, style)?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
-    let fleet = runtime::connect(&config, &args.reach)?;
+    let fleet = runtime::connect(&config, &args.reach, &args.path)?;
     let _locks = runtime::lock(&config, &fleet, args.run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;
     // Said before anything is applied; their steps fail, the rest is applied.
@@ -146,7 +146,7 @@ fn apply_saved(
     let loaded = crate::config::load(Path::new(&saved.source), style)?;
     crate::files::check(&loaded, style)?;
     let config = loaded.config;
-    let fleet = runtime::connect(&config, &reach)?;
+    let fleet = runtime::connect(&config, &reach, Path::new(&saved.source))?;
     let _locks = runtime::lock(&config, &fleet, run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;
     saved.check(&config, &live).map_err(|e| {

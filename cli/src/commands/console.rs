@@ -33,7 +33,7 @@ pub struct Args {
     /// The VM, by name.
     pub vm: String,
     /// A .kdl file, or a folder whose *.kdl files form one config.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
     /// Print the last N lines of the console log and exit (with --follow: then follow).
     #[arg(long, short = 'n', value_name = "N")]
@@ -143,7 +143,7 @@ fn run_remote(args: &Args, config: &vmctl_schema::Config, host: &str) -> Result<
         ssh_config: args.ssh_config.clone(),
         ssh_control_dir: std::env::var_os("VMCTL_SSH_CONTROL_DIR").map(PathBuf::from),
     };
-    let fleet = crate::runtime::connect(config, &reach)?;
+    let fleet = crate::runtime::connect(config, &reach, &args.path)?;
     let view = vmctl_runtime::hosts::ConsoleView {
         lines: args.lines,
         follow: args.follow,

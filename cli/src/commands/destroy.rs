@@ -20,7 +20,7 @@ use crate::runtime;
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files form one config.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 
     #[command(flatten)]
@@ -32,7 +32,7 @@ pub struct Args {
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     let config = crate::config::load(&args.path, style)?.config;
-    let fleet = runtime::connect(&config, &args.reach)?;
+    let fleet = runtime::connect(&config, &args.reach, &args.path)?;
     let _locks = runtime::lock(&config, &fleet, args.run.lock_timeout)?;
     let live = runtime::observe(&config, &fleet)?;
     let options = PlanOptions {

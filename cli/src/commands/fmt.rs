@@ -19,7 +19,7 @@ use crate::render::Style;
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files are formatted.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 
     /// Change nothing: print a unified diff of each file that would change, and exit 1

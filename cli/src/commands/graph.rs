@@ -16,7 +16,7 @@ use crate::render::Style;
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files form one config.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 
     #[command(flatten)]

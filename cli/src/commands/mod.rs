@@ -8,9 +8,12 @@ pub mod console;
 pub mod destroy;
 pub mod fmt;
 pub mod graph;
+pub mod import;
+pub mod list;
 pub mod man;
 pub mod plan;
 pub mod schema;
+pub mod show;
 pub mod status;
 pub mod validate;
 pub mod vmm;
@@ -32,6 +35,9 @@ pub enum Command {
     Apply(apply::Args),
     Destroy(destroy::Args),
     Status(status::Args),
+    Import(import::Args),
+    List(list::Args),
+    Show(show::Args),
     Console(console::Args),
     Completions(completions::Args),
     Man(man::Args),
@@ -54,6 +60,9 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Apply(args) => apply::run(&args, style),
         Command::Destroy(args) => destroy::run(&args, style),
         Command::Status(args) => status::run(&args, style),
+        Command::Import(args) => import::run(&args, style),
+        Command::List(args) => list::run(&args, style),
+        Command::Show(args) => show::run(&args, style),
         Command::Console(args) => console::run(&args),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args),

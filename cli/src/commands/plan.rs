@@ -24,7 +24,7 @@ use crate::render::Style;
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files form one config.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 
     #[command(flatten)]
@@ -155,11 +155,12 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
             let loaded = crate::config::load(path, style)?;
             // The files the config names, before the hosts (offline, `--live`, skips both).
             crate::files::check(&loaded, style)?;
-            let live = crate::runtime::connect(&loaded.config, &planning.reach).and_then(|f| {
-                let live = crate::runtime::observe(&loaded.config, &f);
-                fleet = Some(f);
-                live
-            });
+            let live =
+                crate::runtime::connect(&loaded.config, &planning.reach, path).and_then(|f| {
+                    let live = crate::runtime::observe(&loaded.config, &f);
+                    fleet = Some(f);
+                    live
+                });
             (Ok(loaded), live)
         }
     };

@@ -9,16 +9,14 @@
 //! VLAN's id and gateway; a network's bridge; a pool's path. `--json` carries the same
 //! under `detail`, numbers as numbers (bytes, seconds).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
-use vmctl_planner::{Action, Change, LiveFile, PlanOptions, VmStatus};
+use vmctl_planner::{Action, Change, LiveFile, VmStatus};
 use vmctl_runtime::apply::HostSeen;
 use vmctl_runtime::host::proc;
 use vmctl_schema::units::format_size as human;
 
-use crate::commands::apply::plan_error;
 use crate::error::CommandError;
 use crate::render::Style;
 use crate::runtime;
@@ -30,7 +28,7 @@ use crate::runtime;
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files form one config.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 
     /// Print JSON: {"project", "resources": [{kind, name, host, state, attributes,
@@ -188,16 +186,8 @@ fn unreadable_rows(project: &str, live: &LiveFile) -> Vec<Row> {
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
-    let config = crate::config::load(&args.path, style)?.config;
-    let fleet = runtime::connect(&config, &args.reach)?;
-    let hosts: BTreeMap<String, HostSeen> = runtime::observe_detailed(&config, &fleet)?;
-    let mut live = vmctl_runtime::apply::observe::live_file(&hosts);
-    // Status shows what is there; whether more would fit is the plan's question.
-    for state in live.hosts.values_mut() {
-        state.reported = None;
-    }
-    let plan = vmctl_planner::plan(&config, &live, &PlanOptions::default())
-        .map_err(|e| plan_error(&e, style))?;
+    let seen = crate::seen::observe(&args.path, &args.reach, style)?;
+    let (config, hosts, live, plan) = (&seen.loaded.config, &seen.hosts, &seen.live, &seen.plan);
     let mut rows: Vec<Row> = plan.changes.iter().map(row).collect();
     for row in &mut rows {
         let healthy = row.attributes.is_empty() && !matches!(row.state, "missing");
@@ -205,7 +195,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
             row.detail = detail(row, seen);
         }
     }
-    rows.extend(unreadable_rows(&config.project, &live));
+    rows.extend(unreadable_rows(&config.project, live));
     rows.sort_by(|a, b| {
         let rank = |k: &str| {
             ["pool", "network", "volume", "vlan", "vm"]

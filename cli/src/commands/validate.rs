@@ -17,7 +17,7 @@ use crate::error::CommandError;
 )]
 pub struct Args {
     /// A .kdl file, or a folder whose *.kdl files form one config.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
 }
 

@@ -154,6 +154,29 @@ fn whole(out: &mut String, resource: Option<&crate::plan::Resource>, action: Act
     }
 }
 
+/// A resource with every attribute, in the plan's attribute format (`vm "web-1" {`,
+/// one `name = value` line each, `}`): how `vmctl show` prints a live resource. Null
+/// attributes are left out, as in a created resource's block; none at all is `netns "x" {}`.
+pub fn render_resource(resource: &crate::plan::Resource) -> String {
+    let mut out = String::new();
+    let attributes: Vec<(String, Value)> = all_attributes(resource)
+        .into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .collect();
+    let head = format!("{} {:?}", resource.kind(), resource.id().name);
+    if attributes.is_empty() {
+        let _ = writeln!(out, "{head} {{}}");
+        return out;
+    }
+    let width = name_width(attributes.iter().map(|(n, _)| n.as_str()));
+    let _ = writeln!(out, "{head} {{");
+    for (name, value) in attributes {
+        let _ = writeln!(out, "    {name:<width$} = {}", format_value(&name, &value));
+    }
+    out.push_str("}\n");
+    out
+}
+
 fn render_attribute(out: &mut String, attribute: &AttrChange, width: usize, style: Style) {
     let name = &attribute.name;
     let comment = attribute

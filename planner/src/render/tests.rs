@@ -149,3 +149,22 @@ fn netns() {
     let (plan, _) = graph_of(&config, &live, &destroy);
     insta::assert_snapshot!("human_netns_shared_destroy", human::render(&plan, false));
 }
+
+#[test]
+fn a_live_resource_is_shown_with_every_attribute_in_the_plans_format() {
+    let (plan, _) = planned(&LiveFile::applied(&quickstart()));
+    let volume = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "volume.web-1-root")
+        .and_then(|c| c.before.as_ref())
+        .expect("the live volume");
+    let text = human::render_resource(volume);
+    assert!(text.starts_with("volume \"web-1-root\" {\n"), "{text}");
+    assert!(text.ends_with("\n}\n"), "{text}");
+    // Aligned, sizes as the plan writes them.
+    assert_eq!(
+        text,
+        "volume \"web-1-root\" {\n    from            = \"/lab/images/rootfs.ext4\"\n    pool            = \"fast\"\n    prevent-destroy = false\n    size            = \"1GiB\"\n}\n"
+    );
+}

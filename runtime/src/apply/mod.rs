@@ -100,7 +100,7 @@ pub fn lock_hosts(
             host: (*name).into(),
         })?;
         let held = host
-            .lock(&config.project, timeout)
+            .lock(&config.project, fleet.origin(), timeout)
             .map_err(|source| ApplyError::Lock {
                 host: (*name).into(),
                 source,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use vmctl_planner::facts::{FactsRequest, HostFacts, TapFact};
+use vmctl_planner::facts::{FactsRequest, HostFacts, OrphanProject, TapFact};
 use vmctl_planner::matching::to_live_state;
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_schema::{Config, Host};
@@ -39,21 +39,24 @@ pub fn observe_host_state(
     config: &Config,
     host: &Host,
     reached: &dyn crate::hosts::Host,
+    origin: Option<&std::path::Path>,
 ) -> Result<(LiveState, HostFacts), LiveError> {
-    let facts = reached
-        .facts(&FactsRequest::for_host(config, host))
-        .map_err(|source| LiveError::Facts {
-            host: host.name.clone(),
-            source,
-        })?;
+    let mut request = FactsRequest::for_host(config, host);
+    request.origin = origin.map(std::path::Path::to_owned);
+    let facts = reached.facts(&request).map_err(|source| LiveError::Facts {
+        host: host.name.clone(),
+        source,
+    })?;
     Ok((to_live_state(config, &host.name, &facts), facts))
 }
 
-/// One host as observed: the planner's view, and the taps behind it for `status`.
+/// One host as observed: the planner's view, the taps behind it for `status`, and the
+/// other projects of the same config folder (for a warning).
 #[derive(Debug, Clone)]
 pub struct HostSeen {
     pub live: LiveState,
     pub taps: Vec<TapFact>,
+    pub orphans: Vec<OrphanProject>,
 }
 
 impl HostSeen {
@@ -62,6 +65,7 @@ impl HostSeen {
         HostSeen {
             live,
             taps: facts.taps,
+            orphans: facts.orphans,
         }
     }
 }
@@ -110,7 +114,8 @@ pub fn observe_detailed(
         let reached = fleet.get(&host.name).ok_or_else(|| LiveError::NotReached {
             host: host.name.clone(),
         })?;
-        observe_host_state(config, host, reached).map(|(live, facts)| HostSeen::of(live, facts))
+        observe_host_state(config, host, reached, fleet.origin())
+            .map(|(live, facts)| HostSeen::of(live, facts))
     });
     let results = hosts.iter().map(|h| h.name.clone()).zip(seen);
     let mut hosts = BTreeMap::new();

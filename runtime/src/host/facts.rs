@@ -80,6 +80,9 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
         None => None,
     };
     facts.reported = super::proc::host_report();
+    if let Some(origin) = &request.origin {
+        facts.orphans = super::origin::orphans(state_dir, project, origin);
+    }
     Ok(facts)
 }
 

@@ -44,6 +44,8 @@ pub enum LockError {
     },
     #[error("cannot write the holder's pid into {path}")]
     WritePid { path: PathBuf, source: io::Error },
+    #[error("cannot write the project's record {path}")]
+    WriteRecord { path: PathBuf, source: io::Error },
     /// A remote host's agent could not take it (its words).
     #[error("{message}")]
     Remote { message: String },

@@ -24,6 +24,7 @@ use super::fsutil::{read_json, write_json_atomic};
 /// | [`VOLUME_MARKER`] | `<pool>/<volume>.vmctl.json` |
 /// | [`NETNS_MARKER`] | `/run/vmctl/netns/<name>.json` (format 1: `<state-dir>/<project>/netns.json`, still read) |
 /// | [`CREATION_RECORD`] | `/run/vmctl/creating/<netns-cookie>/<ifname>.json` (an interface being made) |
+/// | [`PROJECT_RECORD`] | `<state-dir>/<project>/project.json` (the config folder the project was last applied from) |
 pub mod version {
     pub const VM_RECORD: u32 = 1;
     pub const VMM_SPEC: u32 = 1;
@@ -32,6 +33,7 @@ pub mod version {
     pub const VOLUME_MARKER: u32 = 1;
     pub const NETNS_MARKER: u32 = 2;
     pub const CREATION_RECORD: u32 = 1;
+    pub const PROJECT_RECORD: u32 = 1;
 }
 
 /// A record as written: its fields with `format-version` in front. The record types

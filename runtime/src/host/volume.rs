@@ -217,7 +217,7 @@ fn pool_file_err(
     }
 }
 
-pub(super) fn read_marker(
+pub(crate) fn read_marker(
     pool_path: &Path,
     name: &str,
 ) -> Result<Option<VolumeMarker>, VolumeError> {
@@ -230,7 +230,7 @@ pub(super) fn read_marker(
     })
 }
 
-fn write_marker(pool_path: &Path, marker: &VolumeMarker) -> Result<(), VolumeError> {
+pub(crate) fn write_marker(pool_path: &Path, marker: &VolumeMarker) -> Result<(), VolumeError> {
     let path = marker_path(pool_path, &marker.name);
     write_record(&path, version::VOLUME_MARKER, marker).map_err(|source| {
         io_err(&path, source, |path, source| VolumeError::WriteMarker {

@@ -11,6 +11,7 @@ use super::{HeldLock, Host, RunSettings};
 use crate::apply::steps::{self, HostContext};
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::{self, FactsError};
+use crate::host::import::{self, ImportError, ImportOrder};
 use crate::host::lock::{self, LockError};
 use crate::host::pool;
 
@@ -65,8 +66,25 @@ impl Host for LocalHost {
         facts::gather(request)
     }
 
-    fn lock(&self, project: &str, timeout: Duration) -> Result<HeldLock, LockError> {
-        lock::acquire(&self.state_dir, project, timeout).map(HeldLock::new)
+    fn lock(
+        &self,
+        project: &str,
+        origin: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<HeldLock, LockError> {
+        let held = lock::acquire(&self.state_dir, project, timeout)?;
+        if let Some(origin) = origin {
+            crate::host::origin::write(&self.state_dir, project, origin).map_err(|source| {
+                LockError::WriteRecord {
+                    path: self
+                        .state_dir
+                        .join(project)
+                        .join(crate::host::origin::RECORD),
+                    source,
+                }
+            })?;
+        }
+        Ok(HeldLock::new(held))
     }
 
     fn sweep(&self, project: &str, pools: &[PathBuf]) {
@@ -94,7 +112,12 @@ impl Host for LocalHost {
         Ok(None)
     }
 
+    fn import(&self, project: &str, order: &ImportOrder) -> Result<PathBuf, ImportError> {
+        import::import(&self.state_dir, project, order)
+    }
+
     fn tidy(&self, project: &str) {
+        crate::host::origin::remove(&self.state_dir, project);
         let dir = self.state_dir.join(project);
         for sub in ["vms", "pools"] {
             let _ = std::fs::remove_dir(dir.join(sub));

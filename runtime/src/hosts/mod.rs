@@ -24,6 +24,7 @@ use vmctl_schema::Config;
 
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
+use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 
 pub use local::LocalHost;
@@ -38,8 +39,15 @@ pub trait Host: Send + Sync {
     fn facts(&self, request: &FactsRequest) -> Result<HostFacts, FactsError>;
 
     /// Takes the host's lock for `project`, waiting up to `timeout`; it is held until
-    /// the returned value is dropped, or the process holding it dies.
-    fn lock(&self, project: &str, timeout: Duration) -> Result<HeldLock, LockError>;
+    /// the returned value is dropped, or the process holding it dies. With `origin`
+    /// (the config's path), records where the project comes from
+    /// ([`crate::host::origin`]).
+    fn lock(
+        &self,
+        project: &str,
+        origin: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<HeldLock, LockError>;
 
     /// Before a run's steps: removes what an interrupted apply of `project` left —
     /// taps of VMs that do not run, temp and partial files in `pools`. Best effort: a
@@ -56,6 +64,10 @@ pub trait Host: Send + Sync {
 
     /// After a complete destroy: removes the project's empty `vms/` and `pools/` dirs.
     fn tidy(&self, project: &str);
+
+    /// Adopts the pool directory or volume file `order` names into `project` (the
+    /// caller holds the host's lock; see [`crate::host::import`]): the path adopted.
+    fn import(&self, project: &str, order: &ImportOrder) -> Result<PathBuf, ImportError>;
 
     /// Where this host has the file at `path` on this machine (a kernel, an initrd, a
     /// base image the config names): `None` when it reads `path` itself (this
@@ -204,6 +216,10 @@ pub struct ConnectOptions {
     /// Hosts reached (and later observed and applied) at once; 0 means
     /// [`HOST_PARALLELISM`].
     pub parallelism: usize,
+    /// The config's absolute path on this machine (folder or file): recorded on each
+    /// host with the project's lock, and asked about when observing (other projects of
+    /// the same config).
+    pub origin: Option<PathBuf>,
 }
 
 /// A file shipped to a host while reaching it (vmctl itself).
@@ -224,6 +240,8 @@ pub struct Fleet {
     shipped: Vec<ShippedTo>,
     /// The run's ssh control sockets; removed when the fleet drops (after its hosts).
     _control: Option<std::sync::Arc<crate::remote::ssh::ControlDir>>,
+    /// The config's path ([`ConnectOptions::origin`]).
+    origin: Option<PathBuf>,
 }
 
 /// Hosts observed and applied at once unless the caller says otherwise
@@ -304,10 +322,16 @@ impl Fleet {
                 excluded: options.excluded.clone(),
                 shipped,
                 _control: control,
+                origin: options.origin.clone(),
             })
         } else {
             Err(errors)
         }
+    }
+
+    /// The config's path, when the caller named it.
+    pub fn origin(&self) -> Option<&Path> {
+        self.origin.as_deref()
     }
 
     /// What reaching the hosts shipped to them (vmctl itself, where a host lacked it).

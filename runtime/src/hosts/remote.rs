@@ -21,6 +21,7 @@ use super::wire::{Answer, Call, WireError};
 use super::{HeldLock, Host, RunSettings};
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
+use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 
 /// Carries calls to one host's agent and brings back its answers. Calls may be made
@@ -163,10 +164,16 @@ impl Host for RemoteHost {
         }
     }
 
-    fn lock(&self, project: &str, timeout: Duration) -> Result<HeldLock, LockError> {
+    fn lock(
+        &self,
+        project: &str,
+        origin: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<HeldLock, LockError> {
         let call = Call::Lock {
             project: project.to_owned(),
             timeout_ms: millis(timeout),
+            origin: origin.map(Path::to_owned),
         };
         match self.ask(&call) {
             Ok(Answer::Locked) => Ok(HeldLock::new(RemoteLock {
@@ -223,6 +230,22 @@ impl Host for RemoteHost {
                 message: unexpected("run", &other),
             }),
             Err(f) => Err(StepError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn import(&self, project: &str, order: &ImportOrder) -> Result<PathBuf, ImportError> {
+        let call = Call::Import {
+            project: project.to_owned(),
+            order: order.clone(),
+        };
+        match self.ask(&call) {
+            Ok(Answer::Imported { outcome }) => outcome,
+            Ok(other) => Err(ImportError::Host {
+                message: unexpected("import", &other),
+            }),
+            Err(f) => Err(ImportError::Host {
                 message: f.message(),
             }),
         }
@@ -352,10 +375,10 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let host = remote(state.path());
         let other = remote(state.path());
-        let held = host.lock("lab", Duration::ZERO).unwrap();
-        let err = other.lock("lab", Duration::ZERO).unwrap_err();
+        let held = host.lock("lab", None, Duration::ZERO).unwrap();
+        let err = other.lock("lab", None, Duration::ZERO).unwrap_err();
         assert!(matches!(err, LockError::Held { .. }), "{err}");
         drop(held);
-        assert!(other.lock("lab", Duration::ZERO).is_ok());
+        assert!(other.lock("lab", None, Duration::ZERO).is_ok());
     }
 }

@@ -21,6 +21,7 @@ use vmctl_planner::facts::{FactsRequest, HostFacts};
 use super::{HeldLock, Host, LocalHost, RunSettings};
 use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
+use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 
 /// One call to a host.
@@ -44,6 +45,9 @@ pub enum Call {
     Lock {
         project: String,
         timeout_ms: u64,
+        /// The config's folder, recorded with the lock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<PathBuf>,
     },
     Unlock {
         project: String,
@@ -66,6 +70,11 @@ pub enum Call {
     Image {
         sha256: String,
     },
+    /// Adopts a pool directory or volume file into the project (`vmctl import`).
+    Import {
+        project: String,
+        order: ImportOrder,
+    },
 }
 
 /// A host's answer to one [`Call`].
@@ -77,15 +86,27 @@ pub enum Call {
 )]
 pub enum Answer {
     Opened,
-    Facts { facts: Box<HostFacts> },
+    Facts {
+        facts: Box<HostFacts>,
+    },
     Locked,
     Unlocked,
     Swept,
-    Ran { note: Option<StepNote> },
+    Ran {
+        note: Option<StepNote>,
+    },
     Cancelled,
     Tidied,
-    Image { path: Option<PathBuf> },
-    Failed { error: WireError },
+    Image {
+        path: Option<PathBuf>,
+    },
+    /// The import's outcome: the path adopted, or why not (whole, for its help).
+    Imported {
+        outcome: Result<PathBuf, ImportError>,
+    },
+    Failed {
+        error: WireError,
+    },
 }
 
 /// An error as it crosses the wire: its text with every cause, and what the caller
@@ -223,10 +244,15 @@ impl Served {
             Call::Lock {
                 project,
                 timeout_ms,
+                origin,
             } => {
                 let held = self
                     .host()?
-                    .lock(&project, Duration::from_millis(timeout_ms))
+                    .lock(
+                        &project,
+                        origin.as_deref(),
+                        Duration::from_millis(timeout_ms),
+                    )
                     .map_err(|e| WireError::of_lock(&e))?;
                 if let Ok(mut locks) = self.locks.lock() {
                     locks.insert(project, held);
@@ -271,6 +297,9 @@ impl Served {
                     .map_err(|e| WireError::of(&e))?;
                 Answer::Image { path }
             }
+            Call::Import { project, order } => Answer::Imported {
+                outcome: self.host()?.import(&project, &order),
+            },
         })
     }
 }
@@ -310,6 +339,7 @@ mod tests {
         let call = Call::Lock {
             project: "lab".into(),
             timeout_ms: 500,
+            origin: None,
         };
         let json = serde_json::to_string(&call).unwrap();
         assert_eq!(json, r#"{"call":"lock","project":"lab","timeout-ms":500}"#);
@@ -374,8 +404,15 @@ mod tests {
         let lock = Call::Lock {
             project: "lab".into(),
             timeout_ms: 0,
+            origin: Some("/home/me/infra".into()),
         };
         assert_eq!(served.answer(lock.clone()), Answer::Locked);
+        // The lock records where the project comes from.
+        let record = std::fs::read_to_string(state.path().join("lab/project.json")).unwrap();
+        assert!(
+            record.contains("\"origin\": \"/home/me/infra\""),
+            "{record}"
+        );
         // Another run (another agent) on the same host.
         let other = Served::new("/nonexistent/vmctl".into());
         other.answer(Call::Open {
