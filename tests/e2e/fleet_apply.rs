@@ -424,7 +424,7 @@ fn a_vlan_spans_two_remote_hosts_and_a_killed_apply_leaves_no_stuck_lock() {
         .expect("apply starts");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // SAFETY: kill has no memory-safety preconditions; the child is this test's own
-    // (`ip netns exec`, which has exec'd vmctl) and not yet reaped.
+    // vmctl, not yet reaped.
     unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
     let _ = first.wait();
     let out = lab.vmctl(&["apply", "--auto-approve", "--lock-timeout", "20s"]);
