@@ -6,6 +6,7 @@
 //! - [`ssh`]: the `ssh` command lines, the shared connection, ssh's errors;
 //! - [`protocol`]: the messages both ends speak;
 //! - [`build`]: the build id (the sha256 of the executable);
+//! - [`build_cache`]: the build id remembered between runs, by the file's key;
 //! - [`agent`]: the far side's serve loop;
 //! - [`client`]: the near side's handle on a running agent;
 //! - [`ship`]: connect to a host's agent, shipping vmctl first when the host lacks
@@ -13,6 +14,7 @@
 
 pub mod agent;
 pub mod build;
+pub mod build_cache;
 pub mod client;
 pub mod protocol;
 pub mod ship;
