@@ -199,11 +199,13 @@ fn fleet_bench() {
         std::fs::write(local_dir.join("bench.kdl"), config(&one, hosts * vms)).expect("config");
         ok(None, &local_dir, &["apply", "--auto-approve"]);
 
-        // Connections kept between runs (`--ssh-control-dir`): a first run opens them.
         let kept = fleet.dir.path().join("ssh-control");
         std::fs::create_dir(&kept).expect("control dir");
         std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .expect("0700");
+        // Connections kept between runs (`--ssh-control-dir`): a first run opens them
+        // and starts each host's kept agent; a second one finds them.
+        plan(Some(&fleet), &dir, Some(&kept));
         plan(Some(&fleet), &dir, Some(&kept));
         plan(None, &local_dir, None);
 
