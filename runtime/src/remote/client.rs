@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::protocol::{read_line, write_message, HostFacts, Request, Response, WireError};
+use super::protocol::{read_line, write_message, HostProbe, Request, Response, WireError};
 use super::ssh::{classify, SshError, SSH_FAILED};
 
 /// How many lines of stderr a session keeps.
@@ -196,10 +196,10 @@ impl Agent {
         })
     }
 
-    /// [`Request::Probe`]: the host's facts.
-    pub fn probe(&mut self) -> Result<HostFacts, CallError> {
+    /// [`Request::Probe`]: what the host says about itself.
+    pub fn probe(&mut self) -> Result<HostProbe, CallError> {
         match self.call(&Request::Probe)? {
-            Response::Probe(facts) => Ok(facts),
+            Response::Probe(probe) => Ok(probe),
             other => Err(self.unexpected("probe", other)),
         }
     }
