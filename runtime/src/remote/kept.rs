@@ -17,9 +17,10 @@
 //! after its ControlPersist once the agent has gone. Both sockets are private: the
 //! local one in the 0700 control dir, the remote one in the host's `<state-dir>/run/`
 //! (0700). Hosts with `sudo` are not kept (the agent runs as root there, and its socket
-//! would have to be opened to the ssh user): they are reached the ordinary way.
+//! would have to be opened to the ssh user): they are reached the ordinary way, and so
+//! is a host whose sshd does not forward sockets (`AllowStreamLocalForwarding no`),
+//! where at most one kept agent per build waits out its idle time unused.
 
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,14 +39,17 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest socket path vmctl makes (sun_path holds 107 bytes and a NUL).
 const MAX_SOCKET_PATH: usize = 100;
 
-/// The local socket that leads to the kept agent of `session`'s host, when the host
-/// can have one: `<control dir>/agent-<key>.sock`, the key a digest of the target, the
-/// ssh config, the state dir and the build.
-pub fn local_socket(
+/// The sockets of the kept agent of `session`'s host, when the host can have one: the
+/// local one, `<control dir>/agent-<key>.sock`, and the agent's on the host,
+/// `<state-dir>/run/agent-<key>.sock`; the key is a digest of the target, the ssh
+/// config, the state dir and the build. One name per build on the host: a second
+/// agent started for it (by a run that could not reach the first, e.g. when the
+/// host's sshd does not forward sockets) finds it taken and ends at once.
+pub fn sockets(
     session: &SshSession,
     options: &AgentOptions,
     exe: &Executable,
-) -> Option<PathBuf> {
+) -> Option<(PathBuf, PathBuf)> {
     if !session.control().is_kept() || options.sudo {
         return None;
     }
@@ -62,11 +66,10 @@ pub fn local_socket(
         exe.sha256
     );
     let (digest, _) = super::build::sha256_of(&mut what.as_bytes()).ok()?;
-    let path = session
-        .control()
-        .path()
-        .join(format!("agent-{}.sock", &digest[..16]));
-    usable(&path).then_some(path)
+    let name = format!("agent-{}.sock", &digest[..16]);
+    let local = session.control().path().join(&name);
+    let remote = options.state_dir.join("run").join(name);
+    (usable(&local) && usable(&remote)).then_some((local, remote))
 }
 
 /// A path `ssh -L` and `bind` take as it is: short enough, without `:` or newlines.
@@ -82,7 +85,7 @@ pub fn reach(
     options: &AgentOptions,
     exe: &Executable,
 ) -> Option<(Agent, Hello)> {
-    let local = local_socket(session, options, exe)?;
+    let (local, _) = sockets(session, options, exe)?;
     let stream = UnixStream::connect(&local).ok()?;
     let mut agent = Agent::over_socket(session.host(), stream).ok()?;
     agent.set_timeout(Some(HELLO_TIMEOUT));
@@ -105,19 +108,9 @@ pub fn reach(
 /// Best effort: what fails here only means the next run reaches the host the
 /// ordinary way (and tries again).
 pub fn start(session: &SshSession, options: &AgentOptions, exe: &Executable) {
-    let Some(local) = local_socket(session, options, exe) else {
+    let Some((local, remote)) = sockets(session, options, exe) else {
         return;
     };
-    let Some(nonce) = nonce() else {
-        return;
-    };
-    let remote = options
-        .state_dir
-        .join("run")
-        .join(format!("agent-{nonce}.sock"));
-    if !usable(&remote) {
-        return;
-    }
     let vmctl = agent_path(options, exe);
     let idle = session
         .options()
@@ -153,15 +146,6 @@ pub fn start(session: &SshSession, options: &AgentOptions, exe: &Executable) {
     session.forward(&local, &remote);
 }
 
-/// 16 hex digits from the kernel's random source.
-fn nonce() -> Option<String> {
-    let mut bytes = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .ok()?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,38 +166,36 @@ mod tests {
         let target = "root@h".parse().expect("target");
         let session = SshSession::new(target, SshOptions::default(), kept);
         let options = AgentOptions::default();
-        let local = local_socket(&session, &options, &exe()).expect("kept");
+        let (local, remote) = sockets(&session, &options, &exe()).expect("kept");
         assert!(
             local.starts_with(tmp.path().join("ctl")),
             "{}",
             local.display()
         );
-        assert_eq!(
-            local_socket(&session, &options, &exe()),
-            Some(local.clone())
+        assert!(
+            remote.starts_with("/var/lib/vmctl/run/"),
+            "{}",
+            remote.display()
         );
+        assert!(crate::remote::listen::is_socket_path(&remote));
+        assert_eq!(local.file_name(), remote.file_name());
+        let again = sockets(&session, &options, &exe());
+        assert_eq!(again, Some((local.clone(), remote)));
         let other_build = Executable {
             sha256: "b".repeat(64),
             ..exe()
         };
-        assert_ne!(local_socket(&session, &options, &other_build), Some(local));
+        let other = sockets(&session, &options, &other_build).expect("kept");
+        assert_ne!(other.0, local);
         let sudo = AgentOptions {
             sudo: true,
             ..AgentOptions::default()
         };
-        assert_eq!(local_socket(&session, &sudo, &exe()), None);
+        assert_eq!(sockets(&session, &sudo, &exe()), None);
         let per_run = ControlDir::new().expect("control dir");
         let session = SshSession::new("h".parse().expect("target"), SshOptions::default(), per_run);
-        assert_eq!(local_socket(&session, &options, &exe()), None);
+        assert_eq!(sockets(&session, &options, &exe()), None);
         // Nothing listens: nothing is reached (and nothing is started by trying).
         assert!(reach(&session, &options, &exe()).is_none());
-    }
-
-    #[test]
-    fn nonces_are_hex_and_differ() {
-        let (a, b) = (nonce().expect("random"), nonce().expect("random"));
-        assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
     }
 }

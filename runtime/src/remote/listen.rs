@@ -15,7 +15,7 @@
 //! Each connection is a session of its own, exactly like an agent on ssh's stdio
 //! ([`super::agent::serve`]): what a session holds (a project's lock) is let go when
 //! its connection ends, so a killed vmctl leaves no stuck lock here either. The socket
-//! lives in `<state-dir>/run/` (0700), named by a nonce the caller chose; it is
+//! lives in `<state-dir>/run/` (0700), under the name the caller gives it; it is
 //! removed when the agent ends, and the sockets of kept agents that were killed
 //! (nothing answers them) are removed by the next one that starts.
 
@@ -54,7 +54,7 @@ pub fn is_socket_path(path: &Path) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let nonce = name
+    let key = name
         .strip_prefix("agent-")
         .and_then(|n| n.strip_suffix(".sock"))
         .unwrap_or_default();
@@ -63,8 +63,8 @@ pub fn is_socket_path(path: &Path) -> bool {
             .parent()
             .and_then(Path::file_name)
             .is_some_and(|d| d == "run")
-        && !nonce.is_empty()
-        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+        && !key.is_empty()
+        && key.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Serves the agent protocol on `path` as build `build` until the session that
@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_nonce_socket_in_a_run_directory_is_a_socket_path() {
+    fn only_a_hex_named_socket_in_a_run_directory_is_a_socket_path() {
         assert!(is_socket_path(Path::new(
             "/var/lib/vmctl/run/agent-0123abcd.sock"
         )));
