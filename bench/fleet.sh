@@ -3,10 +3,12 @@
 # network namespaces, each running its own sshd, with VMS (default 10) test-guest VMs
 # each, reached from a controller namespace over OpenSSH exactly as remote hosts are.
 # For each host count it prints the apply from empty (vmctl shipped to every host on the
-# way), the apply from empty with vmctl already on the hosts, the no-change plan (median
-# of RUNS, default 5), and — measured in the same run as the baseline — the no-change
-# plan of the same number of VMs on one local host, with the ratio.
+# way), the apply from empty with vmctl already on the hosts, and the no-change plan
+# three ways, interleaved over RUNS rounds (default 7): the fleet by default, the fleet
+# with --ssh-control-dir, and the same number of VMs on one local host (the baseline);
+# medians, spread (min–max) and the median of the per-round ratios.
 # Targets: no-change plan < 1 s for 10 × 10, ≤ 3× the local baseline.
+# HOLD=FILE keeps everything up after the rounds until FILE is removed (profiling).
 #
 #   sudo bench/fleet.sh                      # HOSTS=10 VMS=10
 #   sudo HOSTS="2 10 20" bench/fleet.sh      # how it grows
@@ -16,5 +18,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/guest/build >/dev/null
-export HOSTS=${HOSTS:-10} VMS=${VMS:-10} RUNS=${RUNS:-5} CI=true
+export HOSTS=${HOSTS:-10} VMS=${VMS:-10} RUNS=${RUNS:-7} CI=true
 exec cargo test --release -q -p vmctl --test e2e fleet_bench::fleet_bench -- --ignored --nocapture --test-threads 1

@@ -39,9 +39,11 @@ pub struct Reach {
     #[arg(long, value_name = "FILE", env = "VMCTL_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
 
-    /// Keep each remote host's ssh connection open in DIR (a 0700 directory of yours)
-    /// for a minute after the run, so that the next run reuses it instead of connecting
-    /// anew (ssh's ControlPersist). Without it: one connection per host per run.
+    /// Keep each remote host's ssh connection open in DIR (a 0700 directory of yours),
+    /// with a vmctl agent behind it on the host, so that the next run reuses both
+    /// instead of connecting anew: they end a minute after their last use (ssh's
+    /// ControlPersist), or at once with `ssh -O exit`. Without it: one connection and
+    /// one agent per host per run, both gone when the run ends.
     #[arg(long, value_name = "DIR", env = "VMCTL_SSH_CONTROL_DIR")]
     pub ssh_control_dir: Option<PathBuf>,
 }

@@ -32,7 +32,7 @@
 //! | tunnel | its link name | dropped: always `vx<vni>`, and found by its mark |
 //! | other links | their names | planned: names the config needs that are taken |
 //! | network | `mode` ([`crate::live::VlanMode`]) | planned: which interface names its VLANs need (names taken) |
-//! | network | whether its bridge is up, whether VLAN filtering is on | dropped: nothing plans their repair (creating the network again does both) |
+//! | network | `bridge-drift`: its bridge is down, or VLAN filtering is off | planned: the network's update brings the bridge up and turns filtering back on |
 //! | volume | `allocated` | shown by `status` |
 //! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
 //! | VM | `status` | planned: running when its VMM answers; crashed when gone though vmctl left it running |
@@ -52,8 +52,9 @@ use crate::live::{HostReport, LiveNetns, LiveNetwork, LivePool, LiveVm, LiveVolu
 use crate::record;
 
 /// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: one set of
-/// types with the live model (1 had the runtime's own observation types).
-pub const FACTS_FORMAT: u32 = 2;
+/// types with the live model (1 had the runtime's own observation types); 3: a
+/// network's bridge drift.
+pub const FACTS_FORMAT: u32 = 3;
 
 /// A pool the config names on the host: where to look besides the project's pool
 /// index, and what to call it when its marker cannot be read.

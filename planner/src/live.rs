@@ -31,8 +31,9 @@ use crate::record::{self, NewerFormat, VmSpec};
 use crate::spanning::{self, Underlays};
 
 /// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
-/// 2 added a host's `netns`. Files of format 1 read as hosts without one.
-pub const LIVE_FORMAT_VERSION: u32 = 2;
+/// 2 added a host's `netns`, 3 a network's `bridge-drift`. Files of format 1 read as
+/// hosts without a netns, of formats 1 and 2 as bridges without drift.
+pub const LIVE_FORMAT_VERSION: u32 = 3;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
@@ -133,6 +134,7 @@ impl LiveFile {
                     bridge: network.bridge.clone(),
                     uplink: network.uplink.clone(),
                     mode: None,
+                    bridge_drift: Vec::new(),
                 });
             }
         }
@@ -469,6 +471,21 @@ pub struct LiveNetwork {
     /// diff, nor part of a fingerprint; absent in a `--live` file that does not say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<VlanMode>,
+    /// What is not as applied on its bridge, as the host found it: set down, or VLAN
+    /// filtering turned off (in [`VlanMode::Filtering`]). Drift the plan repairs in
+    /// place (`crate::diff::bridges`); absent when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bridge_drift: Vec<BridgeDrift>,
+}
+
+/// One way a network's bridge is not as vmctl applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BridgeDrift {
+    /// The bridge is down: nothing on it is reached.
+    Down,
+    /// VLAN filtering is off: its VLANs are no longer kept apart.
+    VlanFilteringOff,
 }
 
 /// How a network's VLANs are carried, chosen by what the host's kernel can do.

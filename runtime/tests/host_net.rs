@@ -107,6 +107,7 @@ fn bridge_vlans_gateway_and_tap_lifecycle() {
             bridge: br.into(),
             uplink: None,
             mode: Some(mode),
+            bridge_drift: Vec::new(),
         }]
     );
     assert_eq!(

@@ -80,6 +80,43 @@ impl FleetLab {
         changes
     }
 
+    /// Changes every VM's memory (a restart, which waits out the guest's stop
+    /// timeout), kills `vmctl apply` of it with SIGKILL in mid-run, then checks that
+    /// the next apply converges (no lock is stuck on any host); both runs with the
+    /// connections kept in `kept` when given. The config as it was before.
+    fn killed_apply_converges(&self, kept: Option<&Path>) -> String {
+        let config = self.config.join("fleet.kdl");
+        let written = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            written.replace("memory \"64MiB\"", "memory \"96MiB\""),
+        )
+        .unwrap();
+        let apply = |args: &[&str]| {
+            let mut command = self.fleet.controller_command(env!("CARGO_BIN_EXE_vmctl"));
+            command.args(args).arg(&self.config);
+            if let Some(kept) = kept {
+                command.env("VMCTL_SSH_CONTROL_DIR", kept);
+            }
+            command
+        };
+        let mut first = apply(&["apply", "--auto-approve", "--stop-timeout", "3s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("apply starts");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // SAFETY: kill has no memory-safety preconditions; the child is this test's own
+        // vmctl, not yet reaped.
+        unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+        let _ = first.wait();
+        let out = apply(&["apply", "--auto-approve", "--lock-timeout", "20s"])
+            .output()
+            .expect("vmctl runs");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        written
+    }
+
     fn state(&self, host: &str) -> &Path {
         &self.fleet.host(host).state_dir
     }
@@ -282,16 +319,80 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("others may reach"), "{}", text(&out));
     std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    for _ in 0..2 {
-        let out = plan_kept(&kept);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The first run with them starts each host's kept agent (remote::kept) and the
+    // forward to it: a master per host and a forward in the control dir, the agent's
+    // socket in the host's state dir.
+    let out = plan_kept(&kept);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let agent_sockets = |host: &str| files_in(&lab.state(host).join("run"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while agent_sockets("host-a").is_empty() || agent_sockets("host-b").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no kept agent listens"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let out = plan_kept(&kept);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let kept_files = files_in(&kept);
+    assert_eq!(kept_files.len(), 4, "{kept_files:?}");
     assert_eq!(
-        files_in(&kept).len(),
+        kept_files
+            .iter()
+            .filter(|f| f.starts_with("agent-"))
+            .count(),
         2,
-        "a master per host, kept: {:?}",
-        files_in(&kept)
+        "{kept_files:?}"
     );
+    assert_eq!(
+        agent_sockets("host-a").len(),
+        1,
+        "{:?}",
+        agent_sockets("host-a")
+    );
+    // A run with the kept agent starts no ssh session on the host.
+    let sessions = || {
+        lab.fleet
+            .host("host-a")
+            .sshd_log()
+            .matches("Starting session")
+            .count()
+    };
+    let before = sessions();
+    let out = plan_kept(&kept);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(sessions(), before, "a session was started");
+
+    // kill -9 of an apply served by kept agents: the lock its connection held is let
+    // go with the connection, and the next run converges.
+    let written = lab.killed_apply_converges(Some(&kept));
+    assert_eq!(plan_kept(&kept).status.code(), Some(0));
+    std::fs::write(lab.config.join("fleet.kdl"), written).unwrap();
+    lab.ok(&["apply", "--auto-approve", "--stop-timeout", "3s"]);
+
+    // The master told to exit takes its kept agent with it, socket and all.
+    let exit = lab
+        .fleet
+        .ssh(&[
+            "-o",
+            &format!("ControlPath={}/%C", kept.display()),
+            "-O",
+            "exit",
+            "host-a",
+        ])
+        .output()
+        .expect("ssh runs");
+    assert!(exit.status.success(), "{}", text(&exit));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !agent_sockets("host-a").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kept agent outlived its master: {:?}",
+            agent_sockets("host-a")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // list and show see both remote hosts; show's JSON plans offline to no change.
     let list: Value = serde_json::from_str(&lab.ok(&["list", "--json"])).expect("list JSON");
@@ -460,29 +561,7 @@ fn a_vlan_spans_two_remote_hosts_and_a_killed_apply_leaves_no_stuck_lock() {
 
     // kill -9 of an apply in mid-run: the next apply finds no stuck lock on any host
     // and converges.
-    std::fs::write(
-        lab.config.join("fleet.kdl"),
-        std::fs::read_to_string(lab.config.join("fleet.kdl"))
-            .unwrap()
-            .replace("memory \"64MiB\"", "memory \"96MiB\""),
-    )
-    .unwrap();
-    let mut first = lab
-        .fleet
-        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
-        .args(["apply", "--auto-approve", "--stop-timeout", "3s"])
-        .arg(&lab.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("apply starts");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    // SAFETY: kill has no memory-safety preconditions; the child is this test's own
-    // (`ip netns exec`, which has exec'd vmctl) and not yet reaped.
-    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
-    let _ = first.wait();
-    let out = lab.vmctl(&["apply", "--auto-approve", "--lock-timeout", "20s"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    lab.killed_apply_converges(None);
     assert_eq!(lab.planned(&[]), Vec::<String>::new());
 
     lab.ok(&["destroy", "--auto-approve"]);

@@ -2,9 +2,16 @@
 //! a measurement, not a test): for each host count in `HOSTS` (default `10`), a fleet of
 //! that many sshd namespaces ([`crate::fleet`]) with `VMS` test-guest VMs each (default
 //! 10, no disks or NICs); it times the apply from empty (vmctl shipped to every host
-//! first), a second apply from empty with vmctl already there, the no-change plan (the
-//! median of `RUNS`, default 5), and the no-change plan of the same number of VMs on one
-//! local host, in the same run, as the baseline of the ratio.
+//! first), a second apply from empty with vmctl already there, and the no-change plan
+//! three ways, interleaved round by round (`RUNS` rounds, default 7, each in another
+//! order) so that load from elsewhere falls on all three alike: against the fleet as a
+//! user runs it by default, against the fleet with `--ssh-control-dir` (the connections
+//! of the previous run kept), and against the same number of VMs on one local host —
+//! the baseline of the ratios. It prints medians, the spread (min–max), and the median
+//! of the per-round ratios.
+//!
+//! `HOLD=FILE` keeps the fleet and the local VMs up after the measured rounds until
+//! FILE is removed (it is written with the commands to run by hand, for profiling).
 
 use std::path::Path;
 use std::process::Output;
@@ -73,20 +80,76 @@ fn ok(fleet: Option<&Fleet>, dir: &Path, args: &[&str]) -> Duration {
     took
 }
 
-fn median_plan(fleet: Option<&Fleet>, dir: &Path, runs: usize, kept: Option<&Path>) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let (out, took) = timed_with(fleet, dir, &["plan", "--detailed-exitcode"], kept);
-            assert_eq!(out.status.code(), Some(0), "a change left:\n{}", text(&out));
-            took
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
+/// The times of one kind of run, and what they say.
+#[derive(Default)]
+struct Times(Vec<Duration>);
+
+impl Times {
+    fn median(&self) -> f64 {
+        median(self.0.iter().map(Duration::as_secs_f64).collect())
+    }
+
+    /// `0.123 s (0.110–0.140)`.
+    fn show(&self) -> String {
+        let secs: Vec<f64> = self.0.iter().map(Duration::as_secs_f64).collect();
+        let min = secs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = secs.iter().copied().fold(0.0, f64::max);
+        format!("{:.3} s ({min:.3}–{max:.3})", self.median())
+    }
+
+    /// The median and spread of the ratios, round by round, to `base`.
+    fn ratio(&self, base: &Times) -> String {
+        let ratios: Vec<f64> = self
+            .0
+            .iter()
+            .zip(&base.0)
+            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+            .collect();
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = ratios.iter().copied().fold(0.0, f64::max);
+        format!("{:.1}× ({min:.1}–{max:.1})", median(ratios))
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One no-change plan; its wall time.
+fn plan(fleet: Option<&Fleet>, dir: &Path, kept: Option<&Path>) -> Duration {
+    let (out, took) = timed_with(fleet, dir, &["plan", "--detailed-exitcode"], kept);
+    assert_eq!(out.status.code(), Some(0), "a change left:\n{}", text(&out));
+    took
 }
 
 fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
+}
+
+/// Waits until the file `hold` is removed, having written into it how to reach what
+/// the benchmark keeps up.
+fn hold(hold: &Path, fleet: &Fleet, dir: &Path, kept: &Path, local_dir: &Path) {
+    let how = format!(
+        "# Remove this file to end the benchmark.\n\
+         controller netns: {}\n\
+         fleet:  ip netns exec {} env VMCTL_SSH_CONFIG={} {} plan {}\n\
+         kept:   ... VMCTL_SSH_CONTROL_DIR={}\n\
+         local:  {} plan {}\n",
+        fleet.controller_netns(),
+        fleet.controller_netns(),
+        fleet.ssh_config.display(),
+        env!("CARGO_BIN_EXE_vmctl"),
+        dir.display(),
+        kept.display(),
+        env!("CARGO_BIN_EXE_vmctl"),
+        local_dir.display(),
+    );
+    std::fs::write(hold, &how).expect("hold file");
+    println!("holding until {} is removed:\n{how}", hold.display());
+    while hold.exists() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -96,13 +159,13 @@ fn fleet_bench() {
         return;
     }
     let vms: usize = env_or("VMS", "10").parse().expect("VMS is a number");
-    let runs: usize = env_or("RUNS", "5").parse().expect("RUNS is a number");
+    let runs: usize = env_or("RUNS", "7").parse().expect("RUNS is a number");
     let counts: Vec<usize> = env_or("HOSTS", "10")
         .split_whitespace()
         .map(|n| n.parse().expect("HOSTS are numbers"))
         .collect();
-    println!("| hosts × VMs | apply from empty (ships vmctl) | apply from empty (vmctl there) | no-change plan | … connections kept | same VMs on one local host | ratio (kept) |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| hosts × VMs | apply from empty (ships vmctl) | apply from empty (vmctl there) | no-change plan | ratio | … `--ssh-control-dir` | ratio | same VMs on one local host |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for hosts in counts {
         let fleet = Fleet::with_hosts(hosts);
         let dir = fleet.dir.path().join("config");
@@ -123,20 +186,8 @@ fn fleet_bench() {
             .collect();
         std::fs::write(dir.join("bench.kdl"), config(&names, vms)).expect("config");
         let first = ok(Some(&fleet), &dir, &["apply", "--auto-approve"]);
-        let plan = median_plan(Some(&fleet), &dir, runs, None);
-        // Connections kept between runs (`--ssh-control-dir`): the first run opens
-        // them, the measured ones reuse them.
-        let kept = fleet.dir.path().join("ssh-control");
-        std::fs::create_dir(&kept).expect("control dir");
-        std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .expect("0700");
-        median_plan(Some(&fleet), &dir, 1, Some(&kept));
-        let plan_kept = median_plan(Some(&fleet), &dir, runs, Some(&kept));
-        ok(Some(&fleet), &dir, &["destroy", "--auto-approve"]);
-        let again = ok(Some(&fleet), &dir, &["apply", "--auto-approve"]);
-        ok(Some(&fleet), &dir, &["destroy", "--auto-approve"]);
 
-        // The baseline: as many VMs on this machine as one host, in the same run.
+        // The baseline: as many VMs on this machine as one host, up at the same time.
         let local = tempfile::tempdir().expect("tempdir");
         let local_dir = local.path().join("config");
         std::fs::create_dir_all(&local_dir).expect("config dir");
@@ -147,17 +198,44 @@ fn fleet_bench() {
         let one = [("local".to_owned(), body)];
         std::fs::write(local_dir.join("bench.kdl"), config(&one, hosts * vms)).expect("config");
         ok(None, &local_dir, &["apply", "--auto-approve"]);
-        let baseline = median_plan(None, &local_dir, runs, None);
+
+        let kept = fleet.dir.path().join("ssh-control");
+        std::fs::create_dir(&kept).expect("control dir");
+        std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("0700");
+        // Connections kept between runs (`--ssh-control-dir`): a first run opens them
+        // and starts each host's kept agent; a second one finds them.
+        plan(Some(&fleet), &dir, Some(&kept));
+        plan(Some(&fleet), &dir, Some(&kept));
+        plan(None, &local_dir, None);
+
+        let (mut default, mut with_kept, mut baseline) =
+            (Times::default(), Times::default(), Times::default());
+        for round in 0..runs {
+            for kind in (0..3).map(|k| (k + round) % 3) {
+                match kind {
+                    0 => default.0.push(plan(Some(&fleet), &dir, None)),
+                    1 => with_kept.0.push(plan(Some(&fleet), &dir, Some(&kept))),
+                    _ => baseline.0.push(plan(None, &local_dir, None)),
+                }
+            }
+        }
+        if let Ok(file) = std::env::var("HOLD") {
+            hold(Path::new(&file), &fleet, &dir, &kept, &local_dir);
+        }
         ok(None, &local_dir, &["destroy", "--auto-approve"]);
+        ok(Some(&fleet), &dir, &["destroy", "--auto-approve"]);
+        let again = ok(Some(&fleet), &dir, &["apply", "--auto-approve"]);
+        ok(Some(&fleet), &dir, &["destroy", "--auto-approve"]);
         println!(
-            "| {hosts} × {vms} | {} | {} | {} | {} | {} | {:.2}× ({:.2}×) |",
+            "| {hosts} × {vms} | {} | {} | {} | {} | {} | {} | {} |",
             secs(first),
             secs(again),
-            secs(plan),
-            secs(plan_kept),
-            secs(baseline),
-            plan.as_secs_f64() / baseline.as_secs_f64(),
-            plan_kept.as_secs_f64() / baseline.as_secs_f64()
+            default.show(),
+            default.ratio(&baseline),
+            with_kept.show(),
+            with_kept.ratio(&baseline),
+            baseline.show(),
         );
     }
 }

@@ -250,6 +250,33 @@ fn a_running_vms_detached_down_or_deleted_tap_is_drift_that_apply_repairs() {
     }
 }
 
+#[test]
+fn a_bridge_set_down_is_drift_that_apply_repairs_in_place() {
+    if crate::vm::skip() || skip() {
+        return;
+    }
+    let lab = Lab::new(|vm| format!("console=ttyS0 testguest.name={vm} testguest.halt"));
+    lab.apply();
+    let bridge = lab
+        .link_with_alias("vmctl:lab:lan")
+        .expect("network lan has its bridge");
+    let pids: Vec<_> = VMS.iter().map(|vm| lab.pid(vm)).collect();
+    assert!(pids.iter().all(Option::is_some), "{pids:?}");
+
+    lab.ip(&["link", "set", &bridge, "down"]);
+    let line = status_line(&lab, "network.lan");
+    assert!(line.contains("drifted"), "{line}");
+    assert_eq!(lab.planned(), ["update network.lan"]);
+    let out = lab.vmctl(&["plan"]);
+    assert!(text(&out).contains("bridge.up"), "{}", text(&out));
+    lab.apply();
+    let flags = lab.ip(&["-j", "link", "show", "dev", &bridge]);
+    assert!(flags.contains("\"UP\""), "the bridge is up again: {flags}");
+    assert_eq!(lab.planned(), Vec::<String>::new());
+    let after: Vec<_> = VMS.iter().map(|vm| lab.pid(vm)).collect();
+    assert_eq!(after, pids, "a VM was restarted");
+}
+
 /// The projects the marker of `netns` lists, or `None` without a marker.
 fn netns_users(netns: &NetnsGuard) -> Option<Vec<String>> {
     let path = std::path::Path::new("/run/vmctl/netns").join(format!("{}.json", netns.name));

@@ -40,6 +40,17 @@ pub enum Job {
         #[arg(long, value_name = "HEX")]
         sha256: String,
     },
+    /// Serve the protocol on a unix socket, one session per connection, until this
+    /// command's ssh session ends or no connection was open for the idle time (a kept
+    /// agent: vmctl starts it behind a kept ssh connection, `--ssh-control-dir`).
+    Listen {
+        /// The socket: `<state-dir>/run/agent-<hex>.sock`.
+        #[arg(long, value_name = "PATH")]
+        socket: std::path::PathBuf,
+        /// End after this many seconds without an open connection.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        idle_seconds: u64,
+    },
     /// A VM's serial console on this host, as `vmctl console` shows it.
     Console {
         /// The host's state dir.
@@ -81,6 +92,10 @@ pub enum AgentCommandError {
 pub fn run(args: &Args) -> Result<(), CommandError> {
     match &args.job {
         None => serve(),
+        Some(Job::Listen {
+            socket,
+            idle_seconds,
+        }) => listen(socket, *idle_seconds),
         Some(Job::Receive { state_dir, sha256 }) => {
             let path = vmctl_runtime::host::image_cache::receive(
                 state_dir,
@@ -119,6 +134,24 @@ fn serve() -> Result<(), CommandError> {
         Err(e @ AgentError::BuildId(_)) => Err(report(AgentCommandError::BuildId(e))),
         Err(e @ AgentError::Io(_)) => Err(report(AgentCommandError::Io(e))),
     }
+}
+
+/// Serves the protocol on a socket, as a kept agent.
+fn listen(socket: &std::path::Path, idle_seconds: u64) -> Result<(), CommandError> {
+    let build = vmctl_runtime::remote::build::agent_build_id()
+        .map_err(|e| report(AgentCommandError::BuildId(AgentError::BuildId(e))))?;
+    vmctl_runtime::remote::listen::listen(
+        socket,
+        std::time::Duration::from_secs(idle_seconds),
+        &build,
+    )
+    .map_err(|e| {
+        CommandError::Report(miette::miette!(
+            code = "vmctl::agent::listen",
+            help = "vmctl starts this behind a kept ssh connection; another one is started on the next run",
+            "{e}"
+        ))
+    })
 }
 
 fn report(error: AgentCommandError) -> CommandError {

@@ -30,6 +30,7 @@
 //! the config is not looked at: vmctl reaches hosts through the config.
 
 pub mod attrs;
+mod bridges;
 mod disks;
 mod errors;
 pub mod netns;
@@ -110,6 +111,7 @@ pub fn diff(
         });
     }
     taps::repair_taps(&mut changes, live, &config.project);
+    bridges::repair_bridges(&mut changes, live, &config.project);
     if errors.is_empty() {
         Ok(changes)
     } else {

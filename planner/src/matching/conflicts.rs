@@ -169,6 +169,7 @@ mod tests {
             bridge: "vmbr1".into(),
             uplink: None,
             mode: Some(VlanMode::Filtering),
+            bridge_drift: Vec::new(),
         });
         let problems = find(&config(), "local", &facts);
         assert_eq!(problems.len(), 1);

@@ -1,5 +1,6 @@
 //! A host reached over OpenSSH: its agent (`vmctl agent` of this very build, shipped
-//! when the host lacks it, `remote::ship`) carries the host calls on one session
+//! when the host lacks it, `remote::ship`; or the host's kept agent when the
+//! connection is kept, `remote::kept`) carries the host calls on one session
 //! ([`SshLink`]); files the host needs are sent on a session of their own
 //! (`vmctl agent receive`) into its image cache, once per content.
 
@@ -15,6 +16,7 @@ use super::wire::{Answer, Call};
 use crate::host::fsutil;
 use crate::remote::build::{sha256_of, Executable};
 use crate::remote::client::Agent;
+use crate::remote::kept;
 use crate::remote::ship::{self, remote_shell, AgentOptions, Shipped};
 use crate::remote::ssh::{shell_quote, ControlDir, SshOptions, SshSession};
 use crate::remote::target::SshTarget;
@@ -115,16 +117,25 @@ pub fn connect(
         state_dir: host.state_dir.clone(),
         sudo: host.sudo,
     };
-    let connected =
-        ship::connect(&session, exe, &options).map_err(|source| SshHostError::Connect {
-            host: host.name.clone(),
-            source: Box::new(source),
-        })?;
+    // The host's kept agent when there is one (`remote::kept`), else an agent started
+    // for this run (shipped first when the host lacks this build), and a kept one
+    // started for the next runs when the connection is kept.
+    let (mut agent, shipped) = match kept::reach(&session, &options, exe) {
+        Some((agent, _hello)) => (agent, None),
+        None => {
+            let connected =
+                ship::connect(&session, exe, &options).map_err(|source| SshHostError::Connect {
+                    host: host.name.clone(),
+                    source: Box::new(source),
+                })?;
+            kept::start(&session, &options, exe);
+            (connected.agent, connected.shipped)
+        }
+    };
     let calls_error = |reason: String| SshHostError::Calls {
         host: host.name.clone(),
         reason,
     };
-    let mut agent = connected.agent;
     if needs.kvm {
         let probe = agent.probe().map_err(|e| calls_error(e.to_string()))?;
         if let crate::remote::protocol::KvmAccess::Unusable { reason } = probe.kvm {
@@ -154,10 +165,7 @@ pub fn connect(
     if opened != Answer::Opened {
         return Err(calls_error(format!("it answered {opened:?} to open")));
     }
-    Ok((
-        RemoteHost::new(&host.name, Arc::new(link)),
-        connected.shipped,
-    ))
+    Ok((RemoteHost::new(&host.name, Arc::new(link)), shipped))
 }
 
 impl SshLink {

@@ -5,7 +5,7 @@
 use std::io::{BufRead, Write};
 
 use super::protocol::{
-    read_line, write_message, ErrorKind, ErrorReply, Hello, HostFacts, KvmAccess, Request,
+    read_line, write_message, ErrorKind, ErrorReply, Hello, HostProbe, KvmAccess, Request,
     Response, WireError, PROTOCOL,
 };
 
@@ -119,9 +119,9 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     })
 }
 
-/// This host's facts, as the agent sees them.
-pub fn probe(build: &str) -> HostFacts {
-    HostFacts {
+/// What this host says about itself, as the agent sees it.
+pub fn probe(build: &str) -> HostProbe {
+    HostProbe {
         // SAFETY: geteuid has no preconditions, cannot fail and touches no memory.
         euid: unsafe { libc::geteuid() },
         kvm: match std::fs::OpenOptions::new()
@@ -194,11 +194,11 @@ mod tests {
                 build: "b".repeat(64)
             })
         );
-        let Response::Probe(facts) = &responses[1] else {
+        let Response::Probe(probe) = &responses[1] else {
             panic!("{:?}", responses[1]);
         };
-        assert_eq!(facts.build, "b".repeat(64));
-        assert!(!facts.kernel_release.is_empty());
+        assert_eq!(probe.build, "b".repeat(64));
+        assert!(!probe.kernel_release.is_empty());
         assert_eq!(responses[2], Response::Bye);
     }
 
@@ -236,8 +236,8 @@ mod tests {
 
     #[test]
     fn probe_says_why_kvm_is_unusable_or_that_it_is_usable() {
-        let facts = probe("x");
-        match facts.kvm {
+        let probed = probe("x");
+        match probed.kvm {
             KvmAccess::Usable => {}
             KvmAccess::Unusable { reason } => assert!(reason.starts_with("/dev/kvm: "), "{reason}"),
         }

@@ -7,8 +7,9 @@
 //! build" and "the file at this path is this exact file" are one question, which a
 //! build-time id cannot answer (two builds of one commit with other flags, a dirty
 //! tree, a rebuilt dependency all share it). The cost is reading the executable once
-//! per process (SHA-NI: ~0.1 s for a 150 MB debug build, a few ms for a release one),
-//! computed on first use and kept ([`Executable::current`]).
+//! per process (SHA-NI: ~0.1 s for a 150 MB debug build, ~10 ms for a release one),
+//! computed on first use and kept ([`Executable::current`]) — and once per build at
+//! all when the user's build-id cache knows the file ([`super::build_cache`]).
 
 use std::fs::File;
 use std::io::Read;
@@ -37,15 +38,48 @@ pub struct BuildIdError {
 }
 
 impl Executable {
-    /// The running executable (`/proc/self/exe`), hashed once per process.
+    /// The running executable (`/proc/self/exe`), hashed once per process, or not at
+    /// all when the user's build-id cache knows this very file
+    /// ([`super::build_cache`]).
     pub fn current() -> Result<&'static Executable, BuildIdError> {
         static CURRENT: OnceLock<Result<Executable, String>> = OnceLock::new();
         let current = CURRENT.get_or_init(|| {
-            Executable::at(Path::new("/proc/self/exe")).map_err(|e| e.source.to_string())
+            Executable::cached(Path::new("/proc/self/exe"), super::build_cache::location())
+                .map_err(|e| e.source.to_string())
         });
         current.as_ref().map_err(|message| BuildIdError {
             path: PathBuf::from("/proc/self/exe"),
             source: std::io::Error::other(message.clone()),
+        })
+    }
+
+    /// The executable at `path`, its id taken from the cache file `cache` when that
+    /// knows the file by its key, else hashed and remembered there.
+    pub fn cached(path: &Path, cache: Option<PathBuf>) -> Result<Executable, BuildIdError> {
+        use super::build_cache::{lookup, store, unchanged, FileKey};
+        let error = |source| BuildIdError {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = File::open(path).map_err(error)?;
+        let key = FileKey::of(&file.metadata().map_err(error)?);
+        if let Some(sha256) = cache.as_deref().and_then(|c| lookup(c, &key)) {
+            return Ok(Executable {
+                path: path.to_owned(),
+                sha256,
+                len: key.size(),
+            });
+        }
+        let (sha256, len) = sha256_of(&mut file).map_err(error)?;
+        if let Some(cache) = cache {
+            if len == key.size() && unchanged(&file, &key) {
+                store(&cache, &key, &sha256);
+            }
+        }
+        Ok(Executable {
+            path: path.to_owned(),
+            sha256,
+            len,
         })
     }
 
@@ -131,6 +165,26 @@ mod tests {
         assert_eq!(a.file_name(), format!("vmctl-{}", a.sha256));
         let again = Executable::at(Path::new("/proc/self/exe")).expect("hashes");
         assert_eq!(again.sha256, a.sha256);
+    }
+
+    #[test]
+    fn a_cached_id_is_the_hashed_one_and_is_used_without_hashing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = tmp.path().join("build-ids");
+        let exe = tmp.path().join("vmctl");
+        std::fs::write(&exe, b"abc").expect("writes");
+        let hashed = Executable::cached(&exe, Some(cache.clone())).expect("hashes");
+        assert_eq!(hashed, Executable::at(&exe).expect("hashes"));
+        assert!(cache.exists(), "remembered");
+        // The cache answers for the same file (its content is not read again): proven
+        // by a cache that says something else for this very key.
+        let text = std::fs::read_to_string(&cache).expect("reads");
+        std::fs::write(&cache, text.replace(&hashed.sha256, &"e".repeat(64))).expect("writes");
+        let cached = Executable::cached(&exe, Some(cache.clone())).expect("cached");
+        assert_eq!(cached.sha256, "e".repeat(64));
+        assert_eq!(cached.len, 3);
+        // Without a cache, it is hashed.
+        assert_eq!(Executable::cached(&exe, None).expect("hashes"), hashed);
     }
 
     #[test]

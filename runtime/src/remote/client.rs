@@ -1,18 +1,20 @@
 //! The near side of an agent session: the `ssh` process that runs `vmctl agent` on a
 //! host, its stdin and stdout as the protocol's channel, and the last lines of its
-//! stderr (ssh's and the agent's) to explain a failure. Each answer is awaited at most
+//! stderr (ssh's and the agent's) to explain a failure — or a connection to a kept
+//! agent that serves the protocol on a socket ([`Agent::over_socket`], `remote::kept`). Each answer is awaited at most
 //! the session's timeout; an agent that overstays it is given up (its `ssh` killed),
 //! since a late answer would be read as the next one.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, ChildStdout, ExitStatus};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::protocol::{read_line, write_message, HostFacts, Request, Response, WireError};
+use super::protocol::{read_line, write_message, HostProbe, Request, Response, WireError};
 use super::ssh::{classify, SshError, SSH_FAILED};
 
 /// How many lines of stderr a session keeps.
@@ -69,14 +71,35 @@ fn last_line(lines: &[String]) -> String {
 }
 
 /// A running agent session. Requests are answered in order, one at a time.
-#[derive(Debug)]
 pub struct Agent {
     host: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
+    carrier: Carrier,
+    stdin: Option<Box<dyn Write + Send>>,
     stdout: LineReader,
-    stderr: StderrTail,
     timeout: Option<Duration>,
+}
+
+/// What carries a session.
+enum Carrier {
+    /// `ssh … vmctl agent`, with the last lines of its stderr.
+    Ssh { child: Child, stderr: StderrTail },
+    /// A connection to a kept agent's socket, shut down when the session ends.
+    Socket(UnixStream),
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("host", &self.host)
+            .field(
+                "carrier",
+                &match &self.carrier {
+                    Carrier::Ssh { child, .. } => format!("ssh (pid {})", child.id()),
+                    Carrier::Socket(_) => "a kept agent's socket".to_owned(),
+                },
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Agent {
@@ -92,11 +115,26 @@ impl Agent {
         let stdout = child.stdout.take().ok_or_else(|| gone("stdout"))?;
         let stderr = child.stderr.take().ok_or_else(|| gone("stderr"))?;
         Ok(Agent {
-            stderr: StderrTail::collect(stderr),
             host,
-            child,
-            stdin: Some(stdin),
+            stdin: Some(Box::new(stdin)),
             stdout: LineReader::spawn(stdout),
+            carrier: Carrier::Ssh {
+                child,
+                stderr: StderrTail::collect(stderr),
+            },
+            timeout: Some(DEFAULT_TIMEOUT),
+        })
+    }
+
+    /// A session on a connection to a kept agent's socket.
+    pub(crate) fn over_socket(host: String, stream: UnixStream) -> std::io::Result<Agent> {
+        let reader = stream.try_clone()?;
+        let writer = stream.try_clone()?;
+        Ok(Agent {
+            host,
+            stdin: Some(Box::new(writer)),
+            stdout: LineReader::spawn(reader),
+            carrier: Carrier::Socket(stream),
             timeout: Some(DEFAULT_TIMEOUT),
         })
     }
@@ -111,9 +149,13 @@ impl Agent {
         self.timeout = timeout;
     }
 
-    /// The pid of the local `ssh` that carries the session.
-    pub fn ssh_pid(&self) -> u32 {
-        self.child.id()
+    /// The pid of the local `ssh` that carries the session (none for a kept agent's
+    /// socket).
+    pub fn ssh_pid(&self) -> Option<u32> {
+        match &self.carrier {
+            Carrier::Ssh { child, .. } => Some(child.id()),
+            Carrier::Socket(_) => None,
+        }
     }
 
     /// Sends `request` and reads its answer. [`Response::Error`] is returned as it
@@ -138,8 +180,7 @@ impl Agent {
             }
             Next::Timeout => {
                 self.stdin = None;
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.end_now();
                 return Err(CallError::Timeout {
                     host: self.host.clone(),
                     after: self.timeout.unwrap_or_default(),
@@ -155,10 +196,10 @@ impl Agent {
         })
     }
 
-    /// [`Request::Probe`]: the host's facts.
-    pub fn probe(&mut self) -> Result<HostFacts, CallError> {
+    /// [`Request::Probe`]: what the host says about itself.
+    pub fn probe(&mut self) -> Result<HostProbe, CallError> {
         match self.call(&Request::Probe)? {
-            Response::Probe(facts) => Ok(facts),
+            Response::Probe(probe) => Ok(probe),
             other => Err(self.unexpected("probe", other)),
         }
     }
@@ -180,7 +221,7 @@ impl Agent {
             Ok(Err(e)) => Err(format!("host {host}: {e}")),
             Err(mpsc::RecvError) => Ok(None),
         };
-        let client = crate::hosts::stream::StreamClient::with_lines(Box::new(stdin), next_line);
+        let client = crate::hosts::stream::StreamClient::with_lines(stdin, next_line);
         Ok((client, self))
     }
 
@@ -215,8 +256,19 @@ impl Agent {
     /// classified), or the agent's exit status with its last stderr lines.
     pub(crate) fn ended(&mut self) -> CallError {
         self.stdin = None;
+        if let Carrier::Socket(_) = self.carrier {
+            return CallError::Gone {
+                host: self.host.clone(),
+                status: "the kept agent closed the connection".to_owned(),
+                code: None,
+                stderr: Vec::new(),
+            };
+        }
         let status = self.wait(EXIT_GRACE);
-        let stderr = self.stderr.lines(Duration::from_secs(1));
+        let stderr = match &self.carrier {
+            Carrier::Ssh { stderr, .. } => stderr.lines(Duration::from_secs(1)),
+            Carrier::Socket(_) => Vec::new(),
+        };
         match status {
             Some(s) if s.code() == Some(SSH_FAILED) => {
                 CallError::Ssh(classify(&self.host, &stderr.join("\n")))
@@ -237,9 +289,12 @@ impl Agent {
     }
 
     fn wait(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let Carrier::Ssh { child, .. } = &mut self.carrier else {
+            return None;
+        };
         let deadline = Instant::now() + grace;
         loop {
-            match self.child.try_wait() {
+            match child.try_wait() {
                 Ok(Some(status)) => return Some(status),
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
                 _ => return None,
@@ -248,14 +303,31 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Ends the session at once: kills its `ssh`, or shuts its socket down.
+    fn end_now(&mut self) {
+        match &mut self.carrier {
+            Carrier::Ssh { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Carrier::Socket(stream) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
 impl Drop for Agent {
-    /// Closes the agent's input (it exits at the end of it), then ends the local `ssh`
-    /// if it has not ended by itself.
+    /// Closes the agent's input (it exits at the end of it; a kept agent ends the
+    /// connection and lets go of what it held for it), then ends the local `ssh` if it
+    /// has not ended by itself.
     fn drop(&mut self) {
         self.stdin = None;
-        if self.wait(Duration::from_millis(500)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if let Carrier::Socket(_) = self.carrier {
+            self.end_now();
+        } else if self.wait(Duration::from_millis(500)).is_none() {
+            self.end_now();
         }
     }
 }
@@ -283,7 +355,7 @@ impl LineReader {
         LineReader { lines: rx }
     }
 
-    fn spawn(stdout: ChildStdout) -> LineReader {
+    fn spawn(stdout: impl Read + Send + 'static) -> LineReader {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout);

@@ -27,7 +27,7 @@ pub const MAX_LINE: usize = 16 << 20;
 pub enum Request {
     /// The handshake: the caller's protocol and build.
     Hello(Hello),
-    /// The host's facts.
+    /// What the host says about itself ([`HostProbe`]).
     Probe,
     /// The end of the session: the agent answers [`Response::Bye`] and exits.
     Bye,
@@ -44,7 +44,7 @@ pub enum Response {
     /// The agent's protocol and build.
     Hello(Hello),
     /// The answer to [`Request::Probe`].
-    Probe(HostFacts),
+    Probe(HostProbe),
     /// The answer to [`Request::Bye`]; the agent exits after writing it.
     Bye,
     /// The answer to [`Request::Calls`]: host calls from the next line on.
@@ -63,10 +63,12 @@ pub struct Hello {
     pub build: String,
 }
 
-/// What a host says about itself.
+/// What a host says about itself when the agent starts (the answer to a probe): who
+/// the agent runs as, whether it can run VMs, and its build. Not the host's live state,
+/// which is `vmctl_planner::facts::HostFacts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostFacts {
+pub struct HostProbe {
     /// The agent's effective uid (0: it may do everything vmctl does).
     pub euid: u32,
     /// Whether `/dev/kvm` opens read-write for the agent.
@@ -207,7 +209,7 @@ mod tests {
         );
         assert_eq!(json(&Request::Probe), r#"{"type":"probe"}"#);
         assert_eq!(json(&Request::Bye), r#"{"type":"bye"}"#);
-        let facts = Response::Probe(HostFacts {
+        let probe = Response::Probe(HostProbe {
             euid: 0,
             kvm: KvmAccess::Unusable {
                 reason: "no such file".into(),
@@ -217,7 +219,7 @@ mod tests {
             build: "ab".into(),
         });
         assert_eq!(
-            json(&facts),
+            json(&probe),
             r#"{"type":"probe","euid":0,"kvm":{"state":"unusable","reason":"no such file"},"kernel_release":"6.1","hostname":"h","build":"ab"}"#
         );
         let error = Response::Error(ErrorReply {

@@ -279,6 +279,16 @@ impl SshSession {
         &self.target
     }
 
+    /// How its `ssh` runs.
+    pub fn options(&self) -> &SshOptions {
+        &self.options
+    }
+
+    /// Its control directory.
+    pub fn control(&self) -> &ControlDir {
+        &self.control
+    }
+
     /// The options every `ssh` of this session gets, up to (not including) the target.
     pub fn base_args(&self) -> Vec<String> {
         self.args(false)
@@ -308,6 +318,9 @@ impl SshSession {
             "ControlMaster=auto".to_owned(),
             format!("ControlPath={}", control_path.display()),
             format!("ControlPersist={}s", o.control_persist.as_secs().max(1)),
+            // A socket forward (`remote::kept`) replaces the dead one of a master's
+            // earlier forward at the same path.
+            "StreamLocalBindUnlink=yes".to_owned(),
             "ServerAliveInterval=15".to_owned(),
             "ServerAliveCountMax=3".to_owned(),
         ] {
@@ -374,6 +387,22 @@ impl SshSession {
             return Err(classify(&self.host(), &stderr));
         }
         Ok((status, stderr))
+    }
+
+    /// Asks this host's master connection to forward the local socket `local` to the
+    /// socket `remote` on the host (`ssh -O forward -L LOCAL:REMOTE`), until the master
+    /// exits; whether it said yes.
+    pub fn forward(&self, local: &Path, remote: &Path) -> bool {
+        let mut command = Command::new(&self.options.program);
+        command
+            .args(self.base_args())
+            .args(["-O", "forward", "-L"])
+            .arg(format!("{}:{}", local.display(), remote.display()))
+            .args(self.target.ssh_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command.status().is_ok_and(|s| s.success())
     }
 
     /// Asks this host's master connection to exit (`ssh -O exit`); nothing happens when
@@ -457,6 +486,8 @@ mod tests {
             &format!("ControlPath={control}"),
             "-o",
             "ControlPersist=15s",
+            "-o",
+            "StreamLocalBindUnlink=yes",
             "-o",
             "ServerAliveInterval=15",
             "-o",

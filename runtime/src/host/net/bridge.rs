@@ -83,7 +83,7 @@ pub enum BridgeError {
 
 /// How a network's VLANs are carried (see the module doc): the planner's type, which a
 /// host reports with each network.
-pub use vmctl_planner::live::VlanMode;
+pub use vmctl_planner::live::{BridgeDrift, VlanMode};
 
 /// The VLAN mode of a network's bridge, read off its link info.
 pub fn vlan_mode(bridge: &Link) -> VlanMode {
@@ -92,6 +92,19 @@ pub fn vlan_mode(bridge: &Link) -> VlanMode {
     } else {
         VlanMode::BridgePerVlan
     }
+}
+
+/// How a network's bridge is not as [`create_bridge`] leaves it: down, or (in
+/// [`VlanMode::Filtering`]) with VLAN filtering off.
+pub fn drift(bridge: &Link, mode: VlanMode) -> Vec<BridgeDrift> {
+    let mut drift = Vec::new();
+    if !bridge.up {
+        drift.push(BridgeDrift::Down);
+    }
+    if mode == VlanMode::Filtering && bridge.vlan_filtering == Some(false) {
+        drift.push(BridgeDrift::VlanFilteringOff);
+    }
+    drift
 }
 
 /// Whether `name` can be a Linux interface name.
@@ -373,4 +386,42 @@ pub fn set_uplink(
     let current = tables.get(&port.index).cloned().unwrap_or_default();
     nl.set_port_vlans(port.index, &current, &trunk, false)
         .map_err(attach_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bridge(up: bool, filtering: Option<bool>) -> Link {
+        Link {
+            index: 7,
+            name: "br0".into(),
+            alias: Some("vmctl:lab:lan".into()),
+            kind: LinkKind::Bridge,
+            up,
+            controller: None,
+            parent: None,
+            vlan_id: None,
+            vlan_filtering: filtering,
+            vlan_default_pvid: filtering.map(|_| 0),
+            vxlan: None,
+        }
+    }
+
+    #[test]
+    fn a_bridge_down_or_unfiltered_is_drift() {
+        use VlanMode::{BridgePerVlan, Filtering};
+        assert_eq!(drift(&bridge(true, Some(true)), Filtering), []);
+        assert_eq!(
+            drift(&bridge(false, Some(true)), Filtering),
+            [BridgeDrift::Down]
+        );
+        assert_eq!(
+            drift(&bridge(false, Some(false)), Filtering),
+            [BridgeDrift::Down, BridgeDrift::VlanFilteringOff]
+        );
+        // A kernel without VLAN filtering: one bridge per VLAN, and nothing to turn on.
+        assert_eq!(drift(&bridge(true, None), BridgePerVlan), []);
+        assert_eq!(drift(&bridge(true, Some(false)), BridgePerVlan), []);
+    }
 }

@@ -117,6 +117,7 @@ pub fn observe_net(nl: &Netlink, project: &str) -> Result<NetInventory, NetlinkE
                         .next()
                         .map(|l| l.name.clone()),
                     mode: Some(mode),
+                    bridge_drift: bridge::drift(link, mode),
                 });
             }
             LinkKind::Tun => {
