@@ -254,17 +254,30 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // The VMMs first (by pid: their pid files, then anything still running with
-        // this lab's state dir on its command line), then the namespace with its
-        // bridges and taps; the temp dir goes with `dir`.
-        let mut pids: Vec<i32> = VMS.iter().filter_map(|vm| self.pid(vm)).collect();
-        pids.extend(self.processes());
-        for &pid in &pids {
+        // The VMMs first (by pid: their pid files), then what is still running with
+        // this lab's state dir on its command line (their supervisors, which remove
+        // the VMMs' cgroups once the VMMs are gone, get a moment for that first),
+        // then the namespace with its bridges and taps; the temp dir goes with `dir`.
+        let vmms: Vec<i32> = VMS.iter().filter_map(|vm| self.pid(vm)).collect();
+        for &pid in &vmms {
             // SAFETY: kill has no memory-safety preconditions; these are this test's VMMs.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        for &pid in &pids {
+        for &pid in &vmms {
             wait_gone(pid, Duration::from_secs(10));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while !self.processes().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let rest = self.processes();
+        for &pid in &rest {
+            // SAFETY: as above; processes naming this lab's state dir.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for &pid in &rest {
+            wait_gone(pid, Duration::from_secs(10));
+            crate::vm::remove_vmm_cgroups(pid);
         }
         if self.netns_exists() {
             let _ = Command::new("ip")

@@ -11,6 +11,7 @@ mod fleet;
 mod fleet_apply;
 mod fleet_bench;
 mod footprint;
+mod jail;
 mod lab;
 mod netns;
 mod plan;

@@ -57,6 +57,30 @@ impl Drop for KillOnDrop {
             // started (the VMM it detached, or a child it spawned).
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
+        if self.pid > 0 {
+            remove_vmm_cgroups(self.pid);
+        }
+    }
+}
+
+/// Removes the cgroups of the VMM whose supervisor is `pid` (a foreground `vmctl vmm`
+/// this test started), which a supervisor killed by SIGKILL leaves behind: waits
+/// (at most 5 s) for the kernel to empty them (the VMM dies with its supervisor).
+pub fn remove_vmm_cgroups(pid: i32) {
+    let name = format!("vmctl-vmm-{pid}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+    ] {
+        let dir = std::path::Path::new(root).join(&name);
+        while dir.exists()
+            && std::fs::remove_dir(&dir).is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -12,7 +12,10 @@
 //! - pids: the vCPUs + [`PIDS_OVERHEAD`] (the main, device and control threads, the
 //!   supervisor, and room): a VMM never forks.
 //!
-//! Only a group this module made is ever removed, by the supervisor that made it.
+//! A group is removed by the supervisor that made it. One whose supervisor was killed
+//! (SIGKILL leaves it no time) is removed by the next supervisor to make a group in
+//! the same hierarchy: a `vmctl-vmm-<pid>` group that holds no process and whose pid
+//! is no live process. Nothing else is ever removed.
 
 use std::fs;
 use std::io;
@@ -118,6 +121,32 @@ pub fn layout(
     }
 }
 
+/// The prefix of every VMM group's name; the supervisor's pid follows.
+pub const PREFIX: &str = "vmctl-vmm-";
+
+/// Removes the groups under `root` left by supervisors that were killed (see the
+/// module). Best effort.
+fn sweep(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let empty = fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+        if empty && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
 /// A VMM's group, made with its limits.
 #[derive(Debug)]
 pub struct Group {
@@ -140,6 +169,7 @@ impl Group {
             .map_err(|why| CgroupError::Unavailable { why })?;
         let mut group = Group { dirs: Vec::new() };
         let mut make = |root: &Path| -> Result<PathBuf, CgroupError> {
+            sweep(root);
             let dir = root.join(name);
             fs::create_dir(&dir).map_err(|source| CgroupError::Write {
                 path: dir.clone(),

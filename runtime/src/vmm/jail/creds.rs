@@ -10,7 +10,8 @@
 //!   uid change clears permitted and effective, then all of them (inheritable too)
 //!   are set to zero and read back.
 //! - `no_new_privs`, the parent-death signal (SIGKILL: a VMM never outlives its
-//!   supervisor), and an empty environment.
+//!   supervisor), and an empty environment ([`clear_environment`], before the mount
+//!   namespace hides `/proc`).
 //! - **rlimits**: no core dumps (`RLIMIT_CORE` 0: guest memory never lands on disk);
 //!   open files capped just above what the VMM holds (clients of its sockets).
 
@@ -85,7 +86,6 @@ pub fn nofile_limit(highest: u64) -> u64 {
 pub fn drop_all(host_pid: u32, nofile: u64) -> Result<(), CredsError> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(sys("setrlimit(RLIMIT_CORE)"))?;
     setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(sys("setrlimit(RLIMIT_NOFILE)"))?;
-    clear_environment();
     for cap in 0..=MAX_CAP {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
@@ -136,11 +136,51 @@ pub fn drop_all(host_pid: u32, nofile: u64) -> Result<(), CredsError> {
     Ok(())
 }
 
-/// Removes every environment variable (the process is single-threaded).
-fn clear_environment() {
+/// Removes every environment variable (the process is single-threaded, root, and
+/// still sees the host's `/proc`), and wipes the environment the process was started
+/// with: its strings are zeroed, so `/proc/PID/environ` shows none of them (a VMM is
+/// forked from the CLI, so that block is the CLI's environment).
+pub fn clear_environment() -> Result<(), CredsError> {
     for (key, _) in std::env::vars_os() {
         std::env::remove_var(key);
     }
+    // Fields 50 and 51 of /proc/self/stat: where the initial environment lies.
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| CredsError::Sys {
+        step: "reading /proc/self/stat",
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    // The command name (field 2) may hold spaces: count from after its `)`.
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after_comm
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let (Some(&start), Some(&end)) = (fields.get(47), fields.get(48)) else {
+        return Err(CredsError::Sys {
+            step: "finding the environment in /proc/self/stat",
+            source: nix::Error::EINVAL,
+        });
+    };
+    if end > start {
+        // SAFETY: [start, end) is this process's initial environment block, mapped
+        // and writable (the stack); no variable refers to it any more (all removed
+        // above), and the process is single-threaded.
+        unsafe { std::ptr::write_bytes(start as *mut u8, 0, (end - start) as usize) };
+        // Also shrink the block to nothing where the host lets root do so (it needs
+        // CAP_SYS_RESOURCE, which containers often lack); zeroed is enough.
+        // SAFETY: prctl with integer arguments; the end is set to the start, inside
+        // the same mapping.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_MM,
+                libc::PR_SET_MM_ENV_END as libc::c_ulong,
+                start as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+    }
+    Ok(())
 }
 
 /// The kernel's capability structures (`linux/capability.h`), which libc does not

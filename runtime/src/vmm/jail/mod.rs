@@ -62,6 +62,7 @@ pub fn host_pid() -> u32 {
 /// calling thread. Closes no fd: everything open now is the VM's.
 pub fn enter() -> Result<(), JailError> {
     let nofile = creds::nofile_limit(creds::highest_fd());
+    creds::clear_environment()?;
     mount::enter()?;
     creds::drop_all(host_pid(), nofile)?;
     Ok(())

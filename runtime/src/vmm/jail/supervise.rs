@@ -55,7 +55,8 @@ pub struct Leftovers {
 /// new PID namespace. Returns in the VMM; the supervisor never returns (see the
 /// module). Call while the process is single-threaded.
 pub fn supervise(limits: Limits, leftovers: Leftovers) -> Result<(), JailError> {
-    let group = Group::create(&format!("vmctl-vmm-{}", std::process::id()), limits)?;
+    let name = format!("{}{}", super::cgroup::PREFIX, std::process::id());
+    let group = Group::create(&name, limits)?;
     let forked = group
         .enter(std::process::id())
         .map_err(JailError::from)
