@@ -228,7 +228,13 @@ impl Lab {
             .map(|(name, ..)| name)
     }
 
-    /// Processes whose command line mentions this lab's state dir (its VMMs).
+    /// This lab's VMMs: the processes naming its state dir, not their supervisors.
+    pub fn vmms(&self) -> Vec<i32> {
+        without_supervisors(self.processes())
+    }
+
+    /// Processes whose command line mentions this lab's state dir (its VMMs and their
+    /// supervisors).
     pub fn processes(&self) -> Vec<i32> {
         processes_naming(&self.state_dir().display().to_string())
     }
@@ -285,6 +291,17 @@ impl Drop for Lab {
                 .status();
         }
     }
+}
+
+/// The VMMs among `pids`: not their supervisors (`comm` `vmm-supervisor`, which share
+/// their VMM's command line; docs/sandbox.md).
+pub fn without_supervisors(pids: Vec<i32>) -> Vec<i32> {
+    pids.into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map_or(true, |c| c.trim() != "vmm-supervisor")
+        })
+        .collect()
 }
 
 /// Live processes whose command line contains `needle`, sorted.

@@ -196,6 +196,19 @@ fn tell_launcher(launcher: &mut dyn Write, verdict: &Result<u32, String>) {
     };
 }
 
+/// Fails when a process holds the VM's lock: another VMM runs it. (The VMM takes the
+/// lock itself, and fails then too; this names the holder, which a jailed VMM cannot:
+/// the kernel reports a holder outside its PID namespace as pid 0.)
+fn refuse_a_second_vmm(spec: &VmmSpec) -> Result<(), LockError> {
+    let Some(path) = spec.lock_file_path() else {
+        return Ok(());
+    };
+    match super::lock::holder(&path) {
+        Ok(Some(pid)) => Err(LockError::Held { path, pid }),
+        _ => Ok(()),
+    }
+}
+
 /// What a started VMM holds until it ends: the VM, its pid file, its lock.
 type Held = (Vmm, Option<PidFile>, Option<VmmLock>);
 
@@ -209,6 +222,13 @@ fn serve(
     mut ready: Option<ReadyPipe>,
 ) -> Result<Outcome, EntryError> {
     if sandbox.jail {
+        // Named from here: the VMM, in its own PID namespace, cannot see the holder.
+        if let Err(e) = refuse_a_second_vmm(spec) {
+            if let Some(ready) = ready {
+                ready.report(Err(e.to_string()));
+            }
+            return Err(e.into());
+        }
         if let Err(e) = supervise(spec) {
             if let Some(ready) = ready {
                 ready.report(Err(e.to_string()));

@@ -25,8 +25,8 @@
 //! is started — a filter is inherited by the threads a thread starts, so nothing is
 //! spawned after that ([`ThreadError::MainConfined`]) — and the vCPUs wait at a
 //! [`Gate`] until it has, so no guest instruction runs before every thread is
-//! filtered. The process-wide part of the sandbox (namespaces, uid, capabilities:
-//! issue 12's jail) belongs before the first thread is started, where a change of
+//! filtered. The process-wide part of the sandbox ([`super::jail`]: namespaces, uid,
+//! capabilities) is entered before the first thread is started, where a change of
 //! uid or capabilities still reaches every thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,8 @@
 //!
 //! The group is `vmctl-vmm-<supervisor's pid>` at the root of a cgroup v2 mount whose
 //! `cgroup.controllers` has `memory` and `pids`, else of the v1 `memory` and `pids`
-//! hierarchies (this machine's kind). Limits:
+//! hierarchies (this machine's kind). The mounts are this process's, or where it sees
+//! none (`ip netns exec` remounts `/sys`), its own ([`super::cgroupfs`]). Limits:
 //!
 //! - memory: guest memory + [`MEMORY_OVERHEAD`] (64 MiB: the VMM's own few MiB, its
 //!   threads' stacks, the kernel's KVM structures charged to it). A VMM past it is
@@ -121,6 +122,18 @@ pub fn layout(
     }
 }
 
+/// The layout of this host's cgroups: as this process's mounts show them, else — in a
+/// mount namespace that shows none — as [`super::cgroupfs::mount_own`] mounts them.
+fn host_layout() -> Result<Layout, String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let why = match layout(&mountinfo, |p| fs::read_to_string(p)) {
+        Ok(layout) => return Ok(layout),
+        Err(why) => why,
+    };
+    super::cgroupfs::mount_own().map_err(|own| format!("{why}; mounting them: {own}"))
+}
+
 /// The prefix of every VMM group's name; the supervisor's pid follows.
 pub const PREFIX: &str = "vmctl-vmm-";
 
@@ -161,12 +174,7 @@ fn write(path: PathBuf, value: &str) -> Result<(), CgroupError> {
 impl Group {
     /// Makes group `name` with `limits` (see the module).
     pub fn create(name: &str, limits: Limits) -> Result<Self, CgroupError> {
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").map_err(|e| CgroupError::Unavailable {
-                why: format!("cannot read /proc/self/mountinfo: {e}"),
-            })?;
-        let layout = layout(&mountinfo, |p| fs::read_to_string(p))
-            .map_err(|why| CgroupError::Unavailable { why })?;
+        let layout = host_layout().map_err(|why| CgroupError::Unavailable { why })?;
         let mut group = Group { dirs: Vec::new() };
         let mut make = |root: &Path| -> Result<PathBuf, CgroupError> {
             sweep(root);

@@ -19,6 +19,7 @@
 //! for users.
 
 pub mod cgroup;
+pub mod cgroupfs;
 pub mod creds;
 pub mod mount;
 pub mod supervise;

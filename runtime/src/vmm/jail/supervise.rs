@@ -23,6 +23,9 @@ use super::cgroup::{Group, Limits};
 use super::{JailError, HOST_PID};
 use crate::vmm::lock::VmmLock;
 
+/// The supervisor's thread name (`comm`).
+pub const SUPERVISOR_NAME: &std::ffi::CStr = c"vmm-supervisor";
+
 /// The VMM, for the supervisor's signal handler.
 static VMM: AtomicI32 = AtomicI32::new(0);
 
@@ -114,6 +117,8 @@ extern "C" fn forward(sig: libc::c_int) {
 /// The supervisor: waits for the VMM, cleans up, exits as it did.
 fn wait(vmm: Pid, group: Group, leftovers: &Leftovers) -> ! {
     VMM.store(vmm.as_raw(), Ordering::Relaxed);
+    // Named apart from its VMM (`ps`, /proc/PID/comm): both have the same command line.
+    let _ = nix::sys::prctl::set_name(SUPERVISOR_NAME);
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: `forward` only calls kill, which is async-signal-safe.
         let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward)) };
@@ -135,10 +140,11 @@ fn wait(vmm: Pid, group: Group, leftovers: &Leftovers) -> ! {
 }
 
 /// Removes the sockets and pid file, unless another VMM holds the VM's lock (it has
-/// started since and they are its).
+/// started since and they are its) or the lock file is gone (the runtime removed the
+/// VM's files already; a lock file made now would be left behind).
 fn clean_up(leftovers: &Leftovers) {
     let lock = match &leftovers.lock {
-        Some(path) => match VmmLock::acquire(path) {
+        Some(path) => match VmmLock::acquire_existing(path) {
             Ok(lock) => Some(lock),
             Err(_) => return,
         },
