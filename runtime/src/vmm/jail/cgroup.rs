@@ -1,6 +1,6 @@
 //! The VMM's cgroup: memory and pids limits, made by its supervisor before the VMM is
-//! forked (so every page and thread of the VMM is counted from its first) and removed
-//! by it when the VMM has ended.
+//! forked, entered by the VMM first thing (so every page and thread of the VMM is
+//! counted from its first), and removed by the supervisor when the VMM has ended.
 //!
 //! The group is `vmctl-vmm-<supervisor's pid>` at the root of a cgroup v2 mount whose
 //! `cgroup.controllers` has `memory` and `pids`, else of the v1 `memory` and `pids`
@@ -10,8 +10,8 @@
 //! - memory: guest memory + [`MEMORY_OVERHEAD`] (64 MiB: the VMM's own few MiB, its
 //!   threads' stacks, the kernel's KVM structures charged to it). A VMM past it is
 //!   killed by the kernel's OOM killer; the runtime then sees the VM as not running.
-//! - pids: the vCPUs + [`PIDS_OVERHEAD`] (the main, device and control threads, the
-//!   supervisor, and room): a VMM never forks.
+//! - pids: the vCPUs + [`PIDS_OVERHEAD`] (the main, device and control threads, and
+//!   room): a VMM never forks.
 //!
 //! A group is removed by the supervisor that made it. One whose supervisor was killed
 //! (SIGKILL leaves it no time) is removed by the next supervisor to make a group in
@@ -163,8 +163,8 @@ fn sweep(root: &Path) {
 /// A VMM's group, made with its limits.
 #[derive(Debug)]
 pub struct Group {
-    /// Each group directory with its hierarchy's root.
-    dirs: Vec<(PathBuf, PathBuf)>,
+    /// Each group directory (one per hierarchy).
+    dirs: Vec<PathBuf>,
 }
 
 fn write(path: PathBuf, value: &str) -> Result<(), CgroupError> {
@@ -183,7 +183,7 @@ impl Group {
                 path: dir.clone(),
                 source,
             })?;
-            group.dirs.push((dir.clone(), root.to_path_buf()));
+            group.dirs.push(dir.clone());
             Ok(dir)
         };
         let made = match &layout {
@@ -214,25 +214,32 @@ impl Group {
         }
     }
 
-    /// Moves process `pid` (all its threads, and what it starts later) into the group.
-    pub fn enter(&self, pid: u32) -> Result<(), CgroupError> {
-        for (dir, _) in &self.dirs {
-            write(dir.join("cgroup.procs"), &pid.to_string())?;
+    /// Moves the calling process, which must be single-threaded, into the group (and
+    /// what it starts later with it). On cgroup v1 it writes `0` to each group's
+    /// `tasks`: a thread moving itself needs no lock of every thread group of the host
+    /// (moving another process by pid waits ~10 ms here for an RCU grace period).
+    pub fn enter_self(&self) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            let tasks = dir.join("tasks");
+            let file = if tasks.exists() {
+                tasks
+            } else {
+                dir.join("cgroup.procs")
+            };
+            write(file, "0")?;
         }
         Ok(())
     }
 
     /// The group's directories (one per hierarchy).
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.iter().map(|(dir, _)| dir.as_path())
+        self.dirs.iter().map(PathBuf::as_path)
     }
 
-    /// Moves this process back to each hierarchy's root and removes the group, once
-    /// the kernel has emptied it. Best effort: what cannot be removed stays.
+    /// Removes the group, once the kernel has emptied it (the VMM has ended). Best
+    /// effort: what cannot be removed stays (and is swept later).
     pub fn remove(self) {
-        let me = std::process::id().to_string();
-        for (dir, root) in self.dirs.iter().rev() {
-            let _ = fs::write(root.join("cgroup.procs"), &me);
+        for dir in self.dirs.iter().rev() {
             let deadline = Instant::now() + REMOVE_WAIT;
             while fs::remove_dir(dir).is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
                 && Instant::now() < deadline

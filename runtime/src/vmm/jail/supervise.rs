@@ -1,7 +1,8 @@
 //! The VMM's supervisor: the process that makes the VMM's cgroup, forks the VMM as the
 //! init of a new PID namespace, and waits for it.
 //!
-//! The supervisor stays root, outside every namespace, and does nothing but wait:
+//! The supervisor stays root, outside every namespace and outside the VMM's cgroup
+//! (the VMM moves itself in, first thing), and does nothing but wait:
 //! when the VMM ends it removes what the jailed VMM can no longer reach — its control
 //! and console sockets and its pid file, only while no other VMM holds the VM's lock —
 //! and the cgroup, then exits as the VMM did (same code, or killed by the same
@@ -60,33 +61,26 @@ pub struct Leftovers {
 pub fn supervise(limits: Limits, leftovers: Leftovers) -> Result<(), JailError> {
     let name = format!("{}{}", super::cgroup::PREFIX, std::process::id());
     let group = Group::create(&name, limits)?;
-    let forked = group
-        .enter(std::process::id())
-        .map_err(JailError::from)
-        .and_then(|()| {
-            unshare(CloneFlags::CLONE_NEWPID)
-                .map_err(|source| SuperviseError::Sys {
-                    step: "unshare(CLONE_NEWPID)",
-                    source,
-                })
-                .map_err(JailError::from)
+    let forked = unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|source| SuperviseError::Sys {
+            step: "unshare(CLONE_NEWPID)",
+            source,
         })
         .and_then(|()| {
             // SAFETY: the process is single-threaded (documented precondition).
-            unsafe { fork() }.map_err(|source| {
-                SuperviseError::Sys {
-                    step: "fork",
-                    source,
-                }
-                .into()
+            unsafe { fork() }.map_err(|source| SuperviseError::Sys {
+                step: "fork",
+                source,
             })
         });
     match forked {
         Err(e) => {
             group.remove();
-            Err(e)
+            Err(e.into())
         }
         Ok(ForkResult::Child) => {
+            // Into the cgroup first, before the VMM allocates anything.
+            group.enter_self()?;
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|source| {
                 SuperviseError::Sys {
                     step: "prctl(PR_SET_PDEATHSIG)",
