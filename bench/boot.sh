@@ -4,9 +4,10 @@
 # runs each (default 15): median and min wall time from process start to the guest's
 # first serial byte, median and max peak RSS (/usr/bin/time -f %M), for a 128 MiB
 # guest, as one table from one run; vmctl also with `--no-seccomp`, for what its
-# seccomp filters cost, and with `--no-sandbox`, for what its jail costs. Needs root (or /dev/kvm access), python3,
-# /usr/bin/time (`apt-get install -y time`); QEMU from `apt-get install -y
-# qemu-system-x86`; Firecracker is not packaged (bench/boot.md says how to build it).
+# seccomp filters cost, and with `--no-sandbox`, for what its jail costs. Needs root
+# (or /dev/kvm access), python3, /usr/bin/time (`apt-get install -y time`); QEMU from
+# `apt-get install -y qemu-system-x86`; Firecracker is not packaged (bench/boot.md
+# says how to build it).
 #
 #   bench/boot.sh                                   # vmctl (+ QEMU if installed)
 #   RUNS=30 FIRECRACKER=/path/to/firecracker bench/boot.sh
