@@ -435,3 +435,53 @@ fn another_user_reaches_no_socket_volume_or_console_log() {
         assert_eq!(as_user(0, || open(f)), 0, "root: {f:?}");
     }
 }
+
+/// A VMM that goes past its cgroup's memory limit (the test probe allocates 1 GiB once
+/// the VMM is confined; the limit is guest memory + 64 MiB) is killed by the kernel,
+/// its console log says so, `status` reports the VM crashed, and the next apply starts
+/// it again.
+#[test]
+fn a_vmm_past_its_memory_limit_is_killed_reported_crashed_and_restarted() {
+    if skip() {
+        return;
+    }
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: the probe is in debug builds only");
+        return;
+    }
+    let lab = Lab::new(|vm| format!("console=ttyS0 testguest.name={vm} testguest.halt"));
+    let out = vmctl()
+        .args(["--color", "never", "apply", "--auto-approve"])
+        .arg(lab.config_dir())
+        .env("VMCTL_VMM_TEST_PROBE", "main:alloc=1024")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + VM_TIMEOUT;
+    for vm in VMS {
+        let log = lab.vm_dir(vm).join("console.log");
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("went past its memory limit") {
+                assert!(text.contains("was killed by SIGKILL"), "{vm}: {text}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{vm} was not killed: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let status = text(&lab.vmctl(&["status"]));
+    for vm in VMS {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("vm.{vm} ")))
+            .unwrap_or_else(|| panic!("{vm} not in status:\n{status}"));
+        assert!(line.contains("crashed"), "{vm}: {line}\n{status}");
+    }
+    lab.apply();
+    assert!(lab.planned().is_empty(), "{:?}", lab.planned());
+    for vm in VMS {
+        assert!(lab.pid(vm).is_some(), "{vm} was not restarted");
+    }
+}

@@ -12,6 +12,7 @@
 //! | `open=PATH` | `open(PATH, O_RDWR)` (another VM's volume) |
 //! | `execve=PATH` | `execve(PATH)` |
 //! | `ptrace=PID` | `ptrace(PTRACE_ATTACH, PID)` (another VMM's host pid) |
+//! | `alloc=MIB` | maps MIB MiB and writes every page (past the cgroup's memory limit) |
 
 use std::ffi::CString;
 
@@ -42,6 +43,8 @@ pub enum Call {
     Execve(CString),
     /// Attaches to a pid.
     Ptrace(libc::pid_t),
+    /// Maps and touches this many MiB.
+    Alloc(usize),
 }
 
 impl Probe {
@@ -64,6 +67,7 @@ impl Probe {
             Some(("open", p)) => Call::Open(path(p)?),
             Some(("execve", p)) => Call::Execve(path(p)?),
             Some(("ptrace", pid)) => Call::Ptrace(pid.parse().ok()?),
+            Some(("alloc", mib)) => Call::Alloc(mib.parse().ok()?),
             _ => return None,
         };
         Some(Self { kind, call })
@@ -91,6 +95,7 @@ impl Probe {
             Call::Ptrace(pid) => ("ptrace", unsafe {
                 libc::ptrace(libc::PTRACE_ATTACH, *pid, 0, 0) as libc::c_int
             }),
+            Call::Alloc(mib) => ("alloc", alloc(*mib)),
         };
         let line = if rc < 0 {
             format!(
@@ -103,6 +108,31 @@ impl Probe {
         // SAFETY: write of a valid buffer to stderr.
         unsafe { libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len()) };
     }
+}
+
+/// Maps `mib` MiB and writes a byte into every page of it; -1 when the map fails.
+/// Never unmapped: the point is to be killed for it.
+fn alloc(mib: usize) -> libc::c_int {
+    let len = mib << 20;
+    // SAFETY: an anonymous private mapping, written only within its length.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return -1;
+        }
+        let p = p.cast::<u8>();
+        for offset in (0..len).step_by(4096) {
+            std::ptr::write_volatile(p.add(offset), 1);
+        }
+    }
+    0
 }
 
 /// `fd` (or -1) as a result, closing a real fd.

@@ -231,6 +231,22 @@ impl Group {
         Ok(())
     }
 
+    /// Whether the kernel's OOM killer killed a process of the group for its memory
+    /// limit (`oom_kill` of v1 `memory.oom_control` or v2 `memory.events`).
+    pub fn oom_killed(&self) -> bool {
+        self.dirs
+            .iter()
+            .flat_map(|d| [d.join("memory.oom_control"), d.join("memory.events")])
+            .filter_map(|f| fs::read_to_string(f).ok())
+            .any(|text| {
+                text.lines().any(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+                })
+            })
+    }
+
     /// The group's directories (one per hierarchy).
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(PathBuf::as_path)

@@ -96,7 +96,7 @@ pub fn supervise(limits: Limits, leftovers: Leftovers) -> Result<(), JailError> 
             HOST_PID.store(pid, Ordering::Relaxed);
             Ok(())
         }
-        Ok(ForkResult::Parent { child }) => wait(child, group, &leftovers),
+        Ok(ForkResult::Parent { child }) => wait(child, group, limits, &leftovers),
     }
 }
 
@@ -109,7 +109,7 @@ extern "C" fn forward(sig: libc::c_int) {
 }
 
 /// The supervisor: waits for the VMM, cleans up, exits as it did.
-fn wait(vmm: Pid, group: Group, leftovers: &Leftovers) -> ! {
+fn wait(vmm: Pid, group: Group, limits: Limits, leftovers: &Leftovers) -> ! {
     VMM.store(vmm.as_raw(), Ordering::Relaxed);
     // Named apart from its VMM (`ps`, /proc/PID/comm): both have the same command line.
     let _ = nix::sys::prctl::set_name(SUPERVISOR_NAME);
@@ -125,12 +125,30 @@ fn wait(vmm: Pid, group: Group, leftovers: &Leftovers) -> ! {
         }
     };
     clean_up(leftovers);
+    if let Ok(WaitStatus::Signaled(_, sig, _)) = status {
+        say_how_it_was_killed(vmm, sig, &group, limits);
+    }
     group.remove();
     match status {
         Ok(WaitStatus::Signaled(_, sig, _)) => die_by(sig),
         Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
         _ => std::process::exit(1),
     }
+}
+
+/// Says on stderr (a detached VMM's console log) that the VMM was killed, and whether
+/// for its memory limit: the VMM cannot say it itself.
+fn say_how_it_was_killed(vmm: Pid, sig: Signal, group: &Group, limits: Limits) {
+    let why = if group.oom_killed() {
+        format!(
+            " by the kernel: it went past its memory limit ({} MiB: guest memory + {} MiB)",
+            limits.memory >> 20,
+            super::cgroup::MEMORY_OVERHEAD >> 20
+        )
+    } else {
+        String::new()
+    };
+    eprintln!("vmctl vmm: the VMM (pid {vmm}) was killed by {sig}{why}");
 }
 
 /// Removes the sockets and pid file, unless another VMM holds the VM's lock (it has
