@@ -270,6 +270,7 @@ fn start(spec: &VmmSpec, sandbox: Sandbox, detached: bool) -> Result<Held, Entry
         .map(|path| VmmLock::acquire(&path))
         .transpose()?;
     let console: Box<dyn Write + Send> = match &spec.console_log {
+        Some(path) if sandbox.jail => Box::new(ConsoleLog::open_for_jail(path, detached)?),
         Some(path) => Box::new(ConsoleLog::open(path, detached)?),
         None => Box::new(std::io::stdout()),
     };
