@@ -231,17 +231,27 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
     finish(result)
 }
 
-/// `vmctl vmm filters`.
+/// `vmctl vmm filters`: a jailed VMM's filters (every VMM apply starts), then the
+/// kinds whose filter differs without the jail (`--no-sandbox`).
 fn print_filters() -> miette::Result<u8> {
     use vmctl_runtime::vmm::seccomp::{Action, Filters};
-    let filters = Filters::compile(Action::KillProcess)
-        .map_err(|e| miette!(code = "vmctl::vmm::seccomp", "{e}"))?;
+    let compile = |jailed| {
+        Filters::compile(Action::KillProcess, jailed)
+            .map_err(|e| miette!(code = "vmctl::vmm::seccomp", "{e}"))
+    };
+    let (jailed, unjailed) = (compile(true)?.sizes(), compile(false)?.sizes());
     println!(
-        "{:<8} {:>9} {:>17}",
+        "{:<20} {:>9} {:>17}",
         "THREAD", "SYSCALLS", "BPF INSTRUCTIONS"
     );
-    for (kind, syscalls, instructions) in filters.sizes() {
-        println!("{:<8} {syscalls:>9} {instructions:>17}", kind.to_string());
+    for (kind, syscalls, instructions) in &jailed {
+        println!("{:<20} {syscalls:>9} {instructions:>17}", kind.to_string());
+    }
+    for (row, (kind, syscalls, instructions)) in unjailed.iter().enumerate() {
+        if jailed.get(row) != Some(&(*kind, *syscalls, *instructions)) {
+            let name = format!("{kind} --no-sandbox");
+            println!("{name:<20} {syscalls:>9} {instructions:>17}");
+        }
     }
     Ok(0)
 }

@@ -6,7 +6,8 @@
 //! A jailed VMM cannot rename the log (no path of the host resolves in its root): it
 //! opens a reader of the log and `console.log.1` before the jail
 //! ([`ConsoleLog::open_for_jail`]) and rotates by copying the log into
-//! `console.log.1` and emptying it (`pread`, `write`, `ftruncate`: no path needed).
+//! `console.log.1` and emptying it (`pread`, `write`, `ftruncate`: no path needed, and
+//! its vCPU filter allows no `rename` or `openat`).
 //!
 //! Readers (`vmctl console --lines/--follow`) read `console.log.1` then `console.log`.
 
@@ -105,10 +106,10 @@ impl ConsoleLog {
     /// Starts a new file; the current one becomes `console.log.1`. When the rename
     /// fails the log is emptied instead: the bound holds either way.
     fn rotate(&mut self) -> io::Result<()> {
+        if self.rotate_by_copy()? {
+            return Ok(());
+        }
         if std::fs::rename(&self.path, rotated_path(&self.path)).is_err() {
-            if self.rotate_by_copy()? {
-                return Ok(());
-            }
             self.file.set_len(0)?;
             self.len = 0;
             return Ok(());
@@ -183,9 +184,9 @@ mod tests {
         assert!(!old_text.contains(&format!("{:08} ", last - 1)));
     }
 
-    /// Where the log's path does not resolve (a jailed VMM; here the file is unlinked
-    /// from under it), the log is rotated by copy: `console.log.1` holds the full log,
-    /// the log starts again empty.
+    /// A jailed VMM's log (here its file is even unlinked from under it, as its path
+    /// does not resolve in the jail) is rotated by copy: `console.log.1` holds the full
+    /// log, the log starts again empty.
     #[test]
     fn a_jailed_log_rotates_by_copy() {
         let dir = tempfile::tempdir().unwrap();
@@ -225,10 +226,10 @@ mod tests {
     /// log, and a detached VMM's stdout and stderr follow (in a forked child, which
     /// installs the vCPU filter, writes past the bound twice, and ends with `exit`).
     /// Returns `console.log.1`'s length.
-    fn rotate_under_the_vcpu_filter(mut log: ConsoleLog, old: &Path) -> usize {
+    fn rotate_under_the_vcpu_filter(mut log: ConsoleLog, old: &Path, jailed: bool) -> usize {
         use crate::vmm::seccomp::{Action, Filters};
         use crate::vmm::threads::ThreadKind;
-        let filters = Filters::compile(Action::KillProcess).unwrap();
+        let filters = Filters::compile(Action::KillProcess, jailed).unwrap();
         // SAFETY: the child installs a filter, writes and leaves with exit(2); glibc's
         // fork leaves its allocator usable in the child.
         let pid = unsafe { libc::fork() };
@@ -260,7 +261,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let log = ConsoleLog::with_max(&path, true, 100).unwrap();
-        assert_eq!(rotate_under_the_vcpu_filter(log, &rotated_path(&path)), 100);
+        assert_eq!(
+            rotate_under_the_vcpu_filter(log, &rotated_path(&path), false),
+            100
+        );
         assert_eq!(std::fs::read(&path).unwrap().len(), 80);
     }
 
@@ -274,6 +278,9 @@ mod tests {
             .rotating_by_copy()
             .unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(rotate_under_the_vcpu_filter(log, &rotated_path(&path)), 100);
+        assert_eq!(
+            rotate_under_the_vcpu_filter(log, &rotated_path(&path), true),
+            100
+        );
     }
 }

@@ -113,7 +113,11 @@ pub fn run(
                 supervise(&spec)?;
                 super::process::close_inherited_fds(-1);
             }
-            let vmm = Vmm::build(&spec, Box::new(std::io::stdout()), threads(seccomp)?)?;
+            let vmm = Vmm::build(
+                &spec,
+                Box::new(std::io::stdout()),
+                threads(Sandbox { seccomp, jail })?,
+            )?;
             if jail {
                 jail::enter()?;
                 // As the init of its PID namespace, the VMM ignores a signal it has
@@ -149,10 +153,11 @@ fn supervise(spec: &VmmSpec) -> Result<(), JailError> {
     jail::supervise(Limits::for_vm(spec.memory.0, spec.cpus), leftovers)
 }
 
-/// The threads of a VMM: confined, their filters compiled, unless `seccomp` is `None`.
-fn threads(seccomp: Option<Action>) -> Result<Threads, VmmError> {
-    match seccomp {
-        Some(action) => Ok(Threads::confined(action)?),
+/// The threads of a VMM: confined, their filters (a jailed VMM's, or not) compiled,
+/// unless there are no filters.
+fn threads(sandbox: Sandbox) -> Result<Threads, VmmError> {
+    match sandbox.seccomp {
+        Some(action) => Ok(Threads::confined(action, sandbox.jail)?),
         None => Ok(Threads::unconfined()),
     }
 }
@@ -264,7 +269,7 @@ fn serve(
 /// stderr are the console log. Jailed, everything is opened before the jail is
 /// entered, and the first thread started after.
 fn start(spec: &VmmSpec, sandbox: Sandbox, detached: bool) -> Result<Held, EntryError> {
-    let threads = threads(sandbox.seccomp)?;
+    let threads = threads(sandbox)?;
     let lock = spec
         .lock_file_path()
         .map(|path| VmmLock::acquire(&path))

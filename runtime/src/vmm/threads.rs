@@ -137,12 +137,12 @@ impl Threads {
         Self::default()
     }
 
-    /// Threads confined to their kind's seccomp filter; `action` for a call outside it.
-    /// Compiles every filter now.
-    pub fn confined(action: Action) -> Result<Self, SeccompError> {
+    /// Threads confined to their kind's seccomp filter; `action` for a call outside it;
+    /// the filters of a jailed VMM or not. Compiles every filter now.
+    pub fn confined(action: Action, jailed: bool) -> Result<Self, SeccompError> {
         let probe = Probe::from_env();
         Ok(Self {
-            filters: Some(Arc::new(Filters::compile(action)?)),
+            filters: Some(Arc::new(Filters::compile(action, jailed)?)),
             main_confined: Arc::default(),
             probe,
         })
@@ -279,7 +279,7 @@ mod tests {
     /// device thread does; the log is in `dmesg`.)
     #[test]
     fn a_confined_thread_is_filtered_before_it_runs() {
-        let threads = Threads::confined(Action::Log).unwrap();
+        let threads = Threads::confined(Action::Log, true).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         threads
             .spawn(ThreadKind::Device, "device", move || {
