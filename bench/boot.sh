@@ -4,9 +4,10 @@
 # runs each (default 15): median and min wall time from process start to the guest's
 # first serial byte, median and max peak RSS (/usr/bin/time -f %M), for a 128 MiB
 # guest, as one table from one run; vmctl also with `--no-seccomp`, for what its
-# seccomp filters cost. Needs root (or /dev/kvm access), python3,
-# /usr/bin/time (`apt-get install -y time`); QEMU from `apt-get install -y
-# qemu-system-x86`; Firecracker is not packaged (bench/boot.md says how to build it).
+# seccomp filters cost, and with `--no-sandbox`, for what its jail costs. Needs root
+# (or /dev/kvm access), python3, /usr/bin/time (`apt-get install -y time`); QEMU from
+# `apt-get install -y qemu-system-x86`; Firecracker is not packaged (bench/boot.md
+# says how to build it).
 #
 #   bench/boot.sh                                   # vmctl (+ QEMU if installed)
 #   RUNS=30 FIRECRACKER=/path/to/firecracker bench/boot.sh
@@ -38,6 +39,8 @@ vmctl_run = [vmctl, "vmm", "run", "--kernel", guest, "--memory", "128MiB",
 cmds = {
     "vmctl": vmctl_run,
     "no-seccomp": vmctl_run + ["--no-seccomp"],
+    # Without the jail (namespaces, uid, cgroup): what the jail costs at start-up.
+    "no-sandbox": vmctl_run + ["--no-sandbox"],
 }
 if qemu:
     cmds["qemu"] = [qemu, "-M", "microvm", "-accel", "kvm", "-m", "128M", "-nodefaults",
@@ -98,6 +101,10 @@ for other in ("qemu", "firecracker"):
 print(f"seccomp filters: {med['vmctl'][0] - med['no-seccomp'][0]:+.2f} ms "
       f"({(med['vmctl'][0] / med['no-seccomp'][0] - 1) * 100:+.0f} %) to the first byte, "
       f"{med['vmctl'][1] - med['no-seccomp'][1]:+.2f} MiB peak RSS "
+      "(target: <= +3 ms or +20 %, whichever is larger)")
+print(f"jail: {med['vmctl'][0] - med['no-sandbox'][0]:+.2f} ms "
+      f"({(med['vmctl'][0] / med['no-sandbox'][0] - 1) * 100:+.0f} %) to the first byte, "
+      f"{med['vmctl'][1] - med['no-sandbox'][1]:+.2f} MiB peak RSS "
       "(target: <= +3 ms or +20 %, whichever is larger)")
 print(f"vmctl peak RSS {med['vmctl'][1]:.1f} MiB (target <= 4 MiB); "
       "QEMU time ratio target <= 0.2")

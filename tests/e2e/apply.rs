@@ -337,7 +337,7 @@ fn concurrent_and_killed_applies() {
     // Nothing orphaned: one VMM and one tap per VM, nothing else of the project.
     let mut expected: Vec<i32> = VMS.iter().filter_map(|vm| lab.pid(vm)).collect();
     expected.sort();
-    assert_eq!(lab.processes(), expected);
+    assert_eq!(lab.vmms(), expected);
     let mut taps: Vec<String> = lab
         .links()
         .into_iter()

@@ -285,7 +285,7 @@ fn console_lines_follow_and_pipe_mode_attach_reach_the_guest() {
     let (code, err) = b.wait();
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        !lab.path("console.sock").exists(),
+        crate::vm::wait_removed(&lab.path("console.sock")),
         "console socket left behind"
     );
 

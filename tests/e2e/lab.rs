@@ -228,7 +228,13 @@ impl Lab {
             .map(|(name, ..)| name)
     }
 
-    /// Processes whose command line mentions this lab's state dir (its VMMs).
+    /// This lab's VMMs: the processes naming its state dir, not their supervisors.
+    pub fn vmms(&self) -> Vec<i32> {
+        without_supervisors(self.processes())
+    }
+
+    /// Processes whose command line mentions this lab's state dir (its VMMs and their
+    /// supervisors).
     pub fn processes(&self) -> Vec<i32> {
         processes_naming(&self.state_dir().display().to_string())
     }
@@ -254,17 +260,30 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // The VMMs first (by pid: their pid files, then anything still running with
-        // this lab's state dir on its command line), then the namespace with its
-        // bridges and taps; the temp dir goes with `dir`.
-        let mut pids: Vec<i32> = VMS.iter().filter_map(|vm| self.pid(vm)).collect();
-        pids.extend(self.processes());
-        for &pid in &pids {
+        // The VMMs first (by pid: their pid files), then what is still running with
+        // this lab's state dir on its command line (their supervisors, which remove
+        // the VMMs' cgroups once the VMMs are gone, get a moment for that first),
+        // then the namespace with its bridges and taps; the temp dir goes with `dir`.
+        let vmms: Vec<i32> = VMS.iter().filter_map(|vm| self.pid(vm)).collect();
+        for &pid in &vmms {
             // SAFETY: kill has no memory-safety preconditions; these are this test's VMMs.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        for &pid in &pids {
+        for &pid in &vmms {
             wait_gone(pid, Duration::from_secs(10));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while !self.processes().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let rest = self.processes();
+        for &pid in &rest {
+            // SAFETY: as above; processes naming this lab's state dir.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for &pid in &rest {
+            wait_gone(pid, Duration::from_secs(10));
+            crate::vm::remove_vmm_cgroups(pid);
         }
         if self.netns_exists() {
             let _ = Command::new("ip")
@@ -272,6 +291,17 @@ impl Drop for Lab {
                 .status();
         }
     }
+}
+
+/// The VMMs among `pids`: not their supervisors (`comm` `vmm-supervisor`, which share
+/// their VMM's command line; docs/sandbox.md).
+pub fn without_supervisors(pids: Vec<i32>) -> Vec<i32> {
+    pids.into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map_or(true, |c| c.trim() != "vmm-supervisor")
+        })
+        .collect()
 }
 
 /// Live processes whose command line contains `needle`, sorted.

@@ -12,6 +12,7 @@ mod fleet_apply;
 mod fleet_bench;
 mod footprint;
 mod inventory;
+mod jail;
 mod lab;
 mod netns;
 mod plan;

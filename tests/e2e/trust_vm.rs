@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vmctl_runtime::vmm::lock;
 
-use crate::lab::{processes_naming, text};
+use crate::lab::{processes_naming, text, without_supervisors};
 use crate::support::vmctl;
 use crate::vm::{guest, skip, wait_gone, KillOnDrop};
 
@@ -128,9 +128,10 @@ impl Trust {
             .unwrap_or_default()
     }
 
-    /// Processes whose command line mentions this test's state dir (its VMMs).
+    /// Processes whose command line mentions this test's state dir, but their
+    /// supervisors: its VMMs.
     fn vmms(&self) -> Vec<i32> {
-        processes_naming(&self.state_dir().display().to_string())
+        without_supervisors(processes_naming(&self.state_dir().display().to_string()))
     }
 
     /// Processes that have `file` open for writing.

@@ -18,7 +18,8 @@
 //!   NICs, each in the order given.
 //! - Both confine every VMM thread to its seccomp filter (docs/seccomp.md) unless
 //!   `--no-seccomp`; `--seccomp-log` (or `VMCTL_VMM_SECCOMP_LOG=1`) logs instead of
-//!   killing, for writing filters.
+//!   killing, for writing filters. Both jail the VMM (docs/sandbox.md: its own
+//!   namespaces, uid and cgroup, no capabilities) unless `--no-sandbox`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,6 +63,12 @@ struct SeccompArgs {
     /// `vmctl apply` starts.
     #[arg(long, env = "VMCTL_VMM_SECCOMP_LOG", value_parser = clap::builder::BoolishValueParser::new())]
     seccomp_log: bool,
+    /// Run without the jail, for debugging: the VMM stays this process, as root with
+    /// every capability, in the host's mount, PID and IPC namespaces, with the
+    /// host's files in reach and no cgroup limits (docs/sandbox.md). The seccomp
+    /// filters stay unless `--no-seccomp` too.
+    #[arg(long)]
+    no_sandbox: bool,
 }
 
 impl SeccompArgs {
@@ -188,10 +195,11 @@ fn try_parse_vmm(args: &[std::ffi::OsString]) -> Option<Result<VmmArgs, clap::Er
 
 /// Runs `vmctl vmm`.
 pub fn run(args: VmmArgs) -> miette::Result<u8> {
-    let (start, seccomp) = match (args.command, args.spec) {
+    let (start, seccomp, jail) = match (args.command, args.spec) {
         (Some(VmmCommand::Run(run)), _) => {
             let seccomp = run.seccomp.action();
-            (Start::Inline(Box::new(inline_spec(run)?)), seccomp)
+            let jail = !run.seccomp.no_sandbox;
+            (Start::Inline(Box::new(inline_spec(run)?)), seccomp, jail)
         }
         (Some(VmmCommand::Filters), _) => return print_filters(),
         (None, Some(path)) => (
@@ -200,6 +208,7 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
                 foreground: args.foreground,
             },
             args.seccomp.action(),
+            !args.seccomp.no_sandbox,
         ),
         (None, None) => {
             return Err(miette!(
@@ -211,7 +220,7 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
     };
     // A spec's VM says how it ended (on the console log when detached).
     let announce = matches!(start, Start::Spec { .. });
-    let result = entry::run(start, seccomp, &mut std::io::stdout());
+    let result = entry::run(start, seccomp, jail, &mut std::io::stdout());
     match &result {
         Ok(Outcome::Ended(Exit::PowerOff)) if announce => {
             eprintln!("vmctl vmm: the guest powered off")
@@ -222,17 +231,27 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
     finish(result)
 }
 
-/// `vmctl vmm filters`.
+/// `vmctl vmm filters`: a jailed VMM's filters (every VMM apply starts), then the
+/// kinds whose filter differs without the jail (`--no-sandbox`).
 fn print_filters() -> miette::Result<u8> {
     use vmctl_runtime::vmm::seccomp::{Action, Filters};
-    let filters = Filters::compile(Action::KillProcess)
-        .map_err(|e| miette!(code = "vmctl::vmm::seccomp", "{e}"))?;
+    let compile = |jailed| {
+        Filters::compile(Action::KillProcess, jailed)
+            .map_err(|e| miette!(code = "vmctl::vmm::seccomp", "{e}"))
+    };
+    let (jailed, unjailed) = (compile(true)?.sizes(), compile(false)?.sizes());
     println!(
-        "{:<8} {:>9} {:>17}",
+        "{:<20} {:>9} {:>17}",
         "THREAD", "SYSCALLS", "BPF INSTRUCTIONS"
     );
-    for (kind, syscalls, instructions) in filters.sizes() {
-        println!("{:<8} {syscalls:>9} {instructions:>17}", kind.to_string());
+    for (kind, syscalls, instructions) in &jailed {
+        println!("{:<20} {syscalls:>9} {instructions:>17}", kind.to_string());
+    }
+    for (row, (kind, syscalls, instructions)) in unjailed.iter().enumerate() {
+        if jailed.get(row) != Some(&(*kind, *syscalls, *instructions)) {
+            let name = format!("{kind} --no-sandbox");
+            println!("{name:<20} {syscalls:>9} {instructions:>17}");
+        }
     }
     Ok(0)
 }
@@ -275,6 +294,11 @@ fn diagnostic(e: EntryError) -> Report {
             "{e}"
         ),
         EntryError::Process(e) => miette!(code = "vmctl::vmm::process", "{e}"),
+        EntryError::Jail(e) => miette!(
+            code = "vmctl::vmm::jail",
+            help = "the VMM's jail needs root, cgroup memory and pids controllers (v2, or v1 hierarchies) and mount and PID namespaces; `vmctl vmm run --no-sandbox` runs without it, for debugging only (docs/sandbox.md)",
+            "{e}"
+        ),
         EntryError::NotStarted { why, console_log } => miette!(
             code = "vmctl::vmm::start",
             help = format!("the console log {} may say more", console_log.display()),

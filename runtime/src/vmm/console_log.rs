@@ -3,11 +3,18 @@
 //! started, so a guest flooding its serial port holds at most two files of 1 MiB on the
 //! host. A detached VMM's own stdout and stderr follow the log into the new file.
 //!
+//! A jailed VMM cannot rename the log (no path of the host resolves in its root): it
+//! opens a reader of the log and `console.log.1` before the jail
+//! ([`ConsoleLog::open_for_jail`]) and rotates by copying the log into
+//! `console.log.1` and emptying it (`pread`, `write`, `ftruncate`: no path needed, and
+//! its vCPU filter allows no `rename` or `openat`).
+//!
 //! Readers (`vmctl console --lines/--follow`) read `console.log.1` then `console.log`.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::process::{open_console_log, ProcessError};
@@ -30,6 +37,8 @@ pub struct ConsoleLog {
     max: u64,
     /// Whether stdout and stderr are this log (a detached VMM): they follow a rotation.
     stdio: bool,
+    /// A jailed VMM's way to rotate: a reader of the log, and `console.log.1`.
+    by_copy: Option<(File, File)>,
 }
 
 impl ConsoleLog {
@@ -37,6 +46,12 @@ impl ConsoleLog {
     /// and stderr write into it.
     pub fn open(path: &Path, stdio: bool) -> Result<Self, ProcessError> {
         Self::with_max(path, stdio, MAX_LOG)
+    }
+
+    /// Opens the log at `path` as [`ConsoleLog::open`] does, and what rotating it by
+    /// copy needs once the VMM is jailed (see the module).
+    pub fn open_for_jail(path: &Path, stdio: bool) -> Result<Self, ProcessError> {
+        Self::with_max(path, stdio, MAX_LOG)?.rotating_by_copy()
     }
 
     fn with_max(path: &Path, stdio: bool, max: u64) -> Result<Self, ProcessError> {
@@ -48,12 +63,52 @@ impl ConsoleLog {
             len,
             max,
             stdio,
+            by_copy: None,
         })
+    }
+
+    fn rotating_by_copy(mut self) -> Result<Self, ProcessError> {
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|source| ProcessError::ConsoleLog {
+                path: self.path.clone(),
+                source,
+            })?;
+        let old = open_console_log(&rotated_path(&self.path))?;
+        self.by_copy = Some((reader, old));
+        Ok(self)
+    }
+
+    /// Rotates through the fds of [`ConsoleLog::open_for_jail`]: `console.log.1`
+    /// becomes a copy of the log, which is emptied. False without them.
+    fn rotate_by_copy(&mut self) -> io::Result<bool> {
+        let Some((reader, old)) = &mut self.by_copy else {
+            return Ok(false);
+        };
+        old.set_len(0)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut offset = 0;
+        loop {
+            let n = reader.read_at(&mut buf, offset)?;
+            if n == 0 {
+                break;
+            }
+            old.write_all(&buf[..n])?;
+            offset += n as u64;
+        }
+        self.file.set_len(0)?;
+        self.len = 0;
+        Ok(true)
     }
 
     /// Starts a new file; the current one becomes `console.log.1`. When the rename
     /// fails the log is emptied instead: the bound holds either way.
     fn rotate(&mut self) -> io::Result<()> {
+        if self.rotate_by_copy()? {
+            return Ok(());
+        }
         if std::fs::rename(&self.path, rotated_path(&self.path)).is_err() {
             self.file.set_len(0)?;
             self.len = 0;
@@ -129,6 +184,31 @@ mod tests {
         assert!(!old_text.contains(&format!("{:08} ", last - 1)));
     }
 
+    /// A jailed VMM's log (here its file is even unlinked from under it, as its path
+    /// does not resolve in the jail) is rotated by copy: `console.log.1` holds the full
+    /// log, the log starts again empty.
+    #[test]
+    fn a_jailed_log_rotates_by_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut log = ConsoleLog::with_max(&path, false, 100)
+            .unwrap()
+            .rotating_by_copy()
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        log.write_all(&[b'x'; 100]).unwrap();
+        log.write_all(&[b'y'; 30]).unwrap();
+        assert_eq!(std::fs::read(rotated_path(&path)).unwrap(), vec![b'x'; 100]);
+        let (reader, _) = log.by_copy.as_ref().unwrap();
+        let mut now = Vec::new();
+        std::io::Read::read_to_end(&mut &*reader, &mut now).unwrap();
+        assert_eq!(now, vec![b'y'; 30]);
+        log.write_all(&[b'z'; 80]).unwrap();
+        let old = std::fs::read(rotated_path(&path)).unwrap();
+        assert_eq!(old.len(), 100);
+        assert!(old.starts_with(&[b'y'; 30]) && old.ends_with(&[b'z'; 70]));
+    }
+
     #[test]
     fn an_existing_log_counts_toward_the_bound() {
         let dir = tempfile::tempdir().unwrap();
@@ -145,14 +225,11 @@ mod tests {
     /// The serial port writes the log on a vCPU thread: its filter lets it rotate the
     /// log, and a detached VMM's stdout and stderr follow (in a forked child, which
     /// installs the vCPU filter, writes past the bound twice, and ends with `exit`).
-    #[test]
-    fn the_vcpu_filter_lets_the_log_rotate() {
+    /// Returns `console.log.1`'s length.
+    fn rotate_under_the_vcpu_filter(mut log: ConsoleLog, old: &Path, jailed: bool) -> usize {
         use crate::vmm::seccomp::{Action, Filters};
         use crate::vmm::threads::ThreadKind;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        let mut log = ConsoleLog::with_max(&path, true, 100).unwrap();
-        let filters = Filters::compile(Action::KillProcess).unwrap();
+        let filters = Filters::compile(Action::KillProcess, jailed).unwrap();
         // SAFETY: the child installs a filter, writes and leaves with exit(2); glibc's
         // fork leaves its allocator usable in the child.
         let pid = unsafe { libc::fork() };
@@ -176,7 +253,34 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "status {status:#x}"
         );
-        assert_eq!(std::fs::read(rotated_path(&path)).unwrap().len(), 100);
+        std::fs::read(old).unwrap().len()
+    }
+
+    #[test]
+    fn the_vcpu_filter_lets_the_log_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let log = ConsoleLog::with_max(&path, true, 100).unwrap();
+        assert_eq!(
+            rotate_under_the_vcpu_filter(log, &rotated_path(&path), false),
+            100
+        );
         assert_eq!(std::fs::read(&path).unwrap().len(), 80);
+    }
+
+    /// And a jailed VMM's rotation by copy (the log's path gone, as in the jail).
+    #[test]
+    fn the_vcpu_filter_lets_a_jailed_log_rotate_by_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let log = ConsoleLog::with_max(&path, true, 100)
+            .unwrap()
+            .rotating_by_copy()
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            rotate_under_the_vcpu_filter(log, &rotated_path(&path), true),
+            100
+        );
     }
 }

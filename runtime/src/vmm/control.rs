@@ -149,7 +149,7 @@ impl Controller {
                     "uptime_ms": life.uptime_ms(),
                     "vcpus": life.vcpus,
                     "memory": life.memory,
-                    "pid": std::process::id(),
+                    "pid": super::jail::host_pid(),
                     "exits": c,
                     "devices": (self.devices)(),
                 });

@@ -14,11 +14,16 @@
 //!   pid file while it runs.
 //! - [`Start::Inline`] (`vmctl vmm run`): a VM built from arguments, in the
 //!   foreground, serial output on stdout, with no lock, pid file or signal handling.
+//! - Jailed (the default; `jail: false` for `--no-sandbox`): the process forks the
+//!   VMM into its cgroup and PID namespace and stays as its supervisor
+//!   ([`jail::supervise`]); the VMM builds the VM, then enters the jail
+//!   ([`jail::enter`]) before it starts a thread.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::console_log::ConsoleLog;
+use super::jail::{self, cgroup::Limits, supervise::Leftovers, JailError};
 use super::lock::{LockError, VmmLock};
 use super::process::{self, Detached, PidFile, ProcessError, ReadyPipe};
 use super::seccomp::Action;
@@ -66,6 +71,9 @@ pub enum EntryError {
     /// Detaching, the console log or the pid file failed.
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// The jail could not be set up.
+    #[error(transparent)]
+    Jail(#[from] JailError),
     /// The detached VMM reported that it could not start (or died, or timed out).
     #[error("the VMM did not start: {why}")]
     NotStarted {
@@ -88,25 +96,68 @@ impl From<SpecError> for EntryError {
 /// Detaching forks: call while the process has a single thread.
 ///
 /// `seccomp` says what a system call outside a thread's filter gets; `None` runs
-/// every thread unfiltered (`--no-seccomp`).
+/// every thread unfiltered (`--no-seccomp`). `jail` runs the VMM in its jail
+/// ([`jail`]); false runs it as this process, as root (`--no-sandbox`).
 pub fn run(
     start: Start,
     seccomp: Option<Action>,
+    jail: bool,
     launcher: &mut dyn Write,
 ) -> Result<Outcome, EntryError> {
     match start {
-        Start::Spec { path, foreground } => run_spec(&path, foreground, seccomp, launcher),
+        Start::Spec { path, foreground } => {
+            run_spec(&path, foreground, Sandbox { seccomp, jail }, launcher)
+        }
         Start::Inline(spec) => {
-            let vmm = Vmm::build(&spec, Box::new(std::io::stdout()), threads(seccomp)?)?;
+            if jail {
+                supervise(&spec)?;
+                super::process::close_inherited_fds(-1);
+            }
+            let vmm = Vmm::build(
+                &spec,
+                Box::new(std::io::stdout()),
+                threads(Sandbox { seccomp, jail })?,
+            )?;
+            if jail {
+                jail::enter()?;
+                // As the init of its PID namespace, the VMM ignores a signal it has
+                // no handler for: SIGTERM, SIGINT and SIGHUP stop it cleanly instead.
+                vmm.stop_on_termination_signals()?;
+            }
             Ok(Outcome::Ended(vmm.run()?))
         }
     }
 }
 
-/// The threads of a VMM: confined, their filters compiled, unless `seccomp` is `None`.
-fn threads(seccomp: Option<Action>) -> Result<Threads, VmmError> {
-    match seccomp {
-        Some(action) => Ok(Threads::confined(action)?),
+/// What confines the VMM.
+#[derive(Debug, Clone, Copy)]
+struct Sandbox {
+    seccomp: Option<Action>,
+    jail: bool,
+}
+
+/// Forks the VMM of `spec` into its cgroup and PID namespace; returns in the VMM (the
+/// supervisor waits and exits: [`jail::supervise`]).
+fn supervise(spec: &VmmSpec) -> Result<(), JailError> {
+    let leftovers = Leftovers {
+        lock: spec.lock_file_path(),
+        files: [
+            spec.control_socket.clone(),
+            spec.console_socket_path(),
+            spec.pid_file.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    jail::supervise(Limits::for_vm(spec.memory.0, spec.cpus), leftovers)
+}
+
+/// The threads of a VMM: confined, their filters (a jailed VMM's, or not) compiled,
+/// unless there are no filters.
+fn threads(sandbox: Sandbox) -> Result<Threads, VmmError> {
+    match sandbox.seccomp {
+        Some(action) => Ok(Threads::confined(action, sandbox.jail)?),
         None => Ok(Threads::unconfined()),
     }
 }
@@ -114,7 +165,7 @@ fn threads(seccomp: Option<Action>) -> Result<Threads, VmmError> {
 fn run_spec(
     path: &Path,
     foreground: bool,
-    seccomp: Option<Action>,
+    sandbox: Sandbox,
     launcher: &mut dyn Write,
 ) -> Result<Outcome, EntryError> {
     let mut spec = VmmSpec::from_file(path)?;
@@ -122,7 +173,7 @@ fn run_spec(
     memory::check_size(spec.memory.0, memory::HostLimits::current()).map_err(VmmError::from)?;
     spec.absolutize();
     if foreground {
-        return serve(&spec, seccomp, None);
+        return serve(&spec, sandbox, None);
     }
     let Some(log) = spec.console_log.clone() else {
         return Err(SpecError::NoConsoleLog.into());
@@ -137,7 +188,7 @@ fn run_spec(
                     console_log: log,
                 })
         }
-        Detached::Child(ready) => serve(&spec, seccomp, Some(ready)),
+        Detached::Child(ready) => serve(&spec, sandbox, Some(ready)),
     }
 }
 
@@ -150,18 +201,53 @@ fn tell_launcher(launcher: &mut dyn Write, verdict: &Result<u32, String>) {
     };
 }
 
+/// Fails when a process holds the VM's lock: another VMM runs it. (The VMM takes the
+/// lock itself, and fails then too; this names the holder, which a jailed VMM cannot:
+/// the kernel reports a holder outside its PID namespace as pid 0.)
+fn refuse_a_second_vmm(spec: &VmmSpec) -> Result<(), LockError> {
+    let Some(path) = spec.lock_file_path() else {
+        return Ok(());
+    };
+    match super::lock::holder(&path) {
+        Ok(Some(pid)) => Err(LockError::Held { path, pid }),
+        _ => Ok(()),
+    }
+}
+
 /// What a started VMM holds until it ends: the VM, its pid file, its lock.
 type Held = (Vmm, Option<PidFile>, Option<VmmLock>);
 
 /// Builds and runs the VM of a spec: the VM's lock first (held until the process
 /// ends), serial output to the console log (stdout when there is none), pid file while
-/// it runs, start-up reported through `ready`.
+/// it runs, start-up reported through `ready`. Jailed, this is the VMM forked by its
+/// supervisor.
 fn serve(
     spec: &VmmSpec,
-    seccomp: Option<Action>,
-    ready: Option<ReadyPipe>,
+    sandbox: Sandbox,
+    mut ready: Option<ReadyPipe>,
 ) -> Result<Outcome, EntryError> {
-    let (vmm, pid_file, lock) = match start(spec, seccomp, ready.is_some()) {
+    if sandbox.jail {
+        // Named from here: the VMM, in its own PID namespace, cannot see the holder.
+        if let Err(e) = refuse_a_second_vmm(spec) {
+            if let Some(ready) = ready {
+                ready.report(Err(e.to_string()));
+            }
+            return Err(e.into());
+        }
+        if let Err(e) = supervise(spec) {
+            if let Some(ready) = ready {
+                ready.report(Err(e.to_string()));
+            }
+            return Err(e.into());
+        }
+        if ready.is_none() {
+            super::process::close_inherited_fds(-1);
+        }
+    }
+    if let Some(ready) = &mut ready {
+        ready.announce();
+    }
+    let (vmm, pid_file, lock) = match start(spec, sandbox, ready.is_some()) {
         Ok(held) => held,
         Err(e) => {
             if let Some(ready) = ready {
@@ -180,20 +266,25 @@ fn serve(
 }
 
 /// Start-up of a spec's VM, up to serving its sockets; `detached` when stdout and
-/// stderr are the console log.
-fn start(spec: &VmmSpec, seccomp: Option<Action>, detached: bool) -> Result<Held, EntryError> {
-    let threads = threads(seccomp)?;
+/// stderr are the console log. Jailed, everything is opened before the jail is
+/// entered, and the first thread started after.
+fn start(spec: &VmmSpec, sandbox: Sandbox, detached: bool) -> Result<Held, EntryError> {
+    let threads = threads(sandbox)?;
     let lock = spec
         .lock_file_path()
         .map(|path| VmmLock::acquire(&path))
         .transpose()?;
     let console: Box<dyn Write + Send> = match &spec.console_log {
+        Some(path) if sandbox.jail => Box::new(ConsoleLog::open_for_jail(path, detached)?),
         Some(path) => Box::new(ConsoleLog::open(path, detached)?),
         None => Box::new(std::io::stdout()),
     };
     let vmm = Vmm::build(spec, console, threads)?;
-    vmm.stop_on_termination_signals()?;
     let pid_file = spec.pid_file.as_deref().map(PidFile::write).transpose()?;
+    if sandbox.jail {
+        jail::enter()?;
+    }
+    vmm.stop_on_termination_signals()?;
     Ok((vmm, pid_file, lock))
 }
 
@@ -209,7 +300,7 @@ mod tests {
 
     fn run_spec_file(path: PathBuf, foreground: bool) -> (Result<Outcome, EntryError>, Vec<u8>) {
         let mut launcher = Vec::new();
-        let result = run(Start::Spec { path, foreground }, None, &mut launcher);
+        let result = run(Start::Spec { path, foreground }, None, false, &mut launcher);
         (result, launcher)
     }
 

@@ -54,6 +54,15 @@ fn flock_struct(kind: libc::c_int) -> libc::flock {
 impl VmmLock {
     /// Takes the lock on `path` (created 0600 if missing), or says who holds it.
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        Self::acquire_with(path, true)
+    }
+
+    /// Takes the lock on `path` only if the file exists (never creating it).
+    pub fn acquire_existing(path: &Path) -> Result<Self, LockError> {
+        Self::acquire_with(path, false)
+    }
+
+    fn acquire_with(path: &Path, create: bool) -> Result<Self, LockError> {
         let io_err = |source| LockError::Io {
             path: path.to_path_buf(),
             source,
@@ -61,7 +70,7 @@ impl VmmLock {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(create)
             .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)

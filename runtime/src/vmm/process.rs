@@ -84,10 +84,17 @@ pub enum Detached {
 pub struct ReadyPipe(File);
 
 impl ReadyPipe {
+    /// Tells the parent the VMM's host pid, first thing: the pid its start-up timer
+    /// kills.
+    pub fn announce(&mut self) {
+        // The parent may be gone; the VMM does not care.
+        let _ = writeln!(self.0, "pid {}", super::jail::host_pid());
+    }
+
     /// Tells the parent the VMM runs (its pid) or why it could not start.
     pub fn report(mut self, result: Result<(), String>) {
         let msg = match result {
-            Ok(()) => format!("ok {}\n", std::process::id()),
+            Ok(()) => format!("ok {}\n", super::jail::host_pid()),
             Err(e) => format!("error {e}\n"),
         };
         // The parent may be gone; the VMM does not care.
@@ -167,9 +174,7 @@ pub fn detach(console_log: &Path, timeout: Duration) -> Result<Detached, Process
             _ => libc::_exit(0),
         }
     }
-    let mut write_end = File::from(write_end);
-    // The parent's start-up timer kills this pid.
-    let _ = write_end.write_all(format!("pid {}\n", std::process::id()).as_bytes());
+    let write_end = File::from(write_end);
     redirect_stdio(&log)?;
     drop(log);
     close_inherited_fds(write_end.as_raw_fd());
@@ -288,7 +293,7 @@ fn kill_writer(pipe: &File, pid: u32) -> bool {
 
 /// Closes every fd above stderr except `keep`: a detached VMM must not hold pipes or
 /// files its launcher shares with others (a caller waiting for EOF would hang).
-fn close_inherited_fds(keep: i32) {
+pub(crate) fn close_inherited_fds(keep: i32) {
     let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -321,7 +326,8 @@ fn redirect_stdio(log: &File) -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// A pid file (`PID\n`, mode 0600), removed when dropped. It is informative: what
+/// A pid file (`PID\n`, the host pid, mode 0600), removed when dropped (a jailed
+/// VMM cannot: its supervisor does). It is informative: what
 /// identifies a VM's VMM is its lock ([`super::lock`]).
 pub struct PidFile(PathBuf);
 
@@ -329,7 +335,7 @@ impl PidFile {
     /// Writes this process's pid to `path`.
     pub fn write(path: &Path) -> Result<Self, ProcessError> {
         open_with_mode(path, false, PID_FILE_MODE)
-            .and_then(|mut f| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .and_then(|mut f| f.write_all(format!("{}\n", super::jail::host_pid()).as_bytes()))
             .map_err(|source| ProcessError::PidFile {
                 path: path.to_path_buf(),
                 source,

@@ -25,14 +25,15 @@
 //! is started — a filter is inherited by the threads a thread starts, so nothing is
 //! spawned after that ([`ThreadError::MainConfined`]) — and the vCPUs wait at a
 //! [`Gate`] until it has, so no guest instruction runs before every thread is
-//! filtered. The process-wide part of the sandbox (namespaces, uid, capabilities:
-//! issue 12's jail) belongs before the first thread is started, where a change of
+//! filtered. The process-wide part of the sandbox ([`super::jail`]: namespaces, uid,
+//! capabilities) is entered before the first thread is started, where a change of
 //! uid or capabilities still reaches every thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use super::probe::Probe;
 use super::seccomp::{Action, Filters, SeccompError};
 
 /// What a VMM thread does, which decides what it may do.
@@ -118,11 +119,6 @@ pub enum ThreadError {
     ConfineMain(SeccompError),
 }
 
-/// Names the kind whose threads make a call outside their filter once confined
-/// (`socket(AF_INET)`), so tests can check that the VMM dies by SIGSYS. Read by
-/// debug builds only; release builds have no probe.
-pub const PROBE_ENV: &str = "VMCTL_VMM_TEST_PROBE";
-
 /// Starts the VMM's threads, each confined to its kind.
 #[derive(Clone, Default)]
 pub struct Threads {
@@ -130,9 +126,9 @@ pub struct Threads {
     filters: Option<Arc<Filters>>,
     /// Set once the main thread is confined.
     main_confined: Arc<AtomicBool>,
-    /// Debug builds: the kind of thread that makes a forbidden call once confined
-    /// ([`PROBE_ENV`]).
-    probe: Option<ThreadKind>,
+    /// Debug builds: the thread that tries what a VMM must not once confined
+    /// ([`super::probe`]).
+    probe: Option<Probe>,
 }
 
 impl Threads {
@@ -141,18 +137,12 @@ impl Threads {
         Self::default()
     }
 
-    /// Threads confined to their kind's seccomp filter; `action` for a call outside it.
-    /// Compiles every filter now.
-    pub fn confined(action: Action) -> Result<Self, SeccompError> {
-        let probe = if cfg!(debug_assertions) {
-            std::env::var(PROBE_ENV)
-                .ok()
-                .and_then(|v| ThreadKind::ALL.into_iter().find(|k| k.name() == v))
-        } else {
-            None
-        };
+    /// Threads confined to their kind's seccomp filter; `action` for a call outside it;
+    /// the filters of a jailed VMM or not. Compiles every filter now.
+    pub fn confined(action: Action, jailed: bool) -> Result<Self, SeccompError> {
+        let probe = Probe::from_env();
         Ok(Self {
-            filters: Some(Arc::new(Filters::compile(action)?)),
+            filters: Some(Arc::new(Filters::compile(action, jailed)?)),
             main_confined: Arc::default(),
             probe,
         })
@@ -186,7 +176,7 @@ impl Threads {
         let Some(filters) = self.filters.clone() else {
             return builder.spawn(f).map_err(spawn_err);
         };
-        let probe = self.probe;
+        let probe = self.probe.clone().filter(|p| p.kind == kind);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let handle = builder
             .spawn(move || {
@@ -195,8 +185,8 @@ impl Threads {
                 let _ = tx.send(installed);
                 drop(tx);
                 if ok {
-                    if probe == Some(kind) {
-                        forbidden_call();
+                    if let Some(probe) = &probe {
+                        probe.run();
                     }
                     f();
                 }
@@ -227,21 +217,10 @@ impl Threads {
         filters
             .install(ThreadKind::Main)
             .map_err(ThreadError::ConfineMain)?;
-        if self.probe == Some(ThreadKind::Main) {
-            forbidden_call();
+        if let Some(probe) = self.probe.as_ref().filter(|p| p.kind == ThreadKind::Main) {
+            probe.run();
         }
         Ok(())
-    }
-}
-
-/// The test probe's call, outside every filter: a VMM never opens an internet socket.
-fn forbidden_call() {
-    // SAFETY: socket has no memory-safety preconditions; the fd (if any) is closed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        if fd >= 0 {
-            libc::close(fd);
-        }
     }
 }
 
@@ -300,7 +279,7 @@ mod tests {
     /// device thread does; the log is in `dmesg`.)
     #[test]
     fn a_confined_thread_is_filtered_before_it_runs() {
-        let threads = Threads::confined(Action::Log).unwrap();
+        let threads = Threads::confined(Action::Log, true).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         threads
             .spawn(ThreadKind::Device, "device", move || {

@@ -128,15 +128,25 @@ pub const fn no_exec(nr: i64, why: &'static str) -> Rule {
     }
 }
 
-/// The rules of `kind`'s filter: the base rules, then its own.
-pub fn rules(kind: ThreadKind) -> Vec<Rule> {
+/// The rules of `kind`'s filter: the base rules, then its own; for an unjailed VMM's
+/// vCPU (`--no-sandbox`) also [`vcpu::UNJAILED_RULES`].
+pub fn rules(kind: ThreadKind, jailed: bool) -> Vec<Rule> {
     let own: &[Rule] = match kind {
         ThreadKind::Main => main::RULES,
         ThreadKind::Vcpu => vcpu::RULES,
         ThreadKind::Device => device::RULES,
         ThreadKind::Control => control::RULES,
     };
-    base::RULES.iter().chain(own).copied().collect()
+    let unjailed: &[Rule] = match kind {
+        ThreadKind::Vcpu if !jailed => vcpu::UNJAILED_RULES,
+        _ => &[],
+    };
+    base::RULES
+        .iter()
+        .chain(own)
+        .chain(unjailed)
+        .copied()
+        .collect()
 }
 
 /// A condition on the low 32 bits of argument `arg`: every argument we check is an
@@ -181,13 +191,14 @@ fn seccomp_rules(only: Only) -> Result<Vec<SeccompRule>, seccompiler::Error> {
 pub fn compile(
     kind: ThreadKind,
     action: Action,
+    jailed: bool,
     arch: TargetArch,
 ) -> Result<BpfProgram, SeccompError> {
     let compile_err = |source| SeccompError::Compile { kind, source };
     let mut by_nr: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     // Whether a call is allowed with any arguments (then its other rules do not matter).
     let mut unconditional = std::collections::BTreeSet::new();
-    for rule in rules(kind) {
+    for rule in rules(kind, jailed) {
         let conditions = seccomp_rules(rule.only).map_err(compile_err)?;
         if conditions.is_empty() {
             unconditional.insert(rule.nr);
@@ -209,16 +220,18 @@ pub fn compile(
 /// Every kind's filter, compiled for this machine.
 pub struct Filters {
     programs: BTreeMap<ThreadKind, BpfProgram>,
+    jailed: bool,
 }
 
 impl Filters {
-    /// Compiles the filter of every kind, `action` for what a filter does not allow.
-    pub fn compile(action: Action) -> Result<Self, SeccompError> {
+    /// Compiles the filter of every kind, `action` for what a filter does not allow,
+    /// for a jailed VMM or not (`--no-sandbox`).
+    pub fn compile(action: Action, jailed: bool) -> Result<Self, SeccompError> {
         let programs = ThreadKind::ALL
             .into_iter()
-            .map(|kind| Ok((kind, compile(kind, action, TargetArch::x86_64)?)))
+            .map(|kind| Ok((kind, compile(kind, action, jailed, TargetArch::x86_64)?)))
             .collect::<Result<_, SeccompError>>()?;
-        Ok(Self { programs })
+        Ok(Self { programs, jailed })
     }
 
     /// Each kind, the number of system calls its filter allows, and the filter's
@@ -227,7 +240,7 @@ impl Filters {
         self.programs
             .iter()
             .map(|(kind, program)| {
-                let mut calls: Vec<i64> = rules(*kind).iter().map(|r| r.nr).collect();
+                let mut calls: Vec<i64> = rules(*kind, self.jailed).iter().map(|r| r.nr).collect();
                 calls.sort_unstable();
                 calls.dedup();
                 (*kind, calls.len(), program.len())

@@ -4,18 +4,23 @@ use super::*;
 /// twice (in the base and the kind's file) has its arguments checked both times, so
 /// that one rule never silently widens the other.
 pub fn compiles_for_x86_64(kind: ThreadKind) {
-    for action in [Action::KillProcess, Action::Log] {
-        let program = compile(kind, action, TargetArch::x86_64).unwrap();
-        assert!(!program.is_empty());
-        // seccomp takes at most 4096 instructions.
-        assert!(
-            program.len() < 4096,
-            "{kind}: {} instructions",
-            program.len()
-        );
+    for jailed in [true, false] {
+        for action in [Action::KillProcess, Action::Log] {
+            let program = compile(kind, action, jailed, TargetArch::x86_64).unwrap();
+            assert!(!program.is_empty());
+            // seccomp takes at most 4096 instructions.
+            assert!(
+                program.len() < 4096,
+                "{kind}: {} instructions",
+                program.len()
+            );
+        }
+        check_rules(kind, &rules(kind, jailed));
     }
-    let rules = rules(kind);
-    for rule in &rules {
+}
+
+fn check_rules(kind: ThreadKind, rules: &[Rule]) {
+    for rule in rules {
         assert!(
             !rule.why.trim().is_empty(),
             "{kind}: syscall {} has no reason",
@@ -58,18 +63,27 @@ fn no_filter_allows_what_a_vmm_never_does() {
         libc::SYS_prctl,
     ];
     for kind in ThreadKind::ALL {
-        for rule in rules(kind) {
-            assert!(
-                !never.contains(&rule.nr),
-                "{kind} allows syscall {}",
-                rule.nr
-            );
+        for jailed in [true, false] {
+            for rule in rules(kind, jailed) {
+                assert!(
+                    !never.contains(&rule.nr),
+                    "{kind} allows syscall {}",
+                    rule.nr
+                );
+            }
         }
     }
-    for kind in [ThreadKind::Main, ThreadKind::Device, ThreadKind::Control] {
+    // Jailed (the default), no thread opens anything; unjailed, only the vCPU may
+    // (its console log, rotated by path).
+    for kind in ThreadKind::ALL {
         assert!(
-            rules(kind).iter().all(|r| r.nr != libc::SYS_openat),
-            "{kind} may open files"
+            rules(kind, true).iter().all(|r| r.nr != libc::SYS_openat),
+            "{kind} may open files in the jail"
+        );
+        assert_eq!(
+            rules(kind, false).iter().any(|r| r.nr == libc::SYS_openat),
+            kind == ThreadKind::Vcpu,
+            "{kind}"
         );
     }
 }
@@ -86,8 +100,11 @@ fn the_riskiest_calls_are_allowed_only_with_checked_arguments() {
         libc::SYS_dup2,
         libc::SYS_fcntl,
     ];
-    for kind in ThreadKind::ALL {
-        for rule in rules(kind) {
+    for (kind, jailed) in ThreadKind::ALL
+        .into_iter()
+        .flat_map(|k| [(k, true), (k, false)])
+    {
+        for rule in rules(kind, jailed) {
             if checked.contains(&rule.nr) {
                 assert!(
                     !matches!(rule.only, Only::Any),
@@ -108,7 +125,7 @@ fn kvm_request_numbers_are_the_kernels() {
 /// In a forked child: installs `kind`'s filter, then calls `call`; returns how the
 /// child ended (its wait status).
 fn in_child_with_filter(kind: ThreadKind, call: fn()) -> libc::c_int {
-    let filters = Filters::compile(Action::KillProcess).unwrap();
+    let filters = Filters::compile(Action::KillProcess, true).unwrap();
     // SAFETY: the child only makes system calls (the filter is compiled before the
     // fork; installing it allocates nothing) and leaves with _exit.
     let pid = unsafe { libc::fork() };

@@ -36,10 +36,17 @@ pub const RULES: &[Rule] = &[
     any(libc::SYS_pread64, "a disk read run by a queue notification"),
     any(libc::SYS_pwrite64, "a disk write run by a queue notification"),
     any(libc::SYS_fdatasync, "a disk flush run by a queue notification"),
+    any(libc::SYS_ftruncate, "a jailed VMM's console log emptied once copied into console.log.1 (or emptied when it cannot be rotated)"),
+];
+
+/// What only an unjailed VMM's vCPU (`--no-sandbox`) makes: the console log rotated by
+/// path. A jailed VMM rotates it through file descriptors it already holds
+/// (`console_log`: `pread64`, `write`, `ftruncate`), so its vCPUs may open nothing.
+#[rustfmt::skip]
+pub const UNJAILED_RULES: &[Rule] = &[
     any(libc::SYS_rename, "the console log rotated: console.log becomes console.log.1"),
     arg_in(libc::SYS_openat, 2, &[CONSOLE_LOG_OPEN], "the rotated console log's new file: write, append, create, no symlink"),
     any(libc::SYS_fchmod, "the new console log's mode (0640, whatever the umask)"),
-    any(libc::SYS_ftruncate, "the console log emptied when it cannot be rotated"),
     arg_in(libc::SYS_dup2, 1, &[libc::STDOUT_FILENO as u64, libc::STDERR_FILENO as u64], "a detached VMM's stdout and stderr follow the rotated console log"),
 ];
 
