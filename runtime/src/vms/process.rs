@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::{VmError, VmHost, VmPaths};
 use crate::host::fsutil::remove_if_exists;
 use crate::vmm::entry::LAUNCHER_ERROR;
+use crate::vmm::jail::supervise::SUPERVISOR_NAME;
 use crate::vmm::lock;
 use crate::vmm::process::start_timeout;
 
@@ -353,6 +354,11 @@ pub fn stop(vm: &str, paths: &VmPaths, timeout: Duration) -> Result<bool, VmErro
         cleanup(paths);
         return Ok(false);
     };
+    // A jailed VMM's supervisor removes its sockets, pid file and cgroup once it ends,
+    // taking the VM's lock to do so: the stop is over when that is done too, so that
+    // nothing of the VM is left behind a destroy and a restart never meets the lock
+    // held by the old VMM's supervisor.
+    let supervisor = supervisor_of(pid);
     let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let line = format!(r#"{{"cmd":"shutdown","timeout_ms":{millis}}}"#);
     // The VMM answers once the guest is off or it killed it.
@@ -367,8 +373,55 @@ pub fn stop(vm: &str, paths: &VmPaths, timeout: Duration) -> Result<bool, VmErro
             });
         }
     }
+    if let Some(supervisor) = &supervisor {
+        // It only removes files and a cgroup; past this wait the runtime's own clean-up
+        // below is what remains, as for an unjailed VMM.
+        wait_exit(supervisor, SUPERVISOR_GRACE);
+    }
     cleanup(paths);
     Ok(true)
+}
+
+/// How long a stop waits for a jailed VMM's supervisor to finish once the VMM ended.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
+
+/// The supervisor of the jailed VMM `pid` (its parent, named `vmm-supervisor`: see
+/// [`crate::vmm::jail::supervise`]), pinned by a pidfd before its name is checked;
+/// `None` for an unjailed VMM. It is only waited for, never signalled.
+fn supervisor_of(pid: u32) -> Option<OwnedFd> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ppid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let pidfd = lock::pidfd_open(ppid)?;
+    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?;
+    let name = SUPERVISOR_NAME.to_str().ok()?;
+    (comm.trim_end() == name).then_some(pidfd)
+}
+
+/// Waits at most `timeout` for the process of `pidfd` to end; whether it did.
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: poll on one live pollfd; a pidfd is readable once its process ended.
+        let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+        match ready {
+            1.. => return true,
+            0 => return false,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
+    }
 }
 
 fn cleanup(paths: &VmPaths) {
@@ -386,4 +439,24 @@ fn wait_gone(paths: &VmPaths, pid: u32, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_vmm_supervisor_is_waited_for_and_the_wait_ends_with_the_process() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        // Its parent is this test, not a supervisor: nothing to wait for.
+        assert!(supervisor_of(child.id()).is_none());
+        let pidfd = lock::pidfd_open(child.id()).expect("a pidfd");
+        assert!(
+            !wait_exit(&pidfd, Duration::from_millis(50)),
+            "still running"
+        );
+        child.kill().expect("killed");
+        let _ = child.wait();
+        assert!(wait_exit(&pidfd, Duration::from_secs(5)), "ended");
+    }
 }
