@@ -60,6 +60,36 @@ fn cpus_allowed(pid: i32) -> Vec<String> {
     out
 }
 
+/// Checks where the cpu list `cpus` of VMM `vmm` is held: on a v1 cpuset hierarchy,
+/// the VM's group `guard.0`, which holds the VMM; on cgroup v2 (one group per
+/// process), the VMM's own `vmctl-vmm-…` group, which also holds its memory limit, and
+/// no VM group is made.
+fn assert_group(vmm: i32, guard: &GroupGuard, cpus: &str) {
+    let cgroups = std::fs::read_to_string(format!("/proc/{vmm}/cgroup")).unwrap();
+    let v1_cpuset = cgroups.lines().any(|l| {
+        l.split(':')
+            .nth(1)
+            .is_some_and(|c| c.split(',').any(|c| c == "cpuset"))
+    });
+    if v1_cpuset {
+        assert!(cgroups.contains(&format!("/{}\n", guard.0)), "{cgroups}");
+        assert!(guard.dirs().iter().any(|d| d.is_dir()), "no group dir");
+        return;
+    }
+    let own = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line")
+        .trim()
+        .trim_start_matches('/');
+    assert!(own.starts_with("vmctl-vmm-"), "{cgroups}");
+    let dir = PathBuf::from("/sys/fs/cgroup").join(own);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    assert_eq!(read("cpuset.cpus").trim(), cpus, "{}", dir.display());
+    assert!(read("memory.max").trim() != "max", "its limits hold");
+    assert!(guard.dirs().iter().all(|d| !d.exists()), "a VM group on v2");
+}
+
 #[test]
 fn a_cpuset_pins_every_vmm_thread_changes_in_place_and_goes_with_destroy() {
     if crate::vm::skip() {
@@ -92,9 +122,7 @@ fn a_cpuset_pins_every_vmm_thread_changes_in_place_and_goes_with_destroy() {
     let allowed = cpus_allowed(vmm);
     assert!(allowed.len() > 1, "the VMM and its threads: {allowed:?}");
     assert!(allowed.iter().all(|a| a == "0"), "{allowed:?}");
-    let cgroups = std::fs::read_to_string(format!("/proc/{vmm}/cgroup")).unwrap();
-    assert!(cgroups.contains(&format!("/{}\n", guard.0)), "{cgroups}");
-    assert!(guard.dirs().iter().any(|d| d.is_dir()), "no group dir");
+    assert_group(vmm, &guard, "0");
 
     // Another CPU: the same process, moved in place.
     lab.edit("vms.kdl", |t| t.replace("cpuset \"0\"", "cpuset \"1\""));
@@ -103,6 +131,7 @@ fn a_cpuset_pins_every_vmm_thread_changes_in_place_and_goes_with_destroy() {
     assert_eq!(pid(), vmm, "a cpuset change is made in place:\n{out}");
     let allowed = cpus_allowed(vmm);
     assert!(allowed.iter().all(|a| a == "1"), "{allowed:?}");
+    assert_group(vmm, &guard, "1");
 
     // A CPU the host does not have is refused before anything runs.
     lab.edit("vms.kdl", |t| {

@@ -9,7 +9,15 @@
 //!    group gets the root's `cpuset.mems` and then `cpuset.cpus`;
 //!
 //! and then the VMM's pid goes into the group's `cgroup.procs`, which moves the whole
-//! process (all its threads, and the threads it makes later). A host with neither gets
+//! process (all its threads, and the threads it makes later).
+//!
+//! On cgroup v2 a process is in one group of the one hierarchy, and a jailed VMM is
+//! already in its own, `vmctl-vmm-<supervisor pid>`, which holds its memory and pids
+//! limits ([`crate::vmm::jail::cgroup`]). Moving it out would lift them, so there its
+//! cpu list is written on that group instead (and cleared, `cpuset.cpus` empty, to
+//! inherit the root's again); no `vmctl-<project>-<vm>` group is made. On v1 the
+//! cpuset hierarchy is separate from the memory and pids ones, and the VMM joins
+//! `vmctl-<project>-<vm>` there. A host with neither gets
 //! a clear error, never a silently unpinned VM. The cpu list is checked against the
 //! host's online CPUs (`/sys/devices/system/cpu/online`) before anything is started.
 //!
@@ -269,11 +277,46 @@ fn group_name(project: &str, vm: &str) -> Result<String, CgroupError> {
 }
 
 /// Puts `pid` (the whole process) into the VM's group with `cpuset.cpus = cpuset`;
-/// on a VM already in it, this rewrites its CPUs in place.
+/// on a VM already in it, this rewrites its CPUs in place. A jailed VMM on cgroup v2
+/// keeps its own group, which gets the CPUs (see the module).
 pub fn place(project: &str, vm: &str, cpuset: &str, pid: u32) -> Result<(), CgroupError> {
     let hierarchy = check_available(cpuset)?;
+    place_in(&hierarchy, &proc_cgroup(pid), project, vm, cpuset, pid)
+}
+
+/// The `/proc/PID/cgroup` text of `pid`, empty when it cannot be read (the process
+/// ended: placing it fails later on `cgroup.procs`).
+fn proc_cgroup(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
+}
+
+/// The group directory of a jailed VMM on the v2 hierarchy at `root`, from its
+/// `/proc/PID/cgroup` text: the path of the `0::` line, when its last component is a
+/// VMM group's name and the directory exists under `root`.
+fn jail_group(root: &Path, proc_cgroup: &str) -> Option<PathBuf> {
+    let path = proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim()
+        .trim_start_matches('/');
+    let name = Path::new(path).file_name()?.to_str()?;
+    let dir = root.join(path);
+    (name.starts_with(crate::vmm::jail::cgroup::PREFIX)
+        && !path.split('/').any(|c| c == "..")
+        && dir.is_dir())
+    .then_some(dir)
+}
+
+/// [`place`] in `hierarchy`, for a process whose `/proc/PID/cgroup` reads `proc_cgroup`.
+fn place_in(
+    hierarchy: &Hierarchy,
+    proc_cgroup: &str,
+    project: &str,
+    vm: &str,
+    cpuset: &str,
+    pid: u32,
+) -> Result<(), CgroupError> {
     let root = hierarchy.root();
-    let dir = root.join(group_name(project, vm)?);
     let write = |path: PathBuf, value: &str| {
         fs::write(&path, value).map_err(|source| CgroupError::Write {
             cpuset: cpuset.into(),
@@ -283,7 +326,11 @@ pub fn place(project: &str, vm: &str, cpuset: &str, pid: u32) -> Result<(), Cgro
     };
     if let Hierarchy::V2(_) = hierarchy {
         write(root.join("cgroup.subtree_control"), "+cpuset")?;
+        if let Some(own) = jail_group(root, proc_cgroup) {
+            return write(own.join("cpuset.cpus"), cpuset);
+        }
     }
+    let dir = root.join(group_name(project, vm)?);
     match fs::create_dir(&dir) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
             return Err(CgroupError::Write {
@@ -304,21 +351,43 @@ pub fn place(project: &str, vm: &str, cpuset: &str, pid: u32) -> Result<(), Cgro
 }
 
 /// Takes `pid` out of the VM's group (back to the hierarchy's root) and removes the
-/// group: the VM has no cpuset any more.
+/// group: the VM has no cpuset any more. A jailed VMM on cgroup v2 stays in its own
+/// group, whose cpu list is cleared.
 pub fn unplace(project: &str, vm: &str, pid: u32) -> Result<(), CgroupError> {
+    unplace_in(&hierarchies()?, &proc_cgroup(pid), project, vm, pid)
+}
+
+/// [`unplace`] over `hierarchies`, for a process whose `/proc/PID/cgroup` reads
+/// `proc_cgroup`.
+fn unplace_in(
+    hierarchies: &[Hierarchy],
+    proc_cgroup: &str,
+    project: &str,
+    vm: &str,
+    pid: u32,
+) -> Result<(), CgroupError> {
     let name = group_name(project, vm)?;
-    for hierarchy in hierarchies()? {
+    let write = |path: PathBuf, value: &str| {
+        fs::write(&path, value).map_err(|source| CgroupError::Write {
+            cpuset: "(none)".into(),
+            path,
+            source,
+        })
+    };
+    for hierarchy in hierarchies {
         let root = hierarchy.root();
+        if let Hierarchy::V2(_) = hierarchy {
+            if let Some(own) = jail_group(root, proc_cgroup) {
+                // An empty list inherits the parent's CPUs again.
+                write(own.join("cpuset.cpus"), "\n")?;
+                continue;
+            }
+        }
         if root.join(&name).is_dir() {
-            let procs = root.join("cgroup.procs");
-            fs::write(&procs, pid.to_string()).map_err(|source| CgroupError::Write {
-                cpuset: "(none)".into(),
-                path: procs,
-                source,
-            })?;
+            write(root.join("cgroup.procs"), &pid.to_string())?;
         }
     }
-    remove(project, vm)
+    remove_in(hierarchies, project, vm)
 }
 
 /// Every cgroup mount a VM's group may be in (each cgroup v2 mount and each v1 cpuset
@@ -337,8 +406,13 @@ fn hierarchies() -> Result<Vec<Hierarchy>, CgroupError> {
 /// Removes the VM's group wherever there is one (call after the VMM stopped: a group
 /// still holding a process is an error). No group is fine.
 pub fn remove(project: &str, vm: &str) -> Result<(), CgroupError> {
+    remove_in(&hierarchies()?, project, vm)
+}
+
+/// [`remove`] over `hierarchies`.
+fn remove_in(hierarchies: &[Hierarchy], project: &str, vm: &str) -> Result<(), CgroupError> {
     let name = group_name(project, vm)?;
-    for hierarchy in hierarchies()? {
+    for hierarchy in hierarchies {
         let dir = hierarchy.root().join(&name);
         let deadline = Instant::now() + REMOVE_WAIT;
         loop {
@@ -470,6 +544,70 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("no cgroup v1 hierarchy"), "{why}");
+    }
+
+    /// A directory standing for a cgroup hierarchy's root, with one jailed VMM's group
+    /// `vmctl-vmm-7` (a plain file system: the writes are what the kernel would get).
+    fn fake_root() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        fs::create_dir(root.join("vmctl-vmm-7")).unwrap();
+        fs::write(root.join("cpuset.mems"), "0\n").unwrap();
+        (dir, root)
+    }
+
+    #[test]
+    fn a_jailed_vmm_on_v2_keeps_its_limits_group_and_gets_the_cpus_there() {
+        let (_dir, root) = fake_root();
+        let v2 = Hierarchy::V2(root.clone());
+        let jailed = "0::/vmctl-vmm-7\n";
+        place_in(&v2, jailed, "lab", "web-1", "0-1", 9).unwrap();
+        let own = root.join("vmctl-vmm-7");
+        assert_eq!(fs::read_to_string(own.join("cpuset.cpus")).unwrap(), "0-1");
+        assert_eq!(
+            fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
+            "+cpuset"
+        );
+        // Not moved: no group of the VM's name, nothing written to a cgroup.procs.
+        assert!(!root.join("vmctl-lab-web-1").exists());
+        assert!(!own.join("cgroup.procs").exists());
+
+        unplace_in(&[v2], jailed, "lab", "web-1", 9).unwrap();
+        assert_eq!(fs::read_to_string(own.join("cpuset.cpus")).unwrap(), "\n");
+        assert!(!root.join("cgroup.procs").exists());
+    }
+
+    #[test]
+    fn an_unjailed_vmm_or_v1_joins_the_vms_group() {
+        for (hierarchy, proc_cgroup) in [
+            // An unjailed VMM (an older build's) on v2.
+            (
+                Hierarchy::V2 as fn(PathBuf) -> Hierarchy,
+                "0::/user.slice\n",
+            ),
+            // A group name that only looks like a VMM's, or climbs out of the root.
+            (Hierarchy::V2, "0::/vmctl-vmm-8\n"),
+            (Hierarchy::V2, "0::/../vmctl-vmm-7\n"),
+            // v1: the cpuset hierarchy is not the limits' one.
+            (
+                Hierarchy::V1,
+                "5:cpuset:/\n4:memory:/vmctl-vmm-7\n0::/vmctl-vmm-7\n",
+            ),
+        ] {
+            let (_dir, root) = fake_root();
+            let hierarchy = hierarchy(root.clone());
+            place_in(&hierarchy, proc_cgroup, "lab", "web-1", "1", 9).unwrap();
+            let group = root.join("vmctl-lab-web-1");
+            assert_eq!(fs::read_to_string(group.join("cpuset.cpus")).unwrap(), "1");
+            assert_eq!(fs::read_to_string(group.join("cgroup.procs")).unwrap(), "9");
+            assert!(
+                !root.join("vmctl-vmm-7/cpuset.cpus").exists(),
+                "{proc_cgroup}"
+            );
+            if let Hierarchy::V1(_) = hierarchy {
+                assert_eq!(fs::read_to_string(group.join("cpuset.mems")).unwrap(), "0");
+            }
+        }
     }
 
     #[test]
