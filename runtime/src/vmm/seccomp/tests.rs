@@ -1,12 +1,20 @@
 use super::*;
 
-/// The kind's filter compiles for x86_64, and every rule has a reason; a call listed
-/// twice (in the base and the kind's file) has its arguments checked both times, so
-/// that one rule never silently widens the other.
+/// The kind's filter is in the binary for x86_64, the program its rules compile to,
+/// and every rule has a reason; a call listed twice (in the base and the kind's file)
+/// has its arguments checked both times, so that one rule never silently widens the
+/// other.
 pub fn compiles_for_x86_64(kind: ThreadKind) {
+    use seccompiler::{SeccompAction, TargetArch};
     for jailed in [true, false] {
-        for action in [Action::KillProcess, Action::Log] {
-            let program = compile(kind, action, jailed, TargetArch::x86_64).unwrap();
+        for (action, mismatch) in [
+            (Action::KillProcess, SeccompAction::KillProcess),
+            (Action::Log, SeccompAction::Log),
+        ] {
+            let program = Filters::new(action, jailed).program(kind);
+            let compiled =
+                compile::compile(&rules(kind, jailed), mismatch, TargetArch::x86_64).unwrap();
+            assert_eq!(program, compiled.as_slice(), "{kind}: the build's program");
             assert!(!program.is_empty());
             // seccomp takes at most 4096 instructions.
             assert!(
@@ -125,7 +133,7 @@ fn kvm_request_numbers_are_the_kernels() {
 /// In a forked child: installs `kind`'s filter, then calls `call`; returns how the
 /// child ended (its wait status).
 fn in_child_with_filter(kind: ThreadKind, call: fn()) -> libc::c_int {
-    let filters = Filters::compile(Action::KillProcess, true).unwrap();
+    let filters = Filters::new(Action::KillProcess, true);
     // SAFETY: the child only makes system calls (the filter is compiled before the
     // fork; installing it allocates nothing) and leaves with _exit.
     let pid = unsafe { libc::fork() };
