@@ -24,11 +24,15 @@
 //! - a host's declared `netns` is a resource of its own (module `netns`): made while
 //!   something lives in it, left or removed when nothing does;
 //! - a running VM whose tap is detached is updated (re-attached), one whose tap is gone
-//!   restarted (module `taps`).
+//!   restarted (module `taps`);
+//! - NIC addresses (filled in by [`crate::ipam`] before the diff) are part of `nics`;
+//!   who chose an address is not a change, and a VM recorded without addresses gets
+//!   them in place (module `addresses`).
 //!
 //! Resources of other projects are invisible here. Live state of hosts that are not in
 //! the config is not looked at: vmctl reaches hosts through the config.
 
+mod addresses;
 pub mod attrs;
 mod bridges;
 mod disks;
@@ -292,11 +296,21 @@ fn compare(
     status: Option<VmStatus>,
     forced: bool,
 ) -> Result<Change, DiffError> {
+    let before = match (before, &after) {
+        (Resource::Vm(mut live), Resource::Vm(wanted)) => {
+            addresses::align(&mut live, wanted);
+            Resource::Vm(live)
+        }
+        (before, _) => before,
+    };
     let mut attributes = if before == after {
         Vec::new()
     } else {
         attrs::changed_attributes(&before, &after)
     };
+    if let (Resource::Vm(live), Resource::Vm(wanted)) = (&before, &after) {
+        addresses::first_record(&mut attributes, live, wanted);
+    }
     let (action, reason) = match (&before, &after) {
         (Resource::Vm(_), Resource::Vm(vm)) => {
             let status = status.unwrap_or_default();

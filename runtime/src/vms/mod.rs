@@ -318,7 +318,13 @@ pub fn observe_vm(state_dir: &Path, project: &str, name: &str) -> Result<Option<
 pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec, VmError> {
     let mut spec = VmmSpec::new(devices.kernel.as_deref().unwrap_or(&vm.kernel));
     spec.initrd = devices.initrd.clone().or_else(|| vm.initrd.clone());
-    spec.cmdline = vm.cmdline.clone();
+    spec.cmdline = match &vm.ip_argument {
+        // The planner's `ip=` argument for the first NIC (`ip-cmdline`).
+        Some(argument) if vm.ip_cmdline => {
+            format!("{} {argument}", vm.cmdline).trim_start().to_owned()
+        }
+        _ => vm.cmdline.clone(),
+    };
     spec.cpus = vm.cpus;
     spec.memory = Size(vm.memory);
     spec.console_log = Some(paths.console.clone());

@@ -204,7 +204,9 @@ mod tests {
     fn subnets_and_addresses() {
         assert_eq!(subnet_error("10.100.0.0/24"), None);
         assert_eq!(subnet_error("fd00::/64"), None);
-        assert!(subnet_error("10.100.0.1/24").unwrap().contains("10.100.0.0/24"));
+        assert!(subnet_error("10.100.0.1/24")
+            .unwrap()
+            .contains("10.100.0.0/24"));
         assert!(subnet_error("10.100.0.0").is_some());
         assert_eq!(address_error("10.100.0.20"), None);
         assert_eq!(address_error("fd00::20"), None);

@@ -21,7 +21,10 @@ use crate::spans::{Site, Spans};
 /// given subnet that does not hold the gateway or has another prefix length.
 pub fn derive_subnets(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     for (vlan, s) in config.vlans.iter_mut().zip(&spans.vlans) {
-        let gateway = vlan.gateway.as_deref().and_then(|g| g.parse::<IpNet>().ok());
+        let gateway = vlan
+            .gateway
+            .as_deref()
+            .and_then(|g| g.parse::<IpNet>().ok());
         let given = vlan.subnet.as_deref().map(|t| t.parse::<IpNet>());
         match (given, gateway) {
             (Some(Ok(subnet)), Some(gateway)) => {
@@ -138,7 +141,10 @@ pub fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) {
         }
     }
     for (vlan, s) in config.vlans.iter().zip(&spans.vlans) {
-        let (Some(subnet), Some(&count)) = (subnets.get(vlan.name.as_str()), nics.get(vlan.name.as_str())) else {
+        let (Some(subnet), Some(&count)) = (
+            subnets.get(vlan.name.as_str()),
+            nics.get(vlan.name.as_str()),
+        ) else {
             continue;
         };
         let capacity = subnet.capacity();
@@ -206,10 +212,9 @@ fn ip_cmdline(
     let problem = match vm.nics.first() {
         None => Some("it has no NIC".to_owned()),
         Some(nic) => match subnets.get(nic.vlan.as_str()) {
-            None if config.vlans.iter().any(|v| v.name == nic.vlan) => Some(format!(
-                "its first NIC's VLAN `{}` has no subnet",
-                nic.vlan
-            )),
+            None if config.vlans.iter().any(|v| v.name == nic.vlan) => {
+                Some(format!("its first NIC's VLAN `{}` has no subnet", nic.vlan))
+            }
             None => None, // a dangling reference, reported
             Some(subnet) if !matches!(subnet.net, IpNet::V4(_)) => Some(format!(
                 "its first NIC's VLAN `{}` has an IPv6 subnet; the kernel's `ip=` is IPv4 only",
@@ -273,7 +278,11 @@ mod tests {
         let vlan = |body: &str| format!("vlan \"front\" network=\"n\" id=1 {{\n{body}\n}}");
         let nic = vm("a", "nic vlan=\"front\" ip=\"10.0.0.20\"");
         assert!(codes(&vlan("subnet \"10.0.0.0/24\""), &nic).is_empty());
-        assert!(codes(&vlan("subnet \"10.0.0.0/24\"\ngateway \"10.0.0.1/24\""), &nic).is_empty());
+        assert!(codes(
+            &vlan("subnet \"10.0.0.0/24\"\ngateway \"10.0.0.1/24\""),
+            &nic
+        )
+        .is_empty());
         assert_eq!(
             codes(&vlan("subnet \"10.0.0.0/24\"\ngateway \"10.0.1.1/24\""), ""),
             ["gateway_outside_subnet"]
@@ -282,13 +291,19 @@ mod tests {
             codes(&vlan("subnet \"10.0.0.0/24\"\ngateway \"10.0.0.1/16\""), ""),
             ["gateway_outside_subnet"]
         );
-        assert_eq!(codes(&vlan("subnet \"10.0.0.1/24\""), ""), ["invalid_value"]);
+        assert_eq!(
+            codes(&vlan("subnet \"10.0.0.1/24\""), ""),
+            ["invalid_value"]
+        );
         let loaded = crate::load_str(
             "main.kdl",
             &format!("project \"lab\"\nhost \"a\"\nnetwork \"n\" host=\"a\"\n{FRONT}\n"),
         )
         .unwrap();
-        assert_eq!(loaded.config.vlans[0].subnet.as_deref(), Some("10.0.0.0/29"));
+        assert_eq!(
+            loaded.config.vlans[0].subnet.as_deref(),
+            Some("10.0.0.0/29")
+        );
     }
 
     #[test]
@@ -306,7 +321,11 @@ mod tests {
     #[test]
     fn an_exhausted_subnet() {
         // A /29 with a gateway has 5 addresses for NICs.
-        let nics = |n: usize| (0..n).map(|i| vm(&format!("v{i}"), "nic vlan=\"front\"")).collect::<String>();
+        let nics = |n: usize| {
+            (0..n)
+                .map(|i| vm(&format!("v{i}"), "nic vlan=\"front\""))
+                .collect::<String>()
+        };
         assert!(codes(FRONT, &nics(5)).is_empty());
         assert_eq!(codes(FRONT, &nics(6)), ["subnet_exhausted"]);
     }
