@@ -330,3 +330,23 @@ mod tests {
         assert_eq!(codes(FRONT, &nics(6)), ["subnet_exhausted"]);
     }
 }
+
+#[cfg(test)]
+mod counted {
+    #[test]
+    fn a_counted_vm_numbers_its_address_like_any_string() {
+        let text = "project \"lab\"\nhost \"a\"\nnetwork \"n\" host=\"a\"\n\
+                    vlan \"front\" network=\"n\" id=1 { gateway \"10.0.0.1/24\"; }\n\
+                    template \"t\" { host \"a\"; cpus 1; memory \"64MiB\"; kernel \"k\"; ip-cmdline #true; }\n\
+                    vm \"web-{n}\" count=3 template=\"t\" { nic vlan=\"front\" ip=\"10.0.0.1{n}\"; }\n";
+        let loaded = crate::load_str("main.kdl", text).expect("loads");
+        let ips: Vec<String> = loaded
+            .config
+            .vms
+            .iter()
+            .map(|vm| vm.nics[0].ip.expect("declared").to_string())
+            .collect();
+        assert_eq!(ips, ["10.0.0.11", "10.0.0.12", "10.0.0.13"]);
+        assert!(loaded.config.vms.iter().all(|vm| vm.ip_cmdline));
+    }
+}
