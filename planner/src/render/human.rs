@@ -147,13 +147,7 @@ fn whole(out: &mut String, resource: Option<&crate::plan::Resource>, action: Act
             continue;
         }
         if let Some(nics) = nic_blocks(&name, &value) {
-            for nic in nics {
-                let _ = writeln!(out, "      {glyph} nic {{");
-                for (key, shown, comment) in nic {
-                    let _ = writeln!(out, "          {glyph} {key:<4} = {shown}{tail}{comment}");
-                }
-                out.push_str("        }\n");
-            }
+            write_nics(out, nics, "      ", &format!("{glyph} "), tail);
             continue;
         }
         let shown = format_value(&name, &value);
@@ -161,9 +155,12 @@ fn whole(out: &mut String, resource: Option<&crate::plan::Resource>, action: Act
     }
 }
 
+/// One line of a NIC block: the setting, its value shown, and a trailing comment.
+type NicLine = (&'static str, String, &'static str);
+
 /// A VM's `nics` as one block per NIC: `vlan`, `mac` and `ip` lines, the last with
 /// `  # allocated` when vmctl chose the address. `None` for any other attribute.
-fn nic_blocks(name: &str, value: &Value) -> Option<Vec<Vec<(&'static str, String, &'static str)>>> {
+fn nic_blocks(name: &str, value: &Value) -> Option<Vec<Vec<NicLine>>> {
     let Value::Array(nics) = value else {
         return None;
     };
@@ -188,6 +185,19 @@ fn nic_blocks(name: &str, value: &Value) -> Option<Vec<Vec<(&'static str, String
     Some(blocks)
 }
 
+/// Writes each NIC of `blocks` as `nic {` … `}`, indented by `indent`, each line after
+/// `glyph` (with a space; its glyph one character wide) and ending in `tail`.
+fn write_nics(out: &mut String, blocks: Vec<Vec<NicLine>>, indent: &str, glyph: &str, tail: &str) {
+    for nic in blocks {
+        let _ = writeln!(out, "{indent}{glyph}nic {{");
+        for (key, shown, comment) in nic {
+            let _ = writeln!(out, "{indent}    {glyph}{key:<4} = {shown}{tail}{comment}");
+        }
+        let pad = if glyph.is_empty() { "" } else { "  " };
+        let _ = writeln!(out, "{indent}{pad}}}");
+    }
+}
+
 /// A resource with every attribute, in the plan's attribute format (`vm "web-1" {`,
 /// one `name = value` line each, `}`): how `vmctl show` prints a live resource. Null
 /// attributes are left out, as in a created resource's block; none at all is `netns "x" {}`.
@@ -206,13 +216,7 @@ pub fn render_resource(resource: &crate::plan::Resource) -> String {
     let _ = writeln!(out, "{head} {{");
     for (name, value) in attributes {
         if let Some(nics) = nic_blocks(&name, &value) {
-            for nic in nics {
-                let _ = writeln!(out, "    nic {{");
-                for (key, shown, comment) in nic {
-                    let _ = writeln!(out, "        {key:<4} = {shown}{comment}");
-                }
-                out.push_str("    }\n");
-            }
+            write_nics(&mut out, nics, "    ", "", "");
             continue;
         }
         let _ = writeln!(out, "    {name:<width$} = {}", format_value(&name, &value));
