@@ -43,3 +43,5 @@ echo "with addresses:    $(stats "$work/with.times")   $(tail -1 "$work/with.pla
 echo "without addresses: $(stats "$work/without.times")   $(tail -1 "$work/without.plan.txt")"
 grep -c 'ip   = ' "$work/with.plan.txt" | sed 's/^/NIC addresses shown in the with-addresses plan: /'
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+cargo build --release -q -p vmctl-planner --example bench_ipam
+target/release/examples/bench_ipam "$work/with" "$runs"
