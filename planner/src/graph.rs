@@ -19,7 +19,8 @@
 //!   `before`): a restarted VM lets go of its old disk and taps before the volume or
 //!   VLAN is made anew.
 //! - A create that claims what a delete frees (a VLAN id on a network, a bridge name, a
-//!   pool path, a MAC address) follows that delete.
+//!   pool path, a MAC address; a NIC's address on its VLAN, on any host) follows that
+//!   delete.
 //!
 //! - A host's netns is made before anything on that host that lives in it (networks,
 //!   VLANs, VMs) is brought up, and removed after all of it is taken down (`netns`).

@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `spec.json` | the applied VM ([`VmRecord`]: its format version, project, the VM as applied ([`VmSpec`]), whether it was left running) |
+//! | `spec.json` | the applied VM ([`VmRecord`]: its format version, project, the VM as applied ([`VmSpec`]) with each NIC's address, whether it was left running) |
 //! | `vmm.json` | the VMM spec the process was started with |
 //! | `vmm.lock` | held (POSIX write lock) by the VM's VMM for its whole life: what identifies it |
 //! | `vmm.pid` | the VMM's pid (the VMM writes it and removes it when it exits cleanly); informative only |
