@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use miette::Diagnostic;
 use thiserror::Error;
 use vmctl_schema::addresses::{to_number, Subnet};
-use vmctl_schema::Config;
+use vmctl_schema::{Config, Vm};
 
 use crate::live::LiveFile;
 
@@ -67,9 +67,71 @@ struct Held<'a> {
     host: &'a str,
 }
 
+/// Every NIC's address (with whether it was allocated) and each `ip-cmdline` VM's
+/// kernel argument, by the VM's index in the config: what [`Addresses::fill`] writes
+/// into a copy of a VM. Kept apart from the config so that the diff fills each VM as
+/// it copies it anyway, and no second copy of a large config is made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Addresses {
+    /// Where each VM's NICs start in `nics`; empty when no VLAN has a subnet.
+    start: Vec<usize>,
+    nics: Vec<Option<(IpAddr, bool)>>,
+    arguments: HashMap<usize, String>,
+}
+
+impl Addresses {
+    fn new(config: &Config) -> Addresses {
+        let mut start = Vec::with_capacity(config.vms.len());
+        let mut total = 0;
+        for vm in &config.vms {
+            start.push(total);
+            total += vm.nics.len();
+        }
+        Addresses {
+            start,
+            nics: vec![None; total],
+            arguments: HashMap::new(),
+        }
+    }
+
+    fn set(&mut self, vm: usize, nic: usize, ip: IpAddr, allocated: bool) {
+        if let Some(slot) = self.start.get(vm).and_then(|s| self.nics.get_mut(s + nic)) {
+            *slot = Some((ip, allocated));
+        }
+    }
+
+    fn get(&self, vm: usize, nic: usize) -> Option<(IpAddr, bool)> {
+        let s = self.start.get(vm)?;
+        *self.nics.get(s + nic)?
+    }
+
+    /// Writes the addresses of the config's VM number `index` into `vm` (a copy of it).
+    pub fn fill(&self, index: usize, vm: &mut Vm) {
+        for (j, nic) in vm.nics.iter_mut().enumerate() {
+            if let Some((ip, allocated)) = self.get(index, j) {
+                nic.ip = Some(ip);
+                nic.ip_allocated = allocated;
+            }
+        }
+        if let Some(argument) = self.arguments.get(&index) {
+            vm.ip_argument = Some(argument.clone());
+        }
+    }
+}
+
 /// `config` with every NIC's address filled in (`ip`, `ip_allocated`) and each
 /// `ip-cmdline` VM's `ip_argument`, against what the hosts in `live` hold.
 pub fn assign(config: &Config, live: &LiveFile) -> Result<Config, Vec<IpamError>> {
+    let addresses = allocate(config, live)?;
+    let mut out = config.clone();
+    for (i, vm) in out.vms.iter_mut().enumerate() {
+        addresses.fill(i, vm);
+    }
+    Ok(out)
+}
+
+/// The addresses of every NIC of `config`, against what the hosts in `live` hold.
+pub fn allocate(config: &Config, live: &LiveFile) -> Result<Addresses, Vec<IpamError>> {
     let subnets: HashMap<&str, Subnet> = config
         .vlans
         .iter()
@@ -78,10 +140,10 @@ pub fn assign(config: &Config, live: &LiveFile) -> Result<Config, Vec<IpamError>
             Some((v.name.as_str(), subnet))
         })
         .collect();
-    let mut out = config.clone();
     if subnets.is_empty() {
-        return Ok(out);
+        return Ok(Addresses::default());
     }
+    let mut out = Addresses::new(config);
     let wanted: HashSet<&str> = config.vms.iter().map(|v| v.name.as_str()).collect();
     let mut held: HashMap<(&str, usize), Held<'_>> = HashMap::new();
     for host in &config.hosts {
@@ -102,9 +164,10 @@ pub fn assign(config: &Config, live: &LiveFile) -> Result<Config, Vec<IpamError>
     // Rule 1: declared addresses, by VLAN and number, with their NIC.
     let mut declared: HashMap<(&str, u128), (&str, usize)> = HashMap::new();
     let mut taken: HashMap<&str, HashSet<u128>> = HashMap::new();
-    for vm in &config.vms {
+    for (v, vm) in config.vms.iter().enumerate() {
         for (j, nic) in vm.nics.iter().enumerate() {
             if let (Some(ip), true) = (nic.ip, subnets.contains_key(nic.vlan.as_str())) {
+                out.set(v, j, ip, false);
                 let n = to_number(ip);
                 declared.insert((&nic.vlan, n), (&vm.name, j));
                 taken.entry(&nic.vlan).or_default().insert(n);
@@ -147,9 +210,7 @@ pub fn assign(config: &Config, live: &LiveFile) -> Result<Config, Vec<IpamError>
                 pending.push((v, j));
                 continue;
             }
-            let nic = &mut out.vms[v].nics[j];
-            nic.ip = Some(h.ip);
-            nic.ip_allocated = true;
+            out.set(v, j, h.ip, true);
         }
     }
     // Rule 3: the lowest free address, in (VM name, NIC index) order.
@@ -179,15 +240,22 @@ pub fn assign(config: &Config, live: &LiveFile) -> Result<Config, Vec<IpamError>
         };
         taken.insert(n);
         *from = n.saturating_add(1);
-        let nic = &mut out.vms[v].nics[j];
-        nic.ip = Some(subnet.address(n));
-        nic.ip_allocated = true;
+        out.set(v, j, subnet.address(n), true);
     }
-    for vm in out.vms.iter_mut().filter(|vm| vm.ip_cmdline) {
-        vm.ip_argument = vm.nics.first().and_then(|nic| {
+    for (v, vm) in config
+        .vms
+        .iter()
+        .enumerate()
+        .filter(|(_, vm)| vm.ip_cmdline)
+    {
+        let argument = vm.nics.first().and_then(|nic| {
             let subnet = subnets.get(nic.vlan.as_str())?;
-            subnet.kernel_argument(nic.ip?, &vm.name)
+            let (ip, _) = out.get(v, 0)?;
+            subnet.kernel_argument(ip, &vm.name)
         });
+        if let Some(argument) = argument {
+            out.arguments.insert(v, argument);
+        }
     }
     if errors.is_empty() {
         Ok(out)

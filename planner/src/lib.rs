@@ -129,22 +129,18 @@ pub fn planned(
         let over = capacity::check(config, live);
         errors.extend(over.into_iter().map(PlanError::from));
     }
-    let resolved = if options.destroy {
-        None
+    let addresses = if options.destroy {
+        ipam::Addresses::default()
     } else {
-        match ipam::assign(config, live) {
-            Ok(resolved) => Some(resolved),
-            Err(e) => {
-                errors.extend(e.into_iter().map(PlanError::from));
-                None
-            }
-        }
+        ipam::allocate(config, live).unwrap_or_else(|e| {
+            errors.extend(e.into_iter().map(PlanError::from));
+            ipam::Addresses::default()
+        })
     };
     if !errors.is_empty() {
         return Err(PlanErrors { errors });
     }
-    let config = resolved.as_ref().unwrap_or(config);
-    let mut changes = diff::diff(config, live, &forced, options.destroy)?;
+    let mut changes = diff::diff(config, &addresses, live, &forced, options.destroy)?;
     if !options.exclude_hosts.is_empty() {
         changes.retain(|c| !options.exclude_hosts.contains(&c.host));
     }

@@ -60,7 +60,8 @@ mod tests {
             .unwrap();
         applied.bridge_drift = vec![BridgeDrift::Down, BridgeDrift::VlanFilteringOff];
         let changes = super::super::diff(
-            &crate::ipam::assign(&config, &live).unwrap(),
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
             &live,
             &Default::default(),
             false,
@@ -100,7 +101,8 @@ mod tests {
         // Without drift, nothing to do.
         let live = LiveFile::applied(&config);
         let changes = super::super::diff(
-            &crate::ipam::assign(&config, &live).unwrap(),
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
             &live,
             &Default::default(),
             false,

@@ -50,14 +50,17 @@ pub use disks::restart_on_new_disks;
 pub use errors::DiffError;
 
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
+use crate::ipam::Addresses;
 use crate::live::{LiveFile, LiveState, VmStatus};
 use crate::plan::{AttrChange, Change, Resource};
 use crate::spanning;
 
-/// Diffs every host of the config. `forced` are the resources `--replace` named;
-/// `destroy` plans the deletion of everything of the project.
+/// Diffs every host of the config, its VMs' NICs with their `addresses`
+/// ([`crate::ipam::allocate`]). `forced` are the resources `--replace` named; `destroy`
+/// plans the deletion of everything of the project.
 pub fn diff(
     config: &Config,
+    addresses: &Addresses,
     live: &LiveFile,
     forced: &HashSet<ResourceId>,
     destroy: bool,
@@ -65,7 +68,7 @@ pub fn diff(
     let desired = if destroy {
         HashMap::new()
     } else {
-        desired_by_host(config)
+        desired_by_host(config, addresses)
     };
     // Hosts are independent: diff them in parallel, then concatenate in config order.
     let per_host: Vec<(Vec<Change>, Vec<DiffError>)> = config
@@ -157,7 +160,10 @@ fn without<'a>(
 /// a network on each of its hosts and so does each of its VLANs (see [`spanning`]); one
 /// whose parent is unknown (the schema refuses such configs) is on no host and so never
 /// planned.
-fn desired_by_host<'a>(config: &'a Config) -> HashMap<&'a str, Vec<Resource>> {
+fn desired_by_host<'a>(
+    config: &'a Config,
+    addresses: &Addresses,
+) -> HashMap<&'a str, Vec<Resource>> {
     let pool_host: HashMap<&str, &str> = config
         .pools
         .iter()
@@ -199,8 +205,10 @@ fn desired_by_host<'a>(config: &'a Config) -> HashMap<&'a str, Vec<Resource>> {
             put(Some(host), Resource::Vlan(on_host));
         }
     }
-    for vm in &config.vms {
-        put(Some(&vm.host), Resource::Vm(vm.clone()));
+    for (i, vm) in config.vms.iter().enumerate() {
+        let mut vm = vm.clone();
+        addresses.fill(i, &mut vm);
+        put(Some(&config.vms[i].host), Resource::Vm(vm));
     }
     by_host
 }

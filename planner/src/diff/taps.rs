@@ -80,7 +80,8 @@ mod tests {
         }];
         let (first, second) = (vms[0].name.clone(), vms[1].name.clone());
         let changes = super::super::diff(
-            &crate::ipam::assign(&config, &live).unwrap(),
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
             &live,
             &Default::default(),
             false,
@@ -104,7 +105,8 @@ mod tests {
         // Without drift, nothing to do.
         let live = LiveFile::applied(&config);
         let changes = super::super::diff(
-            &crate::ipam::assign(&config, &live).unwrap(),
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
             &live,
             &Default::default(),
             false,
