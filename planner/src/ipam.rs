@@ -16,6 +16,10 @@
 //! subnet: the live addresses of every host of the config count.
 //!
 //! A VM with `ip-cmdline` gets its kernel argument (`ip=…`) from its first NIC here.
+//!
+//! A host left out with `--exclude-host` is not observed: what its VMs hold is unknown,
+//! so a NIC that needs a new address on a VLAN that host is on is an error
+//! ([`IpamError::HostExcluded`]); kept and declared addresses elsewhere are planned.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -42,6 +46,19 @@ pub enum IpamError {
         nic: usize,
         holder: String,
         holder_nic: usize,
+        host: String,
+    },
+
+    /// A new address is needed on a VLAN that a host left out of the plan is on.
+    #[error("NIC {nic} of VM {vm:?} needs an address on VLAN {vlan:?}, but host {host:?}, which is on that VLAN, is excluded from the plan: the addresses it holds are not known")]
+    #[diagnostic(
+        code(vmctl::plan::address_unknown),
+        help("plan without `--exclude-host {host}`, or declare the NIC's address (`ip=\"…\"`) if you know it is free")
+    )]
+    HostExcluded {
+        vlan: String,
+        vm: String,
+        nic: usize,
         host: String,
     },
 
@@ -132,6 +149,32 @@ pub fn assign(config: &Config, live: &LiveFile) -> Result<Config, Vec<IpamError>
 
 /// The addresses of every NIC of `config`, against what the hosts in `live` hold.
 pub fn allocate(config: &Config, live: &LiveFile) -> Result<Addresses, Vec<IpamError>> {
+    allocate_excluding(config, live, &[])
+}
+
+/// [`allocate`] while the hosts `excluded` (`--exclude-host`) are not observed: their
+/// VMs get no address here (nothing is planned for them), and a NIC that needs a new
+/// address on a VLAN whose network is on an excluded host is an error, since that host
+/// may hold any address of it.
+pub fn allocate_excluding(
+    config: &Config,
+    live: &LiveFile,
+    excluded: &[String],
+) -> Result<Addresses, Vec<IpamError>> {
+    // The VLANs an excluded host may hold addresses on, with that host.
+    let mut unseen: HashMap<&str, &str> = HashMap::new();
+    if !excluded.is_empty() {
+        for vlan in &config.vlans {
+            let network = config.networks.iter().find(|n| n.name == vlan.network);
+            let host = network
+                .into_iter()
+                .flat_map(|n| n.on_hosts())
+                .find(|h| excluded.contains(h));
+            if let Some(host) = host {
+                unseen.insert(&vlan.name, host);
+            }
+        }
+    }
     let subnets: HashMap<&str, Subnet> = config
         .vlans
         .iter()
@@ -178,6 +221,9 @@ pub fn allocate(config: &Config, live: &LiveFile) -> Result<Addresses, Vec<IpamE
     let mut errors = Vec::new();
     let mut pending: Vec<(usize, usize)> = Vec::new();
     for (v, vm) in config.vms.iter().enumerate() {
+        if excluded.contains(&vm.host) {
+            continue;
+        }
         for (j, nic) in vm.nics.iter().enumerate() {
             let Some(subnet) = subnets.get(nic.vlan.as_str()) else {
                 continue;
@@ -223,6 +269,15 @@ pub fn allocate(config: &Config, live: &LiveFile) -> Result<Addresses, Vec<IpamE
         let Some(subnet) = subnets.get(vlan) else {
             continue;
         };
+        if let Some(host) = unseen.get(vlan) {
+            errors.push(IpamError::HostExcluded {
+                vlan: vlan.to_owned(),
+                vm: config.vms[v].name.clone(),
+                nic: j,
+                host: (*host).to_owned(),
+            });
+            continue;
+        }
         let (first, last) = subnet.usable_range();
         let from = cursor.entry(vlan).or_insert(first);
         let taken = taken.entry(vlan).or_default();

@@ -132,7 +132,7 @@ pub fn planned(
     let addresses = if options.destroy {
         ipam::Addresses::default()
     } else {
-        ipam::allocate(config, live).unwrap_or_else(|e| {
+        ipam::allocate_excluding(config, live, &options.exclude_hosts).unwrap_or_else(|e| {
             errors.extend(e.into_iter().map(PlanError::from));
             ipam::Addresses::default()
         })

@@ -179,6 +179,40 @@ fn a_vlan_that_spans_hosts_allocates_across_them() {
 }
 
 #[test]
+fn a_new_address_on_a_vlan_of_an_excluded_host_is_an_error() {
+    let mut config = testdata::fleet();
+    let front = config.vlans.iter_mut().find(|v| v.name == "front").unwrap();
+    front.subnet = Some("10.100.0.0/24".into());
+    let live = LiveFile::applied(&config);
+    // kvm-02 is not observed: its VMs' addresses are unknown.
+    let mut unseen = live.clone();
+    unseen.hosts.remove("kvm-02");
+    let excluded = ["kvm-02".to_owned()];
+    // What is kept elsewhere stays; kvm-02's VMs get nothing (nothing is planned there).
+    let kept = allocate_excluding(&config, &unseen, &excluded).unwrap();
+    let mut filled = config.clone();
+    for (i, vm) in filled.vms.iter_mut().enumerate() {
+        kept.fill(i, vm);
+    }
+    let web1 = filled.vms.iter().find(|v| v.name == "web-1").unwrap();
+    assert!(web1.nics[0].ip.is_some());
+    let web2 = filled.vms.iter().find(|v| v.name == "web-2").unwrap();
+    assert_eq!(web2.host, "kvm-02");
+    assert_eq!(web2.nics[0].ip, None);
+    // A new NIC on front elsewhere could take an address kvm-02 holds: refused.
+    let mut more = config.clone();
+    let mut web3 = web("web-3", "52:54:00:00:00:0c");
+    web3.host = "kvm-03".into();
+    web3.disks.clear();
+    more.vms.push(web3);
+    let errors = allocate_excluding(&more, &unseen, &excluded).unwrap_err();
+    assert!(
+        matches!(&errors[..], [IpamError::HostExcluded { vm, host, .. }] if vm == "web-3" && host == "kvm-02"),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn ip_cmdline_gets_the_first_nics_argument() {
     let mut config = quickstart();
     let web1 = config.vms.iter().position(|v| v.name == "web-1").unwrap();
