@@ -139,12 +139,28 @@ fn an_exhausted_subnet_is_an_error() {
     );
 }
 
-#[test]
-fn a_vlan_that_spans_hosts_allocates_across_them() {
+/// The fleet (network `lan` over three hosts) with front's subnet, and it applied.
+fn fleet_applied() -> (Config, LiveFile) {
     let mut config = testdata::fleet();
     let front = config.vlans.iter_mut().find(|v| v.name == "front").unwrap();
     front.subnet = Some("10.100.0.0/24".into());
     let live = LiveFile::applied(&config);
+    (config, live)
+}
+
+/// `config` with a new VM `web-3` on front, on host `kvm-03`.
+fn with_web3(config: &Config) -> Config {
+    let mut more = config.clone();
+    let mut web3 = web("web-3", "52:54:00:00:00:0c");
+    web3.host = "kvm-03".into();
+    web3.disks.clear();
+    more.vms.push(web3);
+    more
+}
+
+#[test]
+fn a_vlan_that_spans_hosts_allocates_across_them() {
+    let (config, live) = fleet_applied();
     let resolved = assign(&config, &live).unwrap();
     let host_of = |name: &str| {
         config
@@ -161,11 +177,7 @@ fn a_vlan_that_spans_hosts_allocates_across_them() {
         address_of(&resolved, "web-2")
     );
     // A new VM on a third host skips what the other hosts hold.
-    let mut more = config.clone();
-    let mut web3 = web("web-3", "52:54:00:00:00:0c");
-    web3.host = "kvm-03".into();
-    web3.disks.clear();
-    more.vms.push(web3);
+    let more = with_web3(&config);
     let again = assign(&more, &live).unwrap();
     let held = [address_of(&again, "web-1"), address_of(&again, "web-2")];
     assert!(!held.contains(&address_of(&again, "web-3")));
@@ -180,10 +192,7 @@ fn a_vlan_that_spans_hosts_allocates_across_them() {
 
 #[test]
 fn a_new_address_on_a_vlan_of_an_excluded_host_is_an_error() {
-    let mut config = testdata::fleet();
-    let front = config.vlans.iter_mut().find(|v| v.name == "front").unwrap();
-    front.subnet = Some("10.100.0.0/24".into());
-    let live = LiveFile::applied(&config);
+    let (config, live) = fleet_applied();
     // kvm-02 is not observed: its VMs' addresses are unknown.
     let mut unseen = live.clone();
     unseen.hosts.remove("kvm-02");
@@ -200,11 +209,7 @@ fn a_new_address_on_a_vlan_of_an_excluded_host_is_an_error() {
     assert_eq!(web2.host, "kvm-02");
     assert_eq!(web2.nics[0].ip, None);
     // A new NIC on front elsewhere could take an address kvm-02 holds: refused.
-    let mut more = config.clone();
-    let mut web3 = web("web-3", "52:54:00:00:00:0c");
-    web3.host = "kvm-03".into();
-    web3.disks.clear();
-    more.vms.push(web3);
+    let more = with_web3(&config);
     let errors = allocate_excluding(&more, &unseen, &excluded).unwrap_err();
     assert!(
         matches!(&errors[..], [IpamError::HostExcluded { vm, host, .. }] if vm == "web-3" && host == "kvm-02"),
