@@ -7,15 +7,20 @@
 #
 # LAYOUT=flat writes every resource out instead (no template, no count: the configs of
 # the benchmarks before templates and count, one VM in ten depending on the one before).
-# Usage: [LAYOUT=flat] bench/gen-config.sh VMS VLANS HOSTS OUTDIR
+# Every VLAN has a gateway (`10.<host>.<id>.1/24`), so every NIC gets an address at plan
+# time (IPAM); ADDRESSES=none leaves the gateways out: no subnets, no addresses (for
+# bench/plan-ipam.sh's comparison).
+# Usage: [LAYOUT=flat] [ADDRESSES=none] bench/gen-config.sh VMS VLANS HOSTS OUTDIR
 set -euo pipefail
 vms=$1 vlans=$2 hosts=$3 out=$4
 flat=0
 [[ ${LAYOUT:-} == flat ]] && flat=1
+addresses=1
+[[ ${ADDRESSES:-} == none ]] && addresses=0
 rm -rf "$out"
 mkdir -p "$out"
 echo 'project "bench"' > "$out/project.kdl"
-awk -v vms="$vms" -v vlans="$vlans" -v hosts="$hosts" -v out="$out" -v flat="$flat" '
+awk -v vms="$vms" -v vlans="$vlans" -v hosts="$hosts" -v out="$out" -v flat="$flat" -v addresses="$addresses" '
 BEGIN {
     vms_per_host = int(vms / hosts); vlans_per_host = int(vlans / hosts)
     for (h = 0; h < hosts; h++) {
@@ -24,7 +29,10 @@ BEGIN {
         printf "network \"lan-%02d\" host=\"h%02d\" {\n    uplink \"eth1\"\n}\n", h, h > f
         for (v = 0; v < vlans_per_host; v++) {
             id = v + 2
-            printf "vlan \"v%02d-%d\" network=\"lan-%02d\" id=%d {\n    gateway \"10.%d.%d.1/24\"\n}\n", h, id, h, id, h, id > f
+            if (addresses)
+                printf "vlan \"v%02d-%d\" network=\"lan-%02d\" id=%d {\n    gateway \"10.%d.%d.1/24\"\n}\n", h, id, h, id, h, id > f
+            else
+                printf "vlan \"v%02d-%d\" network=\"lan-%02d\" id=%d\n", h, id, h, id > f
         }
         printf "\npool \"p%02d\" host=\"h%02d\" type=\"dir\" {\n    path \"/var/lib/vmctl/pools/p%02d\"\n}\n\n", h, h, h > f
         if (flat) {

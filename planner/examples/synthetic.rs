@@ -46,6 +46,7 @@ fn config(vms: usize) -> Config {
                 id: 100 + v as u16,
                 vni: None,
                 gateway: None,
+                subnet: None,
                 gateway_host: None,
             });
         }
@@ -76,10 +77,14 @@ fn config(vms: usize) -> Config {
                     (i >> 8) & 255,
                     i & 255
                 ),
+                ip: None,
+                ip_allocated: false,
             }],
             cpuset: None,
             state: VmState::Running,
             depends_on: Vec::new(),
+            ip_cmdline: false,
+            ip_argument: None,
         });
     }
     c

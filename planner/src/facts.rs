@@ -53,8 +53,8 @@ use crate::record;
 
 /// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: one set of
 /// types with the live model (1 had the runtime's own observation types); 3: a
-/// network's bridge drift.
-pub const FACTS_FORMAT: u32 = 3;
+/// network's bridge drift; 4: each VM NIC's address (`ip`, `ip-allocated`).
+pub const FACTS_FORMAT: u32 = 4;
 
 /// A pool the config names on the host: where to look besides the project's pool
 /// index, and what to call it when its marker cannot be read.

@@ -19,7 +19,8 @@
 //!   `before`): a restarted VM lets go of its old disk and taps before the volume or
 //!   VLAN is made anew.
 //! - A create that claims what a delete frees (a VLAN id on a network, a bridge name, a
-//!   pool path, a MAC address) follows that delete.
+//!   pool path, a MAC address; a NIC's address on its VLAN, on any host) follows that
+//!   delete.
 //!
 //! - A host's netns is made before anything on that host that lives in it (networks,
 //!   VLANs, VMs) is brought up, and removed after all of it is taken down (`netns`).
@@ -42,6 +43,15 @@ use crate::plan::Plan;
 
 mod netns;
 pub use netns::lives_in_netns;
+
+/// The host a claim holds on: its resource's, or every host (`""`) for a global one.
+fn scope<'a>(host: &'a str, claim: &str) -> &'a str {
+    if crate::plan::Resource::claim_is_global(claim) {
+        ""
+    } else {
+        host
+    }
+}
 
 /// What one step does to its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -192,7 +202,8 @@ impl ApplyGraph {
             if step.phase == Phase::Delete {
                 let change = &plan.changes[step.change];
                 for claim in change.before.iter().flat_map(|r| r.claims()) {
-                    freed.entry((&change.host, claim)).or_default().push(node);
+                    let host = scope(&change.host, &claim);
+                    freed.entry((host, claim)).or_default().push(node);
                 }
             }
         }
@@ -204,11 +215,8 @@ impl ApplyGraph {
                 }
                 let change = &plan.changes[step.change];
                 for claim in change.after.iter().flat_map(|r| r.claims()) {
-                    for &delete in freed
-                        .get(&(change.host.as_str(), claim))
-                        .into_iter()
-                        .flatten()
-                    {
+                    let host = scope(&change.host, &claim);
+                    for &delete in freed.get(&(host, claim)).into_iter().flatten() {
                         // A replace's own two steps are already in order.
                         if graph[delete].change != step.change {
                             edges.insert((delete, node));

@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod diff;
 pub mod facts;
 pub mod graph;
+pub mod ipam;
 pub mod live;
 pub mod matching;
 pub mod plan;
@@ -62,6 +63,9 @@ pub enum PlanError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Capacity(#[from] capacity::CapacityError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ipam(#[from] ipam::IpamError),
 }
 
 /// Every reason a plan cannot be made, reported together.
@@ -90,7 +94,8 @@ pub struct Planned {
 }
 
 /// Plans `config` against the live state of its hosts. The plan's actionable changes come
-/// in apply order, then its no-ops.
+/// in apply order, then its no-ops. Every NIC on a VLAN with a subnet has its address in
+/// the plan ([`ipam`]).
 pub fn plan(config: &Config, live: &LiveFile, options: &PlanOptions) -> Result<Plan, PlanErrors> {
     planned(config, live, options).map(|planned| planned.plan)
 }
@@ -124,10 +129,18 @@ pub fn planned(
         let over = capacity::check(config, live);
         errors.extend(over.into_iter().map(PlanError::from));
     }
+    let addresses = if options.destroy {
+        ipam::Addresses::default()
+    } else {
+        ipam::allocate_excluding(config, live, &options.exclude_hosts).unwrap_or_else(|e| {
+            errors.extend(e.into_iter().map(PlanError::from));
+            ipam::Addresses::default()
+        })
+    };
     if !errors.is_empty() {
         return Err(PlanErrors { errors });
     }
-    let mut changes = diff::diff(config, live, &forced, options.destroy)?;
+    let mut changes = diff::diff(config, &addresses, live, &forced, options.destroy)?;
     if !options.exclude_hosts.is_empty() {
         changes.retain(|c| !options.exclude_hosts.contains(&c.host));
     }

@@ -31,9 +31,11 @@ use crate::record::{self, NewerFormat, VmSpec};
 use crate::spanning::{self, Underlays};
 
 /// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
-/// 2 added a host's `netns`, 3 a network's `bridge-drift`. Files of format 1 read as
-/// hosts without a netns, of formats 1 and 2 as bridges without drift.
-pub const LIVE_FORMAT_VERSION: u32 = 3;
+/// 2 added a host's `netns`, 3 a network's `bridge-drift`, 4 each VM NIC's address
+/// (`ip`, `ip-allocated`; an older vmctl must not rewrite a VM's record without them).
+/// Files of format 1 read as hosts without a netns, of formats 1 and 2 as bridges
+/// without drift, of formats 1 to 3 as NICs without addresses.
+pub const LIVE_FORMAT_VERSION: u32 = 4;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
@@ -80,9 +82,11 @@ impl LiveFile {
     }
 
     /// What the hosts would report once `config` is applied exactly: every resource with
-    /// the project's mark, VMs running or stopped as asked. For tests, fixtures and
-    /// benchmarks.
+    /// the project's mark, VMs running or stopped as asked, NICs with the addresses a
+    /// plan against empty hosts gives them. For tests, fixtures and benchmarks.
     pub fn applied(config: &Config) -> LiveFile {
+        let resolved = crate::ipam::assign(config, &LiveFile::default());
+        let config = resolved.as_ref().unwrap_or(config);
         let project = &config.project;
         let mut hosts: BTreeMap<String, LiveState> = config
             .hosts
@@ -540,6 +544,7 @@ impl LiveVlan {
                 id: self.id,
                 vni: None,
                 gateway: self.gateway.clone(),
+                subnet: None,
                 gateway_host: None,
             },
             vxlan: self.vxlan.clone(),

@@ -72,16 +72,31 @@ impl Resource {
     }
 
     /// What this resource holds exclusively on its host, beyond its name: a pool's path,
-    /// a network's bridge, a VLAN's id on its network, a VM's MAC addresses. A create
-    /// that claims what a delete in the same plan frees must wait for that delete.
+    /// a network's bridge, a VLAN's id on its network, a VM's MAC addresses; and on
+    /// every host ([`Resource::claim_is_global`]), a VM's NIC addresses on their VLANs.
+    /// A create that claims what a delete in the same plan frees must wait for that
+    /// delete.
     pub fn claims(&self) -> Vec<String> {
         match self {
             Resource::Pool(p) => vec![format!("path {}", p.path.display())],
             Resource::Network(n) => vec![format!("bridge {}", n.bridge)],
             Resource::Vlan(v) => vec![format!("vlan {} {}", v.network, v.id)],
-            Resource::Vm(vm) => vm.nics.iter().map(|n| format!("mac {}", n.mac)).collect(),
+            Resource::Vm(vm) => {
+                let macs = vm.nics.iter().map(|n| format!("mac {}", n.mac));
+                let ips = vm
+                    .nics
+                    .iter()
+                    .filter_map(|n| Some(format!("{IP_CLAIM}{} {}", n.vlan, n.ip?)));
+                macs.chain(ips).collect()
+            }
             Resource::Volume(_) | Resource::Netns(_) => Vec::new(),
         }
+    }
+
+    /// Whether `claim` holds on every host, not only the resource's own: an address on a
+    /// VLAN, which may span hosts.
+    pub fn claim_is_global(claim: &str) -> bool {
+        claim.starts_with(IP_CLAIM)
     }
 
     /// Calls `f` with the kind and name of each resource this one needs, allocating
@@ -100,6 +115,9 @@ impl Resource {
         }
     }
 }
+
+/// The prefix of an address claim: `ip <vlan> <address>`.
+const IP_CLAIM: &str = "ip ";
 
 /// A VLAN as it is on one host: the config's VLAN, with its `gateway` only on the host
 /// that holds it and without `gateway-host` and `vni` (the host sees neither), and —

@@ -14,6 +14,7 @@
 //!
 //! [`VmSpec`] is the applied VM as `spec.json` and the live model carry it.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,12 @@ pub struct VmSpec {
     pub cpuset: Option<String>,
     pub state: RunState,
     pub depends_on: Vec<String>,
+    /// Whether the kernel's `ip=` argument was appended (absent: no).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ip_cmdline: bool,
+    /// The `ip=` argument appended to the command line, when `ip_cmdline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_argument: Option<String>,
 }
 
 impl Default for VmSpec {
@@ -86,6 +93,8 @@ impl Default for VmSpec {
             cpuset: None,
             state: RunState::Running,
             depends_on: Vec::new(),
+            ip_cmdline: false,
+            ip_argument: None,
         }
     }
 }
@@ -96,6 +105,13 @@ impl Default for VmSpec {
 pub struct NicSpec {
     pub vlan: String,
     pub mac: String,
+    /// The NIC's address (absent in records of VMs applied before vmctl had addresses,
+    /// and on a VLAN without a subnet): what keeps an allocated address stable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Whether vmctl allocated `ip` (rather than the config declaring it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ip_allocated: bool,
 }
 
 /// Whether the applied config asked for the VM running or stopped.
@@ -124,6 +140,8 @@ impl From<&Vm> for VmSpec {
                 .map(|n| NicSpec {
                     vlan: n.vlan.clone(),
                     mac: n.mac.clone(),
+                    ip: n.ip,
+                    ip_allocated: n.ip_allocated,
                 })
                 .collect(),
             cpuset: vm.cpuset.clone(),
@@ -132,6 +150,8 @@ impl From<&Vm> for VmSpec {
                 VmState::Stopped => RunState::Stopped,
             },
             depends_on: vm.depends_on.clone(),
+            ip_cmdline: vm.ip_cmdline,
+            ip_argument: vm.ip_argument.clone(),
         }
     }
 }
@@ -154,6 +174,8 @@ impl VmSpec {
                 .map(|n| Nic {
                     vlan: n.vlan.clone(),
                     mac: n.mac.clone(),
+                    ip: n.ip,
+                    ip_allocated: n.ip_allocated,
                 })
                 .collect(),
             cpuset: self.cpuset.clone(),
@@ -162,6 +184,8 @@ impl VmSpec {
                 RunState::Stopped => VmState::Stopped,
             },
             depends_on: self.depends_on.clone(),
+            ip_cmdline: self.ip_cmdline,
+            ip_argument: self.ip_argument.clone(),
         }
     }
 }

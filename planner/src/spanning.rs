@@ -49,6 +49,8 @@ pub fn vlan_on(network: &Network, vlan: &Vlan, host: &str, underlays: &Underlays
         vlan: Vlan {
             vni: None,
             gateway: vlan.gateway.clone().filter(|_| gateway_here),
+            // The subnet is the planner's (its NICs' addresses); a host has none.
+            subnet: None,
             gateway_host: None,
             ..vlan.clone()
         },

@@ -48,10 +48,14 @@ pub fn vm(name: &str, vlan: &str, mac: &str) -> Vm {
         nics: vec![Nic {
             vlan: vlan.into(),
             mac: mac.into(),
+            ip: None,
+            ip_allocated: false,
         }],
         cpuset: None,
         state: VmState::Running,
         depends_on: Vec::new(),
+        ip_cmdline: false,
+        ip_argument: None,
     }
 }
 
@@ -100,6 +104,9 @@ pub fn vlan(name: &str, id: u16, gateway: Option<&str>) -> Vlan {
         id,
         vni: None,
         gateway: gateway.map(Into::into),
+        subnet: gateway
+            .and_then(|g| g.parse::<ipnet::IpNet>().ok())
+            .map(|n| n.trunc().to_string()),
         gateway_host: None,
     }
 }

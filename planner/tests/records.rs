@@ -40,7 +40,7 @@ fn a_live_file_of_a_newer_format_is_refused() {
     assert!(err.to_string().contains("newer vmctl"), "{err}");
     // This build's own files are read back.
     let text = serde_json::to_string(&LiveFile::default()).unwrap();
-    assert!(text.contains("\"format-version\":3"), "{text}");
+    assert!(text.contains("\"format-version\":4"), "{text}");
     assert_eq!(LiveFile::from_json(&text).unwrap(), LiveFile::default());
 }
 

@@ -65,18 +65,37 @@ fn a_v1_vm_record_with_later_fields_is_read() {
 }
 
 #[test]
+fn a_v2_vm_record_keeps_its_nics_addresses() {
+    let record = read_vm_record("v2/spec.json");
+    let nics = &record.vm.nics;
+    assert_eq!(nics[0].ip, Some("10.100.0.2".parse().unwrap()));
+    assert!(nics[0].ip_allocated);
+    assert_eq!(nics[1].ip, Some("10.200.0.10".parse().unwrap()));
+    assert!(!nics[1].ip_allocated);
+    assert!(record.vm.ip_cmdline);
+    let argument = record.vm.ip_argument.as_deref();
+    assert_eq!(
+        argument,
+        Some("ip=10.100.0.2::10.100.0.1:255.255.255.0:web-1:eth0:off")
+    );
+    // Format 1 records have NICs without addresses.
+    let old = read_vm_record("v1/spec.json");
+    assert!(old.vm.nics.iter().all(|n| n.ip.is_none()));
+}
+
+#[test]
 fn a_vm_record_of_a_newer_format_is_refused_plainly() {
     let state = tempfile::tempdir().unwrap();
     let paths = vms::VmPaths::new(state.path(), "lab", "web-1");
     place("v1/spec.json", &paths.record, state.path());
     let newer = fixture("v1/spec.json").replace(
         r#""format-version": 1"#,
-        r#""format-version": 2, "vm": "now a string""#,
+        r#""format-version": 3, "vm": "now a string""#,
     );
     fs::write(&paths.record, newer).unwrap();
     let err = vms::read_record(state.path(), "lab", "web-1").unwrap_err();
     let text = vmctl_runtime_chain(&err);
-    assert!(text.contains("format version 2"), "{text}");
+    assert!(text.contains("format version 3"), "{text}");
     assert!(text.contains("newer vmctl"), "{text}");
 }
 

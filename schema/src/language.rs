@@ -132,6 +132,7 @@ pub static VLAN: NodeKind = NodeKind {
         required("id", Integer),
         f("vni", Integer),
         f("gateway", Text),
+        f("subnet", Text),
         f("gateway-host", Reference),
     ],
 };
@@ -162,11 +163,11 @@ pub static VOLUME: NodeKind = NodeKind {
 pub static NIC: NodeKind = NodeKind {
     name: "nic",
     named: false,
-    fields: &[required("vlan", Reference), f("mac", Text)],
+    fields: &[required("vlan", Reference), f("mac", Text), f("ip", Text)],
 };
 
 /// The settings of a `vm`; a template takes the same but `count` (the first).
-const VM_FIELDS: [Field; 13] = [
+const VM_FIELDS: [Field; 14] = [
     f("count", Integer),
     f("template", Reference),
     required("host", Reference),
@@ -175,6 +176,7 @@ const VM_FIELDS: [Field; 13] = [
     required("kernel", Path),
     f("initrd", Path),
     f("cmdline", Text),
+    f("ip-cmdline", Bool),
     repeated("disk", Reference),
     repeated("nic", Node(&NIC)),
     f("cpuset", Text),
@@ -189,8 +191,8 @@ pub static VM: NodeKind = NodeKind {
 };
 
 /// A `vm`'s settings without `count`, none required: a template may give any of them.
-const fn template_fields(vm: [Field; 13]) -> [Field; 12] {
-    let mut out = [f("", Text); 12];
+const fn template_fields(vm: [Field; 14]) -> [Field; 13] {
+    let mut out = [f("", Text); 13];
     let mut i = 1;
     while i < vm.len() {
         out[i - 1] = Field {
@@ -202,7 +204,7 @@ const fn template_fields(vm: [Field; 13]) -> [Field; 12] {
     out
 }
 
-const TEMPLATE_FIELDS: [Field; 12] = template_fields(VM_FIELDS);
+const TEMPLATE_FIELDS: [Field; 13] = template_fields(VM_FIELDS);
 
 /// Settings and children that `vm` nodes start from (`template="NAME"`); never planned.
 pub static TEMPLATE: NodeKind = NodeKind {

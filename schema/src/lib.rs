@@ -6,6 +6,7 @@
 //! - [`format()`] gives a file's canonical form; [`json_schema`] the model's schema.
 //! - [`derive`] has the stable derived names (bridges, taps, MACs).
 
+pub mod addresses;
 pub mod derive;
 pub mod diagnostics;
 pub mod format;

@@ -117,6 +117,11 @@ pub struct Vlan {
     pub vni: Option<u32>,
     /// Optional host address on this VLAN, in CIDR form (`10.100.0.1/24`).
     pub gateway: Option<String>,
+    /// The subnet NICs on this VLAN take their addresses from (`10.100.0.0/24`): as
+    /// given, else the gateway's; `None` when the VLAN has neither (its NICs have no
+    /// address). Not on a host: a host's VLAN has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
     /// The host that holds the gateway address, when the network spans hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_host: Option<String>,
@@ -174,6 +179,18 @@ pub struct Nic {
     /// Lowercase `aa:bb:cc:dd:ee:ff`, unicast; derived stably from project, VM and
     /// index when not given.
     pub mac: String,
+    /// The NIC's address in its VLAN's subnet: as declared (`ip="10.100.0.20"`); in a
+    /// plan, else the one vmctl allocated (see `ip_allocated`). `None` on a VLAN
+    /// without a subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Whether `ip` was allocated by the planner rather than declared.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ip_allocated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A KVM microVM.
@@ -198,4 +215,12 @@ pub struct Vm {
     pub state: VmState,
     /// Names of VMs that must be created/started before this one.
     pub depends_on: Vec<String>,
+    /// Append the kernel's `ip=` argument for the first NIC to the command line.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ip_cmdline: bool,
+    /// With `ip_cmdline`, the argument itself
+    /// (`ip=<addr>::<gw>:<mask>:<hostname>:eth0:off`): set by the planner once the
+    /// first NIC has its address; `None` in a loaded config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_argument: Option<String>,
 }

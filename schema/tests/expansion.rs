@@ -181,13 +181,13 @@ fn the_quickstart_is_its_hand_written_expansion() {
         (
             "db-1",
             "db-1-data",
-            "vlan=\"back\" mac=\"52:54:00:00:02:01\"",
+            "vlan=\"back\" mac=\"52:54:00:00:02:01\" ip=\"10.200.0.10\"",
             "",
         ),
     ] {
         by_hand.push_str(&format!(
             "vm \"{name}\" host=\"local\" {{\n cpus 1\n memory \"64MiB\"\n \
-             kernel \"../../tests/guest/vmlinux\"\n \
+             kernel \"../../tests/guest/vmlinux\"\n ip-cmdline #true\n \
              cmdline \"console=ttyS0 testguest.name={name} testguest.listen=3000 testguest.halt\"\n \
              disk \"{disk}\"\n nic {nic}\n {more}\n}}\n"
         ));
@@ -201,6 +201,20 @@ fn the_quickstart_is_its_hand_written_expansion() {
         .expect("the hand-written lab loads")
         .config;
     assert_eq!(templated, by_hand);
+    // Every guest gets its address on the kernel command line; db-1 declares its own.
+    assert!(templated.vms.iter().all(|vm| vm.ip_cmdline));
+    let db = templated
+        .vms
+        .iter()
+        .find(|vm| vm.name == "db-1")
+        .expect("db-1");
+    assert_eq!(db.nics[0].ip, Some("10.200.0.10".parse().unwrap()));
+    let subnets: Vec<_> = templated
+        .vlans
+        .iter()
+        .map(|v| v.subnet.as_deref())
+        .collect();
+    assert_eq!(subnets, [Some("10.100.0.0/24"), Some("10.200.0.0/24")]);
 }
 
 #[test]

@@ -13,15 +13,19 @@ use serde_json::Value;
 use crate::lab::{text, Lab, VMS};
 use crate::support::{self, stderr, stdout, vmctl, vmctl_in};
 
-/// Guests that stay up until vmctl shuts them down; web-1 declares its address with
-/// the kernel's `ip=`, which is what `list` shows of addresses today.
+/// Guests that stay up until vmctl shuts them down. Their addresses are the
+/// quickstart's: web-1 and web-2 allocated from front's subnet, db-1's declared.
 fn cmdline(vm: &str) -> String {
-    let ip = if vm == "web-1" {
-        " ip=10.100.0.11::10.100.0.1:255.255.255.0:web-1:eth0:off"
-    } else {
-        ""
-    };
-    format!("console=ttyS0 testguest.name={vm} testguest.halt{ip}")
+    format!("console=ttyS0 testguest.name={vm} testguest.halt")
+}
+
+/// The address `list` shows for each quickstart VM.
+fn address(vm: &str) -> &'static str {
+    match vm {
+        "web-1" => "10.100.0.2",
+        "web-2" => "10.100.0.3",
+        _ => "10.200.0.10",
+    }
 }
 
 /// `vmctl --color never ARGS…` run in `cwd` with `env` (and no other VMCTL_CONFIG).
@@ -89,7 +93,7 @@ fn list_show_and_finding_the_config_before_anything_is_applied() {
     );
     let table = ok(&out);
     assert!(
-        table.contains("web-1  local  missing  1     64MiB   10.100.0.11"),
+        table.contains("web-1  local  missing  1     64MiB   10.100.0.2 "),
         "{table}"
     );
     insta::assert_snapshot!("list-missing", table);
@@ -217,7 +221,7 @@ fn list_show_and_import_on_one_applied_lab() {
     let dir = lab.config_dir();
     let dir = dir.to_str().unwrap();
 
-    // list: every VM running, with its pid, memory, MACs and the address it declares.
+    // list: every VM running, with its pid, memory, MACs and its address.
     let out = lab.vmctl(&["list", "--json"]);
     let list: Value = serde_json::from_str(&ok(&out)).expect("list JSON");
     for vm in list["vms"].as_array().expect("vms") {
@@ -226,12 +230,7 @@ fn list_show_and_import_on_one_applied_lab() {
         assert_eq!(vm["pid"].as_i64(), lab.pid(name).map(i64::from), "{vm}");
         assert_eq!(vm["memory"], 64 << 20);
         assert!(vm["uptime_seconds"].is_u64(), "{vm}");
-        let ips: &[&str] = if name == "web-1" {
-            &["10.100.0.11"]
-        } else {
-            &[]
-        };
-        assert_eq!(vm["ips"], serde_json::json!(ips), "{vm}");
+        assert_eq!(vm["ips"], serde_json::json!([address(name)]), "{vm}");
     }
     let db = list["vms"]
         .as_array()
@@ -255,7 +254,7 @@ fn list_show_and_import_on_one_applied_lab() {
     let web1_pid = lab.pid("web-1").expect("web-1 runs").to_string();
     assert!(
         table.lines().any(|l| l.starts_with("web-1  local  running")
-            && l.contains("10.100.0.11")
+            && l.contains(address("web-1"))
             && l.contains(&web1_pid)),
         "{table}"
     );

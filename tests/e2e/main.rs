@@ -1,6 +1,7 @@
 //! End-to-end tests: each drives the real `vmctl` binary. One test binary (cli's `e2e`
 //! target); one module per area.
 
+mod addresses;
 mod apply;
 mod cli_ux;
 mod console;

@@ -3,8 +3,9 @@
 //! addresses where known, MACs, the VMM's pid and uptime. Observed the way `status`
 //! and `plan` observe ([`crate::seen`]); read-only.
 //!
-//! IP addresses: vmctl does not assign addresses yet (no IPAM), so the only address it
-//! knows is one the VM's kernel command line declares (`ip=10.0.0.5::10.0.0.1:…`);
+//! IP addresses: each NIC's address, as the VM's record on its host holds it (or, for a
+//! VM not applied yet, as the plan gives it: declared or allocated); a VM whose NICs
+//! have none shows an address its kernel command line declares (`ip=10.0.0.5::…`),
 //! otherwise `-`. `--json` is versioned (`format_version`, "MAJOR.MINOR" as the plan's).
 
 use std::net::IpAddr;
@@ -28,8 +29,9 @@ pub const LIST_FORMAT_VERSION: &str = "1.0";
 /// STATE is `running`, `stopped` or `crashed` as the VM's VMM answers; `missing` for a
 /// VM of the config that is not on its host (yet); `not-in-config` for one of the
 /// project's VMs the config no longer has; `unreadable` when its record cannot be read.
-/// IP shows what is known: the address a VM's kernel command line declares with `ip=`
-/// (vmctl assigns none itself yet), else `-`.
+/// IP shows each NIC's address (declared, or allocated by vmctl from its VLAN's subnet);
+/// for a VM whose NICs have none, an address its kernel command line declares with
+/// `ip=`, else `-`.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  vmctl list examples/quickstart\n  vmctl list --state running\n  vmctl list --host kvm-01 --state stopped --state crashed\n  vmctl list --json | jq '.vms[] | select(.state == \"running\") | .name'\n\nExit codes: 0 success, 1 error."
@@ -138,20 +140,27 @@ fn row(change: &Change, seen: &crate::seen::Seen) -> VmRow {
         Some(Resource::Vm(vm)) => Some(vm),
         _ => None,
     };
-    let (cpus, memory, cmdline, macs) = match (live, config) {
+    let (cpus, memory, cmdline, macs, nic_ips) = match (live, config) {
         (Some(vm), _) => (
             Some(vm.spec.cpus),
             Some(vm.spec.memory),
             vm.spec.cmdline.as_str(),
             vm.spec.nics.iter().map(|n| n.mac.clone()).collect(),
+            vm.spec.nics.iter().filter_map(|n| n.ip).collect(),
         ),
         (None, Some(vm)) => (
             Some(vm.cpus),
             Some(vm.memory),
             vm.cmdline.as_str(),
             vm.nics.iter().map(|n| n.mac.clone()).collect(),
+            vm.nics.iter().filter_map(|n| n.ip).collect(),
         ),
-        (None, None) => (None, None, "", Vec::new()),
+        (None, None) => (None, None, "", Vec::new(), Vec::<IpAddr>::new()),
+    };
+    let ips = if nic_ips.is_empty() {
+        cmdline_ips(cmdline)
+    } else {
+        nic_ips.iter().map(IpAddr::to_string).collect()
     };
     VmRow {
         name: change.id.name.clone(),
@@ -159,7 +168,7 @@ fn row(change: &Change, seen: &crate::seen::Seen) -> VmRow {
         state,
         cpus,
         memory,
-        ips: cmdline_ips(cmdline),
+        ips,
         macs,
         pid: live.and_then(|v| v.pid),
         uptime_seconds: live.and_then(|v| v.uptime_seconds),

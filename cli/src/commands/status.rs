@@ -102,6 +102,15 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
             d.push(("taps", taps.into()));
             let macs: Vec<Value> = vm.spec.nics.iter().map(|n| n.mac.clone().into()).collect();
             d.push(("macs", macs.into()));
+            let ips: Vec<Value> = vm
+                .spec
+                .nics
+                .iter()
+                .filter_map(|n| Some(n.ip?.to_string().into()))
+                .collect();
+            if !ips.is_empty() {
+                d.push(("ips", ips.into()));
+            }
         }
         "volume" => {
             if let Some(v) = seen.live.volumes.iter().find(|v| v.name == row.name) {

@@ -59,7 +59,14 @@ mod tests {
             .find(|n| n.name == network.name)
             .unwrap();
         applied.bridge_drift = vec![BridgeDrift::Down, BridgeDrift::VlanFilteringOff];
-        let changes = super::super::diff(&config, &live, &Default::default(), false).unwrap();
+        let changes = super::super::diff(
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
+            &live,
+            &Default::default(),
+            false,
+        )
+        .unwrap();
         let changed: Vec<_> = changes
             .iter()
             .filter(|c| c.action != Action::NoOp)
@@ -93,7 +100,14 @@ mod tests {
         );
         // Without drift, nothing to do.
         let live = LiveFile::applied(&config);
-        let changes = super::super::diff(&config, &live, &Default::default(), false).unwrap();
+        let changes = super::super::diff(
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
+            &live,
+            &Default::default(),
+            false,
+        )
+        .unwrap();
         assert!(changes.iter().all(|c| c.action == Action::NoOp));
     }
 }

@@ -24,11 +24,15 @@
 //! - a host's declared `netns` is a resource of its own (module `netns`): made while
 //!   something lives in it, left or removed when nothing does;
 //! - a running VM whose tap is detached is updated (re-attached), one whose tap is gone
-//!   restarted (module `taps`).
+//!   restarted (module `taps`);
+//! - NIC addresses (filled in by [`crate::ipam`] before the diff) are part of `nics`;
+//!   who chose an address is not a change, and a VM recorded without addresses gets
+//!   them in place (module `addresses`).
 //!
 //! Resources of other projects are invisible here. Live state of hosts that are not in
 //! the config is not looked at: vmctl reaches hosts through the config.
 
+mod addresses;
 pub mod attrs;
 mod bridges;
 mod disks;
@@ -46,14 +50,17 @@ pub use disks::restart_on_new_disks;
 pub use errors::DiffError;
 
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
+use crate::ipam::Addresses;
 use crate::live::{LiveFile, LiveState, VmStatus};
 use crate::plan::{AttrChange, Change, Resource};
 use crate::spanning;
 
-/// Diffs every host of the config. `forced` are the resources `--replace` named;
-/// `destroy` plans the deletion of everything of the project.
+/// Diffs every host of the config, its VMs' NICs with their `addresses`
+/// ([`crate::ipam::allocate`]). `forced` are the resources `--replace` named; `destroy`
+/// plans the deletion of everything of the project.
 pub fn diff(
     config: &Config,
+    addresses: &Addresses,
     live: &LiveFile,
     forced: &HashSet<ResourceId>,
     destroy: bool,
@@ -61,7 +68,7 @@ pub fn diff(
     let desired = if destroy {
         HashMap::new()
     } else {
-        desired_by_host(config)
+        desired_by_host(config, addresses)
     };
     // Hosts are independent: diff them in parallel, then concatenate in config order.
     let per_host: Vec<(Vec<Change>, Vec<DiffError>)> = config
@@ -153,7 +160,10 @@ fn without<'a>(
 /// a network on each of its hosts and so does each of its VLANs (see [`spanning`]); one
 /// whose parent is unknown (the schema refuses such configs) is on no host and so never
 /// planned.
-fn desired_by_host<'a>(config: &'a Config) -> HashMap<&'a str, Vec<Resource>> {
+fn desired_by_host<'a>(
+    config: &'a Config,
+    addresses: &Addresses,
+) -> HashMap<&'a str, Vec<Resource>> {
     let pool_host: HashMap<&str, &str> = config
         .pools
         .iter()
@@ -195,8 +205,10 @@ fn desired_by_host<'a>(config: &'a Config) -> HashMap<&'a str, Vec<Resource>> {
             put(Some(host), Resource::Vlan(on_host));
         }
     }
-    for vm in &config.vms {
-        put(Some(&vm.host), Resource::Vm(vm.clone()));
+    for (i, vm) in config.vms.iter().enumerate() {
+        let mut vm = vm.clone();
+        addresses.fill(i, &mut vm);
+        put(Some(&config.vms[i].host), Resource::Vm(vm));
     }
     by_host
 }
@@ -292,11 +304,21 @@ fn compare(
     status: Option<VmStatus>,
     forced: bool,
 ) -> Result<Change, DiffError> {
+    let before = match (before, &after) {
+        (Resource::Vm(mut live), Resource::Vm(wanted)) => {
+            addresses::align(&mut live, wanted);
+            Resource::Vm(live)
+        }
+        (before, _) => before,
+    };
     let mut attributes = if before == after {
         Vec::new()
     } else {
         attrs::changed_attributes(&before, &after)
     };
+    if let (Resource::Vm(live), Resource::Vm(wanted)) = (&before, &after) {
+        addresses::first_record(&mut attributes, live, wanted);
+    }
     let (action, reason) = match (&before, &after) {
         (Resource::Vm(_), Resource::Vm(vm)) => {
             let status = status.unwrap_or_default();

@@ -79,7 +79,14 @@ mod tests {
             state: TapState::Missing,
         }];
         let (first, second) = (vms[0].name.clone(), vms[1].name.clone());
-        let changes = super::super::diff(&config, &live, &Default::default(), false).unwrap();
+        let changes = super::super::diff(
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
+            &live,
+            &Default::default(),
+            false,
+        )
+        .unwrap();
         let of = |name: &str| {
             changes
                 .iter()
@@ -97,7 +104,14 @@ mod tests {
         assert_eq!(missing.attributes[0].effect, Effect::Restart);
         // Without drift, nothing to do.
         let live = LiveFile::applied(&config);
-        let changes = super::super::diff(&config, &live, &Default::default(), false).unwrap();
+        let changes = super::super::diff(
+            &config,
+            &crate::ipam::allocate(&config, &live).unwrap(),
+            &live,
+            &Default::default(),
+            false,
+        )
+        .unwrap();
         assert!(changes.iter().all(|c| c.action == Action::NoOp));
     }
 }

@@ -131,6 +131,8 @@ fn cases() -> Vec<Case> {
                 config_vm(config, "web-1").nics.push(Nic {
                     vlan: "back".into(),
                     mac: "52:54:00:00:00:09".into(),
+                    ip: None,
+                    ip_allocated: false,
                 })
             },
             address: "vm.web-1",

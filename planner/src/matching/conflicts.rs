@@ -140,6 +140,7 @@ mod tests {
                 id: 7,
                 vni: None,
                 gateway: None,
+                subnet: None,
                 gateway_host: None,
             }],
             pools: Vec::new(),

@@ -68,6 +68,7 @@ mod tests {
                 nics: vec![NicSpec {
                     vlan: "front".into(),
                     mac: "52:54:00:00:00:01".into(),
+                    ..NicSpec::default()
                 }],
                 ..VmSpec::default()
             },

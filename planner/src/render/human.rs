@@ -136,21 +136,65 @@ fn whole(out: &mut String, resource: Option<&crate::plan::Resource>, action: Act
     let Some(resource) = resource else { return };
     let attributes = all_attributes(resource);
     let width = name_width(attributes.iter().map(|(n, _)| n.as_str()));
+    let tail = if action == Action::Delete {
+        " -> null"
+    } else {
+        ""
+    };
+    let glyph = style.glyph(action);
     for (name, value) in attributes {
         if value.is_null() {
             continue;
         }
+        if let Some(nics) = nic_blocks(&name, &value) {
+            write_nics(out, nics, "      ", &format!("{glyph} "), tail);
+            continue;
+        }
         let shown = format_value(&name, &value);
-        let tail = if action == Action::Delete {
-            " -> null"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "      {} {name:<width$} = {shown}{tail}",
-            style.glyph(action)
-        );
+        let _ = writeln!(out, "      {glyph} {name:<width$} = {shown}{tail}");
+    }
+}
+
+/// One line of a NIC block: the setting, its value shown, and a trailing comment.
+type NicLine = (&'static str, String, &'static str);
+
+/// A VM's `nics` as one block per NIC: `vlan`, `mac` and `ip` lines, the last with
+/// `  # allocated` when vmctl chose the address. `None` for any other attribute.
+fn nic_blocks(name: &str, value: &Value) -> Option<Vec<Vec<NicLine>>> {
+    let Value::Array(nics) = value else {
+        return None;
+    };
+    if name != "nics" {
+        return None;
+    }
+    let blocks = nics
+        .iter()
+        .map(|nic| {
+            let mut lines = Vec::new();
+            for key in ["vlan", "mac", "ip"] {
+                if let Some(v) = nic.get(key).filter(|v| !v.is_null()) {
+                    let allocated =
+                        key == "ip" && nic.get("ip-allocated") == Some(&Value::Bool(true));
+                    let comment = if allocated { "  # allocated" } else { "" };
+                    lines.push((key, format_value(key, v), comment));
+                }
+            }
+            lines
+        })
+        .collect();
+    Some(blocks)
+}
+
+/// Writes each NIC of `blocks` as `nic {` … `}`, indented by `indent`, each line after
+/// `glyph` (with a space; its glyph one character wide) and ending in `tail`.
+fn write_nics(out: &mut String, blocks: Vec<Vec<NicLine>>, indent: &str, glyph: &str, tail: &str) {
+    for nic in blocks {
+        let _ = writeln!(out, "{indent}{glyph}nic {{");
+        for (key, shown, comment) in nic {
+            let _ = writeln!(out, "{indent}    {glyph}{key:<4} = {shown}{tail}{comment}");
+        }
+        let pad = if glyph.is_empty() { "" } else { "  " };
+        let _ = writeln!(out, "{indent}{pad}}}");
     }
 }
 
@@ -171,6 +215,10 @@ pub fn render_resource(resource: &crate::plan::Resource) -> String {
     let width = name_width(attributes.iter().map(|(n, _)| n.as_str()));
     let _ = writeln!(out, "{head} {{");
     for (name, value) in attributes {
+        if let Some(nics) = nic_blocks(&name, &value) {
+            write_nics(&mut out, nics, "    ", "", "");
+            continue;
+        }
         let _ = writeln!(out, "    {name:<width$} = {}", format_value(&name, &value));
     }
     out.push_str("}\n");

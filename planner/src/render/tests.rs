@@ -105,6 +105,8 @@ fn long_lists_are_shown_as_a_diff() {
     let nic = |vlan: &str, mac: &str| vmctl_schema::Nic {
         vlan: vlan.into(),
         mac: mac.into(),
+        ip: None,
+        ip_allocated: false,
     };
     changed.vms[2].nics = vec![
         nic("back", "52:54:00:00:00:03"),
@@ -119,7 +121,7 @@ fn long_lists_are_shown_as_a_diff() {
     let text = human::render(&plan, false);
     let expected = r#"      ~ nics = [
             { mac = "52:54:00:00:00:03", vlan = "back" },
-          + { mac = "52:54:00:00:00:13", vlan = "front" },
+          + { ip = "10.100.0.4", mac = "52:54:00:00:00:13", vlan = "front" },
           + { mac = "52:54:00:00:00:23", vlan = "back" },
         ] # forces restart
 "#;

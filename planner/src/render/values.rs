@@ -37,8 +37,10 @@ pub fn format_value(attr: &str, value: &Value) -> String {
             format!("[{}]", items.join(", "))
         }
         Value::Object(map) => {
+            // Who chose a NIC's address is for the plan's NIC blocks, not a value.
             let fields: Vec<String> = map
                 .iter()
+                .filter(|(k, _)| k.as_str() != "ip-allocated")
                 .map(|(k, v)| format!("{k} = {}", format_value(k, v)))
                 .collect();
             format!("{{ {} }}", fields.join(", "))

@@ -26,7 +26,9 @@ use super::fsutil::{read_json, write_json_atomic};
 /// | [`CREATION_RECORD`] | `/run/vmctl/creating/<netns-cookie>/<ifname>.json` (an interface being made) |
 /// | [`PROJECT_RECORD`] | `<state-dir>/<project>/project.json` (the config folder the project was last applied from) |
 pub mod version {
-    pub const VM_RECORD: u32 = 1;
+    /// 2: each NIC's address (`ip`, `ip-allocated`) and `ip-cmdline`/`ip-argument`;
+    /// format 1 reads as NICs without addresses.
+    pub const VM_RECORD: u32 = 2;
     pub const VMM_SPEC: u32 = 1;
     pub const POOL_MARKER: u32 = 1;
     pub const POOL_INDEX: u32 = 1;

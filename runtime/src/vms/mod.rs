@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `spec.json` | the applied VM ([`VmRecord`]: its format version, project, the VM as applied ([`VmSpec`]), whether it was left running) |
+//! | `spec.json` | the applied VM ([`VmRecord`]: its format version, project, the VM as applied ([`VmSpec`]) with each NIC's address, whether it was left running) |
 //! | `vmm.json` | the VMM spec the process was started with |
 //! | `vmm.lock` | held (POSIX write lock) by the VM's VMM for its whole life: what identifies it |
 //! | `vmm.pid` | the VMM's pid (the VMM writes it and removes it when it exits cleanly); informative only |
@@ -318,7 +318,13 @@ pub fn observe_vm(state_dir: &Path, project: &str, name: &str) -> Result<Option<
 pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec, VmError> {
     let mut spec = VmmSpec::new(devices.kernel.as_deref().unwrap_or(&vm.kernel));
     spec.initrd = devices.initrd.clone().or_else(|| vm.initrd.clone());
-    spec.cmdline = vm.cmdline.clone();
+    spec.cmdline = match &vm.ip_argument {
+        // The planner's `ip=` argument for the first NIC (`ip-cmdline`).
+        Some(argument) if vm.ip_cmdline => {
+            format!("{} {argument}", vm.cmdline).trim_start().to_owned()
+        }
+        _ => vm.cmdline.clone(),
+    };
     spec.cpus = vm.cpus;
     spec.memory = Size(vm.memory);
     spec.console_log = Some(paths.console.clone());

@@ -15,7 +15,25 @@ fn vm(name: &str) -> Vm {
         cpuset: None,
         state: VmState::Running,
         depends_on: Vec::new(),
+        ip_cmdline: false,
+        ip_argument: None,
     }
+}
+
+#[test]
+fn ip_cmdline_appends_the_planners_argument() {
+    let paths = VmPaths::new(Path::new("/s"), "lab", "web-1");
+    let mut with = vm("web-1");
+    with.ip_argument = Some("ip=10.100.0.2::10.100.0.1:255.255.255.0:web-1:eth0:off".into());
+    // Without `ip-cmdline` the argument is not the kernel's.
+    let spec = vmm_spec(&with, &VmDevices::default(), &paths).unwrap();
+    assert_eq!(spec.cmdline, "console=ttyS0");
+    with.ip_cmdline = true;
+    let spec = vmm_spec(&with, &VmDevices::default(), &paths).unwrap();
+    assert_eq!(
+        spec.cmdline,
+        "console=ttyS0 ip=10.100.0.2::10.100.0.1:255.255.255.0:web-1:eth0:off"
+    );
 }
 
 fn host(dir: &Path) -> VmHost<'_> {

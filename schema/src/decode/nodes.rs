@@ -8,7 +8,8 @@ use kdl::KdlNode;
 
 use super::reader::NodeReader;
 use super::values::{
-    cpuset_error, gateway_error, netns_error, resolve, ssh_address, ssh_error, underlay_error,
+    address_error, cpuset_error, gateway_error, netns_error, resolve, ssh_address, ssh_error,
+    subnet_error, underlay_error,
 };
 use crate::diagnostics::{suggest, SchemaError};
 use crate::language;
@@ -326,6 +327,12 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
         gateway_error,
         "write an address with its prefix length, e.g. 10.100.0.1/24",
     );
+    let subnet = checked_text(
+        r,
+        "subnet",
+        subnet_error,
+        "write the subnet's first address with its prefix length, e.g. 10.100.0.0/24",
+    );
     let gateway_host = r.string("gateway-host");
     Vlan {
         name,
@@ -333,6 +340,7 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
         id,
         vni,
         gateway,
+        subnet,
         gateway_host,
     }
 }
@@ -393,6 +401,13 @@ fn nic(node: &KdlNode, file: usize, index: u32, r: &mut NodeReader<'_, '_>) -> N
     let mut n = NodeReader::new(&language::NIC, node, file, r.errors);
     let vlan = n.string("vlan").unwrap_or_default();
     let mac = n.string("mac").unwrap_or_default();
+    let ip = checked_text(
+        &mut n,
+        "ip",
+        address_error,
+        "write the NIC's address without a prefix, e.g. ip=\"10.100.0.20\"",
+    )
+    .and_then(|text| text.parse().ok());
     let spans = std::mem::take(&mut n.spans);
     r.spans.push(FieldSpan {
         name: "nic",
@@ -403,11 +418,17 @@ fn nic(node: &KdlNode, file: usize, index: u32, r: &mut NodeReader<'_, '_>) -> N
     for s in spans {
         let name = match s.name {
             "vlan" => "nic.vlan",
+            "ip" => "nic.ip",
             _ => "nic.mac",
         };
         r.spans.push(FieldSpan { name, index, ..s });
     }
-    Nic { vlan, mac }
+    Nic {
+        vlan,
+        mac,
+        ip,
+        ip_allocated: false,
+    }
 }
 
 fn vm_memory(r: &mut NodeReader<'_, '_>) -> u64 {
@@ -446,6 +467,7 @@ fn vm(r: &mut NodeReader<'_, '_>, base: &Path) -> Vm {
     let kernel = path(r, "kernel", base).unwrap_or_default();
     let initrd = path(r, "initrd", base);
     let cmdline = r.string("cmdline").unwrap_or_default();
+    let ip_cmdline = r.boolean("ip-cmdline").is_some_and(|(b, _)| b);
     let disks = r
         .texts("disk")
         .into_iter()
@@ -495,5 +517,7 @@ fn vm(r: &mut NodeReader<'_, '_>, base: &Path) -> Vm {
         cpuset,
         state,
         depends_on,
+        ip_cmdline,
+        ip_argument: None,
     }
 }

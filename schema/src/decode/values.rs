@@ -70,6 +70,27 @@ pub fn gateway_error(text: &str) -> Option<String> {
     }
 }
 
+/// Why a subnet (`10.100.0.0/24`, `fd00::/64`) is invalid, if it is: the gateway's
+/// syntax, with no host bits set.
+pub fn subnet_error(text: &str) -> Option<String> {
+    if let Some(reason) = gateway_error(text) {
+        return Some(reason);
+    }
+    let net: ipnet::IpNet = text.parse().ok()?;
+    (net.trunc() != net).then(|| format!("host bits set: the subnet is `{}`", net.trunc()))
+}
+
+/// Why a NIC's address (an IPv4 or IPv6 address, no prefix) is invalid, if it is.
+pub fn address_error(text: &str) -> Option<String> {
+    match text.parse::<std::net::IpAddr>() {
+        Ok(_) => None,
+        Err(_) if text.contains('/') => Some(
+            "an address without a prefix length (the VLAN's subnet gives the prefix)".to_owned(),
+        ),
+        Err(_) => Some("not an IP address".to_owned()),
+    }
+}
+
 /// Why an ssh destination (`[user@]host[:port]`) is invalid, if it is.
 pub fn ssh_error(text: &str) -> Option<String> {
     if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -177,6 +198,20 @@ mod tests {
         assert!(gateway_error("10.100.0.1").is_some());
         assert!(gateway_error("10.100.0.1/33").is_some());
         assert!(gateway_error("10.100.0/24").is_some());
+    }
+
+    #[test]
+    fn subnets_and_addresses() {
+        assert_eq!(subnet_error("10.100.0.0/24"), None);
+        assert_eq!(subnet_error("fd00::/64"), None);
+        assert!(subnet_error("10.100.0.1/24")
+            .unwrap()
+            .contains("10.100.0.0/24"));
+        assert!(subnet_error("10.100.0.0").is_some());
+        assert_eq!(address_error("10.100.0.20"), None);
+        assert_eq!(address_error("fd00::20"), None);
+        assert!(address_error("10.100.0.20/24").is_some());
+        assert!(address_error("web").is_some());
     }
 
     #[test]

@@ -332,6 +332,104 @@ pub enum SchemaError {
         help: String,
     },
 
+    /// A VLAN's `subnet` that does not hold its `gateway`, or with another prefix.
+    #[error("gateway `{gateway}` of VLAN `{vlan}` {problem} subnet `{subnet}`")]
+    #[diagnostic(code(vmctl::schema::gateway_outside_subnet))]
+    GatewayOutsideSubnet {
+        gateway: String,
+        vlan: String,
+        problem: &'static str,
+        subnet: String,
+        #[label("this gateway")]
+        span: SourceSpan,
+        #[label("the subnet")]
+        other: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// A NIC's address outside its VLAN's subnet.
+    #[error("address `{address}` of VM `{vm}` is outside subnet `{subnet}` of VLAN `{vlan}`")]
+    #[diagnostic(code(vmctl::schema::address_outside_subnet))]
+    AddressOutsideSubnet {
+        address: String,
+        vm: String,
+        subnet: String,
+        vlan: String,
+        #[label("not in {subnet}")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// A NIC's address that is its subnet's network or broadcast address, or the
+    /// gateway's.
+    #[error("address `{address}` of VM `{vm}` is {what} of VLAN `{vlan}`")]
+    #[diagnostic(code(vmctl::schema::reserved_address))]
+    ReservedAddress {
+        address: String,
+        vm: String,
+        what: &'static str,
+        vlan: String,
+        #[label("{what}")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// One address declared on two NICs of a VLAN.
+    #[error("address `{address}` is declared twice on VLAN `{vlan}`")]
+    #[diagnostic(code(vmctl::schema::duplicate_address))]
+    DuplicateAddress {
+        address: String,
+        vlan: String,
+        #[label("declared again here")]
+        span: SourceSpan,
+        #[label("first declared here")]
+        first: Option<SourceSpan>,
+        #[help]
+        help: String,
+    },
+
+    /// An address on a NIC whose VLAN has no subnet.
+    #[error("VM `{vm}` declares address `{address}` on VLAN `{vlan}`, which has no subnet")]
+    #[diagnostic(code(vmctl::schema::no_subnet))]
+    NoSubnet {
+        vm: String,
+        address: String,
+        vlan: String,
+        #[label("no subnet to take it from")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// `ip-cmdline` on a VM whose first NIC has no IPv4 address to give.
+    #[error("VM `{vm}` has `ip-cmdline` but {problem}")]
+    #[diagnostic(code(vmctl::schema::ip_cmdline_without_address))]
+    IpCmdlineWithoutAddress {
+        vm: String,
+        problem: String,
+        #[label("no address for the kernel's `ip=`")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    /// More NICs on a VLAN than its subnet has addresses for.
+    #[error("subnet `{subnet}` of VLAN `{vlan}` has {capacity} addresses for NICs, but {nics} NICs are on it")]
+    #[diagnostic(code(vmctl::schema::subnet_exhausted))]
+    SubnetExhausted {
+        subnet: String,
+        vlan: String,
+        capacity: u128,
+        nics: usize,
+        #[label("{capacity} addresses")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
     /// A size or count that is not a valid size.
     #[error("`{found}` is not a valid size")]
     #[diagnostic(code(vmctl::schema::invalid_size))]

@@ -3,6 +3,7 @@
 //! cycles. Also fills in the derived values (bridge names, MACs, VNIs) that need the
 //! whole config.
 
+mod addresses;
 pub mod capacity;
 mod cycles;
 mod names;
@@ -77,6 +78,7 @@ pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     network::derive_bridges(config);
     network::assign_macs(config, spans, report);
     spanning::derive_vnis(config, spans, report);
+    addresses::derive_subnets(config, spans, report);
     let config = &*config;
     let index = Index::build(config, spans, report);
     index.check_references(config, spans, report);
@@ -87,6 +89,7 @@ pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     network::check_interfaces(config, spans, report);
     network::check_vlan_bridges(config, spans, report);
     network::check_gateways(config, spans, report);
+    addresses::check(config, spans, report);
     placement::check(config, spans, &index, report);
     capacity::check(config, spans, &index, report);
     cycles::check(config, spans, &index, report);
