@@ -344,16 +344,30 @@ pub fn lock(
     apply::lock_hosts(config, fleet, &hosts, timeout).map_err(|e| match &e {
         ApplyError::Lock {
             host,
-            source: LockError::Held { pid, path, .. },
+            source:
+                LockError::Held {
+                    pid,
+                    path,
+                    kept_agent,
+                    ..
+                },
         } => {
-            let holder = match pid {
-                Some(pid) => format!("another vmctl (pid {pid})"),
-                None => "another vmctl".to_owned(),
+            let holder = match (pid, kept_agent) {
+                (Some(pid), true) => format!(
+                    "another vmctl command, through vmctl's kept agent for host {host:?} (pid {pid}),"
+                ),
+                (Some(pid), false) => format!("another vmctl (pid {pid})"),
+                (None, _) => "another vmctl".to_owned(),
+            };
+            let whose = if *kept_agent {
+                " (held by the kept agent, which serves every vmctl command that reaches the host over its kept ssh connection: killing it ends them all; the lock goes when that command ends or is killed)"
+            } else {
+                ""
             };
             CommandError::Report(miette!(
                 code = "vmctl::apply::locked",
                 help = format!(
-                    "wait for it to finish, or wait for it with `--lock-timeout 5m`; the lock is {}",
+                    "wait for it to finish, or wait for it with `--lock-timeout 5m`; the lock is {}{whose}",
                     path.display()
                 ),
                 "{holder} is applying project {:?} on host {host:?}",

@@ -169,6 +169,77 @@ vm "{vm}" host="{host}" {{
     kdl
 }
 
+/// Takes project `fleet`'s lock on `host` (named `name` in the config) through its
+/// kept agent, speaking the agent protocol on the forward in `kept` as vmctl does
+/// (hello, calls, open, lock); the lock is held until the returned stream is dropped.
+fn hold_lock_through_kept_agent(
+    lab: &FleetLab,
+    kept: &Path,
+    host: &str,
+    name: &str,
+) -> std::os::unix::net::UnixStream {
+    use std::io::{BufRead, Write};
+    use vmctl_runtime::hosts::stream::Envelope;
+    use vmctl_runtime::hosts::wire::{Answer, Call};
+    use vmctl_runtime::remote::protocol::{Hello, Request, PROTOCOL};
+    let build =
+        vmctl_runtime::remote::build::Executable::at(Path::new(env!("CARGO_BIN_EXE_vmctl")))
+            .expect("hashes vmctl")
+            .sha256
+            .clone();
+    // The forward to host's agent: `to-<name>` for its socket `<state-dir>/run/<name>`.
+    let state_dir = lab.state(host).to_owned();
+    let forwards: Vec<PathBuf> = files_in(&state_dir.join("run"))
+        .into_iter()
+        .map(|f| kept.join(format!("to-{f}")))
+        .collect();
+    for forward in forwards {
+        let Ok(stream) = std::os::unix::net::UnixStream::connect(&forward) else {
+            continue;
+        };
+        let mut writer = stream.try_clone().expect("clone");
+        let mut lines = std::io::BufReader::new(stream.try_clone().expect("clone")).lines();
+        let mut send = |line: String| writer.write_all(format!("{line}\n").as_bytes());
+        let hello = Request::Hello(Hello {
+            protocol: PROTOCOL,
+            build: build.clone(),
+        });
+        send(serde_json::to_string(&hello).unwrap()).expect("hello");
+        lines.next().expect("hello answered").expect("reads");
+        send(serde_json::to_string(&Request::Calls).unwrap()).expect("calls");
+        lines.next().expect("calls answered").expect("reads");
+        let call = |id, body| serde_json::to_string(&Envelope { id, body }).unwrap();
+        send(call(
+            1,
+            Call::Open {
+                host: name.to_owned(),
+                state_dir: state_dir.clone(),
+                netns: None,
+            },
+        ))
+        .expect("open");
+        send(call(
+            2,
+            Call::Lock {
+                project: "fleet".to_owned(),
+                timeout_ms: 5000,
+                origin: None,
+            },
+        ))
+        .expect("lock");
+        for _ in 0..2 {
+            let line = lines.next().expect("an answer").expect("reads");
+            let answer: Envelope<Answer> = serde_json::from_str(&line).expect("an answer");
+            if answer.id == 2 {
+                assert!(matches!(answer.body, Answer::Locked), "{line}");
+                return stream;
+            }
+        }
+        panic!("no answer to the lock call");
+    }
+    panic!("no kept agent of {host} answers in {}", kept.display());
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -408,6 +479,22 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     let out = plan_kept(&kept);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(sessions(), before, "a session was started");
+
+    // A project lock held through the kept agent (by a session of its own, here the
+    // test's) is named as such: the agent holds it for a command, it is no process to
+    // kill.
+    {
+        let held = hold_lock_through_kept_agent(&lab, &kept, "host-a", "a");
+        let out = lab.vmctl(&["apply", "--auto-approve", "--lock-timeout", "0s"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("through vmctl's kept agent for host \"a\"")
+                && text(&out).contains("killing it ends them all"),
+            "{}",
+            text(&out)
+        );
+        drop(held);
+    }
 
     // kill -9 of an apply served by kept agents: the lock its connection held is let
     // go with the connection, and the next run converges.
