@@ -4,8 +4,9 @@
 # each, reached from a controller namespace over OpenSSH exactly as remote hosts are.
 # For each host count it prints the apply from empty (vmctl shipped to every host on the
 # way), the apply from empty with vmctl already on the hosts, and the no-change plan
-# three ways, interleaved over RUNS rounds (default 7): the fleet by default, the fleet
-# with --ssh-control-dir, and the same number of VMs on one local host (the baseline);
+# three ways, interleaved over RUNS rounds (default 7): the fleet by default (ssh
+# connections and agents kept between runs), the fleet with --ssh-control-dir none (one
+# per host per run), and the same number of VMs on one local host (the baseline);
 # medians, spread (min–max) and the median of the per-round ratios.
 # Targets: no-change plan < 1 s for 10 × 10, ≤ 3× the local baseline.
 # HOLD=FILE keeps everything up after the rounds until FILE is removed (profiling).

@@ -13,7 +13,7 @@ use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
 use vmctl_runtime::host::lock::LockError;
 use vmctl_runtime::host::net::netns::{self, NetnsError};
 use vmctl_runtime::hosts::{ConnectError, ConnectOptions, Fleet, HeldLock};
-use vmctl_runtime::remote::ssh::SshOptions;
+use vmctl_runtime::remote::ssh::{Control, SshOptions};
 use vmctl_schema::Config;
 
 use crate::error::CommandError;
@@ -39,13 +39,40 @@ pub struct Reach {
     #[arg(long, value_name = "FILE", env = "VMCTL_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
 
-    /// Keep each remote host's ssh connection open in DIR (a 0700 directory of yours),
-    /// with a vmctl agent behind it on the host, so that the next run reuses both
-    /// instead of connecting anew: they end a minute after their last use (ssh's
-    /// ControlPersist), or at once with `ssh -O exit`. Without it: one connection and
-    /// one agent per host per run, both gone when the run ends.
-    #[arg(long, value_name = "DIR", env = "VMCTL_SSH_CONTROL_DIR")]
-    pub ssh_control_dir: Option<PathBuf>,
+    /// Where each remote host's ssh connection is kept between runs, with a vmctl
+    /// agent behind it on the host, so that the next run reuses both instead of
+    /// connecting anew. By default `$XDG_RUNTIME_DIR/vmctl/ssh`, else
+    /// `/run/vmctl/ssh` for root, else `$TMPDIR/vmctl-ssh-uid<UID>`; it must be a
+    /// directory of yours that no one else may enter (made 0700 when missing). After
+    /// a command returns, each host's agent ends 60 s after its last use and its
+    /// connection 60 s after that (ssh's ControlPersist), or both at once with
+    /// `ssh -O exit -S DIR/<socket> HOST`. `none`: one connection and one agent per
+    /// host per run, both gone when the command returns.
+    #[arg(long, value_name = "DIR|none", env = "VMCTL_SSH_CONTROL_DIR", value_parser = parse_control)]
+    pub ssh_control_dir: Option<Control>,
+}
+
+/// `--ssh-control-dir`: `none`, or a directory.
+pub fn parse_control(text: &str) -> Result<Control, String> {
+    match text {
+        "" => Err("give a directory, or `none` to keep no connection".to_owned()),
+        "none" => Ok(Control::PerRun),
+        dir => Ok(Control::Kept(PathBuf::from(dir))),
+    }
+}
+
+/// How long a kept connection (and its agent, idle) outlives its last use: ssh's
+/// ControlPersist.
+pub const KEPT_FOR: Duration = Duration::from_secs(60);
+
+impl Reach {
+    /// Where this run's ssh connections live: `--ssh-control-dir`, else the default
+    /// kept directory ([`vmctl_runtime::remote::ssh::default_kept_dir`]).
+    pub fn control(&self) -> Control {
+        self.ssh_control_dir
+            .clone()
+            .unwrap_or_else(|| Control::Kept(vmctl_runtime::remote::ssh::default_kept_dir()))
+    }
 }
 
 /// Where the config at `path` is, absolute: its folder, or its file when it is one
@@ -73,19 +100,19 @@ pub fn connect(config: &Config, reach: &Reach, path: &Path) -> Result<Fleet, Com
     let vmctl = std::env::current_exe().map_err(|e| {
         CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
     })?;
+    let control = reach.control();
     let options = ConnectOptions {
         vmctl,
         excluded: reach.exclude_hosts.clone(),
         ssh: SshOptions {
             config: reach.ssh_config.clone(),
-            control_persist: if reach.ssh_control_dir.is_some() {
-                std::time::Duration::from_secs(60)
-            } else {
-                SshOptions::default().control_persist
+            control_persist: match control {
+                Control::Kept(_) => KEPT_FOR,
+                Control::PerRun => SshOptions::default().control_persist,
             },
             ..SshOptions::default()
         },
-        control_dir: reach.ssh_control_dir.clone(),
+        control,
         parallelism: usize::from(reach.host_parallelism),
         origin: config_origin(path),
     };
@@ -104,6 +131,16 @@ pub fn connect(config: &Config, reach: &Reach, path: &Path) -> Result<Fleet, Com
 
 /// One diagnostic per host that cannot be reached, naming it.
 fn connect_error(errors: Vec<ConnectError>) -> CommandError {
+    if let [ConnectError::ControlDir(e)] = errors.as_slice() {
+        return CommandError::Reports {
+            reports: vec![miette!(
+                code = "vmctl::ssh::control_dir",
+                help = control_help(e),
+                "{e}"
+            )],
+            summary: "no remote host was reached: nothing was planned or changed".to_owned(),
+        };
+    }
     let count = errors.len();
     let reports: Vec<miette::Report> = errors
         .into_iter()
@@ -121,6 +158,18 @@ fn connect_error(errors: Vec<ConnectError>) -> CommandError {
         n => format!("{n} hosts cannot be reached: nothing was planned or changed; leave them out with `--exclude-host NAME` to go on without them"),
     };
     CommandError::Reports { reports, summary }
+}
+
+/// What to do when the directory for the ssh connections cannot be used.
+fn control_help(error: &vmctl_runtime::remote::ssh::ControlDirError) -> String {
+    use vmctl_runtime::remote::ssh::ControlDirError;
+    match error {
+        ControlDirError::Kept { path, .. } => format!(
+            "whoever can open the sockets in {path} can run commands on the hosts, so vmctl uses it only when it is a directory of yours that no one else may enter: remove it (vmctl makes it anew, mode 0700) or `chmod 700` it if it is yours; or name another with --ssh-control-dir DIR (VMCTL_SSH_CONTROL_DIR), or keep no connection with `--ssh-control-dir none`",
+            path = path.display()
+        ),
+        ControlDirError::PerRun { .. } => "set TMPDIR to a directory this user may write in".to_owned(),
+    }
 }
 
 /// What to do when a host cannot be reached over ssh.
@@ -295,16 +344,30 @@ pub fn lock(
     apply::lock_hosts(config, fleet, &hosts, timeout).map_err(|e| match &e {
         ApplyError::Lock {
             host,
-            source: LockError::Held { pid, path, .. },
+            source:
+                LockError::Held {
+                    pid,
+                    path,
+                    kept_agent,
+                    ..
+                },
         } => {
-            let holder = match pid {
-                Some(pid) => format!("another vmctl (pid {pid})"),
-                None => "another vmctl".to_owned(),
+            let holder = match (pid, kept_agent) {
+                (Some(pid), true) => format!(
+                    "another vmctl command, through vmctl's kept agent for host {host:?} (pid {pid}),"
+                ),
+                (Some(pid), false) => format!("another vmctl (pid {pid})"),
+                (None, _) => "another vmctl".to_owned(),
+            };
+            let whose = if *kept_agent {
+                " (held by the kept agent, which serves every vmctl command that reaches the host over its kept ssh connection: killing it ends them all; the lock goes when that command ends or is killed)"
+            } else {
+                ""
             };
             CommandError::Report(miette!(
                 code = "vmctl::apply::locked",
                 help = format!(
-                    "wait for it to finish, or wait for it with `--lock-timeout 5m`; the lock is {}",
+                    "wait for it to finish, or wait for it with `--lock-timeout 5m`; the lock is {}{whose}",
                     path.display()
                 ),
                 "{holder} is applying project {:?} on host {host:?}",

@@ -365,7 +365,22 @@ pool "distant" host="far" type="dir" path="/srv/vmctl/distant"
     );
     std::fs::write(root.join("main.kdl"), config).expect("write config");
     let path = root.display().to_string();
-    let out = run(&["plan", &path]);
+    // The connections are kept by default, in the user's runtime dir: here one of the
+    // test's own (nothing is made outside it).
+    let xdg = root.join("xdg");
+    std::fs::create_dir(&xdg).expect("xdg dir");
+    let kept = xdg.join("vmctl/ssh");
+    let run = |args: &[&str], control: Option<&str>| {
+        let mut env = vec![("XDG_RUNTIME_DIR", xdg.as_os_str())];
+        env.extend(control.map(|c| ("VMCTL_SSH_CONTROL_DIR", c.as_ref())));
+        vmctl_in(
+            &repo_root(),
+            &["VMCTL_SSH_CONTROL_DIR", "VMCTL_SSH_CONFIG"],
+            &env,
+            args,
+        )
+    };
+    let out = run(&["plan", &path], None);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     // Nothing listens on loopback port 1: ssh's own refusal, naming the host.
@@ -374,7 +389,37 @@ pool "distant" host="far" type="dir" path="/srv/vmctl/distant"
         "{err}"
     );
     assert!(err.contains("--exclude-host"), "{err}");
-    let out = run(&["plan", &path, "--exclude-host", "far", "--json"]);
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).expect("made").permissions())
+            & 0o777
+    };
+    assert_eq!(mode(&kept), 0o700, "the default kept dir, made private");
+    assert_eq!(mode(&xdg.join("vmctl")), 0o700);
+    // A kept dir others may enter is refused, saying what to do; `none` keeps nothing
+    // and does not look at it.
+    std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let out = run(&["plan", &path], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("vmctl::ssh::control_dir"), "{err}");
+    assert!(err.contains(&kept.display().to_string()), "{err}");
+    assert!(
+        err.contains("chmod 700") && err.contains("--ssh-control-dir none"),
+        "{err}"
+    );
+    assert!(!err.contains("vmctl::host::unreachable"), "{err}");
+    let out = run(&["plan", &path], Some("none"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("vmctl::host::unreachable"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["plan", &path, "--ssh-control-dir", ""], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`none`"), "{}", stderr(&out));
+    let out = run(&["plan", &path, "--exclude-host", "far", "--json"], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("plan JSON");
     let hosts: Vec<&str> = plan["changes"]
@@ -385,7 +430,7 @@ pool "distant" host="far" type="dir" path="/srv/vmctl/distant"
         .collect();
     assert_eq!(hosts, ["local"], "{plan}");
     // A name that is no host is an error with a suggestion, and nothing is planned.
-    let out = run(&["plan", &path, "--exclude-host", "fra"]);
+    let out = run(&["plan", &path, "--exclude-host", "fra"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("vmctl::plan::unknown_host"), "{err}");

@@ -12,7 +12,12 @@
 //! for the runtime's API) or as a command that joins it between fork and exec
 //! ([`Fleet::controller_command`], for the binary).
 //!
-//! Dropping a [`Fleet`] kills every process in its namespaces (each `sshd` it started
+//! vmctl keeps its ssh connections (and an agent behind each) between runs by default:
+//! every [`Fleet::controller_command`] points `VMCTL_SSH_CONTROL_DIR` at the fleet's
+//! own dir ([`Fleet::control_dir`]), and [`Fleet::close_kept`] closes them with
+//! `ssh -O exit` and checks that nothing of vmctl runs after.
+//!
+//! Dropping a [`Fleet`] first closes the kept connections, then kills every process in its namespaces (each `sshd` it started
 //! by its pid first, then whatever `ip netns pids` names: sessions, agents), deletes
 //! the namespaces (and with them the veths and the bridge) and the temp dir, also
 //! when the test fails. The machine's own network namespace is never touched, nor its
@@ -144,6 +149,9 @@ pub(crate) struct Fleet {
     pub(crate) known_hosts: PathBuf,
     /// The client key every host authorizes.
     pub(crate) client_key: PathBuf,
+    /// Where vmctl keeps its ssh connections to the hosts (`VMCTL_SSH_CONTROL_DIR` of
+    /// every [`Fleet::controller_command`]): the test's own, never the user's default.
+    pub(crate) control_dir: PathBuf,
     controller: NetnsGuard,
     underlay: NetnsGuard,
 }
@@ -172,6 +180,7 @@ impl Fleet {
         )
         .expect("authorized_keys");
         let mut fleet = Fleet {
+            control_dir: dir.path().join("ssh"),
             ssh_config: dir.path().join("ssh_config"),
             known_hosts: dir.path().join("known_hosts"),
             client_key,
@@ -331,7 +340,9 @@ impl Fleet {
         let netns = File::open(Path::new("/run/netns").join(&self.controller.name))
             .expect("the controller's netns file");
         let mut command = Command::new(program);
-        command.env("VMCTL_SSH_CONFIG", &self.ssh_config);
+        command
+            .env("VMCTL_SSH_CONFIG", &self.ssh_config)
+            .env("VMCTL_SSH_CONTROL_DIR", &self.control_dir);
         // SAFETY: the closure only calls setns(2), which is async-signal-safe, on a
         // file the closure owns (opened before the fork, closed on exec).
         unsafe {
@@ -361,10 +372,92 @@ impl Fleet {
     pub(crate) fn controller_netns(&self) -> &str {
         &self.controller.name
     }
+
+    /// The pids of the processes in the controller's namespace: what vmctl left
+    /// running here (ssh masters, the local ends of kept agents' sessions).
+    pub(crate) fn controller_pids(&self) -> Vec<u32> {
+        netns_pids(&self.controller.name)
+    }
+
+    /// The vmctl agents running on the hosts (`vmctl agent …`, kept or not), as
+    /// `host pid cmdline`.
+    pub(crate) fn agents(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for host in &self.hosts {
+            for pid in host.pids() {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                if args.get(1).is_some_and(|a| a == "agent") {
+                    found.push(format!("{} {pid} {}", host.name, args.join(" ")));
+                }
+            }
+        }
+        found
+    }
+
+    /// Closes the ssh connections vmctl kept in `dir` (`ssh -O exit` to each master's
+    /// socket), which ends the kept agents behind them, then waits (at most 10 s)
+    /// until no agent runs on any host and nothing runs in the controller's
+    /// namespace; what still runs then is the error.
+    pub(crate) fn close_kept_in(&self, dir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::FileTypeExt;
+        let entries = std::fs::read_dir(dir).map(|d| d.flatten().collect::<Vec<_>>());
+        for entry in entries.unwrap_or_default() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let socket = entry.file_type().is_ok_and(|t| t.is_socket());
+            // to-agent-*.sock are forwards a master listens on, not masters.
+            if socket && !name.starts_with("to-agent-") {
+                let control = format!("ControlPath={}", entry.path().display());
+                let child = self
+                    .ssh(&["-o", &control, "-O", "exit", "kept"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn();
+                // Bounded: a socket that is no master's may never answer.
+                if let Ok(mut child) = child {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (agents, local) = (self.agents(), self.controller_pids());
+            if agents.is_empty() && local.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "10 s after closing the kept connections in {}: agents {agents:?}, controller pids {local:?}",
+                    dir.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// [`Fleet::close_kept_in`] the fleet's own control dir.
+    pub(crate) fn close_kept(&self) -> Result<(), String> {
+        self.close_kept_in(&self.control_dir)
+    }
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        // The connections vmctl kept, closed the way a user closes them (the agents
+        // behind them end with them); what does not end is killed below. Said, not
+        // panicked: this also runs while a failed test unwinds.
+        if let Err(left) = self.close_kept() {
+            eprintln!("fleet: {left}; killed");
+        }
         for host in &mut self.hosts {
             host.stop_sshd();
         }

@@ -82,9 +82,10 @@ impl FleetLab {
 
     /// Changes every VM's memory (a restart, which waits out the guest's stop
     /// timeout), kills `vmctl apply` of it with SIGKILL in mid-run, then checks that
-    /// the next apply converges (no lock is stuck on any host); both runs with the
-    /// connections kept in `kept` when given. The config as it was before.
-    fn killed_apply_converges(&self, kept: Option<&Path>) -> String {
+    /// the next apply converges (no lock is stuck on any host); both runs with
+    /// `VMCTL_SSH_CONTROL_DIR=control` when given (else the fleet's kept connections).
+    /// The config as it was before.
+    fn killed_apply_converges(&self, control: Option<&str>) -> String {
         let config = self.config.join("fleet.kdl");
         let written = std::fs::read_to_string(&config).unwrap();
         std::fs::write(
@@ -95,8 +96,8 @@ impl FleetLab {
         let apply = |args: &[&str]| {
             let mut command = self.fleet.controller_command(env!("CARGO_BIN_EXE_vmctl"));
             command.args(args).arg(&self.config);
-            if let Some(kept) = kept {
-                command.env("VMCTL_SSH_CONTROL_DIR", kept);
+            if let Some(control) = control {
+                command.env("VMCTL_SSH_CONTROL_DIR", control);
             }
             command
         };
@@ -166,6 +167,77 @@ vm "{vm}" host="{host}" {{
         ));
     }
     kdl
+}
+
+/// Takes project `fleet`'s lock on `host` (named `name` in the config) through its
+/// kept agent, speaking the agent protocol on the forward in `kept` as vmctl does
+/// (hello, calls, open, lock); the lock is held until the returned stream is dropped.
+fn hold_lock_through_kept_agent(
+    lab: &FleetLab,
+    kept: &Path,
+    host: &str,
+    name: &str,
+) -> std::os::unix::net::UnixStream {
+    use std::io::{BufRead, Write};
+    use vmctl_runtime::hosts::stream::Envelope;
+    use vmctl_runtime::hosts::wire::{Answer, Call};
+    use vmctl_runtime::remote::protocol::{Hello, Request, PROTOCOL};
+    let build =
+        vmctl_runtime::remote::build::Executable::at(Path::new(env!("CARGO_BIN_EXE_vmctl")))
+            .expect("hashes vmctl")
+            .sha256
+            .clone();
+    // The forward to host's agent: `to-<name>` for its socket `<state-dir>/run/<name>`.
+    let state_dir = lab.state(host).to_owned();
+    let forwards: Vec<PathBuf> = files_in(&state_dir.join("run"))
+        .into_iter()
+        .map(|f| kept.join(format!("to-{f}")))
+        .collect();
+    for forward in forwards {
+        let Ok(stream) = std::os::unix::net::UnixStream::connect(&forward) else {
+            continue;
+        };
+        let mut writer = stream.try_clone().expect("clone");
+        let mut lines = std::io::BufReader::new(stream.try_clone().expect("clone")).lines();
+        let mut send = |line: String| writer.write_all(format!("{line}\n").as_bytes());
+        let hello = Request::Hello(Hello {
+            protocol: PROTOCOL,
+            build: build.clone(),
+        });
+        send(serde_json::to_string(&hello).unwrap()).expect("hello");
+        lines.next().expect("hello answered").expect("reads");
+        send(serde_json::to_string(&Request::Calls).unwrap()).expect("calls");
+        lines.next().expect("calls answered").expect("reads");
+        let call = |id, body| serde_json::to_string(&Envelope { id, body }).unwrap();
+        send(call(
+            1,
+            Call::Open {
+                host: name.to_owned(),
+                state_dir: state_dir.clone(),
+                netns: None,
+            },
+        ))
+        .expect("open");
+        send(call(
+            2,
+            Call::Lock {
+                project: "fleet".to_owned(),
+                timeout_ms: 5000,
+                origin: None,
+            },
+        ))
+        .expect("lock");
+        for _ in 0..2 {
+            let line = lines.next().expect("an answer").expect("reads");
+            let answer: Envelope<Answer> = serde_json::from_str(&line).expect("an answer");
+            if answer.id == 2 {
+                assert!(matches!(answer.body, Answer::Locked), "{line}");
+                return stream;
+            }
+        }
+        panic!("no answer to the lock call");
+    }
+    panic!("no kept agent of {host} answers in {}", kept.display());
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -287,6 +359,41 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
         assert_eq!(files_in(&lab.state(host).join("images")).len(), 1);
     }
 
+    // The connections kept so far (the default), closed as a user closes them: then
+    // nothing of vmctl runs here or on the hosts.
+    lab.fleet
+        .close_kept()
+        .expect("closing the kept connections");
+    let kept_before = files_in(&lab.fleet.control_dir);
+
+    // The opt-out (`--ssh-control-dir none`): one connection and one agent per host
+    // for the run, gone when it returns (its masters are told to exit at its end; the
+    // 2 s are for their processes to finish exiting).
+    let out = lab
+        .fleet
+        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["plan", "--detailed-exitcode", "--ssh-control-dir", "none"])
+        .arg(&lab.config)
+        .output()
+        .expect("vmctl runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !lab.fleet.controller_pids().is_empty() || !lab.fleet.agents().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left after a run with `none`: controller pids {:?}, agents {:?}",
+            lab.fleet.controller_pids(),
+            lab.fleet.agents()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        files_in(&lab.fleet.control_dir),
+        kept_before,
+        "`none` keeps nothing"
+    );
+    assert!(files_in(&lab.state("host-a").join("run")).is_empty());
+
     // Host b unreachable: plan fails naming it, and nothing changes on host a.
     lab.fleet.host_mut("host-b").stop_sshd();
     let out = lab.vmctl(&["plan"]);
@@ -300,11 +407,13 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     // Narrowed to the hosts that answer, the run goes on.
     assert_eq!(lab.planned(&["--exclude-host", "b"]), Vec::<String>::new());
     lab.fleet.host_mut("host-b").start_sshd();
+    lab.fleet
+        .close_kept()
+        .expect("closing the kept connections");
 
-    // Connections kept between runs (--ssh-control-dir): the next run reuses them; a
-    // directory others may enter is refused.
-    let kept = lab.fleet.dir.path().join("ssh-control");
-    std::fs::create_dir(&kept).unwrap();
+    // Connections kept between runs (the default; the fleet's dir): the next run
+    // reuses them; a directory others may enter is refused.
+    let kept = lab.fleet.control_dir.clone();
     let plan_kept = |dir: &Path| {
         lab.fleet
             .controller_command(env!("CARGO_BIN_EXE_vmctl"))
@@ -314,11 +423,18 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
             .output()
             .expect("vmctl runs")
     };
-    std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = plan_kept(&kept);
+    let open = lab.fleet.dir.path().join("ssh-open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = plan_kept(&open);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("others may reach"), "{}", text(&out));
-    std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    assert!(
+        text(&out).contains("vmctl::ssh::control_dir"),
+        "{}",
+        text(&out)
+    );
+    assert!(files_in(&open).is_empty());
     // The first run with them starts each host's kept agent (remote::kept) and the
     // forward to it: a master per host and a forward in the control dir, the agent's
     // socket in the host's state dir.
@@ -340,7 +456,7 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     assert_eq!(
         kept_files
             .iter()
-            .filter(|f| f.starts_with("agent-"))
+            .filter(|f| f.starts_with("to-agent-"))
             .count(),
         2,
         "{kept_files:?}"
@@ -364,9 +480,25 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(sessions(), before, "a session was started");
 
+    // A project lock held through the kept agent (by a session of its own, here the
+    // test's) is named as such: the agent holds it for a command, it is no process to
+    // kill.
+    {
+        let held = hold_lock_through_kept_agent(&lab, &kept, "host-a", "a");
+        let out = lab.vmctl(&["apply", "--auto-approve", "--lock-timeout", "0s"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("through vmctl's kept agent for host \"a\"")
+                && text(&out).contains("killing it ends them all"),
+            "{}",
+            text(&out)
+        );
+        drop(held);
+    }
+
     // kill -9 of an apply served by kept agents: the lock its connection held is let
     // go with the connection, and the next run converges.
-    let written = lab.killed_apply_converges(Some(&kept));
+    let written = lab.killed_apply_converges(None);
     assert_eq!(plan_kept(&kept).status.code(), Some(0));
     std::fs::write(lab.config.join("fleet.kdl"), written).unwrap();
     lab.ok(&["apply", "--auto-approve", "--stop-timeout", "3s"]);
@@ -462,6 +594,9 @@ fn a_project_on_two_remote_hosts_is_applied_observed_repaired_and_destroyed() {
         planned.iter().all(|c| c.starts_with("create")),
         "{planned:?}"
     );
+    lab.fleet
+        .close_kept()
+        .expect("nothing of vmctl runs once the kept connections are closed");
 }
 
 /// The text a guest printed: its console log on `host` (read as root, like the agent).
@@ -561,7 +696,9 @@ fn a_vlan_spans_two_remote_hosts_and_a_killed_apply_leaves_no_stuck_lock() {
 
     // kill -9 of an apply in mid-run: the next apply finds no stuck lock on any host
     // and converges.
-    lab.killed_apply_converges(None);
+    // With one connection per run (the opt-out), the lock goes with the killed run's
+    // ssh connection; with the kept ones (the other test), with its socket.
+    lab.killed_apply_converges(Some("none"));
     assert_eq!(lab.planned(&[]), Vec::<String>::new());
 
     lab.ok(&["destroy", "--auto-approve"]);
@@ -571,4 +708,7 @@ fn a_vlan_spans_two_remote_hosts_and_a_killed_apply_leaves_no_stuck_lock() {
         let links = lab.fleet.host(host).netns.ip(&["-o", "link", "show"]);
         assert!(!links.contains("vx"), "{host}: {links}");
     }
+    lab.fleet
+        .close_kept()
+        .expect("nothing of vmctl runs once the kept connections are closed");
 }

@@ -5,9 +5,10 @@
 //! first), a second apply from empty with vmctl already there, and the no-change plan
 //! three ways, interleaved round by round (`RUNS` rounds, default 7, each in another
 //! order) so that load from elsewhere falls on all three alike: against the fleet as a
-//! user runs it by default, against the fleet with `--ssh-control-dir` (the connections
-//! of the previous run kept), and against the same number of VMs on one local host —
-//! the baseline of the ratios. It prints medians, the spread (min–max), and the median
+//! user runs it by default (the connections and agents of the previous run kept, in
+//! the fleet's control dir), against the fleet with `--ssh-control-dir none` (one
+//! connection and agent per host per run), and against the same number of VMs on one
+//! local host — the baseline of the ratios. It prints medians, the spread (min–max), and the median
 //! of the per-round ratios.
 //!
 //! `HOLD=FILE` keeps the fleet and the local VMs up after the measured rounds until
@@ -48,20 +49,21 @@ fn timed(fleet: Option<&Fleet>, dir: &Path, args: &[&str]) -> (Output, Duration)
     timed_with(fleet, dir, args, None)
 }
 
-/// [`timed`], with `VMCTL_SSH_CONTROL_DIR` set to `kept` when given.
+/// [`timed`], with `VMCTL_SSH_CONTROL_DIR` set to `control` when given (else the
+/// fleet's own kept dir).
 fn timed_with(
     fleet: Option<&Fleet>,
     dir: &Path,
     args: &[&str],
-    kept: Option<&Path>,
+    control: Option<&str>,
 ) -> (Output, Duration) {
     let bin = env!("CARGO_BIN_EXE_vmctl");
     let mut command = match fleet {
         Some(fleet) => fleet.controller_command(bin),
         None => std::process::Command::new(bin),
     };
-    if let Some(kept) = kept {
-        command.env("VMCTL_SSH_CONTROL_DIR", kept);
+    if let Some(control) = control {
+        command.env("VMCTL_SSH_CONTROL_DIR", control);
     }
     command.args(args).arg(dir);
     let started = Instant::now();
@@ -117,8 +119,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// One no-change plan; its wall time.
-fn plan(fleet: Option<&Fleet>, dir: &Path, kept: Option<&Path>) -> Duration {
-    let (out, took) = timed_with(fleet, dir, &["plan", "--detailed-exitcode"], kept);
+fn plan(fleet: Option<&Fleet>, dir: &Path, control: Option<&str>) -> Duration {
+    let (out, took) = timed_with(fleet, dir, &["plan", "--detailed-exitcode"], control);
     assert_eq!(out.status.code(), Some(0), "a change left:\n{}", text(&out));
     took
 }
@@ -129,19 +131,19 @@ fn secs(d: Duration) -> String {
 
 /// Waits until the file `hold` is removed, having written into it how to reach what
 /// the benchmark keeps up.
-fn hold(hold: &Path, fleet: &Fleet, dir: &Path, kept: &Path, local_dir: &Path) {
+fn hold(hold: &Path, fleet: &Fleet, dir: &Path, local_dir: &Path) {
     let how = format!(
         "# Remove this file to end the benchmark.\n\
          controller netns: {}\n\
-         fleet:  ip netns exec {} env VMCTL_SSH_CONFIG={} {} plan {}\n\
-         kept:   ... VMCTL_SSH_CONTROL_DIR={}\n\
+         fleet:  ip netns exec {} env VMCTL_SSH_CONFIG={} VMCTL_SSH_CONTROL_DIR={} {} plan {}\n\
+         none:   ... VMCTL_SSH_CONTROL_DIR=none\n\
          local:  {} plan {}\n",
         fleet.controller_netns(),
         fleet.controller_netns(),
         fleet.ssh_config.display(),
+        fleet.control_dir.display(),
         env!("CARGO_BIN_EXE_vmctl"),
         dir.display(),
-        kept.display(),
         env!("CARGO_BIN_EXE_vmctl"),
         local_dir.display(),
     );
@@ -164,7 +166,7 @@ fn fleet_bench() {
         .split_whitespace()
         .map(|n| n.parse().expect("HOSTS are numbers"))
         .collect();
-    println!("| hosts × VMs | apply from empty (ships vmctl) | apply from empty (vmctl there) | no-change plan | ratio | … `--ssh-control-dir` | ratio | same VMs on one local host |");
+    println!("| hosts × VMs | apply from empty (ships vmctl) | apply from empty (vmctl there) | no-change plan (default: kept) | ratio | … `--ssh-control-dir none` | ratio | same VMs on one local host |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for hosts in counts {
         let fleet = Fleet::with_hosts(hosts);
@@ -199,29 +201,25 @@ fn fleet_bench() {
         std::fs::write(local_dir.join("bench.kdl"), config(&one, hosts * vms)).expect("config");
         ok(None, &local_dir, &["apply", "--auto-approve"]);
 
-        let kept = fleet.dir.path().join("ssh-control");
-        std::fs::create_dir(&kept).expect("control dir");
-        std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .expect("0700");
-        // Connections kept between runs (`--ssh-control-dir`): a first run opens them
-        // and starts each host's kept agent; a second one finds them.
-        plan(Some(&fleet), &dir, Some(&kept));
-        plan(Some(&fleet), &dir, Some(&kept));
+        // Connections kept between runs (the default): the applies opened them and
+        // started each host's kept agent; the next runs find them.
+        plan(Some(&fleet), &dir, None);
+        plan(Some(&fleet), &dir, Some("none"));
         plan(None, &local_dir, None);
 
-        let (mut default, mut with_kept, mut baseline) =
+        let (mut default, mut none, mut baseline) =
             (Times::default(), Times::default(), Times::default());
         for round in 0..runs {
             for kind in (0..3).map(|k| (k + round) % 3) {
                 match kind {
                     0 => default.0.push(plan(Some(&fleet), &dir, None)),
-                    1 => with_kept.0.push(plan(Some(&fleet), &dir, Some(&kept))),
+                    1 => none.0.push(plan(Some(&fleet), &dir, Some("none"))),
                     _ => baseline.0.push(plan(None, &local_dir, None)),
                 }
             }
         }
         if let Ok(file) = std::env::var("HOLD") {
-            hold(Path::new(&file), &fleet, &dir, &kept, &local_dir);
+            hold(Path::new(&file), &fleet, &dir, &local_dir);
         }
         ok(None, &local_dir, &["destroy", "--auto-approve"]);
         ok(Some(&fleet), &dir, &["destroy", "--auto-approve"]);
@@ -233,8 +231,8 @@ fn fleet_bench() {
             secs(again),
             default.show(),
             default.ratio(&baseline),
-            with_kept.show(),
-            with_kept.ratio(&baseline),
+            none.show(),
+            none.ratio(&baseline),
             baseline.show(),
         );
     }

@@ -45,6 +45,10 @@ pub struct Args {
     /// An ssh config file for reaching a remote VM's host (`ssh -F`).
     #[arg(long, value_name = "FILE", env = "VMCTL_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
+    /// Where the host's ssh connection is kept (as for `plan`; `none`: this command's
+    /// own connection, closed when it returns).
+    #[arg(long, value_name = "DIR|none", env = "VMCTL_SSH_CONTROL_DIR", value_parser = crate::runtime::parse_control)]
+    pub ssh_control_dir: Option<vmctl_runtime::remote::ssh::Control>,
 }
 
 /// Why the console cannot be shown.
@@ -141,7 +145,7 @@ fn run_remote(args: &Args, config: &vmctl_schema::Config, host: &str) -> Result<
             .map(|h| h.name.clone())
             .collect(),
         ssh_config: args.ssh_config.clone(),
-        ssh_control_dir: std::env::var_os("VMCTL_SSH_CONTROL_DIR").map(PathBuf::from),
+        ssh_control_dir: args.ssh_control_dir.clone(),
     };
     let fleet = crate::runtime::connect(config, &reach, &args.path)?;
     let view = vmctl_runtime::hosts::ConsoleView {

@@ -35,11 +35,14 @@ pub enum LockError {
     OpenLock { path: PathBuf, source: io::Error },
     #[error("cannot lock {path}")]
     AcquireLock { path: PathBuf, source: Errno },
-    #[error("{} holds the lock of this host ({path}); waited {waited:?}", holder_text(*.pid))]
+    #[error("{} holds the lock of this host ({path}); waited {waited:?}", holder_text(*.pid, *.kept_agent))]
     Held {
         path: PathBuf,
         /// The holder's pid as it wrote it, when it could be read.
         pid: Option<u32>,
+        /// The holder is vmctl's kept agent on this host (`vmctl agent listen`), which
+        /// holds the lock for another vmctl command connected to it, not for itself.
+        kept_agent: bool,
         waited: Duration,
     },
     #[error("cannot write the holder's pid into {path}")]
@@ -51,11 +54,26 @@ pub enum LockError {
     Remote { message: String },
 }
 
-fn holder_text(pid: Option<u32>) -> String {
-    match pid {
-        Some(pid) => format!("another vmctl process (pid {pid})"),
-        None => "another vmctl process".to_owned(),
+fn holder_text(pid: Option<u32>, kept_agent: bool) -> String {
+    match (pid, kept_agent) {
+        (Some(pid), true) => {
+            format!("vmctl's kept agent (pid {pid}), for another vmctl command connected to it,")
+        }
+        (Some(pid), false) => format!("another vmctl process (pid {pid})"),
+        (None, _) => "another vmctl process".to_owned(),
     }
+}
+
+/// Whether the process `pid` is vmctl's kept agent (`<vmctl> agent listen …`), which
+/// holds project locks for the commands connected to it (`remote::listen`).
+pub fn is_kept_agent(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_kept_agent_cmdline(&c))
+}
+
+/// [`is_kept_agent`] on a `/proc/<pid>/cmdline`.
+fn is_kept_agent_cmdline(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0).skip(1);
+    args.next() == Some(b"agent") && args.next() == Some(b"listen")
 }
 
 /// A held host lock; dropping it releases the lock.
@@ -107,8 +125,10 @@ pub fn acquire(state_dir: &Path, project: &str, timeout: Duration) -> Result<Hos
             Err((back, Errno::EWOULDBLOCK)) => {
                 let waited = start.elapsed();
                 if waited >= timeout {
+                    let pid = read_pid(&path);
                     return Err(LockError::Held {
-                        pid: read_pid(&path),
+                        kept_agent: pid.is_some_and(is_kept_agent),
+                        pid,
                         path,
                         waited,
                     });
@@ -172,6 +192,26 @@ pub fn read_pid(path: &Path) -> Option<u32> {
 mod tests {
     use super::*;
     use std::process::{Command, Stdio};
+
+    #[test]
+    fn a_kept_agent_is_told_by_its_command_line() {
+        let listen = b"/var/lib/vmctl/bin/vmctl-ab\0agent\0listen\0--socket\0/x\0";
+        assert!(is_kept_agent_cmdline(listen));
+        assert!(!is_kept_agent_cmdline(b"/usr/bin/vmctl\0agent\0"));
+        assert!(!is_kept_agent_cmdline(b"/usr/bin/vmctl\0apply\0listen\0"));
+        assert!(!is_kept_agent_cmdline(b""));
+        // This test's own process is none; nor is a pid that does not exist.
+        assert!(!is_kept_agent(std::process::id()));
+        assert!(!is_kept_agent(u32::MAX));
+        let text = LockError::Held {
+            path: PathBuf::from("/s/p/lock"),
+            pid: Some(7),
+            kept_agent: true,
+            waited: Duration::ZERO,
+        }
+        .to_string();
+        assert!(text.starts_with("vmctl's kept agent (pid 7)"), "{text}");
+    }
 
     /// Env var that turns `child_holds_lock` into the lock holder of the process test.
     const CHILD_ENV: &str = "VMCTL_TEST_LOCK_CHILD_STATE_DIR";

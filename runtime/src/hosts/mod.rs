@@ -187,8 +187,8 @@ impl std::fmt::Debug for HeldLock {
 pub enum ConnectError {
     #[error(transparent)]
     Ssh(#[from] Box<ssh::SshHostError>),
-    #[error("cannot make a private directory for the run's ssh connections: {reason}")]
-    ControlDir { reason: String },
+    #[error(transparent)]
+    ControlDir(#[from] crate::remote::ssh::ControlDirError),
 }
 
 impl ConnectError {
@@ -196,7 +196,7 @@ impl ConnectError {
     pub fn host(&self) -> Option<&str> {
         match self {
             ConnectError::Ssh(e) => Some(e.host()),
-            ConnectError::ControlDir { .. } => None,
+            ConnectError::ControlDir(_) => None,
         }
     }
 }
@@ -210,9 +210,10 @@ pub struct ConnectOptions {
     pub excluded: Vec<String>,
     /// How `ssh` is run for remote hosts (`--ssh-config`).
     pub ssh: crate::remote::ssh::SshOptions,
-    /// A directory kept across runs for the hosts' ssh connections
-    /// (`--ssh-control-dir`); `None`: one connection per host per run, closed after it.
-    pub control_dir: Option<PathBuf>,
+    /// Where the hosts' ssh connections live: kept across runs in a directory (what
+    /// the CLI does by default, `--ssh-control-dir`), or one per host per run, closed
+    /// after it (this library's default, `--ssh-control-dir none`).
+    pub control: crate::remote::ssh::Control,
     /// Hosts reached (and later observed and applied) at once; 0 means
     /// [`HOST_PARALLELISM`].
     pub parallelism: usize,
@@ -278,15 +279,10 @@ impl Fleet {
         let mut shipped = Vec::new();
         let mut control = None;
         if !remote.is_empty() {
-            let dir = match &options.control_dir {
-                Some(kept) => crate::remote::ssh::ControlDir::kept(kept),
-                None => crate::remote::ssh::ControlDir::new(),
-            }
-            .map_err(|e| {
-                vec![ConnectError::ControlDir {
-                    reason: e.to_string(),
-                }]
-            })?;
+            let dir = options
+                .control
+                .dir()
+                .map_err(|e| vec![ConnectError::ControlDir(e)])?;
             let settings = ssh::SshSettings {
                 options: options.ssh.clone(),
                 control: std::sync::Arc::clone(&dir),

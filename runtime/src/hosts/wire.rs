@@ -126,6 +126,9 @@ pub struct WireError {
 pub struct HeldBy {
     pub path: PathBuf,
     pub pid: Option<u32>,
+    /// The holder is the host's kept agent, for another command connected to it.
+    #[serde(default)]
+    pub kept_agent: bool,
     pub waited_ms: u64,
 }
 
@@ -140,9 +143,15 @@ impl WireError {
 
     fn of_lock(error: &LockError) -> WireError {
         let held = match error {
-            LockError::Held { path, pid, waited } => Some(HeldBy {
+            LockError::Held {
+                path,
+                pid,
+                kept_agent,
+                waited,
+            } => Some(HeldBy {
                 path: path.clone(),
                 pid: *pid,
+                kept_agent: *kept_agent,
                 waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
             }),
             _ => None,
@@ -159,6 +168,7 @@ impl WireError {
             Some(h) => LockError::Held {
                 path: h.path,
                 pid: h.pid,
+                kept_agent: h.kept_agent,
                 waited: Duration::from_millis(h.waited_ms),
             },
             None => LockError::Remote {

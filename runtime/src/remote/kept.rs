@@ -1,6 +1,6 @@
-//! The near side of a kept agent: with the ssh connections kept between runs
-//! (`--ssh-control-dir`), each host's agent is kept too, and a run reaches it without
-//! starting a process on either side.
+//! The near side of a kept agent: with the ssh connections kept between runs (the
+//! CLI's default; `--ssh-control-dir none` keeps none), each host's agent is kept
+//! too, and a run reaches it without starting a process on either side.
 //!
 //! - [`start`] (after a run reached the host the ordinary way): starts
 //!   `vmctl agent listen` on the host over the kept connection, as a session of its
@@ -40,7 +40,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SOCKET_PATH: usize = 100;
 
 /// The sockets of the kept agent of `session`'s host, when the host can have one: the
-/// local one, `<control dir>/agent-<key>.sock`, and the agent's on the host,
+/// local one, `<control dir>/to-agent-<key>.sock`, and the agent's on the host,
 /// `<state-dir>/run/agent-<key>.sock`; the key is a digest of the target, the ssh
 /// config, the state dir and the build. One name per build on the host: a second
 /// agent started for it (by a run that could not reach the first, e.g. when the
@@ -67,7 +67,9 @@ pub fn sockets(
     );
     let (digest, _) = super::build::sha256_of(&mut what.as_bytes()).ok()?;
     let name = format!("agent-{}.sock", &digest[..16]);
-    let local = session.control().path().join(&name);
+    // Not a name a master's socket (`%C`, 40 hex digits) can take, so that
+    // `DIR/[0-9a-f]*` are the masters (what the README's `ssh -O exit` loop closes).
+    let local = session.control().path().join(format!("to-{name}"));
     let remote = options.state_dir.join("run").join(name);
     (usable(&local) && usable(&remote)).then_some((local, remote))
 }
@@ -178,7 +180,12 @@ mod tests {
             remote.display()
         );
         assert!(crate::remote::listen::is_socket_path(&remote));
-        assert_eq!(local.file_name(), remote.file_name());
+        assert_eq!(
+            local.file_name().map(|n| n.to_string_lossy().into_owned()),
+            remote
+                .file_name()
+                .map(|n| format!("to-{}", n.to_string_lossy()))
+        );
         let again = sockets(&session, &options, &exe());
         assert_eq!(again, Some((local.clone(), remote)));
         let other_build = Executable {

@@ -2,7 +2,7 @@
 //! a unix socket, one session per connection, for as long as the ssh session that
 //! started it lives and is used.
 //!
-//! vmctl starts it only behind a kept ssh connection (`--ssh-control-dir`) and
+//! vmctl starts it only behind a kept ssh connection (the CLI's default) and
 //! reaches it through that connection's master (an ssh forward of a socket in the
 //! control dir to this one, `remote::kept`), so a run with the connection kept starts
 //! no process on either side. It is no service: it ends

@@ -1,13 +1,17 @@
-//! The system's OpenSSH client, one multiplexed connection per host per run.
+//! The system's OpenSSH client, one multiplexed connection per host.
 //!
 //! Every `ssh` vmctl runs gets the same options: `BatchMode=yes` (never a prompt),
 //! a `ConnectTimeout`, `-F FILE` when the run names an ssh config, and connection
-//! sharing: `ControlMaster=auto` with its socket in a private 0700 directory the run
-//! owns ([`ControlDir`]) and a short `ControlPersist`, so the first command to a host
-//! opens its connection and every later one (agent, shipping, console) reuses it.
-//! Dropping a [`SshSession`] asks its master to exit (`ssh -O exit`); dropping the
-//! [`ControlDir`] removes the directory. What `ssh` says on stderr when it fails
-//! becomes an [`SshError`] that names the host and carries ssh's own line.
+//! sharing: `ControlMaster=auto` with its socket in a private 0700 directory
+//! ([`ControlDir`]) and a `ControlPersist`, so the first command to a host opens its
+//! connection and every later one (agent, shipping, console) reuses it. Where that
+//! directory is ([`Control`]): kept across runs ([`ControlDir::kept`], by default
+//! [`default_kept_dir`]; the CLI's default, with a ControlPersist of 60 s), so that
+//! the next run reuses the connection; or made for one run ([`ControlDir::new`],
+//! `--ssh-control-dir none`): dropping a [`SshSession`] then asks its master to exit
+//! (`ssh -O exit`) and dropping the [`ControlDir`] removes the directory. What `ssh`
+//! says on stderr when it fails becomes an [`SshError`] that names the host and
+//! carries ssh's own line.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -144,12 +148,16 @@ pub struct ControlDir {
     kept: bool,
 }
 
-/// Why the control directory could not be made.
+/// Why the control directory could not be made or used.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot make a private directory for ssh's control sockets in {parent}: {reason}")]
-pub struct ControlDirError {
-    pub parent: PathBuf,
-    pub reason: String,
+pub enum ControlDirError {
+    /// No private directory for this run could be made under `parent`.
+    #[error("cannot make a private directory for ssh's control sockets in {parent}: {reason}")]
+    PerRun { parent: PathBuf, reason: String },
+    /// The directory connections are kept in is missing and cannot be made, or is
+    /// not private to this user.
+    #[error("cannot keep ssh connections in {path}: {reason}")]
+    Kept { path: PathBuf, reason: String },
 }
 
 impl ControlDir {
@@ -164,7 +172,7 @@ impl ControlDir {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let error = |e: std::io::Error| ControlDirError {
+        let error = |e: std::io::Error| ControlDirError::PerRun {
             parent: parent.to_owned(),
             reason: e.to_string(),
         };
@@ -196,15 +204,23 @@ impl ControlDir {
         }
     }
 
-    /// `path`, kept across runs: made 0700 if missing; refused unless it is a real
-    /// directory (not a link) owned by this user and closed to everyone else, since
-    /// whoever can reach its sockets can run commands on the hosts.
+    /// `path`, kept across runs: made 0700 if missing (its missing parents too, 0700);
+    /// refused unless it is a real directory (not a link) owned by this user and
+    /// closed to everyone else, since whoever can reach its sockets can run commands
+    /// on the hosts.
     pub fn kept(path: &Path) -> Result<Arc<ControlDir>, ControlDirError> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        let error = |reason: String| ControlDirError {
-            parent: path.to_owned(),
+        let error = |reason: String| ControlDirError::Kept {
+            path: path.to_owned(),
             reason,
         };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| error(format!("cannot make {}: {e}", parent.display())))?;
+        }
         match std::fs::DirBuilder::new().mode(0o700).create(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -214,11 +230,15 @@ impl ControlDir {
         // SAFETY: geteuid has no preconditions, cannot fail and touches no memory.
         let euid = unsafe { libc::geteuid() };
         if !meta.file_type().is_dir() {
-            return Err(error("it is not a directory".into()));
+            return Err(error(if meta.file_type().is_symlink() {
+                "it is a symbolic link (vmctl follows none there)".into()
+            } else {
+                "it is not a directory".into()
+            }));
         }
         if meta.uid() != euid {
             return Err(error(format!(
-                "it belongs to uid {}, not to this user",
+                "it belongs to uid {}, not to this user (uid {euid})",
                 meta.uid()
             )));
         }
@@ -241,6 +261,59 @@ impl ControlDir {
     /// Whether it is kept across runs (with its masters).
     pub fn is_kept(&self) -> bool {
         self.kept
+    }
+}
+
+/// Where the hosts' ssh connections of a run live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Control {
+    /// One connection per host for this run, in a private directory made for it and
+    /// removed after it; each connection is told to exit at the end of the run
+    /// (`--ssh-control-dir none`).
+    #[default]
+    PerRun,
+    /// Kept across runs in this directory ([`ControlDir::kept`]), each host's kept
+    /// agent behind its connection (`remote::kept`): what vmctl does by default, in
+    /// [`default_kept_dir`].
+    Kept(PathBuf),
+}
+
+impl Control {
+    /// The run's control directory.
+    pub fn dir(&self) -> Result<Arc<ControlDir>, ControlDirError> {
+        match self {
+            Control::PerRun => ControlDir::new(),
+            Control::Kept(path) => ControlDir::kept(path),
+        }
+    }
+}
+
+/// The directory vmctl keeps ssh connections in by default, for this user:
+/// [`default_kept_dir_for`] with this process's environment and effective uid.
+/// `$XDG_RUNTIME_DIR` counts only when it is an absolute path to a directory of this
+/// user's (under `sudo -E`, root must not make files in the invoking user's).
+pub fn default_kept_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| {
+            dir.is_absolute() && std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == euid)
+        });
+    default_kept_dir_for(xdg.as_deref(), euid, &std::env::temp_dir())
+}
+
+/// The rule of [`default_kept_dir`]: `<xdg>/vmctl/ssh` when the user has a runtime
+/// dir (`$XDG_RUNTIME_DIR`, private to them and emptied at logout), else
+/// `/run/vmctl/ssh` for root, else `<temp>/vmctl-ssh-uid<uid>` (a name no per-run
+/// directory takes: those are `vmctl-ssh-<hex>`), which [`ControlDir::kept`] makes
+/// 0700 and refuses when it is a link, another user's, or open to others.
+pub fn default_kept_dir_for(xdg: Option<&Path>, euid: u32, temp: &Path) -> PathBuf {
+    match xdg {
+        Some(dir) => dir.join("vmctl").join("ssh"),
+        None if euid == 0 => PathBuf::from("/run/vmctl/ssh"),
+        None => temp.join(format!("vmctl-ssh-uid{euid}")),
     }
 }
 
@@ -526,6 +599,90 @@ mod tests {
         std::fs::write(path.join("leftover"), b"x").expect("writes");
         drop(dir);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn the_default_kept_dir_is_the_users_runtime_dir_else_run_for_root_else_temp() {
+        let tmp = Path::new("/tmp");
+        let xdg = Path::new("/run/user/1000");
+        assert_eq!(
+            default_kept_dir_for(Some(xdg), 1000, tmp),
+            Path::new("/run/user/1000/vmctl/ssh")
+        );
+        // Root with a runtime dir of its own (a root login) uses it too.
+        assert_eq!(
+            default_kept_dir_for(Some(Path::new("/run/user/0")), 0, tmp),
+            Path::new("/run/user/0/vmctl/ssh")
+        );
+        assert_eq!(
+            default_kept_dir_for(None, 0, tmp),
+            Path::new("/run/vmctl/ssh")
+        );
+        let user = default_kept_dir_for(None, 1000, Path::new("/var/tmp"));
+        assert_eq!(user, Path::new("/var/tmp/vmctl-ssh-uid1000"));
+        // Not a name a per-run directory (vmctl-ssh-<hex>) can take.
+        let name = user
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let suffix = name.strip_prefix("vmctl-ssh-").unwrap_or_default();
+        assert!(!suffix.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+        // Whatever the process's environment, the rule gives an absolute path with
+        // room for a socket name in sun_path.
+        let here = default_kept_dir();
+        assert!(here.is_absolute(), "{}", here.display());
+    }
+
+    #[test]
+    fn a_kept_dir_is_made_private_and_refused_when_open_a_link_or_another_users() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Missing: made 0700, parents too.
+        let dir = tmp.path().join("vmctl").join("ssh");
+        let kept = ControlDir::kept(&dir).expect("made");
+        assert!(kept.is_kept());
+        for made in [&dir, &tmp.path().join("vmctl")] {
+            let meta = std::fs::symlink_metadata(made).expect("exists");
+            assert!(meta.is_dir());
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o700,
+                "{}",
+                made.display()
+            );
+        }
+        drop(kept);
+        assert!(dir.exists(), "a kept dir stays");
+        // Open to the group: refused, saying what it is.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).expect("chmod");
+        let err = ControlDir::kept(&dir).expect_err("group may enter");
+        assert!(err.to_string().contains("mode is 770"), "{err}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        // A link to a private directory of ours: refused all the same (never followed).
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let err = ControlDir::kept(&link).expect_err("a link");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // A file: refused.
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").expect("file");
+        assert!(ControlDir::kept(&file).is_err());
+        // Another user's (only root can give it away).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = tmp.path().join("theirs");
+            std::fs::create_dir(&theirs).expect("dir");
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+            std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");
+            let err = ControlDir::kept(&theirs).expect_err("another user's");
+            assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+            assert_eq!(
+                std::fs::metadata(&theirs).expect("still there").uid(),
+                65534,
+                "left as it was"
+            );
+        }
     }
 
     #[test]
