@@ -45,8 +45,16 @@ fn lab_with_web1(switches: &str) -> Lab {
 
 /// `ip netns exec <lab> ping -c1 -W2 <addr>`: whether a reply came.
 fn ping(lab: &Lab, addr: &str) -> (bool, String) {
+    ping_sized(lab, addr, 56)
+}
+
+/// `ping` with `size` bytes of data (`-s`).
+fn ping_sized(lab: &Lab, addr: &str, size: u32) -> (bool, String) {
+    let size = size.to_string();
     let out = Command::new("ip")
-        .args(["netns", "exec", &lab.netns, "ping", "-c1", "-W2", addr])
+        .args([
+            "netns", "exec", &lab.netns, "ping", "-c1", "-W2", "-s", &size, addr,
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("ip netns exec ping runs");
@@ -83,13 +91,20 @@ fn a_guest_with_ip_answers_the_hosts_ping_and_pings_its_gateway() {
             lab.console("web-1")
         );
     }
+    // A large echo is answered with all its data; one larger than the MTU arrives as
+    // three IPv4 fragments (1480 + 1480 + 48 bytes), which the guest does not
+    // reassemble: each is dropped and counted (`net dropped=3` at shutdown).
+    let (ok, out) = ping_sized(&lab, WEB1_IP, 1400);
+    assert!(ok, "no reply to 1400 bytes:\n{out}");
+    let (ok, out) = ping_sized(&lab, WEB1_IP, 3000);
+    assert!(!ok, "a fragmented ping was answered:\n{out}");
     // An address nobody has on the VLAN does not answer (the ping can fail).
     let (ok, out) = ping(&lab, "10.100.0.8");
     assert!(!ok, "10.100.0.8 answered:\n{out}");
     // A graceful stop still ends the guest (its serving loop watches the i8042).
     lab.set("web-1", "state \"stopped\"");
     lab.apply();
-    assert_line(&lab.console("web-1"), "testguest: net dropped=0");
+    assert_line(&lab.console("web-1"), "testguest: net dropped=3");
     assert!(
         lab.console("web-1")
             .lines()
