@@ -4,7 +4,7 @@
 //! is exactly the one printed and answers pings too. Needs root, /dev/kvm, iproute2,
 //! `ping` (iputils-ping) and dnsmasq; everything runs in the lab's own namespace.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,15 +22,17 @@ const LEASE_IP: &str = "10.100.0.42";
 fn skip() -> bool {
     crate::netns::skip()
         || crate::vm::skip()
-        || skip_unless(which("ping"), "ping (iputils-ping)")
-        || skip_unless(which("dnsmasq"), "dnsmasq")
+        || skip_unless(which("ping").is_some(), "ping (iputils-ping)")
+        || skip_unless(which("dnsmasq").is_some(), "dnsmasq")
 }
 
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-            || Path::new("/usr/sbin").join(program).is_file()
-    })
+/// `program` on PATH or in /usr/sbin (dnsmasq is there, which a user's PATH may lack).
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// The quickstart, web-1 with `switches` and `testguest.halt` (web-2 and db-1 as
