@@ -68,8 +68,9 @@ fn a_guest_with_ip_answers_the_hosts_ping_and_pings_its_gateway() {
     if skip() {
         return;
     }
+    // The last ip= counts, as in Linux (vmctl appends its own after the VM's).
     let lab = lab_with_web1(&format!(
-        "ip={WEB1_IP}::{GATEWAY}:255.255.255.0:web-1:eth0:off testguest.ping={GATEWAY},10.100.0.99,{OFF_LINK}"
+        "ip=10.100.0.250::{GATEWAY}:255.255.255.0 ip={WEB1_IP}::{GATEWAY}:255.255.255.0:web-1:eth0:off testguest.ping={GATEWAY},10.100.0.99,{OFF_LINK}"
     ));
     // An address off web-1's subnet that the lab's namespace has (on its loopback, so
     // the answer is the host's own, nothing forwarded): reached through the gateway.

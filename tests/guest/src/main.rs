@@ -147,14 +147,15 @@ fn devices(cmdline: &Cmdline<'static>, report: &mut Report) -> Option<net::stack
     Some(stack)
 }
 
-/// The first NIC's IPv4 configuration: `testguest.dhcp` (DHCP), else `ip=` (a fixed
+/// The first NIC's IPv4 configuration: `testguest.dhcp` (DHCP), else the last `ip=` (a fixed
 /// address, or DHCP); `None` without either, with `ip=off`, or when `ip=` is malformed
 /// (a FAIL line).
 fn ip_config(cmdline: &Cmdline<'static>, report: &mut Report) -> Option<IpArg> {
     if cmdline.has(b"testguest.dhcp") {
         return Some(IpArg::Dhcp);
     }
-    let value = cmdline.value(b"ip")?;
+    // As in Linux, a later `ip=` overrides an earlier one (vmctl appends its own).
+    let value = cmdline.values(b"ip").last()?;
     match net::cmdline_ip::parse(value) {
         Some(IpArg::Off) => None,
         Some(ip) => Some(ip),
