@@ -12,6 +12,8 @@ mod fleet;
 mod fleet_apply;
 mod fleet_bench;
 mod footprint;
+mod guest_ip;
+mod guest_net;
 mod inventory;
 mod jail;
 mod lab;

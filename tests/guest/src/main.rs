@@ -24,6 +24,7 @@ mod virtio;
 
 use bootparams::{BootParams, Ram};
 use cmdline::Cmdline;
+use net::cmdline_ip::IpArg;
 use core::sync::atomic::Ordering;
 use report::Report;
 
@@ -49,12 +50,15 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
             report.fail(b"mp table's BSP apic id differs from this CPU's (cpuid leaf 1)");
         }
     }
-    devices(&cmdline, &mut report);
+    let stack = devices(&cmdline, &mut report);
     report.verdict();
 
     if cmdline.has(b"testguest.fault") {
         serial::line(b"faulting");
         power::triple_fault();
+    }
+    if let (Some(mut stack), true) = (stack, cmdline.has(b"testguest.halt")) {
+        stack.serve();
     }
     if cmdline.has(b"testguest.halt") {
         power::wait_for_shutdown(cmdline.has(b"testguest.echo"));
@@ -64,8 +68,9 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
 
 /// The virtio-mmio devices named on the command line, in order: each disk is driven
 /// at once (`disk<i>` lines), the NICs are set up (`nic<i> mac=`), then they send and
-/// listen together (`nic<i> rx from=`).
-fn devices(cmdline: &Cmdline<'static>, report: &mut Report) {
+/// listen together (`nic<i> rx from=`); then the first NIC gets its IPv4 address
+/// (`ip=`, `testguest.dhcp`) and pings (`testguest.ping=`). Returns the IP stack, if any.
+fn devices(cmdline: &Cmdline<'static>, report: &mut Report) -> Option<net::stack::Stack> {
     let name = cmdline.value(b"testguest.name").unwrap_or(b"");
     let marker = cmdline.value(b"testguest.write");
     let hostile = cmdline.has(b"testguest.hostile");
@@ -110,7 +115,58 @@ fn devices(cmdline: &Cmdline<'static>, report: &mut Report) {
             _ => {} // no device (0) or a type the guest does not drive
         }
     }
-    net::run(&mut nics, listen_ms, report);
+    let ip = ip_config(cmdline, report);
+    let first = net::run(&mut nics, listen_ms, ip.is_some(), report);
+    let ip = ip?;
+    let Some(nic) = first else {
+        report.fail(b"an IPv4 address is asked for (ip=, testguest.dhcp) but there is no NIC");
+        return None;
+    };
+    let mut stack = net::stack::Stack::new(nic);
+    match ip {
+        IpArg::Static { addr, mask, gw } => {
+            stack.configure(addr, mask, gw);
+            stack.print_ip_line();
+        }
+        IpArg::Dhcp | IpArg::Off => {
+            stack.dhcp();
+        }
+    }
+    for target in cmdline.value(b"testguest.ping").unwrap_or(b"").split(|&c| c == b',') {
+        match net::cmdline_ip::parse_ip(target) {
+            Some(addr) => stack.ping(addr),
+            None if target.is_empty() => {}
+            None => {
+                report.fail_begin();
+                serial::bytes(b"cannot parse testguest.ping= address ");
+                serial::text(target);
+                serial::end();
+            }
+        }
+    }
+    Some(stack)
+}
+
+/// The first NIC's IPv4 configuration: `testguest.dhcp` (DHCP), else the last `ip=` (a fixed
+/// address, or DHCP); `None` without either, with `ip=off`, or when `ip=` is malformed
+/// (a FAIL line).
+fn ip_config(cmdline: &Cmdline<'static>, report: &mut Report) -> Option<IpArg> {
+    if cmdline.has(b"testguest.dhcp") {
+        return Some(IpArg::Dhcp);
+    }
+    // As in Linux, a later `ip=` overrides an earlier one (vmctl appends its own).
+    let value = cmdline.values(b"ip").last()?;
+    match net::cmdline_ip::parse(value) {
+        Some(IpArg::Off) => None,
+        Some(ip) => Some(ip),
+        None => {
+            report.fail_begin();
+            serial::bytes(b"cannot parse ip=");
+            serial::text(value);
+            serial::end();
+            None
+        }
+    }
 }
 
 /// A decimal number (at most 10 minutes' worth of milliseconds is used).

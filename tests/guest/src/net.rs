@@ -8,10 +8,15 @@
 //! (15 bytes), one byte name length (0–64), the name, zero padding.
 
 use crate::clock;
-use crate::io::{fill, rd8, wr8};
+use crate::io::{fill, phys_slice, rd8, wr8};
 use crate::report::Report;
 use crate::serial;
 use crate::virtio::{self, Device, Queue, DESC_F_NEXT, DESC_F_WRITE};
+
+pub mod cmdline_ip;
+pub mod dhcp;
+pub mod stack;
+pub mod wire;
 
 /// NICs the guest drives (more are reported as a failure).
 pub const MAX_NICS: usize = 4;
@@ -73,7 +78,9 @@ pub struct Nic {
     n: usize,
     rx: Queue,
     tx: Queue,
-    mac: [u8; 6],
+    pub mac: [u8; 6],
+    /// The name frame's length (descriptor 1 is pointed at it before each send).
+    frame_len: u32,
     sent: u32,
     seen: usize,
 }
@@ -132,7 +139,7 @@ pub fn init(dev: &Device, n: usize, name: &[u8], report: &mut Report) -> Option<
         rx.publish(i);
     }
     rx.notify();
-    Some(Nic { dev: *dev, n, rx, tx, mac, sent: 0, seen: 0 })
+    Some(Nic { dev: *dev, n, rx, tx, mac, frame_len: len as u32, sent: 0, seen: 0 })
 }
 
 impl Nic {
@@ -140,9 +147,42 @@ impl Nic {
     fn send(&mut self) {
         while self.tx.in_flight() > 0 && self.tx.pop_used().is_some() {}
         if self.tx.in_flight() == 0 {
+            self.tx.set_desc(1, tx_buf(self.n) + TX_FRAME, self.frame_len, 0, 0);
             self.tx.publish(0);
             self.tx.notify();
             self.sent += 1;
+        }
+    }
+
+    /// Sends the `len`-byte frame at `addr` (after the zeroed header), once the previous
+    /// transmission has come back; false when it does not within TX_TIMEOUT_MS.
+    pub fn send_frame(&mut self, addr: u64, len: usize) -> bool {
+        while self.tx.in_flight() > 0 {
+            if self.tx.wait_used(TX_TIMEOUT_MS).is_none() {
+                return false;
+            }
+        }
+        self.tx.set_desc(1, addr, len as u32, 0, 0);
+        self.tx.publish(0);
+        self.tx.notify();
+        self.sent += 1;
+        true
+    }
+
+    /// The next received frame, copied into `out` (cut to its length), its buffer
+    /// posted again; its length.
+    pub fn recv(&mut self, out: &mut [u8]) -> Option<usize> {
+        loop {
+            let (id, len) = self.rx.pop_used()?;
+            if id >= u32::from(RX_BUFS.min(self.rx.size)) {
+                continue; // not a buffer the guest posted: nothing to re-post
+            }
+            let len = (u64::from(len).min(BUF).saturating_sub(HDR_LEN) as usize).min(out.len());
+            let b = rx_buf(self.n, u64::from(id)) + HDR_LEN;
+            out[..len].copy_from_slice(phys_slice(b, len as u64));
+            self.rx.publish(id as u16);
+            self.rx.notify();
+            return Some(len);
         }
     }
 
@@ -208,10 +248,11 @@ impl Nic {
 }
 
 /// Sends on every NIC, then, for `listen_ms`, resends every RESEND_MS and prints new
-/// senders. Finally checks that a transmission completed on each NIC.
-pub fn run(nics: &mut [Option<Nic>], listen_ms: u64, report: &mut Report) {
+/// senders. Finally checks that a transmission completed on each NIC and resets them,
+/// except the first when `keep_first` (the IP stack's, `stack.rs`): it is returned.
+pub fn run(nics: &mut [Option<Nic>], listen_ms: u64, keep_first: bool, report: &mut Report) -> Option<Nic> {
     if nics.iter().all(Option::is_none) {
-        return;
+        return None;
     }
     let end = clock::deadline(listen_ms);
     let mut next_send = 0;
@@ -245,6 +286,13 @@ pub fn run(nics: &mut [Option<Nic>], listen_ms: u64, report: &mut Report) {
             serial::bytes(b" transmission not completed");
             serial::end();
         }
-        nic.dev.reset();
+        if !(keep_first && nic.n == 0) {
+            nic.dev.reset();
+        }
+    }
+    if keep_first {
+        nics[0].take()
+    } else {
+        None
     }
 }

@@ -56,10 +56,7 @@ pub fn triple_fault() -> ! {
 /// QEMU microvm) it falls back to polling every few ms. With `echo`, it polls instead,
 /// and each line received on the serial port is printed as `echo=<line>`.
 pub fn wait_for_shutdown(echo: bool) -> ! {
-    let pending = || {
-        let status = inb(I8042_STATUS);
-        status != 0xff && status & I8042_OUTPUT_FULL != 0
-    };
+    let pending = key_pending;
     if echo {
         let mut in_line = false;
         loop {
@@ -83,6 +80,17 @@ pub fn wait_for_shutdown(echo: bool) -> ! {
             }
         }
     }
+    shutdown_requested();
+}
+
+/// Whether a key waits on the i8042 (the engine's graceful shutdown).
+pub fn key_pending() -> bool {
+    let status = inb(I8042_STATUS);
+    status != 0xff && status & I8042_OUTPUT_FULL != 0
+}
+
+/// Reads the pending key, prints `shutdown requested` and powers off.
+pub fn shutdown_requested() -> ! {
     let _scancode = inb(I8042_DATA);
     serial::line(b"shutdown requested");
     poweroff();
