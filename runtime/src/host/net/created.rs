@@ -47,21 +47,26 @@ pub(crate) fn begin(nl: &Netlink, ifname: &str, mark: &Mark) -> io::Result<()> {
     write(&record_path(nl, ifname), &mark.alias())
 }
 
-/// Writes the record at `path` (and its folder, 0700) for the mark `alias`.
+/// Writes the record at `path` (and its folder, 0700) for the mark `alias`. Another
+/// vmctl finishing the namespace's last record removes the folder (see [`finish`]), so
+/// it can vanish between making it and writing into it: then both are done again.
 fn write(path: &Path, alias: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+    let record = Record {
+        alias: alias.to_owned(),
+    };
+    let mut attempts = 0;
+    loop {
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        match records::write_record(path, version::CREATION_RECORD, &record) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+            done => return done,
+        }
     }
-    records::write_record(
-        path,
-        version::CREATION_RECORD,
-        &Record {
-            alias: alias.to_owned(),
-        },
-    )
 }
 
 /// The mark the record at `path` names; `None` when there is none, or it cannot be
@@ -120,5 +125,29 @@ mod tests {
         fs::write(&path, "{\"alias\": ").unwrap();
         assert_eq!(recorded_alias(&path), None);
         assert_eq!(recorded_alias(&dir.path().join("none.json")), None);
+    }
+
+    #[test]
+    fn a_record_is_written_even_when_its_folder_vanishes_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("cookie");
+        let path = folder.join("tap0.json");
+        // Another vmctl removes the folder as its last record goes, again and again.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let remover = {
+            let (folder, stop) = (folder.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = fs::remove_dir(&folder);
+                }
+            })
+        };
+        for _ in 0..200 {
+            write(&path, "vmctl:lab").unwrap();
+            assert_eq!(recorded_alias(&path).as_deref(), Some("vmctl:lab"));
+            fs::remove_file(&path).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        remover.join().unwrap();
     }
 }
