@@ -68,10 +68,19 @@ fn a_guest_with_ip_answers_the_hosts_ping_and_pings_its_gateway() {
     if skip() {
         return;
     }
-    // The last ip= counts, as in Linux (vmctl appends its own after the VM's).
+    // The quickstart's VMs have `ip-cmdline`: vmctl appends each one's `ip=` (web-1's
+    // declared here, web-2's allocated, db-1's declared in the quickstart) after the
+    // VM's own cmdline, and the last ip= counts, as in Linux.
     let lab = lab_with_web1(&format!(
-        "ip=10.100.0.250::{GATEWAY}:255.255.255.0 ip={WEB1_IP}::{GATEWAY}:255.255.255.0:web-1:eth0:off testguest.ping={GATEWAY},10.100.0.99,{OFF_LINK}"
+        "ip=10.100.0.250::{GATEWAY}:255.255.255.0 testguest.ping={GATEWAY},10.100.0.99,{OFF_LINK}"
     ));
+    lab.edit("vms.kdl", |t| {
+        t.replacen(
+            "nic vlan=\"front\"\n",
+            &format!("nic vlan=\"front\" ip=\"{WEB1_IP}\"\n"),
+            1,
+        )
+    });
     // An address off web-1's subnet that the lab's namespace has (on its loopback, so
     // the answer is the host's own, nothing forwarded): reached through the gateway.
     lab.ip(&["link", "set", "lo", "up"]);
@@ -92,6 +101,24 @@ fn a_guest_with_ip_answers_the_hosts_ping_and_pings_its_gateway() {
             ok,
             "no reply from the guest:\n{out}\n{}",
             lab.console("web-1")
+        );
+    }
+    // Every guest answers at the address the plan gave it: web-2's allocated (the
+    // lowest free of front's subnet), db-1's declared on back.
+    for (vm, addr, gw) in [
+        ("web-2", "10.100.0.2", GATEWAY),
+        ("db-1", "10.200.0.10", "10.200.0.1"),
+    ] {
+        lab.wait_console(vm, "testguest: ok");
+        assert_line(
+            &lab.console(vm),
+            &format!("testguest: ip {addr}/24 gw {gw}"),
+        );
+        let (ok, out) = ping(&lab, addr);
+        assert!(
+            ok,
+            "no reply from {vm} at {addr}:\n{out}\n{}",
+            lab.console(vm)
         );
     }
     // A large echo is answered with all its data; one larger than the MTU arrives as
