@@ -132,13 +132,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("cookie");
         let path = folder.join("tap0.json");
-        // Another vmctl removes the folder as its last record goes, again and again.
+        // Other vmctls remove the folder as their last records go, again and again.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let remover = {
             let (folder, stop) = (folder.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = fs::remove_dir(&folder);
+                    std::thread::sleep(std::time::Duration::from_micros(20));
                 }
             })
         };
