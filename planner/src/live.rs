@@ -546,6 +546,7 @@ impl LiveVlan {
                 gateway: self.gateway.clone(),
                 subnet: None,
                 gateway_host: None,
+                dhcp: false,
             },
             vxlan: self.vxlan.clone(),
         }
