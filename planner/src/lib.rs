@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod capacity;
+pub mod dhcp;
 pub mod diff;
 pub mod facts;
 pub mod graph;

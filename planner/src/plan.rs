@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use vmctl_schema::{Network, Pool, Vlan, Vm, Volume};
 
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
+use crate::dhcp::DhcpServer;
 use crate::live::VmStatus;
 
 /// A resource in the config model's shape, tagged with its kind in JSON
@@ -33,6 +34,7 @@ pub enum Resource {
     Network(Network),
     Volume(Volume),
     Vlan(HostVlan),
+    Dhcp(DhcpServer),
     Vm(Vm),
 }
 
@@ -44,6 +46,7 @@ impl Resource {
             Resource::Network(_) => ResourceKind::Network,
             Resource::Volume(_) => ResourceKind::Volume,
             Resource::Vlan(_) => ResourceKind::Vlan,
+            Resource::Dhcp(_) => ResourceKind::Dhcp,
             Resource::Vm(_) => ResourceKind::Vm,
         }
     }
@@ -55,6 +58,7 @@ impl Resource {
             Resource::Network(r) => &r.name,
             Resource::Volume(r) => &r.name,
             Resource::Vlan(r) => &r.name,
+            Resource::Dhcp(r) => &r.name,
             Resource::Vm(r) => &r.name,
         }
     }
@@ -89,7 +93,7 @@ impl Resource {
                     .filter_map(|n| Some(format!("{IP_CLAIM}{} {}", n.vlan, n.ip?)));
                 macs.chain(ips).collect()
             }
-            Resource::Volume(_) | Resource::Netns(_) => Vec::new(),
+            Resource::Volume(_) | Resource::Netns(_) | Resource::Dhcp(_) => Vec::new(),
         }
     }
 
@@ -107,6 +111,8 @@ impl Resource {
             Resource::Netns(_) | Resource::Pool(_) | Resource::Network(_) => {}
             Resource::Volume(v) => f(ResourceKind::Pool, &v.pool),
             Resource::Vlan(v) => f(ResourceKind::Network, &v.network),
+            // A server listens on its VLAN's gateway address.
+            Resource::Dhcp(d) => f(ResourceKind::Vlan, &d.name),
             Resource::Vm(vm) => {
                 vm.disks.iter().for_each(|d| f(ResourceKind::Volume, d));
                 vm.nics.iter().for_each(|n| f(ResourceKind::Vlan, &n.vlan));
