@@ -37,6 +37,8 @@ pub enum FactsError {
         "the host answered with facts of format {found}; this vmctl reads format {FACTS_FORMAT}"
     )]
     AnswerFormat { found: u32 },
+    #[error("cannot observe the DHCP servers")]
+    Dhcp(#[source] super::dhcp::DhcpError),
     /// A remote host's agent could not say (its words).
     #[error("{message}")]
     Remote { message: String },
@@ -79,6 +81,7 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
         Some(name) => netns::observe(state_dir, project, name).map_err(FactsError::Netns)?,
         None => None,
     };
+    facts.dhcp = super::dhcp::observe(state_dir, project).map_err(FactsError::Dhcp)?;
     facts.reported = super::proc::host_report();
     if let Some(origin) = &request.origin {
         facts.orphans = super::origin::orphans(state_dir, project, origin);
@@ -176,7 +179,10 @@ fn repair_help(
             ResourceKind::Pool => format!(
                 "restore the marker {path} (JSON: {{\"project\": {project:?}, \"name\": {name:?}, \"kind\": \"dir\"}}) or remove it and apply again (vmctl then adopts the directory); until then vmctl leaves {what} and its volumes alone"
             ),
-            ResourceKind::Netns | ResourceKind::Network | ResourceKind::Vlan => {
+            ResourceKind::Netns
+            | ResourceKind::Network
+            | ResourceKind::Vlan
+            | ResourceKind::Dhcp => {
                 format!("check {path}; until then vmctl leaves {what} alone")
             }
         },
