@@ -5,6 +5,7 @@ mod addresses;
 mod apply;
 mod cli_ux;
 mod console;
+mod dhcp;
 mod cpuset;
 mod engine;
 mod expansion;
