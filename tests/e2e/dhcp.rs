@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::lab::{text, Lab};
-use crate::support::skip_unless;
+use crate::support::{skip_unless, which};
 use crate::vm::{alive, wait_gone};
 
 const GATEWAY: &str = "10.100.0.1";
@@ -22,15 +22,6 @@ fn skip() -> bool {
         || crate::vm::skip()
         || skip_unless(which("dnsmasq").is_some(), "dnsmasq")
         || skip_unless(which("dig").is_some(), "dig (dnsutils)")
-}
-
-/// `program` on PATH or in /usr/sbin (dnsmasq is there, which a user's PATH may lack).
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// `dig +short @<gateway> <name>` from the lab's namespace: its answer lines.
