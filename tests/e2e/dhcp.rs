@@ -27,7 +27,9 @@ fn skip() -> bool {
 /// `dig +short @<gateway> <name>` from the lab's namespace: its answer lines.
 fn dig(lab: &Lab, name: &str) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", &lab.netns, "dig", "+short", "+time=2", "+tries=2"])
+        .args([
+            "netns", "exec", &lab.netns, "dig", "+short", "+time=2", "+tries=2",
+        ])
         .arg(format!("@{GATEWAY}"))
         .arg(name)
         .stdin(Stdio::null())
@@ -82,7 +84,10 @@ fn wait_dig(lab: &Lab, name: &str, want: &str) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "dig {name}: {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "dig {name}: {got:?}, want {want:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -142,7 +147,11 @@ fn a_dhcp_vlan_leases_the_plan_addresses_names_them_reloads_repairs_and_goes() {
         t
     });
     let planned = lab.planned();
-    assert_eq!(planned, ["create vm.web-3", "update dhcp.front"], "{planned:?}");
+    assert_eq!(
+        planned,
+        ["create vm.web-3", "update dhcp.front"],
+        "{planned:?}"
+    );
     let plan = text(&lab.vmctl(&["plan"]));
     assert!(plan.contains("leases changed"), "{plan}");
     lab.apply();

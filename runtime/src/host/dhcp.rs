@@ -82,13 +82,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// a user's PATH may lack).
 pub fn find_dnsmasq() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join("dnsmasq"))
-        .find(|candidate| {
-            fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    let sbin = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    find_in(std::env::split_paths(&path).chain(sbin))
+}
+
+/// The first executable regular file `dnsmasq` in `dirs`.
+fn find_in(mut dirs: impl Iterator<Item = PathBuf>) -> Option<PathBuf> {
+    dirs.map(|dir| dir.join("dnsmasq")).find(|candidate| {
+        fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// The exact command line of the server in `dir` run from `exe`.
@@ -352,6 +354,29 @@ fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dnsmasq_is_an_executable_file_found_in_order_and_its_absence_says_so() {
+        let (a, b) = (
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        );
+        let dirs = || [a.path().to_owned(), b.path().to_owned()].into_iter();
+        assert_eq!(find_in(dirs()), None);
+        fs::write(a.path().join("dnsmasq"), "").expect("file");
+        assert_eq!(find_in(dirs()), None, "not executable");
+        fs::create_dir(b.path().join("dnsmasq")).expect("dir");
+        assert_eq!(find_in(dirs()), None, "a directory");
+        fs::set_permissions(a.path().join("dnsmasq"), fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        assert_eq!(find_in(dirs()), Some(a.path().join("dnsmasq")));
+        let missing = DhcpError::NoDnsmasq {
+            vlan: "front".into(),
+        };
+        let text = missing.to_string();
+        assert!(text.contains("dnsmasq is not installed"), "{text}");
+        assert!(text.contains("\"front\""), "{text}");
+    }
 
     #[test]
     fn a_command_line_must_match_exactly() {
