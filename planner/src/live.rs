@@ -173,7 +173,12 @@ impl LiveFile {
                 });
             }
         }
-        let addresses = crate::ipam::allocate(config, &LiveFile::default()).unwrap_or_default();
+        let dhcp = config.vlans.iter().any(|v| v.dhcp);
+        let addresses = if dhcp {
+            crate::ipam::allocate(config, &LiveFile::default()).unwrap_or_default()
+        } else {
+            crate::ipam::Addresses::default()
+        };
         for (host, server) in crate::dhcp::servers(config, &addresses) {
             hosts.entry(host).or_default().dhcp.push(LiveDhcp {
                 name: server.name,

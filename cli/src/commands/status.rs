@@ -7,8 +7,7 @@
 //! DETAIL of a resource that is there and as configured: a VM's pid and uptime while it
 //! runs, its cpus, memory, taps and MACs; a volume's size and allocated bytes; a
 //! VLAN's id and gateway; a DHCP server's dnsmasq pid; a network's bridge; a pool's
-//! path. `--json` carries the same
-//! under `detail`, numbers as numbers (bytes, seconds).
+//! path. `--json` carries the same under `detail`, numbers as numbers (bytes, seconds).
 
 use std::path::PathBuf;
 

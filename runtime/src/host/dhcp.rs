@@ -87,7 +87,7 @@ pub fn find_dnsmasq() -> Option<PathBuf> {
 }
 
 /// The first executable regular file `dnsmasq` in `dirs`.
-fn find_in(mut dirs: impl Iterator<Item = PathBuf>) -> Option<PathBuf> {
+fn find_in(dirs: impl Iterator<Item = PathBuf>) -> Option<PathBuf> {
     dirs.map(|dir| dir.join("dnsmasq")).find(|candidate| {
         fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
