@@ -68,7 +68,8 @@ impl Resource {
     }
 
     /// What this resource needs to exist first: a volume its pool, a VLAN its network, a
-    /// VM its disks, its NICs' VLANs and the VMs it `depends-on`.
+    /// DHCP server its VLAN, a VM its disks, its NICs' VLANs (and their DHCP servers,
+    /// when they have one) and the VMs it `depends-on`.
     pub fn needs(&self) -> Vec<ResourceId> {
         let mut needs = Vec::new();
         self.each_need(|kind, name| needs.push(ResourceId::new(kind, name)));
@@ -115,7 +116,11 @@ impl Resource {
             Resource::Dhcp(d) => f(ResourceKind::Vlan, &d.name),
             Resource::Vm(vm) => {
                 vm.disks.iter().for_each(|d| f(ResourceKind::Volume, d));
-                vm.nics.iter().for_each(|n| f(ResourceKind::Vlan, &n.vlan));
+                for nic in &vm.nics {
+                    f(ResourceKind::Vlan, &nic.vlan);
+                    // Its lease is in place before it boots (when the VLAN has DHCP).
+                    f(ResourceKind::Dhcp, &nic.vlan);
+                }
                 vm.depends_on.iter().for_each(|d| f(ResourceKind::Vm, d));
             }
         }

@@ -125,10 +125,21 @@ fn missing_is_created_after_its_vlan_and_applied_is_a_no_op() {
     let (plan, g) = graph_of(&config, &LiveFile::default(), &PlanOptions::default());
     assert_eq!(change(&plan, "dhcp.front").action, Action::Create);
     assert!(happens_before(&g, "create vlan.front", "create dhcp.front"));
+    // A guest's lease is there before it boots; back's VM has no server to wait for.
+    assert!(happens_before(&g, "create dhcp.front", "create vm.web-1"));
+    assert!(!happens_before(&g, "create dhcp.front", "create vm.db-1"));
     let live = LiveFile::applied(&config);
     let plan = plan_of(&config, &live).expect("plan");
     assert_eq!(change(&plan, "dhcp.front").action, Action::NoOp);
     assert_eq!(plan.actionable().count(), 0, "{:#?}", plan.changes);
+}
+
+fn plan_with_replace(config: &Config, live: &LiveFile, address: &str) -> crate::plan::Plan {
+    let options = PlanOptions {
+        replace: vec![address.to_owned()],
+        ..PlanOptions::default()
+    };
+    crate::plan(config, live, &options).expect("plan")
 }
 
 fn server_mut(live: &mut LiveFile) -> &mut LiveDhcp {
@@ -179,6 +190,12 @@ fn a_changed_config_restarts_and_changed_leases_reload() {
     assert!(files_of(&plan)
         .names
         .contains("10.100.0.4 web-3.lab web-3\n"));
+    let g = crate::graph::ApplyGraph::build(&plan).expect("graph");
+    assert!(happens_before(&g, "update dhcp.front", "create vm.web-3"));
+    // A server replaced on request restarts no guest.
+    let forced = plan_with_replace(&config, &live, "dhcp.front");
+    assert_eq!(change(&forced, "dhcp.front").action, Action::Replace);
+    assert_eq!(forced.actionable().count(), 1, "{:#?}", forced.changes);
 }
 
 #[test]

@@ -431,7 +431,7 @@ fn vm_action(
 
 /// Replaces what lives on or uses a replaced resource: a pool's volumes, a network's
 /// VLANs, the VMs whose disks or NICs point at a replaced volume or VLAN. (A VM's
-/// `depends-on` orders, it does not cascade.) Goes kind by kind, dependencies first, so a
+/// `depends-on`, and its VLAN's DHCP server, order; they do not cascade.) Goes kind by kind, dependencies first, so a
 /// replaced pool reaches the VMs on its volumes.
 pub fn cascade(changes: &mut [Change]) {
     for kind in ResourceKind::ALL {
@@ -457,7 +457,8 @@ pub fn cascade(changes: &mut [Change]) {
                 .filter_map(|(i, c)| {
                     let mut of = None;
                     c.after.as_ref()?.each_need(|need, name| {
-                        let hit = need != ResourceKind::Vm
+                        // A VM orders after its DHCP server; it does not live on it.
+                        let hit = !matches!(need, ResourceKind::Vm | ResourceKind::Dhcp)
                             && replaced.contains(&(c.host.as_str(), need, name));
                         if hit && of.is_none() {
                             of = Some(ResourceId::new(need, name));
