@@ -333,6 +333,32 @@ mod tests {
     }
 
     #[test]
+    fn dhcp_servers_travel_with_the_facts_and_are_matched_as_they_are() {
+        let server = LiveDhcp {
+            name: "front".into(),
+            project: "lab".into(),
+            config: "0123456789abcdef".into(),
+            leases: "fedcba9876543210".into(),
+            running: true,
+            pid: Some(7),
+        };
+        let facts = HostFacts {
+            dhcp: vec![server.clone()],
+            ..HostFacts::default()
+        };
+        let json = serde_json::to_value(&facts).unwrap();
+        assert_eq!(json["dhcp"][0]["leases"], "fedcba9876543210");
+        assert_eq!(json["dhcp"][0]["pid"], 7);
+        assert_eq!(serde_json::from_value::<HostFacts>(json).unwrap(), facts);
+        // Facts that do not mention servers have none.
+        let none: HostFacts = serde_json::from_str(r#"{"format-version": 5}"#).unwrap();
+        assert!(none.dhcp.is_empty());
+        let config = crate::testdata::quickstart();
+        let live = crate::matching::to_live_state(&config, "local", &facts);
+        assert_eq!(live.dhcp, [server]);
+    }
+
+    #[test]
     fn facts_without_a_version_read_as_format_one() {
         // What a vmctl of format 1 answers is never taken for this format.
         let facts: HostFacts = serde_json::from_str(r#"{"pools": []}"#).unwrap();

@@ -297,6 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn a_format_4_request_or_answer_is_refused_it_knows_no_dhcp_servers() {
+        assert_eq!(FACTS_FORMAT, 5);
+        let mut request = request();
+        request.format_version = 4;
+        assert!(matches!(
+            gather(&request),
+            Err(FactsError::Format { found: 4 })
+        ));
+        let old = HostFacts {
+            format_version: 4,
+            ..HostFacts::default()
+        };
+        assert!(matches!(
+            check_answer(old),
+            Err(FactsError::AnswerFormat { found: 4 })
+        ));
+    }
+
+    #[test]
     fn facts_of_another_format_are_refused() {
         let ours = HostFacts::default();
         assert!(check_answer(ours).is_ok());
