@@ -259,8 +259,9 @@ pub fn render(project: &str, vlan: &Vlan, dir: &Path, leases: &[Lease<'_>]) -> O
     let mut named: Vec<&str> = Vec::new();
     for lease in leases {
         // dnsmasq gives one name to one MAC: a VM's second NIC on the VLAN gets its
-        // lease without the name (both addresses still answer to it in DNS).
-        if named.contains(&lease.vm) {
+        // lease without the name (both addresses still answer to it in DNS). A dotted
+        // VM name is no DHCP host name (dnsmasq would read a domain into it): DNS only.
+        if named.contains(&lease.vm) || lease.vm.contains('.') {
             let _ = writeln!(hosts, "{},{}", lease.mac, lease.ip);
         } else {
             named.push(lease.vm);

@@ -113,6 +113,14 @@ fn the_hashes_split_config_from_leases() {
         files.hosts,
         "52:54:00:00:00:01,10.100.0.2,web-1\n52:54:00:00:00:09,10.100.0.9\n"
     );
+    let dotted = [Lease {
+        vm: "web.1",
+        mac: "52:54:00:00:00:07".into(),
+        ip: "10.100.0.7".parse().expect("ip"),
+    }];
+    let files = render("lab", vlan, dir, &dotted).expect("files");
+    assert_eq!(files.hosts, "52:54:00:00:00:07,10.100.0.7\n");
+    assert_eq!(files.names, "10.100.0.7 web.1.lab web.1\n");
     // No IPv4 gateway, no server.
     let mut v6 = vlan.clone();
     v6.gateway = Some("fd00::1/64".into());
