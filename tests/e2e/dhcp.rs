@@ -2,8 +2,9 @@
 //! the lab's namespace; a guest with `testguest.dhcp` gets exactly the address the plan
 //! and `list` show, and `dig @<gateway> web-1.lab` answers it; a VM added to the VLAN
 //! is a reload (the same dnsmasq pid) after which its name resolves; a killed dnsmasq
-//! is planned as a repair and restarted by apply; destroy leaves no dnsmasq and none of
-//! its files. Needs root, /dev/kvm, iproute2, dnsmasq and dig (dnsutils).
+//! is planned as a repair and restarted by apply; `dhcp` turned off stops it and
+//! removes its files (the guests stay), turned on again starts it; destroy leaves no
+//! dnsmasq and none of its files. Needs root, /dev/kvm, iproute2, dnsmasq and dig (dnsutils).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -173,10 +174,29 @@ fn a_dhcp_vlan_leases_the_plan_addresses_names_them_reloads_repairs_and_goes() {
     wait_dig(&lab, "web-3.lab", &ip_of(&lab, "web-3"));
     assert!(lab.planned().is_empty(), "{:?}", lab.planned());
 
+    // dhcp turned off: the server goes, its VLAN and the guests stay.
+    lab.edit("lab.kdl", |t| t.replace("    dhcp #true\n", ""));
+    assert_eq!(lab.planned(), ["delete dhcp.front"]);
+    lab.apply();
+    wait_gone(restarted, Duration::from_secs(5));
+    assert!(!alive(restarted), "dhcp off stops dnsmasq");
+    assert!(!server_dir(&lab).exists());
+    assert!(lab.pid("web-1").is_some());
+    lab.edit("lab.kdl", |t| {
+        t.replace(
+            "gateway \"10.100.0.1/24\"\n",
+            "gateway \"10.100.0.1/24\"\n    dhcp #true\n",
+        )
+    });
+    assert_eq!(lab.planned(), ["create dhcp.front"]);
+    lab.apply();
+    let again = dnsmasq_pid(&lab).expect("dnsmasq runs once more");
+    wait_dig(&lab, "web-1.lab", &web1);
+
     let out = lab.vmctl(&["destroy", "--auto-approve", "--stop-timeout", "5s"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    wait_gone(restarted, Duration::from_secs(5));
-    assert!(!alive(restarted), "destroy stops dnsmasq");
+    wait_gone(again, Duration::from_secs(5));
+    assert!(!alive(again), "destroy stops dnsmasq");
     assert!(!server_dir(&lab).exists());
     assert_eq!(lab.files(), ["state/lab", "state/lab/lock"]);
 }
