@@ -138,6 +138,20 @@ fn a_dhcp_vlan_leases_the_plan_addresses_names_them_reloads_repairs_and_goes() {
         "{status}"
     );
 
+    let show = crate::support::vmctl()
+        .args(["--color", "never", "show"])
+        .arg(lab.config_dir())
+        .arg("dhcp.front")
+        .stdin(Stdio::null())
+        .output()
+        .expect("vmctl runs");
+    let show = text(&show);
+    assert!(
+        show.contains(&format!("# dnsmasq: running, pid {pid}")),
+        "{show}"
+    );
+    assert!(show.contains("dhcp \"front\" {"), "{show}");
+
     // A VM joins front: a reload, not a restart.
     lab.edit("vms.kdl", |mut t| {
         t.push_str(
