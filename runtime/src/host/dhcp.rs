@@ -5,8 +5,8 @@
 //! - **Start**: `<dnsmasq> --conf-file=<dir>/dnsmasq.conf`, daemonized, in the host's
 //!   netns (setns between fork and exec) with only the capabilities it needs
 //!   ([`KEPT_CAPS`]: the rest leave the bounding set) and `no_new_privs`; dnsmasq's
-//!   parent returns once the server is up (or has failed, with its words on stderr),
-//!   and its pid file is there.
+//!   parent returns once the server is up (or has failed, with its words in
+//!   `stderr` there), and its pid file is there.
 //! - **Ownership**: a pid is vmctl's only when it is in the server's own pid file AND
 //!   `/proc/<pid>/cmdline` is exactly what vmctl ran; the process is then pinned with a
 //!   pidfd, the command line checked again, and the signal sent through the pidfd, so a
@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 use vmctl_planner::dhcp::{
     self as plan, DhcpFiles, LiveDhcp, CONF_FILE, HOSTS_FILE, NAMES_FILE, PID_FILE,
 };
+
+/// What dnsmasq said while it started (kept when it failed).
+const STDERR_FILE: &str = "stderr";
 
 use super::fsutil;
 use crate::vmm::lock::{pidfd_open, pidfd_signal};
@@ -266,13 +269,24 @@ fn start(exe: &Path, dir: &Path, netns: Option<&str>, vlan: &str) -> Result<(), 
             })
         })
         .transpose()?;
+    // dnsmasq's words go to a file, not a pipe: nothing here waits on a descriptor
+    // the daemon might keep.
+    let stderr_path = dir.join(STDERR_FILE);
+    let _ = fsutil::remove_if_exists(&stderr_path);
+    let stderr = fsutil::create_new(&stderr_path, fsutil::FILE_MODE).map_err(|source| {
+        DhcpError::WriteFiles {
+            vlan: vlan.into(),
+            dir: dir.into(),
+            source,
+        }
+    })?;
     let args = command_line(exe, dir);
     let mut command = Command::new(exe);
     command
         .args(&args[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .process_group(0);
     let ns_fd = ns.as_ref().map(AsRawFd::as_raw_fd);
     // SAFETY: between fork and exec only async-signal-safe calls (setns, prctl) on a
@@ -290,7 +304,11 @@ fn start(exe: &Path, dir: &Path, netns: Option<&str>, vlan: &str) -> Result<(), 
                 }
                 // Capabilities this kernel does not know fail with EINVAL: done.
                 if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                    break;
+                    let error = io::Error::last_os_error();
+                    if error.raw_os_error() == Some(libc::EINVAL) {
+                        break;
+                    }
+                    return Err(error);
                 }
             }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -304,21 +322,40 @@ fn start(exe: &Path, dir: &Path, netns: Option<&str>, vlan: &str) -> Result<(), 
         exe: exe.into(),
         source,
     };
-    let child = command.spawn().map_err(spawn_err)?;
+    let mut child = command.spawn().map_err(spawn_err)?;
     drop(ns);
-    // dnsmasq's parent exits once the daemon is up, or with its error on stderr.
-    let output = child.wait_with_output().map_err(spawn_err)?;
     let failed = |message: String| DhcpError::Start {
         vlan: vlan.into(),
         message,
     };
-    if !output.status.success() {
-        let words = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        return Err(failed(format!("{} ({})", words, output.status)));
-    }
+    let words = || {
+        let text = read_small(&stderr_path).unwrap_or_default();
+        text.trim().to_owned()
+    };
+    // dnsmasq's parent exits once the daemon is up, or with its error.
     let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(spawn_err)? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            // Our own child, not reaped yet: its pid cannot have been reused.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!(
+                "it did not start within {} s; {}",
+                START_TIMEOUT.as_secs(),
+                words()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if !status.success() {
+        return Err(failed(format!("{} ({status})", words())));
+    }
     while Instant::now() < deadline {
         if running_pid(dir).is_some() {
+            let _ = fsutil::remove_if_exists(&stderr_path);
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
