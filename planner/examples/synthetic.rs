@@ -48,6 +48,7 @@ fn config(vms: usize) -> Config {
                 gateway: None,
                 subnet: None,
                 gateway_host: None,
+                dhcp: false,
             });
         }
     }

@@ -128,21 +128,25 @@ pub enum ResourceKind {
     Network,
     Volume,
     Vlan,
+    /// A VLAN's DHCP and DNS server (dnsmasq), on the host that holds its gateway.
+    Dhcp,
     Vm,
 }
 
 impl ResourceKind {
     /// Every kind, dependencies first.
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::Netns,
         ResourceKind::Pool,
         ResourceKind::Network,
         ResourceKind::Volume,
         ResourceKind::Vlan,
+        ResourceKind::Dhcp,
         ResourceKind::Vm,
     ];
 
-    /// The config keyword: `netns`, `pool`, `network`, `volume`, `vlan`, `vm`.
+    /// The config keyword: `netns`, `pool`, `network`, `volume`, `vlan`, `vm`; `dhcp`
+    /// for a VLAN's `dhcp` server.
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Netns => "netns",
@@ -150,6 +154,7 @@ impl ResourceKind {
             ResourceKind::Network => "network",
             ResourceKind::Volume => "volume",
             ResourceKind::Vlan => "vlan",
+            ResourceKind::Dhcp => "dhcp",
             ResourceKind::Vm => "vm",
         }
     }
@@ -250,6 +255,11 @@ pub enum Reason {
     /// A network namespace other projects still use: this project leaves it, and it is
     /// kept for them.
     Shared { projects: Vec<String> },
+    /// A DHCP server's configuration changed: dnsmasq is restarted with it.
+    Reconfigure,
+    /// Only a DHCP server's leases or names changed: dnsmasq re-reads them (SIGHUP)
+    /// and keeps running.
+    Reload,
 }
 
 impl fmt::Display for Reason {
@@ -271,6 +281,10 @@ impl fmt::Display for Reason {
                 "kept: project(s) {} still use it; this one leaves",
                 projects.join(", ")
             ),
+            Reason::Reconfigure => f.write_str("its configuration changed; dnsmasq restarts"),
+            Reason::Reload => {
+                f.write_str("leases changed; dnsmasq re-reads them, guests keep theirs")
+            }
         }
     }
 }

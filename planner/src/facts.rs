@@ -37,6 +37,8 @@
 //! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
 //! | VM | `status` | planned: running when its VMM answers; crashed when gone though vmctl left it running |
 //! | VM | `pid`, `uptime-seconds` | shown by `status` |
+//! | DHCP server | `config`, `leases` (hashes of its files), `running` | planned: re-written, reloaded or restarted |
+//! | DHCP server | `pid` | shown by `status` |
 //! | other projects of the same config (`orphans`) | `project`, `origin`, `vms`, `pools` | a warning of `plan` and `status` (a renamed project's leftovers), never planned |
 //!
 //! The `status`-only fields are not compared by the diff and not part of a saved
@@ -48,13 +50,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vmctl_schema::{Config, Host};
 
+use crate::dhcp::LiveDhcp;
 use crate::live::{HostReport, LiveNetns, LiveNetwork, LivePool, LiveVm, LiveVolume, Unreadable};
 use crate::record;
 
 /// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: one set of
 /// types with the live model (1 had the runtime's own observation types); 3: a
-/// network's bridge drift; 4: each VM NIC's address (`ip`, `ip-allocated`).
-pub const FACTS_FORMAT: u32 = 4;
+/// network's bridge drift; 4: each VM NIC's address (`ip`, `ip-allocated`); 5: the
+/// host's DHCP servers (`dhcp`).
+pub const FACTS_FORMAT: u32 = 5;
 
 /// A pool the config names on the host: where to look besides the project's pool
 /// index, and what to call it when its marker cannot be read.
@@ -136,6 +140,9 @@ pub struct HostFacts {
     /// The project's VMs, each with whether its VMM runs (and no tap drift: that is the
     /// matcher's).
     pub vms: Vec<LiveVm>,
+    /// The project's DHCP servers (their directories under `<project>/dhcp/`), by VLAN.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhcp: Vec<LiveDhcp>,
     /// Records that cannot be read, each that resource's problem alone, named and with
     /// its repair hint.
     pub unreadable: Vec<Unreadable>,
@@ -179,6 +186,7 @@ impl Default for HostFacts {
             taps: Vec::new(),
             tunnels: Vec::new(),
             vms: Vec::new(),
+            dhcp: Vec::new(),
             unreadable: Vec::new(),
             other_links: Vec::new(),
             netns: None,
@@ -322,6 +330,32 @@ mod tests {
         assert_eq!(keys, expected);
         assert_eq!(json["vlans"][0]["network"], "lan");
         assert_eq!(json["vms"][0]["pid"], 42);
+    }
+
+    #[test]
+    fn dhcp_servers_travel_with_the_facts_and_are_matched_as_they_are() {
+        let server = LiveDhcp {
+            name: "front".into(),
+            project: "lab".into(),
+            config: "0123456789abcdef".into(),
+            leases: "fedcba9876543210".into(),
+            running: true,
+            pid: Some(7),
+        };
+        let facts = HostFacts {
+            dhcp: vec![server.clone()],
+            ..HostFacts::default()
+        };
+        let json = serde_json::to_value(&facts).unwrap();
+        assert_eq!(json["dhcp"][0]["leases"], "fedcba9876543210");
+        assert_eq!(json["dhcp"][0]["pid"], 7);
+        assert_eq!(serde_json::from_value::<HostFacts>(json).unwrap(), facts);
+        // Facts that do not mention servers have none.
+        let none: HostFacts = serde_json::from_str(r#"{"format-version": 5}"#).unwrap();
+        assert!(none.dhcp.is_empty());
+        let config = crate::testdata::quickstart();
+        let live = crate::matching::to_live_state(&config, "local", &facts);
+        assert_eq!(live.dhcp, [server]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod capacity;
+pub mod dhcp;
 pub mod diff;
 pub mod facts;
 pub mod graph;
@@ -172,6 +173,8 @@ fn known_resources(config: &Config, live: &LiveFile) -> HashSet<ResourceId> {
     config.networks.iter().for_each(|r| add(Network, &r.name));
     config.volumes.iter().for_each(|r| add(Volume, &r.name));
     config.vlans.iter().for_each(|r| add(Vlan, &r.name));
+    let servers = config.vlans.iter().filter(|r| r.dhcp);
+    servers.for_each(|r| add(Dhcp, &r.name));
     config.vms.iter().for_each(|r| add(Vm, &r.name));
     let project = config.project.as_str();
     for host in &config.hosts {
@@ -188,6 +191,8 @@ fn known_resources(config: &Config, live: &LiveFile) -> HashSet<ResourceId> {
         vlans.for_each(|r| add(Vlan, &r.name));
         let vms = state.vms.iter().filter(|r| mine(&r.project));
         vms.for_each(|r| add(Vm, &r.name));
+        let servers = state.dhcp.iter().filter(|r| mine(&r.project));
+        servers.for_each(|r| add(Dhcp, &r.name));
     }
     known
 }

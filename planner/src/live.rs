@@ -26,16 +26,18 @@ use serde::{Deserialize, Serialize};
 use vmctl_schema::{Config, Network, Pool, PoolKind, Vlan, VmState, Volume};
 
 use crate::action::{ResourceId, ResourceKind};
+use crate::dhcp::LiveDhcp;
 use crate::plan::{HostVlan, Tunnel};
 use crate::record::{self, NewerFormat, VmSpec};
 use crate::spanning::{self, Underlays};
 
 /// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
 /// 2 added a host's `netns`, 3 a network's `bridge-drift`, 4 each VM NIC's address
-/// (`ip`, `ip-allocated`; an older vmctl must not rewrite a VM's record without them).
-/// Files of format 1 read as hosts without a netns, of formats 1 and 2 as bridges
-/// without drift, of formats 1 to 3 as NICs without addresses.
-pub const LIVE_FORMAT_VERSION: u32 = 4;
+/// (`ip`, `ip-allocated`; an older vmctl must not rewrite a VM's record without them),
+/// 5 a host's DHCP servers (`dhcp`). Files of format 1 read as hosts without a netns,
+/// of formats 1 and 2 as bridges without drift, of formats 1 to 3 as NICs without
+/// addresses, of formats 1 to 4 as hosts without DHCP servers.
+pub const LIVE_FORMAT_VERSION: u32 = 5;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
@@ -171,6 +173,22 @@ impl LiveFile {
                 });
             }
         }
+        let dhcp = config.vlans.iter().any(|v| v.dhcp);
+        let addresses = if dhcp {
+            crate::ipam::allocate(config, &LiveFile::default()).unwrap_or_default()
+        } else {
+            crate::ipam::Addresses::default()
+        };
+        for (host, server) in crate::dhcp::servers(config, &addresses) {
+            hosts.entry(host).or_default().dhcp.push(LiveDhcp {
+                name: server.name,
+                project: project.clone(),
+                config: server.config,
+                leases: server.leases,
+                running: true,
+                pid: None,
+            });
+        }
         for vm in &config.vms {
             let state = hosts.entry(vm.host.clone()).or_default();
             state.vms.push(LiveVm {
@@ -200,6 +218,9 @@ pub struct LiveState {
     pub networks: Vec<LiveNetwork>,
     pub vlans: Vec<LiveVlan>,
     pub vms: Vec<LiveVm>,
+    /// The DHCP servers vmctl runs there (`dhcp #true` VLANs), running or not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhcp: Vec<LiveDhcp>,
     /// The host's declared network namespace, when it exists (absent: it does not, or
     /// the host declares none).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -248,6 +269,7 @@ impl LiveState {
         networks: Vec::new(),
         vlans: Vec::new(),
         vms: Vec::new(),
+        dhcp: Vec::new(),
         netns: None,
         unreadable: Vec::new(),
         reported: None,
@@ -285,6 +307,7 @@ impl LiveState {
             networks: mine(&self.networks, project),
             vlans: mine(&self.vlans, project),
             vms: mine(&self.vms, project),
+            dhcp: mine(&self.dhcp, project),
             // Other projects joining or leaving a shared namespace is not this project's
             // state: only whether it is among the users counts.
             netns: self.netns.as_ref().map(|n| LiveNetns {
@@ -321,6 +344,9 @@ impl LiveState {
         for vm in &mut self.vms {
             vm.pid = None;
             vm.uptime_seconds = None;
+        }
+        for server in &mut self.dhcp {
+            server.pid = None;
         }
         self
     }
@@ -546,6 +572,7 @@ impl LiveVlan {
                 gateway: self.gateway.clone(),
                 subnet: None,
                 gateway_host: None,
+                dhcp: false,
             },
             vxlan: self.vxlan.clone(),
         }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use vmctl_schema::{Network, Pool, Vlan, Vm, Volume};
 
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
+use crate::dhcp::DhcpServer;
 use crate::live::VmStatus;
 
 /// A resource in the config model's shape, tagged with its kind in JSON
@@ -33,6 +34,7 @@ pub enum Resource {
     Network(Network),
     Volume(Volume),
     Vlan(HostVlan),
+    Dhcp(DhcpServer),
     Vm(Vm),
 }
 
@@ -44,6 +46,7 @@ impl Resource {
             Resource::Network(_) => ResourceKind::Network,
             Resource::Volume(_) => ResourceKind::Volume,
             Resource::Vlan(_) => ResourceKind::Vlan,
+            Resource::Dhcp(_) => ResourceKind::Dhcp,
             Resource::Vm(_) => ResourceKind::Vm,
         }
     }
@@ -55,6 +58,7 @@ impl Resource {
             Resource::Network(r) => &r.name,
             Resource::Volume(r) => &r.name,
             Resource::Vlan(r) => &r.name,
+            Resource::Dhcp(r) => &r.name,
             Resource::Vm(r) => &r.name,
         }
     }
@@ -64,7 +68,8 @@ impl Resource {
     }
 
     /// What this resource needs to exist first: a volume its pool, a VLAN its network, a
-    /// VM its disks, its NICs' VLANs and the VMs it `depends-on`.
+    /// DHCP server its VLAN, a VM its disks, its NICs' VLANs (and their DHCP servers,
+    /// when they have one) and the VMs it `depends-on`.
     pub fn needs(&self) -> Vec<ResourceId> {
         let mut needs = Vec::new();
         self.each_need(|kind, name| needs.push(ResourceId::new(kind, name)));
@@ -89,7 +94,7 @@ impl Resource {
                     .filter_map(|n| Some(format!("{IP_CLAIM}{} {}", n.vlan, n.ip?)));
                 macs.chain(ips).collect()
             }
-            Resource::Volume(_) | Resource::Netns(_) => Vec::new(),
+            Resource::Volume(_) | Resource::Netns(_) | Resource::Dhcp(_) => Vec::new(),
         }
     }
 
@@ -107,9 +112,15 @@ impl Resource {
             Resource::Netns(_) | Resource::Pool(_) | Resource::Network(_) => {}
             Resource::Volume(v) => f(ResourceKind::Pool, &v.pool),
             Resource::Vlan(v) => f(ResourceKind::Network, &v.network),
+            // A server listens on its VLAN's gateway address.
+            Resource::Dhcp(d) => f(ResourceKind::Vlan, &d.name),
             Resource::Vm(vm) => {
                 vm.disks.iter().for_each(|d| f(ResourceKind::Volume, d));
-                vm.nics.iter().for_each(|n| f(ResourceKind::Vlan, &n.vlan));
+                for nic in &vm.nics {
+                    f(ResourceKind::Vlan, &nic.vlan);
+                    // Its lease is in place before it boots (when the VLAN has DHCP).
+                    f(ResourceKind::Dhcp, &nic.vlan);
+                }
                 vm.depends_on.iter().for_each(|d| f(ResourceKind::Vm, d));
             }
         }

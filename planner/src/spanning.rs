@@ -52,6 +52,8 @@ pub fn vlan_on(network: &Network, vlan: &Vlan, host: &str, underlays: &Underlays
             // The subnet is the planner's (its NICs' addresses); a host has none.
             subnet: None,
             gateway_host: None,
+            // Its DHCP server is a resource of its own (`dhcp.<vlan>`), not the VLAN's.
+            dhcp: false,
             ..vlan.clone()
         },
         vxlan: tunnel(network, vlan, host, underlays),

@@ -40,7 +40,7 @@ fn a_live_file_of_a_newer_format_is_refused() {
     assert!(err.to_string().contains("newer vmctl"), "{err}");
     // This build's own files are read back.
     let text = serde_json::to_string(&LiveFile::default()).unwrap();
-    assert!(text.contains("\"format-version\":4"), "{text}");
+    assert!(text.contains("\"format-version\":5"), "{text}");
     assert_eq!(LiveFile::from_json(&text).unwrap(), LiveFile::default());
 }
 
@@ -60,4 +60,20 @@ fn a_current_live_file_is_read() {
     let reported = host.reported.as_ref().expect("reported");
     assert_eq!((reported.cpus, reported.memory), (8, 16 << 30));
     assert_eq!(host.problems[0].resource, "network.lan");
+}
+
+#[test]
+fn a_format_4_live_file_reads_as_hosts_without_dhcp_servers_and_5_keeps_them() {
+    let v4 = r#"{"format-version": 4, "hosts": {"local": {"vlans": []}}}"#;
+    let live = LiveFile::from_json(v4).unwrap();
+    assert_eq!(live.format_version, 4);
+    assert!(live.host("local").dhcp.is_empty());
+    let v5 = r#"{"format-version": 5, "hosts": {"local": {"dhcp": [
+        {"name": "front", "project": "lab", "config": "00", "leases": "11", "running": true}
+    ]}}}"#;
+    let live = LiveFile::from_json(v5).unwrap();
+    let server = &live.host("local").dhcp[0];
+    assert_eq!((server.name.as_str(), server.running), ("front", true));
+    let again = serde_json::to_string(&live).unwrap();
+    assert_eq!(LiveFile::from_json(&again).unwrap(), live);
 }

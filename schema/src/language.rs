@@ -134,6 +134,7 @@ pub static VLAN: NodeKind = NodeKind {
         f("gateway", Text),
         f("subnet", Text),
         f("gateway-host", Reference),
+        f("dhcp", Bool),
     ],
 };
 

@@ -125,6 +125,10 @@ pub struct Vlan {
     /// The host that holds the gateway address, when the network spans hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_host: Option<String>,
+    /// Whether vmctl runs a DHCP and DNS server (dnsmasq) for this VLAN on the host that
+    /// holds its gateway: a static lease per NIC from IPAM, names `<vm>.<project>`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
 }
 
 /// The kinds of storage pool.

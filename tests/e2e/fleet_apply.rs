@@ -712,3 +712,79 @@ fn a_vlan_spans_two_remote_hosts_and_a_killed_apply_leaves_no_stuck_lock() {
         .close_kept()
         .expect("nothing of vmctl runs once the kept connections are closed");
 }
+
+/// The three-host lab with `front` served by DHCP from host a (its `gateway-host`), and
+/// web-2 on host b asking for its lease across the tunnel.
+fn dhcp_lab(fleet: &Fleet) -> String {
+    three_host_lab(fleet)
+        .replace(
+            "vlan \"front\" network=\"lan\" id=100\n",
+            "vlan \"front\" network=\"lan\" id=100 {\n    gateway \"10.100.0.1/24\"\n    \
+             gateway-host \"a\"\n    dhcp #true\n}\n",
+        )
+        .replace(
+            "testguest.name=web-2 testguest.listen=20000",
+            "testguest.name=web-2 testguest.dhcp",
+        )
+}
+
+#[test]
+fn a_spanning_vlan_is_served_by_dhcp_from_its_gateway_host_through_the_agent() {
+    if fleet::skip()
+        || crate::support::skip_unless(crate::support::which("dnsmasq").is_some(), "dnsmasq")
+        || crate::support::skip_unless(crate::support::which("dig").is_some(), "dig")
+    {
+        return;
+    }
+    let lab = FleetLab::with(3, dhcp_lab);
+    let planned = lab.planned(&[]);
+    let servers: Vec<&String> = planned.iter().filter(|c| c.contains("dhcp.")).collect();
+    assert_eq!(servers, ["create dhcp.front@a"], "{planned:?}");
+    lab.ok(&["apply", "--auto-approve"]);
+    let list: Value = serde_json::from_str(&lab.ok(&["list", "--json"])).expect("list JSON");
+    let web2 = list["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .find(|v| v["name"] == "web-2")
+        .and_then(|v| v["ips"][0].as_str())
+        .expect("web-2's address")
+        .to_owned();
+    // The lease crosses the tunnel from host a's dnsmasq to the guest on host b.
+    wait_console(
+        &lab,
+        "host-b",
+        "web-2",
+        &format!("testguest: dhcp lease {web2}/24 gw 10.100.0.1 dns 10.100.0.1"),
+    );
+    let dir = lab.state("host-a").join("fleet/dhcp/front");
+    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+        .expect("dnsmasq's pid file on host a")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(crate::vm::alive(pid));
+    assert!(!lab.state("host-b").join("fleet/dhcp").exists());
+    let dig = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.fleet.host("host-a").netns.name])
+        .args(["dig", "+short", "+time=2", "@10.100.0.1", "web-2.fleet"])
+        .output()
+        .expect("dig runs");
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), web2);
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
+    let status = lab.ok(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("dhcp.front ") && l.contains(&format!("pid={pid}"))),
+        "{status}"
+    );
+
+    lab.ok(&["destroy", "--auto-approve"]);
+    crate::vm::wait_gone(pid, std::time::Duration::from_secs(5));
+    assert!(!crate::vm::alive(pid), "destroy stops dnsmasq on host a");
+    assert!(!dir.exists());
+    lab.fleet
+        .close_kept()
+        .expect("nothing of vmctl runs once the kept connections are closed");
+}

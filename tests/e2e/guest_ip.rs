@@ -4,12 +4,11 @@
 //! is exactly the one printed and answers pings too. Needs root, /dev/kvm, iproute2,
 //! `ping` (iputils-ping) and dnsmasq; everything runs in the lab's own namespace.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::lab::{text, Lab};
-use crate::support::skip_unless;
+use crate::support::{skip_unless, which};
 use crate::vm::{assert_line, wait_gone};
 
 const WEB1_IP: &str = "10.100.0.7";
@@ -24,15 +23,6 @@ fn skip() -> bool {
         || crate::vm::skip()
         || skip_unless(which("ping").is_some(), "ping (iputils-ping)")
         || skip_unless(which("dnsmasq").is_some(), "dnsmasq")
-}
-
-/// `program` on PATH or in /usr/sbin (dnsmasq is there, which a user's PATH may lack).
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// The quickstart, web-1 with `switches` and `testguest.halt` (web-2 and db-1 as

@@ -6,6 +6,7 @@ mod apply;
 mod cli_ux;
 mod console;
 mod cpuset;
+mod dhcp;
 mod engine;
 mod expansion;
 mod fleet;

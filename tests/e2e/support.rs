@@ -106,3 +106,12 @@ pub fn netns_name() -> String {
         NEXT.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// `program` on PATH or in /usr/sbin (dnsmasq is there, which a user's PATH may lack).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}

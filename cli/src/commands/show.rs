@@ -128,6 +128,7 @@ fn only(live: &LiveFile, ids: &HashSet<ResourceId>) -> LiveFile {
             networks: keep(&state.networks, |n| has(ResourceKind::Network, &n.name)),
             vlans: keep(&state.vlans, |v| has(ResourceKind::Vlan, &v.name)),
             vms: keep(&state.vms, |v| has(ResourceKind::Vm, &v.name)),
+            dhcp: keep(&state.dhcp, |d| has(ResourceKind::Dhcp, &d.name)),
             netns: state
                 .netns
                 .clone()
@@ -197,6 +198,13 @@ fn facts(change: &Change, seen: &Seen) -> Vec<String> {
                 let names: Vec<&str> = taps.iter().map(|t| t.ifname.as_str()).collect();
                 lines.push(format!("# taps: {}", names.join(", ")));
             }
+        }
+        ResourceKind::Dhcp if change.action != Action::Create => {
+            let server = host.live.dhcp.iter().find(|d| d.name == change.id.name);
+            lines.push(match server.and_then(|d| d.pid) {
+                Some(pid) => format!("# dnsmasq: running, pid {pid}"),
+                None => "# dnsmasq: not running".into(),
+            });
         }
         ResourceKind::Volume => {
             let volume = host.live.volumes.iter().find(|v| v.name == change.id.name);

@@ -6,8 +6,8 @@
 //!
 //! DETAIL of a resource that is there and as configured: a VM's pid and uptime while it
 //! runs, its cpus, memory, taps and MACs; a volume's size and allocated bytes; a
-//! VLAN's id and gateway; a network's bridge; a pool's path. `--json` carries the same
-//! under `detail`, numbers as numbers (bytes, seconds).
+//! VLAN's id and gateway; a DHCP server's dnsmasq pid; a network's bridge; a pool's
+//! path. `--json` carries the same under `detail`, numbers as numbers (bytes, seconds).
 
 use std::path::PathBuf;
 
@@ -126,6 +126,18 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
                 if let Some(gateway) = &v.gateway {
                     d.push(("gateway", gateway.clone().into()));
                 }
+            }
+        }
+        "dhcp" => {
+            // dnsmasq's pid while it runs (proven vmctl's, see `host::dhcp`).
+            if let Some(pid) = seen
+                .live
+                .dhcp
+                .iter()
+                .find(|d| d.name == row.name)
+                .and_then(|d| d.pid)
+            {
+                d.push(("pid", pid.into()));
             }
         }
         "network" => {

@@ -8,6 +8,7 @@
 //! | `network` | `uplink`                      |                                        | `bridge`           |
 //! | `volume`  | `size` (grow), `prevent-destroy` |                                     | `pool`, `from`; `size` shrink is an error unless `--replace` |
 //! | `vlan`    | `gateway`, `vxlan` (its tunnel: VNI, local and peer addresses) |        | `network`, `id`    |
+//! | `dhcp`    | `leases` (dnsmasq re-reads them), `running` (started) | `config` (dnsmasq restarts) |      |
 //! | `vm`      | `cpuset`, `depends-on`        | `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics` | |
 //!
 //! An attribute this table does not know forces the strongest effect of its kind, so a
@@ -29,13 +30,16 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
         (Vlan, "gateway" | "vxlan") => Effect::InPlace,
         (Vm, "cpuset" | "depends-on") => Effect::InPlace,
         (Vm, _) => Effect::Restart,
-        (Netns | Pool | Network | Volume | Vlan, _) => Effect::Replace,
+        (Dhcp, "leases" | "running") => Effect::InPlace,
+        (Dhcp, "config") => Effect::Restart,
+        (Netns | Pool | Network | Volume | Vlan | Dhcp, _) => Effect::Replace,
     }
 }
 
-/// Attributes that are identity or handled elsewhere.
+/// Attributes that are identity or handled elsewhere (a DHCP server's `files` are
+/// compared by their hashes).
 fn skipped(attr: &str) -> bool {
-    matches!(attr, "kind" | "name" | "host" | "state")
+    matches!(attr, "kind" | "name" | "host" | "state" | "files")
 }
 
 /// The attributes that differ between `before` and `after` (same kind), in the model's
@@ -75,7 +79,7 @@ pub fn all_attributes(resource: &Resource) -> Vec<(String, Value)> {
     match serde_json::to_value(resource) {
         Ok(Value::Object(map)) => map
             .into_iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "kind" | "name" | "host"))
+            .filter(|(name, _)| !matches!(name.as_str(), "kind" | "name" | "host" | "files"))
             .collect(),
         _ => Vec::new(),
     }

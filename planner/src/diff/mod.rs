@@ -205,6 +205,14 @@ fn desired_by_host<'a>(
             put(Some(host), Resource::Vlan(on_host));
         }
     }
+    for (host, server) in crate::dhcp::servers(config, addresses) {
+        let host = config
+            .hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.name.as_str());
+        put(host, Resource::Dhcp(server));
+    }
     for (i, vm) in config.vms.iter().enumerate() {
         let mut vm = vm.clone();
         addresses.fill(i, &mut vm);
@@ -228,6 +236,8 @@ fn live_resources(
     found.extend(volumes.map(|r| (Resource::Volume(r.to_model()), None)));
     let vlans = live.vlans.iter().filter(|r| r.project == project);
     found.extend(vlans.map(|r| (Resource::Vlan(r.to_model()), None)));
+    let servers = live.dhcp.iter().filter(|r| r.project == project);
+    found.extend(servers.map(|r| (Resource::Dhcp(r.to_model()), None)));
     for vm in live.vms.iter().filter(|r| r.project == project) {
         let mut spec = vm.spec.to_model();
         spec.name.clone_from(&vm.name);
@@ -332,6 +342,7 @@ fn compare(
                 config: new.size,
             });
         }
+        (Resource::Dhcp(_), Resource::Dhcp(_)) if !forced => dhcp_action(&attributes),
         _ => resource_action(&attributes, forced),
     };
     Ok(Change {
@@ -357,6 +368,23 @@ fn resource_action(attributes: &[AttrChange], forced: bool) -> (Action, Option<R
             Some(Effect::InPlace) => (Action::Update, None),
             None => (Action::NoOp, None),
         }
+    }
+}
+
+/// A DHCP server's action: always in place. Not running → started (`crashed`); its
+/// configuration changed → restarted (`reconfigure`); only its leases → re-read on
+/// SIGHUP (`reload`). The runtime decides restart or reload from what it finds, not
+/// from this reason.
+fn dhcp_action(attributes: &[AttrChange]) -> (Action, Option<Reason>) {
+    let changed = |name: &str| attributes.iter().any(|a| a.name == name);
+    if attributes.is_empty() {
+        (Action::NoOp, None)
+    } else if changed("running") {
+        (Action::Update, Some(Reason::Crashed))
+    } else if changed("config") {
+        (Action::Update, Some(Reason::Reconfigure))
+    } else {
+        (Action::Update, Some(Reason::Reload))
     }
 }
 
@@ -403,7 +431,7 @@ fn vm_action(
 
 /// Replaces what lives on or uses a replaced resource: a pool's volumes, a network's
 /// VLANs, the VMs whose disks or NICs point at a replaced volume or VLAN. (A VM's
-/// `depends-on` orders, it does not cascade.) Goes kind by kind, dependencies first, so a
+/// `depends-on`, and its VLAN's DHCP server, order; they do not cascade.) Goes kind by kind, dependencies first, so a
 /// replaced pool reaches the VMs on its volumes.
 pub fn cascade(changes: &mut [Change]) {
     for kind in ResourceKind::ALL {
@@ -429,7 +457,8 @@ pub fn cascade(changes: &mut [Change]) {
                 .filter_map(|(i, c)| {
                     let mut of = None;
                     c.after.as_ref()?.each_need(|need, name| {
-                        let hit = need != ResourceKind::Vm
+                        // A VM orders after its DHCP server; it does not live on it.
+                        let hit = !matches!(need, ResourceKind::Vm | ResourceKind::Dhcp)
                             && replaced.contains(&(c.host.as_str(), need, name));
                         if hit && of.is_none() {
                             of = Some(ResourceId::new(need, name));

@@ -142,6 +142,7 @@ mod tests {
                 gateway: None,
                 subnet: None,
                 gateway_host: None,
+                dhcp: false,
             }],
             pools: Vec::new(),
             volumes: Vec::new(),

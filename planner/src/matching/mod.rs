@@ -57,6 +57,7 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
             })
             .collect(),
         vms: facts.vms.clone(),
+        dhcp: facts.dhcp.clone(),
         netns: facts.netns.clone(),
         unreadable: facts.unreadable.clone(),
         reported: facts.reported,

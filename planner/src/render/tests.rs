@@ -152,6 +152,29 @@ fn netns() {
     insta::assert_snapshot!("human_netns_shared_destroy", human::render(&plan, false));
 }
 
+/// A DHCP server in the plan: a VM joining its VLAN is a reload (only `leases`), a
+/// dead dnsmasq a start; neither shows the files, only their hashes.
+#[test]
+fn dhcp() {
+    let mut config = quickstart();
+    config.vlans[0].dhcp = true;
+    let mut live = LiveFile::applied(&config);
+    let mut web3 = crate::testdata::vm("web-3", "front", "52:54:00:00:00:04");
+    web3.disks.clear();
+    config.vms.push(web3);
+    let (plan, _) = graph_of(&config, &live, &PlanOptions::default());
+    let text = human::render(&plan, false);
+    insta::assert_snapshot!("human_dhcp_reload", text);
+    assert!(
+        !text.contains("dhcp-range"),
+        "the files are not shown:\n{text}"
+    );
+    live.hosts.get_mut("local").unwrap().dhcp[0].running = false;
+    config.vms.pop();
+    let (plan, _) = graph_of(&config, &live, &PlanOptions::default());
+    insta::assert_snapshot!("human_dhcp_not_running", human::render(&plan, false));
+}
+
 #[test]
 fn a_live_resource_is_shown_with_every_attribute_in_the_plans_format() {
     let (plan, _) = planned(&LiveFile::applied(&quickstart()));

@@ -49,6 +49,7 @@ fn a_spanning_vlan_on_each_host_tunnels_to_the_others() {
         &Vlan {
             vni: None,
             gateway_host: None,
+            dhcp: false,
             ..front.clone()
         },
         "kvm-01",

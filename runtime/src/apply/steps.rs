@@ -14,6 +14,7 @@
 //! | network | marked bridge, uplink | uplink | bridge | |
 //! | volume | sparse file or copy of `from` | grow, `prevent-destroy` | file and marker | |
 //! | vlan | VLAN (or its bridge), gateway, VXLAN tunnel; re-attaches existing taps of its VMs | gateway, tunnel | VLAN, its tunnel | |
+//! | dhcp | files written, dnsmasq started in the netns | files rewritten; SIGHUP when its config is the same and it runs, else restarted | dnsmasq stopped (SIGTERM, proven its own), its directory | |
 //! | vm | record; taps and process when it should run | record, cpuset; re-attaches the taps of a running VM | process, taps, state dir | taps and process / process and taps |
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use vmctl_planner::{Phase, Plan, Resource, Step};
 use vmctl_schema::{Vm, VmState};
 
+use crate::host::dhcp::{self, DhcpError};
 use crate::host::net::bridge::{self, BridgeError};
 use crate::host::net::netns::{self, NetnsError, Released};
 use crate::host::net::tap::{self, TapError, TapPort};
@@ -56,6 +58,10 @@ pub enum StepError {
     Vm(#[from] VmError),
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Dhcp(#[from] DhcpError),
+    #[error("the plan's DHCP server of VLAN {vlan:?} carries no files to write")]
+    DhcpFiles { vlan: String },
     #[error("network namespace {name:?} was made by vmctl but still holds {}: it is kept", interfaces.join(", "))]
     NetnsInUse {
         name: String,
@@ -142,7 +148,7 @@ impl Names {
             Resource::Volume(v) => {
                 self.volumes.insert(key(&v.name), v.pool.clone());
             }
-            Resource::Vm(_) | Resource::Netns(_) => {}
+            Resource::Vm(_) | Resource::Netns(_) | Resource::Dhcp(_) => {}
         }
     }
 }
@@ -316,7 +322,11 @@ impl StepOrder {
             }
             // Nothing to look up: the resource says it all (or the phase is refused).
             (
-                Resource::Vm(_) | Resource::Netns(_) | Resource::Pool(_) | Resource::Network(_),
+                Resource::Vm(_)
+                | Resource::Netns(_)
+                | Resource::Pool(_)
+                | Resource::Network(_)
+                | Resource::Dhcp(_),
                 _,
             )
             | (Resource::Volume(_) | Resource::Vlan(_), Phase::Start | Phase::Stop) => {}
@@ -503,6 +513,13 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
                 vlan::delete_vlan(nl, project, &v.network, bridge, v.id)
             })?;
         }
+        (Resource::Dhcp(d), Phase::Create | Phase::Update) => {
+            let files = d.files.as_ref().ok_or_else(|| StepError::DhcpFiles {
+                vlan: d.name.clone(),
+            })?;
+            dhcp::ensure(state_dir, project, ctx.netns(), &d.name, files)?;
+        }
+        (Resource::Dhcp(d), Phase::Delete) => dhcp::delete(state_dir, project, &d.name)?,
         (Resource::Vm(vm), Phase::Create) if vm.state == VmState::Running => {
             start_vm(ctx, &order.places, vm)?;
         }
@@ -536,7 +553,8 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             | Resource::Pool(_)
             | Resource::Network(_)
             | Resource::Volume(_)
-            | Resource::Vlan(_),
+            | Resource::Vlan(_)
+            | Resource::Dhcp(_),
             Phase::Start | Phase::Stop,
         ) => {
             return Err(StepError::NotAVm {

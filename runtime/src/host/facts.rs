@@ -37,6 +37,8 @@ pub enum FactsError {
         "the host answered with facts of format {found}; this vmctl reads format {FACTS_FORMAT}"
     )]
     AnswerFormat { found: u32 },
+    #[error("cannot observe the DHCP servers")]
+    Dhcp(#[source] super::dhcp::DhcpError),
     /// A remote host's agent could not say (its words).
     #[error("{message}")]
     Remote { message: String },
@@ -79,6 +81,7 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
         Some(name) => netns::observe(state_dir, project, name).map_err(FactsError::Netns)?,
         None => None,
     };
+    facts.dhcp = super::dhcp::observe(state_dir, project).map_err(FactsError::Dhcp)?;
     facts.reported = super::proc::host_report();
     if let Some(origin) = &request.origin {
         facts.orphans = super::origin::orphans(state_dir, project, origin);
@@ -176,7 +179,10 @@ fn repair_help(
             ResourceKind::Pool => format!(
                 "restore the marker {path} (JSON: {{\"project\": {project:?}, \"name\": {name:?}, \"kind\": \"dir\"}}) or remove it and apply again (vmctl then adopts the directory); until then vmctl leaves {what} and its volumes alone"
             ),
-            ResourceKind::Netns | ResourceKind::Network | ResourceKind::Vlan => {
+            ResourceKind::Netns
+            | ResourceKind::Network
+            | ResourceKind::Vlan
+            | ResourceKind::Dhcp => {
                 format!("check {path}; until then vmctl leaves {what} alone")
             }
         },
@@ -288,6 +294,25 @@ mod tests {
         let err = gather(&request).unwrap_err();
         let found = format!("the request is of format {}", FACTS_FORMAT + 1);
         assert!(err.to_string().contains(&found), "{err}");
+    }
+
+    #[test]
+    fn a_format_4_request_or_answer_is_refused_it_knows_no_dhcp_servers() {
+        assert_eq!(FACTS_FORMAT, 5);
+        let mut request = request();
+        request.format_version = 4;
+        assert!(matches!(
+            gather(&request),
+            Err(FactsError::Format { found: 4 })
+        ));
+        let old = HostFacts {
+            format_version: 4,
+            ..HostFacts::default()
+        };
+        assert!(matches!(
+            check_answer(old),
+            Err(FactsError::AnswerFormat { found: 4 })
+        ));
     }
 
     #[test]

@@ -123,12 +123,18 @@ pub(crate) fn create_new(path: &Path, mode: u32) -> io::Result<File> {
 /// 0600), fsync, rename. A reader sees the old file or the new one, never half of one.
 /// Refused when something other than a regular file is at `path`.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    text.push(b'\n');
+    write_atomic(path, &text)
+}
+
+/// Writes `text` to `path` atomically: a new temp file beside it (mode 0600), fsync,
+/// rename. Refused when something other than a regular file is at `path`.
+pub(crate) fn write_atomic(path: &Path, text: &[u8]) -> io::Result<()> {
     refuse_non_regular(path)?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(format!("{TMP_INFIX}{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let mut text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    text.push(b'\n');
     // A temp file of this name is a leftover of a killed vmctl whose pid was ours; an
     // unlink never follows a symlink, and a directory there makes create_new fail.
     let _ = fs::remove_file(&tmp);
@@ -136,7 +142,7 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Res
     let result = (|| {
         let mut file = create_new(&tmp, FILE_MODE)?;
         created = true;
-        file.write_all(&text)?;
+        file.write_all(text)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
     })();

@@ -16,6 +16,7 @@
 //! | tap | interface alias `vmctl:<project>:<vm>#<nic-index>` |
 //! | lock | `flock` on `<state-dir>/<project>/lock`, holding the holder's pid |
 
+pub mod dhcp;
 pub mod facts;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod files;

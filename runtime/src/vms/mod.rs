@@ -26,7 +26,7 @@
 //! controller, v2 or else v1 ([`cgroup`]); the group goes when the VM stops.
 
 pub mod cgroup;
-mod process;
+pub(crate) mod process;
 
 use std::fs;
 use std::io;

@@ -403,7 +403,7 @@ fn supervisor_of(pid: u32) -> Option<OwnedFd> {
 }
 
 /// Waits at most `timeout` for the process of `pidfd` to end; whether it did.
-fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+pub(crate) fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -334,6 +334,7 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
         "write the subnet's first address with its prefix length, e.g. 10.100.0.0/24",
     );
     let gateway_host = r.string("gateway-host");
+    let dhcp = r.boolean("dhcp").is_some_and(|(b, _)| b);
     Vlan {
         name,
         network,
@@ -342,6 +343,7 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
         gateway,
         subnet,
         gateway_host,
+        dhcp,
     }
 }
 

@@ -632,6 +632,18 @@ pub enum SchemaError {
         help: String,
     },
 
+    /// `dhcp #true` on a VLAN that has no IPv4 gateway for the server to listen on.
+    #[error("{problem}")]
+    #[diagnostic(code(vmctl::schema::dhcp))]
+    Dhcp {
+        problem: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: &'static str,
+        #[help]
+        help: String,
+    },
+
     /// More VM memory or vCPUs on a host than it can give.
     #[error("host `{host}` is over capacity: {what}")]
     #[diagnostic(code(vmctl::schema::over_capacity), help("{help}"))]

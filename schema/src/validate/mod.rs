@@ -6,6 +6,7 @@
 mod addresses;
 pub mod capacity;
 mod cycles;
+mod dhcp;
 mod names;
 mod network;
 mod placement;
@@ -85,6 +86,7 @@ pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     spanning::check_underlays(config, spans, &index, report);
     spanning::check_vnis(config, spans, &index, report);
     spanning::check_gateway_hosts(config, spans, &index, report);
+    dhcp::check_dhcp(config, spans, report);
     network::check_vlan_ids(config, spans, report);
     network::check_interfaces(config, spans, report);
     network::check_vlan_bridges(config, spans, report);
