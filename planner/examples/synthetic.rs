@@ -48,6 +48,9 @@ fn config(vms: usize) -> Config {
                 gateway: None,
                 subnet: None,
                 gateway_host: None,
+                nat: false,
+                nat_via: None,
+                route_to: Vec::new(),
             });
         }
     }

@@ -129,20 +129,24 @@ pub enum ResourceKind {
     Volume,
     Vlan,
     Vm,
+    /// A project's nftables table on a host (`firewall.<host>`).
+    Firewall,
 }
 
 impl ResourceKind {
     /// Every kind, dependencies first.
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::Netns,
         ResourceKind::Pool,
         ResourceKind::Network,
         ResourceKind::Volume,
         ResourceKind::Vlan,
         ResourceKind::Vm,
+        ResourceKind::Firewall,
     ];
 
-    /// The config keyword: `netns`, `pool`, `network`, `volume`, `vlan`, `vm`.
+    /// The config keyword (`netns`, `pool`, `network`, `volume`, `vlan`, `vm`), or
+    /// `firewall` for a host's nftables table.
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Netns => "netns",
@@ -151,6 +155,7 @@ impl ResourceKind {
             ResourceKind::Volume => "volume",
             ResourceKind::Vlan => "vlan",
             ResourceKind::Vm => "vm",
+            ResourceKind::Firewall => "firewall",
         }
     }
 }

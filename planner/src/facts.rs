@@ -53,8 +53,9 @@ use crate::record;
 
 /// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: one set of
 /// types with the live model (1 had the runtime's own observation types); 3: a
-/// network's bridge drift; 4: each VM NIC's address (`ip`, `ip-allocated`).
-pub const FACTS_FORMAT: u32 = 4;
+/// network's bridge drift; 4: each VM NIC's address (`ip`, `ip-allocated`); 5: the
+/// project's nftables table (`firewall`) and the netns's `default-route`.
+pub const FACTS_FORMAT: u32 = 5;
 
 /// A pool the config names on the host: where to look besides the project's pool
 /// index, and what to call it when its marker cannot be read.
@@ -151,6 +152,42 @@ pub struct HostFacts {
     /// warning; never planned: vmctl never touches another project's resources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<OrphanProject>,
+    /// The project's nftables table in the host's netns, when there is one of its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallFact>,
+    /// The interface of the netns's IPv4 default route, when it has one: a NAT VLAN's
+    /// uplink unless it names `nat-via`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<String>,
+}
+
+/// The table `inet vmctl-<project>` as the host finds it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct FirewallFact {
+    pub table: String,
+    /// Whether it is vmctl's: a rule carries the project's mark, or vmctl's record of
+    /// it says vmctl made it.
+    pub marked: bool,
+    /// Its chains and rules as `nft -j list table` gives them, normalized
+    /// ([`crate::firewall::normalize_listing`]).
+    pub rules: Vec<serde_json::Value>,
+    /// What vmctl applied, from its record; `None` when there is none.
+    pub record: Option<FirewallRecord>,
+}
+
+/// vmctl's record of the table it applied (`<state-dir>/<project>/firewall.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct FirewallRecord {
+    /// The firewall as planned and applied (its ruleset left out).
+    pub applied: crate::firewall::Firewall,
+    /// The hash of the normalized listing right after the apply: the same listing
+    /// later means the table is as applied.
+    pub listing: String,
+    /// The interfaces whose forwarding vmctl turned on (it was off): turned off again
+    /// when they no longer need it.
+    pub enabled: Vec<String>,
 }
 
 /// Another project on the host whose record names the same config, with what it still
@@ -184,6 +221,8 @@ impl Default for HostFacts {
             netns: None,
             reported: None,
             orphans: Vec::new(),
+            firewall: None,
+            default_route: None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod action;
 pub mod capacity;
 pub mod diff;
 pub mod facts;
+pub mod firewall;
 pub mod graph;
 pub mod ipam;
 pub mod live;

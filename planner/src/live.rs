@@ -32,10 +32,12 @@ use crate::spanning::{self, Underlays};
 
 /// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
 /// 2 added a host's `netns`, 3 a network's `bridge-drift`, 4 each VM NIC's address
-/// (`ip`, `ip-allocated`; an older vmctl must not rewrite a VM's record without them).
+/// (`ip`, `ip-allocated`; an older vmctl must not rewrite a VM's record without them),
+/// 5 a host's `firewalls` and `default-route`.
 /// Files of format 1 read as hosts without a netns, of formats 1 and 2 as bridges
-/// without drift, of formats 1 to 3 as NICs without addresses.
-pub const LIVE_FORMAT_VERSION: u32 = 4;
+/// without drift, of formats 1 to 3 as NICs without addresses, of formats 1 to 4 as
+/// hosts without a firewall or default route.
+pub const LIVE_FORMAT_VERSION: u32 = 5;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
 /// `{"hosts": {"local": {…}}}`. A host missing from the file has nothing on it.
@@ -171,6 +173,26 @@ impl LiveFile {
                 });
             }
         }
+        // A host's default route is `eth0` when a NAT VLAN needs one.
+        let needs_route = config.vlans.iter().any(|v| v.nat && v.nat_via.is_none());
+        let default_route = needs_route.then_some("eth0");
+        for host in &config.hosts {
+            let state = hosts.entry(host.name.clone()).or_default();
+            state.default_route = default_route.map(str::to_owned);
+            let Ok(Some(firewall)) = crate::firewall::desired(config, &host.name, default_route)
+            else {
+                continue;
+            };
+            state.firewalls.push(LiveFirewall {
+                name: firewall.name,
+                project: project.clone(),
+                table: firewall.table,
+                vlans: firewall.vlans,
+                uplinks: firewall.uplinks,
+                forwarding: firewall.forwarding,
+                hash: firewall.hash,
+            });
+        }
         for vm in &config.vms {
             let state = hosts.entry(vm.host.clone()).or_default();
             state.vms.push(LiveVm {
@@ -217,6 +239,43 @@ pub struct LiveState {
     /// resource; apply still applies the rest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<LiveProblem>,
+    /// vmctl's nftables tables on the host, one per project ([`crate::firewall`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub firewalls: Vec<LiveFirewall>,
+    /// The interface of the host netns's default route, as the host reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<String>,
+}
+
+/// A project's nftables table on a host, as applied (by vmctl's record), with the hash
+/// of its ruleset: the applied one while the table's rules are as applied, else a
+/// `modified:` hash of what is there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveFirewall {
+    /// The host's name.
+    pub name: String,
+    pub project: String,
+    pub table: String,
+    pub vlans: Vec<String>,
+    pub uplinks: Vec<String>,
+    pub forwarding: Vec<String>,
+    pub hash: String,
+}
+
+impl LiveFirewall {
+    /// The firewall in the plan's shape (without a ruleset: only its hash is known).
+    pub fn to_model(&self) -> crate::firewall::Firewall {
+        crate::firewall::Firewall {
+            name: self.name.clone(),
+            table: self.table.clone(),
+            vlans: self.vlans.clone(),
+            uplinks: self.uplinks.clone(),
+            forwarding: self.forwarding.clone(),
+            hash: self.hash.clone(),
+            ruleset: serde_json::Value::Null,
+        }
+    }
 }
 
 /// A host's online CPUs and its memory (`MemTotal`), as it reports them.
@@ -252,6 +311,8 @@ impl LiveState {
         unreadable: Vec::new(),
         reported: None,
         problems: Vec::new(),
+        firewalls: Vec::new(),
+        default_route: None,
     };
 
     /// The resources of `project` the plan must leave alone on this host: those whose
@@ -304,6 +365,8 @@ impl LiveState {
                 problems.sort();
                 problems
             },
+            firewalls: mine(&self.firewalls, project),
+            default_route: self.default_route.clone(),
         };
         state.without_details()
     }
@@ -346,6 +409,7 @@ marked!(
     LiveNetwork,
     LiveVlan,
     LiveVm,
+    LiveFirewall,
     Unreadable
 );
 
@@ -546,6 +610,9 @@ impl LiveVlan {
                 gateway: self.gateway.clone(),
                 subnet: None,
                 gateway_host: None,
+                nat: false,
+                nat_via: None,
+                route_to: Vec::new(),
             },
             vxlan: self.vxlan.clone(),
         }

@@ -34,7 +34,10 @@ pub enum Resource {
     Volume(Volume),
     Vlan(HostVlan),
     Vm(Vm),
+    Firewall(Firewall),
 }
+
+pub use crate::firewall::Firewall;
 
 impl Resource {
     pub fn kind(&self) -> ResourceKind {
@@ -45,6 +48,7 @@ impl Resource {
             Resource::Volume(_) => ResourceKind::Volume,
             Resource::Vlan(_) => ResourceKind::Vlan,
             Resource::Vm(_) => ResourceKind::Vm,
+            Resource::Firewall(_) => ResourceKind::Firewall,
         }
     }
 
@@ -56,6 +60,7 @@ impl Resource {
             Resource::Volume(r) => &r.name,
             Resource::Vlan(r) => &r.name,
             Resource::Vm(r) => &r.name,
+            Resource::Firewall(r) => &r.name,
         }
     }
 
@@ -89,7 +94,7 @@ impl Resource {
                     .filter_map(|n| Some(format!("{IP_CLAIM}{} {}", n.vlan, n.ip?)));
                 macs.chain(ips).collect()
             }
-            Resource::Volume(_) | Resource::Netns(_) => Vec::new(),
+            Resource::Volume(_) | Resource::Netns(_) | Resource::Firewall(_) => Vec::new(),
         }
     }
 
@@ -107,6 +112,8 @@ impl Resource {
             Resource::Netns(_) | Resource::Pool(_) | Resource::Network(_) => {}
             Resource::Volume(v) => f(ResourceKind::Pool, &v.pool),
             Resource::Vlan(v) => f(ResourceKind::Network, &v.network),
+            // Its rules name the gateway interfaces of these VLANs.
+            Resource::Firewall(fw) => fw.vlans.iter().for_each(|v| f(ResourceKind::Vlan, v)),
             Resource::Vm(vm) => {
                 vm.disks.iter().for_each(|d| f(ResourceKind::Volume, d));
                 vm.nics.iter().for_each(|n| f(ResourceKind::Vlan, &n.vlan));

@@ -52,6 +52,10 @@ pub fn vlan_on(network: &Network, vlan: &Vlan, host: &str, underlays: &Underlays
             // The subnet is the planner's (its NICs' addresses); a host has none.
             subnet: None,
             gateway_host: None,
+            // NAT and routes are the host's firewall (`crate::firewall`), not the VLAN's.
+            nat: false,
+            nat_via: None,
+            route_to: Vec::new(),
             ..vlan.clone()
         },
         vxlan: tunnel(network, vlan, host, underlays),

@@ -108,6 +108,9 @@ pub fn vlan(name: &str, id: u16, gateway: Option<&str>) -> Vlan {
             .and_then(|g| g.parse::<ipnet::IpNet>().ok())
             .map(|n| n.trunc().to_string()),
         gateway_host: None,
+        nat: false,
+        nat_via: None,
+        route_to: Vec::new(),
     }
 }
 

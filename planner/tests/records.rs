@@ -40,7 +40,7 @@ fn a_live_file_of_a_newer_format_is_refused() {
     assert!(err.to_string().contains("newer vmctl"), "{err}");
     // This build's own files are read back.
     let text = serde_json::to_string(&LiveFile::default()).unwrap();
-    assert!(text.contains("\"format-version\":4"), "{text}");
+    assert!(text.contains("\"format-version\":5"), "{text}");
     assert_eq!(LiveFile::from_json(&text).unwrap(), LiveFile::default());
 }
 
@@ -60,4 +60,14 @@ fn a_current_live_file_is_read() {
     let reported = host.reported.as_ref().expect("reported");
     assert_eq!((reported.cpus, reported.memory), (8, 16 << 30));
     assert_eq!(host.problems[0].resource, "network.lan");
+}
+
+#[test]
+fn a_live_file_of_format_4_reads_as_hosts_without_a_firewall() {
+    let live = LiveFile::from_json(&fixture("live-v4.json")).unwrap();
+    assert_eq!(live.format_version, 4);
+    let host = live.host("local");
+    assert_eq!(host.vlans[0].gateway.as_deref(), Some("10.100.0.1/24"));
+    assert!(host.firewalls.is_empty());
+    assert_eq!(host.default_route, None);
 }

@@ -134,6 +134,9 @@ pub static VLAN: NodeKind = NodeKind {
         f("gateway", Text),
         f("subnet", Text),
         f("gateway-host", Reference),
+        f("nat", Bool),
+        f("nat-via", Text),
+        repeated("route-to", Reference),
     ],
 };
 

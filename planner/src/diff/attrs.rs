@@ -9,6 +9,7 @@
 //! | `volume`  | `size` (grow), `prevent-destroy` |                                     | `pool`, `from`; `size` shrink is an error unless `--replace` |
 //! | `vlan`    | `gateway`, `vxlan` (its tunnel: VNI, local and peer addresses) |        | `network`, `id`    |
 //! | `vm`      | `cpuset`, `depends-on`        | `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics` | |
+//! | `firewall` | all (`hash` stands for its `ruleset`, which is not shown) | | |
 //!
 //! An attribute this table does not know forces the strongest effect of its kind, so a
 //! new attribute is never silently changed in place. `name` and `host` are the resource's
@@ -29,13 +30,15 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
         (Vlan, "gateway" | "vxlan") => Effect::InPlace,
         (Vm, "cpuset" | "depends-on") => Effect::InPlace,
         (Vm, _) => Effect::Restart,
+        // The table is replaced in one transaction; forwarding follows.
+        (Firewall, _) => Effect::InPlace,
         (Netns | Pool | Network | Volume | Vlan, _) => Effect::Replace,
     }
 }
 
 /// Attributes that are identity or handled elsewhere.
 fn skipped(attr: &str) -> bool {
-    matches!(attr, "kind" | "name" | "host" | "state")
+    matches!(attr, "kind" | "name" | "host" | "state" | "ruleset")
 }
 
 /// The attributes that differ between `before` and `after` (same kind), in the model's
@@ -75,7 +78,7 @@ pub fn all_attributes(resource: &Resource) -> Vec<(String, Value)> {
     match serde_json::to_value(resource) {
         Ok(Value::Object(map)) => map
             .into_iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "kind" | "name" | "host"))
+            .filter(|(name, _)| !matches!(name.as_str(), "kind" | "name" | "host" | "ruleset"))
             .collect(),
         _ => Vec::new(),
     }

@@ -169,8 +169,12 @@ fn plan_changes_come_in_apply_order_and_levels_respect_edges() {
         let (a, b) = g.graph.edge_endpoints(edge).unwrap();
         assert!(level_of[a.index()] < level_of[b.index()]);
     }
-    assert_eq!(levels.len(), 4, "pool|network, volume|vlan, db-1, web-*");
-    assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 10);
+    assert_eq!(
+        levels.len(),
+        4,
+        "pool|network, volume|vlan, db-1|firewall, web-*"
+    );
+    assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 11);
 }
 
 #[test]

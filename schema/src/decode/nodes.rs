@@ -334,6 +334,13 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
         "write the subnet's first address with its prefix length, e.g. 10.100.0.0/24",
     );
     let gateway_host = r.string("gateway-host");
+    let nat = r.boolean("nat").is_some_and(|(b, _)| b);
+    let nat_via = r.string("nat-via");
+    let route_to = r
+        .texts("route-to")
+        .into_iter()
+        .map(|(v, _)| v.to_owned())
+        .collect();
     Vlan {
         name,
         network,
@@ -342,6 +349,9 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
         gateway,
         subnet,
         gateway_host,
+        nat,
+        nat_via,
+        route_to,
     }
 }
 
