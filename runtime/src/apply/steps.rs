@@ -15,6 +15,7 @@
 //! | volume | sparse file or copy of `from` | grow, `prevent-destroy` | file and marker | |
 //! | vlan | VLAN (or its bridge), gateway, VXLAN tunnel; re-attaches existing taps of its VMs | gateway, tunnel | VLAN, its tunnel | |
 //! | vm | record; taps and process when it should run | record, cpuset; re-attaches the taps of a running VM | process, taps, state dir | taps and process / process and taps |
+//! | firewall | nftables table `inet vmctl-<project>`, forwarding, record | the table replaced in one transaction; forwarding turned on/off to match | table (only vmctl's), the forwarding vmctl turned on, record | |
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use vmctl_planner::{Phase, Plan, Resource, Step};
 use vmctl_schema::{Vm, VmState};
 
+use crate::host::firewall::{self, FirewallError};
 use crate::host::net::bridge::{self, BridgeError};
 use crate::host::net::netns::{self, NetnsError, Released};
 use crate::host::net::tap::{self, TapError, TapPort};
@@ -56,6 +58,8 @@ pub enum StepError {
     Vm(#[from] VmError),
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
     #[error("network namespace {name:?} was made by vmctl but still holds {}: it is kept", interfaces.join(", "))]
     NetnsInUse {
         name: String,
@@ -142,7 +146,7 @@ impl Names {
             Resource::Volume(v) => {
                 self.volumes.insert(key(&v.name), v.pool.clone());
             }
-            Resource::Vm(_) | Resource::Netns(_) => {}
+            Resource::Vm(_) | Resource::Netns(_) | Resource::Firewall(_) => {}
         }
     }
 }
@@ -316,7 +320,11 @@ impl StepOrder {
             }
             // Nothing to look up: the resource says it all (or the phase is refused).
             (
-                Resource::Vm(_) | Resource::Netns(_) | Resource::Pool(_) | Resource::Network(_),
+                Resource::Vm(_)
+                | Resource::Netns(_)
+                | Resource::Pool(_)
+                | Resource::Network(_)
+                | Resource::Firewall(_),
                 _,
             )
             | (Resource::Volume(_) | Resource::Vlan(_), Phase::Start | Phase::Stop) => {}
@@ -528,6 +536,12 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             vms::delete_vm(&ctx.vm_host(), &vm.name, ctx.stop_timeout)?;
             delete_taps(ctx, &vm.name)?;
         }
+        (Resource::Firewall(f), Phase::Create | Phase::Update) => {
+            firewall::apply(state_dir, project, ctx.netns(), f)?;
+        }
+        (Resource::Firewall(_), Phase::Delete) => {
+            firewall::delete(state_dir, project, ctx.netns())?;
+        }
         // A pool has nothing to change in place: its path and type force a replace.
         (Resource::Pool(_), Phase::Update) => {}
         // Only VMs start and stop; a plan that says otherwise was not made by the planner.
@@ -536,7 +550,8 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             | Resource::Pool(_)
             | Resource::Network(_)
             | Resource::Volume(_)
-            | Resource::Vlan(_),
+            | Resource::Vlan(_)
+            | Resource::Firewall(_),
             Phase::Start | Phase::Stop,
         ) => {
             return Err(StepError::NotAVm {

@@ -31,6 +31,8 @@ pub enum FactsError {
     ObserveVms(#[source] VmError),
     #[error("cannot observe the network namespace")]
     Netns(#[source] NetnsError),
+    #[error("cannot observe the project's nftables table or the default route")]
+    Firewall(#[source] super::firewall::FirewallError),
     #[error("the request is of format {found}; this vmctl speaks format {FACTS_FORMAT}")]
     Format { found: u32 },
     #[error(
@@ -79,6 +81,15 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
         Some(name) => netns::observe(state_dir, project, name).map_err(FactsError::Netns)?,
         None => None,
     };
+    // The project's table and the default route live in the netns: none before it
+    // exists.
+    if request.netns.is_none() || facts.netns.is_some() {
+        let netns = request.netns.as_deref();
+        facts.firewall =
+            super::firewall::observe(state_dir, project, netns).map_err(FactsError::Firewall)?;
+        facts.default_route =
+            super::firewall::default_route(netns).map_err(FactsError::Firewall)?;
+    }
     facts.reported = super::proc::host_report();
     if let Some(origin) = &request.origin {
         facts.orphans = super::origin::orphans(state_dir, project, origin);
@@ -176,7 +187,10 @@ fn repair_help(
             ResourceKind::Pool => format!(
                 "restore the marker {path} (JSON: {{\"project\": {project:?}, \"name\": {name:?}, \"kind\": \"dir\"}}) or remove it and apply again (vmctl then adopts the directory); until then vmctl leaves {what} and its volumes alone"
             ),
-            ResourceKind::Netns | ResourceKind::Network | ResourceKind::Vlan => {
+            ResourceKind::Netns
+            | ResourceKind::Network
+            | ResourceKind::Vlan
+            | ResourceKind::Firewall => {
                 format!("check {path}; until then vmctl leaves {what} alone")
             }
         },
