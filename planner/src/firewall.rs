@@ -207,7 +207,7 @@ pub fn desired(
     for g in &gateways {
         let mut closed: [Vec<String>; 2] = [Vec::new(), Vec::new()];
         for other in &gateways {
-            let routed = g.vlan.route_to.iter().any(|t| *t == other.vlan.name);
+            let routed = g.vlan.route_to.contains(&other.vlan.name);
             let Some(address) = other.address.filter(|_| other.vlan.name != g.vlan.name) else {
                 continue;
             };
