@@ -37,6 +37,8 @@
 //! | volume | its file's path | dropped: always `<pool path>/<name>.raw` |
 //! | VM | `status` | planned: running when its VMM answers; crashed when gone though vmctl left it running |
 //! | VM | `pid`, `uptime-seconds` | shown by `status` |
+//! | firewall | `table`, `marked`, `rules` (normalized listing), `record`, `forwarding-off` | planned: vmctl's table as applied, drifted (its rules or forwarding changed by hand), or a table of the name that is not vmctl's (a problem) |
+//! | host | `default-route` | planned: the uplink of NAT VLANs without `nat-via` |
 //! | other projects of the same config (`orphans`) | `project`, `origin`, `vms`, `pools` | a warning of `plan` and `status` (a renamed project's leftovers), never planned |
 //!
 //! The `status`-only fields are not compared by the diff and not part of a saved
@@ -174,6 +176,10 @@ pub struct FirewallFact {
     pub rules: Vec<serde_json::Value>,
     /// What vmctl applied, from its record; `None` when there is none.
     pub record: Option<FirewallRecord>,
+    /// The interfaces of the record's `forwarding` that exist with forwarding off
+    /// (turned off by hand): drift.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwarding_off: Vec<String>,
 }
 
 /// vmctl's record of the table it applied (`<state-dir>/<project>/firewall.json`).

@@ -260,6 +260,22 @@ fn nat_reaches_the_outside_vlans_stay_apart_until_routed_and_destroy_cleans_up()
     assert_eq!(lab.planned(), ["update firewall.local"]);
     lab.apply();
     assert_eq!(plan_code(&lab), Some(0));
+    // So is forwarding turned off by hand.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.netns,
+            "sh",
+            "-c",
+            &format!("echo 0 > /proc/sys/net/ipv4/conf/{front}/forwarding"),
+        ],
+    );
+    assert_eq!(lab.planned(), ["update firewall.local"]);
+    lab.apply();
+    assert_eq!(forwarding(&lab, &front), "1");
+    assert_eq!(plan_code(&lab), Some(0));
 
     // (b) With `route-to "back"` on front, web-2 (restarted by its new cmdline) reaches
     // both; the reverse stays closed.
@@ -325,4 +341,38 @@ fn a_table_of_the_projects_name_that_vmctl_did_not_make_is_refused() {
     // The table is still the test's, untouched.
     let (ok, listing) = lab_nft(&lab, &["list", "table", "inet", "vmctl-lab"]);
     assert!(ok && listing.contains("chain mine"), "{listing}");
+}
+
+#[test]
+fn without_nft_apply_says_to_install_nftables_and_starts_no_guest() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(|vm| format!("console=ttyS0 testguest.name={vm} testguest.halt"));
+    // A PATH without `nft` (vmctl itself needs nothing from PATH to apply).
+    let out = crate::support::vmctl()
+        .env("PATH", lab.dir.path())
+        .args([
+            "--color",
+            "never",
+            "apply",
+            "--auto-approve",
+            "--stop-timeout",
+            "5s",
+        ])
+        .arg(lab.config_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("vmctl runs");
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{output}");
+    assert!(output.contains("install nftables"), "{output}");
+    assert!(
+        output.contains("firewall.local on host \"local\""),
+        "{output}"
+    );
+    // The guests wait for their firewall: none runs without the VLANs' separation.
+    for vm in crate::lab::VMS {
+        assert!(lab.pid(vm).is_none(), "{vm} runs:\n{output}");
+    }
 }

@@ -164,6 +164,7 @@ fn facts_of(config: &Config, listing: Vec<Value>, marked: bool) -> HostFacts {
                 },
                 enabled: Vec::new(),
             }),
+            forwarding_off: Vec::new(),
         }),
         default_route: Some("eth0".into()),
         ..HostFacts::default()
@@ -208,6 +209,25 @@ fn a_table_as_applied_is_no_change_and_a_rule_changed_by_hand_is_drift() {
         .as_str()
         .unwrap()
         .starts_with("modified:"));
+}
+
+#[test]
+fn forwarding_turned_off_by_hand_is_drift() {
+    let config = config();
+    let as_listed = vec![json!({"rule": {"comment": "vmctl:lab"}})];
+    let mut facts = facts_of(&config, as_listed, true);
+    let off = config.networks[0].bridge.clone() + "v100";
+    if let Some(fact) = facts.firewall.as_mut() {
+        fact.forwarding_off = vec![off.clone()];
+    }
+    let live = live_of(&config, &facts);
+    let plan = plan_of(&config, &live).unwrap();
+    let fw = change(&plan, "firewall.local");
+    assert_eq!(fw.action, Action::Update);
+    assert_eq!(fw.attributes.len(), 1, "{:?}", fw.attributes);
+    assert_eq!(fw.attributes[0].name, "forwarding");
+    assert!(!fw.attributes[0].before.to_string().contains(&off));
+    assert!(fw.attributes[0].after.to_string().contains(&off));
 }
 
 #[test]

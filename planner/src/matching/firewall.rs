@@ -1,6 +1,7 @@
 //! The project's nftables table as the host found it: vmctl's (marked) with the hash
 //! of what was applied while its rules are as applied, with a `modified:` hash of what
-//! is there when they are not (drift, repaired by an update); a table of the name
+//! is there when they are not (drift, repaired by an update), and without the
+//! interfaces whose forwarding was turned off by hand (drift too); a table of the name
 //! that vmctl did not make is a problem of `firewall.<host>`, never taken over.
 
 use serde_json::Value;
@@ -37,7 +38,12 @@ pub fn live(config: &Config, host: &str, fact: &FirewallFact) -> Result<LiveFire
         let applied = &record.applied;
         found.vlans.clone_from(&applied.vlans);
         found.uplinks.clone_from(&applied.uplinks);
-        found.forwarding.clone_from(&applied.forwarding);
+        found.forwarding = applied
+            .forwarding
+            .iter()
+            .filter(|i| !fact.forwarding_off.contains(i))
+            .cloned()
+            .collect();
         if record.listing == observed {
             found.hash.clone_from(&applied.hash);
         }

@@ -315,5 +315,13 @@ mod tests {
         let err = check_answer(theirs).unwrap_err();
         let found = format!("facts of format {}", FACTS_FORMAT + 1);
         assert!(err.to_string().contains(&found), "{err}");
+        // An older agent (format 4: no firewall, no default route) is refused too: its
+        // silence about the table would read as "no table".
+        let older = HostFacts {
+            format_version: 4,
+            ..HostFacts::default()
+        };
+        let err = check_answer(older).unwrap_err();
+        assert!(err.to_string().contains("facts of format 4"), "{err}");
     }
 }

@@ -183,12 +183,28 @@ pub fn observe(
         (None, None) => None,
         // vmctl made it and it is gone: nothing there (the plan creates it).
         (None, Some(_)) => None,
-        (Some(rules), record) => Some(FirewallFact {
-            table,
-            marked: is_marked(&rules, project) || record.is_some(),
-            rules,
-            record,
-        }),
+        (Some(rules), record) => {
+            let applied = record
+                .as_ref()
+                .map(|r| r.applied.forwarding.clone())
+                .unwrap_or_default();
+            let forwarding_off = Netlink::run(netns, |_| {
+                let mut off = Vec::new();
+                for ifname in applied {
+                    if forwarding(&ifname)? == Some(false) {
+                        off.push(ifname);
+                    }
+                }
+                Ok::<_, FirewallError>(off)
+            })?;
+            Some(FirewallFact {
+                table,
+                marked: is_marked(&rules, project) || record.is_some(),
+                rules,
+                record,
+                forwarding_off,
+            })
+        }
     })
 }
 
