@@ -350,18 +350,9 @@ fn without_nft_apply_says_to_install_nftables_and_starts_no_guest() {
     }
     let lab = Lab::new(|vm| format!("console=ttyS0 testguest.name={vm} testguest.halt"));
     // A PATH without `nft` (vmctl itself needs nothing from PATH to apply).
-    let out = crate::support::vmctl()
+    let out = lab
+        .command(&["apply", "--auto-approve", "--stop-timeout", "5s"])
         .env("PATH", lab.dir.path())
-        .args([
-            "--color",
-            "never",
-            "apply",
-            "--auto-approve",
-            "--stop-timeout",
-            "5s",
-        ])
-        .arg(lab.config_dir())
-        .stdin(Stdio::null())
         .output()
         .expect("vmctl runs");
     let output = text(&out);
