@@ -225,6 +225,17 @@ fn nat_reaches_the_outside_vlans_stay_apart_until_routed_and_destroy_cleans_up()
     assert_line(&console, &format!("testguest: ping {BACK_GATEWAY} timeout"));
     assert_line(&console, &format!("testguest: ping {DB1} timeout"));
 
+    // `status` shows the table and its uplink (the default route's interface).
+    let status = text(&lab.vmctl(&["status"]));
+    let row = status
+        .lines()
+        .find(|l| l.contains("firewall.local"))
+        .unwrap_or_else(|| panic!("no firewall in status:\n{status}"));
+    assert!(
+        row.contains("table=inet vmctl-lab") && row.contains("uplinks=up0"),
+        "{row}"
+    );
+
     // (d) Applied exactly: no changes.
     assert_eq!(plan_code(&lab), Some(0), "{}", text(&lab.vmctl(&["plan"])));
 
