@@ -85,7 +85,8 @@ impl LiveFile {
 
     /// What the hosts would report once `config` is applied exactly: every resource with
     /// the project's mark, VMs running or stopped as asked, NICs with the addresses a
-    /// plan against empty hosts gives them. For tests, fixtures and benchmarks.
+    /// plan against empty hosts gives them, each host's firewall (with a default route
+    /// `eth0` when a NAT VLAN needs one). For tests, fixtures and benchmarks.
     pub fn applied(config: &Config) -> LiveFile {
         let resolved = crate::ipam::assign(config, &LiveFile::default());
         let config = resolved.as_ref().unwrap_or(config);

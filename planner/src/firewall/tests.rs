@@ -289,3 +289,20 @@ fn listings_normalize_without_handles_and_metainfo() {
     assert!(is_marked(&normalized, "lab"));
     assert!(!is_marked(&normalized, "other"));
 }
+
+#[test]
+fn a_marked_table_without_vmctls_record_is_replaced() {
+    // vmctl's mark on its rules, but no record of what was applied (moved away): the
+    // table is vmctl's, and its ruleset unknown, so the plan replaces it.
+    let config = config();
+    let mut facts = facts_of(&config, Vec::new(), true);
+    if let Some(fact) = facts.firewall.as_mut() {
+        fact.record = None;
+    }
+    let live = live_of(&config, &facts);
+    assert!(live.host("local").problems.is_empty());
+    let plan = plan_of(&config, &live).unwrap();
+    let fw = change(&plan, "firewall.local");
+    assert_eq!(fw.action, Action::Update);
+    assert!(fw.attributes.iter().any(|a| a.name == "hash"));
+}

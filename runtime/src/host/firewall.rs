@@ -53,7 +53,7 @@ pub enum FirewallError {
         "nftables table inet {table} exists and is not vmctl's (no rule carries `vmctl:{project}`)"
     )]
     NotOurs { table: String, project: String },
-    #[error("cannot read or write vmctl's record of its nftables table ({path})")]
+    #[error("cannot read or write vmctl's record of its nftables table ({path}); if it cannot be read, move it away and apply again (vmctl then rewrites it; forwarding it had turned on stays on)")]
     Record { path: PathBuf, source: io::Error },
     #[error("cannot set IPv4 forwarding of interface {ifname}")]
     Forwarding { ifname: String, source: io::Error },
