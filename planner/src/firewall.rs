@@ -87,6 +87,8 @@ struct Gateway<'c> {
     /// Both possible names of its gateway interface.
     ifnames: [String; 2],
     address: Option<IpNet>,
+    /// A NAT VLAN's uplink.
+    uplink: Option<String>,
 }
 
 /// Whether `vlan` (of `network`) has its gateway on `host`.
@@ -118,6 +120,7 @@ pub fn desired(
                     gateway_link_name(&network.bridge, vlan.id),
                 ],
                 address: vlan.gateway.as_deref().and_then(|g| g.parse().ok()),
+                uplink: None,
             })
         })
         .collect();
@@ -137,15 +140,13 @@ pub fn desired(
             }),
         }
     };
-    let mut uplinks = Vec::with_capacity(gateways.len());
-    for g in &gateways {
-        uplinks.push(uplink_of(g.vlan)?);
+    for g in &mut gateways {
+        g.uplink = uplink_of(g.vlan)?;
     }
     let rules = Rules {
         project: &config.project,
         table: table_name(&config.project),
     };
-    let by_name = |name: &str| gateways.iter().find(|g| g.vlan.name == name);
     let mut forwarding = BTreeSet::new();
     let mut commands = vec![
         json!({"metainfo": {"json_schema_version": 1}}),
@@ -154,14 +155,41 @@ pub fn desired(
         rules.chain("input", "filter", "input", 0),
         rules.chain("postrouting", "nat", "postrouting", 100),
     ];
-    commands.push(rules.rule(
+    commands.extend(forward_rules(&rules, &gateways, &mut forwarding));
+    commands.extend(input_rules(&rules, &gateways));
+    commands.extend(nat_rules(&rules, &gateways));
+    let ruleset = json!({ "nftables": commands });
+    let mut uplinks: Vec<String> = gateways.iter().filter_map(|g| g.uplink.clone()).collect();
+    uplinks.sort_unstable();
+    uplinks.dedup();
+    Ok(Some(Firewall {
+        name: host.to_owned(),
+        table: rules.table.clone(),
+        vlans: gateways.iter().map(|g| g.vlan.name.clone()).collect(),
+        uplinks,
+        forwarding: forwarding.into_iter().collect(),
+        hash: hash_of(&ruleset),
+        ruleset,
+    }))
+}
+
+/// Chain `forward`: replies; each route, one way; each NAT VLAN out of its uplink;
+/// then nothing else from or to a gateway interface. Adds to `forwarding` the
+/// interfaces a route or NAT needs.
+fn forward_rules(
+    rules: &Rules<'_>,
+    gateways: &[Gateway<'_>],
+    forwarding: &mut BTreeSet<String>,
+) -> Vec<Value> {
+    let by_name = |name: &str| gateways.iter().find(|g| g.vlan.name == name);
+    let mut out = vec![rules.rule(
         "forward",
         vec![
             json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
             json!({"accept": null}),
         ],
-    ));
-    for g in &gateways {
+    )];
+    for g in gateways {
         let mut targets: Vec<&str> = g.vlan.route_to.iter().map(String::as_str).collect();
         targets.sort_unstable();
         targets.dedup();
@@ -171,7 +199,7 @@ pub fn desired(
             };
             forwarding.extend(g.ifnames.iter().cloned());
             forwarding.extend(other.ifnames.iter().cloned());
-            commands.push(rules.rule(
+            out.push(rules.rule(
                 "forward",
                 vec![
                     interfaces("iifname", &g.ifnames),
@@ -181,11 +209,11 @@ pub fn desired(
             ));
         }
     }
-    for (g, uplink) in gateways.iter().zip(&uplinks) {
-        let Some(uplink) = uplink else { continue };
+    for g in gateways {
+        let Some(uplink) = &g.uplink else { continue };
         forwarding.extend(g.ifnames.iter().cloned());
         forwarding.insert(uplink.clone());
-        commands.push(rules.rule(
+        out.push(rules.rule(
             "forward",
             vec![
                 interfaces("iifname", &g.ifnames),
@@ -199,14 +227,21 @@ pub fn desired(
         .flat_map(|g| g.ifnames.iter().cloned())
         .collect();
     for key in ["iifname", "oifname"] {
-        commands.push(rules.rule(
+        out.push(rules.rule(
             "forward",
             vec![interfaces(key, &all), json!({"drop": null})],
         ));
     }
-    for g in &gateways {
+    out
+}
+
+/// Chain `input`: from each gateway interface, the other VLANs' gateway addresses it
+/// does not route to are dropped (by family).
+fn input_rules(rules: &Rules<'_>, gateways: &[Gateway<'_>]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for g in gateways {
         let mut closed: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-        for other in &gateways {
+        for other in gateways {
             let routed = g.vlan.route_to.contains(&other.vlan.name);
             let Some(address) = other.address.filter(|_| other.vlan.name != g.vlan.name) else {
                 continue;
@@ -220,7 +255,7 @@ pub fn desired(
             if addresses.is_empty() {
                 continue;
             }
-            commands.push(rules.rule(
+            out.push(rules.rule(
                 "input",
                 vec![
                     interfaces("iifname", &g.ifnames),
@@ -230,8 +265,14 @@ pub fn desired(
             ));
         }
     }
-    for (g, uplink) in gateways.iter().zip(&uplinks) {
-        let (Some(uplink), Some(subnet)) = (uplink, subnet_of(g.vlan)) else {
+    out
+}
+
+/// Chain `postrouting`: each NAT VLAN's subnet masqueraded out of its uplink.
+fn nat_rules(rules: &Rules<'_>, gateways: &[Gateway<'_>]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for g in gateways {
+        let (Some(uplink), Some(subnet)) = (&g.uplink, subnet_of(g.vlan)) else {
             continue;
         };
         let protocol = if matches!(subnet, IpNet::V6(_)) {
@@ -239,7 +280,7 @@ pub fn desired(
         } else {
             "ip"
         };
-        commands.push(rules.rule(
+        out.push(rules.rule(
             "postrouting",
             vec![
                 json!({"match": {"op": "==", "left": {"payload": {"protocol": protocol, "field": "saddr"}}, "right": {"prefix": {"addr": subnet.network().to_string(), "len": subnet.prefix_len()}}}}),
@@ -248,19 +289,7 @@ pub fn desired(
             ],
         ));
     }
-    let ruleset = json!({ "nftables": commands });
-    let mut uplinks: Vec<String> = uplinks.into_iter().flatten().collect();
-    uplinks.sort_unstable();
-    uplinks.dedup();
-    Ok(Some(Firewall {
-        name: host.to_owned(),
-        table: rules.table.clone(),
-        vlans: gateways.iter().map(|g| g.vlan.name.clone()).collect(),
-        uplinks,
-        forwarding: forwarding.into_iter().collect(),
-        hash: hash_of(&ruleset),
-        ruleset,
-    }))
+    out
 }
 
 /// A VLAN's subnet: given (`subnet`), else its gateway's.
