@@ -432,6 +432,7 @@ pub fn step_help(error: &StepError) -> Option<String> {
         StepError::NetnsInUse { name, .. } => Some(format!(
             "move or remove what is in it; or remove it with `ip netns delete {name}` once it is unused"
         )),
+        StepError::Firewall(e) => e.help(),
         _ => None,
     }
 }

@@ -49,6 +49,9 @@ fn config(vms: usize) -> Config {
                 subnet: None,
                 gateway_host: None,
                 dhcp: false,
+                nat: false,
+                nat_via: None,
+                route_to: Vec::new(),
             });
         }
     }

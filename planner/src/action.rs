@@ -131,11 +131,13 @@ pub enum ResourceKind {
     /// A VLAN's DHCP and DNS server (dnsmasq), on the host that holds its gateway.
     Dhcp,
     Vm,
+    /// A project's nftables table on a host (`firewall.<host>`).
+    Firewall,
 }
 
 impl ResourceKind {
     /// Every kind, dependencies first.
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::Netns,
         ResourceKind::Pool,
         ResourceKind::Network,
@@ -143,10 +145,11 @@ impl ResourceKind {
         ResourceKind::Vlan,
         ResourceKind::Dhcp,
         ResourceKind::Vm,
+        ResourceKind::Firewall,
     ];
 
     /// The config keyword: `netns`, `pool`, `network`, `volume`, `vlan`, `vm`; `dhcp`
-    /// for a VLAN's `dhcp` server.
+    /// for a VLAN's `dhcp` server, `firewall` for a host's nftables table.
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Netns => "netns",
@@ -156,6 +159,7 @@ impl ResourceKind {
             ResourceKind::Vlan => "vlan",
             ResourceKind::Dhcp => "dhcp",
             ResourceKind::Vm => "vm",
+            ResourceKind::Firewall => "firewall",
         }
     }
 }

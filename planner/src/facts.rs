@@ -39,6 +39,8 @@
 //! | VM | `pid`, `uptime-seconds` | shown by `status` |
 //! | DHCP server | `config`, `leases` (hashes of its files), `running` | planned: re-written, reloaded or restarted |
 //! | DHCP server | `pid` | shown by `status` |
+//! | firewall | `table`, `marked`, `rules` (normalized listing), `record`, `forwarding-off` | planned: vmctl's table as applied, drifted (its rules or forwarding changed by hand), or a table of the name that is not vmctl's (a problem) |
+//! | host | `default-route` | planned: the uplink of NAT VLANs without `nat-via` |
 //! | other projects of the same config (`orphans`) | `project`, `origin`, `vms`, `pools` | a warning of `plan` and `status` (a renamed project's leftovers), never planned |
 //!
 //! The `status`-only fields are not compared by the diff and not part of a saved
@@ -57,7 +59,8 @@ use crate::record;
 /// The format of [`FactsRequest`] and [`HostFacts`] this build speaks. 2: one set of
 /// types with the live model (1 had the runtime's own observation types); 3: a
 /// network's bridge drift; 4: each VM NIC's address (`ip`, `ip-allocated`); 5: the
-/// host's DHCP servers (`dhcp`).
+/// host's DHCP servers (`dhcp`), the project's nftables table (`firewall`) and the
+/// netns's `default-route`.
 pub const FACTS_FORMAT: u32 = 5;
 
 /// A pool the config names on the host: where to look besides the project's pool
@@ -158,6 +161,46 @@ pub struct HostFacts {
     /// warning; never planned: vmctl never touches another project's resources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<OrphanProject>,
+    /// The project's nftables table in the host's netns, when there is one of its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallFact>,
+    /// The interface of the netns's IPv4 default route, when it has one: a NAT VLAN's
+    /// uplink unless it names `nat-via`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<String>,
+}
+
+/// The table `inet vmctl-<project>` as the host finds it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct FirewallFact {
+    pub table: String,
+    /// Whether it is vmctl's: a rule carries the project's mark, or vmctl's record of
+    /// it says vmctl made it.
+    pub marked: bool,
+    /// Its chains and rules as `nft -j list table` gives them, normalized
+    /// ([`crate::firewall::normalize_listing`]).
+    pub rules: Vec<serde_json::Value>,
+    /// What vmctl applied, from its record; `None` when there is none.
+    pub record: Option<FirewallRecord>,
+    /// The interfaces of the record's `forwarding` that exist with forwarding off
+    /// (turned off by hand): drift.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwarding_off: Vec<String>,
+}
+
+/// vmctl's record of the table it applied (`<state-dir>/<project>/firewall.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct FirewallRecord {
+    /// The firewall as planned and applied (its ruleset left out).
+    pub applied: crate::firewall::Firewall,
+    /// The hash of the normalized listing right after the apply: the same listing
+    /// later means the table is as applied.
+    pub listing: String,
+    /// The interfaces whose forwarding vmctl turned on (it was off): turned off again
+    /// when they no longer need it.
+    pub enabled: Vec<String>,
 }
 
 /// Another project on the host whose record names the same config, with what it still
@@ -192,6 +235,8 @@ impl Default for HostFacts {
             netns: None,
             reported: None,
             orphans: Vec::new(),
+            firewall: None,
+            default_route: None,
         }
     }
 }

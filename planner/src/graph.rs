@@ -24,6 +24,7 @@
 //!
 //! - A host's netns is made before anything on that host that lives in it (networks,
 //!   VLANs, VMs) is brought up, and removed after all of it is taken down (`netns`).
+//! - A host's firewall is brought up before its VMs are (`firewall`).
 //!
 //! A cycle (only `depends-on` can make one) is an error naming every step of it.
 
@@ -41,6 +42,7 @@ use thiserror::Error;
 use crate::action::{Action, ResourceId, ResourceKind};
 use crate::plan::Plan;
 
+mod firewall;
 mod netns;
 pub use netns::lives_in_netns;
 
@@ -226,6 +228,7 @@ impl ApplyGraph {
             }
         }
         netns::add_edges(&graph, &mut edges);
+        firewall::add_edges(&graph, &mut edges);
         let mut edges: Vec<_> = edges.into_iter().collect();
         edges.sort();
         for (a, b) in edges {

@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod dhcp;
 pub mod diff;
 pub mod facts;
+pub mod firewall;
 pub mod graph;
 pub mod ipam;
 pub mod live;

@@ -34,9 +34,10 @@ use crate::spanning::{self, Underlays};
 /// The format version of [`LiveFile`] this build writes and reads (see [`record`]);
 /// 2 added a host's `netns`, 3 a network's `bridge-drift`, 4 each VM NIC's address
 /// (`ip`, `ip-allocated`; an older vmctl must not rewrite a VM's record without them),
-/// 5 a host's DHCP servers (`dhcp`). Files of format 1 read as hosts without a netns,
-/// of formats 1 and 2 as bridges without drift, of formats 1 to 3 as NICs without
-/// addresses, of formats 1 to 4 as hosts without DHCP servers.
+/// 5 a host's DHCP servers (`dhcp`), `firewalls` and `default-route`. Files of format
+/// 1 read as hosts without a netns, of formats 1 and 2 as bridges without drift, of
+/// formats 1 to 3 as NICs without addresses, of formats 1 to 4 as hosts without DHCP
+/// servers, a firewall or a default route.
 pub const LIVE_FORMAT_VERSION: u32 = 5;
 
 /// The live state of every host, by host name, as `vmctl plan --live FILE` reads it:
@@ -85,7 +86,8 @@ impl LiveFile {
 
     /// What the hosts would report once `config` is applied exactly: every resource with
     /// the project's mark, VMs running or stopped as asked, NICs with the addresses a
-    /// plan against empty hosts gives them. For tests, fixtures and benchmarks.
+    /// plan against empty hosts gives them, each host's firewall (with a default route
+    /// `eth0` when a NAT VLAN needs one). For tests, fixtures and benchmarks.
     pub fn applied(config: &Config) -> LiveFile {
         let resolved = crate::ipam::assign(config, &LiveFile::default());
         let config = resolved.as_ref().unwrap_or(config);
@@ -189,6 +191,26 @@ impl LiveFile {
                 pid: None,
             });
         }
+        // A host's default route is `eth0` when a NAT VLAN needs one.
+        let needs_route = config.vlans.iter().any(|v| v.nat && v.nat_via.is_none());
+        let default_route = needs_route.then_some("eth0");
+        for host in &config.hosts {
+            let state = hosts.entry(host.name.clone()).or_default();
+            state.default_route = default_route.map(str::to_owned);
+            let Ok(Some(firewall)) = crate::firewall::desired(config, &host.name, default_route)
+            else {
+                continue;
+            };
+            state.firewalls.push(LiveFirewall {
+                name: firewall.name,
+                project: project.clone(),
+                table: firewall.table,
+                vlans: firewall.vlans,
+                uplinks: firewall.uplinks,
+                forwarding: firewall.forwarding,
+                hash: firewall.hash,
+            });
+        }
         for vm in &config.vms {
             let state = hosts.entry(vm.host.clone()).or_default();
             state.vms.push(LiveVm {
@@ -238,6 +260,43 @@ pub struct LiveState {
     /// resource; apply still applies the rest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<LiveProblem>,
+    /// vmctl's nftables tables on the host, one per project ([`crate::firewall`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub firewalls: Vec<LiveFirewall>,
+    /// The interface of the host netns's default route, as the host reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<String>,
+}
+
+/// A project's nftables table on a host, as applied (by vmctl's record), with the hash
+/// of its ruleset: the applied one while the table's rules are as applied, else a
+/// `modified:` hash of what is there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LiveFirewall {
+    /// The host's name.
+    pub name: String,
+    pub project: String,
+    pub table: String,
+    pub vlans: Vec<String>,
+    pub uplinks: Vec<String>,
+    pub forwarding: Vec<String>,
+    pub hash: String,
+}
+
+impl LiveFirewall {
+    /// The firewall in the plan's shape (without a ruleset: only its hash is known).
+    pub fn to_model(&self) -> crate::firewall::Firewall {
+        crate::firewall::Firewall {
+            name: self.name.clone(),
+            table: self.table.clone(),
+            vlans: self.vlans.clone(),
+            uplinks: self.uplinks.clone(),
+            forwarding: self.forwarding.clone(),
+            hash: self.hash.clone(),
+            ruleset: serde_json::Value::Null,
+        }
+    }
 }
 
 /// A host's online CPUs and its memory (`MemTotal`), as it reports them.
@@ -274,6 +333,8 @@ impl LiveState {
         unreadable: Vec::new(),
         reported: None,
         problems: Vec::new(),
+        firewalls: Vec::new(),
+        default_route: None,
     };
 
     /// The resources of `project` the plan must leave alone on this host: those whose
@@ -327,6 +388,8 @@ impl LiveState {
                 problems.sort();
                 problems
             },
+            firewalls: mine(&self.firewalls, project),
+            default_route: self.default_route.clone(),
         };
         state.without_details()
     }
@@ -372,6 +435,7 @@ marked!(
     LiveNetwork,
     LiveVlan,
     LiveVm,
+    LiveFirewall,
     Unreadable
 );
 
@@ -573,6 +637,9 @@ impl LiveVlan {
                 subnet: None,
                 gateway_host: None,
                 dhcp: false,
+                nat: false,
+                nat_via: None,
+                route_to: Vec::new(),
             },
             vxlan: self.vxlan.clone(),
         }

@@ -36,7 +36,10 @@ pub enum Resource {
     Vlan(HostVlan),
     Dhcp(DhcpServer),
     Vm(Vm),
+    Firewall(Firewall),
 }
+
+pub use crate::firewall::Firewall;
 
 impl Resource {
     pub fn kind(&self) -> ResourceKind {
@@ -48,6 +51,7 @@ impl Resource {
             Resource::Vlan(_) => ResourceKind::Vlan,
             Resource::Dhcp(_) => ResourceKind::Dhcp,
             Resource::Vm(_) => ResourceKind::Vm,
+            Resource::Firewall(_) => ResourceKind::Firewall,
         }
     }
 
@@ -60,6 +64,7 @@ impl Resource {
             Resource::Vlan(r) => &r.name,
             Resource::Dhcp(r) => &r.name,
             Resource::Vm(r) => &r.name,
+            Resource::Firewall(r) => &r.name,
         }
     }
 
@@ -94,7 +99,10 @@ impl Resource {
                     .filter_map(|n| Some(format!("{IP_CLAIM}{} {}", n.vlan, n.ip?)));
                 macs.chain(ips).collect()
             }
-            Resource::Volume(_) | Resource::Netns(_) | Resource::Dhcp(_) => Vec::new(),
+            Resource::Volume(_)
+            | Resource::Netns(_)
+            | Resource::Dhcp(_)
+            | Resource::Firewall(_) => Vec::new(),
         }
     }
 
@@ -114,6 +122,8 @@ impl Resource {
             Resource::Vlan(v) => f(ResourceKind::Network, &v.network),
             // A server listens on its VLAN's gateway address.
             Resource::Dhcp(d) => f(ResourceKind::Vlan, &d.name),
+            // Its rules name the gateway interfaces of these VLANs.
+            Resource::Firewall(fw) => fw.vlans.iter().for_each(|v| f(ResourceKind::Vlan, v)),
             Resource::Vm(vm) => {
                 vm.disks.iter().for_each(|d| f(ResourceKind::Volume, d));
                 for nic in &vm.nics {

@@ -54,6 +54,10 @@ pub fn vlan_on(network: &Network, vlan: &Vlan, host: &str, underlays: &Underlays
             gateway_host: None,
             // Its DHCP server is a resource of its own (`dhcp.<vlan>`), not the VLAN's.
             dhcp: false,
+            // NAT and routes are the host's firewall (`crate::firewall`), not the VLAN's.
+            nat: false,
+            nat_via: None,
+            route_to: Vec::new(),
             ..vlan.clone()
         },
         vxlan: tunnel(network, vlan, host, underlays),

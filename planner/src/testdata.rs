@@ -109,6 +109,9 @@ pub fn vlan(name: &str, id: u16, gateway: Option<&str>) -> Vlan {
             .map(|n| n.trunc().to_string()),
         gateway_host: None,
         dhcp: false,
+        nat: false,
+        nat_via: None,
+        route_to: Vec::new(),
     }
 }
 

@@ -77,3 +77,13 @@ fn a_format_4_live_file_reads_as_hosts_without_dhcp_servers_and_5_keeps_them() {
     let again = serde_json::to_string(&live).unwrap();
     assert_eq!(LiveFile::from_json(&again).unwrap(), live);
 }
+
+#[test]
+fn a_live_file_of_format_4_reads_as_hosts_without_a_firewall() {
+    let live = LiveFile::from_json(&fixture("live-v4.json")).unwrap();
+    assert_eq!(live.format_version, 4);
+    let host = live.host("local");
+    assert_eq!(host.vlans[0].gateway.as_deref(), Some("10.100.0.1/24"));
+    assert!(host.firewalls.is_empty());
+    assert_eq!(host.default_route, None);
+}

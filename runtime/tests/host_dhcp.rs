@@ -43,6 +43,9 @@ fn vlan(gateway: &str) -> Vlan {
         subnet: None,
         gateway_host: None,
         dhcp: true,
+        nat: false,
+        nat_via: None,
+        route_to: Vec::new(),
     }
 }
 

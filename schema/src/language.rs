@@ -135,6 +135,9 @@ pub static VLAN: NodeKind = NodeKind {
         f("subnet", Text),
         f("gateway-host", Reference),
         f("dhcp", Bool),
+        f("nat", Bool),
+        f("nat-via", Text),
+        repeated("route-to", Reference),
     ],
 };
 

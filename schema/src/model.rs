@@ -129,6 +129,19 @@ pub struct Vlan {
     /// holds its gateway: a static lease per NIC from IPAM, names `<vm>.<project>`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dhcp: bool,
+    /// Masquerade traffic from the subnet out of the host's uplink (`nat #true`; needs
+    /// a gateway).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nat: bool,
+    /// The uplink interface NAT leaves through, instead of the interface of the host
+    /// netns's default route (needs `nat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_via: Option<String>,
+    /// VLANs of the project that this VLAN's subnet may open connections to, routed
+    /// through the host (one way: the other VLAN answers, it does not open). Both
+    /// VLANs have a gateway on the same host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_to: Vec<String>,
 }
 
 /// The kinds of storage pool.

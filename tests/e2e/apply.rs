@@ -45,7 +45,7 @@ fn quickstart_lifecycle_apply_change_drift_remove_destroy() {
     // other and db-1 (VLAN back) hears nobody.
     let out = lab.apply();
     assert!(
-        out.contains("Apply complete: 10 done, 0 failed, 0 skipped"),
+        out.contains("Apply complete: 11 done, 0 failed, 0 skipped"),
         "{out}"
     );
     for vm in VMS {
@@ -230,8 +230,8 @@ fn quickstart_lifecycle_apply_change_drift_remove_destroy() {
     assert_eq!(lab.files(), ["state/lab", "state/lab/lock"]);
     assert_eq!(
         lab.planned().len(),
-        9,
-        "a new plan creates everything again"
+        10,
+        "a new plan creates everything again (its firewall too)"
     );
 }
 

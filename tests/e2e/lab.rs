@@ -139,6 +139,17 @@ impl Lab {
         out
     }
 
+    /// `vmctl ARGS… <config dir>` (stdin closed), to run with more settings.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = vmctl();
+        command
+            .args(["--color", "never"])
+            .args(args)
+            .arg(self.config_dir())
+            .stdin(Stdio::null());
+        command
+    }
+
     /// `vmctl apply --auto-approve`, which must succeed.
     pub fn apply(&self) -> String {
         let out = self.vmctl(&["apply", "--auto-approve", "--stop-timeout", "5s"]);

@@ -18,6 +18,7 @@ mod guest_net;
 mod inventory;
 mod jail;
 mod lab;
+mod nat;
 mod netns;
 mod plan;
 mod records;

@@ -152,14 +152,14 @@ fn a_missing_netns_is_planned_empty_made_by_apply_and_removed_by_destroy() {
     // create, nothing made yet.
     let out = project.ok(&["plan"]);
     assert!(
-        out.contains("Plan: 3 to add, 0 to change, 0 to destroy."),
+        out.contains("Plan: 4 to add, 0 to change, 0 to destroy."),
         "{out}"
     );
     assert!(out.contains(&format!("netns.{}", netns.name)), "{out}");
     assert!(!netns.exists(), "plan must not make the namespace");
 
     let out = project.ok(&["apply", "--auto-approve"]);
-    assert!(out.contains("Apply complete: 3 done"), "{out}");
+    assert!(out.contains("Apply complete: 4 done"), "{out}");
     assert!(netns.exists(), "apply makes the namespace");
     let marker = std::fs::read_to_string(project.marker()).expect("netns marker");
     assert!(
@@ -211,11 +211,11 @@ fn a_netns_vmctl_did_not_make_is_kept_by_destroy() {
     // It is there: the plan has nothing to make of it.
     let out = project.ok(&["plan"]);
     assert!(
-        out.contains("Plan: 2 to add, 0 to change, 0 to destroy."),
+        out.contains("Plan: 3 to add, 0 to change, 0 to destroy."),
         "{out}"
     );
     let out = project.ok(&["apply", "--auto-approve"]);
-    assert!(out.contains("Apply complete: 2 done"), "{out}");
+    assert!(out.contains("Apply complete: 3 done"), "{out}");
     assert!(
         !project.marker().exists(),
         "vmctl did not make it: no marker"
@@ -247,7 +247,7 @@ fn the_quickstart_runs_in_a_netns_vmctl_makes_and_destroy_removes_it() {
         t.replace("prevent-destroy #true", "prevent-destroy #false")
     });
     let out = lab.apply();
-    assert!(out.contains("Apply complete: 11 done"), "{out}");
+    assert!(out.contains("Apply complete: 12 done"), "{out}");
     assert!(lab.netns_exists(), "apply makes the namespace");
     for vm in VMS {
         assert!(lab.pid(vm).is_some(), "{vm} does not run");

@@ -98,7 +98,7 @@ fn empty_creates_everything_in_dependency_order() {
     ] {
         assert!(position(first) < position(then), "{first} before {then}");
     }
-    assert!(stdout.ends_with("Plan: 11 to add, 0 to change, 0 to destroy.\n"));
+    assert!(stdout.ends_with("Plan: 12 to add, 0 to change, 0 to destroy.\n"));
 }
 
 #[test]
@@ -249,5 +249,5 @@ fn a_live_host_not_in_the_config_is_named_and_ignored() {
     assert_eq!(out.status.code(), Some(0));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("host \"elsewhere\""), "{stderr}");
-    assert!(text(&out.stdout).contains("Plan: 11 to add"));
+    assert!(text(&out.stdout).contains("Plan: 12 to add"));
 }

@@ -138,9 +138,12 @@ fn only(live: &LiveFile, ids: &HashSet<ResourceId>) -> LiveFile {
             problems: keep(&state.problems, |p| {
                 ids.iter().any(|id| id.to_string() == p.resource)
             }),
+            firewalls: keep(&state.firewalls, |f| has(ResourceKind::Firewall, &f.name)),
+            default_route: state.default_route.clone(),
         };
         let holds_one = LiveState {
             reported: None,
+            default_route: None,
             ..kept.clone()
         } != LiveState::EMPTY;
         if holds_one {

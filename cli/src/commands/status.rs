@@ -150,6 +150,13 @@ fn detail(row: &Row, seen: &HostSeen) -> Vec<(&'static str, Value)> {
                 d.push(("path", p.path.display().to_string().into()));
             }
         }
+        "firewall" => {
+            if let Some(f) = seen.live.firewalls.iter().find(|f| f.name == row.name) {
+                d.push(("table", format!("inet {}", f.table).into()));
+                let uplinks: Vec<Value> = f.uplinks.iter().map(|u| u.clone().into()).collect();
+                d.push(("uplinks", uplinks.into()));
+            }
+        }
         _ => {}
     }
     d
@@ -219,7 +226,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
     rows.extend(unreadable_rows(&config.project, live));
     rows.sort_by(|a, b| {
         let rank = |k: &str| {
-            ["pool", "network", "volume", "vlan", "vm"]
+            ["pool", "network", "volume", "vlan", "vm", "firewall"]
                 .iter()
                 .position(|x| *x == k)
         };

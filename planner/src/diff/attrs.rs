@@ -10,6 +10,7 @@
 //! | `vlan`    | `gateway`, `vxlan` (its tunnel: VNI, local and peer addresses) |        | `network`, `id`    |
 //! | `dhcp`    | `leases` (dnsmasq re-reads them), `running` (started) | `config` (dnsmasq restarts) |      |
 //! | `vm`      | `cpuset`, `depends-on`        | `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics` | |
+//! | `firewall` | all (`hash` stands for its `ruleset`, which is not shown) | | |
 //!
 //! An attribute this table does not know forces the strongest effect of its kind, so a
 //! new attribute is never silently changed in place. `name` and `host` are the resource's
@@ -32,6 +33,8 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
         (Vm, _) => Effect::Restart,
         (Dhcp, "leases" | "running") => Effect::InPlace,
         (Dhcp, "config") => Effect::Restart,
+        // The table is replaced in one transaction; forwarding follows.
+        (Firewall, _) => Effect::InPlace,
         (Netns | Pool | Network | Volume | Vlan | Dhcp, _) => Effect::Replace,
     }
 }
@@ -39,7 +42,10 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
 /// Attributes that are identity or handled elsewhere (a DHCP server's `files` are
 /// compared by their hashes).
 fn skipped(attr: &str) -> bool {
-    matches!(attr, "kind" | "name" | "host" | "state" | "files")
+    matches!(
+        attr,
+        "kind" | "name" | "host" | "state" | "files" | "ruleset"
+    )
 }
 
 /// The attributes that differ between `before` and `after` (same kind), in the model's
@@ -79,7 +85,12 @@ pub fn all_attributes(resource: &Resource) -> Vec<(String, Value)> {
     match serde_json::to_value(resource) {
         Ok(Value::Object(map)) => map
             .into_iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "kind" | "name" | "host" | "files"))
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "kind" | "name" | "host" | "files" | "ruleset"
+                )
+            })
             .collect(),
         _ => Vec::new(),
     }

@@ -43,4 +43,12 @@ pub enum DiffError {
         help("check the path you gave; to remove everything of the project on purpose use `vmctl destroy`")
     )]
     EmptyConfig { project: String, count: usize },
+
+    /// A NAT VLAN without an uplink to leave through.
+    #[error("VLAN {vlan:?} has `nat #true`, but host {host:?} reports no default route in its network namespace and the VLAN names no `nat-via`")]
+    #[diagnostic(
+        code(vmctl::plan::no_uplink),
+        help("give VLAN {vlan:?} `nat-via \"IFNAME\"` (the interface NAT leaves through), or add a default route to host {host:?}'s network namespace")
+    )]
+    NoUplink { host: String, vlan: String },
 }

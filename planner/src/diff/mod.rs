@@ -23,6 +23,8 @@
 //!   ([`restart_on_new_disks`]); a re-created VLAN re-attaches its VMs' taps instead;
 //! - a host's declared `netns` is a resource of its own (module `netns`): made while
 //!   something lives in it, left or removed when nothing does;
+//! - so is the project's nftables table on a host (module `firewall`): wanted while a
+//!   VLAN has a gateway there, compared by its ruleset's hash;
 //! - a running VM whose tap is detached is updated (re-attached), one whose tap is gone
 //!   restarted (module `taps`);
 //! - NIC addresses (filled in by [`crate::ipam`] before the diff) are part of `nics`;
@@ -37,6 +39,7 @@ pub mod attrs;
 mod bridges;
 mod disks;
 mod errors;
+mod firewall;
 pub mod netns;
 mod taps;
 
@@ -84,6 +87,10 @@ pub fn diff(
             let found = live_resources(state, &config.project, &host.name);
             let (mut changes, mut errors) = (Vec::new(), Vec::new());
             changes.extend(netns::diff_netns(config, host, state, destroy));
+            match firewall::diff_firewall(config, &host.name, state, destroy) {
+                Ok(change) => changes.extend(change),
+                Err(error) => errors.push(error),
+            }
             diff_host(
                 &host.name,
                 wanted,
@@ -110,6 +117,7 @@ pub fn diff(
     let deletes = changes
         .iter()
         .filter(|c| c.action == Action::Delete && c.id.kind != ResourceKind::Netns)
+        .filter(|c| c.id.kind != ResourceKind::Firewall)
         .count();
     if empty && !destroy && deletes > 0 {
         errors.push(DiffError::EmptyConfig {

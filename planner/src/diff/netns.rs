@@ -121,8 +121,8 @@ mod tests {
         let netns = change(&plan, "netns.vmctl-lab");
         assert_eq!((netns.action, &netns.reason), (Action::Create, &None));
         assert_eq!(netns.host, "local");
-        // 3 VMs, 3 volumes, 1 pool, 1 network, 2 VLANs, and the netns.
-        assert_eq!(plan.summary().add, 11);
+        // 3 VMs, 3 volumes, 1 pool, 1 network, 2 VLANs, the firewall and the netns.
+        assert_eq!(plan.summary().add, 12);
     }
 
     #[test]

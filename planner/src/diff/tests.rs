@@ -383,7 +383,11 @@ fn identical_live_state_has_no_changes() {
     let config = quickstart();
     let plan = plan_of(&config, &LiveFile::applied(&config)).unwrap();
     assert!(!plan.has_changes());
-    assert_eq!(plan.changes.len(), 10, "one no-op per resource");
+    assert_eq!(
+        plan.changes.len(),
+        11,
+        "one no-op per resource, the firewall too"
+    );
     assert!(plan.summary().is_empty());
 }
 
@@ -392,7 +396,8 @@ fn empty_live_state_creates_everything() {
     let config = quickstart();
     let plan = plan_of(&config, &LiveFile::default()).unwrap();
     assert!(plan.changes.iter().all(|c| c.action == Action::Create));
-    assert_eq!(plan.summary().add, 10);
+    // 3 VMs, 3 volumes, 1 pool, 1 network, 2 VLANs, and the firewall of front's gateway.
+    assert_eq!(plan.summary().add, 11);
 }
 
 #[test]
@@ -529,7 +534,7 @@ fn an_empty_config_does_not_delete_everything_unless_destroy() {
         .changes
         .iter()
         .all(|c| c.reason == Some(Reason::Destroy)));
-    assert_eq!(plan.summary().destroy, 10);
+    assert_eq!(plan.summary().destroy, 11);
 }
 
 #[test]

@@ -12,7 +12,11 @@ use crate::action::ResourceKind;
 /// Whether a resource of `kind` lives in its host's network namespace.
 pub fn lives_in_netns(kind: ResourceKind) -> bool {
     match kind {
-        ResourceKind::Network | ResourceKind::Vlan | ResourceKind::Dhcp | ResourceKind::Vm => true,
+        ResourceKind::Network
+        | ResourceKind::Vlan
+        | ResourceKind::Dhcp
+        | ResourceKind::Vm
+        | ResourceKind::Firewall => true,
         ResourceKind::Netns | ResourceKind::Pool | ResourceKind::Volume => false,
     }
 }

@@ -158,6 +158,9 @@ fn plan_changes_come_in_apply_order_and_levels_respect_edges() {
     let position = |a: &str| order.iter().position(|x| x == a).unwrap();
     assert!(position("pool.fast") < position("volume.web-1-root"));
     assert!(position("vm.db-1") < position("vm.web-1"));
+    // The firewall after its VLANs, and before the VMs, which boot with it in place.
+    assert!(position("vlan.front") < position("firewall.local"));
+    assert!(position("firewall.local") < position("vm.db-1"));
     let levels = g.levels();
     let mut level_of = vec![0; g.graph.node_count()];
     for (l, nodes) in levels.iter().enumerate() {
@@ -169,8 +172,12 @@ fn plan_changes_come_in_apply_order_and_levels_respect_edges() {
         let (a, b) = g.graph.edge_endpoints(edge).unwrap();
         assert!(level_of[a.index()] < level_of[b.index()]);
     }
-    assert_eq!(levels.len(), 4, "pool|network, volume|vlan, db-1, web-*");
-    assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 10);
+    assert_eq!(
+        levels.len(),
+        5,
+        "pool|network, volume|vlan, firewall, db-1, web-*"
+    );
+    assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 11);
 }
 
 #[test]

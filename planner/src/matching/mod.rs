@@ -15,6 +15,7 @@
 
 pub mod conflicts;
 pub mod drift;
+pub mod firewall;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -62,7 +63,18 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
         unreadable: facts.unreadable.clone(),
         reported: facts.reported,
         problems: conflicts::find(config, host, facts),
+        firewalls: Vec::new(),
+        default_route: facts.default_route.clone(),
     };
+    match facts
+        .firewall
+        .as_ref()
+        .map(|f| firewall::live(config, host, f))
+    {
+        Some(Ok(found)) => live.firewalls.push(found),
+        Some(Err(problem)) => live.problems.push(problem),
+        None => {}
+    }
     for vm in &mut live.vms {
         vm.tap_drift = drift::tap_drift(config, vm, facts);
     }

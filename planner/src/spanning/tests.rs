@@ -256,7 +256,12 @@ fn moving_the_gateway_updates_both_hosts_in_place() {
     let plan = plan_of(&moved, &live).expect("plan");
     assert_eq!(
         actions(&plan),
-        ["kvm-01 vlan.front update", "kvm-02 vlan.front update"]
+        [
+            "kvm-01 firewall.kvm-01 delete",
+            "kvm-01 vlan.front update",
+            "kvm-02 firewall.kvm-02 create",
+            "kvm-02 vlan.front update",
+        ]
     );
     let change = on(&plan, "kvm-02", "vlan.front");
     assert_eq!(change.attributes[0].name, "gateway");

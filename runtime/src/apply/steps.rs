@@ -16,6 +16,7 @@
 //! | vlan | VLAN (or its bridge), gateway, VXLAN tunnel; re-attaches existing taps of its VMs | gateway, tunnel | VLAN, its tunnel | |
 //! | dhcp | files written, dnsmasq started in the netns | files rewritten; SIGHUP when its config is the same and it runs, else restarted | dnsmasq stopped (SIGTERM, proven its own), its directory | |
 //! | vm | record; taps and process when it should run | record, cpuset; re-attaches the taps of a running VM | process, taps, state dir | taps and process / process and taps |
+//! | firewall | nftables table `inet vmctl-<project>`, forwarding, record | the table replaced in one transaction; forwarding turned on/off to match | table (only vmctl's), the forwarding vmctl turned on, record | |
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use vmctl_planner::{Phase, Plan, Resource, Step};
 use vmctl_schema::{Vm, VmState};
 
 use crate::host::dhcp::{self, DhcpError};
+use crate::host::firewall::{self, FirewallError};
 use crate::host::net::bridge::{self, BridgeError};
 use crate::host::net::netns::{self, NetnsError, Released};
 use crate::host::net::tap::{self, TapError, TapPort};
@@ -62,6 +64,8 @@ pub enum StepError {
     Dhcp(#[from] DhcpError),
     #[error("the plan's DHCP server of VLAN {vlan:?} carries no files to write")]
     DhcpFiles { vlan: String },
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
     #[error("network namespace {name:?} was made by vmctl but still holds {}: it is kept", interfaces.join(", "))]
     NetnsInUse {
         name: String,
@@ -148,7 +152,7 @@ impl Names {
             Resource::Volume(v) => {
                 self.volumes.insert(key(&v.name), v.pool.clone());
             }
-            Resource::Vm(_) | Resource::Netns(_) | Resource::Dhcp(_) => {}
+            Resource::Vm(_) | Resource::Netns(_) | Resource::Dhcp(_) | Resource::Firewall(_) => {}
         }
     }
 }
@@ -326,7 +330,8 @@ impl StepOrder {
                 | Resource::Netns(_)
                 | Resource::Pool(_)
                 | Resource::Network(_)
-                | Resource::Dhcp(_),
+                | Resource::Dhcp(_)
+                | Resource::Firewall(_),
                 _,
             )
             | (Resource::Volume(_) | Resource::Vlan(_), Phase::Start | Phase::Stop) => {}
@@ -545,6 +550,12 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             vms::delete_vm(&ctx.vm_host(), &vm.name, ctx.stop_timeout)?;
             delete_taps(ctx, &vm.name)?;
         }
+        (Resource::Firewall(f), Phase::Create | Phase::Update) => {
+            firewall::apply(state_dir, project, ctx.netns(), f)?;
+        }
+        (Resource::Firewall(_), Phase::Delete) => {
+            firewall::delete(state_dir, project, ctx.netns())?;
+        }
         // A pool has nothing to change in place: its path and type force a replace.
         (Resource::Pool(_), Phase::Update) => {}
         // Only VMs start and stop; a plan that says otherwise was not made by the planner.
@@ -554,7 +565,8 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             | Resource::Network(_)
             | Resource::Volume(_)
             | Resource::Vlan(_)
-            | Resource::Dhcp(_),
+            | Resource::Dhcp(_)
+            | Resource::Firewall(_),
             Phase::Start | Phase::Stop,
         ) => {
             return Err(StepError::NotAVm {

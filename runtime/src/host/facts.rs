@@ -31,6 +31,8 @@ pub enum FactsError {
     ObserveVms(#[source] VmError),
     #[error("cannot observe the network namespace")]
     Netns(#[source] NetnsError),
+    #[error("cannot observe the project's nftables table or the default route")]
+    Firewall(#[source] super::firewall::FirewallError),
     #[error("the request is of format {found}; this vmctl speaks format {FACTS_FORMAT}")]
     Format { found: u32 },
     #[error(
@@ -82,6 +84,15 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
         None => None,
     };
     facts.dhcp = super::dhcp::observe(state_dir, project).map_err(FactsError::Dhcp)?;
+    // The project's table and the default route live in the netns: none before it
+    // exists.
+    if request.netns.is_none() || facts.netns.is_some() {
+        let netns = request.netns.as_deref();
+        facts.firewall =
+            super::firewall::observe(state_dir, project, netns).map_err(FactsError::Firewall)?;
+        facts.default_route =
+            super::firewall::default_route(netns).map_err(FactsError::Firewall)?;
+    }
     facts.reported = super::proc::host_report();
     if let Some(origin) = &request.origin {
         facts.orphans = super::origin::orphans(state_dir, project, origin);
@@ -182,7 +193,8 @@ fn repair_help(
             ResourceKind::Netns
             | ResourceKind::Network
             | ResourceKind::Vlan
-            | ResourceKind::Dhcp => {
+            | ResourceKind::Dhcp
+            | ResourceKind::Firewall => {
                 format!("check {path}; until then vmctl leaves {what} alone")
             }
         },
@@ -326,5 +338,13 @@ mod tests {
         let err = check_answer(theirs).unwrap_err();
         let found = format!("facts of format {}", FACTS_FORMAT + 1);
         assert!(err.to_string().contains(&found), "{err}");
+        // An older agent (format 4: no firewall, no default route) is refused too: its
+        // silence about the table would read as "no table".
+        let older = HostFacts {
+            format_version: 4,
+            ..HostFacts::default()
+        };
+        let err = check_answer(older).unwrap_err();
+        assert!(err.to_string().contains("facts of format 4"), "{err}");
     }
 }

@@ -14,12 +14,14 @@
 //! | bridge | interface alias `vmctl:<project>:<network>` |
 //! | VLAN | an entry in the bridge's own VLAN table; a gateway is an address on the VLAN link `<bridge>.<id>` (alias `vmctl:<project>:<network>/<id>`). Where the kernel has no VLAN filtering: a bridge `<bridge>v<id>` per VLAN with that alias, the gateway an address on it (see `net::bridge`) |
 //! | tap | interface alias `vmctl:<project>:<vm>#<nic-index>` |
+//! | nftables table | `inet vmctl-<project>`, each rule commented `vmctl:<project>`; vmctl's record `<state-dir>/<project>/firewall.json` (see `firewall`) |
 //! | lock | `flock` on `<state-dir>/<project>/lock`, holding the holder's pid |
 
 pub mod dhcp;
 pub mod facts;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod files;
+pub mod firewall;
 pub mod image;
 pub mod image_cache;
 pub mod import;

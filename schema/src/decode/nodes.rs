@@ -335,6 +335,13 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
     );
     let gateway_host = r.string("gateway-host");
     let dhcp = r.boolean("dhcp").is_some_and(|(b, _)| b);
+    let nat = r.boolean("nat").is_some_and(|(b, _)| b);
+    let nat_via = r.string("nat-via");
+    let route_to = r
+        .texts("route-to")
+        .into_iter()
+        .map(|(v, _)| v.to_owned())
+        .collect();
     Vlan {
         name,
         network,
@@ -344,6 +351,9 @@ fn vlan(r: &mut NodeReader<'_, '_>) -> Vlan {
         subnet,
         gateway_host,
         dhcp,
+        nat,
+        nat_via,
+        route_to,
     }
 }
 

@@ -644,6 +644,47 @@ pub enum SchemaError {
         help: String,
     },
 
+    /// `nat #true` on a VLAN without a gateway: there is no host address to route
+    /// through.
+    #[error("VLAN `{vlan}` has `nat #true` but no gateway")]
+    #[diagnostic(
+        code(vmctl::schema::nat_without_gateway),
+        help("give the VLAN a `gateway` (e.g. `gateway \"10.100.0.1/24\"`): its guests route through it, or remove `nat`")
+    )]
+    NatWithoutGateway {
+        vlan: String,
+        #[label("needs a gateway")]
+        span: SourceSpan,
+    },
+
+    /// `nat-via` on a VLAN without `nat #true`.
+    #[error("VLAN `{vlan}` has `nat-via` but not `nat #true`")]
+    #[diagnostic(
+        code(vmctl::schema::nat_via_without_nat),
+        help(
+            "`nat-via` names the uplink NAT leaves through: add `nat #true`, or remove `nat-via`"
+        )
+    )]
+    NatViaWithoutNat {
+        vlan: String,
+        #[label("without `nat #true`")]
+        span: SourceSpan,
+    },
+
+    /// A `route-to` the host cannot route: to the VLAN itself, from or to a VLAN
+    /// without a gateway, or between gateways on different hosts.
+    #[error("VLAN `{vlan}` cannot route to `{target}`: {problem}")]
+    #[diagnostic(code(vmctl::schema::route_to))]
+    RouteTo {
+        vlan: String,
+        target: String,
+        problem: String,
+        #[label("this route")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
     /// More VM memory or vCPUs on a host than it can give.
     #[error("host `{host}` is over capacity: {what}")]
     #[diagnostic(code(vmctl::schema::over_capacity), help("{help}"))]

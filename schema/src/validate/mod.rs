@@ -10,6 +10,7 @@ mod dhcp;
 mod names;
 mod network;
 mod placement;
+mod routing;
 mod spanning;
 
 use miette::SourceSpan;
@@ -92,6 +93,7 @@ pub fn validate(config: &mut Config, spans: &Spans, report: &mut Report<'_>) {
     network::check_vlan_bridges(config, spans, report);
     network::check_gateways(config, spans, report);
     addresses::check(config, spans, report);
+    routing::check(config, spans, &index, report);
     placement::check(config, spans, &index, report);
     capacity::check(config, spans, &index, report);
     cycles::check(config, spans, &index, report);

@@ -158,6 +158,9 @@ impl<'c> Index<'c> {
             if let Some(host) = &vlan.gateway_host {
                 o.dangling(report, &self.hosts, "host", host, "gateway-host", 0);
             }
+            for (i, target) in vlan.route_to.iter().enumerate() {
+                o.dangling(report, &self.vlans, "vlan", target, "route-to", i as u32);
+            }
         }
         for (pool, s) in config.pools.iter().zip(&spans.pools) {
             let o = Owner {
