@@ -56,14 +56,25 @@ fn write(path: &Path, alias: &str) -> io::Result<()> {
     };
     let mut attempts = 0;
     loop {
-        if let Some(dir) = path.parent() {
+        let folder = path.parent().map_or(Ok(()), |dir| {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(dir)?;
-        }
-        match records::write_record(path, version::CREATION_RECORD, &record) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+                .create(dir)
+        });
+        // The folder removed between making it and writing in it (NotFound), or between
+        // `mkdir`'s EEXIST and the check that it is a folder (AlreadyExists): again.
+        let written =
+            folder.and_then(|()| records::write_record(path, version::CREATION_RECORD, &record));
+        match written {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                ) && attempts < 100 =>
+            {
+                attempts += 1
+            }
             done => return done,
         }
     }
