@@ -108,11 +108,17 @@ pub fn desired(
     host: &str,
     default_route: Option<&str>,
 ) -> Result<Option<Firewall>, FirewallError> {
+    // The networks on this host, looked up for every VLAN of the config.
+    let here: Vec<&Network> = config
+        .networks
+        .iter()
+        .filter(|n| n.on_hosts().iter().any(|h| h == host))
+        .collect();
     let mut gateways: Vec<Gateway<'_>> = config
         .vlans
         .iter()
         .filter_map(|vlan| {
-            let network = config.networks.iter().find(|n| n.name == vlan.network)?;
+            let network = here.iter().find(|n| n.name == vlan.network)?;
             gateway_here(network, vlan, host).then(|| Gateway {
                 vlan,
                 ifnames: [
