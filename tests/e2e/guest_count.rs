@@ -7,10 +7,13 @@
 #[path = "../guest/src/count/pattern.rs"]
 mod pattern;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::lab::{text, Lab};
+use crate::support::{skip_unless, which};
 use crate::vm::{assert_line, guest, skip, vmm_run, Detached, VM_TIMEOUT};
 
 /// What a counting guest printed so far.
@@ -51,11 +54,12 @@ fn parse(console: &str) -> Counting {
     c
 }
 
-/// Waits until the guest printed `at_least` count lines; returns its console.
-fn wait_counts(vm: &Detached, at_least: usize) -> String {
+/// Waits until the guest whose console `console()` reads printed `at_least` count
+/// lines; returns its console.
+fn wait_counts(console: impl Fn() -> String, at_least: usize) -> String {
     let deadline = Instant::now() + VM_TIMEOUT;
     loop {
-        let console = vm.console();
+        let console = console();
         if parse(&console).counts.len() >= at_least {
             return console;
         }
@@ -101,8 +105,8 @@ fn counting_guests_tick_with_the_right_sums_and_a_nonce_per_boot() {
     // Two boots at once: the default region, and 8 MiB with `testguest.halt`.
     let a = Detached::start(1, "console=ttyS0 testguest.count");
     let b = Detached::start(1, "console=ttyS0 testguest.count=8 testguest.halt");
-    let console_a = wait_counts(&a, 3);
-    let console_b = wait_counts(&b, 3);
+    let console_a = wait_counts(|| a.console(), 3);
+    let console_b = wait_counts(|| b.console(), 3);
     let nonce_a = check_counting(&console_a, 4 << 20);
     let nonce_b = check_counting(&console_b, 8 << 20);
     assert_ne!(nonce_a, nonce_b, "two boots printed the same nonce");
@@ -150,4 +154,55 @@ fn a_count_region_that_does_not_fit_is_refused() {
         let counting = parse(&run.stdout);
         assert!(counting.nonces.is_empty() && counting.counts.is_empty(), "{}", run.stdout);
     }
+}
+
+#[test]
+fn a_counting_guest_with_an_address_answers_pings_between_ticks() {
+    if crate::netns::skip() || skip() || skip_unless(which("ping").is_some(), "ping (iputils-ping)")
+    {
+        return;
+    }
+    // The quickstart's web-2 gets an address on front (allocated, appended as `ip=`)
+    // and counts.
+    let lab = Lab::new(|vm| match vm {
+        "web-2" => "console=ttyS0 testguest.name=web-2 testguest.count".to_string(),
+        _ => format!("console=ttyS0 testguest.name={vm} testguest.halt"),
+    });
+    lab.apply();
+    let console = wait_counts(|| lab.console("web-2"), 3);
+    let addr = console
+        .lines()
+        .find_map(|l| l.strip_prefix("testguest: ip ")?.split('/').next())
+        .unwrap_or_else(|| panic!("no `ip` line:\n{console}"))
+        .to_string();
+    assert!(addr.starts_with("10.100.0."), "{console}");
+    let counted = parse(&console).counts.len();
+    for _ in 0..2 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.netns, "ping", "-c1", "-W2", &addr])
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec ping runs");
+        assert!(
+            out.status.success(),
+            "no reply from the counting guest:\n{}\n{}",
+            text(&out),
+            lab.console("web-2")
+        );
+    }
+    // It kept counting meanwhile, right.
+    let console = wait_counts(|| lab.console("web-2"), counted + 2);
+    check_counting(&console, 4 << 20);
+    // A graceful stop ends it (the counting loop watches the i8042).
+    lab.set("web-2", "state \"stopped\"");
+    lab.apply();
+    let console = lab.console("web-2");
+    assert!(
+        console
+            .lines()
+            .any(|l| l.starts_with("testguest: net dropped=")),
+        "{console}"
+    );
+    assert_line(&console, "testguest: shutdown requested");
+    check_counting(&console, 4 << 20);
 }
