@@ -24,6 +24,8 @@ use crate::vmm::jail::supervise::SUPERVISOR_NAME;
 use crate::vmm::lifecycle::RunState;
 use crate::vmm::lock;
 use crate::vmm::process::start_timeout;
+#[cfg(test)]
+use crate::vmm::protocol::Response;
 use crate::vmm::protocol::{legacy, read_reply, Reply, Request};
 
 /// How long a status request may take before the VMM counts as not answering.
@@ -457,6 +459,114 @@ fn wait_gone(paths: &VmPaths, pid: u32, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::protocol::Response;
+    use std::os::unix::net::UnixListener;
+
+    /// The control socket of a VMM of the build before the versioned protocol, as its
+    /// server read requests (copied from it): answers every line of every client, and
+    /// returns the requests it carried out.
+    fn legacy_vmm(listener: UnixListener, clients: usize) -> std::thread::JoinHandle<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+        #[allow(dead_code)]
+        enum OldRequest {
+            Status,
+            Pause,
+            Resume,
+            Shutdown {
+                #[serde(default)]
+                timeout_ms: Option<u64>,
+            },
+            Kill,
+        }
+        std::thread::spawn(move || {
+            let mut done = Vec::new();
+            // Serves up to `clients` clients, or until none came for a while.
+            listener.set_nonblocking(true).expect("non-blocking");
+            let mut waited = Instant::now();
+            let mut served = 0;
+            while served < clients && waited.elapsed() < Duration::from_secs(3) {
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                };
+                waited = Instant::now();
+                served += 1;
+                stream.set_nonblocking(false).expect("blocking");
+                let mut line = String::new();
+                BufReader::new(&stream)
+                    .read_line(&mut line)
+                    .expect("a line");
+                let reply = match serde_json::from_str::<OldRequest>(line.trim()) {
+                    Ok(OldRequest::Shutdown { timeout_ms }) => {
+                        done.push(format!("shutdown {timeout_ms:?}"));
+                        serde_json::json!({"ok": true, "state": "stopped", "graceful": true})
+                    }
+                    Ok(OldRequest::Status) => {
+                        done.push("status".into());
+                        serde_json::json!({"ok": true, "state": "running", "vcpus": 1})
+                    }
+                    Ok(_) => serde_json::json!({"ok": true, "state": "running"}),
+                    Err(e) => {
+                        serde_json::json!({"ok": false, "error": format!("invalid request: {e}")})
+                    }
+                };
+                (&stream)
+                    .write_all(format!("{reply}\n").as_bytes())
+                    .expect("reply written");
+            }
+            done
+        })
+    }
+
+    #[test]
+    fn a_vmm_of_the_unversioned_build_is_shut_down_in_its_own_protocol() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let paths = VmPaths::in_dir(dir.path().to_path_buf());
+        let vmm = legacy_vmm(UnixListener::bind(&paths.control).expect("bound"), 2);
+        let reply = request_shutdown(&paths, Duration::from_millis(1500));
+        assert_eq!(vmm.join().expect("served"), ["shutdown Some(1500)"]);
+        assert_eq!(
+            reply.and_then(|r| r.state()),
+            Some(RunState::Stopped),
+            "the legacy answer is read"
+        );
+    }
+
+    #[test]
+    fn a_vmm_of_the_unversioned_build_is_probed_by_its_status() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let paths = VmPaths::in_dir(dir.path().to_path_buf());
+        let vmm = legacy_vmm(UnixListener::bind(&paths.control).expect("bound"), 1);
+        let reply = request(&paths, &Request::Status.to_line(), Duration::from_secs(5));
+        assert_eq!(vmm.join().expect("served"), ["status"]);
+        assert_eq!(reply.and_then(|r| r.state()), Some(RunState::Running));
+        let stopped = br#"{"ok":true,"state":"stopped","vcpus":1}"#;
+        assert_eq!(verdict(7, Some(stopped)), Probe::Gone);
+        assert_eq!(
+            verdict(7, Some(b"{\"ok\":true,\"state\":\"paused\"}")),
+            Probe::Running(7)
+        );
+    }
+
+    #[test]
+    fn the_verdict_reads_this_builds_replies() {
+        let line = |r: Response| r.to_line();
+        let stopped = line(Response::State {
+            state: RunState::Stopped,
+        });
+        assert_eq!(verdict(7, Some(&stopped)), Probe::Gone);
+        let paused = line(Response::State {
+            state: RunState::Paused,
+        });
+        assert_eq!(verdict(7, Some(&paused)), Probe::Running(7));
+        assert_eq!(verdict(7, Some(b"garbage")), Probe::Running(7));
+        assert_eq!(verdict(7, None), Probe::Running(7));
+    }
 
     #[test]
     fn only_a_vmm_supervisor_is_waited_for_and_the_wait_ends_with_the_process() {
