@@ -24,8 +24,6 @@ use crate::vmm::jail::supervise::SUPERVISOR_NAME;
 use crate::vmm::lifecycle::RunState;
 use crate::vmm::lock;
 use crate::vmm::process::start_timeout;
-#[cfg(test)]
-use crate::vmm::protocol::Response;
 use crate::vmm::protocol::{legacy, read_reply, Reply, Request};
 
 /// How long a status request may take before the VMM counts as not answering.
