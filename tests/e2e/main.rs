@@ -13,6 +13,7 @@ mod fleet;
 mod fleet_apply;
 mod fleet_bench;
 mod footprint;
+mod guest_count;
 mod guest_ip;
 mod guest_net;
 mod inventory;

@@ -8,6 +8,7 @@ mod blk;
 mod bootparams;
 mod clock;
 mod cmdline;
+mod count;
 mod cpuid;
 mod entry;
 mod fnv;
@@ -35,10 +36,10 @@ const PVH_CMDLINE_PADDR: u64 = 0x18;
 #[no_mangle]
 extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
     let mut report = Report::new();
-    let cmdline = if mode == entry::MODE_PVH {
+    let (cmdline, ram, initrd) = if mode == entry::MODE_PVH {
         power::PVH.store(true, Ordering::Relaxed);
         serial::line(b"pvh");
-        pvh_cmdline(info, &mut report)
+        (pvh_cmdline(info, &mut report), None, (0, 0))
     } else {
         linux_checks(info, &mut report)
     };
@@ -51,11 +52,16 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
         }
     }
     let stack = devices(&cmdline, &mut report);
+    let memory = ram.as_ref().map(|ram| count::Memory { ram, initrd });
+    let counter = count::setup(&cmdline, memory, &mut report);
     report.verdict();
 
     if cmdline.has(b"testguest.fault") {
         serial::line(b"faulting");
         power::triple_fault();
+    }
+    if let Some(counter) = counter {
+        counter.run(stack, cmdline.has(b"testguest.echo"));
     }
     if let (Some(mut stack), true) = (stack, cmdline.has(b"testguest.halt")) {
         stack.serve();
@@ -215,11 +221,13 @@ fn pvh_cmdline(info: u64, report: &mut Report) -> Cmdline<'static> {
     print_cmdline(io::rd64(info + PVH_CMDLINE_PADDR), report)
 }
 
-/// The zero-page checks: command line, header, e820, initrd.
-fn linux_checks(boot_params: u64, report: &mut Report) -> Cmdline<'static> {
+/// The zero-page checks: command line, header, e820, initrd. Returns the command
+/// line, the e820 RAM (when there is a usable map) and the initrd's `(address, size)`
+/// (size 0 without one).
+fn linux_checks(boot_params: u64, report: &mut Report) -> (Cmdline<'static>, Option<Ram>, (u64, u64)) {
     let Some(bp) = BootParams::at(boot_params) else {
         report.fail(b"boot params address (rsi) is zero or not identity-mapped");
-        return Cmdline::EMPTY;
+        return (Cmdline::EMPTY, None, (0, 0));
     };
     let cmdline = print_cmdline(bp.cmd_line_ptr(), report);
     bp.check_header(report);
@@ -243,7 +251,7 @@ fn linux_checks(boot_params: u64, report: &mut Report) -> Cmdline<'static> {
     if size != 0 {
         check_initrd(bp, ram.as_ref(), addr, size, report);
     }
-    cmdline
+    (cmdline, ram, (addr, size))
 }
 
 /// Prints `initrd=<size> sum=<fnv1a32>` after checking where it lies.

@@ -288,14 +288,24 @@ impl Stack {
         loop {
             if self.poll(None).is_none() {
                 if power::key_pending() {
-                    serial::begin();
-                    serial::bytes(b"net dropped=");
-                    serial::dec(self.dropped);
-                    serial::end();
+                    self.print_dropped();
                     power::shutdown_requested();
                 }
                 clock::pause(50);
             }
         }
+    }
+
+    /// Answers every frame waiting on the NIC (`testguest.count`'s loop, between ticks).
+    pub fn serve_pending(&mut self) {
+        while self.poll(None).is_some() {}
+    }
+
+    /// `net dropped=<n>`, printed when the shutdown key arrives.
+    pub fn print_dropped(&self) {
+        serial::begin();
+        serial::bytes(b"net dropped=");
+        serial::dec(self.dropped);
+        serial::end();
     }
 }
