@@ -127,7 +127,8 @@ impl Lab {
     fn status(&self) -> Value {
         let mut s = UnixStream::connect(self.path("control.sock")).unwrap();
         s.set_read_timeout(Some(VM_TIMEOUT)).unwrap();
-        s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        s.write_all(&vmctl_runtime::vmm::protocol::Request::Status.to_line())
+            .unwrap();
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).unwrap();
         serde_json::from_str(&line).unwrap()

@@ -106,7 +106,7 @@ fn detached_vmm_answers_status_pauses_and_shuts_down_gracefully() {
     let mut ctl = vm.connect();
 
     let status = ctl.request(json!({"cmd": "status"}));
-    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["reply"], "status", "{status}");
     assert_eq!(status["state"], "running", "{status}");
     assert_eq!(status["vcpus"], 2);
     assert_eq!(status["memory"], 128u64 << 20);
@@ -121,10 +121,19 @@ fn detached_vmm_answers_status_pauses_and_shuts_down_gracefully() {
     assert_eq!(ctl.request(json!({"cmd": "status"}))["state"], "paused");
     assert_eq!(ctl.request(json!({"cmd": "resume"}))["state"], "running");
     let bad = ctl.request(json!({"cmd": "reboot"}));
-    assert_eq!(bad["ok"], false, "{bad}");
+    assert_eq!(bad["reply"], "error", "{bad}");
+    assert_eq!(bad["error"], "unknown_request", "{bad}");
+    // A client of another protocol version (or of the unversioned one of earlier
+    // builds) is refused, and told which version this VMM speaks.
+    for req in [json!({"v": 2, "cmd": "status"}), json!({"cmd": "status"})] {
+        let other = ctl.request_raw(req);
+        assert_eq!(other["error"], "version", "{other}");
+        assert_eq!(other["supported"], 1, "{other}");
+    }
+    assert_eq!(ctl.request(json!({"cmd": "status"}))["refused_requests"], 3);
 
     let reply = ctl.request(json!({"cmd": "shutdown", "timeout_ms": 30000}));
-    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["reply"], "shutdown", "{reply}");
     assert_eq!(reply["graceful"], true, "{reply}");
     assert_eq!(reply["state"], "stopped", "{reply}");
     vm.assert_exits();
@@ -141,7 +150,7 @@ fn kill_stops_a_halted_guest() {
     let vm = Detached::start(1, "console=ttyS0 testguest.halt");
     vm.wait_console("testguest: ok");
     let reply = vm.connect().request(json!({"cmd": "kill"}));
-    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["reply"], "state", "{reply}");
     assert_eq!(reply["state"], "stopped", "{reply}");
     vm.assert_exits();
     assert!(!vm.console().contains("shutdown requested"));

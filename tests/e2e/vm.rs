@@ -315,7 +315,15 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn request(&mut self, req: Value) -> Value {
+    /// Sends `req` as a request line of this build's protocol version (its `v` is
+    /// added) and returns the reply.
+    pub fn request(&mut self, mut req: Value) -> Value {
+        req["v"] = vmctl_runtime::vmm::protocol::VERSION.into();
+        self.request_raw(req)
+    }
+
+    /// Sends `req` as it is.
+    pub fn request_raw(&mut self, req: Value) -> Value {
         self.writer
             .write_all(format!("{req}\n").as_bytes())
             .unwrap();

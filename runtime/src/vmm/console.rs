@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::control::ControlError;
 use super::devices::serial::{SerialDevice, SerialOut};
@@ -72,7 +72,7 @@ pub enum ConsoleError {
 }
 
 /// What `status` reports about the console.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleStatus {
     /// Whether a client is attached now.
     pub attached: bool,

@@ -1,24 +1,11 @@
-//! The control socket: a Unix socket speaking JSON lines, one request per line, one
-//! response per line.
+//! The control socket: a Unix socket speaking the control protocol
+//! ([`super::protocol`]: versioned JSON lines, one request per line, one response per
+//! line, in order); this module is its server.
 //!
-//! | request | response |
-//! | --- | --- |
-//! | `{"cmd":"status"}` | `{"ok":true,"state":"running","uptime_ms":…,"vcpus":…,"memory":…,"pid":…,"exits":{"total":…,"io":…,"mmio":…,"unknown_io":…,"unknown_mmio":…,"interrupted":…},"devices":[…]}` |
-//! | `{"cmd":"pause"}` / `{"cmd":"resume"}` | `{"ok":true,"state":"paused"}` / `{"ok":true,"state":"running"}` |
-//! | `{"cmd":"shutdown","timeout_ms":5000}` | Ctrl-Alt-Del through the i8042; answered once the VM stopped: `{"ok":true,"state":"stopped","graceful":true}`, or `"graceful":false` when it was killed after the timeout (default 5 s) |
-//! | `{"cmd":"kill"}` | `{"ok":true,"state":"stopped"}` |
-//!
-//! `console` (when the VM has a console socket) is
-//! `{"attached":…,"dropped_out":…,"dropped_in":…}` (see `console`).
-//!
-//! `devices` lists the virtio devices in device order (disks, then NICs), each
-//! `{"kind":"blk","path":…,"read_only":…}` or `{"kind":"net","tap":…,"mac":…}` with
-//! `"mmio_base"`, `"gsi"`, `"bad_requests"` (every refused guest request, transport and
-//! device) and `"counters":{"transport":{…},"device":{…}}` (see
-//! `devices::virtio::VirtioCounters`).
-//!
-//! Errors: `{"ok":false,"error":"…"}`. The VMM process exits once the VM has stopped
-//! and the pending responses are written.
+//! A line that is not a request of this VMM's version is answered with the typed error
+//! and counted (`refused_requests` in `status`); the connection stays open. A line
+//! longer than [`MAX_LINE`] closes the connection. The VMM process exits once the VM
+//! has stopped and the pending responses are written.
 //!
 //! One thread serves every client (`poll`), at most [`MAX_CONNECTIONS`] at a time; a
 //! new client beyond that closes the one quiet the longest. The socket is 0600.
@@ -28,14 +15,15 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::{json, Value};
-
+use super::console::ConsoleStatus;
 use super::lifecycle::{Lifecycle, RunState, StopReason};
+use super::protocol::{parse_request, ErrorReply, Request, Response, Status};
 use super::threads::{ThreadError, ThreadKind, Threads};
+use super::virtio_wiring::DeviceStatus;
 
 /// Errors setting up the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -71,32 +59,14 @@ pub const SOCKET_MODE: u32 = 0o600;
 const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A control request.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// State, uptime, size, exit counters.
-    Status,
-    /// Park the vCPUs.
-    Pause,
-    /// Unpark the vCPUs.
-    Resume,
-    /// Ctrl-Alt-Del, then kill after `timeout_ms`.
-    Shutdown {
-        /// Milliseconds to wait for the guest to power off.
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-    },
-    /// Stop the VM now.
-    Kill,
-}
-
 /// What the control socket acts on.
 pub struct Controller {
     life: Arc<Lifecycle>,
     ctrl_alt_del: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
-    devices: Box<dyn Fn() -> Value + Send + Sync>,
-    console: Option<Box<dyn Fn() -> Value + Send + Sync>>,
+    devices: Box<dyn Fn() -> Vec<DeviceStatus> + Send + Sync>,
+    console: Option<Box<dyn Fn() -> ConsoleStatus + Send + Sync>>,
+    /// Lines refused as malformed, unknown or of another version.
+    refused: AtomicU64,
 }
 
 impl Controller {
@@ -108,71 +78,82 @@ impl Controller {
         Self {
             life,
             ctrl_alt_del,
-            devices: Box::new(|| json!([])),
+            devices: Box::new(Vec::new),
             console: None,
+            refused: AtomicU64::new(0),
         }
     }
 
-    /// Reports `devices()` (a JSON list) in `status`.
-    pub fn with_devices(mut self, devices: Box<dyn Fn() -> Value + Send + Sync>) -> Self {
+    /// Reports `devices()` in `status`.
+    pub fn with_devices(
+        mut self,
+        devices: Box<dyn Fn() -> Vec<DeviceStatus> + Send + Sync>,
+    ) -> Self {
         self.devices = devices;
         self
     }
 
     /// Reports `console()` (the console socket's counters) in `status`.
-    pub fn with_console(mut self, console: Box<dyn Fn() -> Value + Send + Sync>) -> Self {
+    pub fn with_console(mut self, console: Box<dyn Fn() -> ConsoleStatus + Send + Sync>) -> Self {
         self.console = Some(console);
         self
     }
 
-    /// Answers one request line.
-    pub fn handle_line(&self, line: &str) -> Value {
-        match serde_json::from_str::<Request>(line) {
+    /// Answers one request line (without its newline); a line that is no request is
+    /// answered with why, and counted.
+    pub fn handle_line(&self, line: &[u8]) -> Response {
+        match parse_request(line) {
             Ok(req) => self.handle(req),
-            Err(e) => json!({"ok": false, "error": format!("invalid request: {e}")}),
+            Err(e) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Response::Error(e)
+            }
         }
     }
 
-    fn state(&self) -> Value {
-        json!(self.life.state())
-    }
-
     /// Answers one request.
-    pub fn handle(&self, req: Request) -> Value {
+    pub fn handle(&self, req: Request) -> Response {
         let life = &self.life;
+        let failed = |e: &dyn std::fmt::Display| {
+            Response::Error(ErrorReply::Failed {
+                reason: e.to_string(),
+                state: life.state(),
+            })
+        };
+        let state = || Response::State {
+            state: life.state(),
+        };
         match req {
-            Request::Status => {
-                let c = &life.counters;
-                let mut status = json!({
-                    "ok": true,
-                    "state": self.state(),
-                    "uptime_ms": life.uptime_ms(),
-                    "vcpus": life.vcpus,
-                    "memory": life.memory,
-                    "pid": super::jail::host_pid(),
-                    "exits": c,
-                    "devices": (self.devices)(),
-                });
-                if let Some(console) = &self.console {
-                    status["console"] = console();
-                }
-                status
-            }
+            Request::Status => Response::Status(Status {
+                state: life.state(),
+                uptime_ms: life.uptime_ms(),
+                vcpus: life.vcpus,
+                memory: life.memory,
+                pid: super::jail::host_pid(),
+                exits: life.counters.snapshot(),
+                devices: (self.devices)(),
+                console: self.console.as_ref().map(|c| c()),
+                refused_requests: self.refused.load(Ordering::Relaxed),
+            }),
             Request::Pause => match life.pause(PAUSE_TIMEOUT) {
-                Ok(()) => json!({"ok": true, "state": self.state()}),
-                Err(e) => json!({"ok": false, "error": e.to_string(), "state": self.state()}),
+                Ok(()) => state(),
+                Err(e) => failed(&e),
             },
             Request::Resume => match life.resume() {
-                Ok(()) => json!({"ok": true, "state": self.state()}),
-                Err(e) => json!({"ok": false, "error": e.to_string(), "state": self.state()}),
+                Ok(()) => state(),
+                Err(e) => failed(&e),
             },
             Request::Kill => {
                 life.request_stop(StopReason::Killed);
-                json!({"ok": true, "state": self.state()})
+                state()
             }
             Request::Shutdown { timeout_ms } => {
                 if life.state() == RunState::Stopped {
-                    return json!({"ok": true, "state": self.state(), "graceful": true});
+                    return Response::Shutdown {
+                        state: life.state(),
+                        graceful: true,
+                        ctrl_alt_del_error: None,
+                    };
                 }
                 // A paused guest cannot react to the key press.
                 let _ = life.resume();
@@ -184,11 +165,11 @@ impl Controller {
                 if !graceful {
                     life.request_stop(StopReason::Killed);
                 }
-                let mut v = json!({"ok": true, "state": self.state(), "graceful": graceful});
-                if let Err(e) = injected {
-                    v["error"] = json!(e);
+                Response::Shutdown {
+                    state: life.state(),
+                    graceful,
+                    ctrl_alt_del_error: injected.err(),
                 }
-                v
             }
         }
     }
@@ -330,19 +311,18 @@ fn serve_readable(conn: &mut Conn, ctl: &Controller) -> bool {
 /// Answers one request line (blank lines are skipped). False when the reply cannot be
 /// written.
 fn answer(mut stream: &UnixStream, line: &[u8], ctl: &Controller) -> bool {
-    let line = String::from_utf8_lossy(line);
-    if line.trim().is_empty() {
+    let line = line.trim_ascii();
+    if line.is_empty() {
         return true;
     }
     ctl.life.request_started();
-    let mut reply = ctl.handle_line(line.trim()).to_string();
-    reply.push('\n');
+    let reply = ctl.handle_line(line).to_line();
     // A reply is small and a fresh socket buffer holds hundreds of them: one that does
     // not fit belongs to a client that does not read; it is dropped.
     let written = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
-        .and_then(|()| stream.write_all(reply.as_bytes()))
+        .and_then(|()| stream.write_all(&reply))
         .and_then(|()| stream.set_nonblocking(true));
     ctl.life.request_done();
     written.is_ok()
@@ -351,8 +331,10 @@ fn answer(mut stream: &UnixStream, line: &[u8], ctl: &Controller) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::console::ConsoleStatus;
+    use crate::vmm::protocol::{read_reply, Reply, VERSION};
     use std::io::{BufRead, BufReader};
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     fn controller(life: Arc<Lifecycle>, on_cad: impl Fn() + Send + Sync + 'static) -> Controller {
         Controller::new(
@@ -364,41 +346,85 @@ mod tests {
         )
     }
 
-    #[test]
-    fn requests_parse() {
-        let r: Request = serde_json::from_str(r#"{"cmd":"shutdown","timeout_ms":10}"#).unwrap();
-        assert_eq!(
-            r,
-            Request::Shutdown {
-                timeout_ms: Some(10)
-            }
-        );
-        let r: Request = serde_json::from_str(r#"{"cmd":"status"}"#).unwrap();
-        assert_eq!(r, Request::Status);
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    fn status(r: Response) -> Status {
+        match r {
+            Response::Status(s) => s,
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    fn reply(line: &str) -> Response {
+        match read_reply(line.as_bytes()) {
+            Some(Reply::Current(r)) => r,
+            other => panic!("{line:?} read as {other:?}"),
+        }
     }
 
     #[test]
     fn status_and_errors() {
         let life = Arc::new(Lifecycle::new(2, 128 << 20));
         let ctl = controller(life, || {});
-        let s = ctl.handle_line(r#"{"cmd":"status"}"#);
-        assert_eq!(s["ok"], true);
-        assert_eq!(s["state"], "running");
-        assert_eq!(s["vcpus"], 2);
-        assert_eq!(s["memory"], 128u64 << 20);
-        assert_eq!(s["exits"]["unknown_io"], 0);
-        assert_eq!(s["devices"], json!([]));
-        let ctl = ctl.with_devices(Box::new(|| json!([{"kind": "blk"}])));
-        let s = ctl.handle_line(r#"{"cmd":"status"}"#);
-        assert_eq!(s["devices"][0]["kind"], "blk");
-        assert!(s.get("console").is_none());
-        let ctl = ctl.with_console(Box::new(|| json!({"attached": false})));
-        let s = ctl.handle_line(r#"{"cmd":"status"}"#);
-        assert_eq!(s["console"]["attached"], false);
-        let e = ctl.handle_line("not json");
-        assert_eq!(e["ok"], false);
-        assert!(e["error"].as_str().unwrap().contains("invalid request"));
+        let s = status(ctl.handle(Request::Status));
+        assert_eq!(s.state, RunState::Running);
+        assert_eq!((s.vcpus, s.memory), (2, 128 << 20));
+        assert_eq!(s.exits.unknown_io, 0);
+        assert!(s.devices.is_empty());
+        assert_eq!(s.console, None);
+        assert_eq!(s.refused_requests, 0);
+        let ctl = ctl.with_devices(Box::new(|| {
+            vec![DeviceStatus {
+                kind: crate::vmm::virtio_wiring::DeviceKind::Blk {
+                    path: "/d".into(),
+                    read_only: false,
+                },
+                mmio_base: "0xd0000000".into(),
+                gsi: 5,
+                bad_requests: 0,
+                counters: Default::default(),
+            }]
+        }));
+        let console = ConsoleStatus {
+            attached: false,
+            dropped_out: 1,
+            dropped_in: 2,
+        };
+        let ctl = ctl.with_console(Box::new(move || console));
+        let s = status(ctl.handle(Request::Status));
+        assert_eq!(s.devices[0].gsi, 5);
+        assert_eq!(s.console, Some(console));
+    }
+
+    #[test]
+    fn refused_lines_are_typed_errors_and_counted() {
+        let ctl = controller(Arc::new(Lifecycle::new(1, 1 << 20)), || {});
+        let bad: [&[u8]; 4] = [
+            b"not json",
+            br#"{"cmd":"status"}"#,
+            br#"{"v":1,"cmd":"reboot"}"#,
+            b"\xff\xfe",
+        ];
+        let errors: Vec<Response> = bad.iter().map(|l| ctl.handle_line(l)).collect();
+        assert!(matches!(
+            errors[0],
+            Response::Error(ErrorReply::Malformed { .. })
+        ));
+        assert_eq!(
+            errors[1],
+            Response::Error(ErrorReply::Version {
+                got: None,
+                supported: VERSION
+            })
+        );
+        assert!(matches!(
+            &errors[2],
+            Response::Error(ErrorReply::UnknownRequest { cmd, .. }) if cmd == "reboot"
+        ));
+        assert!(matches!(
+            errors[3],
+            Response::Error(ErrorReply::Malformed { .. })
+        ));
+        let s = status(ctl.handle_line(br#"{"v":1,"cmd":"status"}"#));
+        assert_eq!(s.refused_requests, 4);
     }
 
     #[test]
@@ -408,8 +434,12 @@ mod tests {
         let ctl = controller(life.clone(), move || l2.request_stop(StopReason::PowerOff));
         let r = ctl.handle(Request::Shutdown { timeout_ms: None });
         assert_eq!(
-            (r["graceful"].clone(), r["state"].clone()),
-            (json!(true), json!("stopped"))
+            r,
+            Response::Shutdown {
+                state: RunState::Stopped,
+                graceful: true,
+                ctrl_alt_del_error: None
+            }
         );
         assert_eq!(life.stop_reason(), Some(StopReason::PowerOff));
     }
@@ -425,11 +455,29 @@ mod tests {
         let r = ctl.handle(Request::Shutdown {
             timeout_ms: Some(20),
         });
-        assert_eq!(r["graceful"], false);
+        assert!(
+            matches!(
+                r,
+                Response::Shutdown {
+                    graceful: false,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
         assert_eq!(presses.load(Ordering::SeqCst), 1);
         assert_eq!(life.stop_reason(), Some(StopReason::Killed));
         let r = ctl.handle(Request::Resume);
-        assert_eq!(r["ok"], false);
+        assert!(
+            matches!(
+                r,
+                Response::Error(ErrorReply::Failed {
+                    state: RunState::Stopped,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -445,13 +493,23 @@ mod tests {
         .unwrap();
         assert!(matches!(bind(&path), Err(ControlError::InUse(_))));
         let mut s = UnixStream::connect(&path).unwrap();
-        s.write_all(b"{\"cmd\":\"status\"}\n\n{\"cmd\":\"kill\"}\n")
-            .unwrap();
+        let mut sent = Request::Status.to_line();
+        sent.extend_from_slice(b"\n  \n{\"bad\n");
+        sent.extend(Request::Kill.to_line());
+        s.write_all(&sent).unwrap();
         let mut lines = BufReader::new(s).lines();
-        let status: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        assert_eq!(status["state"], "running");
-        let kill: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        assert_eq!(kill["state"], "stopped");
+        let mut next = || reply(&lines.next().unwrap().unwrap());
+        assert_eq!(status(next()).state, RunState::Running);
+        assert!(matches!(
+            next(),
+            Response::Error(ErrorReply::Malformed { .. })
+        ));
+        assert_eq!(
+            next(),
+            Response::State {
+                state: RunState::Stopped
+            }
+        );
         assert!(life.stopping());
     }
 
@@ -471,18 +529,24 @@ mod tests {
         .unwrap();
         let status = |s: UnixStream| {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            (&s).write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+            (&s).write_all(&Request::Status.to_line()).unwrap();
             let mut line = String::new();
             BufReader::new(s).read_line(&mut line).unwrap();
-            serde_json::from_str::<Value>(&line).unwrap()
+            reply(&line)
         };
         // The first client is served and then stays, idle.
         let first = UnixStream::connect(&path).unwrap();
-        assert_eq!(status(first.try_clone().unwrap())["ok"], true);
+        assert!(matches!(
+            status(first.try_clone().unwrap()),
+            Response::Status(_)
+        ));
         let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS * 8)
             .map(|_| UnixStream::connect(&path).unwrap())
             .collect();
-        assert_eq!(status(UnixStream::connect(&path).unwrap())["ok"], true);
+        assert!(matches!(
+            status(UnixStream::connect(&path).unwrap()),
+            Response::Status(_)
+        ));
         // The quietest clients were closed to make room: the first one among them.
         first
             .set_read_timeout(Some(Duration::from_secs(10)))

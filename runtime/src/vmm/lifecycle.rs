@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::protocol::ExitCounts;
 use super::threads::{ThreadError, ThreadKind, Threads};
 
 /// Whether the guest runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// vCPUs run.
@@ -45,7 +46,7 @@ pub enum StopReason {
 }
 
 /// Exit counters, by kind.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct ExitCounters {
     /// Every return from `KVM_RUN`.
     pub total: AtomicU64,
@@ -65,6 +66,19 @@ impl ExitCounters {
     /// Adds one to a counter.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now, for `status`.
+    pub fn snapshot(&self) -> ExitCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ExitCounts {
+            total: get(&self.total),
+            io: get(&self.io),
+            mmio: get(&self.mmio),
+            unknown_io: get(&self.unknown_io),
+            unknown_mmio: get(&self.unknown_mmio),
+            interrupted: get(&self.interrupted),
+        }
     }
 }
 

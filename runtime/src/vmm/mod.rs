@@ -32,6 +32,7 @@ pub mod lock;
 pub mod memory;
 pub mod probe;
 pub mod process;
+pub mod protocol;
 pub mod seccomp;
 pub mod spec;
 pub mod threads;
@@ -466,12 +467,8 @@ impl Vmm {
                     .map_err(|e| e.to_string())
             }),
         )
-        .with_devices(Box::new(move || {
-            serde_json::to_value(devices.status()).unwrap_or_default()
-        }))
-        .with_console(Box::new(move || {
-            serde_json::to_value(hub.status()).unwrap_or_default()
-        }));
+        .with_devices(Box::new(move || devices.status()))
+        .with_console(Box::new(move || hub.status()));
         control::serve(listener, Arc::new(ctl), &self.threads)?;
         Ok(Some(path))
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kvm_ioctls::{IoEventAddress, VmFd};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -110,7 +110,7 @@ pub enum WiringError {
 type Transport = MmioTransport<Box<dyn VirtioDevice>>;
 
 /// What a device is, as `status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceKind {
     /// A virtio-blk disk.
@@ -130,7 +130,7 @@ pub enum DeviceKind {
 }
 
 /// One device in `status`: what and where it is, and its counters.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceStatus {
     /// Kind and backend.
     #[serde(flatten)]

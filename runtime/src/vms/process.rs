@@ -21,8 +21,10 @@ use super::{VmError, VmHost, VmPaths};
 use crate::host::fsutil::remove_if_exists;
 use crate::vmm::entry::LAUNCHER_ERROR;
 use crate::vmm::jail::supervise::SUPERVISOR_NAME;
+use crate::vmm::lifecycle::RunState;
 use crate::vmm::lock;
 use crate::vmm::process::start_timeout;
+use crate::vmm::protocol::{legacy, read_reply, Reply, Request};
 
 /// How long a status request may take before the VMM counts as not answering.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -84,12 +86,9 @@ pub fn probe(paths: &VmPaths) -> Probe {
 
 /// The verdict on a VMM that is alive, from its status reply (if one came).
 fn verdict(pid: u32, reply: Option<&[u8]>) -> Probe {
-    let state = reply
-        .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
-        .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned));
-    match state.as_deref() {
+    match reply.and_then(read_reply).and_then(|r| r.state()) {
         // A VMM that says it stopped is on its way out.
-        Some("stopped") => Probe::Gone,
+        Some(RunState::Stopped) => Probe::Gone,
         // Running or paused; or alive but not answering, which is still a process
         // holding the VM's files (starting a second one would fight it).
         _ => Probe::Running(pid),
@@ -114,7 +113,7 @@ pub fn probe_all(paths: &[&VmPaths]) -> Vec<Probe> {
         let Ok(mut stream) = UnixStream::connect(&p.control) else {
             continue;
         };
-        if stream.write_all(b"{\"cmd\":\"status\"}\n").is_err()
+        if stream.write_all(&Request::Status.to_line()).is_err()
             || stream.set_nonblocking(true).is_err()
         {
             continue;
@@ -182,15 +181,31 @@ pub fn probe_all(paths: &[&VmPaths]) -> Vec<Probe> {
     out
 }
 
-/// Sends one request line on the control socket; the reply, if one came.
-fn request(paths: &VmPaths, line: &str, timeout: Duration) -> Option<serde_json::Value> {
+/// Sends `request` (a line of [`Request::to_line`] or [`legacy`]) on the control
+/// socket; the reply, if one came that this build can read.
+fn request(paths: &VmPaths, request: &[u8], timeout: Duration) -> Option<Reply> {
     let mut stream = UnixStream::connect(&paths.control).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
-    stream.write_all(format!("{line}\n").as_bytes()).ok()?;
-    let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply).ok()?;
-    serde_json::from_str(&reply).ok()
+    stream.write_all(request).ok()?;
+    let mut reply = Vec::new();
+    BufReader::new(stream).read_until(b'\n', &mut reply).ok()?;
+    read_reply(&reply)
+}
+
+/// Asks the VMM to shut the VM down (the guest gets `timeout`); the VMM answers once
+/// the guest is off or it killed it. A VMM of a build before the versioned protocol
+/// refuses the request in its own words: it is asked again in its own protocol.
+fn request_shutdown(paths: &VmPaths, timeout: Duration) -> Option<Reply> {
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let wait = timeout + Duration::from_secs(5);
+    let shutdown = Request::Shutdown {
+        timeout_ms: Some(millis),
+    };
+    match request(paths, &shutdown.to_line(), wait)? {
+        Reply::Legacy(r) if !r.ok => request(paths, &legacy::shutdown_line(millis), wait),
+        reply => Some(reply),
+    }
 }
 
 /// Starts the VMM of the spec at `paths.vmm_spec`; returns its pid once its control
@@ -359,10 +374,8 @@ pub fn stop(vm: &str, paths: &VmPaths, timeout: Duration) -> Result<bool, VmErro
     // nothing of the VM is left behind a destroy and a restart never meets the lock
     // held by the old VMM's supervisor.
     let supervisor = supervisor_of(pid);
-    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    let line = format!(r#"{{"cmd":"shutdown","timeout_ms":{millis}}}"#);
-    // The VMM answers once the guest is off or it killed it.
-    let _ = request(paths, &line, timeout + Duration::from_secs(5));
+    // Whatever the answer, the VMM is waited for and killed if it is still there.
+    let _ = request_shutdown(paths, timeout);
     if !wait_gone(paths, pid, Duration::from_secs(5)) {
         signal_vmm(paths, pid, libc::SIGKILL);
         if !wait_gone(paths, pid, Duration::from_secs(5)) {
@@ -444,6 +457,114 @@ fn wait_gone(paths: &VmPaths, pid: u32, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::protocol::Response;
+    use std::os::unix::net::UnixListener;
+
+    /// The control socket of a VMM of the build before the versioned protocol, as its
+    /// server read requests (copied from it): answers every line of every client, and
+    /// returns the requests it carried out.
+    fn legacy_vmm(listener: UnixListener, clients: usize) -> std::thread::JoinHandle<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+        #[allow(dead_code)]
+        enum OldRequest {
+            Status,
+            Pause,
+            Resume,
+            Shutdown {
+                #[serde(default)]
+                timeout_ms: Option<u64>,
+            },
+            Kill,
+        }
+        std::thread::spawn(move || {
+            let mut done = Vec::new();
+            // Serves up to `clients` clients, or until none came for a while.
+            listener.set_nonblocking(true).expect("non-blocking");
+            let mut waited = Instant::now();
+            let mut served = 0;
+            while served < clients && waited.elapsed() < Duration::from_secs(3) {
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                };
+                waited = Instant::now();
+                served += 1;
+                stream.set_nonblocking(false).expect("blocking");
+                let mut line = String::new();
+                BufReader::new(&stream)
+                    .read_line(&mut line)
+                    .expect("a line");
+                let reply = match serde_json::from_str::<OldRequest>(line.trim()) {
+                    Ok(OldRequest::Shutdown { timeout_ms }) => {
+                        done.push(format!("shutdown {timeout_ms:?}"));
+                        serde_json::json!({"ok": true, "state": "stopped", "graceful": true})
+                    }
+                    Ok(OldRequest::Status) => {
+                        done.push("status".into());
+                        serde_json::json!({"ok": true, "state": "running", "vcpus": 1})
+                    }
+                    Ok(_) => serde_json::json!({"ok": true, "state": "running"}),
+                    Err(e) => {
+                        serde_json::json!({"ok": false, "error": format!("invalid request: {e}")})
+                    }
+                };
+                (&stream)
+                    .write_all(format!("{reply}\n").as_bytes())
+                    .expect("reply written");
+            }
+            done
+        })
+    }
+
+    #[test]
+    fn a_vmm_of_the_unversioned_build_is_shut_down_in_its_own_protocol() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let paths = VmPaths::in_dir(dir.path().to_path_buf());
+        let vmm = legacy_vmm(UnixListener::bind(&paths.control).expect("bound"), 2);
+        let reply = request_shutdown(&paths, Duration::from_millis(1500));
+        assert_eq!(vmm.join().expect("served"), ["shutdown Some(1500)"]);
+        assert_eq!(
+            reply.and_then(|r| r.state()),
+            Some(RunState::Stopped),
+            "the legacy answer is read"
+        );
+    }
+
+    #[test]
+    fn a_vmm_of_the_unversioned_build_is_probed_by_its_status() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let paths = VmPaths::in_dir(dir.path().to_path_buf());
+        let vmm = legacy_vmm(UnixListener::bind(&paths.control).expect("bound"), 1);
+        let reply = request(&paths, &Request::Status.to_line(), Duration::from_secs(5));
+        assert_eq!(vmm.join().expect("served"), ["status"]);
+        assert_eq!(reply.and_then(|r| r.state()), Some(RunState::Running));
+        let stopped = br#"{"ok":true,"state":"stopped","vcpus":1}"#;
+        assert_eq!(verdict(7, Some(stopped)), Probe::Gone);
+        assert_eq!(
+            verdict(7, Some(b"{\"ok\":true,\"state\":\"paused\"}")),
+            Probe::Running(7)
+        );
+    }
+
+    #[test]
+    fn the_verdict_reads_this_builds_replies() {
+        let line = |r: Response| r.to_line();
+        let stopped = line(Response::State {
+            state: RunState::Stopped,
+        });
+        assert_eq!(verdict(7, Some(&stopped)), Probe::Gone);
+        let paused = line(Response::State {
+            state: RunState::Paused,
+        });
+        assert_eq!(verdict(7, Some(&paused)), Probe::Running(7));
+        assert_eq!(verdict(7, Some(b"garbage")), Probe::Running(7));
+        assert_eq!(verdict(7, None), Probe::Running(7));
+    }
 
     #[test]
     fn only_a_vmm_supervisor_is_waited_for_and_the_wait_ends_with_the_process() {

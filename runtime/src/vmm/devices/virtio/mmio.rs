@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -72,7 +72,7 @@ const S_FAILED: u32 = VIRTIO_CONFIG_S_FAILED;
 const S_NEEDS_RESET: u32 = VIRTIO_CONFIG_S_NEEDS_RESET;
 
 /// What the transport refused. Each counter is one kind of driver mistake.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportCounters {
     /// Accesses of the wrong width, misaligned, or outside the window or config space.
     pub bad_accesses: u64,

@@ -48,7 +48,7 @@ use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -139,7 +139,7 @@ impl IrqTrigger {
 
 /// What a device counts. Bad requests never stop a device; they are refused, counted, and
 /// (where the chain can be returned at all) given back to the guest on the used ring.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceCounters {
     /// Well-formed requests served (block requests, net frames moved).
     pub requests: u64,
@@ -326,7 +326,7 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
 }
 
 /// The counters of one device and its transport, as the engine's `status` reports them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtioCounters {
     /// Counters of the virtio-mmio transport (the register interface).
     pub transport: mmio::TransportCounters,
