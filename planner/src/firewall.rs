@@ -228,6 +228,20 @@ fn forward_rules(
             ],
         ));
     }
+    // Within one VLAN nothing is routed, but where the bridge's frames pass the inet
+    // hooks (`br_netfilter`, as Docker and Kubernetes hosts load it) a frame bridged
+    // between two guests of a VLAN shows here with the VLAN's bridge as both its in
+    // and out interface (bridge-per-VLAN mode): it is the VLAN's own traffic.
+    for g in gateways {
+        out.push(rules.rule(
+            "forward",
+            vec![
+                interfaces("iifname", &g.ifnames),
+                interfaces("oifname", &g.ifnames),
+                json!({"accept": null}),
+            ],
+        ));
+    }
     let all: Vec<String> = gateways
         .iter()
         .flat_map(|g| g.ifnames.iter().cloned())
@@ -307,6 +321,26 @@ fn subnet_of(vlan: &Vlan) -> Option<IpNet> {
 /// `meta <key> { names }`.
 fn interfaces(key: &str, names: &[String]) -> Value {
     json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": {"set": names}}})
+}
+
+/// The rule the host adds to the table's `forward` chain for an uplink whose IPv4
+/// forwarding vmctl turns on for NAT: nothing new comes in through it (replies to the
+/// NAT VLANs' connections are `established`), so turning forwarding on for NAT does
+/// not make the host a router for the uplink's network. Not planned: only the host
+/// knows whether the uplink forwarded before vmctl (then it is left as it was).
+pub fn uplink_guard(project: &str, uplink: &str) -> Value {
+    Rules {
+        project,
+        table: table_name(project),
+    }
+    .rule(
+        "forward",
+        vec![
+            json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": uplink}}),
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["new"]}}),
+            json!({"drop": null}),
+        ],
+    )
 }
 
 /// What every chain and rule of the table says of itself.

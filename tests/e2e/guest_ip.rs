@@ -13,6 +13,8 @@ use crate::vm::{assert_line, wait_gone};
 
 const WEB1_IP: &str = "10.100.0.7";
 const GATEWAY: &str = "10.100.0.1";
+/// web-2's address, allocated: the lowest free of front's subnet.
+const WEB2_IP: &str = "10.100.0.2";
 /// TEST-NET-1, outside every VLAN of the lab.
 const OFF_LINK: &str = "192.0.2.1";
 /// The static lease dnsmasq gives web-1's MAC.
@@ -62,7 +64,7 @@ fn a_guest_with_ip_answers_the_hosts_ping_and_pings_its_gateway() {
     // declared here, web-2's allocated, db-1's declared in the quickstart) after the
     // VM's own cmdline, and the last ip= counts, as in Linux.
     let lab = lab_with_web1(&format!(
-        "ip=10.100.0.250::{GATEWAY}:255.255.255.0 testguest.ping={GATEWAY},10.100.0.99,{OFF_LINK}"
+        "ip=10.100.0.250::{GATEWAY}:255.255.255.0 testguest.ping={GATEWAY},10.100.0.99,{OFF_LINK},{WEB2_IP}"
     ));
     lab.edit("vms.kdl", |t| {
         t.replacen(
@@ -83,6 +85,10 @@ fn a_guest_with_ip_answers_the_hosts_ping_and_pings_its_gateway() {
     // Nobody has 10.100.0.99: its ARP goes unanswered.
     assert_line(&console, "testguest: ping 10.100.0.99 timeout");
     assert_line(&console, "testguest: ping 192.0.2.1 ok");
+    // Guest to guest on one VLAN, through the bridge: the project's firewall (front
+    // and back have gateways) drops nothing of a VLAN's own traffic, also where the
+    // bridge's frames pass the inet hooks (br_netfilter, as on these machines).
+    assert_line(&console, &format!("testguest: ping {WEB2_IP} ok"));
     assert!(!console.contains("FAIL"), "{console}");
     // The guest keeps answering after its verdict, more than once.
     for _ in 0..2 {
@@ -96,7 +102,7 @@ fn a_guest_with_ip_answers_the_hosts_ping_and_pings_its_gateway() {
     // Every guest answers at the address the plan gave it: web-2's allocated (the
     // lowest free of front's subnet), db-1's declared on back.
     for (vm, addr, gw) in [
-        ("web-2", "10.100.0.2", GATEWAY),
+        ("web-2", WEB2_IP, GATEWAY),
         ("db-1", "10.200.0.10", "10.200.0.1"),
     ] {
         lab.wait_console(vm, "testguest: ok");

@@ -67,13 +67,19 @@ fn the_ruleset_separates_routes_and_masquerades() {
     assert_eq!(forward[1][2], json!({"accept": null}));
     // front → uplink accepted.
     assert_eq!(forward[2][1]["match"]["right"], "eth0");
+    // Each VLAN's own (bridged) traffic accepted.
+    for (i, vlan) in [(3, &back), (4, &front)] {
+        assert_eq!(forward[i][0]["match"]["right"], set(vlan));
+        assert_eq!(forward[i][1]["match"]["right"], set(vlan));
+        assert_eq!(forward[i][2], json!({"accept": null}));
+    }
     // Everything else from or to a gateway interface dropped.
     let all: Vec<String> = back.iter().chain(&front).cloned().collect();
-    assert_eq!(forward[3][0]["match"]["left"]["meta"]["key"], "iifname");
-    assert_eq!(forward[3][0]["match"]["right"], set(&all));
-    assert_eq!(forward[4][0]["match"]["left"]["meta"]["key"], "oifname");
-    assert_eq!(forward[4][1], json!({"drop": null}));
-    assert_eq!(forward.len(), 5);
+    assert_eq!(forward[5][0]["match"]["left"]["meta"]["key"], "iifname");
+    assert_eq!(forward[5][0]["match"]["right"], set(&all));
+    assert_eq!(forward[6][0]["match"]["left"]["meta"]["key"], "oifname");
+    assert_eq!(forward[6][1], json!({"drop": null}));
+    assert_eq!(forward.len(), 7);
     // back cannot reach front's gateway address; front may reach back's.
     let input = chain(&fw, "input");
     assert_eq!(input.len(), 1);
@@ -305,4 +311,42 @@ fn a_marked_table_without_vmctls_record_is_replaced() {
     let fw = change(&plan, "firewall.local");
     assert_eq!(fw.action, Action::Update);
     assert!(fw.attributes.iter().any(|a| a.name == "hash"));
+}
+
+#[test]
+fn a_vlans_own_bridged_traffic_is_accepted_before_the_drops() {
+    let fw = desired(&config(), "local", Some("eth0")).unwrap().unwrap();
+    let forward = chain(&fw, "forward");
+    let own = |expr: &Value| {
+        expr[0]["match"]["left"]["meta"]["key"] == "iifname"
+            && expr
+                .get(1)
+                .is_some_and(|m| m["match"]["left"]["meta"]["key"] == "oifname")
+            && expr[0]["match"]["right"] == expr[1]["match"]["right"]
+            && expr.get(2).is_some_and(|v| v.get("accept").is_some())
+    };
+    let first_drop = forward
+        .iter()
+        .position(|e| {
+            e.as_array()
+                .is_some_and(|a| a.iter().any(|x| x.get("drop").is_some()))
+        })
+        .unwrap();
+    // One per gateway VLAN (front and back), all before the first drop.
+    let accepted: Vec<usize> = (0..forward.len()).filter(|&i| own(&forward[i])).collect();
+    assert_eq!(accepted.len(), 2, "{forward:#?}");
+    assert!(accepted.iter().all(|&i| i < first_drop), "{forward:#?}");
+}
+
+#[test]
+fn the_uplink_guard_drops_new_connections_from_the_uplink_and_is_marked() {
+    let guard = uplink_guard("lab", "eth0");
+    let rule = &guard["add"]["rule"];
+    assert_eq!(rule["table"], "vmctl-lab");
+    assert_eq!(rule["chain"], "forward");
+    assert_eq!(rule["comment"], mark("lab"));
+    let expr = rule["expr"].as_array().unwrap();
+    assert_eq!(expr[0]["match"]["right"], "eth0");
+    assert_eq!(expr[1]["match"]["right"], json!(["new"]));
+    assert!(expr[2].get("drop").is_some());
 }

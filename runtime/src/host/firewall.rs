@@ -22,7 +22,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 use vmctl_planner::facts::{FirewallFact, FirewallRecord};
-use vmctl_planner::firewall::{hash_of, is_marked, normalize_listing, table_name, Firewall};
+use vmctl_planner::firewall::{
+    hash_of, is_marked, normalize_listing, table_name, uplink_guard, Firewall,
+};
 
 use super::net::{Netlink, NetlinkError};
 use super::records::{read_record, version, write_record};
@@ -176,7 +178,12 @@ pub fn observe(
     let record = read(state_dir, project)?;
     let rules = match list(netns, &table) {
         Ok(rules) => rules,
-        Err(FirewallError::NftMissing) if record.is_none() => return Ok(None),
+        // Without vmctl's record there is no table of vmctl's to observe: an nft that
+        // cannot run or list (missing, or a kernel without nf_tables) must not fail the
+        // plans of projects that need no firewall. Apply checks again before making one.
+        Err(FirewallError::NftMissing | FirewallError::Nft { .. }) if record.is_none() => {
+            return Ok(None)
+        }
         Err(e) => return Err(e),
     };
     Ok(match (rules, record) {
@@ -284,6 +291,20 @@ pub fn apply(
         .cloned()
         .unwrap_or_default();
     commands.extend(planned.into_iter().filter(|c| c.get("metainfo").is_none()));
+    let before = record.map(|r| r.enabled).unwrap_or_default();
+    // An uplink whose forwarding vmctl turns on (or turned on before) lets nothing new
+    // in: see `vmctl_planner::firewall::uplink_guard`. One that forwarded already is
+    // the host's own routing, left as it was.
+    let guarded = Netlink::run(netns, |_| {
+        let mut guarded = Vec::new();
+        for uplink in &firewall.uplinks {
+            if before.contains(uplink) || forwarding(uplink)? == Some(false) {
+                guarded.push(uplink.clone());
+            }
+        }
+        Ok::<_, FirewallError>(guarded)
+    })?;
+    commands.extend(guarded.iter().map(|u| uplink_guard(project, u)));
     let input = json!({ "nftables": commands }).to_string();
     if let Err(stderr) = nft(netns, &["-f", "-"], Some(&input))? {
         return Err(FirewallError::Nft {
@@ -293,7 +314,6 @@ pub fn apply(
         });
     }
     let listing = list(netns, &table)?.unwrap_or_default();
-    let before = record.map(|r| r.enabled).unwrap_or_default();
     let wanted = firewall.forwarding.clone();
     let enabled = Netlink::run(netns, |_| {
         let mut enabled = Vec::new();
@@ -362,7 +382,9 @@ pub fn delete(state_dir: &Path, project: &str, netns: Option<&str>) -> Result<()
 
 /// `/proc/sys/net/ipv4/conf/<ifname>/forwarding` of the calling thread's netns.
 fn forwarding_path(ifname: &str) -> Option<PathBuf> {
-    super::mark::is_safe_file_name(ifname).then(|| {
+    // `all` and `default` are the host-wide settings, never an interface of a VLAN.
+    let interface = !matches!(ifname, "all" | "default");
+    (interface && super::mark::is_safe_file_name(ifname)).then(|| {
         Path::new("/proc/sys/net/ipv4/conf")
             .join(ifname)
             .join("forwarding")

@@ -33,20 +33,21 @@ pub fn check(config: &Config, spans: &Spans, index: &Index<'_>, report: &mut Rep
         }
         if let Some(via) = &vlan.nat_via {
             let here = s.field_or_name("nat-via", 0);
-            let error = if let Some(reason) = interface_name_error(via) {
-                Some(SchemaError::InvalidInterfaceName {
-                    name: via.clone(),
-                    reason,
-                    span: here.span,
-                })
-            } else if !vlan.nat {
-                Some(SchemaError::NatViaWithoutNat {
-                    vlan: vlan.name.clone(),
-                    span: here.span,
-                })
-            } else {
-                None
-            };
+            let error =
+                if let Some(reason) = interface_name_error(via).or_else(|| nat_via_error(via)) {
+                    Some(SchemaError::InvalidInterfaceName {
+                        name: via.clone(),
+                        reason,
+                        span: here.span,
+                    })
+                } else if !vlan.nat {
+                    Some(SchemaError::NatViaWithoutNat {
+                        vlan: vlan.name.clone(),
+                        span: here.span,
+                    })
+                } else {
+                    None
+                };
             if let Some(error) = error {
                 report.push_in(&vlan.name, s, here, error);
             }
@@ -109,6 +110,20 @@ fn route_problem(
     })
 }
 
+/// Why `via` cannot be a NAT uplink although it is an interface name: nft reads a
+/// trailing `*` as a wildcard (the rule would match every interface, other VLANs'
+/// gateways too), and `all`/`default` name the kernel's host-wide forwarding settings,
+/// not an interface.
+fn nat_via_error(via: &str) -> Option<&'static str> {
+    if via.contains('*') || via.contains('\\') {
+        Some("contains `*` or `\\`, which nft reads as a wildcard")
+    } else if via == "all" || via == "default" {
+        Some("names the kernel's settings for all interfaces, not an interface")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::validate::codes_of;
@@ -145,6 +160,17 @@ network "lan" host="local"
             ),
             ["vmctl::schema::invalid_interface_name"]
         );
+        // nft reads `*` as a wildcard; `all` and `default` are the kernel's host-wide
+        // forwarding settings.
+        for via in ["*", "eth*", "all", "default"] {
+            assert_eq!(
+                codes(&format!(
+                    r#"vlan "front" network="lan" id=100 {{ gateway "10.100.0.1/24"; nat #true; nat-via "{via}"; }}"#
+                )),
+                ["vmctl::schema::invalid_interface_name"],
+                "{via}"
+            );
+        }
     }
 
     #[test]
