@@ -22,6 +22,7 @@ pub mod facts;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod files;
 pub mod firewall;
+pub mod forwarding;
 pub mod image;
 pub mod image_cache;
 pub mod import;
