@@ -433,6 +433,9 @@ pub fn step_help(error: &StepError) -> Option<String> {
             "move or remove what is in it; or remove it with `ip netns delete {name}` once it is unused"
         )),
         StepError::Firewall(e) => e.help(),
+        StepError::MigrationNotBuilt { .. } => Some(
+            "set `migrate #false` on the VM: the plan then stops it on its old host and starts it on the new one (a replace)".into(),
+        ),
         _ => None,
     }
 }

@@ -146,6 +146,7 @@ pub fn planned(
     if !options.exclude_hosts.is_empty() {
         changes.retain(|c| !options.exclude_hosts.contains(&c.host));
     }
+    diff::plan_moves(&mut changes, live);
     diff::cascade(&mut changes);
     diff::restart_on_new_disks(&mut changes);
     if !options.targets.is_empty() {

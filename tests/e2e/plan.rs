@@ -107,7 +107,7 @@ fn json_output() {
         let out = plan(state, &["--json", "--detailed-exitcode"]);
         let stdout = text(&out.stdout);
         let value: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-        assert_eq!(value["format_version"], "1.5");
+        assert_eq!(value["format_version"], "1.6");
         assert_eq!(value["changed"], state != "identical");
         insta::assert_snapshot!(format!("plan_json_{state}"), stdout);
     }

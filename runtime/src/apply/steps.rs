@@ -77,6 +77,9 @@ pub enum StepError {
     Empty { step: String },
     #[error("the plan asks to {step}, which only a VM can do")]
     NotAVm { step: String },
+    /// Moving a running VM between hosts is planned, but this build cannot carry it out.
+    #[error("cannot {step}: this build of vmctl cannot move a running VM between hosts yet")]
+    MigrationNotBuilt { step: String },
     #[error("the step for VM {vm:?} does not say where each of its disks and NICs is")]
     Places { vm: String },
     #[error("the order to {step} does not say where its {what} is")]
@@ -335,6 +338,7 @@ impl StepOrder {
                 _,
             )
             | (Resource::Volume(_) | Resource::Vlan(_), Phase::Start | Phase::Stop) => {}
+            (_, Phase::Migrate) => {}
         }
         Ok(StepOrder {
             step: step.to_string(),
@@ -570,6 +574,11 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             Phase::Start | Phase::Stop,
         ) => {
             return Err(StepError::NotAVm {
+                step: order.step.clone(),
+            })
+        }
+        (_, Phase::Migrate) => {
+            return Err(StepError::MigrationNotBuilt {
                 step: order.step.clone(),
             })
         }
