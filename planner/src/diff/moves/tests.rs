@@ -272,3 +272,26 @@ fn the_json_plan_says_migrate_and_from() {
         ]
     );
 }
+
+#[test]
+fn the_human_plan_shows_the_move() {
+    let (mut config, live) = applied();
+    moved(&mut config);
+    let text = crate::render::human::render(&plan_of(&config, &live).unwrap(), false);
+    assert!(
+        text.contains("~> move to another host while running"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "# vm.web-1 on host \"kvm-02\" will be migrated (from host \"kvm-01\"; it keeps running)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(" ~> vm \"web-1\" {"), "{text}");
+    assert!(text.contains("~ host = \"kvm-01\" -> \"kvm-02\""), "{text}");
+    assert!(
+        text.contains("Plan: 0 to add, 2 to change, 0 to destroy."),
+        "{text}"
+    );
+}
