@@ -1,19 +1,22 @@
 //! Moves: a VM whose `host` changed is, host by host, a delete on its old host and a
-//! create on its new one. When it runs and may move running, the two become one
-//! `migrate` (on the new host, `from` the old), and each of its volumes that moves with
-//! it (a delete there, a create here: its pool is on the new host now) becomes a
-//! `migrate` of its own. Otherwise the delete and the create stay, and both say why the
-//! VM is not migrated.
+//! create on its new one. Its volumes that move with it (a delete there, a create here:
+//! their pool is on the new host now) each become one `migrate` (on the new host, `from`
+//! the old): made on the new host, filled with the old one's data, deleted on the old
+//! host after. When the VM runs and may move running, its delete and create become one
+//! `migrate` too, and its disks are copied while it runs. Otherwise the VM's delete and
+//! create stay (it is stopped there, then its disks are copied, then it starts here),
+//! and both say why it is not migrated.
 //!
 //! A VM migrates when all of these hold:
 //! - it runs, and the config wants it running;
+//! - the runtime can move a running VM ([`crate::PlanOptions::live_migration`]);
 //! - `migrate` is not `#false`, in the config or in the record of the running VM;
 //! - nothing else about it changes that would need a restart (`memory`, `cmdline`, …):
 //!   a migration moves the VM as it runs;
 //! - both hosts reported their CPU's features, and the new host gives the guest every
 //!   feature it saw on the old one (the old host's features less the mask the VM
 //!   started with) despite its own `cpuid-mask`;
-//! - each of its disks moves with it: deleted on the old host, created on the new one.
+//! - each of its disks moves with it.
 
 use std::collections::HashMap;
 
@@ -24,7 +27,7 @@ use vmctl_schema::{Vm, VmState};
 
 /// Turns each movable VM's delete and create (and its volumes') into migrations; gives
 /// the others their reason.
-pub fn plan_moves(changes: &mut Vec<Change>, live: &LiveFile) {
+pub fn plan_moves(changes: &mut Vec<Change>, live: &LiveFile, live_migration: bool) {
     let index = |changes: &[Change], kind: ResourceKind, action: Action| {
         let mut found: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in changes.iter().enumerate() {
@@ -57,47 +60,46 @@ pub fn plan_moves(changes: &mut Vec<Change>, live: &LiveFile) {
         else {
             continue;
         };
-        let disks: Result<Vec<(usize, usize)>, String> = wanted
-            .disks
-            .iter()
-            .map(|disk| {
-                match (one(&volume_deletes, disk), one(&volume_creates, disk)) {
-                    (Some(d), Some(c)) if changes[d].host == from && changes[c].host == to => {
-                        Ok((d, c))
-                    }
-                    _ => Err(format!(
-                        "its disk {disk:?} does not move with it (give the volume a pool on host {to:?})"
-                    )),
+        // Its disks that move with it, and the first that does not.
+        let mut disks = Vec::new();
+        let mut stays = None;
+        for disk in &wanted.disks {
+            match (one(&volume_deletes, disk), one(&volume_creates, disk)) {
+                (Some(d), Some(c)) if changes[d].host == from && changes[c].host == to => {
+                    disks.push((d, c));
                 }
-            })
-            .collect();
+                _ => {
+                    stays.get_or_insert(disk);
+                }
+            }
+        }
         let verdict = movable(
             live_vm,
             wanted,
             changes[delete].status,
-            live.host(&from).cpu_features.as_deref(),
-            live.host(&to).cpu_features.as_deref(),
-            &from,
-            &to,
+            live_migration,
+            (&from, live.host(&from).cpu_features.as_deref()),
+            (&to, live.host(&to).cpu_features.as_deref()),
         )
-        .and(disks);
+        .and_then(|()| match stays {
+            Some(disk) => Err(format!(
+                "its disk {disk:?} does not move with it (give the volume a pool on host {to:?})"
+            )),
+            None => Ok(()),
+        });
+        for &(d, c) in &disks {
+            let reason = Reason::MovesWith {
+                vm: name.clone(),
+                from: from.clone(),
+            };
+            changes[c] = migration(&changes[d], &changes[c], reason);
+            remove.push(d);
+        }
         match verdict {
-            Ok(disks) => {
-                let vm_change = migration(
-                    &changes[delete],
-                    &changes[create],
-                    Reason::Migrate { from: from.clone() },
-                );
-                changes[create] = vm_change;
+            Ok(()) => {
+                let reason = Reason::Migrate { from: from.clone() };
+                changes[create] = migration(&changes[delete], &changes[create], reason);
                 remove.push(delete);
-                for (d, c) in disks {
-                    let reason = Reason::MovesWith {
-                        vm: name.clone(),
-                        from: from.clone(),
-                    };
-                    changes[c] = migration(&changes[d], &changes[c], reason);
-                    remove.push(d);
-                }
             }
             Err(why) => {
                 let reason = Reason::NotMigrated {
@@ -121,16 +123,18 @@ fn movable(
     live: &Vm,
     wanted: &Vm,
     status: Option<VmStatus>,
-    from_cpu: Option<&[String]>,
-    to_cpu: Option<&[String]>,
-    from: &str,
-    to: &str,
+    live_migration: bool,
+    (from, from_cpu): (&str, Option<&[String]>),
+    (to, to_cpu): (&str, Option<&[String]>),
 ) -> Result<(), String> {
     if status != Some(VmStatus::Running) {
         return Err("it is not running".into());
     }
     if wanted.state != VmState::Running {
         return Err("the config wants it stopped".into());
+    }
+    if !live_migration {
+        return Err("this build of vmctl cannot move a running VM yet".into());
     }
     if !wanted.migrate || !live.migrate {
         return Err("`migrate #false`".into());

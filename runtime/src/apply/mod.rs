@@ -119,6 +119,12 @@ pub fn tidy_after_destroy(config: &Config, fleet: &Fleet) {
     }
 }
 
+/// Whether this runtime can move a running VM between hosts (a plan's VM `migrate`
+/// step): not yet — the engine cannot send a running VM — so plans move VMs stopped:
+/// stopped on the old host, their volumes copied, started on the new one
+/// ([`vmctl_planner::PlanOptions::live_migration`]).
+pub const LIVE_MIGRATION: bool = false;
+
 /// Carries out `graph` (built from `plan`) on the hosts of `fleet`. The caller holds
 /// the hosts' locks ([`lock_hosts`]).
 pub fn apply(

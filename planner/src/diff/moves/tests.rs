@@ -8,7 +8,7 @@ use vmctl_schema::{Config, Pool, PoolKind, VmState};
 use crate::action::{Action, Reason};
 use crate::graph::happens_before;
 use crate::live::{LiveFile, VmStatus};
-use crate::testdata::{change, fleet, graph_of, plan_of, volume};
+use crate::testdata::{change, fleet, graph_of, volume};
 use crate::{plan, PlanError, PlanOptions};
 
 /// The fleet with `web-1` on a volume of a pool on `kvm-01` (and a pool on `kvm-02`),
@@ -32,6 +32,18 @@ fn applied() -> (Config, LiveFile) {
         state.cpu_features = Some(vec!["sse2".into(), "avx".into(), "avx2".into()]);
     }
     (config, live)
+}
+
+/// Options of a runtime that can move a running VM.
+fn live_options() -> PlanOptions {
+    PlanOptions {
+        live_migration: true,
+        ..PlanOptions::default()
+    }
+}
+
+fn plan_of(config: &Config, live: &LiveFile) -> Result<crate::plan::Plan, crate::PlanErrors> {
+    plan(config, live, &live_options())
 }
 
 /// `web-1` and its volume edited onto `kvm-02`.
@@ -69,7 +81,7 @@ fn not_migrated(plan: &crate::plan::Plan) -> String {
 fn a_running_vm_whose_host_changes_migrates_with_its_volume() {
     let (mut config, live) = applied();
     moved(&mut config);
-    let (plan, graph) = graph_of(&config, &live, &PlanOptions::default());
+    let (plan, graph) = graph_of(&config, &live, &live_options());
     let vm = change(&plan, "vm.web-1");
     assert_eq!(vm.action, Action::Migrate);
     assert_eq!(
@@ -124,9 +136,47 @@ fn a_pool_left_empty_on_the_old_host_goes_after_the_move() {
     let (mut config, live) = applied();
     moved(&mut config);
     config.pools.retain(|p| p.name != "p1");
-    let (plan, graph) = graph_of(&config, &live, &PlanOptions::default());
+    let (plan, graph) = graph_of(&config, &live, &live_options());
     assert_eq!(change(&plan, "pool.p1").action, Action::Delete);
     assert!(happens_before(&graph, "migrate vm.web-1", "delete pool.p1"));
+}
+
+#[test]
+fn without_live_migration_a_running_vm_is_stopped_its_disk_copied_then_started() {
+    let (mut config, live) = applied();
+    moved(&mut config);
+    let (plan, graph) = graph_of(&config, &live, &PlanOptions::default());
+    assert_eq!(
+        not_migrated(&plan),
+        "this build of vmctl cannot move a running VM yet"
+    );
+    let disk = change(&plan, "volume.web-1-root");
+    assert_eq!(disk.action, Action::Migrate);
+    assert_eq!(
+        disk.reason,
+        Some(Reason::MovesWith {
+            vm: "web-1".into(),
+            from: "kvm-01".into()
+        })
+    );
+    // Stopped there, copied (a disk nothing writes), started here, removed there.
+    assert!(happens_before(
+        &graph,
+        "delete vm.web-1",
+        "create volume.web-1-root"
+    ));
+    assert!(happens_before(
+        &graph,
+        "create volume.web-1-root",
+        "create vm.web-1"
+    ));
+    assert!(happens_before(
+        &graph,
+        "create volume.web-1-root",
+        "delete volume.web-1-root"
+    ));
+    let s = plan.summary();
+    assert_eq!((s.add, s.change, s.destroy), (1, 1, 1));
 }
 
 #[test]
@@ -233,7 +283,7 @@ fn a_targeted_moving_volume_keeps_its_vm() {
     moved(&mut config);
     let options = PlanOptions {
         targets: vec!["volume.web-1-root".into()],
-        ..PlanOptions::default()
+        ..live_options()
     };
     let plan = plan(&config, &live, &options).unwrap();
     assert_eq!(change(&plan, "vm.web-1").action, Action::Migrate);
@@ -244,7 +294,7 @@ fn a_targeted_moving_volume_keeps_its_vm() {
 fn the_json_plan_says_migrate_and_from() {
     let (mut config, live) = applied();
     moved(&mut config);
-    let (plan, graph) = graph_of(&config, &live, &PlanOptions::default());
+    let (plan, graph) = graph_of(&config, &live, &live_options());
     let json: serde_json::Value =
         serde_json::from_str(&crate::render::json::render(&plan, &graph)).unwrap();
     let vm = json["changes"]
