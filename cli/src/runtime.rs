@@ -411,6 +411,10 @@ pub fn print_notes(report: &apply::ApplyReport) {
                 "Kept network namespace {name:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
                 projects.join(", ")
             ),
+            StepNote::VolumeMoved { name, from, bytes } => println!(
+                "Copied volume {name:?} from host {from:?} to host {host:?}: {} of data (holes are not sent).",
+                vmctl_schema::units::format_size(*bytes)
+            ),
         }
     }
 }

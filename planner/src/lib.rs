@@ -155,7 +155,8 @@ pub fn planned(
     if !options.targets.is_empty() {
         changes = target::restrict(changes, &targets);
     }
-    let protected = diff::check_prevent_destroy(&changes);
+    let mut protected = diff::check_prevent_destroy(&changes);
+    protected.extend(diff::check_moves(&changes));
     if !protected.is_empty() {
         return Err(protected.into());
     }

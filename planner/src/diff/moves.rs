@@ -118,6 +118,26 @@ pub fn plan_moves(changes: &mut Vec<Change>, live: &LiveFile, live_migration: bo
     }
 }
 
+/// A moving volume only grows: a smaller size in the config is an error, as it is for a
+/// volume that stays (`--replace` does not apply: the volume is copied, not remade).
+pub fn check_moves(changes: &[Change]) -> Vec<crate::diff::DiffError> {
+    changes
+        .iter()
+        .filter(|c| c.action == Action::Migrate)
+        .filter_map(|c| match (&c.before, &c.after) {
+            (Some(Resource::Volume(old)), Some(Resource::Volume(new))) if new.size < old.size => {
+                Some(crate::diff::DiffError::ShrinkVolume {
+                    host: c.host.clone(),
+                    name: new.name.clone(),
+                    live: old.size,
+                    config: new.size,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Why the VM cannot move running, if it cannot.
 fn movable(
     live: &Vm,

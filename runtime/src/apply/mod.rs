@@ -9,8 +9,10 @@
 //!   progress from it.
 //!
 //! Every host is reached through the run's [`Fleet`] (`crate::hosts`): a step goes to
-//! its host as a [`StepOrder`].
+//! its host as a [`StepOrder`] — but for the copy of a volume that moves between hosts,
+//! which this machine relays between the two ([`move_volume`]).
 
+pub mod move_volume;
 pub mod observe;
 pub mod steps;
 
@@ -163,6 +165,9 @@ pub fn apply(
         cancel,
     };
     let run = |step: &Step| {
+        if let Some(copy) = move_volume::VolumeMove::of(fleet, &inventory, plan, step)? {
+            return copy.run(project, cancel);
+        }
         let host = fleet.get(&step.host).ok_or_else(|| StepError::Empty {
             step: step.to_string(),
         })?;

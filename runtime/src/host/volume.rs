@@ -96,6 +96,13 @@ pub enum VolumeError {
         #[source]
         source: Box<pool::PoolError>,
     },
+    #[error("{len} bytes at offset {offset} do not fit in {path} ({size} bytes)")]
+    OutOfRange {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
     #[error("cancelled (Ctrl-C) while reading base image {image}; nothing of the volume is left")]
     Cancelled { image: PathBuf },
 }
@@ -237,6 +244,20 @@ pub(crate) fn write_marker(pool_path: &Path, marker: &VolumeMarker) -> Result<()
             path,
             source,
         })
+    })
+}
+
+/// The marker of volume `name` of `project`, in a pool of `project`: an error when
+/// either is another project's, or the volume has no marker.
+pub(super) fn ours(
+    project: &str,
+    pool_path: &Path,
+    name: &str,
+) -> Result<VolumeMarker, VolumeError> {
+    check_name(name)?;
+    check_pool(project, pool_path)?;
+    our_marker(project, pool_path, name)?.ok_or_else(|| VolumeError::MissingVolume {
+        path: volume_path(pool_path, name),
     })
 }
 

@@ -345,3 +345,18 @@ fn the_human_plan_shows_the_move() {
         "{text}"
     );
 }
+
+#[test]
+fn a_moving_volume_that_would_shrink_is_an_error() {
+    let (mut config, live) = applied();
+    moved(&mut config);
+    config.volumes[0].size /= 2;
+    let errors = plan_of(&config, &live).unwrap_err().errors;
+    assert!(
+        errors.iter().any(|e| matches!(
+            e,
+            PlanError::Diff(crate::diff::DiffError::ShrinkVolume { name, .. }) if name == "web-1-root"
+        )),
+        "{errors:#?}"
+    );
+}
