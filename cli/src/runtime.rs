@@ -411,6 +411,10 @@ pub fn print_notes(report: &apply::ApplyReport) {
                 "Kept network namespace {name:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
                 projects.join(", ")
             ),
+            StepNote::VolumeMoved { name, from, bytes } => println!(
+                "Copied volume {name:?} from host {from:?} to host {host:?}: {} of data (holes are not sent).",
+                vmctl_schema::units::format_size(*bytes)
+            ),
         }
     }
 }
@@ -433,6 +437,9 @@ pub fn step_help(error: &StepError) -> Option<String> {
             "move or remove what is in it; or remove it with `ip netns delete {name}` once it is unused"
         )),
         StepError::Firewall(e) => e.help(),
+        StepError::MigrationNotBuilt { .. } => Some(
+            "set `migrate #false` on the VM: the plan then stops it on its old host and starts it on the new one (a replace)".into(),
+        ),
         _ => None,
     }
 }

@@ -36,5 +36,6 @@ pub mod pool;
 pub mod proc;
 pub mod records;
 pub mod volume;
+pub mod volume_transfer;
 
 pub(crate) mod fsutil;
