@@ -95,7 +95,12 @@ impl FleetLab {
         .unwrap();
         let apply = |args: &[&str]| {
             let mut command = self.fleet.controller_command(env!("CARGO_BIN_EXE_vmctl"));
-            command.args(args).arg(&self.config);
+            // A killed run cannot remove its per-run ssh dir (`none`): it is made in
+            // the fleet's temp dir, which goes with the fleet.
+            command
+                .args(args)
+                .arg(&self.config)
+                .env("TMPDIR", self.fleet.dir.path());
             if let Some(control) = control {
                 command.env("VMCTL_SSH_CONTROL_DIR", control);
             }
