@@ -56,7 +56,12 @@ pub enum FirewallError {
     #[error(
         "nftables table inet {table} exists and is not vmctl's (no rule carries `vmctl:{project}`)"
     )]
-    NotOurs { table: String, project: String },
+    NotOurs {
+        table: String,
+        project: String,
+        /// The host's netns the table is in.
+        netns: Option<String>,
+    },
     #[error("cannot read or write vmctl's record of its nftables table ({path}); if it cannot be read, move it away and apply again (vmctl then rewrites it; forwarding it had turned on stays on)")]
     Record { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -72,8 +77,26 @@ impl FirewallError {
             FirewallError::NftMissing => Some(
                 "install nftables (Debian/Ubuntu: `apt-get install nftables`) on the host, then apply again".into(),
             ),
-            FirewallError::NotOurs { table, .. } => Some(format!(
-                "vmctl never takes over a table it did not make: remove it (`nft delete table inet {table}`) if nothing else needs it"
+            FirewallError::NotOurs { table, netns, .. } => {
+                let exec = netns
+                    .as_ref()
+                    .map_or_else(String::new, |n| format!("ip netns exec {n} "));
+                Some(format!(
+                    "vmctl never takes over a table it did not make: remove it (`{exec}nft delete table inet {table}`) if nothing else needs it"
+                ))
+            }
+            FirewallError::EnterNetns { netns, .. } => Some(format!(
+                "the host's network namespace {netns:?} is gone: apply again (vmctl makes it before anything in it), or make it with `ip netns add {netns}`"
+            )),
+            FirewallError::Nft { .. } | FirewallError::Listing { .. } => Some(
+                "vmctl drives nft through its JSON interface (`nft -j`, nftables 0.9.3 or later): check `nft --version` on the host; nft's own words are above".into(),
+            ),
+            FirewallError::Forwarding(ForwardingError::Set { .. }) => Some(
+                "vmctl turns forwarding on per interface in /proc/sys/net/ipv4/conf inside the host's netns: run vmctl as root there".into(),
+            ),
+            FirewallError::Forwarding(ForwardingError::Record { path, .. }) => Some(format!(
+                "{} lists the interfaces whose forwarding vmctl turned on, for which projects: if it cannot be read, move it away and apply every project of the host again",
+                path.display()
             )),
             _ => None,
         }
@@ -264,6 +287,7 @@ fn check_ours(
             return Err(FirewallError::NotOurs {
                 table,
                 project: project.into(),
+                netns: netns.map(str::to_owned),
             })
         }
         Some(_) => true,
@@ -376,5 +400,24 @@ mod tests {
             eth2\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
         assert_eq!(parse_default_route(none), None);
         assert_eq!(parse_default_route(""), None);
+    }
+
+    #[test]
+    fn a_foreign_table_is_removed_in_its_netns() {
+        let error = |netns: Option<&str>| FirewallError::NotOurs {
+            table: "vmctl-lab".into(),
+            project: "lab".into(),
+            netns: netns.map(str::to_owned),
+        };
+        let help = error(Some("vmctl-lab")).help().unwrap_or_default();
+        assert!(
+            help.contains("`ip netns exec vmctl-lab nft delete table inet vmctl-lab`"),
+            "{help}"
+        );
+        let help = error(None).help().unwrap_or_default();
+        assert!(
+            help.contains("(`nft delete table inet vmctl-lab`)"),
+            "{help}"
+        );
     }
 }
