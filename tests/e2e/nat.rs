@@ -435,6 +435,6 @@ fn an_uplink_two_projects_nat_out_of_forwards_until_both_are_gone() {
     let out = on_other(&["destroy", "--auto-approve"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(forwarding(&lab, "up0"), "0");
-    let record = std::fs::read_to_string(lab.state_dir().join("forwarding.json")).unwrap();
-    assert!(!record.contains("up0"), "{record}");
+    // vmctl holds no interface any more: no record is left.
+    assert!(!lab.state_dir().join("forwarding.json").exists());
 }

@@ -3,8 +3,9 @@
 //! A VLAN with NAT or routes needs forwarding on its gateway interface and its uplink
 //! (`/proc/sys/net/ipv4/conf/<if>/forwarding`, per interface, never `all`). Two
 //! projects may need one interface (both NAT out of the host's uplink), so who needs
-//! which is recorded per host, not per project: `<state-dir>/forwarding.json`, changed
-//! only under the `flock` of `<state-dir>/forwarding.lock`. The rules:
+//! which is recorded per host, not per project: `<state-dir>/forwarding.json` (there
+//! only while vmctl holds an interface), changed only under a `flock` of the state dir.
+//! The rules:
 //!
 //! - vmctl turns forwarding on only where it is off, and holds it from then on: the
 //!   record names the interface with the projects that need it, written before the
@@ -30,7 +31,7 @@ use super::records::{read_record, version, write_record};
 pub enum ForwardingError {
     #[error("cannot read or write vmctl's record of the forwarding it holds ({path})")]
     Record { path: PathBuf, source: io::Error },
-    #[error("cannot lock {path}")]
+    #[error("cannot lock {path} to change the forwarding record")]
     Lock { path: PathBuf, source: io::Error },
     #[error("cannot set IPv4 forwarding of interface {ifname}")]
     Set { ifname: String, source: io::Error },
@@ -214,46 +215,37 @@ fn read(state_dir: &Path) -> Result<HostForwarding, ForwardingError> {
         .map_err(|source| ForwardingError::Record { path, source })
 }
 
+/// Writes the record; one that holds nothing is removed (no file is left behind).
 fn write(state_dir: &Path, record: &HostForwarding) -> Result<(), ForwardingError> {
     let path = record_path(state_dir);
-    write_record(&path, version::FORWARDING_RECORD, record)
-        .map_err(|source| ForwardingError::Record { path, source })
+    let written = if record.interfaces.is_empty() {
+        super::fsutil::remove_if_exists(&path)
+    } else {
+        write_record(&path, version::FORWARDING_RECORD, record)
+    };
+    written.map_err(|source| ForwardingError::Record { path, source })
 }
 
-/// The exclusive `flock` of `<state-dir>/forwarding.lock`, held until dropped.
+/// The exclusive `flock` of the state dir itself, held until dropped (no file is made
+/// for it).
 fn lock(state_dir: &Path) -> Result<std::fs::File, ForwardingError> {
     use std::os::fd::AsRawFd;
-    let path = state_dir.join("forwarding.lock");
+    use std::os::unix::fs::OpenOptionsExt;
     let lock_err = |source| ForwardingError::Lock {
-        path: path.clone(),
+        path: state_dir.to_owned(),
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(lock_err)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .custom_flags_nofollow()
-        .open(&path)
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(state_dir)
         .map_err(lock_err)?;
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(lock_err(io::Error::last_os_error()));
     }
-    Ok(file)
-}
-
-/// `O_NOFOLLOW | O_CLOEXEC` on an `OpenOptions`.
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-    }
+    Ok(dir)
 }
 
 /// `/proc/sys/net/ipv4/conf/<ifname>/forwarding` of the calling thread's netns; `None`

@@ -103,5 +103,11 @@ fn the_record_round_trips_with_its_version() {
     assert!(text.contains("\"format-version\": 1"), "{text}");
     assert_eq!(read(&dir).unwrap(), record);
     drop(lock(&dir).unwrap());
+    // A record of nothing is no file.
+    write(&dir, &HostForwarding::default()).unwrap();
+    assert!(!record_path(&dir).exists());
+    assert_eq!(read(&dir).unwrap(), HostForwarding::default());
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
