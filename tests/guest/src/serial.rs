@@ -62,6 +62,15 @@ pub fn hex(n: u64, digits: u32) {
     }
 }
 
+/// `n` in lowercase hex without leading zeros (at least one digit).
+pub fn hex_min(n: u64) {
+    let mut digits = 1;
+    while digits < 16 && n >> (digits * 4) != 0 {
+        digits += 1;
+    }
+    hex(n, digits);
+}
+
 /// A received byte, if one is waiting (LSR bit 0; 0xff means no UART).
 pub fn read() -> Option<u8> {
     let lsr = inb(COM1_LSR);
