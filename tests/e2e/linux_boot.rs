@@ -122,6 +122,44 @@ fn elf_and_bzimage_guests_pass_every_linux_boot_check_with_1_2_and_4_vcpus() {
     }
 }
 
+/// Above 3 GiB the RAM continues at 4 GiB: every e820 entry of a 4 GiB guest, the
+/// 32-bit MMIO hole (virtio, IO-APIC, LAPIC) left out.
+#[test]
+fn a_4_gib_guest_has_its_ram_around_the_mmio_hole() {
+    if skip() {
+        return;
+    }
+    let run = vmm_run(&[
+        "--kernel",
+        guest().to_str().unwrap(),
+        "--cpus",
+        "2",
+        "--memory",
+        "4GiB",
+    ]);
+    assert_guest_ok(&run);
+    let e820: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("testguest: e820 "))
+        .collect();
+    assert_eq!(
+        e820,
+        [
+            "testguest: e820 0x00000000-0x0009fc00 type=1",
+            "testguest: e820 0x0009fc00-0x00100000 type=2",
+            "testguest: e820 0x00100000-0xc0000000 type=1",
+            "testguest: e820 0x100000000-0x140000000 type=1",
+        ],
+        "{}",
+        run.stdout
+    );
+    assert_line(
+        &run.stdout,
+        &format!("testguest: memory={}", (4u64 << 30) - 0x100000 + 0x9fc00),
+    );
+}
+
 /// A bzImage states the longest command line it reads (cmdline_size, 2047 for the
 /// test guest): vmctl refuses a longer one instead of letting the kernel cut it.
 #[test]

@@ -121,9 +121,9 @@ impl Ram {
             let e = bp.e820(i);
             serial::begin();
             serial::bytes(b"e820 0x");
-            serial::hex(e.addr, 8);
+            serial::hex_at_least(e.addr, 8);
             serial::bytes(b"-0x");
-            serial::hex(e.addr.wrapping_add(e.size), 8);
+            serial::hex_at_least(e.addr.wrapping_add(e.size), 8);
             serial::bytes(b" type=");
             serial::dec(u64::from(e.kind));
             serial::end();

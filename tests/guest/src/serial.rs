@@ -64,7 +64,12 @@ pub fn hex(n: u64, digits: u32) {
 
 /// `n` in lowercase hex without leading zeros (at least one digit).
 pub fn hex_min(n: u64) {
-    let mut digits = 1;
+    hex_at_least(n, 1);
+}
+
+/// `n` in lowercase hex, at least `min` digits (zero-padded), more when it needs them.
+pub fn hex_at_least(n: u64, min: u32) {
+    let mut digits = min.max(1);
     while digits < 16 && n >> (digits * 4) != 0 {
         digits += 1;
     }
