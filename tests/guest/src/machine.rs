@@ -34,7 +34,7 @@ const COMMAND_LINE_SIZE: u64 = 2048;
 pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 
 /// The entry-state checks (`cr0`, `cr3`, `cr4`, `efer`, `segments`, `gdt`, `rflags`,
-/// `idt`). `map` lists `(start, len)` ranges boot.rst wants identity-mapped.
+/// `idt`); `cr3` walks the entry page tables over what boot.rst wants identity-mapped.
 pub fn entry(bp: Option<BootParams>, report: &mut Report) {
     let Some(s) = entry_state::get() else {
         report.fail(b"entry state not recorded");

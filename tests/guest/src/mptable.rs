@@ -23,8 +23,6 @@ const ENTRY_LINTSRC: u8 = 4;
 const PROCESSOR_ENABLED: u8 = 1;
 const PROCESSOR_BSP: u8 = 2;
 const MPC_APIC_USABLE: u8 = 1;
-const MP_INT_NMI: u8 = 1;
-const MP_INT_EXTINT: u8 = 3;
 
 /// What the MP table says.
 pub struct Mp {
@@ -39,28 +37,34 @@ pub struct Mp {
     /// The table's `[start, end)` in memory, floating pointer and table.
     pub floating: u64,
     pub table: (u64, u64),
-    /// Local interrupt entries wire LINT0 = ExtINT and LINT1 = NMI on every APIC
-    /// (Linux only prints them; the lint check compares them with the LAPIC).
-    pub lint_wired: bool,
 }
 
 fn sum(addr: u64, len: u64) -> u8 {
     let mut s: u8 = 0;
     for i in 0..len {
-        s = s.wrapping_add(rd8(addr + i));
+        s = s.wrapping_add(byte(addr + i));
     }
     s
+}
+
+/// The byte at physical address `addr`, which may be 0: Linux scans the first KiB of
+/// memory, and io::rd8 (a Rust pointer read) must not touch address 0.
+fn byte(addr: u64) -> u8 {
+    let v: u8;
+    // SAFETY: only called for the scan areas below 1 MiB, RAM or ROM-like memory the
+    // guest's page tables identity-map.
+    unsafe { core::arch::asm!("mov {0}, byte ptr [{1}]", out(reg_byte) v, in(reg) addr, options(nostack, readonly, preserves_flags)) };
+    v
 }
 
 /// smp_scan_config(): the first valid floating pointer in `[base, base + len)`.
 fn scan(base: u64, len: u64) -> Option<u64> {
     let mut at = base;
     while at + 16 <= base + len {
-        // Address 0 is readable here: the guest's own page tables map it.
-        let sig = if at == 0 { unsafe_rd32_at_zero() } else { rd32(at) };
+        let sig = u32::from_le_bytes([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)]);
         if sig == MPF_SIGNATURE {
-            let spec = rd8(at + 9);
-            if rd8(at + 8) == 1 && sum(at, 16) == 0 && (spec == 1 || spec == 4) {
+            let spec = byte(at + 9);
+            if byte(at + 8) == 1 && sum(at, 16) == 0 && (spec == 1 || spec == 4) {
                 return Some(at);
             }
         }
@@ -69,14 +73,6 @@ fn scan(base: u64, len: u64) -> Option<u64> {
     None
 }
 
-/// The 32-bit word at physical address 0 (io::rd32 refuses address 0, which means
-/// "none" in boot structures; here it is a real place Linux scans).
-fn unsafe_rd32_at_zero() -> u32 {
-    let v: u32;
-    // SAFETY: physical page 0 is identity-mapped by the guest's page tables and is RAM.
-    unsafe { core::arch::asm!("mov {0:e}, dword ptr [{1}]", out(reg) v, in(reg) 0u64, options(nostack, readonly, preserves_flags)) };
-    v
-}
 
 /// default_find_smp_config(): the same places, in the same order.
 fn find() -> Option<u64> {
@@ -140,8 +136,8 @@ fn walk(c: &mut Check<'_>) -> Option<Mp> {
         c.fail(b"configuration table has no local APIC address");
         return None;
     }
-    let mut mp = Mp { enabled: 0, apic_ids: 0, bsp_apic_id: None, ioapic: None, floating: mpf, table: (mpc, mpc + len), lint_wired: false };
-    let (mut extint_lint0, mut nmi_lint1, mut intsrc) = (false, false, 0u32);
+    let mut mp = Mp { enabled: 0, apic_ids: 0, bsp_apic_id: None, ioapic: None, floating: mpf, table: (mpc, mpc + len) };
+    let mut intsrc = 0u32;
     let mut at = mpc + 44;
     let end = mpc + len;
     while at < end {
@@ -184,11 +180,7 @@ fn walk(c: &mut Check<'_>) -> Option<Mp> {
                 }
             }
             ENTRY_INTSRC => intsrc += 1,
-            ENTRY_LINTSRC => {
-                let (kind, dest, lint) = (rd8(at + 1), rd8(at + 6), rd8(at + 7));
-                extint_lint0 |= kind == MP_INT_EXTINT && lint == 0 && dest == 0xff;
-                nmi_lint1 |= kind == MP_INT_NMI && lint == 1 && dest == 0xff;
-            }
+            // Buses and local interrupt entries: Linux only prints them.
             _ => {}
         }
         at += size;
@@ -200,6 +192,5 @@ fn walk(c: &mut Check<'_>) -> Option<Mp> {
     if intsrc == 0 {
         c.fail(b"no I/O interrupt entries (Linux: \"BIOS bug, no explicit IRQ entries\")");
     }
-    mp.lint_wired = extint_lint0 && nmi_lint1;
     Some(mp)
 }
