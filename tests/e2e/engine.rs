@@ -64,8 +64,48 @@ fn cpuid_mask_is_accepted_and_unknown_features_refused() {
         return;
     }
     let kernel = guest().to_str().unwrap();
-    let run = vmm_run(&["--kernel", kernel, "--mask-cpuid", "avx,xsave,sse4_2"]);
+    // Masked features are clear on every vCPU, the APs the guest starts too. Asserted
+    // for cx16 (cmpxchg16b, which this machine's KVM cannot emulate): this KVM
+    // (kvm_pvm) ORs the host's SSE4.x, XSAVE and AVX bits into what KVM_SET_CPUID2 set
+    // (KVM_GET_SUPPORTED_CPUID does not even offer them), so only the bits KVM offers can
+    // be masked here; the others are still asked for, as a user would.
+    let run = vmm_run(&[
+        "--kernel",
+        kernel,
+        "--cpus",
+        "2",
+        "--mask-cpuid",
+        "avx,xsave,sse4_2,cx16",
+    ]);
     assert_guest_ok(&run);
+    let words: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" cpuid 1:ecx="))
+        .collect();
+    assert_eq!(words.len(), 2, "{}", run.stdout);
+    for line in words {
+        let hex = line
+            .split(" 1:ecx=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let ecx1 = u32::from_str_radix(hex, 16).unwrap();
+        assert_eq!(ecx1 & (1 << 13), 0, "cx16 not masked: {line}");
+    }
+    let run = vmm_run(&["--kernel", kernel, "--cpus", "2"]);
+    assert_guest_ok(&run);
+    assert!(
+        run.stdout
+            .lines()
+            .filter(|l| l.contains(" cpuid 1:ecx="))
+            .count()
+            == 2,
+        "{}",
+        run.stdout
+    );
     let run = vmm_run(&["--kernel", kernel, "--mask-cpuid", "avx,warp_drive"]);
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(

@@ -19,6 +19,7 @@ mod guest_net;
 mod inventory;
 mod jail;
 mod lab;
+mod linux_boot;
 mod nat;
 mod netns;
 mod plan;

@@ -37,6 +37,13 @@ pub fn guest() -> &'static Path {
     }
 }
 
+/// The test guest as a bzImage (tests/guest/build writes it next to the ELF).
+pub fn guest_bzimage() -> PathBuf {
+    let mut p = guest().as_os_str().to_owned();
+    p.push(".bzImage");
+    PathBuf::from(p)
+}
+
 /// Whether a test that boots guests must skip (no root or /dev/kvm); fails under CI.
 pub fn skip() -> bool {
     support::skip_unless(

@@ -53,6 +53,7 @@ use vm_superio::Trigger;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use arch::x86_64::boot_params::{self, BootInfo, BootParamsError};
+use arch::x86_64::irqchip::{self, IrqchipError};
 use arch::x86_64::layout::{self, KVM_TSS_ADDRESS};
 use arch::x86_64::loader::{self, LoaderError};
 use arch::x86_64::mptable::{self, MptableError};
@@ -112,6 +113,9 @@ pub enum VmmError {
     /// Writing the zero page failed.
     #[error(transparent)]
     BootParams(#[from] BootParamsError),
+    /// Setting up the in-kernel IO-APIC failed.
+    #[error(transparent)]
+    Irqchip(#[from] IrqchipError),
     /// An eventfd could not be created.
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
@@ -240,6 +244,7 @@ impl Vmm {
         memory::register(&vm, &mem)?;
         vm.create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        irqchip::set_ioapic_id(&vm, mptable::ioapic_id(spec.cpus))?;
         if spec.pit {
             let pit = kvm_pit_config {
                 flags: KVM_PIT_SPEAKER_DUMMY,

@@ -3,7 +3,7 @@
 //! Documentation/arch/x86/zero-page.rst and boot.rst.
 
 use crate::io::{mapped, rd16, rd32, rd64, rd8};
-use crate::report::Report;
+use crate::report::{Check, Report};
 use crate::serial;
 
 const EXT_RAMDISK_IMAGE: u64 = 0x0c0;
@@ -72,19 +72,17 @@ impl BootParams {
         E820Entry { addr: rd64(at), size: rd64(at + 8), kind: rd32(at + 16) }
     }
 
-    /// Header checks Linux relies on: a zero sentinel (otherwise Linux's
-    /// sanitize_boot_params() wipes ext_*, e820 and more as left by a broken loader)
-    /// and the setup header's magic numbers a loader fills in for a vmlinux.
+    /// The zero page's own fields Linux relies on (check `boot-params`): a zero
+    /// sentinel (otherwise sanitize_boot_params() wipes ext_*, e820 and more as left by
+    /// a broken loader), the setup header's magic numbers, a loader type (Linux ignores
+    /// the initrd when it is 0).
     pub fn check_header(&self, report: &mut Report) {
-        if rd8(self.addr + SENTINEL) != 0 {
-            report.fail(b"boot_params sentinel (0x1ef) is not zero: Linux would discard fields");
-        }
-        if rd32(self.addr + HDR_HEADER) != 0x5372_6448 {
-            report.fail(b"boot_params hdr.header is not \"HdrS\"");
-        }
-        if rd16(self.addr + HDR_BOOT_FLAG) != 0xaa55 {
-            report.fail(b"boot_params hdr.boot_flag is not 0xaa55");
-        }
+        let mut c = Check::new(report, None, b"boot-params");
+        c.expect(rd8(self.addr + SENTINEL) == 0, b"sentinel (0x1ef) is not zero: Linux would discard fields");
+        c.expect_eq(u64::from(rd32(self.addr + HDR_HEADER)), 0x5372_6448, b"hdr.header is not \"HdrS\"");
+        c.expect_eq(u64::from(rd16(self.addr + HDR_BOOT_FLAG)), 0xaa55, b"hdr.boot_flag is not 0xaa55");
+        c.expect(self.type_of_loader() != 0, b"hdr.type_of_loader is 0 (Linux then ignores the initrd)");
+        c.done();
     }
 
     pub fn type_of_loader(&self) -> u8 {
@@ -102,34 +100,47 @@ impl Ram {
     /// Reads and checks the e820 map; prints `memory=<bytes of RAM>` and a FAIL for each
     /// problem. `None` when there is no usable map.
     pub fn check(bp: BootParams, report: &mut Report) -> Option<Ram> {
+        let mut c = Check::new(report, None, b"e820");
+        let ram = Self::walk(bp, &mut c);
+        c.done();
+        ram
+    }
+
+    fn walk(bp: BootParams, c: &mut Check<'_>) -> Option<Ram> {
         let count = bp.e820_count();
         if count == 0 {
-            report.fail(b"e820 map is empty");
+            c.fail(b"e820 map is empty");
             return None;
         }
         if count > E820_MAX {
-            report.fail_begin();
-            serial::bytes(b"e820 entries=");
-            serial::dec(count as u64);
-            serial::bytes(b" > 128");
-            serial::end();
+            c.fail_value(b"more e820 entries than the zero page holds", count as u64, E820_MAX as u64);
             return None;
         }
         let mut total: u64 = 0;
         for i in 0..count {
             let e = bp.e820(i);
+            serial::begin();
+            serial::bytes(b"e820 0x");
+            serial::hex_at_least(e.addr, 8);
+            serial::bytes(b"-0x");
+            serial::hex_at_least(e.addr.wrapping_add(e.size), 8);
+            serial::bytes(b" type=");
+            serial::dec(u64::from(e.kind));
+            serial::end();
             if e.kind != E820_RAM {
                 continue;
             }
             if e.size == 0 || e.addr.checked_add(e.size).is_none() {
-                report.fail_begin();
-                serial::bytes(b"e820 entry ");
-                serial::dec(i as u64);
-                serial::bytes(b" has a bad size");
-                serial::end();
+                c.fail_value(b"RAM entry has a bad size: entry", i as u64, i as u64);
                 continue;
             }
             total = total.wrapping_add(e.size);
+            // RAM must not cover the APICs (Linux maps them uncached as MMIO).
+            for mmio in [0xfec0_0000u64, 0xfee0_0000] {
+                if e.addr <= mmio && mmio < e.addr + e.size {
+                    c.fail_value(b"a RAM entry covers an APIC's MMIO page", mmio, 0);
+                }
+            }
             for j in 0..i {
                 let f = bp.e820(j);
                 if f.kind == E820_RAM
@@ -137,13 +148,7 @@ impl Ram {
                     && e.addr < f.addr + f.size
                     && f.addr < e.addr + e.size
                 {
-                    report.fail_begin();
-                    serial::bytes(b"e820 RAM entries ");
-                    serial::dec(j as u64);
-                    serial::bytes(b" and ");
-                    serial::dec(i as u64);
-                    serial::bytes(b" overlap");
-                    serial::end();
+                    c.fail_value(b"RAM entries overlap: entries", j as u64, i as u64);
                 }
             }
         }
@@ -153,7 +158,7 @@ impl Ram {
         serial::end();
         if count < 2 {
             // append_e820_table() ignores a map of fewer than two entries.
-            report.fail(b"e820 map has fewer than 2 entries: Linux ignores it");
+            c.fail(b"e820 map has fewer than 2 entries: Linux ignores it");
         }
         // Still usable for the coverage checks after an entry-level failure.
         Some(Ram { bp, count })

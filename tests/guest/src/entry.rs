@@ -28,13 +28,54 @@ pub const STACK_SIZE: usize = 16 * 1024;
 
 global_asm!(
     r#"
+    /* The head of the image at 1 MiB, for the bzImage (../bzimage.S wraps the image
+       as its protected-mode code): +0 is the 32-bit boot protocol's entry, which the
+       guest does not support (it halts); +0x200 the 64-bit entry, which is _start's. */
+    .section .text.head, "ax"
+    .code32
+    bz_start32:
+        cli
+        hlt
+        jmp bz_start32
+        .org 0x200, 0x90
+    .code64
+    .global bz_start64
+    bz_start64:
+        jmp _start
+
     .section .text.entry, "ax"
     .code64
     .global _start
     _start:
+        /* Record the machine state as the VMM left it (before cli/cld change RFLAGS):
+           entry_state.rs reads testguest_entry_state. Our own stack first (pushfq). */
+        mov %rsp, testguest_entry_state+{es_rsp}(%rip)
+        lea __stack_top(%rip), %rsp
+        pushfq
+        popq testguest_entry_state+{es_rflags}(%rip)
         cli
         cld
         mov %rsi, %r12
+        mov %cr0, %rax
+        mov %rax, testguest_entry_state+{es_cr0}(%rip)
+        mov %cr3, %rax
+        mov %rax, testguest_entry_state+{es_cr3}(%rip)
+        mov %cr4, %rax
+        mov %rax, testguest_entry_state+{es_cr4}(%rip)
+        mov $0xC0000080, %ecx
+        rdmsr
+        mov %eax, testguest_entry_state+{es_efer}(%rip)
+        mov %edx, testguest_entry_state+{es_efer}+4(%rip)
+        movw %cs, testguest_entry_state+{es_sel}(%rip)
+        movw %ds, testguest_entry_state+{es_sel}+2(%rip)
+        movw %es, testguest_entry_state+{es_sel}+4(%rip)
+        movw %ss, testguest_entry_state+{es_sel}+6(%rip)
+        movw %fs, testguest_entry_state+{es_sel}+8(%rip)
+        movw %gs, testguest_entry_state+{es_sel}+10(%rip)
+        str testguest_entry_state+{es_sel}+12(%rip)
+        sgdt testguest_entry_state+{es_gdtr}(%rip)
+        sidt testguest_entry_state+{es_idtr}(%rip)
+        movb $1, testguest_entry_state+{es_valid}(%rip)
         lea __bss_start(%rip), %rdi
         lea __bss_end(%rip), %rcx
         sub %rdi, %rcx
@@ -114,6 +155,7 @@ global_asm!(
         .quad 0
         .quad 0x00af9a000000ffff
         .quad 0x00cf92000000ffff
+        .quad 0x00cf9a000000ffff
     testguest_gdt_end:
     .balign 4
     testguest_gdt_desc:
@@ -145,6 +187,88 @@ global_asm!(
         .set testguest_pd_addr, testguest_pd_addr + 0x200000
         .endr
 
+    /* Application processors (smp.rs). ap_tramp16 is copied to a page below 1 MiB
+       whose number is the STARTUP IPI's vector: the AP starts there in real mode with
+       CS = the page's segment, IP = 0. It loads the GDT above (its descriptor is part
+       of the copy), turns on protection and jumps to ap_start32 in this image, which
+       turns on long mode like _start32 and jumps to ap_start64: a stack of its own
+       (slot from ap_next), then testguest_ap_main(slot). Linux's trampoline
+       (realmode/rm/trampoline_64.S) takes the same steps. */
+    .section .text.ap16, "ax"
+    .code16
+    .global ap_tramp16
+    ap_tramp16:
+        cli
+        cld
+        mov %cs, %ax
+        mov %ax, %ds
+        lgdtl ap_tramp16_gdt_desc - ap_tramp16
+        mov %cr0, %eax
+        or $1, %eax
+        mov %eax, %cr0
+        ljmpl $0x18, $ap_start32
+        .balign 4
+    ap_tramp16_gdt_desc:
+        .word testguest_gdt_end - testguest_gdt - 1
+        .long testguest_gdt
+    .global ap_tramp16_end
+    ap_tramp16_end:
+
+    .section .text.ap32, "ax"
+    .code32
+    .global ap_start32
+    ap_start32:
+        mov $0x10, %eax
+        mov %eax, %ds
+        mov %eax, %es
+        mov %eax, %ss
+        mov %eax, %fs
+        mov %eax, %gs
+        mov %cr4, %eax
+        or $0x20, %eax
+        mov %eax, %cr4
+        mov $testguest_pml4, %eax
+        mov %eax, %cr3
+        mov $0xC0000080, %ecx
+        rdmsr
+        or $0x100, %eax
+        wrmsr
+        mov %cr0, %eax
+        or $0x80000000, %eax
+        mov %eax, %cr0
+        ljmp $0x08, $ap_start64
+    .global ap_start32_end
+    ap_start32_end:
+
+    .code64
+    .text
+    ap_start64:
+        mov $1, %eax
+        lock xaddl %eax, ap_next(%rip)
+        cmp ${max_aps}, %eax
+        jae 6f
+        mov %eax, %edi
+        lea 1(%rax), %rcx
+        imul ${ap_stack}, %rcx
+        lea ap_stacks(%rip), %rsp
+        add %rcx, %rsp
+        xor %ebp, %ebp
+        call testguest_ap_main
+    6:  cli
+        hlt
+        jmp 6b
+
+    .section .data.ap_next, "aw"
+    .balign 4
+    .global ap_next
+    ap_next:
+        .long 0
+
+    .section .noinit.ap_stacks, "aw", @nobits
+    .balign 4096
+    ap_stacks:
+        .skip {ap_stacks_size}
+
     .section .noinit.stack, "aw", @nobits
     .balign 16
     __stack_bottom:
@@ -154,6 +278,19 @@ global_asm!(
 
     .text
     "#,
+    es_rflags = const crate::entry_state::OFF_RFLAGS,
+    es_cr0 = const crate::entry_state::OFF_CR0,
+    es_cr3 = const crate::entry_state::OFF_CR3,
+    es_cr4 = const crate::entry_state::OFF_CR4,
+    es_efer = const crate::entry_state::OFF_EFER,
+    es_sel = const crate::entry_state::OFF_SELECTORS,
+    es_gdtr = const crate::entry_state::OFF_GDTR,
+    es_idtr = const crate::entry_state::OFF_IDTR,
+    es_rsp = const crate::entry_state::OFF_RSP,
+    es_valid = const crate::entry_state::OFF_VALID,
+    max_aps = const crate::smp::MAX_APS,
+    ap_stack = const crate::smp::AP_STACK_SIZE,
+    ap_stacks_size = const crate::smp::AP_STACK_SIZE * crate::smp::MAX_APS as usize,
     linux64 = const MODE_LINUX64,
     pvh = const MODE_PVH,
     stack_size = const STACK_SIZE,

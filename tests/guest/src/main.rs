@@ -10,17 +10,22 @@ mod clock;
 mod cmdline;
 mod count;
 mod cpuid;
+mod cpuview;
 mod entry;
+mod entry_state;
 mod fnv;
 mod hostile;
 mod idle;
 mod io;
+mod machine;
 mod mem;
 mod mptable;
 mod net;
 mod power;
 mod report;
 mod serial;
+mod setup_header;
+mod smp;
 mod virtio;
 
 use bootparams::{BootParams, Ram};
@@ -36,20 +41,32 @@ const PVH_CMDLINE_PADDR: u64 = 0x18;
 #[no_mangle]
 extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
     let mut report = Report::new();
-    let (cmdline, ram, initrd) = if mode == entry::MODE_PVH {
+    // The BSP's per-CPU view first, before anything touches its local APIC.
+    let bsp_view = (mode != entry::MODE_PVH).then(machine::capture_bsp);
+    let (cmdline, ram, initrd, bp) = if mode == entry::MODE_PVH {
         power::PVH.store(true, Ordering::Relaxed);
         serial::line(b"pvh");
-        (pvh_cmdline(info, &mut report), None, (0, 0))
+        (pvh_cmdline(info, &mut report), None, (0, 0), None)
     } else {
         linux_checks(info, &mut report)
     };
+    if mode != entry::MODE_PVH {
+        if let Some(bp) = bp {
+            setup_header::check(bp, cmdline.bytes.len(), &mut report);
+        }
+        machine::entry(bp, &mut report);
+    }
 
-    let cpus = if mode == entry::MODE_PVH { None } else { mptable::check(&mut report) };
+    let mp = if mode == entry::MODE_PVH { None } else { mptable::check(&mut report) };
     let apic_id = cpuid::check(&mut report);
-    if let Some(bsp) = cpus.and_then(|c| c.bsp_apic_id) {
+    if let Some(bsp) = mp.as_ref().and_then(|m| m.bsp_apic_id) {
         if u32::from(bsp) != apic_id {
             report.fail(b"mp table's BSP apic id differs from this CPU's (cpuid leaf 1)");
         }
+    }
+    if let (Some(view), Some(bp)) = (bsp_view, bp) {
+        machine::ioapic(mp.as_ref(), &mut report);
+        machine::cpus(view, mp.as_ref(), bp, ram.as_ref(), &mut report);
     }
     let stack = devices(&cmdline, &mut report);
     let memory = ram.as_ref().map(|ram| count::Memory { ram, initrd });
@@ -224,10 +241,13 @@ fn pvh_cmdline(info: u64, report: &mut Report) -> Cmdline<'static> {
 /// The zero-page checks: command line, header, e820, initrd. Returns the command
 /// line, the e820 RAM (when there is a usable map) and the initrd's `(address, size)`
 /// (size 0 without one).
-fn linux_checks(boot_params: u64, report: &mut Report) -> (Cmdline<'static>, Option<Ram>, (u64, u64)) {
+fn linux_checks(
+    boot_params: u64,
+    report: &mut Report,
+) -> (Cmdline<'static>, Option<Ram>, (u64, u64), Option<BootParams>) {
     let Some(bp) = BootParams::at(boot_params) else {
         report.fail(b"boot params address (rsi) is zero or not identity-mapped");
-        return (Cmdline::EMPTY, None, (0, 0));
+        return (Cmdline::EMPTY, None, (0, 0), None);
     };
     let cmdline = print_cmdline(bp.cmd_line_ptr(), report);
     bp.check_header(report);
@@ -251,7 +271,7 @@ fn linux_checks(boot_params: u64, report: &mut Report) -> (Cmdline<'static>, Opt
     if size != 0 {
         check_initrd(bp, ram.as_ref(), addr, size, report);
     }
-    (cmdline, ram, (addr, size))
+    (cmdline, ram, (addr, size), Some(bp))
 }
 
 /// Prints `initrd=<size> sum=<fnv1a32>` after checking where it lies.

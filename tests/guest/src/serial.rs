@@ -62,6 +62,20 @@ pub fn hex(n: u64, digits: u32) {
     }
 }
 
+/// `n` in lowercase hex without leading zeros (at least one digit).
+pub fn hex_min(n: u64) {
+    hex_at_least(n, 1);
+}
+
+/// `n` in lowercase hex, at least `min` digits (zero-padded), more when it needs them.
+pub fn hex_at_least(n: u64, min: u32) {
+    let mut digits = min.max(1);
+    while digits < 16 && n >> (digits * 4) != 0 {
+        digits += 1;
+    }
+    hex(n, digits);
+}
+
 /// A received byte, if one is waiting (LSR bit 0; 0xff means no UART).
 pub fn read() -> Option<u8> {
     let lsr = inb(COM1_LSR);

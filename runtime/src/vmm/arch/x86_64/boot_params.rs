@@ -13,6 +13,18 @@ pub enum BootParamsError {
     /// More e820 entries than the zero page holds.
     #[error("too many e820 entries ({0})")]
     TooManyE820Entries(usize),
+    /// The command line does not fit the bzImage's `cmdline_size` (boot protocol
+    /// 2.06+: the most the kernel reads, excluding the NUL).
+    #[error(
+        "the command line has {len} bytes but the bzImage accepts at most {max} \
+         (its setup header's cmdline_size): shorten the VM's cmdline"
+    )]
+    CmdlineTooLong {
+        /// Bytes in the command line, without its NUL.
+        len: usize,
+        /// The kernel's limit.
+        max: u32,
+    },
     /// Failed to write the zero page into guest memory.
     #[error("failed to write the boot parameters (zero page) into guest memory")]
     Write,
@@ -77,7 +89,21 @@ pub fn build_boot_params(info: &BootInfo) -> Result<boot_params, BootParamsError
         params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
     }
     params.hdr.cmd_line_ptr = info.cmdline_addr as u32;
-    params.hdr.cmdline_size = info.cmdline_len as u32 + 1;
+    // cmdline_size is the kernel's field (2.06+): a bzImage's stays as it is, and the
+    // command line must fit it; an ELF vmlinux has no header, so the VMM states the
+    // command line's size, NUL included.
+    match info.setup_header {
+        Some(hdr) if hdr.version >= 0x0206 => {
+            let max = hdr.cmdline_size;
+            if info.cmdline_len as u64 > u64::from(max) {
+                return Err(BootParamsError::CmdlineTooLong {
+                    len: info.cmdline_len,
+                    max,
+                });
+            }
+        }
+        _ => params.hdr.cmdline_size = info.cmdline_len as u32 + 1,
+    }
     if let Some((addr, size)) = info.initrd {
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
@@ -160,6 +186,7 @@ mod tests {
             setup_sects: 27,
             version: 0x20f,
             kernel_alignment: 0x20_0000,
+            cmdline_size: 2047,
             ..Default::default()
         };
         hdr.loadflags = 1;
@@ -172,5 +199,29 @@ mod tests {
         let h = p.hdr;
         assert_eq!((h.setup_sects, h.version, h.loadflags), (27, 0x20f, 1));
         assert_eq!({ h.kernel_alignment }, 0x20_0000);
+        // The kernel's cmdline_size is kept, not replaced by the command line's length.
+        assert_eq!({ h.cmdline_size }, 2047);
+    }
+
+    #[test]
+    fn bzimage_command_line_must_fit_its_cmdline_size() {
+        let hdr = setup_header {
+            version: 0x20f,
+            cmdline_size: 255,
+            ..Default::default()
+        };
+        let mut info = BootInfo {
+            ram: ram_ranges(64 << 20),
+            cmdline_len: 255,
+            setup_header: Some(hdr),
+            ..Default::default()
+        };
+        assert!(build_boot_params(&info).is_ok());
+        info.cmdline_len = 256;
+        let err = build_boot_params(&info).unwrap_err();
+        assert!(
+            matches!(err, BootParamsError::CmdlineTooLong { len: 256, max: 255 }),
+            "{err}"
+        );
     }
 }

@@ -277,6 +277,38 @@ fn hypervisor_leaf() -> kvm_cpuid_entry2 {
     }
 }
 
+/// Subleaves of the topology leaves 0xB and 0x1F that [`fix_topology`] fills: the
+/// SMT level, the core level and the terminating invalid level.
+const TOPOLOGY_SUBLEAVES: u32 = 3;
+
+/// KVM may list only subleaf 0 of leaves 0xB and 0x1F (it does here): without the core
+/// level (subleaf 1) Linux sees one thread per package and no cores. Adds the missing
+/// subleaves of each of the two leaves KVM lists, for [`fix_topology`] to fill.
+fn add_topology_subleaves(cpuid: &mut CpuId) -> Result<(), CpuidError> {
+    for leaf in [0xb, 0x1f] {
+        if !cpuid.as_slice().iter().any(|e| e.function == leaf) {
+            continue;
+        }
+        for index in 0..TOPOLOGY_SUBLEAVES {
+            let present = cpuid
+                .as_slice()
+                .iter()
+                .any(|e| e.function == leaf && e.index == index);
+            if !present {
+                cpuid
+                    .push(kvm_cpuid_entry2 {
+                        function: leaf,
+                        index,
+                        flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                        ..Default::default()
+                    })
+                    .map_err(|_| CpuidError::TableFull { leaf })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The CPUID of vCPU `apic_id` of `cpus`: KVM's supported CPUID, fixed up, masked.
 pub fn vcpu_cpuid(
     supported: &CpuId,
@@ -285,6 +317,7 @@ pub fn vcpu_cpuid(
     mask: &[FeatureBit],
 ) -> Result<CpuId, CpuidError> {
     let mut cpuid = supported.clone();
+    add_topology_subleaves(&mut cpuid)?;
     fix_topology(cpuid.as_mut_slice(), apic_id, cpus);
     if let Some(e) = cpuid
         .as_mut_slice()
@@ -390,6 +423,30 @@ mod tests {
         assert_eq!(parse_feature("sse4-1").unwrap().bit, 19);
         let err = parse_feature("warp_drive").unwrap_err().to_string();
         assert!(err.contains("warp_drive") && err.contains("xsave"), "{err}");
+    }
+
+    #[test]
+    fn missing_topology_subleaves_are_added_and_filled() {
+        // KVM here lists only subleaf 0 of 0xB and 0x1F.
+        let supported = CpuId::from_entries(&[entry(0xb, 0), entry(0x1f, 0)]).unwrap();
+        let c = vcpu_cpuid(&supported, 2, 4, &[]).unwrap();
+        for leaf in [0xb, 0x1f] {
+            let core = c
+                .as_slice()
+                .iter()
+                .find(|e| e.function == leaf && e.index == 1)
+                .expect("core level added");
+            assert_eq!((core.ebx, core.ecx >> 8, core.eax, core.edx), (4, 2, 2, 2));
+            let end = c
+                .as_slice()
+                .iter()
+                .find(|e| e.function == leaf && e.index == 2)
+                .expect("terminating level added");
+            assert_eq!((end.ebx, end.ecx >> 8), (0, 0));
+        }
+        // A leaf KVM does not list is not invented.
+        let c = vcpu_cpuid(&CpuId::from_entries(&[entry(0xb, 0)]).unwrap(), 0, 2, &[]).unwrap();
+        assert!(!c.as_slice().iter().any(|e| e.function == 0x1f));
     }
 
     #[test]

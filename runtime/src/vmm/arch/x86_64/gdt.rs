@@ -1,6 +1,8 @@
 //! The boot GDT and the `kvm_segment`s derived from it: a flat 64-bit code segment, a
-//! flat data segment and a TSS, as the Linux 64-bit boot protocol expects
-//! (`__BOOT_CS` = 0x10 in Linux; any flat segments do, the kernel loads its own GDT).
+//! flat data segment and a TSS, where the Linux 64-bit boot protocol (boot.rst) wants
+//! them: code at selector 0x10 (`__BOOT_CS`), data at 0x18 (`__BOOT_DS`). Firecracker
+//! puts them at 0x8 and 0x10, which works only because Linux reloads its own GDT
+//! before it uses a selector.
 
 use kvm_bindings::kvm_segment;
 
@@ -14,19 +16,21 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
         | (limit as u64 & 0x0000_ffff)
 }
 
-/// The boot GDT: null, code (64-bit, present, readable), data (present, writable), TSS.
-pub const BOOT_GDT: [u64; 4] = [
+/// The boot GDT: null, unused, code (64-bit, present, readable), data (present,
+/// writable), TSS.
+pub const BOOT_GDT: [u64; 5] = [
+    gdt_entry(0, 0, 0),
     gdt_entry(0, 0, 0),
     gdt_entry(0xa09b, 0, 0xfffff),
     gdt_entry(0xc093, 0, 0xfffff),
     gdt_entry(0x808b, 0, 0xfffff),
 ];
 /// Index of the code segment in [`BOOT_GDT`].
-pub const CODE_INDEX: u8 = 1;
+pub const CODE_INDEX: u8 = 2;
 /// Index of the data segment in [`BOOT_GDT`].
-pub const DATA_INDEX: u8 = 2;
+pub const DATA_INDEX: u8 = 3;
 /// Index of the TSS in [`BOOT_GDT`].
-pub const TSS_INDEX: u8 = 3;
+pub const TSS_INDEX: u8 = 4;
 
 fn base(entry: u64) -> u64 {
     ((entry & 0xff00_0000_0000_0000) >> 32)
@@ -80,7 +84,7 @@ mod tests {
     #[test]
     fn code_segment_is_flat_64_bit() {
         let cs = kvm_segment_from_gdt(BOOT_GDT[CODE_INDEX as usize], CODE_INDEX);
-        assert_eq!(cs.selector, 0x8);
+        assert_eq!(cs.selector, 0x10);
         assert_eq!(cs.l, 1);
         assert_eq!(cs.db, 0);
         assert_eq!(cs.present, 1);
@@ -94,9 +98,9 @@ mod tests {
     #[test]
     fn data_segment_and_tss() {
         let ds = kvm_segment_from_gdt(BOOT_GDT[DATA_INDEX as usize], DATA_INDEX);
-        assert_eq!((ds.selector, ds.type_, ds.db, ds.l), (0x10, 3, 1, 0));
+        assert_eq!((ds.selector, ds.type_, ds.db, ds.l), (0x18, 3, 1, 0));
         let tss = kvm_segment_from_gdt(BOOT_GDT[TSS_INDEX as usize], TSS_INDEX);
-        assert_eq!((tss.selector, tss.type_, tss.s), (0x18, 0xb, 0));
+        assert_eq!((tss.selector, tss.type_, tss.s), (0x20, 0xb, 0));
     }
 
     #[test]
@@ -105,6 +109,6 @@ mod tests {
         assert_eq!(base(e), 0x1234_5678);
         assert_eq!(limit(e), 0xabcde);
         assert_eq!(kvm_segment_from_gdt(0, 0).unusable, 1);
-        assert_eq!(gdt_bytes().len(), 32);
+        assert_eq!(gdt_bytes().len(), 40);
     }
 }

@@ -2,8 +2,8 @@
 //! boot code uses, in one place.
 //!
 //! ```text
-//! 0x0000_0500  GDT (4 entries)            0x0000_7000  boot params (zero page)
-//! 0x0000_0520  IDT (empty)                0x0000_8ff0  boot stack pointer
+//! 0x0000_0500  GDT (5 entries)            0x0000_7000  boot params (zero page)
+//! 0x0000_0530  IDT (empty)                0x0000_8ff0  boot stack pointer
 //! 0x0000_9000  PML4                       0x0000_a000  PDPT
 //! 0x0000_b000  PD (512 × 2 MiB = 1 GiB)   0x0002_0000  kernel command line
 //! 0x0009_fc00  MP floating pointer + MP configuration table (last KiB of base memory)
@@ -18,7 +18,7 @@
 /// The GDT: null, 64-bit code, data, TSS.
 pub const BOOT_GDT_START: u64 = 0x500;
 /// An empty IDT: the guest sets up its own before enabling interrupts.
-pub const BOOT_IDT_START: u64 = 0x520;
+pub const BOOT_IDT_START: u64 = 0x530;
 /// The zero page (`struct boot_params`); `rsi` points here at entry.
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer of the boot vCPU.
@@ -73,7 +73,7 @@ pub const PAGE_SIZE: u64 = 4096;
 
 // The fixed structures must not overlap: checked at compile time.
 const _: () = {
-    assert!(BOOT_GDT_START + 4 * 8 <= BOOT_IDT_START);
+    assert!(BOOT_GDT_START + super::gdt::BOOT_GDT.len() as u64 * 8 <= BOOT_IDT_START);
     assert!(BOOT_IDT_START + 8 <= ZERO_PAGE_START);
     assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
     assert!(BOOT_STACK_POINTER < PML4_START);

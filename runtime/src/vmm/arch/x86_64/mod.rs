@@ -4,6 +4,7 @@
 pub mod boot_params;
 pub mod cpuid;
 pub mod gdt;
+pub mod irqchip;
 pub mod layout;
 pub mod loader;
 pub mod mptable;

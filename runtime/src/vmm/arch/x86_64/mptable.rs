@@ -55,6 +55,12 @@ const CPU_BSP: u8 = 2;
 const CPU_SIGNATURE: u32 = 0x600;
 const CPU_FEATURES: u32 = (1 << 9) | 1;
 
+/// The IO-APIC's id for `cpus` vCPUs (APIC ids 0..cpus): the next one, as APIC ids
+/// are unique. irqchip.rs sets the IO-APIC's ID register to it.
+pub fn ioapic_id(cpus: u32) -> u8 {
+    (cpus + 1) as u8
+}
+
 /// Byte that makes the sum of `bytes` plus itself zero.
 fn checksum(bytes: &[u8]) -> u8 {
     0u8.wrapping_sub(bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
@@ -66,7 +72,7 @@ pub fn mptable_bytes(base: u64, cpus: u32) -> Result<Vec<u8>, MptableError> {
     if cpus == 0 || cpus > MAX_CPUS {
         return Err(MptableError::TooManyCpus { cpus });
     }
-    let ioapic_id = cpus as u8 + 1;
+    let ioapic_id = ioapic_id(cpus);
 
     let mut entries: Vec<u8> = Vec::with_capacity(
         cpus as usize * PROCESSOR_SIZE + (IOAPIC_PINS as usize + 4) * SMALL_ENTRY_SIZE,

@@ -45,6 +45,9 @@ fn kvm(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> RegsError {
 }
 
 const X86_CR0_PE: u64 = 0x1;
+const X86_CR0_ET: u64 = 0x10;
+const X86_CR0_NW: u64 = 0x2000_0000;
+const X86_CR0_CD: u64 = 0x4000_0000;
 const X86_CR0_PG: u64 = 0x8000_0000;
 const X86_CR4_PAE: u64 = 0x20;
 const EFER_LME: u64 = 0x100;
@@ -111,7 +114,9 @@ fn fill_sregs(sregs: &mut kvm_sregs) {
 
     sregs.cr3 = PML4_START;
     sregs.cr4 |= X86_CR4_PAE;
-    sregs.cr0 |= X86_CR0_PE | X86_CR0_PG;
+    // KVM's reset CR0 has the caches disabled (CD, NW): a kernel must not start
+    // uncached (a bzImage decompresses before Linux sets its own CR0).
+    sregs.cr0 = (sregs.cr0 & !(X86_CR0_CD | X86_CR0_NW)) | X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
     sregs.efer |= EFER_LME | EFER_LMA;
 }
 
@@ -260,14 +265,18 @@ mod tests {
         assert_eq!(pml4, PDPTE_START | 3);
         let pdpte: u64 = mem.read_obj(GuestAddress(PDPTE_START)).unwrap();
         assert_eq!(pdpte, PDE_START | 3);
-        let code: u64 = mem.read_obj(GuestAddress(BOOT_GDT_START + 8)).unwrap();
-        assert_eq!(code, BOOT_GDT[1]);
+        let code: u64 = mem.read_obj(GuestAddress(BOOT_GDT_START + 0x10)).unwrap();
+        assert_eq!(code, BOOT_GDT[CODE_INDEX as usize]);
     }
 
     #[test]
     fn sregs_enter_long_mode() {
-        let mut sregs = kvm_sregs::default();
+        let mut sregs = kvm_sregs {
+            cr0: 0x6000_0010, // KVM's reset value: CD, NW, ET
+            ..Default::default()
+        };
         fill_sregs(&mut sregs);
+        assert_eq!(sregs.cr0, X86_CR0_PE | X86_CR0_ET | X86_CR0_PG);
         assert_eq!(
             sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
             X86_CR0_PE | X86_CR0_PG
@@ -275,9 +284,11 @@ mod tests {
         assert_eq!(sregs.cr4 & X86_CR4_PAE, X86_CR4_PAE);
         assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
         assert_eq!(sregs.cr3, PML4_START);
-        assert_eq!((sregs.cs.selector, sregs.cs.l), (0x8, 1));
-        assert_eq!(sregs.ss.selector, 0x10);
-        assert_eq!(sregs.gdt.limit, 31);
+        // boot.rst: CS = __BOOT_CS (0x10), DS = ES = SS = __BOOT_DS (0x18).
+        assert_eq!((sregs.cs.selector, sregs.cs.l), (0x10, 1));
+        assert_eq!(sregs.ss.selector, 0x18);
+        assert_eq!((sregs.ds.selector, sregs.es.selector), (0x18, 0x18));
+        assert_eq!(sregs.gdt.limit, 39);
     }
 
     #[test]
