@@ -13,7 +13,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::Cap;
+use kvm_ioctls::{Cap, Kvm};
 
 use super::{memory as snapshot_memory, vm, Snapshot, SnapshotError};
 use crate::vmm::arch::x86_64::cpuid;
@@ -61,6 +61,44 @@ fn check_shape(spec: &VmmSpec, snap: &Snapshot) -> Result<(), SnapshotError> {
     Ok(())
 }
 
+/// Refuses a snapshot whose guest saw CPU features this host, with `spec`'s CPUID
+/// mask, cannot offer.
+fn check_cpu(kvm: &Kvm, spec: &VmmSpec, snap: &Snapshot) -> Result<(), VmmError> {
+    let cpuid_mask = spec.cpuid_features()?;
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut missing: Vec<String> = Vec::new();
+    for saved in &snap.vcpus {
+        let here =
+            cpuid::vcpu_cpuid(&supported, saved.id, spec.cpus, &cpuid_mask).map_err(|source| {
+                crate::vmm::vcpu::VcpuError::Cpuid {
+                    id: saved.id,
+                    source,
+                }
+            })?;
+        for name in cpuid::missing_features(&saved.cpuid, here.as_slice()) {
+            if !missing.iter().any(|m| m == name) {
+                missing.push(name.to_string());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(SnapshotError::CpuFeatures { missing }.into());
+    }
+    Ok(())
+}
+
+/// Whether this host could restore `snap` into the VM `spec` describes — its shape
+/// and the CPU features its guest saw — checked without building anything, so a
+/// caller can refuse before it stops the running VM.
+pub fn check(spec: &VmmSpec, snap: &Snapshot) -> Result<(), VmmError> {
+    spec.validate()?;
+    check_shape(spec, snap)?;
+    let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+    check_cpu(&kvm, spec, snap)
+}
+
 impl Vmm {
     /// Builds the VM `spec` describes in the state `snap` and `memory_file` saved;
     /// guest serial output goes to `console`. Returns the VMM ready to
@@ -75,7 +113,6 @@ impl Vmm {
     ) -> Result<(Self, usize), VmmError> {
         spec.validate()?;
         check_shape(spec, snap)?;
-        let cpuid_mask = spec.cpuid_features()?;
         lifecycle::install_kick_handler()?;
 
         let (kvm, vm) = Self::create_vm()?;
@@ -86,26 +123,7 @@ impl Vmm {
             }
             .into());
         }
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let mut missing: Vec<String> = Vec::new();
-        for saved in &snap.vcpus {
-            let here = cpuid::vcpu_cpuid(&supported, saved.id, spec.cpus, &cpuid_mask).map_err(
-                |source| crate::vmm::vcpu::VcpuError::Cpuid {
-                    id: saved.id,
-                    source,
-                },
-            )?;
-            for name in cpuid::missing_features(&saved.cpuid, here.as_slice()) {
-                if !missing.iter().any(|m| m == name) {
-                    missing.push(name.to_string());
-                }
-            }
-        }
-        if !missing.is_empty() {
-            return Err(SnapshotError::CpuFeatures { missing }.into());
-        }
+        check_cpu(&kvm, spec, snap)?;
 
         let mem = snapshot_memory::map_private(memory_file, snap.memory)?;
         memory::register(&vm, &mem)?;
