@@ -216,3 +216,79 @@ fn a_restore_where_the_guests_cpu_features_are_hidden_is_refused_and_the_vm_runs
     assert_eq!(lab.pid("web-2"), pid);
     wait_counts(|| console(&lab, "web-2"), counted as usize + 2);
 }
+
+#[test]
+fn the_engine_refuses_a_snapshot_of_another_vm_shape_or_a_damaged_one() {
+    use crate::support::vmctl;
+    use crate::vm::Detached;
+    use vmctl_runtime::vmm::protocol::{Reply, Response};
+    use vmctl_runtime::vms::snapshots::request_snapshot;
+    use vmctl_runtime::vms::VmPaths;
+    if skip() {
+        return;
+    }
+    let vm = Detached::start(1, "console=ttyS0 testguest.count");
+    wait_counts(|| vm.console(), 2);
+    let dir = vm.path("snap");
+    std::fs::create_dir(&dir).unwrap();
+    let create = |name: &str| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let (state, memory) = (create("state"), create("memory"));
+    let paths = VmPaths::in_dir(vm.dir.path().to_path_buf());
+    match request_snapshot(&paths, &state, &memory, true) {
+        Some(Reply::Current(Response::Snapshot { memory_bytes, .. })) => {
+            assert_eq!(memory_bytes, 128 << 20)
+        }
+        other => panic!("{other:?}"),
+    }
+    vm.connect().request(serde_json::json!({"cmd": "kill"}));
+    vm.assert_exits();
+
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(vm.path("spec.json")).unwrap()).unwrap();
+    let restore = |spec: &serde_json::Value, snapshot: &Path| {
+        let path = vm.path("restore.json");
+        std::fs::write(&path, spec.to_string()).unwrap();
+        let out = vmctl()
+            .args(["--color", "never", "vmm", "--spec"])
+            .arg(&path)
+            .arg("--restore")
+            .arg(snapshot)
+            .arg("--foreground")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        text(&out)
+    };
+    let mut bigger = spec.clone();
+    bigger["memory"] = "256MiB".into();
+    let t = restore(&bigger, &dir);
+    assert!(t.contains("vmctl::vmm::snapshot_mismatch"), "{t}");
+    assert!(
+        t.contains("the snapshot has 134217728 bytes of memory"),
+        "{t}"
+    );
+
+    let mut masked = spec.clone();
+    masked["cpuid_mask"] = serde_json::json!(["x2apic"]);
+    let t = restore(&masked, &dir);
+    assert!(t.contains("vmctl::vmm::snapshot_cpu"), "{t}");
+    assert!(t.contains("x2apic"), "{t}");
+
+    let damaged = vm.path("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    let mut bytes = std::fs::read(dir.join("state")).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    std::fs::write(damaged.join("state"), bytes).unwrap();
+    std::fs::copy(dir.join("memory"), damaged.join("memory")).unwrap();
+    let t = restore(&spec, &damaged);
+    assert!(t.contains("checksum does not match"), "{t}");
+}

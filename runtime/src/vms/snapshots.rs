@@ -288,6 +288,19 @@ pub fn create(
     Ok(record)
 }
 
+/// Asks the VMM of `paths` to save its VM into `state` and `memory` (passed to it
+/// with the request), resuming it after when `resume`; its reply (`None`: no VMM
+/// answered).
+pub fn request_snapshot(
+    paths: &VmPaths,
+    state: &File,
+    memory: &File,
+    resume: bool,
+) -> Option<Reply> {
+    let request = Request::Snapshot { resume };
+    process::request_with_files(paths, &request, &[state, memory], SAVE_TIMEOUT)
+}
+
 /// The part of [`create`] after the record's first version: save, copy, resume.
 fn save(
     paths: &VmPaths,
@@ -299,8 +312,7 @@ fn save(
     let state = new_file(&dir.join(Restore::STATE))?;
     let memory = new_file(&dir.join(Restore::MEMORY))?;
     let started = Instant::now();
-    let request = Request::Snapshot { resume: false };
-    let reply = process::request_with_files(paths, &request, &[&state, &memory], SAVE_TIMEOUT);
+    let reply = request_snapshot(paths, &state, &memory, false);
     let resume = || {
         if !was_paused {
             let _ = process::ask(paths, &Request::Resume, REQUEST_TIMEOUT);
