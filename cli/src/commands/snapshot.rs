@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use miette::{miette, Diagnostic};
 use vmctl_runtime::vms::snapshots::{self, SnapshotRecord, SnapshotStoreError};
 use vmctl_runtime::vms::{VmHost, VmPaths};
-use vmctl_schema::diagnostics::suggest;
 
 use crate::error::CommandError;
 
@@ -112,17 +111,12 @@ impl Located {
 }
 
 fn locate(config: &vmctl_schema::Config, vm: &str) -> Result<Located, CommandError> {
-    let Some(found) = config.vms.iter().find(|v| v.name == vm) else {
-        return Err(report(SnapshotCliError::UnknownVm {
+    let (found, host) = super::console::vm_and_host(config, vm).map_err(|help| {
+        report(SnapshotCliError::UnknownVm {
             vm: vm.to_string(),
-            help: format!(
-                "{} (the VMs of project `{}`)",
-                suggest(vm, config.vms.iter().map(|v| v.name.as_str())),
-                config.project
-            ),
-        }));
-    };
-    let host = config.hosts.iter().find(|h| h.name == found.host);
+            help,
+        })
+    })?;
     if let Some(h) = host.filter(|h| h.ssh.is_some()) {
         return Err(report(SnapshotCliError::Remote {
             vm: vm.into(),
