@@ -292,3 +292,35 @@ fn the_engine_refuses_a_snapshot_of_another_vm_shape_or_a_damaged_one() {
     let t = restore(&spec, &damaged);
     assert!(t.contains("checksum does not match"), "{t}");
 }
+
+#[test]
+fn snapshots_of_a_vm_on_a_remote_host_or_of_no_vm_are_refused_with_a_diagnostic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.kdl"),
+        "project \"p\"\nhost \"far\" {\n    ssh \"root@192.0.2.1\"\n}\nvm \"v\" host=\"far\" {\n    kernel \"vmlinux\"\n    cpus 1\n    memory \"64MiB\"\n}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = crate::support::vmctl()
+            .args(["--color", "never", "snapshot"])
+            .args(args)
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+    let (code, t) = run(&["create", "v", "s1"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("vmctl::snapshot::remote_host"), "{t}");
+    assert!(t.contains("local-host only for now"), "{t}");
+    let (code, t) = run(&["restore", "w", "s1", "--auto-approve"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("vmctl::snapshot::unknown_vm"), "{t}");
+    assert!(t.contains("`v`"), "{t}");
+    // Listing every VM skips the remote ones.
+    let (code, t) = run(&["list"]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("No snapshots."), "{t}");
+}
