@@ -55,11 +55,13 @@ pub(crate) fn parse(console: &str) -> Counting {
 }
 
 /// Waits until the guest whose console `console()` reads printed `at_least` count
-/// lines; returns its console.
+/// lines; returns its console up to its last complete line (the guest may be in the
+/// middle of one: `count=3 sum=0` is a line still being written).
 pub(crate) fn wait_counts(console: impl Fn() -> String, at_least: usize) -> String {
     let deadline = Instant::now() + VM_TIMEOUT;
     loop {
-        let console = console();
+        let mut console = console();
+        console.truncate(console.rfind('\n').map_or(0, |i| i + 1));
         if parse(&console).counts.len() >= at_least {
             return console;
         }

@@ -214,6 +214,7 @@ pub struct Vmm {
     threads: Threads,
     pit: bool,
     // Shared with the control thread, which saves snapshots.
+    residency: Option<Arc<snapshot::memory::Residency>>,
     vm: Arc<VmFd>,
     _kvm: Kvm,
     mem: GuestMemoryMmap,
@@ -283,6 +284,7 @@ impl Vmm {
             life,
             threads,
             pit: spec.pit,
+            residency: snapshot::memory::Residency::open().map(Arc::new),
             vm: Arc::new(vm),
             _kvm: kvm,
             mem,
@@ -520,6 +522,7 @@ impl Vmm {
             serial: self.serial.clone(),
             i8042: self.i8042.clone(),
             virtio: self.virtio.transports(),
+            residency: self.residency.clone(),
         };
         let ctl = Controller::new(
             self.life.clone(),

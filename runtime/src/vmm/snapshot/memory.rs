@@ -8,6 +8,13 @@
 //! cache) the first time the guest touches it, and copied only when the guest writes
 //! it, so the snapshot's file is never changed and several VMs may restore from one.
 //! The cost moves to the guest's first touch of each page; holes read as zeros.
+//!
+//! **Saving skips what the guest never touched** without reading it: for anonymous
+//! guest memory (a booted VM), a page that `/proc/self/pagemap` shows neither present
+//! nor swapped was never written (or was discarded), so it is zero ([`Residency`],
+//! opened before the jail). Every other page is read and compared with zero. Memory
+//! mapped from a snapshot's file is always read (a page not yet faulted in holds the
+//! file's data).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -24,6 +31,48 @@ use crate::vmm::arch::x86_64::layout;
 const PAGE: usize = 4096;
 /// The longest run written by one `pwrite`.
 const MAX_RUN: usize = 1 << 20;
+
+/// The process's page map (`/proc/self/pagemap`), opened before the jail: which pages
+/// of anonymous memory the process has ever had.
+#[derive(Debug)]
+pub struct Residency {
+    pagemap: File,
+}
+
+/// Pagemap entry bits: the page is present, or swapped out.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+/// Pagemap entries read at once (512 KiB).
+const PM_CHUNK: usize = 64 * 1024;
+
+impl Residency {
+    /// Opens the page map; `None` where there is none (no /proc): every page is read.
+    pub fn open() -> Option<Self> {
+        File::open("/proc/self/pagemap")
+            .ok()
+            .map(|pagemap| Self { pagemap })
+    }
+
+    /// For the `pages` pages from host address `addr`: whether each may hold data.
+    fn touched(&self, addr: usize, pages: usize) -> std::io::Result<Vec<bool>> {
+        use std::os::unix::fs::FileExt;
+        let mut out = Vec::with_capacity(pages);
+        let mut buf = vec![0u8; PM_CHUNK * 8];
+        let first = (addr / PAGE) as u64;
+        while out.len() < pages {
+            let n = (pages - out.len()).min(PM_CHUNK);
+            let bytes = &mut buf[..n * 8];
+            self.pagemap
+                .read_exact_at(bytes, (first + out.len() as u64) * 8)?;
+            out.extend(bytes.chunks_exact(8).map(|e| {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(e);
+                u64::from_le_bytes(word) & (PM_PRESENT | PM_SWAPPED) != 0
+            }));
+        }
+        Ok(out)
+    }
+}
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError {
     move |source| SnapshotError::Io { what, source }
@@ -69,8 +118,13 @@ fn pwrite_all(file: &File, mut data: &[u8], mut offset: u64) -> Result<(), Snaps
 
 /// Writes `mem` into `file` (sized to it first; its earlier contents are replaced);
 /// returns the bytes written (the pages that are not all zero). Call with the vCPUs
-/// parked and no device serving a queue.
-pub fn save(mem: &GuestMemoryMmap, file: &File) -> Result<u64, SnapshotError> {
+/// parked and no device serving a queue. With `residency`, anonymous pages the
+/// process never had are skipped without being read.
+pub fn save(
+    mem: &GuestMemoryMmap,
+    file: &File,
+    residency: Option<&Residency>,
+) -> Result<u64, SnapshotError> {
     let total: u64 = mem.iter().map(|r| r.len()).sum();
     file.set_len(0).map_err(io("emptying the memory file"))?;
     file.set_len(total).map_err(io("sizing the memory file"))?;
@@ -84,14 +138,24 @@ pub fn save(mem: &GuestMemoryMmap, file: &File) -> Result<u64, SnapshotError> {
         // SAFETY: the region maps `len` bytes at `ptr` for as long as `mem` lives; the
         // vCPUs are parked and the devices locked, so nothing writes it meanwhile.
         let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+        let touched = match residency {
+            Some(r) if region.file_offset().is_none() => Some(
+                r.touched(ptr as usize, len / PAGE)
+                    .map_err(io("reading the page map"))?,
+            ),
+            _ => None,
+        };
+        let data = |at: usize| {
+            touched.as_ref().is_none_or(|t| t[at / PAGE]) && !is_zero(&bytes[at..at + PAGE])
+        };
         let mut at = 0;
         while at < len {
-            if is_zero(&bytes[at..at + PAGE]) {
+            if !data(at) {
                 at += PAGE;
                 continue;
             }
             let start = at;
-            while at < len && at - start < MAX_RUN && !is_zero(&bytes[at..at + PAGE]) {
+            while at < len && at - start < MAX_RUN && data(at) {
                 at += PAGE;
             }
             pwrite_all(file, &bytes[start..at], offset + start as u64)?;
@@ -153,8 +217,11 @@ mod tests {
             .truncate(true)
             .open(&path)
             .unwrap();
-        let written = save(&mem, &file).unwrap();
+        let written = save(&mem, &file, None).unwrap();
         assert_eq!(written, 3 * PAGE as u64);
+        // Skipping what was never touched writes the same.
+        let residency = Residency::open().unwrap();
+        assert_eq!(save(&mem, &file, Some(&residency)).unwrap(), written);
         assert_eq!(file.metadata().unwrap().len(), size);
 
         let back = map_private(&file, size).unwrap();
@@ -173,5 +240,19 @@ mod tests {
             map_private(&file, size * 2),
             Err(SnapshotError::MemoryFile { .. })
         ));
+        // Memory mapped from a file is read whole (its untouched pages hold the file's
+        // data): saving the restored memory writes the same pages.
+        let copy = dir.path().join("copy");
+        let out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&copy)
+            .unwrap();
+        assert_eq!(save(&back, &out, Some(&residency)).unwrap(), written);
+        let saved = std::fs::read(&copy).unwrap();
+        assert_eq!(&saved[0x1000..0x1005], b"HELLO");
+        assert_eq!(&saved[0x30_0000..0x30_2000], &[7u8; 8192][..]);
     }
 }

@@ -169,6 +169,8 @@ impl Vmm {
             life,
             threads,
             pit: spec.pit,
+            // Its memory is mapped from a file: every page is read when it is saved.
+            residency: None,
             vm: Arc::new(vm),
             _kvm: kvm,
             mem,

@@ -58,6 +58,8 @@ pub struct Snapshotter {
     pub i8042: Arc<Mutex<I8042Device>>,
     /// The virtio transports, in device order.
     pub virtio: Vec<Arc<Mutex<Transport>>>,
+    /// The page map, to skip memory the guest never touched.
+    pub residency: Option<Arc<memory::Residency>>,
 }
 
 impl Snapshotter {
@@ -105,7 +107,7 @@ impl Snapshotter {
             devices,
         };
         let bytes = format::encode(&snapshot)?;
-        let written_bytes = memory::save(&self.mem, memory_out)?;
+        let written_bytes = memory::save(&self.mem, memory_out, self.residency.as_deref())?;
         drop(transports);
         let mut out = state_out;
         out.write_all(&bytes).map_err(|source| SnapshotError::Io {
