@@ -194,6 +194,18 @@ fn a_restore_where_the_guests_cpu_features_are_hidden_is_refused_and_the_vm_runs
     let lab = counting_lab();
     lab.apply();
     wait_counts(|| console(&lab, "web-2"), 2);
+    // While another vmctl holds the host's lock, nothing is done.
+    {
+        use std::os::fd::AsRawFd;
+        let lock = std::fs::File::open(lab.state_dir().join("lab/lock")).unwrap();
+        // SAFETY: flock on a valid fd we own; the lock goes when it is closed.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let out = lab.vmctl(&["snapshot", "create", "web-2", "s1"]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains("vmctl::snapshot::locked"), "{t}");
+        assert!(!lab.vm_dir("web-2").join("snapshots/s1").exists());
+    }
     vmctl_ok(&lab, &["snapshot", "create", "web-2", "s1"]);
     // The VM as it would be on a host without x2APIC (which KVM always offers, so the
     // guest saw it): its spec masks it (the spec's `cpuid_mask`, which the VMM applies

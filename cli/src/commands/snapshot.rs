@@ -8,6 +8,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use miette::{miette, Diagnostic};
+use vmctl_runtime::host::lock;
 use vmctl_runtime::vms::snapshots::{self, SnapshotRecord, SnapshotStoreError};
 use vmctl_runtime::vms::{VmHost, VmPaths};
 
@@ -50,6 +51,9 @@ pub struct Named {
     /// A .kdl file, or a folder whose *.kdl files form one config.
     #[arg(default_value = ".", env = "VMCTL_CONFIG")]
     pub path: PathBuf,
+    /// How long to wait for another vmctl holding the host's lock: 0, 500ms, 1m30s.
+    #[arg(long, value_name = "DUR", default_value = "0", value_parser = crate::runtime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +111,25 @@ struct Located {
 impl Located {
     fn paths(&self) -> VmPaths {
         VmPaths::new(&self.state_dir, &self.project, &self.vm)
+    }
+
+    /// The host's lock, as apply takes it: no apply, destroy or other snapshot command
+    /// of the project changes the VM meanwhile.
+    fn lock(&self, timeout: std::time::Duration) -> Result<lock::HostLock, CommandError> {
+        lock::acquire(&self.state_dir, &self.project, timeout).map_err(|e| {
+            let help = match &e {
+                lock::LockError::Held { .. } => {
+                    "wait for the other vmctl to finish, or pass --lock-timeout 1m to wait for it"
+                }
+                _ => "vmctl needs to write the project's state dir (run it as root)",
+            };
+            CommandError::Report(miette!(
+                code = "vmctl::snapshot::locked",
+                help = help,
+                "cannot take the host's lock for VM `{}`: {e}",
+                self.vm
+            ))
+        })
     }
 }
 
@@ -251,6 +274,7 @@ pub fn run(args: &Args) -> Result<(), CommandError> {
         SnapshotCommand::Create(n) => {
             let loaded = vmctl_schema::load(&n.path)?;
             let at = locate(&loaded.config, &n.vm)?;
+            let _lock = at.lock(n.lock_timeout)?;
             let vmctl = vmctl_binary()?;
             let host = VmHost {
                 project: &at.project,
@@ -328,6 +352,7 @@ pub fn run(args: &Args) -> Result<(), CommandError> {
                 }));
             }
             confirm(r.auto_approve, &n.vm, &n.name)?;
+            let _lock = at.lock(n.lock_timeout)?;
             let vmctl = vmctl_binary()?;
             let host = VmHost {
                 project: &at.project,
@@ -345,6 +370,7 @@ pub fn run(args: &Args) -> Result<(), CommandError> {
         SnapshotCommand::Delete(n) => {
             let loaded = vmctl_schema::load(&n.path)?;
             let at = locate(&loaded.config, &n.vm)?;
+            let _lock = at.lock(n.lock_timeout)?;
             let r = snapshots::delete(&at.paths(), &at.vm, &n.name).map_err(store_error)?;
             println!("Snapshot {} of VM {} deleted.", r.name, r.vm);
             Ok(())
