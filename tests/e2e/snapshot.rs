@@ -82,6 +82,13 @@ fn a_restored_guest_counts_on_from_the_snapshot_with_the_snapshots_disk() {
     }
     let listed = vmctl_ok(&lab, &["snapshot", "list", "web-2"]);
     assert!(listed.contains("s1"), "{listed}");
+    let out = lab.vmctl(&["snapshot", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert_eq!(json["format_version"], "1.0");
+    assert_eq!(json["snapshots"][0]["name"], "s1");
+    assert_eq!(json["snapshots"][0]["vm"], "web-2");
+    assert_eq!(json["snapshots"][0]["complete"], true);
+    assert_eq!(json["snapshots"][0]["memory"], 64u64 << 20);
     // It survives a new vmctl: the list is read from the host, and `show` names it.
     let shown = vmctl_ok(&lab, &["show"]);
     assert!(shown.contains("# snapshots: s1"), "{shown}");

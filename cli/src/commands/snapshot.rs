@@ -14,6 +14,9 @@ use vmctl_runtime::vms::{VmHost, VmPaths};
 
 use crate::error::CommandError;
 
+/// The version of `vmctl snapshot list --json`.
+pub const LIST_FORMAT_VERSION: &str = "1.0";
+
 /// Save a running VM and restore it later: memory, vCPUs, devices and disks.
 ///
 /// A snapshot pauses the VM while its state, memory and disks are saved, then resumes
@@ -64,7 +67,8 @@ pub struct ListArgs {
     /// A .kdl file, or a folder whose *.kdl files form one config.
     #[arg(env = "VMCTL_CONFIG")]
     pub path: Option<PathBuf>,
-    /// Print JSON (one object per snapshot, in an array).
+    /// Print JSON: {"format_version", "project", "snapshots": [the record of each, as
+    /// in its snapshot.json]}; versioned as `vmctl list --json` ("MAJOR.MINOR").
     #[arg(long)]
     pub json: bool,
 }
@@ -320,7 +324,12 @@ pub fn run(args: &Args) -> Result<(), CommandError> {
                 }
             }
             if l.json {
-                let text = serde_json::to_string_pretty(&records)
+                let out = serde_json::json!({
+                    "format_version": LIST_FORMAT_VERSION,
+                    "project": loaded.config.project,
+                    "snapshots": records,
+                });
+                let text = serde_json::to_string_pretty(&out)
                     .map_err(|e| CommandError::failed(e.to_string()))?;
                 println!("{text}");
             } else if records.is_empty() {
