@@ -213,6 +213,7 @@ pub struct Vmm {
     life: Arc<Lifecycle>,
     threads: Threads,
     pit: bool,
+    tsc_khz: u32,
     // Shared with the control thread, which saves snapshots.
     residency: Option<Arc<snapshot::memory::Residency>>,
     vm: Arc<VmFd>,
@@ -273,7 +274,9 @@ impl Vmm {
             .collect::<Result<Vec<_>, _>>()?;
 
         let (control, console) = Self::bind_sockets(spec)?;
+        let tsc_khz = vcpus.first().and_then(Vcpu::tsc_khz).unwrap_or(0);
         Ok(Self {
+            tsc_khz,
             vcpus,
             i8042,
             serial,
@@ -519,6 +522,7 @@ impl Vmm {
             vm: self.vm.clone(),
             mem: self.mem.clone(),
             pit: self.pit,
+            tsc_khz: self.tsc_khz,
             serial: self.serial.clone(),
             i8042: self.i8042.clone(),
             virtio: self.virtio.transports(),

@@ -164,6 +164,11 @@ impl Vcpu {
         self.id
     }
 
+    /// The guest's TSC rate in kHz (`KVM_GET_TSC_KHZ`), when KVM says.
+    pub fn tsc_khz(&self) -> Option<u32> {
+        self.fd.get_tsc_khz().ok()
+    }
+
     /// Runs the guest until the VM stops. Stop reasons go to the lifecycle.
     pub fn run(mut self) {
         self.life.register_vcpu_thread(self.id);

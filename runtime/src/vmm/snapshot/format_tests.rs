@@ -32,6 +32,7 @@ fn sample() -> Snapshot {
     Snapshot {
         cpus: 1,
         memory: 64 << 20,
+        tsc_khz: 2_100_000,
         vcpus: vec![vcpu],
         vm: VmState {
             pic_master: Default::default(),

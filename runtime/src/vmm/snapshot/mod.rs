@@ -53,6 +53,14 @@ pub enum SnapshotError {
         /// The features, by /proc/cpuinfo name.
         missing: Vec<String>,
     },
+    /// The restoring host's TSC runs at another rate than the saved guest's.
+    #[error("the snapshot's guest ran with a TSC of {saved} kHz, this host's runs at {here} kHz, and KVM here cannot set it (KVM_CAP_TSC_CONTROL): its clock would run at the wrong rate")]
+    TscRate {
+        /// The saved rate.
+        saved: u32,
+        /// This host's.
+        here: u32,
+    },
     /// A device's state was refused.
     #[error("device {index}: {why}")]
     Device {
@@ -110,6 +118,9 @@ pub struct Snapshot {
     pub cpus: u32,
     /// Guest memory in bytes (the memory file's length).
     pub memory: u64,
+    /// The guest's TSC rate in kHz (0: unknown). This machine's KVM cannot set it
+    /// (`KVM_CAP_TSC_CONTROL` is 0), so a restore where it differs is refused.
+    pub tsc_khz: u32,
     /// Each vCPU, in index order.
     pub vcpus: Vec<VcpuState>,
     /// The irqchip, the PIT (when the VM has one), the clock.

@@ -89,6 +89,19 @@ fn check_cpu(kvm: &Kvm, spec: &VmmSpec, snap: &Snapshot) -> Result<(), VmmError>
     Ok(())
 }
 
+/// Tolerance between the saved TSC rate and this host's: 0.05 % (500 ppm; the kernel
+/// calibrates the same CPU model a few ppm apart).
+const TSC_TOLERANCE_PPM: u64 = 500;
+
+/// Refuses a TSC rate this host cannot give the guest (0 on either side: unknown).
+fn check_tsc(saved: u32, here: u32) -> Result<(), SnapshotError> {
+    let (s, h) = (u64::from(saved), u64::from(here));
+    if s == 0 || h == 0 || s.abs_diff(h) * 1_000_000 <= s * TSC_TOLERANCE_PPM {
+        return Ok(());
+    }
+    Err(SnapshotError::TscRate { saved, here })
+}
+
 /// Whether this host could restore `snap` into the VM `spec` describes — its shape
 /// and the CPU features its guest saw — checked without building anything, so a
 /// caller can refuse before it stops the running VM.
@@ -96,7 +109,12 @@ pub fn check(spec: &VmmSpec, snap: &Snapshot) -> Result<(), VmmError> {
     spec.validate()?;
     check_shape(spec, snap)?;
     let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
-    check_cpu(&kvm, spec, snap)
+    check_cpu(&kvm, spec, snap)?;
+    // The rate is a vCPU's: ask one of a throw-away VM.
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    let here = vcpu.get_tsc_khz().unwrap_or(0);
+    Ok(check_tsc(snap.tsc_khz, here)?)
 }
 
 impl Vmm {
@@ -157,8 +175,11 @@ impl Vmm {
             vcpus.push(vcpu);
         }
 
+        let tsc_khz = vcpus.first().and_then(Vcpu::tsc_khz).unwrap_or(0);
+        check_tsc(snap.tsc_khz, tsc_khz)?;
         let (control, console) = Self::bind_sockets(spec)?;
         let vmm = Self {
+            tsc_khz,
             vcpus,
             i8042,
             serial,
@@ -176,5 +197,26 @@ impl Vmm {
             mem,
         };
         Ok((vmm, refused))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tsc_rate_off_by_more_than_the_tolerance_is_refused() {
+        assert!(check_tsc(2_100_000, 2_100_000).is_ok());
+        assert!(check_tsc(2_100_000, 2_100_900).is_ok());
+        assert!(check_tsc(0, 3_000_000).is_ok());
+        assert!(check_tsc(2_100_000, 0).is_ok());
+        assert!(matches!(
+            check_tsc(2_100_000, 2_400_000),
+            Err(SnapshotError::TscRate {
+                saved: 2_100_000,
+                here: 2_400_000
+            })
+        ));
+        assert!(check_tsc(2_100_000, 2_098_000).is_err());
     }
 }

@@ -52,6 +52,8 @@ pub struct Snapshotter {
     pub mem: GuestMemoryMmap,
     /// Whether the VM has a PIT.
     pub pit: bool,
+    /// The guest's TSC rate in kHz (0: unknown).
+    pub tsc_khz: u32,
     /// COM1.
     pub serial: Arc<Mutex<SerialDevice>>,
     /// The i8042.
@@ -102,6 +104,7 @@ impl Snapshotter {
         let snapshot = Snapshot {
             cpus: self.life.vcpus,
             memory: self.life.memory,
+            tsc_khz: self.tsc_khz,
             vcpus,
             vm,
             devices,
