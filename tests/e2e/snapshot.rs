@@ -215,13 +215,17 @@ fn a_restore_where_the_guests_cpu_features_are_hidden_is_refused_and_the_vm_runs
     }
     vmctl_ok(&lab, &["snapshot", "create", "web-2", "s1"]);
     // The VM as it would be on a host without x2APIC (which KVM always offers, so the
-    // guest saw it): its spec masks it (the spec's `cpuid_mask`, which the VMM applies
-    // on top of what KVM offers).
+    // guest saw it): the host's `cpuid-mask` hides it from the VMs it starts, and a
+    // restore is a start.
+    lab.edit("lab.kdl", |text| {
+        text.replacen(
+            "host \"local\" {\n",
+            "host \"local\" {\n    cpuid-mask \"x2apic\"\n",
+            1,
+        )
+    });
     let spec = lab.vm_dir("web-2").join("vmm.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&spec).unwrap()).unwrap();
-    json["cpuid_mask"] = serde_json::json!(["x2apic"]);
-    std::fs::write(&spec, serde_json::to_string(&json).unwrap()).unwrap();
+    let spec_before = std::fs::read_to_string(&spec).unwrap();
     let pid = lab.pid("web-2");
     let counted = last_count(&console(&lab, "web-2"));
 
@@ -231,9 +235,10 @@ fn a_restore_where_the_guests_cpu_features_are_hidden_is_refused_and_the_vm_runs
     assert!(t.contains("vmctl::snapshot::refused"), "{t}");
     assert!(t.contains("x2apic"), "{t}");
     assert!(t.contains("the VM was left as it is"), "{t}");
-    // Refused before anything was stopped: the same VMM counts on.
+    // Refused before anything was stopped: the same VMM counts on, its spec unchanged.
     assert_eq!(lab.pid("web-2"), pid);
     wait_counts(|| console(&lab, "web-2"), counted as usize + 2);
+    assert_eq!(std::fs::read_to_string(&spec).unwrap(), spec_before);
 }
 
 #[test]

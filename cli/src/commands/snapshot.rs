@@ -110,6 +110,8 @@ struct Located {
     state_dir: PathBuf,
     netns: Option<String>,
     vm: String,
+    /// The host's `cpuid-mask`, as the config says it now.
+    cpuid_mask: Vec<String>,
 }
 
 impl Located {
@@ -155,6 +157,7 @@ fn locate(config: &vmctl_schema::Config, vm: &str) -> Result<Located, CommandErr
         state_dir: host.map_or_else(|| PathBuf::from("/var/lib/vmctl"), |h| h.state_dir.clone()),
         netns: host.and_then(|h| h.netns.clone()),
         vm: found.name.clone(),
+        cpuid_mask: host.map(|h| h.cpuid_mask.clone()).unwrap_or_default(),
     })
 }
 
@@ -369,7 +372,8 @@ pub fn run(args: &Args) -> Result<(), CommandError> {
                 netns: at.netns.as_deref(),
                 vmctl: &vmctl,
             };
-            let pid = snapshots::restore(&host, &at.vm, &n.name).map_err(store_error)?;
+            let pid = snapshots::restore(&host, &at.vm, &n.name, Some(&at.cpuid_mask))
+                .map_err(store_error)?;
             println!(
                 "VM {} restored from snapshot {} (VMM pid {pid}).",
                 n.vm, n.name

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::{cgroup, process, read_record, write_record, VmError, VmHost, VmPaths};
-use crate::host::fsutil::remove_if_exists;
+use crate::host::fsutil::{remove_if_exists, write_json_atomic};
 use crate::host::image::{copy_image, CopyMethod};
 use crate::host::mark::is_safe_file_name;
 use crate::host::records::{self, version};
@@ -405,8 +405,15 @@ pub fn delete(paths: &VmPaths, vm: &str, name: &str) -> Result<SnapshotRecord, S
 
 /// Restores snapshot `name` of `vm`: stops its VMM (the guest is not asked: its state
 /// is discarded), copies the snapshot's disks back into the volumes, and starts a VMM
-/// from the snapshot. Returns the new VMM's pid.
-pub fn restore(host: &VmHost<'_>, vm: &str, name: &str) -> Result<u32, SnapshotStoreError> {
+/// from the snapshot. A restore is a start: `cpuid_mask`, the host's mask as the config
+/// says it now, replaces the one in the VM's VMM spec (checked against the snapshot
+/// first, written only once the restore goes ahead). Returns the new VMM's pid.
+pub fn restore(
+    host: &VmHost<'_>,
+    vm: &str,
+    name: &str,
+    cpuid_mask: Option<&[String]>,
+) -> Result<u32, SnapshotStoreError> {
     check_names(vm, name)?;
     let paths = VmPaths::new(host.state_dir, host.project, vm);
     let dir = snapshots_dir(&paths).join(name);
@@ -433,7 +440,7 @@ pub fn restore(host: &VmHost<'_>, vm: &str, name: &str) -> Result<u32, SnapshotS
             now,
         });
     }
-    let spec = VmmSpec::from_file(&paths.vmm_spec).map_err(|e| SnapshotStoreError::Io {
+    let mut spec = VmmSpec::from_file(&paths.vmm_spec).map_err(|e| SnapshotStoreError::Io {
         what: "reading the VMM spec",
         path: paths.vmm_spec.clone(),
         source: io::Error::other(e.to_string()),
@@ -446,8 +453,16 @@ pub fn restore(host: &VmHost<'_>, vm: &str, name: &str) -> Result<u32, SnapshotS
         why,
     };
     let snap = format::decode(&bytes).map_err(|e| refused(e.to_string()))?;
+    let mask_changed = cpuid_mask.is_some_and(|m| m != spec.cpuid_mask.as_slice());
+    if let Some(mask) = cpuid_mask {
+        spec.cpuid_mask = mask.to_vec();
+    }
     check(&spec, &snap).map_err(|e| refused(e.to_string()))?;
     process::stop(vm, &paths, Duration::ZERO)?;
+    if mask_changed {
+        write_json_atomic(&paths.vmm_spec, &spec)
+            .map_err(io_err("cannot write", &paths.vmm_spec))?;
+    }
     for disk in &record.disks {
         let src_path = dir.join(&disk.file);
         let src = File::open(&src_path).map_err(io_err("cannot open", &src_path))?;

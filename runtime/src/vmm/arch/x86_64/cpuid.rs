@@ -195,6 +195,27 @@ pub fn missing_features(
         .collect()
 }
 
+/// The named features ([`parse_feature`]'s names, which are the config's
+/// `cpuid-mask` names) that `supported` (KVM's supported CPUID) has: what a guest of
+/// this host can be given, as the host reports it for migrations.
+pub fn offered_features(supported: &[kvm_cpuid_entry2]) -> Vec<String> {
+    FEATURES
+        .iter()
+        .filter(|&&(_, leaf, subleaf, reg, bit)| {
+            supported.iter().any(|e| {
+                let value = match reg {
+                    Reg::Eax => e.eax,
+                    Reg::Ebx => e.ebx,
+                    Reg::Ecx => e.ecx,
+                    Reg::Edx => e.edx,
+                };
+                e.function == leaf && e.index == subleaf && value & (1u32 << bit) != 0
+            })
+        })
+        .map(|f| f.0.to_owned())
+        .collect()
+}
+
 /// Number of bits needed to hold `n - 1` (the APIC-id shift for `n` items).
 fn bits_for(n: u32) -> u32 {
     if n <= 1 {
@@ -323,6 +344,23 @@ mod tests {
         assert_eq!(missing_features(&[saved], &[here]), vec!["avx"]);
         assert!(missing_features(&[here], &[saved]).is_empty());
         assert_eq!(missing_features(&[saved], &[]), vec!["sse4_2", "avx"]);
+    }
+
+    #[test]
+    fn the_config_knows_exactly_the_features_the_engine_can_mask() {
+        let engine: Vec<&str> = FEATURES.iter().map(|f| f.0).collect();
+        assert_eq!(engine, vmctl_schema::cpu::FEATURES);
+    }
+
+    #[test]
+    fn offered_features_are_the_named_bits_kvm_supports() {
+        let mut leaf1 = entry(1, 0);
+        leaf1.ecx = 1 << 28; // avx
+        let mut leaf7 = entry(7, 0);
+        leaf7.ebx = 1 << 5; // avx2
+        let mut leaf7_1 = entry(7, 1);
+        leaf7_1.ebx = 1 << 16; // not avx512f: another subleaf
+        assert_eq!(offered_features(&[leaf1, leaf7, leaf7_1]), ["avx", "avx2"]);
     }
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
