@@ -5,7 +5,7 @@
 //! `vmctl vmm --spec` (killed by pid when a test ends, also when it fails).
 
 #[path = "../guest/src/count/pattern.rs"]
-mod pattern;
+pub(crate) mod pattern;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +17,14 @@ use crate::support::{skip_unless, which};
 use crate::vm::{assert_line, guest, skip, vmm_run, Detached, VM_TIMEOUT};
 
 /// What a counting guest printed so far.
-struct Counting {
-    nonces: Vec<String>,
+pub(crate) struct Counting {
+    pub(crate) nonces: Vec<String>,
     region_bytes: u64,
     /// `(n, sum)` of every `count=` line, in order.
-    counts: Vec<(u64, String)>,
+    pub(crate) counts: Vec<(u64, String)>,
 }
 
-fn parse(console: &str) -> Counting {
+pub(crate) fn parse(console: &str) -> Counting {
     let mut c = Counting {
         nonces: Vec::new(),
         region_bytes: 0,
@@ -61,7 +61,7 @@ fn parse(console: &str) -> Counting {
 
 /// Waits until the guest whose console `console()` reads printed `at_least` count
 /// lines; returns its console.
-fn wait_counts(console: impl Fn() -> String, at_least: usize) -> String {
+pub(crate) fn wait_counts(console: impl Fn() -> String, at_least: usize) -> String {
     let deadline = Instant::now() + VM_TIMEOUT;
     loop {
         let console = console();

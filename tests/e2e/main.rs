@@ -26,6 +26,7 @@ mod plan;
 mod records;
 mod remote;
 mod sandbox;
+mod snapshot;
 mod support;
 mod trust_net;
 mod trust_storage;

@@ -176,20 +176,29 @@ fn run_remote(args: &Args, config: &vmctl_schema::Config, host: &str) -> Result<
     }
 }
 
+/// VM `vm` of the config and its host (`None` for an undeclared host, which a valid
+/// config has not); `Err` is the help line naming the VMs there are.
+pub(crate) fn vm_and_host<'a>(
+    config: &'a vmctl_schema::Config,
+    vm: &str,
+) -> Result<(&'a vmctl_schema::Vm, Option<&'a vmctl_schema::Host>), String> {
+    let Some(found) = config.vms.iter().find(|v| v.name == vm) else {
+        return Err(format!(
+            "{} (the VMs of project `{}`)",
+            suggest(vm, config.vms.iter().map(|v| v.name.as_str())),
+            config.project
+        ));
+    };
+    Ok((found, config.hosts.iter().find(|h| h.name == found.host)))
+}
+
 /// Finds the VM's state dir on its (local) host.
 fn locate(config: &vmctl_schema::Config, vm: &str) -> Result<VmDir, ConsoleError> {
-    let Some(found) = config.vms.iter().find(|v| v.name == vm) else {
-        return Err(ConsoleError::UnknownVm {
-            vm: vm.to_string(),
-            help: format!(
-                "{} (the VMs of project `{}`)",
-                suggest(vm, config.vms.iter().map(|v| v.name.as_str())),
-                config.project
-            ),
-        });
-    };
+    let (found, host) = vm_and_host(config, vm).map_err(|help| ConsoleError::UnknownVm {
+        vm: vm.to_string(),
+        help,
+    })?;
     // A valid config names a declared host; default to the default state dir otherwise.
-    let host = config.hosts.iter().find(|h| h.name == found.host);
     let state_dir = host.map_or_else(|| PathBuf::from("/var/lib/vmctl"), |h| h.state_dir.clone());
     Ok(VmDir {
         name: found.name.clone(),

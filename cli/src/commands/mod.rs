@@ -14,6 +14,7 @@ pub mod man;
 pub mod plan;
 pub mod schema;
 pub mod show;
+pub mod snapshot;
 pub mod status;
 pub mod validate;
 pub mod vmm;
@@ -39,6 +40,7 @@ pub enum Command {
     List(list::Args),
     Show(show::Args),
     Console(console::Args),
+    Snapshot(snapshot::Args),
     Completions(completions::Args),
     Man(man::Args),
     /// Runs one VM in this process (used by the runtime; hidden).
@@ -64,6 +66,7 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::List(args) => list::run(&args, style),
         Command::Show(args) => show::run(&args, style),
         Command::Console(args) => console::run(&args),
+        Command::Snapshot(args) => snapshot::run(&args),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args),
         Command::Agent(args) => agent::run(&args),

@@ -193,6 +193,11 @@ fn facts(change: &Change, seen: &Seen) -> Vec<String> {
                 line.push_str(&format!(", up {up}"));
             }
             lines.push(line);
+            let snapshots =
+                super::snapshot::local_snapshot_names(&seen.loaded.config, &change.id.name);
+            if !snapshots.is_empty() {
+                lines.push(format!("# snapshots: {}", snapshots.join(", ")));
+            }
             let mut taps: Vec<_> = host
                 .taps
                 .iter()

@@ -222,6 +222,13 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         if let Some(seen) = hosts.get(&row.host).filter(|_| healthy) {
             row.detail = detail(row, seen);
         }
+        if row.kind == "vm" {
+            let names = super::snapshot::local_snapshot_names(config, &row.name);
+            if !names.is_empty() {
+                let names: Vec<Value> = names.into_iter().map(Value::from).collect();
+                row.detail.push(("snapshots", names.into()));
+            }
+        }
     }
     rows.extend(unreadable_rows(&config.project, live));
     rows.sort_by(|a, b| {

@@ -27,8 +27,9 @@ use std::path::PathBuf;
 use clap::{Args, FromArgMatches, Subcommand};
 use miette::{miette, Report};
 use vmctl_runtime::vmm::devices::virtio::block::BlockError;
-use vmctl_runtime::vmm::entry::{self, EntryError, Outcome, Start};
+use vmctl_runtime::vmm::entry::{self, EntryError, Outcome, Restore, Start};
 use vmctl_runtime::vmm::seccomp::Action;
+use vmctl_runtime::vmm::snapshot::SnapshotError;
 use vmctl_runtime::vmm::spec::{self, Disk, Mac, Nic, Size, SpecError, VmmSpec};
 use vmctl_runtime::vmm::virtio_wiring::WiringError;
 use vmctl_runtime::vmm::{Exit, VmmError};
@@ -43,6 +44,11 @@ pub struct VmmArgs {
     /// Stay in the foreground instead of detaching.
     #[arg(long, requires = "spec")]
     foreground: bool,
+    /// Restore the snapshot in DIR (its `state` and `memory` files, as
+    /// `vmctl snapshot create` writes them) instead of booting: the spec must describe
+    /// the same VM (vCPUs, memory, PIT, devices).
+    #[arg(long, value_name = "DIR", requires = "spec")]
+    restore: Option<PathBuf>,
     #[command(flatten)]
     seccomp: SeccompArgs,
     #[command(subcommand)]
@@ -206,6 +212,7 @@ pub fn run(args: VmmArgs) -> miette::Result<u8> {
             Start::Spec {
                 path,
                 foreground: args.foreground,
+                restore: args.restore.map(|dir| Restore { dir }),
             },
             args.seccomp.action(),
             !args.seccomp.no_sandbox,
@@ -344,6 +351,18 @@ fn vmm_diagnostic(e: VmmError) -> Report {
             Some("vmctl needs read-write access to /dev/kvm (hardware or nested virtualization)"),
         ),
         VmmError::Load(_) | VmmError::OpenImage { .. } => ("vmctl::vmm::load", None),
+        VmmError::Snapshot(SnapshotError::CpuFeatures { .. }) => (
+            "vmctl::vmm::snapshot_cpu",
+            Some("restore the snapshot on a host whose CPU offers these features (and without a `cpuid-mask` hiding them), or boot the VM afresh"),
+        ),
+        VmmError::Snapshot(SnapshotError::Mismatch { .. }) => (
+            "vmctl::vmm::snapshot_mismatch",
+            Some("a snapshot restores only into the VM it was taken of: same vCPUs, memory, PIT and devices"),
+        ),
+        VmmError::Snapshot(_) => (
+            "vmctl::vmm::snapshot",
+            Some("the snapshot cannot be restored; take a new one with `vmctl snapshot create`"),
+        ),
         VmmError::GuestFault { .. } => (
             "vmctl::vmm::guest_fault",
             Some("the guest crashed; its serial output above shows how far it got"),

@@ -25,6 +25,7 @@ use super::fsutil::{read_json, write_json_atomic};
 /// | [`NETNS_MARKER`] | `/run/vmctl/netns/<name>.json` (format 1: `<state-dir>/<project>/netns.json`, still read) |
 /// | [`CREATION_RECORD`] | `/run/vmctl/creating/<netns-cookie>/<ifname>.json` (an interface being made) |
 /// | [`PROJECT_RECORD`] | `<state-dir>/<project>/project.json` (the config folder the project was last applied from) |
+/// | [`SNAPSHOT_RECORD`] | `<state-dir>/<project>/vms/<vm>/snapshots/<name>/snapshot.json` |
 /// | [`FIREWALL_RECORD`] | `<state-dir>/<project>/firewall.json` (the nftables table applied, see `host::firewall`) |
 /// | [`FORWARDING_RECORD`] | `<state-dir>/forwarding.json` (the interfaces whose IPv4 forwarding vmctl holds, by project, see `host::forwarding`) |
 pub mod version {
@@ -39,6 +40,7 @@ pub mod version {
     pub const CREATION_RECORD: u32 = 1;
     pub const PROJECT_RECORD: u32 = 1;
     pub const FIREWALL_RECORD: u32 = 1;
+    pub const SNAPSHOT_RECORD: u32 = 1;
     pub const FORWARDING_RECORD: u32 = 1;
 }
 

@@ -10,7 +10,8 @@
 //! One thread serves every client (`poll`), at most [`MAX_CONNECTIONS`] at a time; a
 //! new client beyond that closes the one quiet the longest. The socket is 0600.
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use super::console::ConsoleStatus;
 use super::lifecycle::{Lifecycle, RunState, StopReason};
 use super::protocol::{parse_request, ErrorReply, Request, Response, Status};
+use super::snapshot::save::Snapshotter;
 use super::threads::{ThreadError, ThreadKind, Threads};
 use super::virtio_wiring::DeviceStatus;
 
@@ -65,6 +67,7 @@ pub struct Controller {
     ctrl_alt_del: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     devices: Box<dyn Fn() -> Vec<DeviceStatus> + Send + Sync>,
     console: Option<Box<dyn Fn() -> ConsoleStatus + Send + Sync>>,
+    snapshots: Option<Snapshotter>,
     /// Lines refused as malformed, unknown or of another version.
     refused: AtomicU64,
 }
@@ -80,6 +83,7 @@ impl Controller {
             ctrl_alt_del,
             devices: Box::new(Vec::new),
             console: None,
+            snapshots: None,
             refused: AtomicU64::new(0),
         }
     }
@@ -99,15 +103,65 @@ impl Controller {
         self
     }
 
+    /// Saves snapshots with `snapshotter`.
+    pub fn with_snapshots(mut self, snapshotter: Snapshotter) -> Self {
+        self.snapshots = Some(snapshotter);
+        self
+    }
+
     /// Answers one request line (without its newline); a line that is no request is
     /// answered with why, and counted.
     pub fn handle_line(&self, line: &[u8]) -> Response {
+        self.handle_line_with_files(line, Vec::new())
+    }
+
+    /// Answers one request line that came with `files` (`SCM_RIGHTS`); a request that
+    /// takes no files closes them.
+    pub fn handle_line_with_files(&self, line: &[u8], files: Vec<File>) -> Response {
         match parse_request(line) {
+            Ok(Request::Snapshot { resume }) => self.snapshot(files, resume),
             Ok(req) => self.handle(req),
             Err(e) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Response::Error(e)
             }
+        }
+    }
+
+    /// Saves the VM into `files` (state, memory), resuming it after when `resume`.
+    fn snapshot(&self, files: Vec<File>, resume: bool) -> Response {
+        let life = &self.life;
+        let failed = |reason: String| {
+            Response::Error(ErrorReply::Failed {
+                reason,
+                state: life.state(),
+            })
+        };
+        let Some(snapshotter) = &self.snapshots else {
+            return failed("this VMM cannot save snapshots".into());
+        };
+        let [state_file, memory_file] = match <[File; 2]>::try_from(files) {
+            Ok(files) => files,
+            Err(files) => {
+                return failed(format!(
+                    "a snapshot needs 2 files sent with the request (state, memory), not {}",
+                    files.len()
+                ))
+            }
+        };
+        let saved = snapshotter.save(&state_file, &memory_file);
+        if resume {
+            let _ = life.resume();
+        }
+        match saved {
+            Ok(s) => Response::Snapshot {
+                state: life.state(),
+                state_bytes: s.state_bytes,
+                memory_bytes: s.memory_bytes,
+                written_bytes: s.written_bytes,
+                took_ms: s.took_ms,
+            },
+            Err(e) => failed(e.to_string()),
         }
     }
 
@@ -147,6 +201,7 @@ impl Controller {
                 life.request_stop(StopReason::Killed);
                 state()
             }
+            Request::Snapshot { resume } => self.snapshot(Vec::new(), resume),
             Request::Shutdown { timeout_ms } => {
                 if life.state() == RunState::Stopped {
                     return Response::Shutdown {
@@ -198,6 +253,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 struct Conn {
     stream: UnixStream,
     line: Vec<u8>,
+    /// Files received with the bytes not yet answered (for the next request).
+    files: Vec<File>,
     /// When it last sent something (the quietest one makes room for a newcomer).
     active: Instant,
 }
@@ -276,6 +333,7 @@ fn accept_all(listener: &UnixListener, conns: &mut Vec<Conn>) {
         conns.push(Conn {
             stream,
             line: Vec::new(),
+            files: Vec::new(),
             active: Instant::now(),
         });
     }
@@ -287,14 +345,19 @@ fn accept_all(listener: &UnixListener, conns: &mut Vec<Conn>) {
 fn serve_readable(conn: &mut Conn, ctl: &Controller) -> bool {
     let mut buf = [0u8; 1024];
     loop {
-        match conn.stream.read(&mut buf) {
-            Ok(0) => return false,
-            Ok(n) => {
+        match recv(&conn.stream, &mut buf) {
+            Ok((0, _)) => return false,
+            Ok((n, files)) => {
                 conn.active = Instant::now();
+                conn.files.extend(files);
+                if conn.files.len() > MAX_FILES {
+                    return false;
+                }
                 conn.line.extend_from_slice(&buf[..n]);
                 while let Some(end) = conn.line.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = conn.line.drain(..=end).collect();
-                    if !answer(&conn.stream, &line, ctl) {
+                    let files = std::mem::take(&mut conn.files);
+                    if !answer(&conn.stream, &line, files, ctl) {
                         return false;
                     }
                 }
@@ -308,15 +371,38 @@ fn serve_readable(conn: &mut Conn, ctl: &Controller) -> bool {
     }
 }
 
+/// Files a client may send with one request (a snapshot's two).
+const MAX_FILES: usize = 2;
+
+/// Reads what a client sent and the files that came with it (`recvmsg`).
+fn recv(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<(usize, Vec<File>)> {
+    use std::os::fd::{FromRawFd, RawFd};
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+    let mut fds: [RawFd; MAX_FILES + 1] = [-1; MAX_FILES + 1];
+    let mut iov = [libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }];
+    // SAFETY: the iovec points at `buf`, which is ours to write for its length.
+    let (n, nfds) = unsafe { stream.recv_with_fds(&mut iov, &mut fds) }
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    let files = fds[..nfds.min(fds.len())]
+        .iter()
+        // SAFETY: recvmsg gave us these descriptors; nothing else owns them.
+        .map(|&fd| unsafe { File::from_raw_fd(fd) })
+        .collect();
+    Ok((n, files))
+}
+
 /// Answers one request line (blank lines are skipped). False when the reply cannot be
 /// written.
-fn answer(mut stream: &UnixStream, line: &[u8], ctl: &Controller) -> bool {
+fn answer(mut stream: &UnixStream, line: &[u8], files: Vec<File>, ctl: &Controller) -> bool {
     let line = line.trim_ascii();
     if line.is_empty() {
         return true;
     }
     ctl.life.request_started();
-    let reply = ctl.handle_line(line).to_line();
+    let reply = ctl.handle_line_with_files(line, files).to_line();
     // A reply is small and a fresh socket buffer holds hundreds of them: one that does
     // not fit belongs to a client that does not read; it is dropped.
     let written = stream
@@ -333,7 +419,7 @@ mod tests {
     use super::*;
     use crate::vmm::console::ConsoleStatus;
     use crate::vmm::protocol::{read_reply, Reply, VERSION};
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Read};
     use std::sync::atomic::AtomicU32;
 
     fn controller(life: Arc<Lifecycle>, on_cad: impl Fn() + Send + Sync + 'static) -> Controller {
@@ -553,5 +639,18 @@ mod tests {
             .unwrap();
         assert_eq!((&first).read(&mut [0u8; 1]).unwrap(), 0);
         drop(idle);
+    }
+
+    #[test]
+    fn a_snapshot_needs_a_vmm_that_saves_and_two_files() {
+        let life = Arc::new(Lifecycle::new(1, 1 << 20));
+        let ctl = Controller::new(life, Box::new(|| Ok(())));
+        let line = br#"{"v":1,"cmd":"snapshot","resume":true}"#;
+        match ctl.handle_line(line) {
+            Response::Error(ErrorReply::Failed { reason, .. }) => {
+                assert!(reason.contains("cannot save snapshots"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

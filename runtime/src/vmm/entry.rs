@@ -12,6 +12,9 @@
 //!   holds it until the process ends, writes serial output to the console log (stdout
 //!   when the spec has none), stops cleanly on SIGTERM/SIGINT/SIGHUP, and keeps its
 //!   pid file while it runs.
+//! - With a restore source ([`Restore`]: `vmctl vmm --spec FILE --restore DIR`), the
+//!   VM is built from the snapshot in `DIR` (its `state` and `memory` files, opened as
+//!   root before the jail) instead of booting the spec's kernel ([`super::snapshot`]).
 //! - [`Start::Inline`] (`vmctl vmm run`): a VM built from arguments, in the
 //!   foreground, serial output on stdout, with no lock, pid file or signal handling.
 //! - Jailed (the default; `jail: false` for `--no-sandbox`): the process forks the
@@ -19,6 +22,7 @@
 //!   ([`jail::supervise`]); the VMM builds the VM, then enters the jail
 //!   ([`jail::enter`]) before it starts a thread.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +31,7 @@ use super::jail::{self, cgroup::Limits, supervise::Leftovers, JailError};
 use super::lock::{LockError, VmmLock};
 use super::process::{self, Detached, PidFile, ProcessError, ReadyPipe};
 use super::seccomp::Action;
+use super::snapshot::{format, Snapshot, SnapshotError};
 use super::spec::SpecError;
 use super::threads::Threads;
 use super::{memory, Exit, Vmm, VmmError, VmmSpec};
@@ -35,15 +40,48 @@ use super::{memory, Exit, Vmm, VmmError, VmmSpec};
 /// to the launcher (the rest is the reason, on one line).
 pub const LAUNCHER_ERROR: &str = "error: ";
 
+/// Where a restored VM's state comes from: a snapshot directory.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    /// The directory holding `state` and `memory`.
+    pub dir: PathBuf,
+}
+
+impl Restore {
+    /// The state file's name in a snapshot directory.
+    pub const STATE: &'static str = "state";
+    /// The memory file's name in a snapshot directory.
+    pub const MEMORY: &'static str = "memory";
+
+    /// Opens and reads the snapshot: its state decoded, its memory file open.
+    fn open(&self) -> Result<(Snapshot, File), SnapshotError> {
+        let state = self.dir.join(Self::STATE);
+        let bytes = std::fs::read(&state).map_err(|source| SnapshotError::Io {
+            what: "reading the snapshot's state file",
+            source,
+        })?;
+        let snapshot = format::decode(&bytes)?;
+        let memory =
+            File::open(self.dir.join(Self::MEMORY)).map_err(|source| SnapshotError::Io {
+                what: "opening the snapshot's memory file",
+                source,
+            })?;
+        Ok((snapshot, memory))
+    }
+}
+
 /// What to run.
 #[derive(Debug)]
 pub enum Start {
-    /// The VM a spec file describes: detached unless `foreground`.
+    /// The VM a spec file describes: detached unless `foreground`; restored from a
+    /// snapshot when `restore` says so.
     Spec {
         /// The spec (JSON).
         path: PathBuf,
         /// Stay in this process instead of detaching.
         foreground: bool,
+        /// Restore this snapshot instead of booting.
+        restore: Option<Restore>,
     },
     /// A VM built from arguments, in the foreground, serial output on stdout.
     Inline(Box<VmmSpec>),
@@ -105,8 +143,21 @@ pub fn run(
     launcher: &mut dyn Write,
 ) -> Result<Outcome, EntryError> {
     match start {
-        Start::Spec { path, foreground } => {
-            run_spec(&path, foreground, Sandbox { seccomp, jail }, launcher)
+        Start::Spec {
+            path,
+            foreground,
+            restore,
+        } => {
+            // Detaching leaves the working directory.
+            let restore = restore.map(|r| Restore {
+                dir: std::path::absolute(&r.dir).unwrap_or(r.dir),
+            });
+            let sandbox = Sandbox {
+                seccomp,
+                jail,
+                restore,
+            };
+            run_spec(&path, foreground, sandbox, launcher)
         }
         Start::Inline(spec) => {
             if jail {
@@ -116,7 +167,11 @@ pub fn run(
             let vmm = Vmm::build(
                 &spec,
                 Box::new(std::io::stdout()),
-                threads(Sandbox { seccomp, jail })?,
+                threads(&Sandbox {
+                    seccomp,
+                    jail,
+                    restore: None,
+                })?,
             )?;
             if jail {
                 jail::enter()?;
@@ -129,11 +184,12 @@ pub fn run(
     }
 }
 
-/// What confines the VMM.
-#[derive(Debug, Clone, Copy)]
+/// What confines the VMM (and what it restores, if anything).
+#[derive(Debug, Clone)]
 struct Sandbox {
     seccomp: Option<Action>,
     jail: bool,
+    restore: Option<Restore>,
 }
 
 /// Forks the VMM of `spec` into its cgroup and PID namespace; returns in the VMM (the
@@ -155,7 +211,7 @@ fn supervise(spec: &VmmSpec) -> Result<(), JailError> {
 
 /// The threads of a VMM: confined, their filters (a jailed VMM's, or not) compiled,
 /// unless there are no filters.
-fn threads(sandbox: Sandbox) -> Result<Threads, VmmError> {
+fn threads(sandbox: &Sandbox) -> Result<Threads, VmmError> {
     match sandbox.seccomp {
         Some(action) => Ok(Threads::confined(action, sandbox.jail)?),
         None => Ok(Threads::unconfined()),
@@ -247,7 +303,7 @@ fn serve(
     if let Some(ready) = &mut ready {
         ready.announce();
     }
-    let (vmm, pid_file, lock) = match start(spec, sandbox, ready.is_some()) {
+    let (vmm, pid_file, lock) = match start(spec, &sandbox, ready.is_some()) {
         Ok(held) => held,
         Err(e) => {
             if let Some(ready) = ready {
@@ -268,7 +324,7 @@ fn serve(
 /// Start-up of a spec's VM, up to serving its sockets; `detached` when stdout and
 /// stderr are the console log. Jailed, everything is opened before the jail is
 /// entered, and the first thread started after.
-fn start(spec: &VmmSpec, sandbox: Sandbox, detached: bool) -> Result<Held, EntryError> {
+fn start(spec: &VmmSpec, sandbox: &Sandbox, detached: bool) -> Result<Held, EntryError> {
     let threads = threads(sandbox)?;
     let lock = spec
         .lock_file_path()
@@ -279,7 +335,20 @@ fn start(spec: &VmmSpec, sandbox: Sandbox, detached: bool) -> Result<Held, Entry
         Some(path) => Box::new(ConsoleLog::open(path, detached)?),
         None => Box::new(std::io::stdout()),
     };
-    let vmm = Vmm::build(spec, console, threads)?;
+    let vmm = match &sandbox.restore {
+        None => Vmm::build(spec, console, threads)?,
+        Some(restore) => {
+            let (snapshot, memory) = restore.open().map_err(VmmError::from)?;
+            let (vmm, refused) = Vmm::restore(spec, &snapshot, &memory, console, threads)?;
+            if refused > 0 {
+                eprintln!(
+                    "vmctl vmm: restored from {}; KVM kept {refused} saved MSRs at their reset values",
+                    restore.dir.display()
+                );
+            }
+            vmm
+        }
+    };
     let pid_file = spec.pid_file.as_deref().map(PidFile::write).transpose()?;
     if sandbox.jail {
         jail::enter()?;
@@ -300,7 +369,12 @@ mod tests {
 
     fn run_spec_file(path: PathBuf, foreground: bool) -> (Result<Outcome, EntryError>, Vec<u8>) {
         let mut launcher = Vec::new();
-        let result = run(Start::Spec { path, foreground }, None, false, &mut launcher);
+        let start = Start::Spec {
+            path,
+            foreground,
+            restore: None,
+        };
+        let result = run(start, None, false, &mut launcher);
         (result, launcher)
     }
 

@@ -6,6 +6,11 @@
 //! controller sends it a signal with a no-op handler: `KVM_RUN` returns `EINTR`. A
 //! signal that lands just before the thread enters `KVM_RUN` would be lost, so kicks
 //! are repeated until every thread has acknowledged (parked or exited).
+//!
+//! A parked vCPU thread takes commands ([`VcpuCommand`]: save its state) through its
+//! mailbox here: the controller posts one per vCPU ([`Lifecycle::ask_vcpus`]), each
+//! parked thread runs its own and posts the reply, outside `KVM_RUN`, so the vCPU fds
+//! never leave their threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::ExitCounts;
+use super::snapshot::vcpu::{VcpuCommand, VcpuReply};
 use super::threads::{ThreadError, ThreadKind, Threads};
 
 /// Whether the guest runs.
@@ -91,6 +97,15 @@ struct Inner {
     threads: Vec<Option<libc::pthread_t>>,
     /// Control requests being answered.
     requests: usize,
+    /// Per vCPU: a command for its parked thread, or that thread's reply.
+    mailbox: Vec<Mail>,
+}
+
+/// One vCPU's mailbox.
+enum Mail {
+    Empty,
+    Command(VcpuCommand),
+    Reply(VcpuReply),
 }
 
 /// Errors of lifecycle operations.
@@ -102,6 +117,12 @@ pub enum LifecycleError {
     /// vCPUs did not park in time.
     #[error("the vCPUs did not pause within {0:?}")]
     PauseTimeout(Duration),
+    /// vCPU commands need every vCPU parked.
+    #[error("the VM is not paused with every vCPU parked")]
+    NotParked,
+    /// A parked vCPU did not answer its command in time.
+    #[error("vCPU {0} did not answer within {1:?}")]
+    CommandTimeout(u32, Duration),
     /// The kick signal's handler or the termination signals could not be set up.
     #[error("cannot set up signal handling: {0}")]
     Signals(std::io::Error),
@@ -191,6 +212,7 @@ impl Lifecycle {
                 parked: 0,
                 threads: vec![None; vcpus as usize],
                 requests: 0,
+                mailbox: (0..vcpus).map(|_| Mail::Empty).collect(),
             }),
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -344,8 +366,9 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Called by a vCPU thread before `KVM_RUN`: parks while the VM is paused.
-    pub fn park_if_paused(&self) {
+    /// Called by vCPU thread `id` before `KVM_RUN`: parks while the VM is paused,
+    /// running the commands posted to it with `serve` (without the lock held).
+    pub fn park_if_paused(&self, id: u32, serve: &mut dyn FnMut(VcpuCommand) -> VcpuReply) {
         if !self.pause.load(Ordering::Acquire) {
             return;
         }
@@ -353,9 +376,60 @@ impl Lifecycle {
         g.parked += 1;
         self.cond.notify_all();
         while self.pause.load(Ordering::Acquire) && !self.stopping() {
+            let slot = g.mailbox.get_mut(id as usize);
+            if let Some(slot @ Mail::Command(_)) = slot {
+                let Mail::Command(cmd) = std::mem::replace(slot, Mail::Empty) else {
+                    continue;
+                };
+                drop(g);
+                let reply = serve(cmd);
+                g = self.lock();
+                if let Some(slot) = g.mailbox.get_mut(id as usize) {
+                    *slot = Mail::Reply(reply);
+                }
+                self.cond.notify_all();
+                continue;
+            }
             g = self.wait_timeout(g, Duration::from_secs(1));
         }
         g.parked -= 1;
+    }
+
+    /// Posts `command(id)` to every vCPU, parked by [`Lifecycle::pause`], and waits up
+    /// to `timeout` for every reply; the replies in vCPU order.
+    pub fn ask_vcpus(
+        &self,
+        command: impl Fn(u32) -> VcpuCommand,
+        timeout: Duration,
+    ) -> Result<Vec<VcpuReply>, LifecycleError> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        let live = g.threads.iter().flatten().count();
+        if g.state != RunState::Paused || live != g.threads.len() || g.parked < live {
+            return Err(LifecycleError::NotParked);
+        }
+        for (id, slot) in g.mailbox.iter_mut().enumerate() {
+            *slot = Mail::Command(command(id as u32));
+        }
+        self.cond.notify_all();
+        loop {
+            let waiting = g.mailbox.iter().position(|m| !matches!(m, Mail::Reply(_)));
+            let Some(id) = waiting else {
+                break;
+            };
+            if Instant::now() >= deadline || g.state != RunState::Paused {
+                g.mailbox.fill_with(|| Mail::Empty);
+                return Err(LifecycleError::CommandTimeout(id as u32, timeout));
+            }
+            g = self.wait_timeout(g, Duration::from_millis(5));
+        }
+        Ok(g.mailbox
+            .iter_mut()
+            .filter_map(|m| match std::mem::replace(m, Mail::Empty) {
+                Mail::Reply(r) => Some(r),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Marks a control request in flight (the VMM waits for it before exiting).
@@ -411,7 +485,7 @@ mod tests {
             std::thread::spawn(move || {
                 l.register_vcpu_thread(0);
                 while !l.stopping() {
-                    l.park_if_paused();
+                    l.park_if_paused(0, &mut |_| VcpuReply::Failed("no vCPU".into()));
                     // Stand-in for KVM_RUN: sleep, interrupted by kicks.
                     std::thread::sleep(Duration::from_millis(1));
                     spins.fetch_add(1, Ordering::SeqCst);
@@ -442,5 +516,40 @@ mod tests {
         assert!(l.kick_until_exited(Duration::from_secs(5)));
         t.join().unwrap();
         assert_eq!(l.live_vcpu_threads(), 0);
+    }
+
+    #[test]
+    fn a_parked_vcpu_thread_answers_commands_and_only_when_parked() {
+        install_kick_handler().unwrap();
+        let l = Arc::new(Lifecycle::new(1, 1 << 20));
+        assert!(matches!(
+            l.ask_vcpus(|_| VcpuCommand::Save, Duration::from_millis(10)),
+            Err(LifecycleError::NotParked)
+        ));
+        let t = {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                l.register_vcpu_thread(0);
+                while !l.stopping() {
+                    l.park_if_paused(0, &mut |_| VcpuReply::Failed("served by vcpu0".into()));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                l.unregister_vcpu_thread(0);
+            })
+        };
+        while l.live_vcpu_threads() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        l.pause(Duration::from_secs(5)).unwrap();
+        let replies = l
+            .ask_vcpus(|_| VcpuCommand::Save, Duration::from_secs(5))
+            .unwrap();
+        assert!(
+            matches!(&replies[..], [VcpuReply::Failed(why)] if why == "served by vcpu0"),
+            "{replies:?}"
+        );
+        l.request_stop(StopReason::Killed);
+        assert!(l.kick_until_exited(Duration::from_secs(5)));
+        t.join().unwrap();
     }
 }

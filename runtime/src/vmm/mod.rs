@@ -34,6 +34,7 @@ pub mod probe;
 pub mod process;
 pub mod protocol;
 pub mod seccomp;
+pub mod snapshot;
 pub mod spec;
 pub mod threads;
 pub mod vcpu;
@@ -134,6 +135,9 @@ pub enum VmmError {
     /// The console socket could not be set up.
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    /// A snapshot could not be restored.
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
     /// The seccomp filters could not be compiled.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
@@ -170,7 +174,7 @@ pub enum Exit {
 }
 
 /// Asks the VM to stop: what the i8042's reset line is wired to.
-struct PowerOffTrigger(Arc<Lifecycle>);
+pub struct PowerOffTrigger(Arc<Lifecycle>);
 
 impl Trigger for PowerOffTrigger {
     type E = std::convert::Infallible;
@@ -180,7 +184,11 @@ impl Trigger for PowerOffTrigger {
     }
 }
 
-type I8042Device = I8042<PowerOffTrigger, EventFdTrigger>;
+/// The i8042 as the VMM wires it.
+pub type I8042Device = I8042<PowerOffTrigger, EventFdTrigger>;
+
+/// A bound socket and its path.
+type Socket = Option<(UnixListener, PathBuf)>;
 
 /// The port I/O bus with COM1 and the i8042 on it, and those two devices.
 type LegacyDevices = (
@@ -204,13 +212,17 @@ pub struct Vmm {
     serial: Arc<Mutex<SerialDevice>>,
     console_hub: Arc<ConsoleHub>,
     virtio: VirtioDevices,
-    control: Option<(UnixListener, PathBuf)>,
-    console: Option<(UnixListener, PathBuf)>,
+    control: Socket,
+    console: Socket,
     life: Arc<Lifecycle>,
     threads: Threads,
-    _vm: VmFd,
+    pit: bool,
+    tsc_khz: u32,
+    // Shared with the control thread, which saves snapshots.
+    residency: Option<Arc<snapshot::memory::Residency>>,
+    vm: Arc<VmFd>,
     _kvm: Kvm,
-    _mem: GuestMemoryMmap,
+    mem: GuestMemoryMmap,
 }
 
 fn eventfd() -> Result<EventFd, VmmError> {
@@ -235,23 +247,10 @@ impl Vmm {
         let cpuid_mask = spec.cpuid_features()?;
         lifecycle::install_kick_handler()?;
 
-        let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        vm.set_tss_address(KVM_TSS_ADDRESS as usize)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-
+        let (kvm, vm) = Self::create_vm()?;
         let mem = memory::create(mem_size)?;
         memory::register(&vm, &mem)?;
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        irqchip::set_ioapic_id(&vm, mptable::ioapic_id(spec.cpus))?;
-        if spec.pit {
-            let pit = kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            };
-            vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        }
+        Self::create_irqchip(&vm, spec.pit, spec.cpus)?;
 
         let mut mmio = MmioBus::new();
         let virtio = VirtioDevices::attach(&vm, &mem, &spec.devices, &mut mmio)?;
@@ -262,7 +261,7 @@ impl Vmm {
         let life = Arc::new(Lifecycle::new(spec.cpus, mem_size));
         let console_hub = Arc::new(ConsoleHub::new());
         let console = Box::new(ConsoleOut::new(console, console_hub.clone()));
-        let (pio, i8042, serial) = Self::add_legacy_devices(&vm, &life, console)?;
+        let (pio, i8042, serial) = Self::add_legacy_devices(&vm, &life, console, None)?;
 
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -272,20 +271,16 @@ impl Vmm {
             cpuid_mask: &cpuid_mask,
             cpus: spec.cpus,
             entry,
+            msrs: Self::msr_list(&kvm)?,
         };
         let vcpus = (0..spec.cpus)
             .map(|id| Vcpu::new(&vm, id, &cfg, pio.clone(), mmio.clone(), life.clone()))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let control = match &spec.control_socket {
-            Some(path) => Some((control::bind(path)?, path.clone())),
-            None => None,
-        };
-        let console = match spec.console_socket_path() {
-            Some(path) => Some((console::bind(&path)?, path)),
-            None => None,
-        };
+        let (control, console) = Self::bind_sockets(spec)?;
+        let tsc_khz = vcpus.first().and_then(Vcpu::tsc_khz).unwrap_or(0);
         Ok(Self {
+            tsc_khz,
             vcpus,
             i8042,
             serial,
@@ -295,10 +290,60 @@ impl Vmm {
             console,
             life,
             threads,
-            _vm: vm,
+            pit: spec.pit,
+            residency: snapshot::memory::Residency::open().map(Arc::new),
+            vm: Arc::new(vm),
             _kvm: kvm,
-            _mem: mem,
+            mem,
         })
+    }
+
+    /// Opens /dev/kvm and creates the VM (with its TSS address).
+    fn create_vm() -> Result<(Kvm, VmFd), VmmError> {
+        let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        Ok((kvm, vm))
+    }
+
+    /// The in-kernel irqchip, and the PIT when asked. After guest memory is
+    /// registered: the irqchip is measurably slower to create otherwise.
+    fn create_irqchip(vm: &VmFd, pit: bool, cpus: u32) -> Result<(), VmmError> {
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        // The IO-APIC's ID register says what the MP table says (a restore then sets
+        // the saved IO-APIC over it).
+        irqchip::set_ioapic_id(vm, mptable::ioapic_id(cpus))?;
+        if pit {
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        }
+        Ok(())
+    }
+
+    /// The MSRs a snapshot saves: every one KVM lists.
+    fn msr_list(kvm: &Kvm) -> Result<Arc<[u32]>, VmmError> {
+        let list = kvm
+            .get_msr_index_list()
+            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
+        Ok(list.as_slice().into())
+    }
+
+    /// The control and console sockets, bound (served once the VM runs).
+    fn bind_sockets(spec: &VmmSpec) -> Result<(Socket, Socket), VmmError> {
+        let control = match &spec.control_socket {
+            Some(path) => Some((control::bind(path)?, path.clone())),
+            None => None,
+        };
+        let console = match spec.console_socket_path() {
+            Some(path) => Some((console::bind(&path)?, path)),
+            None => None,
+        };
+        Ok((control, console))
     }
 
     /// Loads kernel, command line (the spec's, then `devices_words`) and initrd;
@@ -343,30 +388,45 @@ impl Vmm {
         Ok(kernel.entry)
     }
 
-    /// COM1 and the i8042 on the port I/O bus, their IRQs through irqfds.
+    /// COM1 and the i8042 on the port I/O bus, their IRQs through irqfds; in the
+    /// state a snapshot saved, when restoring one.
     fn add_legacy_devices(
         vm: &VmFd,
         life: &Arc<Lifecycle>,
         console: SerialOut,
+        saved: Option<&snapshot::DevicesState>,
     ) -> Result<LegacyDevices, VmmError> {
         let mut pio = PioBus::new();
 
         let com1_irq = eventfd()?;
         vm.register_irqfd(&com1_irq, COM1_IRQ)
             .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            EventFdTrigger(com1_irq),
-            console,
-        )));
+        let serial = match saved {
+            None => SerialDevice::new(EventFdTrigger(com1_irq), console),
+            Some(saved) => {
+                SerialDevice::from_snapshot(EventFdTrigger(com1_irq), console, &saved.serial)
+                    .ok_or_else(|| snapshot::SnapshotError::Device {
+                        index: "serial".into(),
+                        why: "its receive FIFO is longer than the UART's".into(),
+                    })?
+            }
+        };
+        let serial = Arc::new(Mutex::new(serial));
         pio.insert(COM1_PORT, COM1_LEN, serial.clone())?;
 
         let kbd_irq = eventfd()?;
         vm.register_irqfd(&kbd_irq, KBD_IRQ)
             .map_err(kvm_err("KVM_IRQFD (i8042)"))?;
-        let i8042 = Arc::new(Mutex::new(I8042::new(
-            PowerOffTrigger(life.clone()),
-            EventFdTrigger(kbd_irq),
-        )));
+        let mut i8042 = I8042::new(PowerOffTrigger(life.clone()), EventFdTrigger(kbd_irq));
+        if let Some(saved) = saved {
+            i8042
+                .restore(&saved.i8042)
+                .map_err(|e| snapshot::SnapshotError::Device {
+                    index: "i8042".into(),
+                    why: e.to_string(),
+                })?;
+        }
+        let i8042 = Arc::new(Mutex::new(i8042));
         pio.insert(I8042_DATA_PORT, I8042_LEN, i8042.clone())?;
         Ok((Arc::new(pio), i8042, serial))
     }
@@ -464,6 +524,17 @@ impl Vmm {
         let i8042 = self.i8042.clone();
         let devices = self.virtio.status_source();
         let hub = self.console_hub.clone();
+        let snapshotter = snapshot::save::Snapshotter {
+            life: self.life.clone(),
+            vm: self.vm.clone(),
+            mem: self.mem.clone(),
+            pit: self.pit,
+            tsc_khz: self.tsc_khz,
+            serial: self.serial.clone(),
+            i8042: self.i8042.clone(),
+            virtio: self.virtio.transports(),
+            residency: self.residency.clone(),
+        };
         let ctl = Controller::new(
             self.life.clone(),
             Box::new(move || {
@@ -473,7 +544,8 @@ impl Vmm {
             }),
         )
         .with_devices(Box::new(move || devices.status()))
-        .with_console(Box::new(move || hub.status()));
+        .with_console(Box::new(move || hub.status()))
+        .with_snapshots(snapshotter);
         control::serve(listener, Arc::new(ctl), &self.threads)?;
         Ok(Some(path))
     }

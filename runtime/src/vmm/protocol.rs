@@ -62,11 +62,21 @@ pub enum Request {
     },
     /// Stop the VM now: [`Response::State`].
     Kill,
+    /// Save the VM into the two files sent with this line (`SCM_RIGHTS`, in this
+    /// order: the state file, the memory file; docs/snapshot.md):
+    /// [`Response::Snapshot`]. The VM is paused for the save and stays paused unless
+    /// `resume`.
+    Snapshot {
+        /// Resume the VM once saved.
+        #[serde(default)]
+        resume: bool,
+    },
 }
 
 impl Request {
     /// The `cmd` of every request this build knows.
-    pub const NAMES: &'static [&'static str] = &["status", "pause", "resume", "shutdown", "kill"];
+    pub const NAMES: &'static [&'static str] =
+        &["status", "pause", "resume", "shutdown", "kill", "snapshot"];
 
     /// The request as one line (with its newline), at this build's [`VERSION`].
     pub fn to_line(&self) -> Vec<u8> {
@@ -99,6 +109,19 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ctrl_alt_del_error: Option<String>,
     },
+    /// The answer to [`Request::Snapshot`]: saved.
+    Snapshot {
+        /// Paused, or running when asked to resume.
+        state: RunState,
+        /// The state file's length.
+        state_bytes: u64,
+        /// The memory file's length (the guest's memory).
+        memory_bytes: u64,
+        /// Memory bytes written (pages not all zero; the rest are holes).
+        written_bytes: u64,
+        /// Milliseconds from the pause to the end of the save.
+        took_ms: u64,
+    },
     /// The request was refused or failed.
     Error(ErrorReply),
 }
@@ -116,7 +139,9 @@ impl Response {
     pub fn state(&self) -> Option<RunState> {
         match self {
             Response::Status(s) => Some(s.state),
-            Response::State { state } | Response::Shutdown { state, .. } => Some(*state),
+            Response::State { state }
+            | Response::Shutdown { state, .. }
+            | Response::Snapshot { state, .. } => Some(*state),
             Response::Error(ErrorReply::Failed { state, .. }) => Some(*state),
             Response::Error(_) => None,
         }

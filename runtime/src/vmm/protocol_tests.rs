@@ -12,6 +12,8 @@ fn requests() -> Vec<Request> {
             timeout_ms: Some(30_000),
         },
         Request::Kill,
+        Request::Snapshot { resume: false },
+        Request::Snapshot { resume: true },
     ]
 }
 
@@ -84,6 +86,13 @@ fn responses() -> Vec<Response> {
             state: RunState::Stopped,
             graceful: true,
             ctrl_alt_del_error: None,
+        },
+        Response::Snapshot {
+            state: RunState::Paused,
+            state_bytes: 22_684,
+            memory_bytes: 128 << 20,
+            written_bytes: 4 << 20,
+            took_ms: 12,
         },
         Response::Shutdown {
             state: RunState::Stopped,
@@ -178,15 +187,15 @@ fn the_wire_format_is_the_documented_one() {
 
 #[test]
 fn an_unknown_request_is_a_typed_error() {
-    let e = parse_request(br#"{"v":1,"cmd":"snapshot"}"#).unwrap_err();
+    let e = parse_request(br#"{"v":1,"cmd":"migrate"}"#).unwrap_err();
     assert_eq!(
         e,
         ErrorReply::UnknownRequest {
-            cmd: "snapshot".into(),
-            known: "status, pause, resume, shutdown, kill".into(),
+            cmd: "migrate".into(),
+            known: "status, pause, resume, shutdown, kill, snapshot".into(),
         }
     );
-    assert!(e.to_string().contains("\"snapshot\""), "{e}");
+    assert!(e.to_string().contains("\"migrate\""), "{e}");
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! vCPUs: creation and boot set-up (CPUID, MSRs, registers, FPU, LAPIC), and the run
 //! loop each vCPU thread executes — port I/O and MMIO to the buses, guest faults end
-//! the VM, nothing a guest does panics the host.
+//! the VM, nothing a guest does panics the host. Parked, a vCPU thread answers the
+//! controller's commands ([`crate::vmm::snapshot::vcpu`]: save its state).
 
 use std::sync::Arc;
 
 use kvm_bindings::{
-    CpuId, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    kvm_cpuid_entry2, CpuId, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_SIMUL_EX, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
     KVM_SYSTEM_EVENT_SHUTDOWN,
 };
@@ -15,6 +16,8 @@ use super::arch::x86_64::cpuid::{self, CpuidError, FeatureBit};
 use super::arch::x86_64::regs::{self, RegsError};
 use super::devices::bus::{MmioBus, PioBus};
 use super::lifecycle::{ExitCounters, Lifecycle, StopReason};
+use super::snapshot::vcpu::{self as state, VcpuCommand, VcpuReply, VcpuState};
+use super::snapshot::SnapshotError;
 
 /// Errors creating or setting up a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +54,19 @@ pub enum VcpuError {
         /// Why.
         source: RegsError,
     },
+    /// The saved state could not be set.
+    #[error(transparent)]
+    Restore(#[from] SnapshotError),
 }
 
 /// One vCPU, set up and ready to run on its own thread.
 pub struct Vcpu {
     id: u32,
     fd: VcpuFd,
+    /// The CPUID the guest sees (saved with the vCPU).
+    cpuid: Vec<kvm_cpuid_entry2>,
+    /// The MSRs a snapshot saves (KVM's index list).
+    msrs: Arc<[u32]>,
     pio: Arc<PioBus>,
     mmio: Arc<MmioBus>,
     life: Arc<Lifecycle>,
@@ -72,6 +82,8 @@ pub struct VcpuConfig<'a> {
     pub cpus: u32,
     /// The kernel's 64-bit entry.
     pub entry: u64,
+    /// The MSRs a snapshot saves (`KVM_GET_MSR_INDEX_LIST`).
+    pub msrs: Arc<[u32]>,
 }
 
 impl Vcpu {
@@ -102,10 +114,49 @@ impl Vcpu {
         Ok(Self {
             id,
             fd,
+            cpuid: cpuid.as_slice().to_vec(),
+            msrs: cfg.msrs.clone(),
             pio,
             mmio,
             life,
         })
+    }
+
+    /// Creates vCPU `saved.id` in the state a snapshot saved (its CPUID included);
+    /// returns it and how many of its MSRs KVM would not set.
+    pub fn restore(
+        vm: &VmFd,
+        saved: &VcpuState,
+        msrs: Arc<[u32]>,
+        pio: Arc<PioBus>,
+        mmio: Arc<MmioBus>,
+        life: Arc<Lifecycle>,
+    ) -> Result<(Self, usize), VcpuError> {
+        let id = saved.id;
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(|source| VcpuError::Create { id, source })?;
+        let refused = state::restore(&fd, saved)?;
+        let vcpu = Self {
+            id,
+            fd,
+            cpuid: saved.cpuid.clone(),
+            msrs,
+            pio,
+            mmio,
+            life,
+        };
+        Ok((vcpu, refused))
+    }
+
+    /// Runs a command of the controller; called parked, outside `KVM_RUN`.
+    fn command(&self, cmd: VcpuCommand) -> VcpuReply {
+        match cmd {
+            VcpuCommand::Save => match state::save(&self.fd, self.id, &self.cpuid, &self.msrs) {
+                Ok(s) => VcpuReply::Saved(Box::new(s)),
+                Err(e) => VcpuReply::Failed(e),
+            },
+        }
     }
 
     /// The vCPU's index.
@@ -113,12 +164,18 @@ impl Vcpu {
         self.id
     }
 
+    /// The guest's TSC rate in kHz (`KVM_GET_TSC_KHZ`), when KVM says.
+    pub fn tsc_khz(&self) -> Option<u32> {
+        self.fd.get_tsc_khz().ok()
+    }
+
     /// Runs the guest until the VM stops. Stop reasons go to the lifecycle.
     pub fn run(mut self) {
         self.life.register_vcpu_thread(self.id);
-        while !self.life.stopping() {
-            self.life.park_if_paused();
-            if self.life.stopping() {
+        let life = self.life.clone();
+        while !life.stopping() {
+            life.park_if_paused(self.id, &mut |cmd| self.command(cmd));
+            if life.stopping() {
                 break;
             }
             if let Some(reason) = self.run_once() {

@@ -107,7 +107,7 @@ pub enum WiringError {
 }
 
 /// Devices of every kind behind one transport type.
-type Transport = MmioTransport<Box<dyn VirtioDevice>>;
+pub type Transport = MmioTransport<Box<dyn VirtioDevice>>;
 
 /// What a device is, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +296,38 @@ impl VirtioDevices {
             .map(|d| cmdline_word(d.base, d.gsi))
             .collect();
         words.join(" ")
+    }
+
+    /// Every device's transport, in device order (for snapshots).
+    pub fn transports(&self) -> Vec<Arc<Mutex<Transport>>> {
+        self.devices.iter().map(|d| d.transport.clone()).collect()
+    }
+
+    /// Puts every device into the state a snapshot saved, in device order; refused
+    /// when the counts or a device's kind or queues do not fit.
+    pub fn restore(
+        &self,
+        saved: &[super::devices::virtio::mmio::state::TransportState],
+    ) -> Result<(), super::snapshot::SnapshotError> {
+        use super::snapshot::SnapshotError;
+        if saved.len() != self.devices.len() {
+            return Err(SnapshotError::Mismatch {
+                what: format!(
+                    "the snapshot has {} virtio devices, the spec {}",
+                    saved.len(),
+                    self.devices.len()
+                ),
+            });
+        }
+        for (index, (d, state)) in self.devices.iter().zip(saved).enumerate() {
+            bus::lock(&d.transport)
+                .restore_state(state)
+                .map_err(|e| SnapshotError::Device {
+                    index: format!("virtio {index}"),
+                    why: e.to_string(),
+                })?;
+        }
+        Ok(())
     }
 
     /// A handle on the devices' status for the control socket.

@@ -27,6 +27,7 @@
 
 pub mod cgroup;
 pub(crate) mod process;
+pub mod snapshots;
 
 use std::fs;
 use std::io;

@@ -9,11 +9,13 @@
 //! by a release before the lock) falls back to a process whose command line is exactly
 //! `… vmm --spec <this VM's vmm.json>`.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -193,6 +195,34 @@ fn request(paths: &VmPaths, request: &[u8], timeout: Duration) -> Option<Reply> 
     read_reply(&reply)
 }
 
+/// Sends `request` with `files` attached (`SCM_RIGHTS`) and reads the reply, waiting up
+/// to `timeout`. `None` when no VMM serves the control socket or it did not answer.
+pub fn request_with_files(
+    paths: &VmPaths,
+    request: &Request,
+    files: &[&File],
+    timeout: Duration,
+) -> Option<Reply> {
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+    let stream = UnixStream::connect(&paths.control).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let line = request.to_line();
+    let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let sent = stream.send_with_fds(&[&line[..]], &fds).ok()?;
+    if sent < line.len() {
+        (&stream).write_all(&line[sent..]).ok()?;
+    }
+    let mut reply = Vec::new();
+    BufReader::new(stream).read_until(b'\n', &mut reply).ok()?;
+    read_reply(&reply)
+}
+
+/// Sends `request` (no files) and reads the reply; see [`request_with_files`].
+pub fn ask(paths: &VmPaths, request: &Request, timeout: Duration) -> Option<Reply> {
+    self::request(paths, &request.to_line(), timeout)
+}
+
 /// Asks the VMM to shut the VM down (the guest gets `timeout`); the VMM answers once
 /// the guest is off or it killed it. A VMM of a build before the versioned protocol
 /// refuses the request in its own words: it is asked again in its own protocol.
@@ -213,6 +243,26 @@ fn request_shutdown(paths: &VmPaths, timeout: Duration) -> Option<Reply> {
 /// [`start_timeout`]; a launcher that itself has not answered a few seconds later is
 /// killed here (it is this process's child), with the VMM if one holds the VM's lock.
 pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmError> {
+    spawn_with(host, vm, paths, None)
+}
+
+/// Starts the VMM of the spec at `paths.vmm_spec` restoring the snapshot in
+/// `snapshot` (`vmctl vmm --spec FILE --restore DIR`), as [`spawn`] does otherwise.
+pub fn spawn_restored(
+    host: &VmHost<'_>,
+    vm: &str,
+    paths: &VmPaths,
+    snapshot: &Path,
+) -> Result<u32, VmError> {
+    spawn_with(host, vm, paths, Some(snapshot))
+}
+
+fn spawn_with(
+    host: &VmHost<'_>,
+    vm: &str,
+    paths: &VmPaths,
+    restore: Option<&Path>,
+) -> Result<u32, VmError> {
     let netns = host
         .netns
         .map(|name| {
@@ -227,6 +277,12 @@ pub fn spawn(host: &VmHost<'_>, vm: &str, paths: &VmPaths) -> Result<u32, VmErro
         .arg("vmm")
         .arg("--spec")
         .arg(&paths.vmm_spec)
+        .args(
+            restore
+                .map(|dir| [OsStr::new("--restore"), dir.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -128,6 +128,43 @@ impl<R: Trigger, I: Trigger> I8042<R, I> {
     }
 }
 
+/// The controller's state, for snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    /// The control byte.
+    pub control: u8,
+    /// The output port.
+    pub outp: u8,
+    /// A command waiting for its data byte.
+    pub pending_cmd: Option<u8>,
+    /// The output buffer.
+    pub buf: Vec<u8>,
+}
+
+impl<R: Trigger, I: Trigger> I8042<R, I> {
+    /// The state to save.
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            control: self.control,
+            outp: self.outp,
+            pending_cmd: self.pending_cmd,
+            buf: self.buf.iter().copied().collect(),
+        }
+    }
+
+    /// Takes a saved state; a buffer longer than the controller's is refused.
+    pub fn restore(&mut self, state: &I8042State) -> Result<(), I8042Error> {
+        if state.buf.len() > BUF_CAP {
+            return Err(I8042Error::BufferFull);
+        }
+        self.control = state.control;
+        self.outp = state.outp;
+        self.pending_cmd = state.pending_cmd;
+        self.buf = state.buf.iter().copied().collect();
+        Ok(())
+    }
+}
+
 impl<R: Trigger + Send, I: Trigger + Send> BusDevice for I8042<R, I> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match (offset, data.len()) {

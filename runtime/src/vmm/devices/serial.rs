@@ -7,7 +7,8 @@
 
 use std::io::Write;
 
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
 use super::bus::BusDevice;
@@ -28,11 +29,59 @@ pub struct SerialDevice {
     serial: Serial<EventFdTrigger, NoEvents, SerialOut>,
 }
 
+/// The UART's registers and receive FIFO, for snapshots (vm-superio's `SerialState`,
+/// which has no serde).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    /// DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR.
+    pub registers: [u8; 9],
+    /// The receive FIFO.
+    pub fifo: Vec<u8>,
+}
+
 impl SerialDevice {
     /// A serial port writing to `out` and signalling `irq`.
     pub fn new(irq: EventFdTrigger, out: SerialOut) -> Self {
         Self {
             serial: Serial::new(irq, out),
+        }
+    }
+
+    /// A serial port in a saved state; `None` when the state's FIFO is too long.
+    pub fn from_snapshot(irq: EventFdTrigger, out: SerialOut, s: &SerialSnapshot) -> Option<Self> {
+        let [dll, dlm, ier, iir, lcr, lsr, mcr, msr, scr] = s.registers;
+        let state = SerialState {
+            baud_divisor_low: dll,
+            baud_divisor_high: dlm,
+            interrupt_enable: ier,
+            interrupt_identification: iir,
+            line_control: lcr,
+            line_status: lsr,
+            modem_control: mcr,
+            modem_status: msr,
+            scratch: scr,
+            in_buffer: s.fifo.clone(),
+        };
+        let serial = Serial::from_state(&state, irq, NoEvents, out).ok()?;
+        Some(Self { serial })
+    }
+
+    /// The port's state to save.
+    pub fn snapshot(&self) -> SerialSnapshot {
+        let s = self.serial.state();
+        SerialSnapshot {
+            registers: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            fifo: s.in_buffer,
         }
     }
 

@@ -168,6 +168,33 @@ pub fn apply_mask(entries: &mut [kvm_cpuid_entry2], mask: &[FeatureBit]) {
     }
 }
 
+fn feature_set(entries: &[kvm_cpuid_entry2], leaf: u32, subleaf: u32, reg: Reg) -> u32 {
+    entries
+        .iter()
+        .find(|e| e.function == leaf && e.index == subleaf)
+        .map_or(0, |e| {
+            let mut e = *e;
+            *reg_mut(&mut e, reg)
+        })
+}
+
+/// The features (by name) a guest saw in `saved` that `here` lacks: what a restore on
+/// this host would take away from a running guest.
+pub fn missing_features(
+    saved: &[kvm_cpuid_entry2],
+    here: &[kvm_cpuid_entry2],
+) -> Vec<&'static str> {
+    FEATURES
+        .iter()
+        .filter(|&&(_, leaf, subleaf, reg, bit)| {
+            let bit = 1u32 << bit;
+            feature_set(saved, leaf, subleaf, reg) & bit != 0
+                && feature_set(here, leaf, subleaf, reg) & bit == 0
+        })
+        .map(|f| f.0)
+        .collect()
+}
+
 /// The named features ([`parse_feature`]'s names, which are the config's
 /// `cpuid-mask` names) that `supported` (KVM's supported CPUID) has: what a guest of
 /// this host can be given, as the host reports it for migrations.
@@ -340,6 +367,17 @@ pub fn vcpu_cpuid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_features_are_those_saved_and_not_offered_here() {
+        let mut saved = entry(1, 0);
+        saved.ecx = (1 << 28) | (1 << 20); // avx, sse4_2
+        let mut here = entry(1, 0);
+        here.ecx = 1 << 20;
+        assert_eq!(missing_features(&[saved], &[here]), vec!["avx"]);
+        assert!(missing_features(&[here], &[saved]).is_empty());
+        assert_eq!(missing_features(&[saved], &[]), vec!["sse4_2", "avx"]);
+    }
 
     #[test]
     fn the_config_knows_exactly_the_features_the_engine_can_mask() {

@@ -539,6 +539,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 }
 
+pub mod state;
+
 #[cfg(test)]
 #[path = "mmio_tests.rs"]
 mod tests;

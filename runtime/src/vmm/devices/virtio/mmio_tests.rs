@@ -64,6 +64,10 @@ impl VirtioDevice for Dummy {
         self.active = false;
         self.resets += 1;
     }
+    fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        self.active
+            .then(|| self.queues.iter().map(|q| q.state()).collect())
+    }
     fn counters(&self) -> DeviceCounters {
         DeviceCounters::default()
     }
@@ -461,6 +465,9 @@ fn invalid_queue_max_is_refused_at_construction() {
         }
         fn process_queue(&mut self, _: u16) {}
         fn reset(&mut self) {}
+        fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>> {
+            None
+        }
         fn counters(&self) -> DeviceCounters {
             DeviceCounters::default()
         }
@@ -512,3 +519,70 @@ fn misaligned_ring_addresses_are_refused() {
     w32(&mut t, REG_QUEUE_READY, 1);
     assert_eq!(r32(&mut t, REG_QUEUE_READY), 0);
 }
+
+#[test]
+fn a_saved_transport_restores_into_a_new_one_with_its_device_active() {
+    let mut t = active();
+    t.irq.trigger(IrqType::Vring).unwrap();
+    let saved = t.save_state();
+    assert!(saved.device_queues.is_some());
+    let mut back = transport();
+    back.restore_state(&saved).unwrap();
+    assert!(back.device().is_activated());
+    assert_eq!(back.save_state(), saved);
+    assert_eq!(r32(&mut back, REG_STATUS), r32(&mut t, REG_STATUS));
+    assert_eq!(r32(&mut back, REG_INTERRUPT_STATUS), 1);
+    // The restored device serves notifications.
+    back.process_queue(0);
+    assert_eq!(back.device().notified, vec![0]);
+}
+
+#[test]
+fn a_saved_queue_outside_guest_memory_is_refused_and_nothing_changes() {
+    let saved = active().save_state();
+    for tamper in [
+        |s: &mut TransportStateT| s.queues[0].desc_table = 0xffff_0000,
+        |s: &mut TransportStateT| {
+            if let Some(q) = s.device_queues.as_mut() {
+                q[0].used_ring = 1 << 40;
+            }
+        },
+    ] {
+        let mut bad = saved.clone();
+        tamper(&mut bad);
+        let mut t = transport();
+        assert_eq!(
+            t.restore_state(&bad),
+            Err(state::TransportStateError::OutsideMemory { index: 0 })
+        );
+        assert!(!t.device().is_activated());
+        assert_eq!(r32(&mut t, REG_STATUS), 0);
+    }
+    // A size the device cannot have, a misaligned ring, another device, a queue too many.
+    let mut bad = saved.clone();
+    bad.queues[0].size = 3;
+    assert!(matches!(
+        transport().restore_state(&bad),
+        Err(state::TransportStateError::Queue { index: 0, .. })
+    ));
+    let mut bad = saved.clone();
+    bad.queues[0].avail_ring = 0x1001;
+    assert!(matches!(
+        transport().restore_state(&bad),
+        Err(state::TransportStateError::Queue { index: 0, .. })
+    ));
+    let mut bad = saved.clone();
+    bad.device_type = 2;
+    assert!(matches!(
+        transport().restore_state(&bad),
+        Err(state::TransportStateError::DeviceType { .. })
+    ));
+    let mut bad = saved;
+    bad.bad_size.push(false);
+    assert!(matches!(
+        transport().restore_state(&bad),
+        Err(state::TransportStateError::QueueCount { .. })
+    ));
+}
+
+type TransportStateT = state::TransportState;

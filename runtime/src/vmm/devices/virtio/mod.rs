@@ -135,6 +135,12 @@ impl IrqTrigger {
     pub fn clear(&self) {
         self.status.store(0, Ordering::SeqCst);
     }
+
+    /// Sets the register as a snapshot saved it (no interrupt is raised: a pending one
+    /// is in the restored interrupt controller).
+    pub fn set_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+    }
 }
 
 /// What a device counts. Bad requests never stop a device; they are refused, counted, and
@@ -274,6 +280,10 @@ pub trait VirtioDevice: Send {
     /// Back to the state before activation; the device drops its queues and memory.
     fn reset(&mut self);
 
+    /// Where the active device is in each of its queues (`None` when not active), for
+    /// a snapshot; [`VirtioDevice::activate`] with queues rebuilt from them restores it.
+    fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>>;
+
     /// The device's counters since it was created.
     fn counters(&self) -> DeviceCounters;
 }
@@ -319,6 +329,9 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     }
     fn reset(&mut self) {
         (**self).reset()
+    }
+    fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        (**self).queue_states()
     }
     fn counters(&self) -> DeviceCounters {
         (**self).counters()

@@ -228,6 +228,10 @@ impl VirtioDevice for Block {
         self.active = None;
     }
 
+    fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        self.active.as_ref().map(|a| vec![a.queue.state()])
+    }
+
     fn counters(&self) -> DeviceCounters {
         self.counters
     }

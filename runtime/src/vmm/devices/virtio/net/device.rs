@@ -296,6 +296,14 @@ impl<T: Tap> VirtioDevice for Net<T> {
         self.rx_len = 0;
     }
 
+    /// A frame read from the tap and not yet delivered is not saved: like a frame lost
+    /// on the wire, the sender's protocol sends it again.
+    fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        self.active
+            .as_ref()
+            .map(|a| vec![a.rx.state(), a.tx.state()])
+    }
+
     fn counters(&self) -> DeviceCounters {
         self.counters
     }
