@@ -10,7 +10,6 @@ use vmctl_planner::facts::OrphanProject;
 use vmctl_planner::{LiveFile, LiveState};
 use vmctl_runtime::apply::StepError;
 use vmctl_runtime::apply::{self, ApplyError, HostSeen, LiveError};
-use vmctl_runtime::host::dhcp::DhcpError;
 use vmctl_runtime::host::lock::LockError;
 use vmctl_runtime::host::net::netns::{self, NetnsError};
 use vmctl_runtime::hosts::{ConnectError, ConnectOptions, Fleet, HeldLock};
@@ -411,6 +410,10 @@ pub fn print_notes(report: &apply::ApplyReport) {
                 "Kept network namespace {name:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
                 projects.join(", ")
             ),
+            StepNote::VolumeMoved { name, from, bytes } => println!(
+                "Copied volume {name:?} from host {from:?} to host {host:?}: {} of data (holes are not sent).",
+                vmctl_schema::units::format_size(*bytes)
+            ),
         }
     }
 }
@@ -423,16 +426,14 @@ pub fn step_help(error: &StepError) -> Option<String> {
             "vmctl makes a host's netns as `ip netns add` does (in /run/netns) and marks it in {}: run it as root, or make the namespace yourself with `ip netns add NAME` ({e})",
             netns::MARKER_DIR
         )),
-        StepError::Dhcp(DhcpError::NoDnsmasq { vlan }) => Some(format!(
-            "install dnsmasq on the host (Debian: `apt-get install dnsmasq-base`, or `dnsmasq`), or remove `dhcp #true` from VLAN {vlan:?}"
-        )),
-        StepError::Dhcp(DhcpError::Start { .. }) => Some(
-            "dnsmasq listens on the VLAN's gateway address, DNS port 53 and DHCP port 67 in the host's netns: check that no other DNS or DHCP server holds them there".into(),
-        ),
+        StepError::Dhcp(e) => e.help(),
         StepError::NetnsInUse { name, .. } => Some(format!(
             "move or remove what is in it; or remove it with `ip netns delete {name}` once it is unused"
         )),
         StepError::Firewall(e) => e.help(),
+        StepError::MigrationNotBuilt { .. } => Some(
+            "set `migrate #false` on the VM: the plan then stops it on its old host and starts it on the new one (a replace)".into(),
+        ),
         _ => None,
     }
 }

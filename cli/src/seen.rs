@@ -50,6 +50,7 @@ pub fn observe_loaded(
     }
     let options = PlanOptions {
         exclude_hosts: reach.exclude_hosts.clone(),
+        live_migration: vmctl_runtime::apply::LIVE_MIGRATION,
         ..PlanOptions::default()
     };
     let plan = vmctl_planner::plan(&loaded.config, &unsized_live, &options)

@@ -25,6 +25,8 @@ fn config(vms: usize) -> Config {
             ssh: None,
             sudo: false,
             underlay: None,
+            cpuid_mask: Vec::new(),
+            migration_downtime: None,
         });
         c.networks.push(Network {
             name: format!("net-{h}"),
@@ -89,6 +91,9 @@ fn config(vms: usize) -> Config {
             depends_on: Vec::new(),
             ip_cmdline: false,
             ip_argument: None,
+            migrate: true,
+            migration_downtime: None,
+            cpuid_mask: Vec::new(),
         });
     }
     c

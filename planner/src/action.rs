@@ -25,13 +25,17 @@ pub enum Action {
     Start,
     /// A VM that should be stopped but runs.
     Stop,
+    /// A running VM whose `host` changed, moved to its new host while it runs (and each
+    /// of its volumes with it).
+    Migrate,
 }
 
 impl Action {
     /// Every action, in the order summaries list them.
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::Create,
         Action::Update,
+        Action::Migrate,
         Action::Replace,
         Action::Delete,
         Action::Start,
@@ -50,6 +54,7 @@ impl Action {
             Action::Delete => "-",
             Action::Start => ">",
             Action::Stop => "<",
+            Action::Migrate => "~>",
         }
     }
 
@@ -63,6 +68,7 @@ impl Action {
             Action::Delete => "delete",
             Action::Start => "start",
             Action::Stop => "stop",
+            Action::Migrate => "migrate",
         }
     }
 
@@ -76,6 +82,7 @@ impl Action {
             Action::Delete => "destroy",
             Action::Start => "start",
             Action::Stop => "stop",
+            Action::Migrate => "move to another host while running",
         }
     }
 
@@ -89,6 +96,7 @@ impl Action {
             Action::Delete => "will be destroyed",
             Action::Start => "will be started",
             Action::Stop => "will be stopped",
+            Action::Migrate => "will be migrated",
         }
     }
 
@@ -99,12 +107,12 @@ impl Action {
 
     /// How this action counts in `Plan: N to add, N to change, N to destroy.`:
     /// `(add, change, destroy)`. A replace counts one add and one destroy, as Terraform's;
-    /// a start or stop is a change.
+    /// a start, stop or migrate is a change.
     pub fn counts(self) -> (usize, usize, usize) {
         match self {
             Action::NoOp => (0, 0, 0),
             Action::Create => (1, 0, 0),
-            Action::Update | Action::Start | Action::Stop => (0, 1, 0),
+            Action::Update | Action::Start | Action::Stop | Action::Migrate => (0, 1, 0),
             Action::Replace => (1, 0, 1),
             Action::Delete => (0, 0, 1),
         }
@@ -264,6 +272,18 @@ pub enum Reason {
     /// Only a DHCP server's leases or names changed: dnsmasq re-reads them (SIGHUP)
     /// and keeps running.
     Reload,
+    /// A running VM moves here from host `from` and keeps running.
+    Migrate { from: String },
+    /// A volume moves here from host `from` with the VM `vm` that it is a disk of: made
+    /// here, filled while the VM runs, removed there once the VM runs here.
+    MovesWith { vm: String, from: String },
+    /// A VM (or its volume) moves from host `from` to host `to` by a delete there and a
+    /// create here, not a migration: `why`.
+    NotMigrated {
+        from: String,
+        to: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -289,6 +309,14 @@ impl fmt::Display for Reason {
             Reason::Reload => {
                 f.write_str("leases changed; dnsmasq re-reads them, guests keep theirs")
             }
+            Reason::Migrate { from } => write!(f, "from host {from:?}; it keeps running"),
+            Reason::MovesWith { vm, from } => {
+                write!(f, "moves from host {from:?} with vm.{vm}")
+            }
+            Reason::NotMigrated { from, to, why } => write!(
+                f,
+                "moves from host {from:?} to {to:?} by a delete and a create, not a migration: {why}"
+            ),
         }
     }
 }
@@ -306,6 +334,7 @@ mod tests {
             (Action::Delete, "-", (0, 0, 1)),
             (Action::Start, ">", (0, 1, 0)),
             (Action::Stop, "<", (0, 1, 0)),
+            (Action::Migrate, "~>", (0, 1, 0)),
             (Action::NoOp, " ", (0, 0, 0)),
         ];
         for (action, glyph, counts) in table {

@@ -156,6 +156,10 @@ pub struct HostFacts {
     pub netns: Option<LiveNetns>,
     /// The host's online CPUs and memory.
     pub reported: Option<HostReport>,
+    /// The CPU features the host's KVM can give a guest (see
+    /// [`crate::live::LiveState::cpu_features`]); absent without `/dev/kvm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_features: Option<Vec<String>>,
     /// Other projects made from the same config as the request's project (a
     /// renamed project's leftovers), when the request names its folder. Shown as a
     /// warning; never planned: vmctl never touches another project's resources.
@@ -234,6 +238,7 @@ impl Default for HostFacts {
             other_links: Vec::new(),
             netns: None,
             reported: None,
+            cpu_features: None,
             orphans: Vec::new(),
             firewall: None,
             default_route: None,

@@ -25,6 +25,9 @@
 //! - A host's netns is made before anything on that host that lives in it (networks,
 //!   VLANs, VMs) is brought up, and removed after all of it is taken down (`netns`).
 //! - A host's firewall is brought up before its VMs are (`firewall`).
+//! - A VM's `migrate` is one step on its new host; a migrating volume's is two, made on
+//!   the new host before the VM moves and deleted on the old one after; what the VM used
+//!   on its old host is taken down only after it has moved (`migrate`).
 //!
 //! A cycle (only `depends-on` can make one) is an error naming every step of it.
 
@@ -43,6 +46,7 @@ use crate::action::{Action, ResourceId, ResourceKind};
 use crate::plan::Plan;
 
 mod firewall;
+mod migrate;
 mod netns;
 pub use netns::lives_in_netns;
 
@@ -64,6 +68,8 @@ pub enum Phase {
     Create,
     Update,
     Start,
+    /// A running VM moves from its change's `from` host to its `host`.
+    Migrate,
 }
 
 impl Phase {
@@ -74,6 +80,7 @@ impl Phase {
             Phase::Create => "create",
             Phase::Update => "update",
             Phase::Start => "start",
+            Phase::Migrate => "migrate",
         }
     }
 
@@ -82,9 +89,13 @@ impl Phase {
         matches!(self, Phase::Delete | Phase::Stop)
     }
 
-    /// The steps an action is made of, in order.
-    pub fn of(action: Action) -> &'static [Phase] {
+    /// The steps a change of `kind` by `action` is made of, in order. A VM's migrate
+    /// is one step; a volume's is two: made on the new host before the VM moves, removed
+    /// from the old one (the step's host is the change's `from`) after.
+    pub fn of(kind: ResourceKind, action: Action) -> &'static [Phase] {
         match action {
+            Action::Migrate if kind == ResourceKind::Vm => &[Phase::Migrate],
+            Action::Migrate => &[Phase::Create, Phase::Delete],
             Action::NoOp => &[],
             Action::Create => &[Phase::Create],
             Action::Update => &[Phase::Update],
@@ -143,10 +154,14 @@ impl ApplyGraph {
         let mut by_id: HashMap<(ResourceKind, &str), Vec<NodeIndex>> = HashMap::new();
         for (i, change) in plan.changes.iter().enumerate() {
             let mut previous = None;
-            for &phase in Phase::of(change.action) {
+            for &phase in Phase::of(change.id.kind, change.action) {
+                let host = match (&change.from, phase) {
+                    (Some(from), Phase::Delete) => from,
+                    _ => &change.host,
+                };
                 let node = graph.add_node(Step {
                     change: i,
-                    host: change.host.clone(),
+                    host: host.clone(),
                     id: change.id.clone(),
                     action: change.action,
                     phase,
@@ -229,6 +244,7 @@ impl ApplyGraph {
         }
         netns::add_edges(&graph, &mut edges);
         firewall::add_edges(&graph, &mut edges);
+        migrate::add_edges(plan, &graph, &mut edges);
         let mut edges: Vec<_> = edges.into_iter().collect();
         edges.sort();
         for (a, b) in edges {
@@ -374,6 +390,7 @@ pub fn happens_before(graph: &ApplyGraph, a: &str, b: &str) -> bool {
             Phase::Create,
             Phase::Update,
             Phase::Start,
+            Phase::Migrate,
         ]
         .into_iter()
         .find(|p| p.as_str() == phase)

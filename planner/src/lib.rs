@@ -48,6 +48,9 @@ pub struct PlanOptions {
     pub destroy: bool,
     /// `--exclude-host`: plan nothing on these hosts (their live state is not needed).
     pub exclude_hosts: Vec<String>,
+    /// Whether the runtime can move a running VM between hosts (`migrate`); without it a
+    /// VM whose host changes is stopped there and started here, its volumes copied.
+    pub live_migration: bool,
 }
 
 /// One reason a plan cannot be made.
@@ -146,12 +149,14 @@ pub fn planned(
     if !options.exclude_hosts.is_empty() {
         changes.retain(|c| !options.exclude_hosts.contains(&c.host));
     }
+    diff::plan_moves(&mut changes, live, options.live_migration);
     diff::cascade(&mut changes);
     diff::restart_on_new_disks(&mut changes);
     if !options.targets.is_empty() {
         changes = target::restrict(changes, &targets);
     }
-    let protected = diff::check_prevent_destroy(&changes);
+    let mut protected = diff::check_prevent_destroy(&changes);
+    protected.extend(diff::check_moves(&changes));
     if !protected.is_empty() {
         return Err(protected.into());
     }

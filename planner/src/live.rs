@@ -255,6 +255,11 @@ pub struct LiveState {
     /// no `cpus` or no `memory`. Absent (a `--live` file without it): not checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reported: Option<HostReport>,
+    /// The CPU features the host's KVM can give a guest, by the names `cpuid-mask`
+    /// takes ([`vmctl_schema::cpu::FEATURES`]). Absent: unknown (no `/dev/kvm`, or a
+    /// `--live` file without it), and no VM migrates to or from the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_features: Option<Vec<String>>,
     /// Resources of the config that the host cannot take as they are (an interface of
     /// their name that vmctl did not make): each is an error of the plan for that
     /// resource; apply still applies the rest.
@@ -332,6 +337,7 @@ impl LiveState {
         netns: None,
         unreadable: Vec::new(),
         reported: None,
+        cpu_features: None,
         problems: Vec::new(),
         firewalls: Vec::new(),
         default_route: None,
@@ -383,6 +389,7 @@ impl LiveState {
             unreadable: mine(&self.unreadable, project),
             // The host's size is not the project's state: a plan does not go stale by it.
             reported: None,
+            cpu_features: None,
             problems: {
                 let mut problems = self.problems.clone();
                 problems.sort();

@@ -11,6 +11,7 @@
 //! | `delete`  | live              | none              |
 //! | `start`, `stop` | live (its applied spec) | the config's |
 //! | `no-op`   | live              | the config's      |
+//! | `migrate` | live (on `from`)  | the config's (on `host`) |
 //!
 //! `attributes` lists the attributes that differ, each with its [`Effect`]. A `start` or
 //! `stop` also rewrites the VM's spec with the in-place attributes listed.
@@ -206,6 +207,9 @@ pub struct AttrChange {
 #[serde(rename_all = "kebab-case")]
 pub struct Change {
     pub host: String,
+    /// The host a `migrate` moves the resource from (`host` is where it goes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     #[serde(flatten)]
     pub id: ResourceId,
     pub action: Action,

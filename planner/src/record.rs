@@ -76,6 +76,19 @@ pub struct VmSpec {
     /// The `ip=` argument appended to the command line, when `ip_cmdline`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_argument: Option<String>,
+    /// Whether a change of host may move it running (absent: yes).
+    #[serde(skip_serializing_if = "is_true")]
+    pub migrate: bool,
+    /// Its migration pause budget in milliseconds (absent: the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_downtime: Option<u64>,
+    /// The CPU features hidden from the guest when it was started (absent: none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpuid_mask: Vec<String>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for VmSpec {
@@ -95,6 +108,9 @@ impl Default for VmSpec {
             depends_on: Vec::new(),
             ip_cmdline: false,
             ip_argument: None,
+            migrate: true,
+            migration_downtime: None,
+            cpuid_mask: Vec::new(),
         }
     }
 }
@@ -152,6 +168,9 @@ impl From<&Vm> for VmSpec {
             depends_on: vm.depends_on.clone(),
             ip_cmdline: vm.ip_cmdline,
             ip_argument: vm.ip_argument.clone(),
+            migrate: vm.migrate,
+            migration_downtime: vm.migration_downtime,
+            cpuid_mask: vm.cpuid_mask.clone(),
         }
     }
 }
@@ -186,6 +205,9 @@ impl VmSpec {
             depends_on: self.depends_on.clone(),
             ip_cmdline: self.ip_cmdline,
             ip_argument: self.ip_argument.clone(),
+            migrate: self.migrate,
+            migration_downtime: self.migration_downtime,
+            cpuid_mask: self.cpuid_mask.clone(),
         }
     }
 }

@@ -26,8 +26,9 @@ use crate::plan::{Change, Plan};
 
 /// The version of the saved-plan file this build writes and reads. 2: SHA-256
 /// fingerprints and an absolute `source` (1 had FNV-1a fingerprints); 3: its changes
-/// may be of DHCP servers (`dhcp`), and its live fingerprints cover them.
-pub const SAVED_FORMAT_VERSION: u32 = 3;
+/// may be of DHCP servers (`dhcp`), and its live fingerprints cover them; 4: a change
+/// may be a `migrate`, with the host it moves `from`.
+pub const SAVED_FORMAT_VERSION: u32 = 4;
 
 /// A stable hash of some canonical JSON, written `sha256:<64 hex digits>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -348,6 +349,16 @@ mod tests {
         let saved = saved(&LiveFile::default());
         assert!(saved.config.0.starts_with("sha256:"), "{}", saved.config);
         assert_eq!(saved.config.0.len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn a_version_3_plan_is_refused_it_knew_no_migrations() {
+        let mut saved = saved(&LiveFile::default());
+        saved.format_version = 3;
+        assert_eq!(
+            SavedPlan::from_json(&saved.to_json()),
+            Err(SavedPlanError::Version { found: 3 })
+        );
     }
 
     #[test]

@@ -162,6 +162,12 @@ pub fn restrict(changes: Vec<Change>, targets: &HashSet<ResourceId>) -> Vec<Chan
         if matches!(change.action, Action::Delete | Action::Replace) {
             work.extend(deleted_under.get(&change.id).into_iter().flatten().copied());
         }
+        // A volume moves only with its VM, which fills it on the new host: alone, its
+        // old copy would be deleted with nothing copied.
+        if let Some(Reason::MovesWith { vm, .. }) = &change.reason {
+            let vm = ResourceId::new(ResourceKind::Vm, vm.as_str());
+            work.extend(by_id.get(&vm).into_iter().flatten().copied());
+        }
         let host = change.host.as_str();
         if lives_in_netns(change.id.kind) {
             let netns = netns_of.get(host).into_iter().flatten().copied();

@@ -22,6 +22,8 @@ pub fn host(name: &str) -> Host {
         ssh: None,
         sudo: false,
         underlay: None,
+        cpuid_mask: Vec::new(),
+        migration_downtime: None,
     }
 }
 
@@ -56,6 +58,9 @@ pub fn vm(name: &str, vlan: &str, mac: &str) -> Vm {
         depends_on: Vec::new(),
         ip_cmdline: false,
         ip_argument: None,
+        migrate: true,
+        migration_downtime: None,
+        cpuid_mask: Vec::new(),
     }
 }
 

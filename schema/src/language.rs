@@ -108,6 +108,8 @@ pub static HOST: NodeKind = NodeKind {
         f("reserve-memory", Percent),
         f("cpu-overcommit", Number),
         f("underlay", Text),
+        repeated("cpuid-mask", Text),
+        f("migration-downtime", Text),
     ],
 };
 
@@ -171,7 +173,7 @@ pub static NIC: NodeKind = NodeKind {
 };
 
 /// The settings of a `vm`; a template takes the same but `count` (the first).
-const VM_FIELDS: [Field; 14] = [
+const VM_FIELDS: [Field; 16] = [
     f("count", Integer),
     f("template", Reference),
     required("host", Reference),
@@ -186,6 +188,8 @@ const VM_FIELDS: [Field; 14] = [
     f("cpuset", Text),
     f("state", Text),
     repeated("depends-on", Reference),
+    f("migrate", Bool),
+    f("migration-downtime", Text),
 ];
 
 pub static VM: NodeKind = NodeKind {
@@ -195,8 +199,8 @@ pub static VM: NodeKind = NodeKind {
 };
 
 /// A `vm`'s settings without `count`, none required: a template may give any of them.
-const fn template_fields(vm: [Field; 14]) -> [Field; 13] {
-    let mut out = [f("", Text); 13];
+const fn template_fields(vm: [Field; 16]) -> [Field; 15] {
+    let mut out = [f("", Text); 15];
     let mut i = 1;
     while i < vm.len() {
         out[i - 1] = Field {
@@ -208,7 +212,7 @@ const fn template_fields(vm: [Field; 14]) -> [Field; 13] {
     out
 }
 
-const TEMPLATE_FIELDS: [Field; 13] = template_fields(VM_FIELDS);
+const TEMPLATE_FIELDS: [Field; 15] = template_fields(VM_FIELDS);
 
 /// Settings and children that `vm` nodes start from (`template="NAME"`); never planned.
 pub static TEMPLATE: NodeKind = NodeKind {

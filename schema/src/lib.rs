@@ -7,6 +7,7 @@
 //! - [`derive`] has the stable derived names (bridges, taps, MACs).
 
 pub mod addresses;
+pub mod cpu;
 pub mod derive;
 pub mod diagnostics;
 pub mod format;

@@ -334,6 +334,17 @@ vm "web-1" host="local" {
         assert_eq!(&LAB[disk.offset()..disk.offset() + disk.len()], "\"root\"");
     }
 
+    fn codes_of(errors: &Diagnostics) -> Vec<String> {
+        errors
+            .iter()
+            .map(|d| {
+                miette::Diagnostic::code(d)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     #[test]
     fn reports_every_error_together_in_source_order() {
         let text = LAB
@@ -341,20 +352,55 @@ vm "web-1" host="local" {
             .replace("cpus 1", "cpus 0")
             .replace("id=100", "id=5000");
         let errors = load_str("/repo/lab/main.kdl", &text).expect_err("invalid");
-        let codes: Vec<String> = errors
-            .iter()
-            .map(|d| {
-                miette::Diagnostic::code(d)
-                    .map(|c| c.to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let codes = codes_of(&errors);
         assert_eq!(
             codes,
             [
                 "vmctl::schema::vlan_id_range",
                 "vmctl::schema::too_small",
                 "vmctl::schema::dangling_reference"
+            ]
+        );
+    }
+
+    #[test]
+    fn migration_settings_load_with_defaults_and_checks() {
+        let loaded = load_str("/repo/lab/main.kdl", LAB).expect("valid");
+        let (host, vm) = (&loaded.config.hosts[0], &loaded.config.vms[0]);
+        assert!(vm.migrate);
+        assert_eq!(
+            (vm.migration_downtime, host.migration_downtime),
+            (None, None)
+        );
+        assert!(host.cpuid_mask.is_empty() && vm.cpuid_mask.is_empty());
+        let text = LAB
+            .replace(
+                "host \"local\"\n",
+                "host \"local\" {\n    cpuid-mask \"AVX512F\" \"sse4.2\" \"avx512f\"\n    migration-downtime \"1.5s\"\n}\n",
+            )
+            .replace("    cpus 1\n", "    cpus 1\n    migrate #false\n    migration-downtime \"50ms\"\n");
+        let loaded = load_str("/repo/lab/main.kdl", &text).expect("valid");
+        let (host, vm) = (&loaded.config.hosts[0], &loaded.config.vms[0]);
+        assert_eq!(host.cpuid_mask, ["avx512f", "sse4_2"]);
+        assert_eq!(host.migration_downtime, Some(1500));
+        assert!(!vm.migrate);
+        assert_eq!(vm.migration_downtime, Some(50));
+        let text = LAB
+            .replace(
+                "host \"local\"\n",
+                "host \"local\" { cpuid-mask \"avx1024\"; }\n",
+            )
+            .replace(
+                "    cpus 1\n",
+                "    cpus 1\n    migration-downtime \"2m\"\n",
+            );
+        let errors = load_str("/repo/lab/main.kdl", &text).expect_err("invalid");
+        let codes = codes_of(&errors);
+        assert_eq!(
+            codes,
+            [
+                "vmctl::schema::unknown_value",
+                "vmctl::schema::invalid_value"
             ]
         );
     }

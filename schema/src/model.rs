@@ -67,6 +67,14 @@ pub struct Host {
     /// span hosts: `underlay` as given, else the address in `ssh` when that is an IP
     /// literal, else `None`.
     pub underlay: Option<IpAddr>,
+    /// CPU features hidden from every VM this host starts (`cpuid-mask "avx512f"`): a
+    /// fleet's common CPU, so that its VMs can move between its hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpuid_mask: Vec<String>,
+    /// The longest pause a live migration to or from this host may give its VMs, in
+    /// milliseconds, unless a VM says otherwise; `None`: the default (300 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_downtime: Option<u64>,
 }
 
 /// A Linux bridge with VLAN filtering on one host, or on each of several hosts with its
@@ -210,6 +218,14 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// A KVM microVM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -240,4 +256,16 @@ pub struct Vm {
     /// first NIC has its address; `None` in a loaded config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_argument: Option<String>,
+    /// Whether a change of `host` moves the running VM (`migrate`) rather than
+    /// replacing it. Default `#true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub migrate: bool,
+    /// The longest pause a live migration may give this VM, in milliseconds: its own
+    /// `migration-downtime`, else its host's; `None`: the default (300 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_downtime: Option<u64>,
+    /// The CPU features hidden from the guest: its host's `cpuid-mask`, set by the
+    /// planner; empty in a loaded config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpuid_mask: Vec<String>,
 }

@@ -70,6 +70,27 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// Parses `8%` into `0.08`. Values must be in `0%..100%`.
+/// A short duration in whole milliseconds: `"50ms"`, `"2s"`, `"1.5s"`. `None` when it is
+/// not one.
+pub fn parse_millis(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    let number = number.trim();
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let millis = value * scale;
+    (millis.is_finite() && millis.fract() == 0.0 && millis <= u64::MAX as f64)
+        .then_some(millis as u64)
+}
+
 pub fn parse_percent(text: &str) -> Option<f64> {
     let number = text.trim().strip_suffix('%')?.trim();
     let value: f64 = number.parse().ok()?;
@@ -154,5 +175,16 @@ mod tests {
         assert_eq!(parse_percent("100%"), None);
         assert_eq!(parse_percent("8"), None);
         assert_eq!(parse_percent("NaN%"), None);
+    }
+
+    #[test]
+    fn parses_milliseconds() {
+        assert_eq!(parse_millis("50ms"), Some(50));
+        assert_eq!(parse_millis("2s"), Some(2000));
+        assert_eq!(parse_millis("1.5s"), Some(1500));
+        assert_eq!(parse_millis("0.5ms"), None);
+        assert_eq!(parse_millis("50"), None);
+        assert_eq!(parse_millis("-5ms"), None);
+        assert_eq!(parse_millis("ms"), None);
     }
 }

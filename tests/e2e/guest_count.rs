@@ -30,7 +30,12 @@ pub(crate) fn parse(console: &str) -> Counting {
         region_bytes: 0,
         counts: Vec::new(),
     };
-    for line in console.lines() {
+    // Only whole lines: the guest may be in the middle of the last one.
+    let whole = match console.rfind('\n') {
+        Some(end) => &console[..end],
+        None => "",
+    };
+    for line in whole.lines() {
         let Some(rest) = line.strip_prefix("testguest: ") else {
             continue;
         };

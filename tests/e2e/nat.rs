@@ -157,6 +157,21 @@ fn forwarding(lab: &Lab, ifname: &str) -> String {
     .to_owned()
 }
 
+/// `nat #true` on the VLANs of these gateways; the volumes unprotected, so that destroy
+/// at the end takes them too.
+fn nat_on(lab: &Lab, gateways: &[&str]) {
+    lab.edit("vms.kdl", |t| {
+        t.replace("prevent-destroy #true", "prevent-destroy #false")
+    });
+    lab.edit("lab.kdl", |mut t| {
+        for gateway in gateways {
+            let line = format!("gateway \"{gateway}\"\n");
+            t = t.replace(&line, &format!("{line}    nat #true\n"));
+        }
+        t
+    });
+}
+
 /// `vmctl plan --detailed-exitcode`'s exit code.
 fn plan_code(lab: &Lab) -> Option<i32> {
     lab.vmctl(&["plan", "--detailed-exitcode"]).status.code()
@@ -177,22 +192,9 @@ fn nat_reaches_the_outside_vlans_stay_apart_until_routed_and_destroy_cleans_up()
         _ => format!("console=ttyS0 testguest.name={vm} testguest.halt"),
     });
     let outside = Outside::new(&lab);
-    // Destroy at the end takes the volumes too.
-    lab.edit("vms.kdl", |t| {
-        t.replace("prevent-destroy #true", "prevent-destroy #false")
-    });
     // NAT on both VLANs: forwarding is on for both gateways, so only the table keeps
     // them apart.
-    lab.edit("lab.kdl", |t| {
-        t.replace(
-            "gateway \"10.100.0.1/24\"\n",
-            "gateway \"10.100.0.1/24\"\n    nat #true\n",
-        )
-        .replace(
-            "gateway \"10.200.0.1/24\"\n",
-            "gateway \"10.200.0.1/24\"\n    nat #true\n",
-        )
-    });
+    nat_on(&lab, &["10.100.0.1/24", "10.200.0.1/24"]);
     let applied = lab.apply();
     assert!(applied.contains("firewall.local"), "{applied}");
     let front = lab
@@ -377,4 +379,62 @@ fn without_nft_apply_says_to_install_nftables_and_starts_no_guest() {
     for vm in crate::lab::VMS {
         assert!(lab.pid(vm).is_none(), "{vm} runs:\n{output}");
     }
+}
+
+/// Two projects on one host NAT out of one uplink: forwarding on it is the host's,
+/// shared ([`vmctl_runtime::host::forwarding`]): the first project's destroy leaves it
+/// on for the second (whose plan sees no drift), the second's turns it off.
+#[test]
+fn an_uplink_two_projects_nat_out_of_forwards_until_both_are_gone() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(|vm| format!("console=ttyS0 testguest.name={vm} testguest.halt"));
+    let _outside = Outside::new(&lab);
+    nat_on(&lab, &["10.100.0.1/24"]);
+    lab.apply();
+    assert_eq!(forwarding(&lab, "up0"), "1");
+
+    // Another project in the same netns and state dir: one NAT VLAN, no VM.
+    let other = lab.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("main.kdl"),
+        format!(
+            "project \"other\"\n\
+             host \"local\" {{\n    state-dir \"{state}\"\n    netns \"{netns}\"\n}}\n\
+             network \"wan\" host=\"local\"\n\
+             vlan \"edge\" network=\"wan\" id=300 {{\n    gateway \"10.210.0.1/24\"\n    nat #true\n}}\n",
+            state = lab.state_dir().display(),
+            netns = lab.netns,
+        ),
+    )
+    .unwrap();
+    let on_other = |args: &[&str]| crate::support::vmctl_on(&other, args);
+    let out = on_other(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(forwarding(&lab, "up0"), "1");
+    let record = std::fs::read_to_string(lab.state_dir().join("forwarding.json")).unwrap();
+    let record: Value = serde_json::from_str(&record).unwrap();
+    let up0 = record["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["ifname"] == "up0")
+        .unwrap_or_else(|| panic!("up0 held: {record}"));
+    assert_eq!(up0["projects"], serde_json::json!(["lab", "other"]));
+
+    // The first project goes; the uplink still forwards for the second.
+    let out = lab.vmctl(&["destroy", "--auto-approve", "--stop-timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(forwarding(&lab, "up0"), "1");
+    let out = on_other(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // The second goes: nothing needs it, vmctl turned it on, it is off.
+    let out = on_other(&["destroy", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(forwarding(&lab, "up0"), "0");
+    let record = std::fs::read_to_string(lab.state_dir().join("forwarding.json")).unwrap();
+    assert!(!record.contains("up0"), "{record}");
 }

@@ -107,7 +107,7 @@ fn json_output() {
         let out = plan(state, &["--json", "--detailed-exitcode"]);
         let stdout = text(&out.stdout);
         let value: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-        assert_eq!(value["format_version"], "1.5");
+        assert_eq!(value["format_version"], "1.6");
         assert_eq!(value["changed"], state != "identical");
         insta::assert_snapshot!(format!("plan_json_{state}"), stdout);
     }
@@ -225,7 +225,7 @@ fn saved_plan_records_fingerprints() {
     assert!(text(&out.stdout).contains("Saved the plan to"));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
-    assert_eq!(saved["format_version"], 3);
+    assert_eq!(saved["format_version"], 4);
     // Absolute, so the plan applies from any working directory.
     let source = repo_root().join("examples/quickstart");
     assert_eq!(saved["source"], source.display().to_string());

@@ -89,6 +89,7 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
         replace: args.replace.clone(),
         destroy: false,
         exclude_hosts: args.reach.exclude_hosts.clone(),
+        live_migration: vmctl_runtime::apply::LIVE_MIGRATION,
     };
     let planned =
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;
@@ -166,6 +167,7 @@ fn apply_saved(
         replace: saved.options.replace.clone(),
         destroy: saved.options.destroy,
         exclude_hosts: saved.options.exclude_hosts.clone(),
+        live_migration: vmctl_runtime::apply::LIVE_MIGRATION,
     };
     let planned =
         vmctl_planner::planned(&config, &live, &options).map_err(|e| plan_error(&e, style))?;

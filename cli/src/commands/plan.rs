@@ -170,6 +170,7 @@ pub fn make(path: &Path, planning: &Planning, style: &Style) -> Result<Planned, 
         replace: planning.replace.clone(),
         destroy: false,
         exclude_hosts: planning.reach.exclude_hosts.clone(),
+        live_migration: vmctl_runtime::apply::LIVE_MIGRATION,
     };
     let config = loaded.config;
     for host in live.hosts.keys() {

@@ -135,6 +135,7 @@ fn only(live: &LiveFile, ids: &HashSet<ResourceId>) -> LiveFile {
                 .filter(|n| has(ResourceKind::Netns, &n.name)),
             unreadable: keep(&state.unreadable, |u| has(u.kind, &u.name)),
             reported: state.reported,
+            cpu_features: state.cpu_features.clone(),
             problems: keep(&state.problems, |p| {
                 ids.iter().any(|id| id.to_string() == p.resource)
             }),
@@ -143,6 +144,7 @@ fn only(live: &LiveFile, ids: &HashSet<ResourceId>) -> LiveFile {
         };
         let holds_one = LiveState {
             reported: None,
+            cpu_features: None,
             default_route: None,
             ..kept.clone()
         } != LiveState::EMPTY;

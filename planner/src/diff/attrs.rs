@@ -9,13 +9,15 @@
 //! | `volume`  | `size` (grow), `prevent-destroy` |                                     | `pool`, `from`; `size` shrink is an error unless `--replace` |
 //! | `vlan`    | `gateway`, `vxlan` (its tunnel: VNI, local and peer addresses) |        | `network`, `id`    |
 //! | `dhcp`    | `leases` (dnsmasq re-reads them), `running` (started) | `config` (dnsmasq restarts) |      |
-//! | `vm`      | `cpuset`, `depends-on`        | `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics` | |
+//! | `vm`      | `cpuset`, `depends-on`, `migrate`, `migration-downtime` | `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics` | |
 //! | `firewall` | all (`hash` stands for its `ruleset`, which is not shown) | | |
 //!
 //! An attribute this table does not know forces the strongest effect of its kind, so a
 //! new attribute is never silently changed in place. `name` and `host` are the resource's
 //! identity (a resource on another host is another resource); a VM's `state` is compared
-//! with its live status by the VM rules, not here.
+//! with its live status by the VM rules, not here. A VM's `cpuid-mask` (its host's) is
+//! never compared: the guest keeps the CPU it started with (and takes it along when it
+//! migrates); a host's new mask reaches a VM when it next starts.
 
 use serde_json::Value;
 
@@ -29,7 +31,7 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
         (Network, "uplink") => Effect::InPlace,
         (Volume, "size" | "prevent-destroy") => Effect::InPlace,
         (Vlan, "gateway" | "vxlan") => Effect::InPlace,
-        (Vm, "cpuset" | "depends-on") => Effect::InPlace,
+        (Vm, "cpuset" | "depends-on" | "migrate" | "migration-downtime") => Effect::InPlace,
         (Vm, _) => Effect::Restart,
         (Dhcp, "leases" | "running") => Effect::InPlace,
         (Dhcp, "config") => Effect::Restart,
@@ -44,7 +46,7 @@ pub fn effect_of(kind: ResourceKind, attr: &str) -> Effect {
 fn skipped(attr: &str) -> bool {
     matches!(
         attr,
-        "kind" | "name" | "host" | "state" | "files" | "ruleset"
+        "kind" | "name" | "host" | "state" | "files" | "ruleset" | "cpuid-mask"
     )
 }
 

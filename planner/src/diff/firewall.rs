@@ -35,6 +35,7 @@ pub fn diff_firewall(
     let wanted = wanted.map(Resource::Firewall);
     let change = |action, reason, before: Option<Resource>, after: Option<Resource>| Change {
         host: host.to_owned(),
+        from: None,
         id: ResourceId::new(ResourceKind::Firewall, host),
         action,
         reason,

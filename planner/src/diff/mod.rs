@@ -40,6 +40,7 @@ mod bridges;
 mod disks;
 mod errors;
 mod firewall;
+mod moves;
 pub mod netns;
 mod taps;
 
@@ -51,6 +52,7 @@ use vmctl_schema::{Config, Network, VmState};
 
 pub use disks::restart_on_new_disks;
 pub use errors::DiffError;
+pub use moves::{check_moves, plan_moves};
 
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
 use crate::ipam::Addresses;
@@ -224,6 +226,11 @@ fn desired_by_host<'a>(
     for (i, vm) in config.vms.iter().enumerate() {
         let mut vm = vm.clone();
         addresses.fill(i, &mut vm);
+        // What its host says for every VM it runs.
+        if let Some(host) = config.hosts.iter().find(|h| h.name == vm.host) {
+            vm.cpuid_mask = host.cpuid_mask.clone();
+            vm.migration_downtime = vm.migration_downtime.or(host.migration_downtime);
+        }
         put(Some(&config.vms[i].host), Resource::Vm(vm));
     }
     by_host
@@ -273,6 +280,7 @@ fn diff_host(
         let change = match found.remove(&id) {
             None => Change {
                 host: host.to_owned(),
+                from: None,
                 id,
                 action: Action::Create,
                 reason: None,
@@ -299,6 +307,7 @@ fn diff_host(
     for (id, (before, status)) in gone {
         changes.push(Change {
             host: host.to_owned(),
+            from: None,
             id,
             action: Action::Delete,
             reason: Some(if destroy {
@@ -355,6 +364,7 @@ fn compare(
     };
     Ok(Change {
         host: host.to_owned(),
+        from: None,
         id: after.id(),
         action,
         reason,
@@ -490,12 +500,15 @@ pub fn check_prevent_destroy(changes: &[Change]) -> Vec<DiffError> {
     for change in changes {
         let protected = match (change.action, &change.before, &change.after) {
             (Action::Delete, Some(Resource::Volume(live)), _) => live.prevent_destroy,
+            // A volume that moves is deleted on its old host once the VM runs on the new.
+            (Action::Migrate, Some(Resource::Volume(live)), _) => live.prevent_destroy,
             (Action::Replace, _, Some(Resource::Volume(wanted))) => wanted.prevent_destroy,
             _ => false,
         };
         if protected {
             errors.push(DiffError::PreventDestroy {
-                host: change.host.clone(),
+                // A moving volume is protected where it is, on the host it leaves.
+                host: change.from.clone().unwrap_or_else(|| change.host.clone()),
                 name: change.id.name.clone(),
                 action: change.action,
                 why: change

@@ -41,6 +41,7 @@ pub fn diff_netns(config: &Config, host: &Host, live: &LiveState, destroy: bool)
         let netns = Resource::Netns(Netns { name: name.into() });
         Change {
             host: host.name.clone(),
+            from: None,
             id: ResourceId::new(ResourceKind::Netns, name),
             action,
             reason,

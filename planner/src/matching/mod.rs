@@ -62,6 +62,7 @@ pub fn to_live_state(config: &Config, host: &str, facts: &HostFacts) -> LiveStat
         netns: facts.netns.clone(),
         unreadable: facts.unreadable.clone(),
         reported: facts.reported,
+        cpu_features: facts.cpu_features.clone(),
         problems: conflicts::find(config, host, facts),
         firewalls: Vec::new(),
         default_route: facts.default_route.clone(),

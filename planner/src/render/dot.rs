@@ -34,6 +34,7 @@ fn attributes(step: &Step) -> String {
         Action::Update => "darkgoldenrod",
         Action::Replace | Action::Delete => "red3",
         Action::Start | Action::Stop => "blue",
+        Action::Migrate => "purple",
         Action::NoOp => "black",
     };
     let replace = if step.action == Action::Replace {

@@ -48,6 +48,7 @@ impl Style {
             Action::Update => "33",
             Action::Replace | Action::Delete => "31",
             Action::Start | Action::Stop => "36",
+            Action::Migrate => "35",
             Action::NoOp => "0",
         };
         self.paint(code, action.glyph())

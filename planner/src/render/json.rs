@@ -8,7 +8,7 @@ use crate::graph::ApplyGraph;
 use crate::plan::{Change, Plan, Summary};
 
 /// The version of the document [`render`] writes.
-pub const FORMAT_VERSION: &str = "1.5";
+pub const FORMAT_VERSION: &str = "1.6";
 
 #[derive(Serialize)]
 struct Document<'a> {

@@ -9,8 +9,10 @@
 //!   progress from it.
 //!
 //! Every host is reached through the run's [`Fleet`] (`crate::hosts`): a step goes to
-//! its host as a [`StepOrder`].
+//! its host as a [`StepOrder`] — but for the copy of a volume that moves between hosts,
+//! which this machine relays between the two ([`move_volume`]).
 
+pub mod move_volume;
 pub mod observe;
 pub mod steps;
 
@@ -119,6 +121,12 @@ pub fn tidy_after_destroy(config: &Config, fleet: &Fleet) {
     }
 }
 
+/// Whether this runtime can move a running VM between hosts (a plan's VM `migrate`
+/// step): not yet — the engine cannot send a running VM — so plans move VMs stopped:
+/// stopped on the old host, their volumes copied, started on the new one
+/// ([`vmctl_planner::PlanOptions::live_migration`]).
+pub const LIVE_MIGRATION: bool = false;
+
 /// Carries out `graph` (built from `plan`) on the hosts of `fleet`. The caller holds
 /// the hosts' locks ([`lock_hosts`]).
 pub fn apply(
@@ -157,6 +165,9 @@ pub fn apply(
         cancel,
     };
     let run = |step: &Step| {
+        if let Some(copy) = move_volume::VolumeMove::of(fleet, &inventory, plan, step)? {
+            return copy.run(project, cancel);
+        }
         let host = fleet.get(&step.host).ok_or_else(|| StepError::Empty {
             step: step.to_string(),
         })?;

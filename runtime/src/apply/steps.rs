@@ -77,6 +77,17 @@ pub enum StepError {
     Empty { step: String },
     #[error("the plan asks to {step}, which only a VM can do")]
     NotAVm { step: String },
+    #[error("volume {name:?} would shrink from {size} to {requested} bytes as it moves")]
+    MoveShrinks {
+        name: String,
+        size: u64,
+        requested: u64,
+    },
+    #[error("cancelled (Ctrl-C) while copying volume {name:?}; it stays whole on its old host")]
+    MoveCancelled { name: String },
+    /// Moving a running VM between hosts is planned, but this build cannot carry it out.
+    #[error("cannot {step}: this build of vmctl cannot move a running VM between hosts yet")]
+    MigrationNotBuilt { step: String },
     #[error("the step for VM {vm:?} does not say where each of its disks and NICs is")]
     Places { vm: String },
     #[error("the order to {step} does not say where its {what} is")]
@@ -164,8 +175,10 @@ impl Inventory {
             if let Some(after) = &change.after {
                 inventory.after.add(&change.host, after);
             }
+            // A migrating resource was on the host it moves from.
             if let Some(before) = &change.before {
-                inventory.before.add(&change.host, before);
+                let host = change.from.as_deref().unwrap_or(&change.host);
+                inventory.before.add(host, before);
             }
         }
         inventory
@@ -206,7 +219,9 @@ impl Inventory {
         out
     }
 
-    fn pool_path(&self, teardown: bool, host: &str, pool: &str) -> Result<&Path, StepError> {
+    /// The path of `pool` on `host`: as the plan's live state has it for a teardown,
+    /// else as the config has it (the other when the first does not name it).
+    pub fn pool_path(&self, teardown: bool, host: &str, pool: &str) -> Result<&Path, StepError> {
         self.lookup(teardown, |n| &n.pools, host, pool, "pool")
             .map(PathBuf::as_path)
     }
@@ -335,6 +350,7 @@ impl StepOrder {
                 _,
             )
             | (Resource::Volume(_) | Resource::Vlan(_), Phase::Start | Phase::Stop) => {}
+            (_, Phase::Migrate) => {}
         }
         Ok(StepOrder {
             step: step.to_string(),
@@ -408,6 +424,13 @@ pub enum StepNote {
     NetnsRemoved { name: String },
     /// The host's netns was left to the projects that still use it.
     NetnsShared { name: String, projects: Vec<String> },
+    /// A volume was copied here from host `from` (its data, `bytes` of it; holes are
+    /// not sent).
+    VolumeMoved {
+        name: String,
+        from: String,
+        bytes: u64,
+    },
 }
 
 /// Carries out `step` of `plan` on its host.
@@ -570,6 +593,11 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             Phase::Start | Phase::Stop,
         ) => {
             return Err(StepError::NotAVm {
+                step: order.step.clone(),
+            })
+        }
+        (_, Phase::Migrate) => {
+            return Err(StepError::MigrationNotBuilt {
                 step: order.step.clone(),
             })
         }

@@ -10,6 +10,7 @@ use super::*;
 fn pool(name: &str) -> Change {
     Change {
         host: "local".into(),
+        from: None,
         id: ResourceId::new(ResourceKind::Pool, name),
         action: Action::Create,
         reason: None,
@@ -28,6 +29,7 @@ fn pool(name: &str) -> Change {
 fn volume(name: &str, pool: &str) -> Change {
     Change {
         host: "local".into(),
+        from: None,
         id: ResourceId::new(ResourceKind::Volume, name),
         action: Action::Create,
         reason: None,

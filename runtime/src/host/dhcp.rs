@@ -71,6 +71,33 @@ pub enum DhcpError {
     Observe { dir: PathBuf, source: io::Error },
 }
 
+impl DhcpError {
+    /// What to do about it, when there is more to say than the error.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            DhcpError::NoDnsmasq { vlan } => Some(format!(
+                "install dnsmasq on the host (Debian: `apt-get install dnsmasq-base`, or `dnsmasq`), or remove `dhcp #true` from VLAN {vlan:?}"
+            )),
+            DhcpError::Start { .. } => Some(
+                "dnsmasq listens on the VLAN's gateway address, DNS port 53 and DHCP port 67 in the host's netns: check that no other DNS or DHCP server holds them there".into(),
+            ),
+            DhcpError::EnterNetns { netns, .. } => Some(format!(
+                "the host's network namespace {netns:?} is gone: apply again (vmctl makes it before anything in it), or make it with `ip netns add {netns}`"
+            )),
+            DhcpError::Spawn { exe, .. } => Some(format!(
+                "{} could not be run: check that it is dnsmasq and executable by root, or reinstall dnsmasq",
+                exe.display()
+            )),
+            DhcpError::Stop { pid, .. } => Some(format!(
+                "vmctl signals only the dnsmasq it started (its pid file and command line say so): see what pid {pid} is doing, end it (`kill -9 {pid}`) and apply again"
+            )),
+            DhcpError::WriteFiles { .. } | DhcpError::Remove { .. } | DhcpError::Observe { .. } => Some(
+                "the DHCP server's files are in the project's state dir on the host: it must be a directory root can write".into(),
+            ),
+        }
+    }
+}
+
 /// The capabilities dnsmasq keeps: DHCP's raw sockets and ARP entries, ports 53 and 67,
 /// and `setgid` (dnsmasq sets its groups even to stay root).
 /// (Numbers of linux/capability.h: `CAP_SETGID` 6, `CAP_NET_BIND_SERVICE` 10,

@@ -94,6 +94,7 @@ pub fn gather(request: &FactsRequest) -> Result<HostFacts, FactsError> {
             super::firewall::default_route(netns).map_err(FactsError::Firewall)?;
     }
     facts.reported = super::proc::host_report();
+    facts.cpu_features = super::proc::cpu_features();
     if let Some(origin) = &request.origin {
         facts.orphans = super::origin::orphans(state_dir, project, origin);
     }

@@ -10,9 +10,10 @@
 //!
 //! The record, `<state-dir>/<project>/firewall.json`, keeps what was applied, the hash
 //! of the table's normalized listing right after (a later listing that differs is
-//! drift: a rule deleted by hand) and the interfaces whose forwarding vmctl turned on
-//! (`/proc/sys/net/ipv4/conf/<if>/forwarding`, written from a thread inside the
-//! netns), so that they are turned off again when nothing needs them.
+//! drift: a rule deleted by hand) and the interfaces whose forwarding vmctl holds for
+//! the project. Forwarding is shared with the host's other projects
+//! ([`super::forwarding`]): turned on where vmctl finds it off, off again when no
+//! project needs it.
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -26,6 +27,7 @@ use vmctl_planner::firewall::{
     hash_of, is_marked, normalize_listing, table_name, uplink_guard, Firewall,
 };
 
+use super::forwarding::{self, ForwardingError};
 use super::net::{Netlink, NetlinkError};
 use super::records::{read_record, version, write_record};
 
@@ -54,11 +56,16 @@ pub enum FirewallError {
     #[error(
         "nftables table inet {table} exists and is not vmctl's (no rule carries `vmctl:{project}`)"
     )]
-    NotOurs { table: String, project: String },
+    NotOurs {
+        table: String,
+        project: String,
+        /// The host's netns the table is in.
+        netns: Option<String>,
+    },
     #[error("cannot read or write vmctl's record of its nftables table ({path}); if it cannot be read, move it away and apply again (vmctl then rewrites it; forwarding it had turned on stays on)")]
     Record { path: PathBuf, source: io::Error },
-    #[error("cannot set IPv4 forwarding of interface {ifname}")]
-    Forwarding { ifname: String, source: io::Error },
+    #[error(transparent)]
+    Forwarding(#[from] ForwardingError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
 }
@@ -70,8 +77,26 @@ impl FirewallError {
             FirewallError::NftMissing => Some(
                 "install nftables (Debian/Ubuntu: `apt-get install nftables`) on the host, then apply again".into(),
             ),
-            FirewallError::NotOurs { table, .. } => Some(format!(
-                "vmctl never takes over a table it did not make: remove it (`nft delete table inet {table}`) if nothing else needs it"
+            FirewallError::NotOurs { table, netns, .. } => {
+                let exec = netns
+                    .as_ref()
+                    .map_or_else(String::new, |n| format!("ip netns exec {n} "));
+                Some(format!(
+                    "vmctl never takes over a table it did not make: remove it (`{exec}nft delete table inet {table}`) if nothing else needs it"
+                ))
+            }
+            FirewallError::EnterNetns { netns, .. } => Some(format!(
+                "the host's network namespace {netns:?} is gone: apply again (vmctl makes it before anything in it), or make it with `ip netns add {netns}`"
+            )),
+            FirewallError::Nft { .. } | FirewallError::Listing { .. } => Some(
+                "vmctl drives nft through its JSON interface (`nft -j`, nftables 0.9.3 or later): check `nft --version` on the host; nft's own words are above".into(),
+            ),
+            FirewallError::Forwarding(ForwardingError::Set { .. }) => Some(
+                "vmctl turns forwarding on per interface in /proc/sys/net/ipv4/conf inside the host's netns: run vmctl as root there".into(),
+            ),
+            FirewallError::Forwarding(ForwardingError::Record { path, .. }) => Some(format!(
+                "{} lists the interfaces whose forwarding vmctl turned on, for which projects: if it cannot be read, move it away and apply every project of the host again",
+                path.display()
             )),
             _ => None,
         }
@@ -198,7 +223,7 @@ pub fn observe(
             let forwarding_off = Netlink::run(netns, |_| {
                 let mut off = Vec::new();
                 for ifname in applied {
-                    if forwarding(&ifname)? == Some(false) {
+                    if forwarding::is_on(&ifname)? == Some(false) {
                         off.push(ifname);
                     }
                 }
@@ -262,6 +287,7 @@ fn check_ours(
             return Err(FirewallError::NotOurs {
                 table,
                 project: project.into(),
+                netns: netns.map(str::to_owned),
             })
         }
         Some(_) => true,
@@ -291,14 +317,17 @@ pub fn apply(
         .cloned()
         .unwrap_or_default();
     commands.extend(planned.into_iter().filter(|c| c.get("metainfo").is_none()));
-    let before = record.map(|r| r.enabled).unwrap_or_default();
-    // An uplink whose forwarding vmctl turns on (or turned on before) lets nothing new
-    // in: see `vmctl_planner::firewall::uplink_guard`. One that forwarded already is
-    // the host's own routing, left as it was.
+    // What an earlier vmctl recorded per project as turned on for it.
+    let legacy = record.map(|r| r.enabled).unwrap_or_default();
+    // An uplink whose forwarding vmctl turns on (or holds, for any project) lets nothing
+    // new in: see `vmctl_planner::firewall::uplink_guard`. One that forwarded already
+    // is the host's own routing, left as it was.
+    let mut held = forwarding::held(state_dir, netns)?;
+    held.extend(legacy.iter().cloned());
     let guarded = Netlink::run(netns, |_| {
         let mut guarded = Vec::new();
         for uplink in &firewall.uplinks {
-            if before.contains(uplink) || forwarding(uplink)? == Some(false) {
+            if held.contains(uplink) || forwarding::is_on(uplink)? == Some(false) {
                 guarded.push(uplink.clone());
             }
         }
@@ -314,28 +343,9 @@ pub fn apply(
         });
     }
     let listing = list(netns, &table)?.unwrap_or_default();
-    let wanted = firewall.forwarding.clone();
-    let enabled = Netlink::run(netns, |_| {
-        let mut enabled = Vec::new();
-        for ifname in &before {
-            if !wanted.contains(ifname) {
-                set_forwarding(ifname, false)?;
-            }
-        }
-        for ifname in &wanted {
-            match forwarding(ifname)? {
-                Some(false) => {
-                    set_forwarding(ifname, true)?;
-                    enabled.push(ifname.clone());
-                }
-                Some(true) if before.contains(ifname) => enabled.push(ifname.clone()),
-                // On already (not by vmctl), or no such interface (the other name of a
-                // gateway, see `vmctl_planner::firewall`).
-                Some(true) | None => {}
-            }
-        }
-        Ok::<_, FirewallError>(enabled)
-    })?;
+    // On where it is needed and off (no other project needing it either); an interface
+    // that does not exist is the other name of a gateway (see `vmctl_planner::firewall`).
+    let enabled = forwarding::set_needs(state_dir, netns, project, &firewall.forwarding, &legacy)?;
     let record = FirewallRecord {
         applied: Firewall {
             ruleset: Value::Null,
@@ -349,8 +359,8 @@ pub fn apply(
         .map_err(|source| FirewallError::Record { path, source })
 }
 
-/// Removes the project's table (only vmctl's) and turns off the forwarding vmctl
-/// turned on.
+/// Removes the project's table (only vmctl's) and lets go of its forwarding: turned
+/// off where vmctl turned it on and no other project needs it.
 pub fn delete(state_dir: &Path, project: &str, netns: Option<&str>) -> Result<(), FirewallError> {
     let table = table_name(project);
     let (exists, record) = check_ours(state_dir, project, netns)?;
@@ -368,57 +378,10 @@ pub fn delete(state_dir: &Path, project: &str, netns: Option<&str>) -> Result<()
             });
         }
     }
-    if let Some(record) = &record {
-        Netlink::run(netns, |_| {
-            for ifname in &record.enabled {
-                set_forwarding(ifname, false)?;
-            }
-            Ok::<_, FirewallError>(())
-        })?;
-    }
+    let legacy = record.map(|r| r.enabled).unwrap_or_default();
+    forwarding::set_needs(state_dir, netns, project, &[], &legacy)?;
     let path = record_path(state_dir, project);
     super::fsutil::remove_if_exists(&path).map_err(|source| FirewallError::Record { path, source })
-}
-
-/// `/proc/sys/net/ipv4/conf/<ifname>/forwarding` of the calling thread's netns.
-fn forwarding_path(ifname: &str) -> Option<PathBuf> {
-    // `all` and `default` are the host-wide settings, never an interface of a VLAN.
-    let interface = !matches!(ifname, "all" | "default");
-    (interface && super::mark::is_safe_file_name(ifname)).then(|| {
-        Path::new("/proc/sys/net/ipv4/conf")
-            .join(ifname)
-            .join("forwarding")
-    })
-}
-
-/// Whether forwarding is on for `ifname`; `None` when there is no such interface.
-fn forwarding(ifname: &str) -> Result<Option<bool>, FirewallError> {
-    let Some(path) = forwarding_path(ifname) else {
-        return Ok(None);
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(text.trim() != "0")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(FirewallError::Forwarding {
-            ifname: ifname.into(),
-            source,
-        }),
-    }
-}
-
-/// Turns forwarding of `ifname` on or off; an interface that is gone needs nothing.
-fn set_forwarding(ifname: &str, on: bool) -> Result<(), FirewallError> {
-    let Some(path) = forwarding_path(ifname) else {
-        return Ok(());
-    };
-    match std::fs::write(&path, if on { "1" } else { "0" }) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(FirewallError::Forwarding {
-            ifname: ifname.into(),
-            source,
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -440,9 +403,21 @@ mod tests {
     }
 
     #[test]
-    fn interface_names_that_are_not_file_names_are_never_paths() {
-        assert_eq!(forwarding_path("../all"), None);
-        assert_eq!(forwarding_path("a/b"), None);
-        assert!(forwarding_path("lab-lanv100").is_some());
+    fn a_foreign_table_is_removed_in_its_netns() {
+        let error = |netns: Option<&str>| FirewallError::NotOurs {
+            table: "vmctl-lab".into(),
+            project: "lab".into(),
+            netns: netns.map(str::to_owned),
+        };
+        let help = error(Some("vmctl-lab")).help().unwrap_or_default();
+        assert!(
+            help.contains("`ip netns exec vmctl-lab nft delete table inet vmctl-lab`"),
+            "{help}"
+        );
+        let help = error(None).help().unwrap_or_default();
+        assert!(
+            help.contains("(`nft delete table inet vmctl-lab`)"),
+            "{help}"
+        );
     }
 }

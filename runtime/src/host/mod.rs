@@ -22,6 +22,7 @@ pub mod facts;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod files;
 pub mod firewall;
+pub mod forwarding;
 pub mod image;
 pub mod image_cache;
 pub mod import;
@@ -35,5 +36,6 @@ pub mod pool;
 pub mod proc;
 pub mod records;
 pub mod volume;
+pub mod volume_transfer;
 
 pub(crate) mod fsutil;

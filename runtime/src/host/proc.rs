@@ -18,6 +18,18 @@ pub fn host_report() -> Option<HostReport> {
     })
 }
 
+/// The CPU features this host's KVM can give a guest, by the names a `cpuid-mask`
+/// takes: what a migration to or from this host is checked against. `None` when
+/// `/dev/kvm` cannot be opened or asked.
+pub fn cpu_features() -> Option<Vec<String>> {
+    let kvm = kvm_ioctls::Kvm::new().ok()?;
+    let supported = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .ok()?;
+    let offered = crate::vmm::arch::x86_64::cpuid::offered_features(supported.as_slice());
+    Some(offered.into_iter().map(str::to_owned).collect())
+}
+
 /// `MemTotal:  16318412 kB` in bytes.
 fn mem_total(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;

@@ -27,6 +27,7 @@ use super::fsutil::{read_json, write_json_atomic};
 /// | [`PROJECT_RECORD`] | `<state-dir>/<project>/project.json` (the config folder the project was last applied from) |
 /// | [`SNAPSHOT_RECORD`] | `<state-dir>/<project>/vms/<vm>/snapshots/<name>/snapshot.json` |
 /// | [`FIREWALL_RECORD`] | `<state-dir>/<project>/firewall.json` (the nftables table applied, see `host::firewall`) |
+/// | [`FORWARDING_RECORD`] | `<state-dir>/forwarding.json` (the interfaces whose IPv4 forwarding vmctl holds, by project, see `host::forwarding`) |
 pub mod version {
     /// 2: each NIC's address (`ip`, `ip-allocated`) and `ip-cmdline`/`ip-argument`;
     /// format 1 reads as NICs without addresses.
@@ -40,6 +41,7 @@ pub mod version {
     pub const PROJECT_RECORD: u32 = 1;
     pub const FIREWALL_RECORD: u32 = 1;
     pub const SNAPSHOT_RECORD: u32 = 1;
+    pub const FORWARDING_RECORD: u32 = 1;
 }
 
 /// A record as written: its fields with `format-version` in front. The record types

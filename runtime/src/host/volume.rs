@@ -96,6 +96,13 @@ pub enum VolumeError {
         #[source]
         source: Box<pool::PoolError>,
     },
+    #[error("{len} bytes at offset {offset} do not fit in {path} ({size} bytes)")]
+    OutOfRange {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
     #[error("cancelled (Ctrl-C) while reading base image {image}; nothing of the volume is left")]
     Cancelled { image: PathBuf },
 }
@@ -240,6 +247,20 @@ pub(crate) fn write_marker(pool_path: &Path, marker: &VolumeMarker) -> Result<()
     })
 }
 
+/// The marker of volume `name` of `project`, in a pool of `project`: an error when
+/// either is another project's, or the volume has no marker.
+pub(super) fn ours(
+    project: &str,
+    pool_path: &Path,
+    name: &str,
+) -> Result<VolumeMarker, VolumeError> {
+    check_name(name)?;
+    check_pool(project, pool_path)?;
+    our_marker(project, pool_path, name)?.ok_or_else(|| VolumeError::MissingVolume {
+        path: volume_path(pool_path, name),
+    })
+}
+
 /// The marker of volume `name` when it is ours; an error when the file or marker is
 /// another project's; `None` when neither is there.
 fn our_marker(
@@ -282,20 +303,7 @@ pub fn create_volume(
     } = *spec;
     // The bytes come from here; the marker names `from`.
     let read_from = source.or(from);
-    check_name(name)?;
-    check_pool(project, pool_path)?;
-    let path = volume_path(pool_path, name);
-    if our_marker(project, pool_path, name)?.is_some() && regular_exists(&path)? {
-        return Err(VolumeError::VolumeExists { path });
-    }
-    let partial = partial_path(pool_path, name);
-    // A stale partial file of ours goes; anything else there is refused, untouched.
-    if regular_exists(&partial)? {
-        fs::remove_file(&partial).map_err(|source| VolumeError::CreateVolume {
-            path: partial.clone(),
-            source,
-        })?;
-    }
+    let partial = prepare_create(project, pool_path, name)?;
     let from_digest = read_from
         .map(|image| image::image_digest(image, cancel).map_err(|source| hash_err(image, source)))
         .transpose()?;
@@ -316,6 +324,39 @@ pub fn create_volume(
         }
         Err(BuildError::NotCreated(e)) => return Err(e),
     };
+    finish_create(pool_path, name)?;
+    Ok(method)
+}
+
+/// The checks before a create, the stale partial file of ours removed: where the new
+/// volume's partial file goes. The caller writes the marker, then builds the file there
+/// ([`fsutil::create_new`]) and [`finish_create`]s it.
+pub(super) fn prepare_create(
+    project: &str,
+    pool_path: &Path,
+    name: &str,
+) -> Result<PathBuf, VolumeError> {
+    check_name(name)?;
+    check_pool(project, pool_path)?;
+    let path = volume_path(pool_path, name);
+    if our_marker(project, pool_path, name)?.is_some() && regular_exists(&path)? {
+        return Err(VolumeError::VolumeExists { path });
+    }
+    let partial = partial_path(pool_path, name);
+    // A stale partial file of ours goes; anything else there is refused, untouched.
+    if regular_exists(&partial)? {
+        fs::remove_file(&partial).map_err(|source| VolumeError::CreateVolume {
+            path: partial.clone(),
+            source,
+        })?;
+    }
+    Ok(partial)
+}
+
+/// The last step of a create: the complete partial file renamed into place (never over
+/// anything that appeared there meanwhile); the partial file goes when that fails.
+pub(super) fn finish_create(pool_path: &Path, name: &str) -> Result<(), VolumeError> {
+    let (partial, path) = (partial_path(pool_path, name), volume_path(pool_path, name));
     // RENAME_NOREPLACE: whatever appeared at the volume's path meanwhile is kept.
     nix::fcntl::renameat2(
         nix::fcntl::AT_FDCWD,
@@ -330,8 +371,7 @@ pub fn create_volume(
             path: path.clone(),
             source: errno.into(),
         }
-    })?;
-    Ok(method)
+    })
 }
 
 fn hash_err(image: &Path, source: io::Error) -> VolumeError {

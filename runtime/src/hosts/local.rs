@@ -14,6 +14,7 @@ use crate::host::facts::{self, FactsError};
 use crate::host::import::{self, ImportError, ImportOrder};
 use crate::host::lock::{self, LockError};
 use crate::host::pool;
+use crate::host::volume_transfer::{self, ReceivePart, VolumeChunk};
 
 /// A host vmctl reaches by being on it.
 #[derive(Debug, Clone)]
@@ -106,6 +107,26 @@ impl Host for LocalHost {
         run: &RunSettings<'_>,
     ) -> Result<Option<StepNote>, StepError> {
         steps::run_order(&self.context(project, run), order)
+    }
+
+    fn read_volume(
+        &self,
+        project: &str,
+        pool: &Path,
+        name: &str,
+        offset: u64,
+    ) -> Result<VolumeChunk, StepError> {
+        Ok(volume_transfer::read_chunk(project, pool, name, offset)?)
+    }
+
+    fn receive_volume(
+        &self,
+        project: &str,
+        pool: &Path,
+        name: &str,
+        part: &ReceivePart,
+    ) -> Result<(), StepError> {
+        Ok(volume_transfer::receive(project, pool, name, part)?)
     }
 
     fn ship(&self, _path: &Path) -> Result<Option<PathBuf>, StepError> {

@@ -26,6 +26,7 @@ use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
 use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
+use crate::host::volume_transfer::{ReceivePart, VolumeChunk};
 
 pub use local::LocalHost;
 pub use remote::{ConsoleView, Link, LinkError, RemoteHost};
@@ -64,6 +65,27 @@ pub trait Host: Send + Sync {
 
     /// After a complete destroy: removes the project's empty `vms/` and `pools/` dirs.
     fn tidy(&self, project: &str);
+
+    /// The next run of data of volume `name` of `project` in the pool at `pool`, from
+    /// `offset` on: the source side of moving a volume to another host
+    /// ([`crate::host::volume_transfer`]).
+    fn read_volume(
+        &self,
+        project: &str,
+        pool: &Path,
+        name: &str,
+        offset: u64,
+    ) -> Result<VolumeChunk, StepError>;
+
+    /// One part of receiving volume `name` of `project` into the pool at `pool` from
+    /// another host: the target side of moving a volume.
+    fn receive_volume(
+        &self,
+        project: &str,
+        pool: &Path,
+        name: &str,
+        part: &ReceivePart,
+    ) -> Result<(), StepError>;
 
     /// Adopts the pool directory or volume file `order` names into `project` (the
     /// caller holds the host's lock; see [`crate::host::import`]): the path adopted.

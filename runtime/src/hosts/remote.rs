@@ -23,6 +23,7 @@ use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
 use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
+use crate::host::volume_transfer::{ReceivePart, VolumeChunk};
 
 /// Carries calls to one host's agent and brings back its answers. Calls may be made
 /// from many threads at once.
@@ -246,6 +247,54 @@ impl Host for RemoteHost {
                 message: unexpected("import", &other),
             }),
             Err(f) => Err(ImportError::Host {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn read_volume(
+        &self,
+        project: &str,
+        pool: &Path,
+        name: &str,
+        offset: u64,
+    ) -> Result<VolumeChunk, StepError> {
+        let call = Call::ReadVolume {
+            project: project.to_owned(),
+            pool: pool.to_owned(),
+            name: name.to_owned(),
+            offset,
+        };
+        match self.ask(&call) {
+            Ok(Answer::VolumeChunk { chunk }) => Ok(*chunk),
+            Ok(other) => Err(StepError::Remote {
+                message: unexpected("read-volume", &other),
+            }),
+            Err(f) => Err(StepError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn receive_volume(
+        &self,
+        project: &str,
+        pool: &Path,
+        name: &str,
+        part: &ReceivePart,
+    ) -> Result<(), StepError> {
+        let call = Call::ReceiveVolume {
+            project: project.to_owned(),
+            pool: pool.to_owned(),
+            name: name.to_owned(),
+            part: Box::new(part.clone()),
+        };
+        match self.ask(&call) {
+            Ok(Answer::Received) => Ok(()),
+            Ok(other) => Err(StepError::Remote {
+                message: unexpected("receive-volume", &other),
+            }),
+            Err(f) => Err(StepError::Remote {
                 message: f.message(),
             }),
         }

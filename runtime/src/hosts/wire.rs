@@ -23,6 +23,7 @@ use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
 use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
+use crate::host::volume_transfer::{ReceivePart, VolumeChunk};
 
 /// One call to a host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +76,20 @@ pub enum Call {
         project: String,
         order: ImportOrder,
     },
+    /// The next run of a volume's data from `offset` (a volume moving to another host).
+    ReadVolume {
+        project: String,
+        pool: PathBuf,
+        name: String,
+        offset: u64,
+    },
+    /// One part of receiving a volume from another host.
+    ReceiveVolume {
+        project: String,
+        pool: PathBuf,
+        name: String,
+        part: Box<ReceivePart>,
+    },
 }
 
 /// A host's answer to one [`Call`].
@@ -104,6 +119,10 @@ pub enum Answer {
     Imported {
         outcome: Result<PathBuf, ImportError>,
     },
+    VolumeChunk {
+        chunk: Box<VolumeChunk>,
+    },
+    Received,
     Failed {
         error: WireError,
     },
@@ -310,6 +329,31 @@ impl Served {
             Call::Import { project, order } => Answer::Imported {
                 outcome: self.host()?.import(&project, &order),
             },
+            Call::ReadVolume {
+                project,
+                pool,
+                name,
+                offset,
+            } => {
+                let chunk = self
+                    .host()?
+                    .read_volume(&project, &pool, &name, offset)
+                    .map_err(|e| WireError::of(&e))?;
+                Answer::VolumeChunk {
+                    chunk: Box::new(chunk),
+                }
+            }
+            Call::ReceiveVolume {
+                project,
+                pool,
+                name,
+                part,
+            } => {
+                self.host()?
+                    .receive_volume(&project, &pool, &name, &part)
+                    .map_err(|e| WireError::of(&e))?;
+                Answer::Received
+            }
         })
     }
 }

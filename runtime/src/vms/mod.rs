@@ -328,6 +328,8 @@ pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec
     };
     spec.cpus = vm.cpus;
     spec.memory = Size(vm.memory);
+    // Its host's `cpuid-mask`, as the planner put it on the VM.
+    spec.cpuid_mask = vm.cpuid_mask.clone();
     spec.console_log = Some(paths.console.clone());
     spec.control_socket = Some(paths.control.clone());
     spec.pid_file = Some(paths.pid.clone());

@@ -17,6 +17,9 @@ fn vm(name: &str) -> Vm {
         depends_on: Vec::new(),
         ip_cmdline: false,
         ip_argument: None,
+        migrate: true,
+        migration_downtime: None,
+        cpuid_mask: Vec::new(),
     }
 }
 

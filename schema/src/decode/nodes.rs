@@ -191,6 +191,8 @@ fn host(r: &mut NodeReader<'_, '_>, base: &Path) -> Host {
         Some(text) => text.parse().ok(),
         None => ssh.as_deref().and_then(ssh_address),
     };
+    let cpuid_mask = cpuid_mask(r);
+    let migration_downtime = migration_downtime(r);
     Host {
         name,
         state_dir,
@@ -202,6 +204,54 @@ fn host(r: &mut NodeReader<'_, '_>, base: &Path) -> Host {
         ssh,
         sudo,
         underlay,
+        cpuid_mask,
+        migration_downtime,
+    }
+}
+
+/// A host's `cpuid-mask`: known feature names, each once, as the tables spell them.
+fn cpuid_mask(r: &mut NodeReader<'_, '_>) -> Vec<String> {
+    let mut mask: Vec<String> = Vec::new();
+    for (name, at) in r.texts("cpuid-mask") {
+        if !crate::cpu::is_feature(name) {
+            let help = suggest(name, crate::cpu::FEATURES.iter().copied());
+            let error = SchemaError::UnknownValue {
+                field: "CPU feature",
+                found: name.to_owned(),
+                span: at.span,
+                help,
+            };
+            r.report(at, error);
+            continue;
+        }
+        let name = crate::cpu::normalize(name);
+        if !mask.contains(&name) {
+            mask.push(name);
+        }
+    }
+    mask
+}
+
+/// `migration-downtime "50ms"`: from 1 ms to 60 s.
+fn migration_downtime(r: &mut NodeReader<'_, '_>) -> Option<u64> {
+    let (text, at) = r.text("migration-downtime")?;
+    match crate::units::parse_millis(text) {
+        Some(ms) if (1..=60_000).contains(&ms) => Some(ms),
+        parsed => {
+            let reason = match parsed {
+                Some(_) => "must be from 1ms to 60s".to_owned(),
+                None => "not a duration in whole milliseconds".to_owned(),
+            };
+            invalid(
+                r,
+                "migration-downtime",
+                text,
+                at,
+                reason,
+                "the longest pause a live migration may cause, such as \"50ms\" or \"1s\"",
+            );
+            None
+        }
     }
 }
 
@@ -516,6 +566,8 @@ fn vm(r: &mut NodeReader<'_, '_>, base: &Path) -> Vm {
         .into_iter()
         .map(|(s, _)| s.to_owned())
         .collect();
+    let migrate = r.boolean("migrate").is_none_or(|(b, _)| b);
+    let migration_downtime = migration_downtime(r);
     Vm {
         name,
         host,
@@ -531,5 +583,8 @@ fn vm(r: &mut NodeReader<'_, '_>, base: &Path) -> Vm {
         depends_on,
         ip_cmdline,
         ip_argument: None,
+        migrate,
+        migration_downtime,
+        cpuid_mask: Vec::new(),
     }
 }

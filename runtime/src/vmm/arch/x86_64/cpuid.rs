@@ -168,14 +168,26 @@ pub fn apply_mask(entries: &mut [kvm_cpuid_entry2], mask: &[FeatureBit]) {
     }
 }
 
-fn feature_set(entries: &[kvm_cpuid_entry2], leaf: u32, subleaf: u32, reg: Reg) -> u32 {
-    entries
+/// The named features ([`parse_feature`]'s names, which are the config's
+/// `cpuid-mask` names) that `entries` have: given KVM's supported CPUID, what a guest of
+/// this host can be given (as the host reports it for migrations); given a vCPU's
+/// CPUID, what its guest saw.
+pub fn offered_features(entries: &[kvm_cpuid_entry2]) -> Vec<&'static str> {
+    FEATURES
         .iter()
-        .find(|e| e.function == leaf && e.index == subleaf)
-        .map_or(0, |e| {
-            let mut e = *e;
-            *reg_mut(&mut e, reg)
+        .filter(|&&(_, leaf, subleaf, reg, bit)| {
+            entries.iter().any(|e| {
+                let value = match reg {
+                    Reg::Eax => e.eax,
+                    Reg::Ebx => e.ebx,
+                    Reg::Ecx => e.ecx,
+                    Reg::Edx => e.edx,
+                };
+                e.function == leaf && e.index == subleaf && value & (1u32 << bit) != 0
+            })
         })
+        .map(|f| f.0)
+        .collect()
 }
 
 /// The features (by name) a guest saw in `saved` that `here` lacks: what a restore on
@@ -184,14 +196,10 @@ pub fn missing_features(
     saved: &[kvm_cpuid_entry2],
     here: &[kvm_cpuid_entry2],
 ) -> Vec<&'static str> {
-    FEATURES
-        .iter()
-        .filter(|&&(_, leaf, subleaf, reg, bit)| {
-            let bit = 1u32 << bit;
-            feature_set(saved, leaf, subleaf, reg) & bit != 0
-                && feature_set(here, leaf, subleaf, reg) & bit == 0
-        })
-        .map(|f| f.0)
+    let offered = offered_features(here);
+    offered_features(saved)
+        .into_iter()
+        .filter(|f| !offered.contains(f))
         .collect()
 }
 
@@ -323,6 +331,23 @@ mod tests {
         assert_eq!(missing_features(&[saved], &[here]), vec!["avx"]);
         assert!(missing_features(&[here], &[saved]).is_empty());
         assert_eq!(missing_features(&[saved], &[]), vec!["sse4_2", "avx"]);
+    }
+
+    #[test]
+    fn the_config_knows_exactly_the_features_the_engine_can_mask() {
+        let engine: Vec<&str> = FEATURES.iter().map(|f| f.0).collect();
+        assert_eq!(engine, vmctl_schema::cpu::FEATURES);
+    }
+
+    #[test]
+    fn offered_features_are_the_named_bits_kvm_supports() {
+        let mut leaf1 = entry(1, 0);
+        leaf1.ecx = 1 << 28; // avx
+        let mut leaf7 = entry(7, 0);
+        leaf7.ebx = 1 << 5; // avx2
+        let mut leaf7_1 = entry(7, 1);
+        leaf7_1.ebx = 1 << 16; // not avx512f: another subleaf
+        assert_eq!(offered_features(&[leaf1, leaf7, leaf7_1]), ["avx", "avx2"]);
     }
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
