@@ -154,7 +154,7 @@ fn movable(
         return Err("the config wants it stopped".into());
     }
     if !live_migration {
-        return Err("this build of vmctl cannot move a running VM yet".into());
+        return Err("the runtime cannot move a running VM".into());
     }
     if !wanted.migrate || !live.migrate {
         return Err("`migrate #false`".into());

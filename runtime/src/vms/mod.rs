@@ -26,6 +26,7 @@
 //! controller, v2 or else v1 ([`cgroup`]); the group goes when the VM stops.
 
 pub mod cgroup;
+pub mod migrate;
 pub(crate) mod process;
 pub mod snapshots;
 
@@ -53,6 +54,8 @@ pub const STATE_DIR_MODE: u32 = 0o700;
 /// Errors of starting, stopping, observing and deleting VMs.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    #[error("VM {vm} cannot move: {reason}")]
+    Migrate { vm: String, reason: String },
     #[error("{name:?} cannot be a VM state dir name")]
     InvalidName { name: String },
     #[error("cannot write the state of VM {vm} in {path}")]
@@ -363,6 +366,17 @@ pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec
 /// socket answers; then puts it in its cpuset, if it has one. Returns the VMM's pid. A
 /// VM already running is left as it is.
 pub fn start_vm(host: &VmHost<'_>, vm: &Vm, devices: &VmDevices) -> Result<u32, VmError> {
+    start_vm_from(host, vm, devices, None)
+}
+
+/// Starts `vm` from the saved VM in `restore` (a VM moving here, see [`migrate`])
+/// instead of booting it, as [`start_vm`] does otherwise.
+pub fn start_vm_from(
+    host: &VmHost<'_>,
+    vm: &Vm,
+    devices: &VmDevices,
+    restore: Option<&Path>,
+) -> Result<u32, VmError> {
     let paths = write_record(host, vm, true)?;
     if let Probe::Running(pid) = probe(&paths) {
         return Ok(pid);
@@ -376,7 +390,10 @@ pub fn start_vm(host: &VmHost<'_>, vm: &Vm, devices: &VmDevices) -> Result<u32, 
         path: paths.vmm_spec.clone(),
         source,
     })?;
-    let pid = process::spawn(host, &vm.name, &paths)?;
+    let pid = match restore {
+        Some(dir) => process::spawn_restored(host, &vm.name, &paths, dir)?,
+        None => process::spawn(host, &vm.name, &paths)?,
+    };
     if let Some(cpuset) = &vm.cpuset {
         if let Err(e) = cgroup::place(host.project, &vm.name, cpuset, pid) {
             let _ = process::stop(&vm.name, &paths, Duration::from_secs(1));

@@ -146,10 +146,7 @@ fn without_live_migration_a_running_vm_is_stopped_its_disk_copied_then_started()
     let (mut config, live) = applied();
     moved(&mut config);
     let (plan, graph) = graph_of(&config, &live, &PlanOptions::default());
-    assert_eq!(
-        not_migrated(&plan),
-        "this build of vmctl cannot move a running VM yet"
-    );
+    assert_eq!(not_migrated(&plan), "the runtime cannot move a running VM");
     let disk = change(&plan, "volume.web-1-root");
     assert_eq!(disk.action, Action::Migrate);
     assert_eq!(
