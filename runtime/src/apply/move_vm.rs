@@ -105,6 +105,8 @@ impl<'a> VmMove<'a> {
         // Nothing of an earlier, interrupted move is left in the way.
         self.target
             .migration(project, &MigrationCall::Discard { vm: vm.clone() })?;
+        // The guest is paused from the save request on.
+        let paused = Instant::now();
         let saved = match self
             .source
             .migration(project, &MigrationCall::SaveOut { vm: vm.clone() })?
@@ -116,7 +118,6 @@ impl<'a> VmMove<'a> {
                 })
             }
         };
-        let paused = Instant::now();
         let moved = self.copy_and_start(project, settings.cancel);
         let (disk_bytes, memory_bytes) = match moved {
             Ok(sent) => sent,
