@@ -118,6 +118,7 @@ impl<'a> VmMove<'a> {
                 })
             }
         };
+        stall_for_tests();
         let moved = self.copy_and_start(project, settings.cancel);
         let (disk_bytes, memory_bytes) = match moved {
             Ok(sent) => sent,
@@ -228,5 +229,17 @@ impl<'a> VmMove<'a> {
             }
             chunk = read(chunk.next)?;
         }
+    }
+}
+
+/// Debug builds only: waits `VMCTL_TEST_MIGRATION_STALL_MS` milliseconds with the guest
+/// saved and paused, so that a test can kill the controller mid-move.
+fn stall_for_tests() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("VMCTL_TEST_MIGRATION_STALL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }

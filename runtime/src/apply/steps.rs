@@ -569,6 +569,8 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
             vms::update_vm(&ctx.vm_host(), vm)?;
             if vm.state == VmState::Running {
                 reattach_vm_taps(ctx, &order.places, vm)?;
+                // A move that did not finish left it paused here: it runs on.
+                vms::migrate::resume_if_paused(&ctx.vm_host(), &vm.name)?;
             }
         }
         (Resource::Vm(vm), Phase::Stop) => {

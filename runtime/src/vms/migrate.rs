@@ -26,6 +26,7 @@ use super::process;
 use super::{check_name, VmError, VmHost, VmPaths};
 use crate::host::volume_transfer::{base64_bytes, next_data, Chunk};
 use crate::vmm::entry::Restore;
+use crate::vmm::lifecycle::RunState;
 use crate::vmm::protocol::Reply;
 use crate::vmm::protocol::{Request, Response};
 
@@ -239,6 +240,47 @@ pub fn receive_in(
             f.write_all_at(data, *offset).map_err(io_err(vm, &path))
         }
     }
+}
+
+/// What a move that did not finish left on a host, as observing finds it.
+pub struct Leftovers<'a> {
+    pub state_dir: &'a Path,
+    pub project: &'a str,
+}
+
+impl Leftovers<'_> {
+    /// Whether VM `name` was left paused by a move (its save is still here) — its VMM
+    /// says so.
+    pub fn left_paused(&self, name: &str) -> bool {
+        let out = self
+            .state_dir
+            .join(self.project)
+            .join("migrations")
+            .join(name)
+            .join("out");
+        if !out.is_dir() {
+            return false;
+        }
+        let paths = VmPaths::new(self.state_dir, self.project, name);
+        matches!(
+            process::ask(&paths, &Request::Status, REQUEST_TIMEOUT),
+            Some(Reply::Current(Response::Status(s))) if s.state == RunState::Paused
+        )
+    }
+}
+
+/// Lets VM `vm` run on when a move that did not finish left it paused, and removes
+/// what that move left here.
+pub fn resume_if_paused(host: &VmHost<'_>, vm: &str) -> Result<(), VmError> {
+    let leftovers = Leftovers {
+        state_dir: host.state_dir,
+        project: host.project,
+    };
+    if leftovers.left_paused(vm) {
+        resume(host, vm)?;
+        discard(host, vm)?;
+    }
+    Ok(())
 }
 
 /// The directory VM `vm` moving here starts from.

@@ -272,10 +272,16 @@ pub fn observe_vms(
         .map(|(name, _)| VmPaths::new(state_dir, project, name))
         .collect();
     let probes = process::probe_all(&paths.iter().collect::<Vec<_>>());
+    let host = migrate::Leftovers { state_dir, project };
     let vms = records
         .into_iter()
         .zip(probes)
-        .map(|((name, record), probe)| observed(name, record, probe))
+        .map(|((name, record), probe)| {
+            let mut vm = observed(name, record, probe);
+            // Only a VM a move left behind is asked (rare): the rest cost nothing more.
+            vm.paused = vm.status == VmStatus::Running && host.left_paused(name);
+            vm
+        })
         .collect();
     Ok((vms, bad))
 }
@@ -303,6 +309,7 @@ fn observed(name: &str, record: VmRecord, probe: Probe) -> LiveVm {
         uptime_seconds: pid
             .and_then(crate::host::proc::uptime)
             .map(|up| up.as_secs()),
+        paused: false,
     }
 }
 
