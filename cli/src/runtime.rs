@@ -410,9 +410,21 @@ pub fn print_notes(report: &apply::ApplyReport) {
                 "Kept network namespace {name:?} of host {host:?}: project(s) {} still use it; the last one's destroy removes it.",
                 projects.join(", ")
             ),
+            StepNote::VmMigrated {
+                name,
+                from,
+                pause_ms,
+                save_ms,
+                memory_bytes,
+                disk_bytes,
+            } => println!(
+                "Migrated VM {name:?} from host {from:?} to host {host:?} while it ran: paused {pause_ms} ms (its save {save_ms} ms); sent {} of memory and state, {} of disks.",
+                vmctl_schema::capacity::human(*memory_bytes),
+                vmctl_schema::capacity::human(*disk_bytes)
+            ),
             StepNote::VolumeMoved { name, from, bytes } => println!(
                 "Copied volume {name:?} from host {from:?} to host {host:?}: {} of data (holes are not sent).",
-                vmctl_schema::units::format_size(*bytes)
+                vmctl_schema::capacity::human(*bytes)
             ),
         }
     }
@@ -431,9 +443,6 @@ pub fn step_help(error: &StepError) -> Option<String> {
             "move or remove what is in it; or remove it with `ip netns delete {name}` once it is unused"
         )),
         StepError::Firewall(e) => e.help(),
-        StepError::MigrationNotBuilt { .. } => Some(
-            "set `migrate #false` on the VM: the plan then stops it on its old host and starts it on the new one (a replace)".into(),
-        ),
         _ => None,
     }
 }

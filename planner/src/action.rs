@@ -277,6 +277,8 @@ pub enum Reason {
     /// A volume moves here from host `from` with the VM `vm` that it is a disk of: made
     /// here, filled while the VM runs, removed there once the VM runs here.
     MovesWith { vm: String, from: String },
+    /// A running VM a move that did not finish left paused: it runs on where it is.
+    Paused,
     /// A VM (or its volume) moves from host `from` to host `to` by a delete there and a
     /// create here, not a migration: `why`.
     NotMigrated {
@@ -310,6 +312,7 @@ impl fmt::Display for Reason {
                 f.write_str("leases changed; dnsmasq re-reads them, guests keep theirs")
             }
             Reason::Migrate { from } => write!(f, "from host {from:?}; it keeps running"),
+            Reason::Paused => f.write_str("a move that did not finish left it paused; it runs on"),
             Reason::MovesWith { vm, from } => {
                 write!(f, "moves from host {from:?} with vm.{vm}")
             }

@@ -150,6 +150,7 @@ pub fn planned(
         changes.retain(|c| !options.exclude_hosts.contains(&c.host));
     }
     diff::plan_moves(&mut changes, live, options.live_migration);
+    diff::resume_paused(&mut changes, live);
     diff::cascade(&mut changes);
     diff::restart_on_new_disks(&mut changes);
     if !options.targets.is_empty() {

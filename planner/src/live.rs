@@ -685,6 +685,10 @@ pub struct LiveVm {
     /// How long its VMM has run, as its host says (seconds; for `status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_seconds: Option<u64>,
+    /// Its VMM holds the guest paused: a move to another host that did not finish (its
+    /// controller was killed) left it so. A running VM only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// A running VM's NIC whose tap is gone, off its VLAN or down.

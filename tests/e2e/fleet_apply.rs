@@ -245,6 +245,16 @@ fn hold_lock_through_kept_agent(
     panic!("no kept agent of {host} answers in {}", kept.display());
 }
 
+/// Writes `bytes` at `at` of the existing file `path`.
+fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.write_all_at(bytes, at).expect("write");
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -627,23 +637,26 @@ fn wait_console(lab: &FleetLab, host: &str, vm: &str, line: &str) {
     }
 }
 
-/// The issue's three-host lab: web-1 on host a and web-2 on host b on one VLAN that
-/// spans both (a VXLAN tunnel between the hosts), db-1 on host c on another VLAN.
-fn three_host_lab(fleet: &Fleet) -> String {
+/// Project `fleet` on the fleet's hosts `names` (`a` is `host-a`, underlay
+/// 192.0.2.11, …), each with a pool `pool-<name>`.
+fn hosts_with_pools(fleet: &Fleet, names: &[&str]) -> String {
     let mut kdl = String::from("project \"fleet\"\n");
-    for (name, address) in [
-        ("a", "192.0.2.11"),
-        ("b", "192.0.2.12"),
-        ("c", "192.0.2.13"),
-    ] {
+    for (name, last) in names.iter().zip(11..) {
         let state = &fleet.host(&format!("host-{name}")).state_dir;
         let pool = fleet.dir.path().join(format!("pool-{name}"));
         kdl.push_str(&format!(
-            "host \"{name}\" {{\n    ssh \"host-{name}\"\n    underlay \"{address}\"\n    state-dir \"{state}\"\n    cpus 2\n    memory \"1GiB\"\n}}\npool \"pool-{name}\" host=\"{name}\" type=\"dir\" path=\"{pool}\"\n",
+            "host \"{name}\" {{\n    ssh \"host-{name}\"\n    underlay \"192.0.2.{last}\"\n    state-dir \"{state}\"\n    cpus 2\n    memory \"1GiB\"\n}}\npool \"pool-{name}\" host=\"{name}\" type=\"dir\" path=\"{pool}\"\n",
             state = state.display(),
             pool = pool.display()
         ));
     }
+    kdl
+}
+
+/// The issue's three-host lab: web-1 on host a and web-2 on host b on one VLAN that
+/// spans both (a VXLAN tunnel between the hosts), db-1 on host c on another VLAN.
+fn three_host_lab(fleet: &Fleet) -> String {
+    let mut kdl = hosts_with_pools(fleet, &["a", "b", "c"]);
     kdl.push_str(
         "network \"lan\" {\n    hosts \"a\" \"b\"\n}\nvlan \"front\" network=\"lan\" id=100\nnetwork \"lan-c\" host=\"c\"\nvlan \"back\" network=\"lan-c\" id=100\n",
     );
@@ -795,9 +808,10 @@ fn a_spanning_vlan_is_served_by_dhcp_from_its_gateway_host_through_the_agent() {
 }
 
 /// Issue 14: a VM edited onto another host (its `host`, its disk's pool and its NIC's
-/// VLAN) takes its disk's data along: this build cannot move a running VM, so it is
-/// stopped on host a, its volume copied through vmctl to host b (only the data, not the
-/// holes), started on host b, and the volume removed from host a after.
+/// VLAN) takes its disk's data along: its NIC's VLAN changes, which needs a restart, so
+/// it is not migrated but stopped on host a, its volume copied through vmctl to host b
+/// (only the data, not the holes), started on host b, and the volume removed from host
+/// a after.
 #[test]
 fn a_vm_moved_to_another_host_takes_its_disk_along() {
     if fleet::skip() {
@@ -810,14 +824,7 @@ fn a_vm_moved_to_another_host_takes_its_disk_along() {
     // What the guest's disk holds on host a, beyond the part the guest touches.
     let pool = |host: &str| lab.fleet.dir.path().join(format!("pool-{host}"));
     let marker = b"vmctl moves this disk";
-    {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(pool("a").join("web-1-root.raw"))
-            .expect("web-1's volume on a");
-        file.write_all_at(marker, 9 << 20).expect("write marker");
-    }
+    write_at(&pool("a").join("web-1-root.raw"), 9 << 20, marker);
 
     let path = lab.config.join("fleet.kdl");
     let config = std::fs::read_to_string(&path).unwrap();
@@ -839,9 +846,12 @@ fn a_vm_moved_to_another_host_takes_its_disk_along() {
             "migrate volume.web-1-root@b",
         ]
     );
+    // Its NIC changes VLAN: a restart, so it moves stopped.
     let shown = lab.ok(&["plan"]);
     assert!(
-        shown.contains("by a delete and a create, not a migration: this build of vmctl cannot move a running VM yet"),
+        shown.contains(
+            "by a delete and a create, not a migration: `nics` changes too, which needs a restart"
+        ),
         "{shown}"
     );
     let applied = lab.ok(&["apply", "--auto-approve"]);
@@ -866,4 +876,182 @@ fn a_vm_moved_to_another_host_takes_its_disk_along() {
 
     lab.ok(&["destroy", "--auto-approve"]);
     assert!(!there.exists());
+}
+
+/// Issue 14: a running, counting guest moved from host a to host b by editing its
+/// `host` (and its disk's pool) and applying: it is migrated — paused on a, its state,
+/// memory and disk sent to b, resumed there — and counts on without a second boot, its
+/// memory pattern intact, its disk's data along; nothing of it stays on a.
+#[test]
+fn a_running_vm_migrates_to_another_host_and_counts_on() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(2, counting_lab);
+    lab.ok(&["apply", "--auto-approve"]);
+    let before = crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), 3);
+    let booted = crate::guest_count::parse(&before);
+    assert_eq!(booted.nonces.len(), 1, "{before}");
+    let pages = booted.region_bytes / crate::guest_count::pattern::PAGE as u64;
+    assert!(pages > 0, "{before}");
+    let pool = |host: &str| lab.fleet.dir.path().join(format!("pool-{host}"));
+    let marker = b"this disk moved with its guest";
+    write_at(&pool("a").join("web-1-root.raw"), 9 << 20, marker);
+
+    let path = lab.config.join("fleet.kdl");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config
+            .replace("pool=\"pool-a\" size", "pool=\"pool-b\" size")
+            .replace("vm \"web-1\" host=\"a\"", "vm \"web-1\" host=\"b\""),
+    )
+    .unwrap();
+    assert_eq!(
+        lab.planned(&[]),
+        ["migrate vm.web-1@b", "migrate volume.web-1-root@b"]
+    );
+    let counted_on_a = crate::guest_count::parse(&console_of(&lab, "host-a", "web-1"))
+        .counts
+        .len() as u64;
+    let applied = lab.ok(&["apply", "--auto-approve"]);
+    let said = applied
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "Migrated VM \"web-1\" from host \"a\" to host \"b\" while it ran: paused",
+            )
+        })
+        .unwrap_or_else(|| panic!("{applied}"));
+    eprintln!("{said}");
+
+    // On b it goes on: no boot (no nonce, no verdict), counts after a's, sums right.
+    assert!(lab.vmm_pid("host-a", "web-1").is_none(), "web-1 left a");
+    assert!(lab.vmm_pid("host-b", "web-1").is_some(), "web-1 runs on b");
+    let after = crate::guest_count::wait_counts(|| console_of(&lab, "host-b", "web-1"), 3);
+    assert!(!after.contains("FAIL"), "{after}");
+    assert!(
+        !after.contains("testguest: ok"),
+        "the guest booted again:\n{after}"
+    );
+    let moved = crate::guest_count::parse(&after);
+    assert!(moved.nonces.is_empty(), "the guest booted again:\n{after}");
+    let first = moved.counts.first().map_or(0, |c| c.0);
+    assert!(
+        first > counted_on_a.saturating_sub(1),
+        "counts restart: {first} after {counted_on_a}\n{after}"
+    );
+    for (pair, next) in moved.counts.iter().zip(moved.counts.iter().skip(1)) {
+        assert_eq!(next.0, pair.0 + 1, "{after}");
+    }
+    for (n, sum) in &moved.counts {
+        let want = crate::guest_count::pattern::expected_sum(pages as usize, *n);
+        assert_eq!(*sum, format!("{want:016x}"), "tick {n}:\n{after}");
+    }
+    let bytes = std::fs::read(pool("b").join("web-1-root.raw")).expect("web-1's volume on b");
+    assert_eq!(&bytes[9 << 20..(9 << 20) + marker.len()], marker);
+    assert!(!pool("a").join("web-1-root.raw").exists());
+    assert!(!lab.state("host-a").join("fleet/vms/web-1").exists());
+    assert!(!lab.state("host-a").join("fleet/migrations").exists());
+    assert!(!lab.state("host-b").join("fleet/migrations").exists());
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
+
+    lab.ok(&["destroy", "--auto-approve"]);
+}
+
+/// Two hosts on one spanning VLAN with a pool each; web-1 counts on host a, on a disk.
+fn counting_lab(fleet: &Fleet) -> String {
+    let mut kdl = hosts_with_pools(fleet, &["a", "b"]);
+    kdl.push_str(&format!(
+        "network \"lan\" {{\n    hosts \"a\" \"b\"\n}}\nvlan \"front\" network=\"lan\" id=100\n\
+         volume \"web-1-root\" pool=\"pool-a\" size=\"16MiB\"\n\
+         vm \"web-1\" host=\"a\" {{\n    cpus 1\n    memory \"64MiB\"\n    kernel \"{kernel}\"\n    cmdline \"console=ttyS0 testguest.name=web-1 testguest.count\"\n    disk \"web-1-root\"\n    nic vlan=\"front\"\n}}\n",
+        kernel = guest().display()
+    ));
+    kdl
+}
+
+/// Issue 14: the controller killed in the middle of a migration (the guest saved and
+/// paused on host a, nothing started on b) leaves exactly one copy, paused; a plan that
+/// keeps the VM on a resumes it there (it counts on, no boot), and the move, planned
+/// again, completes.
+#[test]
+fn a_migration_whose_controller_is_killed_leaves_one_paused_copy_that_resumes() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(2, counting_lab);
+    lab.ok(&["apply", "--auto-approve"]);
+    crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), 2);
+    let path = lab.config.join("fleet.kdl");
+    let on_a = std::fs::read_to_string(&path).unwrap();
+    let on_b = on_a
+        .replace("pool=\"pool-a\" size", "pool=\"pool-b\" size")
+        .replace("vm \"web-1\" host=\"a\"", "vm \"web-1\" host=\"b\"");
+    std::fs::write(&path, &on_b).unwrap();
+
+    // The move stalls once the guest is saved (debug builds), and is killed there.
+    let mut apply = lab
+        .fleet
+        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["apply", "--auto-approve"])
+        .arg(&lab.config)
+        .env("VMCTL_TEST_MIGRATION_STALL_MS", "20000")
+        .env("TMPDIR", lab.fleet.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("apply starts");
+    let saved = lab.state("host-a").join("fleet/migrations/web-1/out/state");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&saved).map_or(true, |m| m.len() == 0) {
+        assert!(std::time::Instant::now() < deadline, "the save never came");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions; the child is this test's own
+    // vmctl, not yet reaped.
+    unsafe { libc::kill(apply.id() as i32, libc::SIGKILL) };
+    let _ = apply.wait();
+
+    // One copy: paused on a (it prints nothing), none on b.
+    assert!(lab.vmm_pid("host-a", "web-1").is_some());
+    assert!(lab.vmm_pid("host-b", "web-1").is_none());
+    let counted = crate::guest_count::parse(&console_of(&lab, "host-a", "web-1"))
+        .counts
+        .len();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let still = crate::guest_count::parse(&console_of(&lab, "host-a", "web-1"))
+        .counts
+        .len();
+    assert_eq!(counted, still, "the guest runs: it should be paused");
+
+    // Kept on a: resumed in place.
+    std::fs::write(&path, &on_a).unwrap();
+    assert_eq!(lab.planned(&[]), ["update vm.web-1@a"]);
+    let shown = lab.ok(&["plan"]);
+    assert!(
+        shown.contains("a move that did not finish left it paused"),
+        "{shown}"
+    );
+    lab.ok(&["apply", "--auto-approve"]);
+    crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), still + 2);
+    let console = console_of(&lab, "host-a", "web-1");
+    assert_eq!(
+        crate::guest_count::parse(&console).nonces.len(),
+        1,
+        "{console}"
+    );
+    assert!(!console.contains("FAIL"), "{console}");
+    assert!(!lab.state("host-a").join("fleet/migrations").exists());
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
+
+    // And moved after all.
+    std::fs::write(&path, &on_b).unwrap();
+    let applied = lab.ok(&["apply", "--auto-approve"]);
+    assert!(applied.contains("Migrated VM \"web-1\""), "{applied}");
+    assert!(lab.vmm_pid("host-a", "web-1").is_none());
+    assert!(lab.vmm_pid("host-b", "web-1").is_some());
+    crate::guest_count::wait_counts(|| console_of(&lab, "host-b", "web-1"), 2);
+    lab.ok(&["destroy", "--auto-approve"]);
 }

@@ -19,7 +19,7 @@ use crate::vm::{assert_line, guest, skip, vmm_run, Detached, VM_TIMEOUT};
 /// What a counting guest printed so far.
 pub(crate) struct Counting {
     pub(crate) nonces: Vec<String>,
-    region_bytes: u64,
+    pub(crate) region_bytes: u64,
     /// `(n, sum)` of every `count=` line, in order.
     pub(crate) counts: Vec<(u64, String)>,
 }

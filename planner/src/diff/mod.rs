@@ -52,7 +52,7 @@ use vmctl_schema::{Config, Network, VmState};
 
 pub use disks::restart_on_new_disks;
 pub use errors::DiffError;
-pub use moves::{check_moves, plan_moves};
+pub use moves::{check_moves, plan_moves, resume_paused};
 
 use crate::action::{Action, Effect, Reason, ResourceId, ResourceKind};
 use crate::ipam::Addresses;

@@ -118,6 +118,46 @@ pub fn plan_moves(changes: &mut Vec<Change>, live: &LiveFile, live_migration: bo
     }
 }
 
+/// A running VM its host reports paused — a move that did not finish (its controller
+/// was killed) left it so — and that is to run where it is: resumed, by an in-place
+/// update (`state`: `paused` → `running`). Not while another host of the config also
+/// has a VM of its name: that copy is deleted by this plan first, and the next one
+/// resumes this (two copies never run at once).
+pub fn resume_paused(changes: &mut [Change], live: &LiveFile) {
+    for change in changes.iter_mut() {
+        if change.id.kind != ResourceKind::Vm
+            || !matches!(change.action, Action::NoOp | Action::Update)
+        {
+            continue;
+        }
+        let Some(Resource::Vm(wanted)) = &change.after else {
+            continue;
+        };
+        let name = &change.id.name;
+        let paused = live
+            .host(&change.host)
+            .vms
+            .iter()
+            .any(|v| &v.name == name && v.paused && v.status == VmStatus::Running);
+        let elsewhere = live
+            .hosts
+            .iter()
+            .filter(|(host, _)| **host != change.host)
+            .any(|(_, state)| state.vms.iter().any(|v| &v.name == name));
+        if !paused || elsewhere || wanted.state != VmState::Running {
+            continue;
+        }
+        change.action = Action::Update;
+        change.reason = Some(Reason::Paused);
+        change.attributes.push(AttrChange {
+            name: "state".into(),
+            before: "paused".into(),
+            after: "running".into(),
+            effect: Effect::InPlace,
+        });
+    }
+}
+
 /// A moving volume only grows: a smaller size in the config is an error, as it is for a
 /// volume that stays (`--replace` does not apply: the volume is copied, not remade).
 pub fn check_moves(changes: &[Change]) -> Vec<crate::diff::DiffError> {
@@ -154,7 +194,7 @@ fn movable(
         return Err("the config wants it stopped".into());
     }
     if !live_migration {
-        return Err("this build of vmctl cannot move a running VM yet".into());
+        return Err("the runtime cannot move a running VM".into());
     }
     if !wanted.migrate || !live.migrate {
         return Err("`migrate #false`".into());

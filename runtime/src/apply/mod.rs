@@ -12,6 +12,7 @@
 //! its host as a [`StepOrder`] — but for the copy of a volume that moves between hosts,
 //! which this machine relays between the two ([`move_volume`]).
 
+pub mod move_vm;
 pub mod move_volume;
 pub mod observe;
 pub mod steps;
@@ -122,10 +123,8 @@ pub fn tidy_after_destroy(config: &Config, fleet: &Fleet) {
 }
 
 /// Whether this runtime can move a running VM between hosts (a plan's VM `migrate`
-/// step): not yet — the engine cannot send a running VM — so plans move VMs stopped:
-/// stopped on the old host, their volumes copied, started on the new one
-/// ([`vmctl_planner::PlanOptions::live_migration`]).
-pub const LIVE_MIGRATION: bool = false;
+/// step, [`move_vm`]): it can, stop-and-copy ([`vmctl_planner::PlanOptions::live_migration`]).
+pub const LIVE_MIGRATION: bool = true;
 
 /// Carries out `graph` (built from `plan`) on the hosts of `fleet`. The caller holds
 /// the hosts' locks ([`lock_hosts`]).
@@ -167,6 +166,9 @@ pub fn apply(
     let run = |step: &Step| {
         if let Some(copy) = move_volume::VolumeMove::of(fleet, &inventory, plan, step)? {
             return copy.run(project, cancel);
+        }
+        if let Some(moving) = move_vm::VmMove::of(fleet, &inventory, plan, step)? {
+            return moving.run(project, &settings);
         }
         let host = fleet.get(&step.host).ok_or_else(|| StepError::Empty {
             step: step.to_string(),

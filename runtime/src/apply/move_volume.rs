@@ -7,18 +7,17 @@
 //!
 //! The copy reads a disk nothing writes: when its VM does not migrate, the VM's delete
 //! or stop on the old host comes first (the graph says so). When the VM migrates, the
-//! VM's own step finishes the copy with what the guest wrote meanwhile, so this step
-//! leaves it unfinished — that step is not built yet (`LIVE_MIGRATION`), and such a
-//! plan is never made by this build.
+//! VM's own step copies it while the guest is paused ([`super::move_vm`]), and this
+//! step does nothing.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use vmctl_planner::{Action, Change, Phase, Plan, Resource, ResourceKind, Step};
 
-use super::steps::{Inventory, StepError, StepNote};
+use super::steps::{Inventory, Places, StepError, StepNote, StepOrder};
 use crate::host::volume_transfer::ReceivePart;
-use crate::hosts::{Fleet, Host};
+use crate::hosts::{Fleet, Host, RunSettings};
 
 /// What moving one volume needs: both hosts and both pools.
 pub struct VolumeMove<'a> {
@@ -46,14 +45,28 @@ impl<'a> VolumeMove<'a> {
         {
             return Ok(None);
         }
-        let empty = || StepError::Empty {
-            step: step.to_string(),
-        };
-        let change = plan.changes.get(step.change).ok_or_else(empty)?;
+        let change = plan
+            .changes
+            .get(step.change)
+            .ok_or_else(|| StepError::Empty {
+                step: step.to_string(),
+            })?;
+        VolumeMove::of_change(fleet, inventory, plan, change).map(Some)
+    }
+
+    /// The move of the volume `change` migrates.
+    pub fn of_change(
+        fleet: &'a Fleet,
+        inventory: &Inventory,
+        plan: &Plan,
+        change: &Change,
+    ) -> Result<VolumeMove<'a>, StepError> {
         let (Some(from), Some(Resource::Volume(before)), Some(Resource::Volume(after))) =
             (&change.from, &change.before, &change.after)
         else {
-            return Err(empty());
+            return Err(StepError::Empty {
+                step: format!("migrate {}", change.id),
+            });
         };
         let host = |name: &str| {
             fleet.get(name).ok_or_else(|| StepError::Unknown {
@@ -61,7 +74,7 @@ impl<'a> VolumeMove<'a> {
                 name: name.to_owned(),
             })
         };
-        Ok(Some(VolumeMove {
+        Ok(VolumeMove {
             source: host(from)?,
             target: host(&change.host)?,
             from: from.clone(),
@@ -71,11 +84,27 @@ impl<'a> VolumeMove<'a> {
                 .to_owned(),
             volume: after.clone(),
             finish: !migrates_with_vm(plan, change),
-        }))
+        })
     }
 
-    /// Copies the volume; what the user is told.
+    /// Copies the volume; what the user is told. A disk of a VM that migrates is
+    /// copied by the VM's own step, while the VM is paused: nothing to do here.
     pub fn run(&self, project: &str, cancel: &AtomicBool) -> Result<Option<StepNote>, StepError> {
+        if !self.finish {
+            return Ok(None);
+        }
+        self.copy(project, cancel, true)
+    }
+
+    /// Makes the volume on the new host and fills it from the old; `finish`: the
+    /// volume is complete then (else it stays a partial file, for the caller to
+    /// finish or abort).
+    pub fn copy(
+        &self,
+        project: &str,
+        cancel: &AtomicBool,
+        finish: bool,
+    ) -> Result<Option<StepNote>, StepError> {
         let name = self.volume.name.as_str();
         let mut chunk = self.source.read_volume(project, &self.from_pool, name, 0)?;
         if self.volume.size < chunk.size {
@@ -120,7 +149,7 @@ impl<'a> VolumeMove<'a> {
                 Err(e) => break Err(e),
             }
         };
-        let done = copied.and_then(|()| match self.finish {
+        let done = copied.and_then(|()| match finish {
             true => self.receive(project, &ReceivePart::Finish),
             false => Ok(()),
         });
@@ -136,7 +165,31 @@ impl<'a> VolumeMove<'a> {
         }))
     }
 
-    fn receive(&self, project: &str, part: &ReceivePart) -> Result<(), StepError> {
+    /// Removes the volume this move made on the new host (a move that failed after
+    /// the copy was complete).
+    pub fn remove_made(&self, project: &str) -> Result<(), StepError> {
+        let order = StepOrder {
+            step: format!(
+                "delete volume.{} (copied by a failed move)",
+                self.volume.name
+            ),
+            phase: Phase::Delete,
+            resource: Resource::Volume(self.volume.clone()),
+            keep: None,
+            places: Places {
+                pool: Some(self.to_pool.clone()),
+                ..Places::default()
+            },
+        };
+        let settings = RunSettings {
+            stop_timeout: std::time::Duration::ZERO,
+            cancel: &AtomicBool::new(false),
+        };
+        self.target.run(project, &order, &settings).map(|_| ())
+    }
+
+    /// One part of receiving the volume on the new host.
+    pub fn receive(&self, project: &str, part: &ReceivePart) -> Result<(), StepError> {
         self.target
             .receive_volume(project, &self.to_pool, &self.volume.name, part)
     }

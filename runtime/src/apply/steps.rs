@@ -85,9 +85,6 @@ pub enum StepError {
     },
     #[error("cancelled (Ctrl-C) while copying volume {name:?}; it stays whole on its old host")]
     MoveCancelled { name: String },
-    /// Moving a running VM between hosts is planned, but this build cannot carry it out.
-    #[error("cannot {step}: this build of vmctl cannot move a running VM between hosts yet")]
-    MigrationNotBuilt { step: String },
     #[error("the step for VM {vm:?} does not say where each of its disks and NICs is")]
     Places { vm: String },
     #[error("the order to {step} does not say where its {what} is")]
@@ -327,7 +324,7 @@ impl StepOrder {
                 places.disks = disk_places(inventory, host, vm)?;
                 places.nics = nic_places(inventory, host, vm)?;
             }
-            (Resource::Vm(vm), Phase::Start) => {
+            (Resource::Vm(vm), Phase::Start | Phase::Migrate) => {
                 places.disks = disk_places(inventory, host, vm)?;
                 places.nics = nic_places(inventory, host, vm)?;
             }
@@ -349,8 +346,10 @@ impl StepOrder {
                 | Resource::Firewall(_),
                 _,
             )
-            | (Resource::Volume(_) | Resource::Vlan(_), Phase::Start | Phase::Stop) => {}
-            (_, Phase::Migrate) => {}
+            | (
+                Resource::Volume(_) | Resource::Vlan(_),
+                Phase::Start | Phase::Stop | Phase::Migrate,
+            ) => {}
         }
         Ok(StepOrder {
             step: step.to_string(),
@@ -424,6 +423,17 @@ pub enum StepNote {
     NetnsRemoved { name: String },
     /// The host's netns was left to the projects that still use it.
     NetnsShared { name: String, projects: Vec<String> },
+    /// A running VM moved here from host `from`: paused `pause_ms` (its save
+    /// `save_ms` of it), `memory_bytes` of memory and state and `disk_bytes` of its
+    /// disks sent (zero pages and holes are not).
+    VmMigrated {
+        name: String,
+        from: String,
+        pause_ms: u64,
+        save_ms: u64,
+        memory_bytes: u64,
+        disk_bytes: u64,
+    },
     /// A volume was copied here from host `from` (its data, `bytes` of it; holes are
     /// not sent).
     VolumeMoved {
@@ -549,16 +559,18 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
         }
         (Resource::Dhcp(d), Phase::Delete) => dhcp::delete(state_dir, project, &d.name)?,
         (Resource::Vm(vm), Phase::Create) if vm.state == VmState::Running => {
-            start_vm(ctx, &order.places, vm)?;
+            start_vm(ctx, &order.places, vm, None)?;
         }
         (Resource::Vm(vm), Phase::Create) => {
             vms::write_record(&ctx.vm_host(), vm, false)?;
         }
-        (Resource::Vm(vm), Phase::Start) => start_vm(ctx, &order.places, vm)?,
+        (Resource::Vm(vm), Phase::Start) => start_vm(ctx, &order.places, vm, None)?,
         (Resource::Vm(vm), Phase::Update) => {
             vms::update_vm(&ctx.vm_host(), vm)?;
             if vm.state == VmState::Running {
                 reattach_vm_taps(ctx, &order.places, vm)?;
+                // A move that did not finish left it paused here: it runs on.
+                vms::migrate::resume_if_paused(&ctx.vm_host(), &vm.name)?;
             }
         }
         (Resource::Vm(vm), Phase::Stop) => {
@@ -596,8 +608,15 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
                 step: order.step.clone(),
             })
         }
+        // The target's half of a VM's move: started from what its old host saved
+        // (the controller has put it in this host's `migrations/<vm>/in`).
+        (Resource::Vm(vm), Phase::Migrate) => {
+            let incoming = vms::migrate::incoming(&ctx.vm_host(), &vm.name);
+            start_vm(ctx, &order.places, vm, Some(&incoming))?;
+            vms::migrate::discard(&ctx.vm_host(), &vm.name)?;
+        }
         (_, Phase::Migrate) => {
-            return Err(StepError::MigrationNotBuilt {
+            return Err(StepError::NotAVm {
                 step: order.step.clone(),
             })
         }
@@ -606,7 +625,12 @@ pub fn run_order(ctx: &HostContext<'_>, order: &StepOrder) -> Result<Option<Step
 }
 
 /// Makes the taps of `vm` and starts its process.
-fn start_vm(ctx: &HostContext<'_>, places: &Places, vm: &Vm) -> Result<(), StepError> {
+fn start_vm(
+    ctx: &HostContext<'_>,
+    places: &Places,
+    vm: &Vm,
+    restore: Option<&Path>,
+) -> Result<(), StepError> {
     if places.disks.len() != vm.disks.len() || places.nics.len() != vm.nics.len() {
         return Err(StepError::Places {
             vm: vm.name.clone(),
@@ -636,7 +660,7 @@ fn start_vm(ctx: &HostContext<'_>, places: &Places, vm: &Vm) -> Result<(), StepE
             .zip(places.nics.iter().map(|n| n.mac.clone()))
             .collect();
     }
-    vms::start_vm(&ctx.vm_host(), vm, &devices)?;
+    vms::start_vm_from(&ctx.vm_host(), vm, &devices, restore)?;
     Ok(())
 }
 

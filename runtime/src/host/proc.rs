@@ -26,9 +26,8 @@ pub fn cpu_features() -> Option<Vec<String>> {
     let supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .ok()?;
-    Some(crate::vmm::arch::x86_64::cpuid::offered_features(
-        supported.as_slice(),
-    ))
+    let offered = crate::vmm::arch::x86_64::cpuid::offered_features(supported.as_slice());
+    Some(offered.into_iter().map(str::to_owned).collect())
 }
 
 /// `MemTotal:  16318412 kB` in bytes.

@@ -30,14 +30,15 @@ use super::volume::{self, VolumeError, VolumeMarker};
 /// The most data one chunk carries.
 pub const CHUNK: u64 = 4 << 20;
 
-/// Part of a volume, as its host read it.
+/// Part of a file, as its host read it: of a volume (with what its marker records), or
+/// of a VM moving to another host (`crate::vms::migrate`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct VolumeChunk {
-    /// The volume's size in bytes.
+pub struct Chunk {
+    /// The file's size in bytes.
     pub size: u64,
-    /// The digest of the base image its marker records (carried to the new host's
-    /// marker).
+    /// A volume's: the digest of the base image its marker records (carried to the new
+    /// host's marker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_digest: Option<String>,
     /// Where `data` starts.
@@ -86,7 +87,7 @@ pub fn read_chunk(
     pool_path: &Path,
     name: &str,
     offset: u64,
-) -> Result<VolumeChunk, VolumeError> {
+) -> Result<Chunk, VolumeError> {
     let marker = volume::ours(project, pool_path, name)?;
     let path = volume::volume_path(pool_path, name);
     let read_err = |source| VolumeError::ReadVolume {
@@ -94,31 +95,36 @@ pub fn read_chunk(
         source,
     };
     let (file, meta) = fsutil::open_regular(&path, false).map_err(read_err)?;
-    let size = meta.len();
-    let chunk = |offset, data, next| VolumeChunk {
-        size,
-        from_digest: marker.from_digest.clone(),
+    let (offset, data, next) = next_data(&file, meta.len(), offset).map_err(read_err)?;
+    Ok(Chunk {
+        size: meta.len(),
+        from_digest: marker.from_digest,
         offset,
         data,
         next,
-    };
+    })
+}
+
+/// The next run of data of `file` (`size` bytes long) from `offset` on, at most
+/// [`CHUNK`] bytes: `(where it starts, the bytes — empty when all zero or none —,
+/// where the next run may start)`; the last is `size` at the end.
+pub fn next_data(file: &std::fs::File, size: u64, offset: u64) -> io::Result<(u64, Vec<u8>, u64)> {
     if offset >= size {
-        return Ok(chunk(size, Vec::new(), size));
+        return Ok((size, Vec::new(), size));
     }
-    let Some(start) = seek(&file, offset, libc::SEEK_DATA).map_err(read_err)? else {
-        return Ok(chunk(size, Vec::new(), size));
+    let Some(start) = seek(file, offset, libc::SEEK_DATA)? else {
+        return Ok((size, Vec::new(), size));
     };
-    let end = seek(&file, start, libc::SEEK_HOLE)
-        .map_err(read_err)?
+    let end = seek(file, start, libc::SEEK_HOLE)?
         .unwrap_or(size)
         .min(size);
     let len = (end - start).min(CHUNK);
     let mut data = vec![0; usize::try_from(len).unwrap_or(0)];
-    file.read_exact_at(&mut data, start).map_err(read_err)?;
+    file.read_exact_at(&mut data, start)?;
     if data.iter().all(|&b| b == 0) {
         data = Vec::new();
     }
-    Ok(chunk(start, data, start + len))
+    Ok((start, data, start + len))
 }
 
 /// `lseek(fd, offset, whence)`; `None` for `ENXIO` (no data, or no hole, past `offset`).
@@ -249,7 +255,7 @@ fn open_partial(project: &str, pool_path: &Path, name: &str) -> Result<std::fs::
 }
 
 /// Bytes as base64 in JSON (a chunk crosses the agent's JSON stream).
-mod base64_bytes {
+pub(crate) mod base64_bytes {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};

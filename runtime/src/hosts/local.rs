@@ -14,7 +14,8 @@ use crate::host::facts::{self, FactsError};
 use crate::host::import::{self, ImportError, ImportOrder};
 use crate::host::lock::{self, LockError};
 use crate::host::pool;
-use crate::host::volume_transfer::{self, ReceivePart, VolumeChunk};
+use crate::host::volume_transfer::{self, Chunk, ReceivePart};
+use crate::vms::migrate::{MigrationAnswer, MigrationCall};
 
 /// A host vmctl reaches by being on it.
 #[derive(Debug, Clone)]
@@ -115,8 +116,18 @@ impl Host for LocalHost {
         pool: &Path,
         name: &str,
         offset: u64,
-    ) -> Result<VolumeChunk, StepError> {
+    ) -> Result<Chunk, StepError> {
         Ok(volume_transfer::read_chunk(project, pool, name, offset)?)
+    }
+
+    fn migration(&self, project: &str, call: &MigrationCall) -> Result<MigrationAnswer, StepError> {
+        let host = crate::vms::VmHost {
+            project,
+            state_dir: &self.state_dir,
+            netns: self.netns.as_deref(),
+            vmctl: &self.vmctl,
+        };
+        Ok(crate::vms::migrate::serve(&host, call)?)
     }
 
     fn receive_volume(

@@ -26,7 +26,8 @@ use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
 use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
-use crate::host::volume_transfer::{ReceivePart, VolumeChunk};
+use crate::host::volume_transfer::{Chunk, ReceivePart};
+use crate::vms::migrate::{MigrationAnswer, MigrationCall};
 
 pub use local::LocalHost;
 pub use remote::{ConsoleView, Link, LinkError, RemoteHost};
@@ -75,7 +76,11 @@ pub trait Host: Send + Sync {
         pool: &Path,
         name: &str,
         offset: u64,
-    ) -> Result<VolumeChunk, StepError>;
+    ) -> Result<Chunk, StepError>;
+
+    /// One thing this host does for a VM of `project` moving to or from it
+    /// ([`crate::vms::migrate`]).
+    fn migration(&self, project: &str, call: &MigrationCall) -> Result<MigrationAnswer, StepError>;
 
     /// One part of receiving volume `name` of `project` into the pool at `pool` from
     /// another host: the target side of moving a volume.
@@ -156,7 +161,7 @@ pub fn in_parallel<T: Sync, R: Send>(
 pub fn ship_files(host: &dyn Host, order: &mut StepOrder) -> Result<(), StepError> {
     use vmctl_planner::{Phase, Resource};
     match (&order.resource, order.phase) {
-        (Resource::Vm(vm), Phase::Create | Phase::Start) => {
+        (Resource::Vm(vm), Phase::Create | Phase::Start | Phase::Migrate) => {
             order.places.kernel = host.ship(&vm.kernel)?;
             order.places.initrd = match &vm.initrd {
                 Some(initrd) => host.ship(initrd)?,

@@ -23,7 +23,8 @@ use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
 use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
-use crate::host::volume_transfer::{ReceivePart, VolumeChunk};
+use crate::host::volume_transfer::{Chunk, ReceivePart};
+use crate::vms::migrate::{MigrationAnswer, MigrationCall};
 
 /// Carries calls to one host's agent and brings back its answers. Calls may be made
 /// from many threads at once.
@@ -258,7 +259,7 @@ impl Host for RemoteHost {
         pool: &Path,
         name: &str,
         offset: u64,
-    ) -> Result<VolumeChunk, StepError> {
+    ) -> Result<Chunk, StepError> {
         let call = Call::ReadVolume {
             project: project.to_owned(),
             pool: pool.to_owned(),
@@ -266,9 +267,25 @@ impl Host for RemoteHost {
             offset,
         };
         match self.ask(&call) {
-            Ok(Answer::VolumeChunk { chunk }) => Ok(*chunk),
+            Ok(Answer::Chunk { chunk }) => Ok(*chunk),
             Ok(other) => Err(StepError::Remote {
                 message: unexpected("read-volume", &other),
+            }),
+            Err(f) => Err(StepError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn migration(&self, project: &str, call: &MigrationCall) -> Result<MigrationAnswer, StepError> {
+        let call = Call::Migration {
+            project: project.to_owned(),
+            step: Box::new(call.clone()),
+        };
+        match self.ask(&call) {
+            Ok(Answer::Migration { outcome }) => Ok(*outcome),
+            Ok(other) => Err(StepError::Remote {
+                message: unexpected("migration", &other),
             }),
             Err(f) => Err(StepError::Remote {
                 message: f.message(),

@@ -182,7 +182,11 @@ fn read_line(reader: &mut dyn BufRead) -> Result<Option<Vec<u8>>, String> {
 fn is_slow(call: &Call) -> bool {
     matches!(
         call,
-        Call::Facts { .. } | Call::Run { .. } | Call::Sweep { .. } | Call::Lock { .. }
+        Call::Facts { .. }
+            | Call::Run { .. }
+            | Call::Sweep { .. }
+            | Call::Lock { .. }
+            | Call::Migration { .. }
     )
 }
 

@@ -23,7 +23,8 @@ use crate::apply::{StepError, StepNote, StepOrder};
 use crate::host::facts::FactsError;
 use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
-use crate::host::volume_transfer::{ReceivePart, VolumeChunk};
+use crate::host::volume_transfer::{Chunk, ReceivePart};
+use crate::vms::migrate::{MigrationAnswer, MigrationCall};
 
 /// One call to a host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +84,11 @@ pub enum Call {
         name: String,
         offset: u64,
     },
+    /// One thing the host does for a VM moving to or from it.
+    Migration {
+        project: String,
+        step: Box<MigrationCall>,
+    },
     /// One part of receiving a volume from another host.
     ReceiveVolume {
         project: String,
@@ -119,10 +125,13 @@ pub enum Answer {
     Imported {
         outcome: Result<PathBuf, ImportError>,
     },
-    VolumeChunk {
-        chunk: Box<VolumeChunk>,
+    Chunk {
+        chunk: Box<Chunk>,
     },
     Received,
+    Migration {
+        outcome: Box<MigrationAnswer>,
+    },
     Failed {
         error: WireError,
     },
@@ -339,8 +348,17 @@ impl Served {
                     .host()?
                     .read_volume(&project, &pool, &name, offset)
                     .map_err(|e| WireError::of(&e))?;
-                Answer::VolumeChunk {
+                Answer::Chunk {
                     chunk: Box::new(chunk),
+                }
+            }
+            Call::Migration { project, step } => {
+                let outcome = self
+                    .host()?
+                    .migration(&project, &step)
+                    .map_err(|e| WireError::of(&e))?;
+                Answer::Migration {
+                    outcome: Box::new(outcome),
                 }
             }
             Call::ReceiveVolume {

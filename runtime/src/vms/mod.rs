@@ -26,6 +26,7 @@
 //! controller, v2 or else v1 ([`cgroup`]); the group goes when the VM stops.
 
 pub mod cgroup;
+pub mod migrate;
 pub(crate) mod process;
 pub mod snapshots;
 
@@ -53,6 +54,8 @@ pub const STATE_DIR_MODE: u32 = 0o700;
 /// Errors of starting, stopping, observing and deleting VMs.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    #[error("VM {vm} cannot move: {reason}")]
+    Migrate { vm: String, reason: String },
     #[error("{name:?} cannot be a VM state dir name")]
     InvalidName { name: String },
     #[error("cannot write the state of VM {vm} in {path}")]
@@ -269,10 +272,16 @@ pub fn observe_vms(
         .map(|(name, _)| VmPaths::new(state_dir, project, name))
         .collect();
     let probes = process::probe_all(&paths.iter().collect::<Vec<_>>());
+    let host = migrate::Leftovers { state_dir, project };
     let vms = records
         .into_iter()
         .zip(probes)
-        .map(|((name, record), probe)| observed(name, record, probe))
+        .map(|((name, record), probe)| {
+            let mut vm = observed(name, record, probe);
+            // Only a VM a move left behind is asked (rare): the rest cost nothing more.
+            vm.paused = vm.status == VmStatus::Running && host.left_paused(name);
+            vm
+        })
         .collect();
     Ok((vms, bad))
 }
@@ -300,6 +309,7 @@ fn observed(name: &str, record: VmRecord, probe: Probe) -> LiveVm {
         uptime_seconds: pid
             .and_then(crate::host::proc::uptime)
             .map(|up| up.as_secs()),
+        paused: false,
     }
 }
 
@@ -363,6 +373,17 @@ pub fn vmm_spec(vm: &Vm, devices: &VmDevices, paths: &VmPaths) -> Result<VmmSpec
 /// socket answers; then puts it in its cpuset, if it has one. Returns the VMM's pid. A
 /// VM already running is left as it is.
 pub fn start_vm(host: &VmHost<'_>, vm: &Vm, devices: &VmDevices) -> Result<u32, VmError> {
+    start_vm_from(host, vm, devices, None)
+}
+
+/// Starts `vm` from the saved VM in `restore` (a VM moving here, see [`migrate`])
+/// instead of booting it, as [`start_vm`] does otherwise.
+pub fn start_vm_from(
+    host: &VmHost<'_>,
+    vm: &Vm,
+    devices: &VmDevices,
+    restore: Option<&Path>,
+) -> Result<u32, VmError> {
     let paths = write_record(host, vm, true)?;
     if let Probe::Running(pid) = probe(&paths) {
         return Ok(pid);
@@ -376,7 +397,10 @@ pub fn start_vm(host: &VmHost<'_>, vm: &Vm, devices: &VmDevices) -> Result<u32, 
         path: paths.vmm_spec.clone(),
         source,
     })?;
-    let pid = process::spawn(host, &vm.name, &paths)?;
+    let pid = match restore {
+        Some(dir) => process::spawn_restored(host, &vm.name, &paths, dir)?,
+        None => process::spawn(host, &vm.name, &paths)?,
+    };
     if let Some(cpuset) = &vm.cpuset {
         if let Err(e) = cgroup::place(host.project, &vm.name, cpuset, pid) {
             let _ = process::stop(&vm.name, &paths, Duration::from_secs(1));

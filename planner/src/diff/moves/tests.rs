@@ -146,10 +146,7 @@ fn without_live_migration_a_running_vm_is_stopped_its_disk_copied_then_started()
     let (mut config, live) = applied();
     moved(&mut config);
     let (plan, graph) = graph_of(&config, &live, &PlanOptions::default());
-    assert_eq!(
-        not_migrated(&plan),
-        "this build of vmctl cannot move a running VM yet"
-    );
+    assert_eq!(not_migrated(&plan), "the runtime cannot move a running VM");
     let disk = change(&plan, "volume.web-1-root");
     assert_eq!(disk.action, Action::Migrate);
     assert_eq!(
@@ -359,4 +356,38 @@ fn a_moving_volume_that_would_shrink_is_an_error() {
         )),
         "{errors:#?}"
     );
+}
+
+#[test]
+fn a_vm_a_move_left_paused_is_resumed_where_it_is_unless_another_copy_exists() {
+    let (config, mut live) = applied();
+    live.hosts.get_mut("kvm-01").unwrap().vms[0].paused = true;
+    let plan = plan_of(&config, &live).unwrap();
+    let vm = change(&plan, "vm.web-1");
+    assert_eq!(
+        (vm.action, &vm.reason),
+        (Action::Update, &Some(Reason::Paused))
+    );
+    let state = vm.attributes.iter().find(|a| a.name == "state").unwrap();
+    assert_eq!(
+        (state.before.as_str(), state.after.as_str()),
+        (Some("paused"), Some("running"))
+    );
+    // Its copy on kvm-02 (a move killed after it started there) goes first; this one
+    // is resumed by the next plan, never while the other runs.
+    let copy = live.hosts["kvm-01"].vms[0].clone();
+    live.hosts.get_mut("kvm-02").unwrap().vms.push(copy);
+    let plan = plan_of(&config, &live).unwrap();
+    let kept = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "vm.web-1" && c.host == "kvm-01")
+        .unwrap();
+    assert_eq!(kept.action, Action::NoOp);
+    let other = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "vm.web-1" && c.host == "kvm-02")
+        .unwrap();
+    assert_eq!(other.action, Action::Delete);
 }

@@ -143,7 +143,7 @@ fn writes_past_the_size_or_into_a_complete_volume_are_refused() {
 
 #[test]
 fn a_chunk_crosses_json_as_base64() {
-    let chunk = VolumeChunk {
+    let chunk = Chunk {
         size: 8,
         from_digest: None,
         offset: 0,
@@ -152,5 +152,5 @@ fn a_chunk_crosses_json_as_base64() {
     };
     let text = serde_json::to_string(&chunk).unwrap();
     assert!(text.contains("\"data\":\"AAEC/w==\""), "{text}");
-    assert_eq!(serde_json::from_str::<VolumeChunk>(&text).unwrap(), chunk);
+    assert_eq!(serde_json::from_str::<Chunk>(&text).unwrap(), chunk);
 }

@@ -168,41 +168,15 @@ pub fn apply_mask(entries: &mut [kvm_cpuid_entry2], mask: &[FeatureBit]) {
     }
 }
 
-fn feature_set(entries: &[kvm_cpuid_entry2], leaf: u32, subleaf: u32, reg: Reg) -> u32 {
-    entries
-        .iter()
-        .find(|e| e.function == leaf && e.index == subleaf)
-        .map_or(0, |e| {
-            let mut e = *e;
-            *reg_mut(&mut e, reg)
-        })
-}
-
-/// The features (by name) a guest saw in `saved` that `here` lacks: what a restore on
-/// this host would take away from a running guest.
-pub fn missing_features(
-    saved: &[kvm_cpuid_entry2],
-    here: &[kvm_cpuid_entry2],
-) -> Vec<&'static str> {
-    FEATURES
-        .iter()
-        .filter(|&&(_, leaf, subleaf, reg, bit)| {
-            let bit = 1u32 << bit;
-            feature_set(saved, leaf, subleaf, reg) & bit != 0
-                && feature_set(here, leaf, subleaf, reg) & bit == 0
-        })
-        .map(|f| f.0)
-        .collect()
-}
-
 /// The named features ([`parse_feature`]'s names, which are the config's
-/// `cpuid-mask` names) that `supported` (KVM's supported CPUID) has: what a guest of
-/// this host can be given, as the host reports it for migrations.
-pub fn offered_features(supported: &[kvm_cpuid_entry2]) -> Vec<String> {
+/// `cpuid-mask` names) that `entries` have: given KVM's supported CPUID, what a guest of
+/// this host can be given (as the host reports it for migrations); given a vCPU's
+/// CPUID, what its guest saw.
+pub fn offered_features(entries: &[kvm_cpuid_entry2]) -> Vec<&'static str> {
     FEATURES
         .iter()
         .filter(|&&(_, leaf, subleaf, reg, bit)| {
-            supported.iter().any(|e| {
+            entries.iter().any(|e| {
                 let value = match reg {
                     Reg::Eax => e.eax,
                     Reg::Ebx => e.ebx,
@@ -212,7 +186,20 @@ pub fn offered_features(supported: &[kvm_cpuid_entry2]) -> Vec<String> {
                 e.function == leaf && e.index == subleaf && value & (1u32 << bit) != 0
             })
         })
-        .map(|f| f.0.to_owned())
+        .map(|f| f.0)
+        .collect()
+}
+
+/// The features (by name) a guest saw in `saved` that `here` lacks: what a restore on
+/// this host would take away from a running guest.
+pub fn missing_features(
+    saved: &[kvm_cpuid_entry2],
+    here: &[kvm_cpuid_entry2],
+) -> Vec<&'static str> {
+    let offered = offered_features(here);
+    offered_features(saved)
+        .into_iter()
+        .filter(|f| !offered.contains(f))
         .collect()
 }
 
