@@ -948,6 +948,20 @@ fn a_running_vm_migrates_to_another_host_and_counts_on() {
         let want = crate::guest_count::pattern::expected_sum(pages as usize, *n);
         assert_eq!(*sum, format!("{want:016x}"), "tick {n}:\n{after}");
     }
+    // `vmctl console` shows it where it is now, through host b's agent.
+    let out = lab
+        .fleet
+        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["console", "web-1"])
+        .arg(&lab.config)
+        .args(["--lines", "5"])
+        .output()
+        .expect("console runs");
+    let shown = text(&out);
+    assert!(
+        out.status.success() && shown.contains("testguest: count="),
+        "{shown}"
+    );
     let bytes = std::fs::read(pool("b").join("web-1-root.raw")).expect("web-1's volume on b");
     assert_eq!(&bytes[9 << 20..(9 << 20) + marker.len()], marker);
     assert!(!pool("a").join("web-1-root.raw").exists());
