@@ -112,9 +112,13 @@ pub fn plan_moves(changes: &mut Vec<Change>, live: &LiveFile, live_migration: bo
             }
         }
     }
-    remove.sort_unstable();
-    for i in remove.into_iter().rev() {
-        changes.remove(i);
+    if !remove.is_empty() {
+        let remove: std::collections::HashSet<usize> = remove.into_iter().collect();
+        let mut i = 0;
+        changes.retain(|_| {
+            i += 1;
+            !remove.contains(&(i - 1))
+        });
     }
 }
 
@@ -124,9 +128,25 @@ pub fn plan_moves(changes: &mut Vec<Change>, live: &LiveFile, live_migration: bo
 /// has a VM of its name: that copy is deleted by this plan first, and the next one
 /// resumes this (two copies never run at once).
 pub fn resume_paused(changes: &mut [Change], live: &LiveFile) {
+    // Almost always none: nothing more is looked at then.
+    let paused: Vec<(&str, &str)> = live
+        .hosts
+        .iter()
+        .flat_map(|(host, state)| {
+            state
+                .vms
+                .iter()
+                .filter(|v| v.paused && v.status == VmStatus::Running)
+                .map(move |v| (host.as_str(), v.name.as_str()))
+        })
+        .collect();
+    if paused.is_empty() {
+        return;
+    }
     for change in changes.iter_mut() {
         if change.id.kind != ResourceKind::Vm
             || !matches!(change.action, Action::NoOp | Action::Update)
+            || !paused.contains(&(change.host.as_str(), change.id.name.as_str()))
         {
             continue;
         }
@@ -134,17 +154,12 @@ pub fn resume_paused(changes: &mut [Change], live: &LiveFile) {
             continue;
         };
         let name = &change.id.name;
-        let paused = live
-            .host(&change.host)
-            .vms
-            .iter()
-            .any(|v| &v.name == name && v.paused && v.status == VmStatus::Running);
         let elsewhere = live
             .hosts
             .iter()
             .filter(|(host, _)| **host != change.host)
             .any(|(_, state)| state.vms.iter().any(|v| &v.name == name));
-        if !paused || elsewhere || wanted.state != VmState::Running {
+        if elsewhere || wanted.state != VmState::Running {
             continue;
         }
         change.action = Action::Update;
