@@ -985,6 +985,44 @@ fn counting_lab(fleet: &Fleet) -> String {
     kdl
 }
 
+/// Applies [`counting_lab`], waits for web-1 to count on host a, then edits it (and its
+/// disk's pool) onto host b: the config's path and its text for a and for b.
+fn counting_then_moved(lab: &FleetLab) -> (PathBuf, String, String) {
+    lab.ok(&["apply", "--auto-approve"]);
+    crate::guest_count::wait_counts(|| console_of(lab, "host-a", "web-1"), 2);
+    let path = lab.config.join("fleet.kdl");
+    let on_a = std::fs::read_to_string(&path).unwrap();
+    let on_b = on_a
+        .replace("pool=\"pool-a\" size", "pool=\"pool-b\" size")
+        .replace("vm \"web-1\" host=\"a\"", "vm \"web-1\" host=\"b\"");
+    std::fs::write(&path, &on_b).unwrap();
+    (path, on_a, on_b)
+}
+
+/// `vmctl apply` started with its migrations stalled `ms` once the guest is saved
+/// (debug builds), returned when web-1's save is on host a.
+fn stalled_apply(lab: &FleetLab, ms: u32) -> std::process::Child {
+    let apply = lab
+        .fleet
+        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["--color", "never", "apply", "--auto-approve"])
+        .arg(&lab.config)
+        .env("VMCTL_TEST_MIGRATION_STALL_MS", ms.to_string())
+        .env("TMPDIR", lab.fleet.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("apply starts");
+    let saved = lab.state("host-a").join("fleet/migrations/web-1/out/state");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&saved).map_or(true, |m| m.len() == 0) {
+        assert!(std::time::Instant::now() < deadline, "the save never came");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    apply
+}
+
 /// Issue 14: the controller killed in the middle of a migration (the guest saved and
 /// paused on host a, nothing started on b) leaves exactly one copy, paused; a plan that
 /// keeps the VM on a resumes it there (it counts on, no boot), and the move, planned
@@ -995,34 +1033,9 @@ fn a_migration_whose_controller_is_killed_leaves_one_paused_copy_that_resumes() 
         return;
     }
     let lab = FleetLab::with(2, counting_lab);
-    lab.ok(&["apply", "--auto-approve"]);
-    crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), 2);
-    let path = lab.config.join("fleet.kdl");
-    let on_a = std::fs::read_to_string(&path).unwrap();
-    let on_b = on_a
-        .replace("pool=\"pool-a\" size", "pool=\"pool-b\" size")
-        .replace("vm \"web-1\" host=\"a\"", "vm \"web-1\" host=\"b\"");
-    std::fs::write(&path, &on_b).unwrap();
-
+    let (path, on_a, on_b) = counting_then_moved(&lab);
     // The move stalls once the guest is saved (debug builds), and is killed there.
-    let mut apply = lab
-        .fleet
-        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
-        .args(["apply", "--auto-approve"])
-        .arg(&lab.config)
-        .env("VMCTL_TEST_MIGRATION_STALL_MS", "20000")
-        .env("TMPDIR", lab.fleet.dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("apply starts");
-    let saved = lab.state("host-a").join("fleet/migrations/web-1/out/state");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::metadata(&saved).map_or(true, |m| m.len() == 0) {
-        assert!(std::time::Instant::now() < deadline, "the save never came");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut apply = stalled_apply(&lab, 20_000);
     // SAFETY: kill has no memory-safety preconditions; the child is this test's own
     // vmctl, not yet reaped.
     unsafe { libc::kill(apply.id() as i32, libc::SIGKILL) };
@@ -1067,5 +1080,37 @@ fn a_migration_whose_controller_is_killed_leaves_one_paused_copy_that_resumes() 
     assert!(lab.vmm_pid("host-a", "web-1").is_none());
     assert!(lab.vmm_pid("host-b", "web-1").is_some());
     crate::guest_count::wait_counts(|| console_of(&lab, "host-b", "web-1"), 2);
+    lab.ok(&["destroy", "--auto-approve"]);
+}
+
+/// Issue 14: the source VMM killed in the middle of a migration, once it has saved the
+/// guest: the move goes on from the save — the guest counts on, on host b, without a
+/// second boot — and nothing of it stays on host a.
+#[test]
+fn a_migration_whose_source_vmm_is_killed_after_the_save_completes_from_it() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(2, counting_lab);
+    counting_then_moved(&lab);
+    let source = lab.vmm_pid("host-a", "web-1").expect("web-1 runs on a");
+    let apply = stalled_apply(&lab, 3000);
+    // SAFETY: kill has no memory-safety preconditions; `source` is the VMM this test's
+    // apply started (its pid file and flock say so: vmm_pid).
+    unsafe { libc::kill(source, libc::SIGKILL) };
+    let out = apply.wait_with_output().expect("apply ends");
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("Migrated VM \"web-1\""), "{said}");
+    assert!(lab.vmm_pid("host-a", "web-1").is_none());
+    assert!(lab.vmm_pid("host-b", "web-1").is_some());
+    let after = crate::guest_count::wait_counts(|| console_of(&lab, "host-b", "web-1"), 2);
+    assert!(
+        crate::guest_count::parse(&after).nonces.is_empty(),
+        "booted again:\n{after}"
+    );
+    assert!(!after.contains("FAIL"), "{after}");
+    assert!(!lab.state("host-a").join("fleet/vms/web-1").exists());
+    assert_eq!(lab.planned(&[]), Vec::<String>::new());
     lab.ok(&["destroy", "--auto-approve"]);
 }
