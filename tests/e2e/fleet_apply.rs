@@ -621,7 +621,7 @@ fn console_of(lab: &FleetLab, host: &str, vm: &str) -> String {
         .join("fleet/vms")
         .join(vm)
         .join("console.log");
-    std::fs::read_to_string(log).unwrap_or_default()
+    crate::lab::whole_lines(std::fs::read_to_string(log).unwrap_or_default())
 }
 
 /// Waits until `vm` on `host` printed `line` (a whole line of its console).

@@ -31,10 +31,7 @@ pub(crate) fn parse(console: &str) -> Counting {
         counts: Vec::new(),
     };
     // Only whole lines: the guest may be in the middle of the last one.
-    let whole = match console.rfind('\n') {
-        Some(end) => &console[..end],
-        None => "",
-    };
+    let whole = crate::lab::whole_lines(console.to_owned());
     for line in whole.lines() {
         let Some(rest) = line.strip_prefix("testguest: ") else {
             continue;

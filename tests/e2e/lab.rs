@@ -187,8 +187,10 @@ impl Lab {
         alive(pid).then_some(pid)
     }
 
+    /// What `vm` printed so far, whole lines only ([`whole_lines`]).
     pub fn console(&self, vm: &str) -> String {
-        std::fs::read_to_string(self.vm_dir(vm).join("console.log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.vm_dir(vm).join("console.log"));
+        whole_lines(log.unwrap_or_default())
     }
 
     /// Waits until `vm`'s console has the line `line`.
@@ -330,6 +332,13 @@ pub fn processes_naming(needle: &str) -> Vec<i32> {
     }
     pids.sort();
     pids
+}
+
+/// A console's text up to its last newline: the guest may be in the middle of printing
+/// the last line (a test that read `nic0 mac=52:54:00:a1:1` took it for the MAC).
+pub fn whole_lines(mut text: String) -> String {
+    text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+    text
 }
 
 /// stdout and stderr of a run, for messages.

@@ -278,8 +278,11 @@ impl Detached {
         self.dir.path().join(name)
     }
 
+    /// What the guest printed so far, whole lines only.
     pub fn console(&self) -> String {
-        std::fs::read_to_string(self.path("console.log")).unwrap_or_default()
+        crate::lab::whole_lines(
+            std::fs::read_to_string(self.path("console.log")).unwrap_or_default(),
+        )
     }
 
     pub fn wait_console(&self, line: &str) {
