@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, RawFd};
+use std::time::Duration;
 
 /// Length of the virtio 1 net header on every frame (`struct virtio_net_hdr_v1`).
 pub const VNET_HDR_LEN: usize = 12;
@@ -40,6 +41,10 @@ pub enum TapError {
     SetVnetHeader { name: String, source: io::Error },
 }
 
+/// How long a busy tap is waited for, and how often it is tried meanwhile.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+const BUSY_POLL: Duration = Duration::from_millis(10);
+
 /// A tap interface opened by name.
 #[derive(Debug)]
 pub struct TapDevice {
@@ -69,13 +74,27 @@ impl TapDevice {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")
             .map_err(TapError::OpenTun)?;
-        // SAFETY: TUNSETIFF reads an `ifreq`, which lives for the call.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
-        if rc < 0 {
-            return Err(TapError::AttachTap {
-                name: name.to_owned(),
-                source: io::Error::last_os_error(),
-            });
+        // `EBUSY`: another descriptor is attached to the (single-queue) tap. vmctl lets
+        // go of the one it made the tap with before it starts the VMM, but a process
+        // forked by another of its threads meanwhile holds a copy of it until that
+        // process execs (the copy is close-on-exec): briefly. A tap someone really holds
+        // is still busy after the wait, and refused.
+        let mut waited = Duration::ZERO;
+        loop {
+            // SAFETY: TUNSETIFF reads an `ifreq`, which lives for the call.
+            let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+            if rc == 0 {
+                break;
+            }
+            let source = io::Error::last_os_error();
+            if source.raw_os_error() != Some(libc::EBUSY) || waited >= BUSY_WAIT {
+                return Err(TapError::AttachTap {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+            std::thread::sleep(BUSY_POLL);
+            waited += BUSY_POLL;
         }
         let hdr_len = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads an int, which lives for the call.

@@ -30,7 +30,12 @@ struct Netns(String);
 
 impl Netns {
     fn create() -> Option<Self> {
-        let name = format!("vmctl-virtio-{}", std::process::id());
+        Self::create_named("vmctl-virtio")
+    }
+
+    /// `<prefix>-<pid>`: tests running at once each have their own.
+    fn create_named(prefix: &str) -> Option<Self> {
+        let name = format!("{prefix}-{}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -223,6 +228,46 @@ fn real_tap_in_a_fresh_network_namespace() {
     let ns = Arc::new(ns);
     let inner = ns.clone();
     let result = std::thread::spawn(move || frames_through_a_real_tap(&inner)).join();
+    drop(ns);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A tap another descriptor holds for a moment (a process forked by another thread of
+/// vmctl keeps a copy of the one that made the tap until it execs) is waited for.
+fn a_briefly_held_tap_is_waited_for(ns: &Netns) {
+    ns.enter_this_thread();
+    let holder = TapDevice::open("vmctl-t1").expect("open tap");
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            ns.enter_this_thread();
+            TapDevice::open("vmctl-t1")
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(holder);
+        let opened = second.join().expect("the second open returns");
+        assert!(opened.is_ok(), "{opened:?}");
+    });
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[test]
+fn a_tap_held_for_a_moment_is_waited_for_not_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED a_tap_held_for_a_moment_is_waited_for_not_refused: needs root");
+        return;
+    }
+    let Some(ns) = Netns::create_named("vmctl-tapwait") else {
+        eprintln!(
+            "SKIPPED a_tap_held_for_a_moment_is_waited_for_not_refused: `ip netns add` failed"
+        );
+        return;
+    };
+    let result =
+        std::thread::scope(|scope| scope.spawn(|| a_briefly_held_tap_is_waited_for(&ns)).join());
     drop(ns);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
