@@ -30,8 +30,6 @@ use crate::vmm::lifecycle::RunState;
 use crate::vmm::protocol::Reply;
 use crate::vmm::protocol::{Request, Response};
 
-/// How long the VMM may take to save the VM.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a resume may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -131,8 +129,7 @@ pub fn save_out(host: &VmHost<'_>, vm: &str) -> Result<Saved, VmError> {
     fresh_dir(vm, &out)?;
     let state = new_file(vm, &out.join(MigrationFile::State.name()))?;
     let memory = new_file(vm, &out.join(MigrationFile::Memory.name()))?;
-    let request = Request::Snapshot { resume: false };
-    let reply = process::request_with_files(&paths, &request, &[&state, &memory], SAVE_TIMEOUT);
+    let reply = super::snapshots::request_snapshot(&paths, &state, &memory, false);
     match reply {
         Some(Reply::Current(Response::Snapshot {
             memory_bytes,
