@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vmctl_planner::Step;
-use vmctl_runtime::apply::{Hook, StepError};
+use vmctl_runtime::apply::{Hook, StepError, StepProgress};
 
 use crate::runtime::chain;
 
@@ -89,6 +89,29 @@ impl Hook for Progress {
                 }
             }
             None => plain(&format!("{step}: started")),
+        }
+    }
+
+    fn progress(&self, step: &Step, what: &StepProgress) {
+        let text = match what {
+            StepProgress::Migration {
+                round,
+                sent_bytes,
+                dirty_bytes_per_s,
+                expected_pause_ms,
+            } => format!(
+                "{step}: pre-copy round {round}, {} sent, the guest writes {}/s, pause expected {expected_pause_ms} ms",
+                vmctl_schema::capacity::human(*sent_bytes),
+                vmctl_schema::capacity::human(*dirty_bytes_per_s)
+            ),
+        };
+        match &self.display {
+            Some(d) => {
+                if let Some(line) = d.lines.lock().ok().and_then(|l| l.get(&key(step)).cloned()) {
+                    line.set_message(text);
+                }
+            }
+            None => plain(&text),
         }
     }
 

@@ -415,13 +415,27 @@ pub fn print_notes(report: &apply::ApplyReport) {
                 from,
                 pause_ms,
                 save_ms,
+                total_ms,
+                rounds,
+                converged,
+                budget_ms,
                 memory_bytes,
+                paused_bytes,
                 disk_bytes,
-            } => println!(
-                "Migrated VM {name:?} from host {from:?} to host {host:?} while it ran: paused {pause_ms} ms (its save {save_ms} ms); sent {} of memory and state, {} of disks.",
-                vmctl_schema::capacity::human(*memory_bytes),
-                vmctl_schema::capacity::human(*disk_bytes)
-            ),
+            } => {
+                let human = vmctl_schema::capacity::human;
+                let converged = if *converged {
+                    String::new()
+                } else {
+                    format!(" — it did not converge (the guest wrote as fast as the move sent), so it paused longer than its {budget_ms} ms budget")
+                };
+                println!(
+                    "Migrated VM {name:?} from host {from:?} to host {host:?} while it ran: paused {pause_ms} ms (its save {save_ms} ms) after {rounds} pre-copy round(s), {total_ms} ms in all{converged}; sent {} of memory and state ({} of it paused), {} of disks.",
+                    human(*memory_bytes),
+                    human(*paused_bytes),
+                    human(*disk_bytes)
+                )
+            }
             StepNote::VolumeMoved { name, from, bytes } => println!(
                 "Copied volume {name:?} from host {from:?} to host {host:?}: {} of data (holes are not sent).",
                 vmctl_schema::capacity::human(*bytes)

@@ -227,6 +227,10 @@ fn yes() -> bool {
 }
 
 /// A KVM microVM.
+/// A live migration's pause budget where neither the VM nor its host sets
+/// `migration-downtime`, in milliseconds (QEMU's and Cloud Hypervisor's default).
+pub const DEFAULT_MIGRATION_DOWNTIME_MS: u64 = 300;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Vm {

@@ -265,7 +265,7 @@ fn the_engine_refuses_a_snapshot_of_another_vm_shape_or_a_damaged_one() {
     };
     let (state, memory) = (create("state"), create("memory"));
     let paths = VmPaths::in_dir(vm.dir.path().to_path_buf());
-    match request_snapshot(&paths, &state, &memory, true) {
+    match request_snapshot(&paths, &state, &memory, true, false) {
         Some(Reply::Current(Response::Snapshot { memory_bytes, .. })) => {
             assert_eq!(memory_bytes, 128 << 20)
         }

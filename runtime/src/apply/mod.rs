@@ -47,10 +47,32 @@ pub enum ApplyError {
     UnknownHost { host: String },
 }
 
-/// Hears each step as it starts and ends (called from the thread running [`apply`]).
-pub trait Hook {
+/// Hears each step as it starts and ends (called from the thread running [`apply`]),
+/// and how a long step goes (called from the thread running it).
+pub trait Hook: Sync {
     fn pre_apply(&self, step: &Step);
     fn post_apply(&self, step: &Step, result: &Result<(), StepError>);
+    /// How step `step` goes, while it runs.
+    fn progress(&self, _step: &Step, _what: &StepProgress) {}
+}
+
+/// How a running step goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+pub enum StepProgress {
+    /// A live migration's pre-copy round `round` is sent (the guest runs):
+    /// `sent_bytes` so far, the guest writing `dirty_bytes_per_s`, and the pause
+    /// expected if it were paused now.
+    Migration {
+        round: u32,
+        sent_bytes: u64,
+        dirty_bytes_per_s: u64,
+        expected_pause_ms: u64,
+    },
 }
 
 /// A hook that hears nothing.
@@ -123,7 +145,7 @@ pub fn tidy_after_destroy(config: &Config, fleet: &Fleet) {
 }
 
 /// Whether this runtime can move a running VM between hosts (a plan's VM `migrate`
-/// step, [`move_vm`]): it can, stop-and-copy ([`vmctl_planner::PlanOptions::live_migration`]).
+/// step, [`move_vm`]): it can, pre-copy ([`vmctl_planner::PlanOptions::live_migration`]).
 pub const LIVE_MIGRATION: bool = true;
 
 /// Carries out `graph` (built from `plan`) on the hosts of `fleet`. The caller holds
@@ -168,7 +190,7 @@ pub fn apply(
             return copy.run(project, cancel);
         }
         if let Some(moving) = move_vm::VmMove::of(fleet, &inventory, plan, step)? {
-            return moving.run(project, &settings);
+            return moving.run(project, &settings, &|p| hook.progress(step, p));
         }
         let host = fleet.get(&step.host).ok_or_else(|| StepError::Empty {
             step: step.to_string(),

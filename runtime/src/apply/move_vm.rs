@@ -1,20 +1,31 @@
 //! The `migrate` step of a running VM: it moves from the host it is on (the change's
-//! `from`) to its new host, and keeps running — stop-and-copy, through this machine:
+//! `from`) to its new host, and keeps running — pre-copy, through this machine:
 //!
-//! 1. the old host pauses the VM and its VMM saves it (vCPUs, interrupt controllers,
-//!    clock, devices, memory; `crate::vms::migrate::save_out`);
-//! 2. its disks (the volumes that move with it) are copied to the new host, and made
+//! 1. **pre-copy, the guest running**: round 0 turns dirty-page tracking on in the old
+//!    host's VMM and sends all of memory (zero pages are not sent); each later round
+//!    sends the pages written since the round before (`vmm::snapshot::pages`), which
+//!    the new host lays into its copy. Rounds go on until the pause expected for
+//!    what is left fits the VM's `migration-downtime` (the dirty rate times the last
+//!    round's length, over the rate the rounds were sent at), or — a guest that
+//!    writes faster than the move sends — until [`STALLED_ROUNDS`] rounds in a row
+//!    did not shrink what is left by a tenth, or [`MAX_ROUNDS`] rounds: the move then
+//!    goes on with a longer pause (it is said in the apply's note: "did not
+//!    converge");
+//! 2. the old host pauses the VM and its VMM saves it (vCPUs, interrupt controllers,
+//!    clock, devices, and the pages written since the last round;
+//!    `crate::vms::migrate::save_out`);
+//! 3. its disks (the volumes that move with it) are copied to the new host, and made
 //!    volumes there;
-//! 3. the saved state and memory are copied to the new host (zero pages are not sent);
-//! 4. the new host starts the VM from them (`vmctl vmm --restore`: no boot, the guest
+//! 4. the saved state and the last pages are copied to the new host;
+//! 5. the new host starts the VM from them (`vmctl vmm --restore`: no boot, the guest
 //!    goes on where it was paused), with its taps on the same VLANs and the same MACs;
-//! 5. the old host discards its paused copy (its VMM is killed, its state dir removed).
+//! 6. the old host discards its paused copy (its VMM is killed, its state dir removed).
 //!
-//! The guest is paused from 1 to 4: that is the migration's pause, reported with the
-//! bytes sent. A failure before 4 leaves the VM running where it was (resumed) and
-//! nothing of it on the new host; a failure in 5 leaves the VM running on the new host
-//! and its paused copy on the old, which the next plan deletes. Either way exactly one
-//! copy of the guest runs.
+//! The guest is paused from 2 to 5: that is the migration's pause, reported with the
+//! bytes sent, the rounds and the total time. A failure before 5 leaves the VM running
+//! where it was (resumed, dirty-page tracking off) and nothing of it on the new host; a
+//! failure in 6 leaves the VM running on the new host and its paused copy on the old,
+//! which the next plan deletes. Either way exactly one copy of the guest runs.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -23,9 +34,26 @@ use vmctl_planner::{Action, Phase, Plan, Resource, ResourceKind, Step};
 
 use super::move_volume::VolumeMove;
 use super::steps::{Inventory, StepError, StepNote, StepOrder};
+use super::StepProgress;
 use crate::host::volume_transfer::ReceivePart;
 use crate::hosts::{Fleet, Host, RunSettings};
-use crate::vms::migrate::{InPart, MigrationAnswer, MigrationCall, MigrationFile};
+use crate::vms::migrate::{InPart, MigrationAnswer, MigrationCall, MigrationFile, Precopied};
+
+/// The most pre-copy rounds after round 0; then the guest is paused whatever is left.
+pub const MAX_ROUNDS: u32 = 30;
+/// Rounds in a row that did not shrink what is left to send by a tenth: the guest
+/// writes as fast as the move sends, and is paused.
+pub const STALLED_ROUNDS: u32 = 3;
+
+/// What the pre-copy rounds did.
+struct Precopy {
+    /// Rounds after round 0.
+    rounds: u32,
+    /// Bytes sent while the guest ran.
+    sent: u64,
+    /// Whether the expected pause came within the budget.
+    converged: bool,
+}
 
 /// What moving one running VM needs.
 pub struct VmMove<'a> {
@@ -39,6 +67,8 @@ pub struct VmMove<'a> {
     discard: StepOrder,
     /// The volumes that move with it.
     disks: Vec<VolumeMove<'a>>,
+    /// The pause the move aims under, in milliseconds.
+    budget_ms: u64,
 }
 
 impl<'a> VmMove<'a> {
@@ -92,25 +122,40 @@ impl<'a> VmMove<'a> {
             start,
             discard,
             disks,
+            budget_ms: after
+                .migration_downtime
+                .unwrap_or(vmctl_schema::DEFAULT_MIGRATION_DOWNTIME_MS),
         }))
     }
 
-    /// Moves the VM; what the user is told.
+    /// Moves the VM, telling `progress` how the pre-copy goes; what the user is told.
     pub fn run(
         &self,
         project: &str,
         settings: &RunSettings<'_>,
+        progress: &dyn Fn(&StepProgress),
     ) -> Result<Option<StepNote>, StepError> {
         let vm = self.vm.clone();
+        let started = Instant::now();
         // Nothing of an earlier, interrupted move is left in the way.
         self.target
             .migration(project, &MigrationCall::Discard { vm: vm.clone() })?;
+        let pre = match self.precopy(project, settings.cancel, progress) {
+            Ok(pre) => pre,
+            Err(e) => {
+                // The guest ran all along: it runs on, untracked; nothing stays on
+                // the new host.
+                self.abandon(project);
+                return Err(e);
+            }
+        };
         // The guest is paused from the save request on.
         let paused = Instant::now();
-        let saved = match self
-            .source
-            .migration(project, &MigrationCall::SaveOut { vm: vm.clone() })?
-        {
+        let save = MigrationCall::SaveOut {
+            vm: vm.clone(),
+            precopied: true,
+        };
+        let saved = match self.source.migration(project, &save)? {
             MigrationAnswer::Saved { saved } => saved,
             other => {
                 return Err(StepError::Remote {
@@ -120,22 +165,11 @@ impl<'a> VmMove<'a> {
         };
         stall_for_tests();
         let moved = self.copy_and_start(project, settings.cancel);
-        let (disk_bytes, memory_bytes) = match moved {
+        let (disk_bytes, paused_bytes) = match moved {
             Ok(sent) => sent,
             Err(e) => {
                 // The guest runs on where it was; nothing of it stays on the new host.
-                let _ = self
-                    .source
-                    .migration(project, &MigrationCall::Resume { vm: vm.clone() });
-                for disk in &self.disks {
-                    let _ = disk.receive(project, &ReceivePart::Abort);
-                }
-                let _ = self
-                    .target
-                    .migration(project, &MigrationCall::Discard { vm: vm.clone() });
-                let _ = self
-                    .source
-                    .migration(project, &MigrationCall::Discard { vm: vm.clone() });
+                self.abandon(project);
                 return Err(e);
             }
         };
@@ -150,17 +184,133 @@ impl<'a> VmMove<'a> {
             .source
             .migration(project, &MigrationCall::Discard { vm: vm.clone() });
         discarded?;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(Some(StepNote::VmMigrated {
             name: vm,
             from: self.from.clone(),
-            pause_ms: u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+            pause_ms: ms(pause),
             save_ms: saved.took_ms,
-            memory_bytes,
+            total_ms: ms(started.elapsed()),
+            rounds: pre.rounds,
+            converged: pre.converged,
+            budget_ms: self.budget_ms,
+            memory_bytes: pre.sent + paused_bytes,
+            paused_bytes,
             disk_bytes,
         }))
     }
 
-    /// Steps 2 to 4 (the guest is paused): the bytes of disks and memory sent.
+    /// Puts things back after a move that failed before the VM ran on the new host:
+    /// the guest runs on where it was (resumed if paused, its dirty pages no longer
+    /// tracked), and nothing of the move stays on either host.
+    fn abandon(&self, project: &str) {
+        let vm = self.vm.clone();
+        let _ = self
+            .source
+            .migration(project, &MigrationCall::Resume { vm: vm.clone() });
+        for disk in &self.disks {
+            let _ = disk.receive(project, &ReceivePart::Abort);
+        }
+        let _ = self
+            .target
+            .migration(project, &MigrationCall::Discard { vm: vm.clone() });
+        let _ = self
+            .source
+            .migration(project, &MigrationCall::Discard { vm });
+    }
+
+    /// One pre-copy round on the old host.
+    fn round(&self, project: &str, round: u32) -> Result<Precopied, StepError> {
+        let call = MigrationCall::PrecopyOut {
+            vm: self.vm.clone(),
+            round,
+        };
+        match self.source.migration(project, &call)? {
+            MigrationAnswer::Precopied { precopied } => Ok(precopied),
+            other => Err(StepError::Remote {
+                message: format!(
+                    "pre-copy round {round} of VM {:?} answered {other:?}",
+                    self.vm
+                ),
+            }),
+        }
+    }
+
+    /// Sends the pages file the old host wrote and lays it into the new host's copy:
+    /// the bytes sent.
+    fn send_pages(&self, project: &str) -> Result<u64, StepError> {
+        let sent = self.copy_file(project, MigrationFile::Pages)?;
+        let apply = MigrationCall::ApplyPages {
+            vm: self.vm.clone(),
+        };
+        self.target.migration(project, &apply)?;
+        Ok(sent)
+    }
+
+    /// Step 1, the guest running: round 0, then rounds until the expected pause fits
+    /// the budget or the guest is found not to converge (see the module comment).
+    fn precopy(
+        &self,
+        project: &str,
+        cancel: &AtomicBool,
+        progress: &dyn Fn(&StepProgress),
+    ) -> Result<Precopy, StepError> {
+        let began = Instant::now();
+        self.round(project, 0)?;
+        let mut sent = self.copy_file(project, MigrationFile::Memory)?;
+        let mut last = began.elapsed();
+        let mut left = u64::MAX;
+        let mut stalled = 0;
+        let mut round = 0;
+        loop {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StepError::MoveCancelled {
+                    name: self.vm.clone(),
+                });
+            }
+            round += 1;
+            let t = Instant::now();
+            let p = self.round(project, round)?;
+            sent += self.send_pages(project)?;
+            let took = t.elapsed();
+            // What the guest wrote during the round before, per second; what it will
+            // have written during this one is what the pause must send, at the rate
+            // the move has sent so far.
+            let dirty_rate = p.written_bytes as f64 / last.as_secs_f64().max(1e-3);
+            let send_rate = sent as f64 / began.elapsed().as_secs_f64().max(1e-3);
+            let expected_ms = (dirty_rate * took.as_secs_f64() / send_rate.max(1.0)) * 1000.0;
+            progress(&StepProgress::Migration {
+                round,
+                sent_bytes: sent,
+                dirty_bytes_per_s: dirty_rate as u64,
+                expected_pause_ms: expected_ms as u64,
+            });
+            if expected_ms <= self.budget_ms as f64 {
+                return Ok(Precopy {
+                    rounds: round,
+                    sent,
+                    converged: true,
+                });
+            }
+            stalled = if p.written_bytes.saturating_mul(10) >= left.saturating_mul(9) {
+                stalled + 1
+            } else {
+                0
+            };
+            if stalled >= STALLED_ROUNDS || round >= MAX_ROUNDS {
+                return Ok(Precopy {
+                    rounds: round,
+                    sent,
+                    converged: false,
+                });
+            }
+            left = p.written_bytes;
+            last = took;
+        }
+    }
+
+    /// Steps 3 to 5 (the guest is paused): the bytes of disks, and of state and
+    /// memory, sent.
     fn copy_and_start(&self, project: &str, cancel: &AtomicBool) -> Result<(u64, u64), StepError> {
         let mut disk_bytes = 0;
         for disk in &self.disks {
@@ -168,10 +318,8 @@ impl<'a> VmMove<'a> {
                 disk_bytes += bytes;
             }
         }
-        let mut memory_bytes = 0;
-        for file in MigrationFile::ALL {
-            memory_bytes += self.copy_file(project, file)?;
-        }
+        let mut memory_bytes = self.copy_file(project, MigrationFile::State)?;
+        memory_bytes += self.send_pages(project)?;
         for disk in &self.disks {
             disk.receive(project, &ReceivePart::Finish)?;
         }

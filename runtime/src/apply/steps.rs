@@ -423,15 +423,22 @@ pub enum StepNote {
     NetnsRemoved { name: String },
     /// The host's netns was left to the projects that still use it.
     NetnsShared { name: String, projects: Vec<String> },
-    /// A running VM moved here from host `from`: paused `pause_ms` (its save
-    /// `save_ms` of it), `memory_bytes` of memory and state and `disk_bytes` of its
-    /// disks sent (zero pages and holes are not).
+    /// A running VM moved here from host `from` in `total_ms`: `rounds` pre-copy
+    /// rounds while it ran (`converged`: the expected pause came within `budget_ms`),
+    /// then paused `pause_ms` (its save `save_ms` of it); `memory_bytes` of memory and
+    /// state sent in all (`paused_bytes` of it during the pause) and `disk_bytes` of
+    /// its disks (zero pages and holes are not sent).
     VmMigrated {
         name: String,
         from: String,
         pause_ms: u64,
         save_ms: u64,
+        total_ms: u64,
+        rounds: u32,
+        converged: bool,
+        budget_ms: u64,
         memory_bytes: u64,
+        paused_bytes: u64,
         disk_bytes: u64,
     },
     /// A volume was copied here from host `from` (its data, `bytes` of it; holes are

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::console::ConsoleStatus;
 use super::lifecycle::{Lifecycle, RunState, StopReason};
 use super::protocol::{parse_request, ErrorReply, Request, Response, Status};
-use super::snapshot::save::Snapshotter;
+use super::snapshot::save::{MemoryOut, Snapshotter};
 use super::threads::{ThreadError, ThreadKind, Threads};
 use super::virtio_wiring::DeviceStatus;
 
@@ -119,7 +119,8 @@ impl Controller {
     /// takes no files closes them.
     pub fn handle_line_with_files(&self, line: &[u8], files: Vec<File>) -> Response {
         match parse_request(line) {
-            Ok(Request::Snapshot { resume }) => self.snapshot(files, resume),
+            Ok(Request::Snapshot { resume, dirty }) => self.snapshot(files, resume, dirty),
+            Ok(Request::Precopy { round }) => self.precopy(files, round),
             Ok(req) => self.handle(req),
             Err(e) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
@@ -128,28 +129,67 @@ impl Controller {
         }
     }
 
-    /// Saves the VM into `files` (state, memory), resuming it after when `resume`.
-    fn snapshot(&self, files: Vec<File>, resume: bool) -> Response {
-        let life = &self.life;
-        let failed = |reason: String| {
-            Response::Error(ErrorReply::Failed {
-                reason,
-                state: life.state(),
-            })
-        };
+    /// A failed request's answer, with the VM's state.
+    fn failure(&self, reason: String) -> Response {
+        Response::Error(ErrorReply::Failed {
+            reason,
+            state: self.life.state(),
+        })
+    }
+
+    /// The snapshotter and the `N` files a request needs (`what` names them).
+    fn saving<const N: usize>(
+        &self,
+        files: Vec<File>,
+        what: &str,
+    ) -> Result<(&Snapshotter, [File; N]), Box<Response>> {
         let Some(snapshotter) = &self.snapshots else {
-            return failed("this VMM cannot save snapshots".into());
+            return Err(Box::new(
+                self.failure("this VMM cannot save snapshots or migrate".into()),
+            ));
         };
-        let [state_file, memory_file] = match <[File; 2]>::try_from(files) {
-            Ok(files) => files,
-            Err(files) => {
-                return failed(format!(
-                    "a snapshot needs 2 files sent with the request (state, memory), not {}",
-                    files.len()
-                ))
-            }
+        match <[File; N]>::try_from(files) {
+            Ok(files) => Ok((snapshotter, files)),
+            Err(files) => Err(Box::new(self.failure(format!(
+                "{what} needs {N} file(s) sent with the request, not {}",
+                files.len()
+            )))),
+        }
+    }
+
+    /// Writes pre-copy round `round` into `files` (one).
+    fn precopy(&self, files: Vec<File>, round: u32) -> Response {
+        let (snapshotter, [out]) = match self.saving(files, "a pre-copy round") {
+            Ok(got) => got,
+            Err(refused) => return *refused,
         };
-        let saved = snapshotter.save(&state_file, &memory_file);
+        match snapshotter.precopy(round, &out) {
+            Ok(p) => Response::Precopy {
+                state: self.life.state(),
+                round,
+                dirty_pages: p.dirty_pages,
+                written_bytes: p.written_bytes,
+                took_ms: p.took_ms,
+            },
+            Err(e) => self.failure(e.to_string()),
+        }
+    }
+
+    /// Saves the VM into `files` (state, memory — all of it, or the pages written
+    /// since the last pre-copy round when `dirty`), resuming it after when `resume`.
+    fn snapshot(&self, files: Vec<File>, resume: bool, dirty: bool) -> Response {
+        let life = &self.life;
+        let (snapshotter, [state_file, memory_file]) =
+            match self.saving(files, "a snapshot (state, memory)") {
+                Ok(got) => got,
+                Err(refused) => return *refused,
+            };
+        let how = if dirty {
+            MemoryOut::Dirty
+        } else {
+            MemoryOut::All
+        };
+        let saved = snapshotter.save(&state_file, &memory_file, how);
         if resume {
             let _ = life.resume();
         }
@@ -161,7 +201,7 @@ impl Controller {
                 written_bytes: s.written_bytes,
                 took_ms: s.took_ms,
             },
-            Err(e) => failed(e.to_string()),
+            Err(e) => self.failure(e.to_string()),
         }
     }
 
@@ -201,7 +241,15 @@ impl Controller {
                 life.request_stop(StopReason::Killed);
                 state()
             }
-            Request::Snapshot { resume } => self.snapshot(Vec::new(), resume),
+            Request::Snapshot { resume, dirty } => self.snapshot(Vec::new(), resume, dirty),
+            Request::Precopy { round } => self.precopy(Vec::new(), round),
+            Request::PrecopyEnd => match &self.snapshots {
+                Some(s) => match s.precopy_end() {
+                    Ok(()) => state(),
+                    Err(e) => failed(&e),
+                },
+                None => state(),
+            },
             Request::Shutdown { timeout_ms } => {
                 if life.state() == RunState::Stopped {
                     return Response::Shutdown {
@@ -652,5 +700,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let line = br#"{"v":1,"cmd":"precopy","round":0}"#;
+        match ctl.handle_line(line) {
+            Response::Error(ErrorReply::Failed { reason, .. }) => {
+                assert!(reason.contains("or migrate"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a pre-copy, there is no tracking to end: the state is answered.
+        let line = br#"{"v":1,"cmd":"precopy_end"}"#;
+        assert!(matches!(ctl.handle_line(line), Response::State { .. }));
     }
 }

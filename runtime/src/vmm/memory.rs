@@ -4,12 +4,17 @@
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{
-    Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    MemoryRegionAddress,
+    Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
 };
 
 use super::arch::x86_64::layout::{self, HIMEM_START, PAGE_SIZE};
+
+/// Guest memory as the engine maps it: every region carries a bitmap of the pages the
+/// VMM itself wrote (its devices: disk reads, received frames, used rings), which KVM's
+/// dirty log cannot see — a live migration sends both (`crate::vmm::dirty`).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<AtomicBitmap>;
 
 /// The least memory a VM may have: the boot structures below 1 MiB and a small kernel.
 pub const MIN_MEMORY: u64 = 4 << 20;
@@ -120,16 +125,22 @@ pub fn check_size(requested: u64, host: HostLimits) -> Result<(), MemoryError> {
 }
 
 /// Maps `size` bytes of guest memory (unregistered).
-pub fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create(size: u64) -> Result<GuestMemory, MemoryError> {
     let ranges: Vec<(GuestAddress, usize)> = layout::ram_ranges(size)
         .into_iter()
         .map(|(start, len)| (GuestAddress(start), len as usize))
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(MemoryError::Mmap)
+    GuestMemory::from_ranges(&ranges).map_err(MemoryError::Mmap)
 }
 
 /// Registers every region of `mem` with the VM, one slot each.
-pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+pub fn register(vm: &VmFd, mem: &GuestMemory) -> Result<(), MemoryError> {
+    set_slots(vm, mem, 0)
+}
+
+/// Registers every region of `mem` again with `flags` (`KVM_MEM_LOG_DIRTY_PAGES` on or
+/// off: KVM changes only the flags of a slot registered again at the same place).
+pub fn set_slots(vm: &VmFd, mem: &GuestMemory, flags: u32) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
         let slot = slot as u32;
         let host = region
@@ -140,7 +151,7 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
             })?;
         let r = kvm_userspace_memory_region {
             slot,
-            flags: 0,
+            flags,
             guest_phys_addr: region.start_addr().raw_value(),
             memory_size: region.len(),
             userspace_addr: host as u64,
@@ -155,7 +166,7 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
 }
 
 /// End of the RAM below the MMIO hole (where an initrd goes).
-pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
+pub fn low_ram_end(mem: &GuestMemory) -> u64 {
     mem.iter()
         .next()
         .map(|r| r.start_addr().raw_value() + r.len())

@@ -25,6 +25,7 @@ pub mod console;
 pub mod console_log;
 pub mod control;
 pub mod devices;
+pub mod dirty;
 pub mod entry;
 pub mod jail;
 pub mod lifecycle;
@@ -47,9 +48,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::vmm::memory::GuestMemory;
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::GuestMemoryMmap;
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -222,7 +223,7 @@ pub struct Vmm {
     residency: Option<Arc<snapshot::memory::Residency>>,
     vm: Arc<VmFd>,
     _kvm: Kvm,
-    mem: GuestMemoryMmap,
+    mem: GuestMemory,
 }
 
 fn eventfd() -> Result<EventFd, VmmError> {
@@ -348,11 +349,7 @@ impl Vmm {
 
     /// Loads kernel, command line (the spec's, then `devices_words`) and initrd;
     /// writes the boot tables. Returns the kernel's 64-bit entry.
-    fn load_guest(
-        spec: &VmmSpec,
-        mem: &GuestMemoryMmap,
-        devices_words: &str,
-    ) -> Result<u64, VmmError> {
+    fn load_guest(spec: &VmmSpec, mem: &GuestMemory, devices_words: &str) -> Result<u64, VmmError> {
         let kernel = loader::load_kernel(mem, &mut open(&spec.kernel)?)?;
         let cmdline = match (spec.cmdline.trim_end(), devices_words) {
             (c, "") => c.to_string(),
@@ -534,6 +531,7 @@ impl Vmm {
             i8042: self.i8042.clone(),
             virtio: self.virtio.transports(),
             residency: self.residency.clone(),
+            dirty: Default::default(),
         };
         let ctl = Controller::new(
             self.life.clone(),

@@ -70,13 +70,35 @@ pub enum Request {
         /// Resume the VM once saved.
         #[serde(default)]
         resume: bool,
+        /// Write as memory only the pages written since the last [`Request::Precopy`]
+        /// round, as a pages file (`snapshot::pages`): a live migration's last round.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dirty: bool,
     },
+    /// A live migration's pre-copy round, written into the one file sent with this
+    /// line while the guest runs: round 0 turns dirty-page tracking on and writes all
+    /// of memory (a memory file), later rounds the pages written since the round
+    /// before (a pages file): [`Response::Precopy`].
+    Precopy {
+        /// The round, from 0.
+        round: u32,
+    },
+    /// Turn dirty-page tracking off (the migration did not happen): [`Response::State`].
+    PrecopyEnd,
 }
 
 impl Request {
     /// The `cmd` of every request this build knows.
-    pub const NAMES: &'static [&'static str] =
-        &["status", "pause", "resume", "shutdown", "kill", "snapshot"];
+    pub const NAMES: &'static [&'static str] = &[
+        "status",
+        "pause",
+        "resume",
+        "shutdown",
+        "kill",
+        "snapshot",
+        "precopy",
+        "precopy_end",
+    ];
 
     /// The request as one line (with its newline), at this build's [`VERSION`].
     pub fn to_line(&self) -> Vec<u8> {
@@ -122,6 +144,19 @@ pub enum Response {
         /// Milliseconds from the pause to the end of the save.
         took_ms: u64,
     },
+    /// The answer to [`Request::Precopy`]: the round is written.
+    Precopy {
+        /// Running (or paused, if it was).
+        state: RunState,
+        /// The round.
+        round: u32,
+        /// Pages written since the round before (round 0: every page).
+        dirty_pages: u64,
+        /// Bytes of pages written into the file.
+        written_bytes: u64,
+        /// Milliseconds the round took.
+        took_ms: u64,
+    },
     /// The request was refused or failed.
     Error(ErrorReply),
 }
@@ -141,7 +176,8 @@ impl Response {
             Response::Status(s) => Some(s.state),
             Response::State { state }
             | Response::Shutdown { state, .. }
-            | Response::Snapshot { state, .. } => Some(*state),
+            | Response::Snapshot { state, .. }
+            | Response::Precopy { state, .. } => Some(*state),
             Response::Error(ErrorReply::Failed { state, .. }) => Some(*state),
             Response::Error(_) => None,
         }

@@ -12,8 +12,21 @@ fn requests() -> Vec<Request> {
             timeout_ms: Some(30_000),
         },
         Request::Kill,
-        Request::Snapshot { resume: false },
-        Request::Snapshot { resume: true },
+        Request::Snapshot {
+            resume: false,
+            dirty: false,
+        },
+        Request::Snapshot {
+            resume: true,
+            dirty: false,
+        },
+        Request::Snapshot {
+            resume: false,
+            dirty: true,
+        },
+        Request::Precopy { round: 0 },
+        Request::Precopy { round: 7 },
+        Request::PrecopyEnd,
     ]
 }
 
@@ -93,6 +106,13 @@ fn responses() -> Vec<Response> {
             memory_bytes: 128 << 20,
             written_bytes: 4 << 20,
             took_ms: 12,
+        },
+        Response::Precopy {
+            state: RunState::Running,
+            round: 2,
+            dirty_pages: 310,
+            written_bytes: 310 * 4096,
+            took_ms: 3,
         },
         Response::Shutdown {
             state: RunState::Stopped,
@@ -192,7 +212,7 @@ fn an_unknown_request_is_a_typed_error() {
         e,
         ErrorReply::UnknownRequest {
             cmd: "migrate".into(),
-            known: "status, pause, resume, shutdown, kill, snapshot".into(),
+            known: "status, pause, resume, shutdown, kill, snapshot, precopy, precopy_end".into(),
         }
     );
     assert!(e.to_string().contains("\"migrate\""), "{e}");

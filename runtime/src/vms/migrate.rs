@@ -1,15 +1,19 @@
 //! A running VM moving to another host: what each of the two hosts does. The controller
 //! (`crate::apply::move_vm`) drives them, relaying the bytes between them.
 //!
-//! - On the host it leaves, [`save_out`] pauses the VM and has its VMM save it (the
-//!   snapshot request of [`super::snapshots`]) into `<state-dir>/<project>/migrations/
-//!   <vm>/out/{state,memory}`; [`read_out`] reads those files a chunk at a time (holes,
-//!   the guest's zero pages, are not sent); [`resume`] lets the guest run on when the
-//!   move fails; [`discard`] removes the files.
+//! - On the host it leaves, [`precopy_out`] has the VMM write a pre-copy round while
+//!   the guest runs (round 0 all of memory into `<state-dir>/<project>/migrations/
+//!   <vm>/out/memory`, every later round the pages written since into `out/pages`);
+//!   [`save_out`] pauses the VM and has its VMM save it (the snapshot request of
+//!   [`super::snapshots`]) into `out/state` and `out/memory` — or, after pre-copy
+//!   rounds, `out/pages` (only what changed since the last round); [`read_out`] reads
+//!   those files a chunk at a time (holes, the guest's zero pages, are not sent);
+//!   [`resume`] lets the guest run on when the move fails (and ends the dirty-page
+//!   tracking); [`discard`] removes the files.
 //! - On the host it goes to, [`receive_in`] writes the chunks into
-//!   `<state-dir>/<project>/migrations/<vm>/in/`; the VM is then started from them
-//!   (`vmctl vmm --restore`, see [`start_in`]) with its disks and taps made there as for
-//!   any start.
+//!   `<state-dir>/<project>/migrations/<vm>/in/`, [`apply_pages`] lays each pages file
+//!   received into the memory file there; the VM is then started from them
+//!   (`vmctl vmm --restore`) with its disks and taps made there as for any start.
 //!
 //! Both directories are vmctl's own (mode 0700, made fresh for each move); nothing else
 //! is read or written.
@@ -32,6 +36,8 @@ use crate::vmm::protocol::{Request, Response};
 
 /// How long a resume may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pre-copy round may take (it writes up to all of the guest's memory).
+const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One of the two files a VM moves in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,17 +47,30 @@ pub enum MigrationFile {
     State,
     /// Its memory.
     Memory,
+    /// The pages written since the last pre-copy round (`vmm::snapshot::pages`).
+    Pages,
 }
 
 impl MigrationFile {
-    pub const ALL: [MigrationFile; 2] = [MigrationFile::State, MigrationFile::Memory];
-
     fn name(self) -> &'static str {
         match self {
             MigrationFile::State => Restore::STATE,
             MigrationFile::Memory => Restore::MEMORY,
+            MigrationFile::Pages => "pages",
         }
     }
+}
+
+/// What the VMM said of a pre-copy round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Precopied {
+    /// Pages written since the round before (round 0: every page of the guest).
+    pub dirty_pages: u64,
+    /// Bytes written into the round's file (round 0: pages not all zero).
+    pub written_bytes: u64,
+    /// Milliseconds the round took (the guest ran).
+    pub took_ms: u64,
 }
 
 /// What the VMM said of its save.
@@ -74,7 +93,7 @@ pub struct Saved {
     rename_all_fields = "kebab-case"
 )]
 pub enum InPart {
-    /// An empty (sparse) file of `size` bytes; the first makes the directory anew.
+    /// An empty (sparse) file of `size` bytes, in place of one of that name.
     Begin { size: u64 },
     /// `data` at `offset`.
     Data {
@@ -121,15 +140,70 @@ fn new_file(vm: &str, path: &Path) -> Result<File, VmError> {
         .map_err(io_err(vm, path))
 }
 
-/// Pauses VM `vm` and saves it for the move; it stays paused.
-pub fn save_out(host: &VmHost<'_>, vm: &str) -> Result<Saved, VmError> {
+/// A file of the move's directory `dir`, made anew (one of that name goes).
+fn replaced_file(vm: &str, dir: &Path, file: MigrationFile) -> Result<File, VmError> {
+    let path = dir.join(file.name());
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(vm, &path)(e)),
+        _ => {}
+    }
+    new_file(vm, &path)
+}
+
+/// Has the VMM of the running VM `vm` write pre-copy round `round` (see the module
+/// comment); the guest runs on.
+pub fn precopy_out(host: &VmHost<'_>, vm: &str, round: u32) -> Result<Precopied, VmError> {
     check_name(vm)?;
     let paths = VmPaths::new(host.state_dir, host.project, vm);
     let out = dir(host, vm, "out");
-    fresh_dir(vm, &out)?;
-    let state = new_file(vm, &out.join(MigrationFile::State.name()))?;
-    let memory = new_file(vm, &out.join(MigrationFile::Memory.name()))?;
-    let reply = super::snapshots::request_snapshot(&paths, &state, &memory, false);
+    let file = if round == 0 {
+        fresh_dir(vm, &out)?;
+        MigrationFile::Memory
+    } else {
+        MigrationFile::Pages
+    };
+    let f = replaced_file(vm, &out, file)?;
+    let request = Request::Precopy { round };
+    match process::request_with_files(&paths, &request, &[&f], SAVE_TIMEOUT) {
+        Some(Reply::Current(Response::Precopy {
+            dirty_pages,
+            written_bytes,
+            took_ms,
+            ..
+        })) => Ok(Precopied {
+            dirty_pages,
+            written_bytes,
+            took_ms,
+        }),
+        other => {
+            let _ = process::ask(&paths, &Request::PrecopyEnd, REQUEST_TIMEOUT);
+            let _ = fs::remove_dir_all(&out);
+            Err(VmError::Migrate {
+                vm: vm.into(),
+                reason: match other {
+                    Some(Reply::Current(Response::Error(e))) => e.to_string(),
+                    other => format!("its VMM did not write pre-copy round {round} ({other:?})"),
+                },
+            })
+        }
+    }
+}
+
+/// Pauses VM `vm` and saves it for the move; it stays paused. After pre-copy rounds
+/// (`precopied`), its memory is saved as the pages written since the last round.
+pub fn save_out(host: &VmHost<'_>, vm: &str, precopied: bool) -> Result<Saved, VmError> {
+    check_name(vm)?;
+    let paths = VmPaths::new(host.state_dir, host.project, vm);
+    let out = dir(host, vm, "out");
+    let memory_file = if precopied {
+        MigrationFile::Pages
+    } else {
+        fresh_dir(vm, &out)?;
+        MigrationFile::Memory
+    };
+    let state = replaced_file(vm, &out, MigrationFile::State)?;
+    let memory = replaced_file(vm, &out, memory_file)?;
+    let reply = super::snapshots::request_snapshot(&paths, &state, &memory, false, precopied);
     match reply {
         Some(Reply::Current(Response::Snapshot {
             memory_bytes,
@@ -156,12 +230,16 @@ pub fn save_out(host: &VmHost<'_>, vm: &str) -> Result<Saved, VmError> {
     }
 }
 
-/// Lets the paused VM `vm` run on (a move that failed).
+/// Lets the paused VM `vm` run on (a move that failed), with no dirty pages tracked.
 pub fn resume(host: &VmHost<'_>, vm: &str) -> Result<(), VmError> {
     check_name(vm)?;
     let paths = VmPaths::new(host.state_dir, host.project, vm);
     match process::ask(&paths, &Request::Resume, REQUEST_TIMEOUT) {
-        Some(Reply::Current(Response::State { .. })) => Ok(()),
+        Some(Reply::Current(Response::State { .. })) => {
+            // Tracking costs the guest a fault on its first write of each page.
+            let _ = process::ask(&paths, &Request::PrecopyEnd, REQUEST_TIMEOUT);
+            Ok(())
+        }
         other => Err(VmError::Migrate {
             vm: vm.into(),
             reason: format!("its VMM did not resume it ({other:?})"),
@@ -211,10 +289,10 @@ pub fn receive_in(
     let path = dir.join(file.name());
     match part {
         InPart::Begin { size } => {
-            if file == MigrationFile::ALL[0] {
+            if !dir.is_dir() {
                 fresh_dir(vm, &dir)?;
             }
-            let f = new_file(vm, &path)?;
+            let f = replaced_file(vm, &dir, file)?;
             f.set_len(*size).map_err(io_err(vm, &path))
         }
         InPart::Data { offset, data } => {
@@ -237,6 +315,32 @@ pub fn receive_in(
             f.write_all_at(data, *offset).map_err(io_err(vm, &path))
         }
     }
+}
+
+/// Lays the pages file received for VM `vm` into its memory file there, and removes
+/// it: the pages applied.
+pub fn apply_pages(host: &VmHost<'_>, vm: &str) -> Result<u64, VmError> {
+    check_name(vm)?;
+    let dir = dir(host, vm, "in");
+    let open = |file: MigrationFile, write: bool| {
+        let path = dir.join(file.name());
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io_err(vm, &path))
+    };
+    let pages = open(MigrationFile::Pages, false)?;
+    let memory = open(MigrationFile::Memory, true)?;
+    let applied =
+        crate::vmm::snapshot::pages::apply(&pages, &memory).map_err(|e| VmError::Migrate {
+            vm: vm.into(),
+            reason: format!("its pages could not be applied: {e}"),
+        })?;
+    let path = dir.join(MigrationFile::Pages.name());
+    fs::remove_file(&path).map_err(io_err(vm, &path))?;
+    Ok(applied)
 }
 
 /// What a move that did not finish left on a host, as observing finds it.
@@ -306,8 +410,14 @@ pub fn discard(host: &VmHost<'_>, vm: &str) -> Result<(), VmError> {
     rename_all_fields = "kebab-case"
 )]
 pub enum MigrationCall {
+    /// [`precopy_out`].
+    PrecopyOut { vm: String, round: u32 },
     /// [`save_out`].
-    SaveOut { vm: String },
+    SaveOut {
+        vm: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        precopied: bool,
+    },
     /// [`read_out`].
     ReadOut {
         vm: String,
@@ -322,6 +432,8 @@ pub enum MigrationCall {
         file: MigrationFile,
         part: InPart,
     },
+    /// [`apply_pages`].
+    ApplyPages { vm: String },
     /// [`discard`].
     Discard { vm: String },
 }
@@ -335,6 +447,7 @@ pub enum MigrationCall {
 )]
 pub enum MigrationAnswer {
     Saved { saved: Saved },
+    Precopied { precopied: Precopied },
     Chunk { chunk: Chunk },
     Done,
 }
@@ -342,8 +455,11 @@ pub enum MigrationAnswer {
 /// Carries out `call` on this host.
 pub fn serve(host: &VmHost<'_>, call: &MigrationCall) -> Result<MigrationAnswer, VmError> {
     Ok(match call {
-        MigrationCall::SaveOut { vm } => MigrationAnswer::Saved {
-            saved: save_out(host, vm)?,
+        MigrationCall::PrecopyOut { vm, round } => MigrationAnswer::Precopied {
+            precopied: precopy_out(host, vm, *round)?,
+        },
+        MigrationCall::SaveOut { vm, precopied } => MigrationAnswer::Saved {
+            saved: save_out(host, vm, *precopied)?,
         },
         MigrationCall::ReadOut { vm, file, offset } => MigrationAnswer::Chunk {
             chunk: read_out(host, vm, *file, *offset)?,
@@ -354,6 +470,10 @@ pub fn serve(host: &VmHost<'_>, call: &MigrationCall) -> Result<MigrationAnswer,
         }
         MigrationCall::ReceiveIn { vm, file, part } => {
             receive_in(host, vm, *file, part)?;
+            MigrationAnswer::Done
+        }
+        MigrationCall::ApplyPages { vm } => {
+            apply_pages(host, vm)?;
             MigrationAnswer::Done
         }
         MigrationCall::Discard { vm } => {

@@ -289,15 +289,16 @@ pub fn create(
 }
 
 /// Asks the VMM of `paths` to save its VM into `state` and `memory` (passed to it
-/// with the request), resuming it after when `resume`; its reply (`None`: no VMM
-/// answered).
+/// with the request), resuming it after when `resume`, its memory as the pages written
+/// since the last pre-copy round when `dirty`; its reply (`None`: no VMM answered).
 pub fn request_snapshot(
     paths: &VmPaths,
     state: &File,
     memory: &File,
     resume: bool,
+    dirty: bool,
 ) -> Option<Reply> {
-    let request = Request::Snapshot { resume };
+    let request = Request::Snapshot { resume, dirty };
     process::request_with_files(paths, &request, &[state, memory], SAVE_TIMEOUT)
 }
 
@@ -312,7 +313,7 @@ fn save(
     let state = new_file(&dir.join(Restore::STATE))?;
     let memory = new_file(&dir.join(Restore::MEMORY))?;
     let started = Instant::now();
-    let reply = request_snapshot(paths, &state, &memory, false);
+    let reply = request_snapshot(paths, &state, &memory, false, false);
     let resume = || {
         if !was_paused {
             let _ = process::ask(paths, &Request::Resume, REQUEST_TIMEOUT);

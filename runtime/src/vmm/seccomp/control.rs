@@ -3,7 +3,9 @@
 //! opened, no socket made: they serve the listeners they were given. A snapshot is
 //! saved on the control thread into files its client sends with the request.
 
-use kvm_bindings::{kvm_clock_data, kvm_irqchip, kvm_pit_state2, KVMIO};
+use kvm_bindings::{
+    kvm_clock_data, kvm_dirty_log, kvm_irqchip, kvm_pit_state2, kvm_userspace_memory_region, KVMIO,
+};
 use vmm_sys_util::ioctl::{ioctl_expr, _IOC_READ, _IOC_WRITE};
 
 use super::{any, arg_in, ioctl, Rule};
@@ -31,6 +33,25 @@ pub const KVM_VM_GETTERS: [u64; 3] = [
     ) as u64,
 ];
 
+/// A live migration's dirty-page log: `KVM_GET_DIRTY_LOG`, and
+/// `KVM_SET_USER_MEMORY_REGION` to turn `KVM_MEM_LOG_DIRTY_PAGES` on and off on the
+/// slots already there (the control thread registers them again, same place, other
+/// flags; the ioctl's argument is a pointer, so seccomp cannot hold it to that).
+pub const KVM_DIRTY_LOG: [u64; 2] = [
+    ioctl_expr(
+        _IOC_WRITE,
+        KVMIO,
+        0x42,
+        std::mem::size_of::<kvm_dirty_log>() as u32,
+    ) as u64,
+    ioctl_expr(
+        _IOC_WRITE,
+        KVMIO,
+        0x46,
+        std::mem::size_of::<kvm_userspace_memory_region>() as u32,
+    ) as u64,
+];
+
 /// The control rules, one a line.
 #[rustfmt::skip]
 pub const RULES: &[Rule] = &[
@@ -39,9 +60,10 @@ pub const RULES: &[Rule] = &[
     any(libc::SYS_recvfrom, "console input (a socket's read)"),
     any(libc::SYS_recvmsg, "a control request and the files sent with it (a snapshot's state and memory files)"),
     any(libc::SYS_sendto, "replies, console headers (a socket's write)"),
-    any(libc::SYS_write, "irqfds: the serial port's (console input), the i8042's (shutdown's Ctrl-Alt-Del)"),
+    any(libc::SYS_write, "irqfds: the serial port's (console input), the i8042's (shutdown's Ctrl-Alt-Del); a migration's pages file"),
     ioctl(&[libc::FIONBIO], "a client's socket made (non-)blocking around a reply"),
     ioctl(&KVM_VM_GETTERS, "a snapshot saves the irqchip, the PIT and the KVM clock (getters only)"),
+    ioctl(&KVM_DIRTY_LOG, "a live migration's pre-copy reads the dirty-page log, and turns it on and off"),
     any(libc::SYS_pwrite64, "a snapshot's memory file written (sparse); a disk write served before a snapshot"),
     any(libc::SYS_ftruncate, "a snapshot's memory file sized to guest memory"),
     any(libc::SYS_pread64, "a disk read served before a snapshot (requests the guest made before the pause)"),

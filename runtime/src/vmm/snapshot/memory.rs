@@ -19,14 +19,16 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
+use vm_memory::bitmap::{AtomicBitmap, NewBitmap};
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap, MemoryRegionAddress,
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress,
 };
 
 use super::SnapshotError;
 use crate::vmm::arch::x86_64::layout;
+use crate::vmm::memory::GuestMemory;
 
 const PAGE: usize = 4096;
 /// The longest run written by one `pwrite`.
@@ -121,7 +123,7 @@ fn pwrite_all(file: &File, mut data: &[u8], mut offset: u64) -> Result<(), Snaps
 /// parked and no device serving a queue. With `residency`, anonymous pages the
 /// process never had are skipped without being read.
 pub fn save(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     file: &File,
     residency: Option<&Residency>,
 ) -> Result<u64, SnapshotError> {
@@ -168,7 +170,7 @@ pub fn save(
 
 /// Maps `memory` bytes of guest RAM from `file`, copy-on-write; the file must hold
 /// exactly that much.
-pub fn map_private(file: &File, memory: u64) -> Result<GuestMemoryMmap, SnapshotError> {
+pub fn map_private(file: &File, memory: u64) -> Result<GuestMemory, SnapshotError> {
     let len = file
         .metadata()
         .map_err(io("reading the memory file's size"))?
@@ -182,18 +184,21 @@ pub fn map_private(file: &File, memory: u64) -> Result<GuestMemoryMmap, Snapshot
         let fd = file
             .try_clone()
             .map_err(io("duplicating the memory file"))?;
-        let region = MmapRegionBuilder::new(size as usize)
-            .with_file_offset(FileOffset::new(fd, offset))
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
-            .build()
-            .map_err(|e| SnapshotError::Map(e.to_string()))?;
+        let region = MmapRegionBuilder::new_with_bitmap(
+            size as usize,
+            AtomicBitmap::with_len(size as usize),
+        )
+        .with_file_offset(FileOffset::new(fd, offset))
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+        .build()
+        .map_err(|e| SnapshotError::Map(e.to_string()))?;
         let region = GuestRegionMmap::new(region, GuestAddress(start))
             .ok_or_else(|| SnapshotError::Map(format!("region at {start:#x} overflows")))?;
         regions.push(region);
         offset += size;
     }
-    GuestMemoryMmap::from_regions(regions).map_err(|e| SnapshotError::Map(e.to_string()))
+    GuestMemory::from_regions(regions).map_err(|e| SnapshotError::Map(e.to_string()))
 }
 
 #[cfg(test)]

@@ -11,12 +11,14 @@
 //! One job per file: [`vcpu`] (a vCPU's KVM state, saved by its own parked thread),
 //! [`vm`] (irqchip, PIT, clock), [`devices`] (serial, i8042, virtio transports and
 //! queues), [`format`] (the state file), [`memory`] (the memory file and the
-//! copy-on-write mapping a restore runs on), [`save`] (pausing and saving a running
-//! VM), [`restore`] (building a VMM from a snapshot).
+//! copy-on-write mapping a restore runs on), [`pages`] (the pages a live migration's
+//! round sends), [`save`] (pausing and saving a running VM, and the pre-copy rounds of
+//! a live migration), [`restore`] (building a VMM from a snapshot).
 
 pub mod devices;
 pub mod format;
 pub mod memory;
+pub mod pages;
 pub mod restore;
 pub mod save;
 pub mod vcpu;

@@ -14,14 +14,15 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::vmm::memory::GuestMemory;
 use kvm_ioctls::VmFd;
-use vm_memory::GuestMemoryMmap;
 
 use super::vcpu::{VcpuCommand, VcpuReply};
-use super::{format, memory, vm, DevicesState, Snapshot, SnapshotError};
+use super::{format, memory, pages, vm, DevicesState, Snapshot, SnapshotError};
 use crate::vmm::devices::bus;
 use crate::vmm::devices::serial::SerialDevice;
 use crate::vmm::devices::virtio::VirtioDevice;
+use crate::vmm::dirty::{self, DirtyLog};
 use crate::vmm::lifecycle::{Lifecycle, RunState};
 use crate::vmm::virtio_wiring::Transport;
 use crate::vmm::I8042Device;
@@ -49,7 +50,7 @@ pub struct Snapshotter {
     /// The VM (irqchip, PIT, clock).
     pub vm: Arc<VmFd>,
     /// Guest memory.
-    pub mem: GuestMemoryMmap,
+    pub mem: GuestMemory,
     /// Whether the VM has a PIT.
     pub pit: bool,
     /// The guest's TSC rate in kHz (0: unknown).
@@ -62,12 +63,69 @@ pub struct Snapshotter {
     pub virtio: Vec<Arc<Mutex<Transport>>>,
     /// The page map, to skip memory the guest never touched.
     pub residency: Option<Arc<memory::Residency>>,
+    /// The pages written since the last look, while a live migration runs.
+    pub dirty: Arc<DirtyLog>,
+}
+
+/// How a save writes the guest's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryOut {
+    /// All of it, as a memory file (a snapshot; a stop-and-copy move).
+    All,
+    /// The pages written since the last pre-copy round, as a pages file (the last
+    /// round of a live migration).
+    Dirty,
+}
+
+/// What a pre-copy round wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Precopied {
+    /// Pages found written since the round before (round 0: every page of the guest).
+    pub dirty_pages: u64,
+    /// Bytes of pages written out.
+    pub written_bytes: u64,
+    /// Milliseconds the round took (the guest ran meanwhile).
+    pub took_ms: u64,
 }
 
 impl Snapshotter {
-    /// Saves the VM into `state_out` and `memory_out`; the VM is paused afterwards
-    /// (also when the save failed, if it was paused for it).
-    pub fn save(&self, state_out: &File, memory_out: &File) -> Result<Saved, SnapshotError> {
+    /// One round of a live migration's pre-copy, written into `out` while the guest
+    /// runs. Round 0 turns dirty-page tracking on and writes all of memory (a memory
+    /// file: zero pages as holes); every later round writes the pages written since the
+    /// round before (a pages file).
+    pub fn precopy(&self, round: u32, out: &File) -> Result<Precopied, SnapshotError> {
+        let started = Instant::now();
+        let dirty_err = |e: dirty::DirtyError| SnapshotError::Save(e.to_string());
+        let (dirty_pages, written_bytes) = if round == 0 {
+            self.dirty.start(&self.vm, &self.mem).map_err(dirty_err)?;
+            let written = memory::save(&self.mem, out, self.residency.as_deref())?;
+            (self.life.memory / 4096, written)
+        } else {
+            let bits = self.dirty.take(&self.vm, &self.mem).map_err(dirty_err)?;
+            (dirty::count(&bits), pages::write(&self.mem, &bits, out)?)
+        };
+        Ok(Precopied {
+            dirty_pages,
+            written_bytes,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Ends dirty-page tracking (a migration that did not happen).
+    pub fn precopy_end(&self) -> Result<(), SnapshotError> {
+        self.dirty
+            .stop(&self.vm, &self.mem)
+            .map_err(|e| SnapshotError::Save(e.to_string()))
+    }
+
+    /// Saves the VM into `state_out` and `memory_out` (its memory as `how` says); the
+    /// VM is paused afterwards (also when the save failed, if it was paused for it).
+    pub fn save(
+        &self,
+        state_out: &File,
+        memory_out: &File,
+        how: MemoryOut,
+    ) -> Result<Saved, SnapshotError> {
         let started = Instant::now();
         if self.life.state() != RunState::Paused {
             self.life
@@ -110,7 +168,16 @@ impl Snapshotter {
             devices,
         };
         let bytes = format::encode(&snapshot)?;
-        let written_bytes = memory::save(&self.mem, memory_out, self.residency.as_deref())?;
+        let written_bytes = match how {
+            MemoryOut::All => memory::save(&self.mem, memory_out, self.residency.as_deref())?,
+            MemoryOut::Dirty => {
+                let bits = self
+                    .dirty
+                    .take(&self.vm, &self.mem)
+                    .map_err(|e| SnapshotError::Save(e.to_string()))?;
+                pages::write(&self.mem, &bits, memory_out)?
+            }
+        };
         drop(transports);
         let mut out = state_out;
         out.write_all(&bytes).map_err(|source| SnapshotError::Io {

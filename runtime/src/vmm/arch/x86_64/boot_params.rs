@@ -3,7 +3,9 @@
 //! bzImage, or made up for an ELF vmlinux) with the command line and initrd.
 
 use linux_loader::bootparam::{boot_e820_entry, boot_params, setup_header};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vmm::memory::GuestMemory;
 
 use super::layout::{EBDA_START, HIMEM_START, ZERO_PAGE_START};
 
@@ -126,7 +128,7 @@ pub fn build_boot_params(info: &BootInfo) -> Result<boot_params, BootParamsError
 }
 
 /// Writes the zero page for `info` at [`ZERO_PAGE_START`].
-pub fn write_boot_params(mem: &GuestMemoryMmap, info: &BootInfo) -> Result<(), BootParamsError> {
+pub fn write_boot_params(mem: &GuestMemory, info: &BootInfo) -> Result<(), BootParamsError> {
     let params = build_boot_params(info)?;
     mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
         .map_err(|_| BootParamsError::Write)

@@ -12,7 +12,9 @@ use std::os::unix::fs::FileExt;
 use linux_loader::bootparam::setup_header;
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::{self, bzimage::BzImage, elf::Elf, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vmm::memory::GuestMemory;
 
 use super::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, PAGE_SIZE};
 
@@ -193,7 +195,7 @@ const XLF_KERNEL_64: u16 = 1;
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
 /// Loads an ELF vmlinux or a bzImage from `kernel`, after [`kernel_format`] checked it.
-pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<LoadedKernel, LoaderError> {
+pub fn load_kernel(mem: &GuestMemory, kernel: &mut File) -> Result<LoadedKernel, LoaderError> {
     let himem = Some(GuestAddress(HIMEM_START));
     let head = read_kernel_head(kernel).map_err(LoaderError::ReadKernel)?;
     if kernel_format(&head)? == KernelFormat::Elf {
@@ -218,7 +220,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<LoadedKer
 
 /// Validates `cmdline` and writes it NUL-terminated at [`CMDLINE_START`]; returns its
 /// address and length (without the NUL).
-pub fn load_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<(u64, usize), LoaderError> {
+pub fn load_cmdline(mem: &GuestMemory, cmdline: &str) -> Result<(u64, usize), LoaderError> {
     let mut c = Cmdline::new(CMDLINE_MAX_SIZE + 1).map_err(LoaderError::Cmdline)?;
     if !cmdline.is_empty() {
         c.insert_str(cmdline).map_err(LoaderError::Cmdline)?;
@@ -250,7 +252,7 @@ pub fn initrd_address(size: u64, kernel_end: u64, limit: u64) -> Result<u64, Loa
 
 /// Reads the initrd into guest memory at the top of low RAM; returns `(address, size)`.
 pub fn load_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     initrd: &mut File,
     size: u64,
     kernel: &LoadedKernel,
@@ -279,8 +281,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap()
+    fn mem() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap()
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! interrupt source entry per IO-APIC pin, and the LINT0/LINT1 wiring. Both carry
 //! checksums (all bytes sum to zero).
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vmm::memory::GuestMemory;
 
 use super::layout::{APIC_START, EBDA_START, IOAPIC_START, MPTABLE_START};
 
@@ -137,7 +139,7 @@ pub fn mptable_bytes(base: u64, cpus: u32) -> Result<Vec<u8>, MptableError> {
 }
 
 /// Writes the MP table for `cpus` vCPUs at [`MPTABLE_START`].
-pub fn setup_mptable(mem: &GuestMemoryMmap, cpus: u32) -> Result<(), MptableError> {
+pub fn setup_mptable(mem: &GuestMemory, cpus: u32) -> Result<(), MptableError> {
     let bytes = mptable_bytes(MPTABLE_START, cpus)?;
     debug_assert!(MPTABLE_START + bytes.len() as u64 <= EBDA_START + 0x400);
     mem.write_slice(&bytes, GuestAddress(MPTABLE_START))
@@ -192,7 +194,7 @@ mod tests {
 
     #[test]
     fn written_where_linux_scans() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         setup_mptable(&mem, 2).unwrap();
         let mut sig = [0u8; 4];
         mem.read_slice(&mut sig, GuestAddress(639 * 1024)).unwrap();

@@ -5,7 +5,9 @@
 
 use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vmm::memory::GuestMemory;
 
 use super::gdt::{self, BOOT_GDT, CODE_INDEX, DATA_INDEX, TSS_INDEX};
 use super::layout::{
@@ -59,7 +61,7 @@ const PTE_PS: u64 = 0x80;
 
 /// Writes the GDT, an empty IDT and identity page tables for the first GiB (2 MiB
 /// pages) into guest memory. Done once per VM; every vCPU's sregs point at them.
-pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
+pub fn write_boot_tables(mem: &GuestMemory) -> Result<(), RegsError> {
     let write = |bytes: &[u8], addr: u64, what| {
         mem.write_slice(bytes, GuestAddress(addr))
             .map_err(|_| RegsError::WriteBootTables { what })
@@ -259,7 +261,7 @@ mod tests {
 
     #[test]
     fn boot_tables_land_in_guest_memory() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         write_boot_tables(&mem).unwrap();
         let pml4: u64 = mem.read_obj(GuestAddress(PML4_START)).unwrap();
         assert_eq!(pml4, PDPTE_START | 3);

@@ -53,7 +53,7 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 /// The guest memory type the devices work on.
-pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+pub type GuestMemoryMmap = crate::vmm::memory::GuestMemory;
 
 /// `InterruptStatus` bit: the device used buffers in at least one queue.
 pub const VIRTIO_MMIO_INT_VRING: u32 = 0x01;

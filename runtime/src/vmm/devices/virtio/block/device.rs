@@ -20,6 +20,7 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::Queue;
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::request::{self, RequestKind};
@@ -359,6 +360,9 @@ impl Disk {
                 if reading {
                     let guard = slice.ptr_guard_mut();
                     pread_exact(&self.file, guard.as_ptr(), slice.len(), offset)?;
+                    // Written past vm-memory's accessors: marked for a migration's
+                    // dirty pages by hand.
+                    slice.bitmap().mark_dirty(0, slice.len());
                 } else {
                     let guard = slice.ptr_guard();
                     pwrite_all(&self.file, guard.as_ptr(), slice.len(), offset)?;
