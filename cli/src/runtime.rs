@@ -422,6 +422,7 @@ pub fn print_notes(report: &apply::ApplyReport) {
                 memory_bytes,
                 paused_bytes,
                 disk_bytes,
+                disk_paused_bytes,
             } => {
                 let human = vmctl_schema::capacity::human;
                 let converged = if *converged {
@@ -430,10 +431,11 @@ pub fn print_notes(report: &apply::ApplyReport) {
                     format!(" — it did not converge (the guest wrote as fast as the move sent), so it paused longer than its {budget_ms} ms budget")
                 };
                 println!(
-                    "Migrated VM {name:?} from host {from:?} to host {host:?} while it ran: paused {pause_ms} ms (its save {save_ms} ms) after {rounds} pre-copy round(s), {total_ms} ms in all{converged}; sent {} of memory and state ({} of it paused), {} of disks.",
+                    "Migrated VM {name:?} from host {from:?} to host {host:?} while it ran: paused {pause_ms} ms (its save {save_ms} ms) after {rounds} pre-copy round(s), {total_ms} ms in all{converged}; sent {} of memory and state ({} of it paused), {} of disks ({} of it paused).",
                     human(*memory_bytes),
                     human(*paused_bytes),
-                    human(*disk_bytes)
+                    human(*disk_bytes),
+                    human(*disk_paused_bytes)
                 )
             }
             StepNote::VolumeMoved { name, from, bytes } => println!(

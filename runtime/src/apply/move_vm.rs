@@ -37,6 +37,7 @@ use super::steps::{Inventory, StepError, StepNote, StepOrder};
 use super::StepProgress;
 use crate::host::volume_transfer::ReceivePart;
 use crate::hosts::{Fleet, Host, RunSettings};
+use crate::vmm::devices::virtio::block::WRITTEN_BLOCK;
 use crate::vms::migrate::{InPart, MigrationAnswer, MigrationCall, MigrationFile, Precopied};
 
 /// The most pre-copy rounds after round 0; then the guest is paused whatever is left.
@@ -67,6 +68,8 @@ pub struct VmMove<'a> {
     discard: StepOrder,
     /// The volumes that move with it.
     disks: Vec<VolumeMove<'a>>,
+    /// The VM's disks (volume names) in its device order.
+    disk_order: Vec<String>,
     /// The pause the move aims under, in milliseconds.
     budget_ms: u64,
 }
@@ -122,6 +125,7 @@ impl<'a> VmMove<'a> {
             start,
             discard,
             disks,
+            disk_order: before.disks.clone(),
             budget_ms: after
                 .migration_downtime
                 .unwrap_or(vmctl_schema::DEFAULT_MIGRATION_DOWNTIME_MS),
@@ -137,10 +141,11 @@ impl<'a> VmMove<'a> {
     ) -> Result<Option<StepNote>, StepError> {
         let vm = self.vm.clone();
         let started = Instant::now();
+        let mut disk_bytes = 0;
         // Nothing of an earlier, interrupted move is left in the way.
         self.target
             .migration(project, &MigrationCall::Discard { vm: vm.clone() })?;
-        let pre = match self.precopy(project, settings.cancel, progress) {
+        let pre = match self.precopy(project, settings.cancel, progress, &mut disk_bytes) {
             Ok(pre) => pre,
             Err(e) => {
                 // The guest ran all along: it runs on, untracked; nothing stays on
@@ -164,8 +169,8 @@ impl<'a> VmMove<'a> {
             }
         };
         stall_for_tests();
-        let moved = self.copy_and_start(project, settings.cancel);
-        let (disk_bytes, paused_bytes) = match moved {
+        let moved = self.copy_and_start(project, settings.cancel, &saved.disks);
+        let (resent_bytes, paused_bytes) = match moved {
             Ok(sent) => sent,
             Err(e) => {
                 // The guest runs on where it was; nothing of it stays on the new host.
@@ -196,7 +201,8 @@ impl<'a> VmMove<'a> {
             budget_ms: self.budget_ms,
             memory_bytes: pre.sent + paused_bytes,
             paused_bytes,
-            disk_bytes,
+            disk_bytes: disk_bytes + resent_bytes,
+            disk_paused_bytes: resent_bytes,
         }))
     }
 
@@ -249,14 +255,22 @@ impl<'a> VmMove<'a> {
 
     /// Step 1, the guest running: round 0, then rounds until the expected pause fits
     /// the budget or the guest is found not to converge (see the module comment).
+    /// Its disks are copied after round 0 (which starts tracking their writes too);
+    /// `disk_bytes` counts their bytes.
     fn precopy(
         &self,
         project: &str,
         cancel: &AtomicBool,
         progress: &dyn Fn(&StepProgress),
+        disk_bytes: &mut u64,
     ) -> Result<Precopy, StepError> {
         let began = Instant::now();
         self.round(project, 0)?;
+        for disk in &self.disks {
+            if let Some(StepNote::VolumeMoved { bytes, .. }) = disk.copy(project, cancel, false)? {
+                *disk_bytes += bytes;
+            }
+        }
         let mut sent = self.copy_file(project, MigrationFile::Memory)?;
         let mut last = began.elapsed();
         let mut left = u64::MAX;
@@ -309,14 +323,29 @@ impl<'a> VmMove<'a> {
         }
     }
 
-    /// Steps 3 to 5 (the guest is paused): the bytes of disks, and of state and
-    /// memory, sent.
-    fn copy_and_start(&self, project: &str, cancel: &AtomicBool) -> Result<(u64, u64), StepError> {
+    /// Steps 3 to 5 (the guest is paused): the blocks of its disks written since they
+    /// were copied (`written`, in disk order) sent again, then its state and last
+    /// pages; the bytes of disks, and of state and memory, sent.
+    fn copy_and_start(
+        &self,
+        project: &str,
+        cancel: &AtomicBool,
+        written: &[Vec<[u64; 2]>],
+    ) -> Result<(u64, u64), StepError> {
         let mut disk_bytes = 0;
-        for disk in &self.disks {
-            if let Some(StepNote::VolumeMoved { bytes, .. }) = disk.copy(project, cancel, false)? {
-                disk_bytes += bytes;
-            }
+        for (name, runs) in self.disk_order.iter().zip(written) {
+            let Some(disk) = self.disks.iter().find(|d| d.name() == name) else {
+                continue;
+            };
+            let block = WRITTEN_BLOCK as u64;
+            let ranges: Vec<(u64, u64)> = runs
+                .iter()
+                .map(|[first, count]| {
+                    let start = first.saturating_mul(block);
+                    (start, start.saturating_add(count.saturating_mul(block)))
+                })
+                .collect();
+            disk_bytes += disk.resend(project, &ranges)?;
         }
         let mut memory_bytes = self.copy_file(project, MigrationFile::State)?;
         memory_bytes += self.send_pages(project)?;

@@ -19,6 +19,9 @@ use super::steps::{Inventory, Places, StepError, StepNote, StepOrder};
 use crate::host::volume_transfer::ReceivePart;
 use crate::hosts::{Fleet, Host, RunSettings};
 
+/// The most zero bytes sent in one part (a cleared block sent again).
+const ZERO_PIECE: u64 = 1 << 20;
+
 /// What moving one volume needs: both hosts and both pools.
 pub struct VolumeMove<'a> {
     source: &'a dyn Host,
@@ -88,7 +91,8 @@ impl<'a> VolumeMove<'a> {
     }
 
     /// Copies the volume; what the user is told. A disk of a VM that migrates is
-    /// copied by the VM's own step, while the VM is paused: nothing to do here.
+    /// copied by the VM's own step (while the guest runs, the blocks it wrote
+    /// meanwhile sent again at the pause): nothing to do here.
     pub fn run(&self, project: &str, cancel: &AtomicBool) -> Result<Option<StepNote>, StepError> {
         if !self.finish {
             return Ok(None);
@@ -163,6 +167,61 @@ impl<'a> VolumeMove<'a> {
             from: self.from.clone(),
             bytes,
         }))
+    }
+
+    /// The volume's name.
+    pub fn name(&self) -> &str {
+        &self.volume.name
+    }
+
+    /// Sends again the byte ranges `[start, end)` of the volume (its guest wrote them
+    /// while it was copied; the guest is paused now), zeros included: a block the
+    /// guest cleared must be cleared on the new host too. The bytes sent.
+    pub fn resend(&self, project: &str, ranges: &[(u64, u64)]) -> Result<u64, StepError> {
+        let name = self.volume.name.as_str();
+        let mut bytes = 0;
+        let zeros = |from: u64, to: u64| -> Result<(), StepError> {
+            let mut at = from;
+            while at < to {
+                let len = (to - at).min(ZERO_PIECE);
+                let data = ReceivePart::Data {
+                    offset: at,
+                    data: vec![0; len as usize],
+                };
+                self.receive(project, &data)?;
+                at += len;
+            }
+            Ok(())
+        };
+        for &(start, end) in ranges {
+            let mut at = start;
+            while at < end {
+                let mut chunk = self
+                    .source
+                    .read_volume(project, &self.from_pool, name, at)?;
+                let end = end.min(chunk.size);
+                // A hole before the chunk's data (or up to the end): zeros there.
+                let data_at = chunk.offset.clamp(at, end);
+                zeros(at, data_at)?;
+                let stop = chunk.next.clamp(data_at, end);
+                if data_at < stop {
+                    if chunk.data.is_empty() {
+                        zeros(data_at, stop)?;
+                    } else {
+                        chunk.data.truncate((stop - data_at) as usize);
+                        let data = ReceivePart::Data {
+                            offset: data_at,
+                            data: std::mem::take(&mut chunk.data),
+                        };
+                        self.receive(project, &data)?;
+                    }
+                }
+                bytes += stop - at;
+                // `stop > at` unless the chunk ends the file: then nothing is left.
+                at = if stop > at { stop } else { end };
+            }
+        }
+        Ok(bytes)
     }
 
     /// Removes the volume this move made on the new host (a move that failed after

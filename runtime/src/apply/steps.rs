@@ -427,7 +427,8 @@ pub enum StepNote {
     /// rounds while it ran (`converged`: the expected pause came within `budget_ms`),
     /// then paused `pause_ms` (its save `save_ms` of it); `memory_bytes` of memory and
     /// state sent in all (`paused_bytes` of it during the pause) and `disk_bytes` of
-    /// its disks (zero pages and holes are not sent).
+    /// its disks (`disk_paused_bytes` of them, the blocks written during the copy,
+    /// sent again in the pause; zero pages and holes are not sent).
     VmMigrated {
         name: String,
         from: String,
@@ -440,6 +441,7 @@ pub enum StepNote {
         memory_bytes: u64,
         paused_bytes: u64,
         disk_bytes: u64,
+        disk_paused_bytes: u64,
     },
     /// A volume was copied here from host `from` (its data, `bytes` of it; holes are
     /// not sent).

@@ -200,6 +200,7 @@ impl Controller {
                 memory_bytes: s.memory_bytes,
                 written_bytes: s.written_bytes,
                 took_ms: s.took_ms,
+                disks: s.disks,
             },
             Err(e) => self.failure(e.to_string()),
         }

@@ -532,6 +532,7 @@ impl Vmm {
             virtio: self.virtio.transports(),
             residency: self.residency.clone(),
             dirty: Default::default(),
+            disk_writes: self.virtio.disk_writes(),
         };
         let ctl = Controller::new(
             self.life.clone(),

@@ -143,6 +143,11 @@ pub enum Response {
         written_bytes: u64,
         /// Milliseconds from the pause to the end of the save.
         took_ms: u64,
+        /// After pre-copy rounds (`dirty`): each disk's blocks written since round 0
+        /// (64 KiB blocks, `[first, count]` runs), in disk order — what a migration
+        /// sends again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        disks: Vec<Vec<[u64; 2]>>,
     },
     /// The answer to [`Request::Precopy`]: the round is written.
     Precopy {

@@ -106,6 +106,15 @@ fn responses() -> Vec<Response> {
             memory_bytes: 128 << 20,
             written_bytes: 4 << 20,
             took_ms: 12,
+            disks: vec![],
+        },
+        Response::Snapshot {
+            state: RunState::Paused,
+            state_bytes: 22_684,
+            memory_bytes: 128 << 20,
+            written_bytes: 8192,
+            took_ms: 2,
+            disks: vec![vec![[0, 3], [17, 1]], vec![]],
         },
         Response::Precopy {
             state: RunState::Running,

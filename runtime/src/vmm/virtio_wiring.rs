@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
+use vm_memory::bitmap::AtomicBitmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -172,6 +173,8 @@ struct Attached {
 #[derive(Default)]
 pub struct VirtioDevices {
     devices: Vec<Attached>,
+    /// Each disk's written blocks, in disk order (a live migration re-sends them).
+    disk_writes: Vec<Arc<AtomicBitmap>>,
 }
 
 /// The event-loop token of device `dev`'s queue `slot`, or of its backend.
@@ -203,8 +206,11 @@ impl VirtioDevices {
             });
         }
         let mut devices = Vec::with_capacity(spec.count());
+        let mut disk_writes = Vec::with_capacity(spec.disks.len());
         for disk in &spec.disks {
-            let dev: Box<dyn VirtioDevice> = Box::new(Block::open(&disk.path, disk.read_only)?);
+            let block = Block::open(&disk.path, disk.read_only)?;
+            disk_writes.push(block.written());
+            let dev: Box<dyn VirtioDevice> = Box::new(block);
             let kind = DeviceKind::Blk {
                 path: disk.path.clone(),
                 read_only: disk.read_only,
@@ -226,7 +232,10 @@ impl VirtioDevices {
             };
             devices.push((kind, dev));
         }
-        let mut me = Self::default();
+        let mut me = Self {
+            disk_writes,
+            ..Self::default()
+        };
         for (index, (kind, device)) in devices.into_iter().enumerate() {
             me.devices
                 .push(Self::attach_one(vm, mem, mmio, index, kind, device)?);
@@ -296,6 +305,11 @@ impl VirtioDevices {
             .map(|d| cmdline_word(d.base, d.gsi))
             .collect();
         words.join(" ")
+    }
+
+    /// Each disk's written blocks, in disk order (for a live migration).
+    pub fn disk_writes(&self) -> Vec<Arc<AtomicBitmap>> {
+        self.disk_writes.clone()
     }
 
     /// Every device's transport, in device order (for snapshots).

@@ -74,7 +74,7 @@ pub struct Precopied {
 }
 
 /// What the VMM said of its save.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Saved {
     /// The guest's memory in bytes.
@@ -83,6 +83,10 @@ pub struct Saved {
     pub written_bytes: u64,
     /// Milliseconds from the pause to the end of the save.
     pub took_ms: u64,
+    /// After pre-copy rounds: each disk's blocks written since round 0 (`[first,
+    /// count]` runs of 64 KiB blocks), in the VM's disk order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Vec<[u64; 2]>>,
 }
 
 /// One step of receiving a moving VM's file.
@@ -209,11 +213,13 @@ pub fn save_out(host: &VmHost<'_>, vm: &str, precopied: bool) -> Result<Saved, V
             memory_bytes,
             written_bytes,
             took_ms,
+            disks,
             ..
         })) => Ok(Saved {
             memory_bytes,
             written_bytes,
             took_ms,
+            disks,
         }),
         other => {
             // Whatever the VMM did, the guest runs on where it is.

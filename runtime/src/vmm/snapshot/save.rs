@@ -26,12 +26,13 @@ use crate::vmm::dirty::{self, DirtyLog};
 use crate::vmm::lifecycle::{Lifecycle, RunState};
 use crate::vmm::virtio_wiring::Transport;
 use crate::vmm::I8042Device;
+use vm_memory::bitmap::AtomicBitmap;
 
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 const VCPU_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What was saved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {
     /// The state file's length.
     pub state_bytes: u64,
@@ -39,6 +40,9 @@ pub struct Saved {
     pub memory_bytes: u64,
     /// Bytes of memory actually written (pages not all zero).
     pub written_bytes: u64,
+    /// After pre-copy rounds (memory saved as the pages written since): each disk's
+    /// blocks written since round 0, in disk order; empty otherwise.
+    pub disks: Vec<WrittenBlocks>,
     /// Milliseconds from the pause to the end of the save.
     pub took_ms: u64,
 }
@@ -65,6 +69,30 @@ pub struct Snapshotter {
     pub residency: Option<Arc<memory::Residency>>,
     /// The pages written since the last look, while a live migration runs.
     pub dirty: Arc<DirtyLog>,
+    /// Each disk's written blocks, in disk order.
+    pub disk_writes: Vec<Arc<AtomicBitmap>>,
+}
+
+/// The blocks of one disk written since a live migration's round 0, as ranges of
+/// [`crate::vmm::devices::virtio::block::WRITTEN_BLOCK`]-byte blocks: `[first, count]`.
+pub type WrittenBlocks = Vec<[u64; 2]>;
+
+/// The runs of set bits in `words`: `[first, count]`.
+fn runs(words: &[u64]) -> WrittenBlocks {
+    let mut out: WrittenBlocks = Vec::new();
+    for (w, word) in words.iter().enumerate() {
+        let mut bits = *word;
+        while bits != 0 {
+            let bit = u64::from(bits.trailing_zeros());
+            bits &= bits - 1;
+            let block = w as u64 * 64 + bit;
+            match out.last_mut() {
+                Some([first, count]) if *first + *count == block => *count += 1,
+                _ => out.push([block, 1]),
+            }
+        }
+    }
+    out
 }
 
 /// How a save writes the guest's memory.
@@ -98,6 +126,11 @@ impl Snapshotter {
         let dirty_err = |e: dirty::DirtyError| SnapshotError::Save(e.to_string());
         let (dirty_pages, written_bytes) = if round == 0 {
             self.dirty.start(&self.vm, &self.mem).map_err(dirty_err)?;
+            // The disks are copied from now on, the guest writing: what it writes
+            // is sent again at the pause.
+            for disk in &self.disk_writes {
+                disk.reset();
+            }
             let written = memory::save(&self.mem, out, self.residency.as_deref())?;
             (self.life.memory / 4096, written)
         } else {
@@ -168,6 +201,14 @@ impl Snapshotter {
             devices,
         };
         let bytes = format::encode(&snapshot)?;
+        let disks = match how {
+            MemoryOut::All => Vec::new(),
+            MemoryOut::Dirty => self
+                .disk_writes
+                .iter()
+                .map(|d| runs(&d.get_and_reset()))
+                .collect(),
+        };
         let written_bytes = match how {
             MemoryOut::All => memory::save(&self.mem, memory_out, self.residency.as_deref())?,
             MemoryOut::Dirty => {
@@ -188,7 +229,20 @@ impl Snapshotter {
             state_bytes: bytes.len() as u64,
             memory_bytes: self.life.memory,
             written_bytes,
+            disks,
             took_ms: started.elapsed().as_millis() as u64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn written_blocks_are_runs() {
+        assert_eq!(super::runs(&[0, 0]), Vec::<[u64; 2]>::new());
+        assert_eq!(
+            super::runs(&[0b1110_0001, 1 << 63, 1]),
+            [[0, 1], [5, 3], [127, 2]]
+        );
     }
 }

@@ -9,9 +9,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
@@ -20,7 +22,7 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::Queue;
-use vm_memory::bitmap::Bitmap;
+use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::request::{self, RequestKind};
@@ -52,12 +54,18 @@ pub enum BlockError {
     Locked { path: PathBuf },
 }
 
+/// The blocks a live migration tracks a disk's writes in (64 KiB).
+pub const WRITTEN_BLOCK: usize = 64 << 10;
+
 /// The host side of a disk: the file and what the guest may do with it.
 #[derive(Debug)]
 struct Disk {
     file: File,
     size: u64,
     id: [u8; ID_LEN],
+    /// The blocks the guest wrote (always kept: an atomic OR a write; read and reset
+    /// by a live migration, which re-sends them).
+    written: Arc<AtomicBitmap>,
 }
 
 /// The state a block device has only while the driver runs it.
@@ -134,6 +142,10 @@ impl Block {
                 file,
                 size: meta.len(),
                 id,
+                written: Arc::new(AtomicBitmap::new(
+                    meta.len() as usize,
+                    NonZeroUsize::new(WRITTEN_BLOCK).unwrap_or(NonZeroUsize::MIN),
+                )),
             },
             read_only,
             config,
@@ -148,6 +160,11 @@ impl Block {
         let n = id.len().min(ID_LEN);
         self.disk.id = [0; ID_LEN];
         self.disk.id[..n].copy_from_slice(&id.as_bytes()[..n]);
+    }
+
+    /// The blocks of [`WRITTEN_BLOCK`] bytes the guest wrote, one bit each.
+    pub fn written(&self) -> Arc<AtomicBitmap> {
+        self.disk.written.clone()
     }
 
     /// The disk's capacity in 512-byte sectors, as the guest sees it.
@@ -263,7 +280,14 @@ fn serve(
             }
             Some(offset) => {
                 let reading = req.kind == RequestKind::In;
-                match disk.transfer(mem, buffers, offset, reading) {
+                let done = disk.transfer(mem, buffers, offset, reading);
+                if !reading {
+                    // After the write: a migration that reads the block before this
+                    // mark sends it again at the pause.
+                    disk.written
+                        .set_addr_range(offset as usize, req.data_len as usize);
+                }
+                match done {
                     Ok(()) if reading => {
                         counters.requests += 1;
                         counters.bytes_to_guest += req.data_len;

@@ -390,3 +390,27 @@ fn a_written_disk_has_one_writer() {
     drop((r1, _r2));
     assert!(Block::open(file.path(), false).is_ok());
 }
+
+#[test]
+fn writes_mark_their_blocks_and_reads_mark_the_guest_pages_they_fill() {
+    use vm_memory::GuestMemoryBackend;
+    let mut h = harness(false);
+    let written = h.blk.written();
+    let mem = h.mem.clone();
+    let region = mem.iter().next().unwrap();
+    let pages = |r: &vm_memory::GuestRegionMmap<vm_memory::bitmap::AtomicBitmap>| {
+        let map: &vm_memory::mmap::MmapRegion<_> = r;
+        map.bitmap().get_and_reset()
+    };
+    pages(region);
+    // A read fills guest memory past vm-memory's accessors: its pages are marked.
+    assert_eq!(h.request(VIRTIO_BLK_T_IN, 3, &[512], true), (OK, 513));
+    let marked = pages(region);
+    let data_page = (DATA / 4096) as usize;
+    assert_ne!(marked[data_page / 64] & (1 << (data_page % 64)), 0);
+    assert_eq!(written.get_and_reset(), vec![0]);
+    // A write marks the disk's block, not before.
+    h.mem.write_slice(&[1; 512], GuestAddress(DATA)).unwrap();
+    assert_eq!(h.request(VIRTIO_BLK_T_OUT, 10, &[512], false), (OK, 1));
+    assert_eq!(written.get_and_reset(), vec![1]);
+}

@@ -3,4 +3,4 @@
 mod device;
 mod request;
 
-pub use device::{Block, BlockError, ID_LEN, QUEUE_SIZE, SECTOR_SIZE};
+pub use device::{Block, BlockError, ID_LEN, QUEUE_SIZE, SECTOR_SIZE, WRITTEN_BLOCK};
