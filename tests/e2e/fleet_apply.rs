@@ -990,6 +990,12 @@ fn counting_lab(fleet: &Fleet) -> String {
 fn counting_then_moved(lab: &FleetLab) -> (PathBuf, String, String) {
     lab.ok(&["apply", "--auto-approve"]);
     crate::guest_count::wait_counts(|| console_of(lab, "host-a", "web-1"), 2);
+    web1_edited_onto_b(lab)
+}
+
+/// Edits web-1 (and its disk's pool) onto host b in the config: its path and its text
+/// for a and for b.
+fn web1_edited_onto_b(lab: &FleetLab) -> (PathBuf, String, String) {
     let path = lab.config.join("fleet.kdl");
     let on_a = std::fs::read_to_string(&path).unwrap();
     let on_b = on_a
@@ -1112,5 +1118,179 @@ fn a_migration_whose_source_vmm_is_killed_after_the_save_completes_from_it() {
     assert!(!after.contains("FAIL"), "{after}");
     assert!(!lab.state("host-a").join("fleet/vms/web-1").exists());
     assert_eq!(lab.planned(&[]), Vec::<String>::new());
+    lab.ok(&["destroy", "--auto-approve"]);
+}
+
+/// [`counting_lab`] with web-1 chatting while it counts (`testguest.chat`: its name
+/// frame every tick, what it hears printed) and a chatting peer on host a on the same
+/// spanning VLAN.
+fn chatting_lab(fleet: &Fleet) -> String {
+    let mut kdl = counting_lab(fleet).replace(
+        "testguest.name=web-1 testguest.count",
+        "testguest.name=web-1 testguest.count testguest.chat",
+    );
+    kdl.push_str(&format!(
+        "vm \"peer\" host=\"a\" {{\n    cpus 1\n    memory \"64MiB\"\n    kernel \"{kernel}\"\n    cmdline \"console=ttyS0 testguest.name=peer testguest.count=1 testguest.chat\"\n    nic vlan=\"front\"\n}}\n",
+        kernel = guest().display()
+    ));
+    kdl
+}
+
+/// The announcements (RARP requests a restored VMM sends) of `vm`'s first NIC, from
+/// its VMM's `status` over its control socket on `host`.
+fn nic_announcements(lab: &FleetLab, host: &str, vm: &str) -> u64 {
+    use std::io::{BufRead, Write};
+    let socket = lab
+        .state(host)
+        .join("fleet/vms")
+        .join(vm)
+        .join("control.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&socket)
+        .unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let request = serde_json::json!({"v": vmctl_runtime::vmm::protocol::VERSION, "cmd": "status"});
+    s.write_all(format!("{request}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    let status: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    let nic = status["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["kind"] == "net"))
+        .unwrap_or_else(|| panic!("no NIC in {status}"));
+    nic["counters"]["device"]["announcements"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no announcements in {nic}"))
+}
+
+/// The interface through which `host`'s bridges learnt `mac` (`bridge fdb`), if any.
+fn learnt_on(lab: &FleetLab, host: &str, mac: &str) -> Option<String> {
+    let out = std::process::Command::new("bridge")
+        .args(["-n", &lab.fleet.host(host).netns.name, "-j", "fdb", "show"])
+        .output()
+        .expect("bridge runs");
+    assert!(out.status.success(), "bridge fdb show: {}", text(&out));
+    let fdb: Value = serde_json::from_slice(&out.stdout).expect("fdb JSON");
+    fdb.as_array()?
+        .iter()
+        .find(|e| e["mac"] == mac && e["master"].is_string())
+        .and_then(|e| e["ifname"].as_str().map(str::to_owned))
+}
+
+/// Issue 14: a running guest migrated from host a to host b is announced on the
+/// network from b (its restored VMM sends 3 RARP requests of its MAC out of its tap, as
+/// QEMU does; its VMM on a, booted, sent none): the peer on host a hears them across
+/// the VLAN's tunnel, host b's bridge has learnt the MAC on web-1's tap and host a's
+/// on the tunnel when the apply returns, and the two guests go on hearing each other.
+#[test]
+fn a_migrated_guest_is_announced_and_still_heard_on_its_spanning_vlan() {
+    if fleet::skip()
+        || crate::support::skip_unless(crate::support::which("bridge").is_some(), "bridge")
+    {
+        return;
+    }
+    let lab = FleetLab::with(2, chatting_lab);
+    lab.ok(&["apply", "--auto-approve"]);
+    wait_console(&lab, "host-a", "web-1", "testguest: nic0 rx from=peer");
+    wait_console(&lab, "host-a", "peer", "testguest: nic0 rx from=web-1");
+    crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), 2);
+    let booted = console_of(&lab, "host-a", "web-1");
+    let mac = booted
+        .lines()
+        .find_map(|l| l.strip_prefix("testguest: nic0 mac="))
+        .unwrap_or_else(|| panic!("web-1's MAC:\n{booted}"))
+        .to_owned();
+    assert!(!booted.contains("rarp"), "{booted}");
+    assert_eq!(
+        nic_announcements(&lab, "host-a", "web-1"),
+        0,
+        "a boot announces"
+    );
+
+    web1_edited_onto_b(&lab);
+    assert_eq!(
+        lab.planned(&[]),
+        ["migrate vm.web-1@b", "migrate volume.web-1-root@b"]
+    );
+    let peer_before = console_of(&lab, "host-a", "peer").len();
+    let applied = lab.ok(&["apply", "--auto-approve"]);
+    assert!(applied.contains("Migrated VM \"web-1\""), "{applied}");
+    let peer_at_apply = console_of(&lab, "host-a", "peer").len();
+
+    // Learnt where it is now: on b, its tap; on a, the VLAN's tunnel.
+    let spec: Value = serde_json::from_slice(
+        &std::fs::read(lab.state("host-b").join("fleet/vms/web-1/vmm.json"))
+            .expect("web-1's VMM spec on b"),
+    )
+    .expect("vmm.json");
+    let tap = spec["devices"]["nics"][0]["tap"]
+        .as_str()
+        .expect("web-1's tap")
+        .to_owned();
+    assert_eq!(
+        learnt_on(&lab, "host-b", &mac).as_deref(),
+        Some(tap.as_str()),
+        "host b's bridge has not learnt {mac} on {tap}"
+    );
+    let on_a = learnt_on(&lab, "host-a", &mac).unwrap_or_default();
+    let vxlan = lab
+        .fleet
+        .host("host-a")
+        .netns
+        .ip(&["-o", "link", "show", "type", "vxlan"]);
+    assert!(
+        !on_a.is_empty() && vxlan.contains(&format!(": {on_a}:")),
+        "host a learnt {mac} on {on_a:?}, not its tunnel:\n{vxlan}"
+    );
+
+    // The restored VMM announced 3 times (within 150 ms of its start); the peer on a
+    // heard it from b.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while nic_announcements(&lab, "host-b", "web-1") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 3 announcements"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(nic_announcements(&lab, "host-b", "web-1"), 3);
+    let heard = console_of(&lab, "host-a", "peer");
+    let rarps = heard[peer_before..]
+        .lines()
+        .filter(|l| *l == format!("testguest: nic0 rarp mac={mac}"))
+        .count();
+    assert!(
+        (1..=3).contains(&rarps),
+        "{rarps} announcements heard:\n{heard}"
+    );
+    eprintln!("the peer heard {rarps} of 3 announcements");
+
+    // The two go on hearing each other: web-1 (its console on b is all after the
+    // move) hears the peer, the peer hears web-1 after the apply.
+    wait_console(&lab, "host-b", "web-1", "testguest: nic0 rx from=peer");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let heard = console_of(&lab, "host-a", "peer");
+        if heard[peer_at_apply..]
+            .lines()
+            .any(|l| l == "testguest: nic0 rx from=web-1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer does not hear web-1 after the move:\n{heard}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let after = crate::guest_count::wait_counts(|| console_of(&lab, "host-b", "web-1"), 2);
+    assert!(
+        crate::guest_count::parse(&after).nonces.is_empty(),
+        "{after}"
+    );
+    for (vm, host) in [("web-1", "host-b"), ("peer", "host-a")] {
+        let console = console_of(&lab, host, vm);
+        assert!(!console.contains("FAIL"), "{vm}:\n{console}");
+    }
     lab.ok(&["destroy", "--auto-approve"]);
 }

@@ -18,11 +18,17 @@
 //! register accesses. Pausing the VM parks the vCPUs only (as in Firecracker): requests
 //! already made available are still served, and frames from the tap still fill
 //! buffers the guest posted. The loop ends, after the vCPUs, when the VM stops.
+//!
+//! A restored VM ([`VirtioDevices::announce_on_start`]) has its NICs announce the
+//! guest's MACs on the network as the loop starts, a few times over 150 ms
+//! ([`super::devices::virtio::net::announce`]): the loop sleeps in `epoll_wait` with a timeout until the
+//! last round, then without one. A booted VM announces nothing.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
@@ -36,6 +42,7 @@ use super::arch::x86_64::layout::{
 use super::devices::bus::{self, BusError, MmioBus};
 use super::devices::virtio::block::{Block, BlockError};
 use super::devices::virtio::mmio::{MmioError, MmioTransport, NOTIFY_REG_OFFSET};
+use super::devices::virtio::net::announce::Schedule;
 use super::devices::virtio::net::{Net, TapDevice, TapError};
 use super::devices::virtio::{GuestMemoryMmap, VirtioCounters, VirtioDevice};
 use super::spec::Devices;
@@ -175,6 +182,8 @@ pub struct VirtioDevices {
     devices: Vec<Attached>,
     /// Each disk's written blocks, in disk order (a live migration re-sends them).
     disk_writes: Vec<Arc<AtomicBitmap>>,
+    /// The NICs announce the guest's MACs when the event loop starts (a restore).
+    announce: bool,
 }
 
 /// The event-loop token of device `dev`'s queue `slot`, or of its backend.
@@ -286,6 +295,21 @@ impl VirtioDevices {
         })
     }
 
+    /// Has the NICs announce the guest's MACs on the network when the event loop
+    /// starts ([`super::devices::virtio::net::announce`]): the guest was restored, perhaps on another host.
+    pub fn announce_on_start(&mut self) {
+        self.announce = true;
+    }
+
+    /// Whether [`VirtioDevices::start`] will announce: asked for, and there is a NIC.
+    pub fn announces(&self) -> bool {
+        self.announce
+            && self
+                .devices
+                .iter()
+                .any(|d| matches!(d.kind, DeviceKind::Net { .. }))
+    }
+
     /// How many devices are attached.
     pub fn len(&self) -> usize {
         self.devices.len()
@@ -395,9 +419,11 @@ impl VirtioDevices {
             what: "eventfd",
             source,
         })?;
+        let announce = self.announces();
         let thread = threads
             .spawn(ThreadKind::Device, "virtio", move || {
-                event_loop(&epoll, &served, &thread_stop)
+                let schedule = announce.then(|| Schedule::new(Instant::now()));
+                event_loop(&epoll, &served, &thread_stop, schedule)
             })
             .map_err(WiringError::StartThread)?;
         Ok(Some(EventLoop {
@@ -474,11 +500,20 @@ impl Drop for EventLoop {
 
 type Served = Vec<(Arc<Mutex<Transport>>, Vec<EventFd>)>;
 
-/// Sleeps in `epoll_wait` and hands each event to its device until `stop` fires.
-fn event_loop(epoll: &Epoll, devices: &Served, stop: &EventFd) {
+/// Sleeps in `epoll_wait` and hands each event to its device until `stop` fires;
+/// has every device announce itself when `announce` says a round is due.
+fn event_loop(epoll: &Epoll, devices: &Served, stop: &EventFd, mut announce: Option<Schedule>) {
     let mut events = vec![EpollEvent::default(); 64];
     loop {
-        let n = match epoll.wait(-1, &mut events) {
+        if let Some(schedule) = announce.as_mut() {
+            if schedule.take_due(Instant::now()) {
+                for (transport, _) in devices {
+                    bus::lock(transport).device_mut().announce();
+                }
+            }
+        }
+        let timeout = announce.map_or(-1, |s| s.timeout_ms(Instant::now()));
+        let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             // An epoll instance that cannot be waited on will not recover.
@@ -513,74 +548,5 @@ fn event_loop(epoll: &Epoll, devices: &Served, stop: &EventFd) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vmm::devices::virtio::mmio::TransportCounters;
-    use crate::vmm::devices::virtio::DeviceCounters;
-
-    #[test]
-    fn cmdline_words_follow_the_layout() {
-        assert_eq!(
-            cmdline_word(0xd000_0000, 5),
-            "virtio_mmio.device=4K@0xd0000000:5"
-        );
-        assert_eq!(
-            cmdline_word(0xd000_2000, 7),
-            "virtio_mmio.device=4K@0xd0002000:7"
-        );
-        assert_eq!(VirtioDevices::default().cmdline_words(), "");
-    }
-
-    #[test]
-    fn interfaces_are_looked_up_by_name() {
-        assert!(interface_exists("lo"));
-        assert!(!interface_exists("vmctl-nosuch0"));
-        assert!(!interface_exists("nul\0"));
-    }
-
-    #[test]
-    fn tokens_keep_device_and_queue_apart() {
-        let t = token(18, 1);
-        assert_eq!((t >> 16, t & 0xffff), (18, 1));
-        assert_eq!(token(3, BACKEND_SLOT) & 0xffff, BACKEND_SLOT);
-        assert_ne!(token(MAX_VIRTIO_DEVICES, BACKEND_SLOT), STOP_TOKEN);
-    }
-
-    #[test]
-    fn bad_total_sums_every_refusal() {
-        let c = VirtioCounters {
-            transport: TransportCounters {
-                bad_accesses: 1,
-                queue_config_after_ready: 2,
-                bad_notifies: 4,
-                ..Default::default()
-            },
-            device: DeviceCounters {
-                bad_chains: 8,
-                invalid_avail_idx: 16,
-                requests: 1000,
-                ..Default::default()
-            },
-        };
-        assert_eq!(bad_total(&c), 31);
-    }
-
-    #[test]
-    fn status_serializes_kind_and_counters() {
-        let s = DeviceStatus {
-            kind: DeviceKind::Net {
-                tap: "tap0".into(),
-                mac: "52:54:00:00:00:01".into(),
-            },
-            mmio_base: "0xd0001000".into(),
-            gsi: 6,
-            bad_requests: 0,
-            counters: VirtioCounters::default(),
-        };
-        let v = serde_json::to_value(&s).unwrap();
-        assert_eq!(v["kind"], "net");
-        assert_eq!(v["tap"], "tap0");
-        assert_eq!(v["gsi"], 6);
-        assert_eq!(v["counters"]["device"]["bad_chains"], 0);
-    }
-}
+#[path = "virtio_wiring_tests.rs"]
+mod tests;

@@ -5,14 +5,17 @@
 //! 100 ms of TSC time it runs one tick of `pattern` (check the region against tick
 //! n-1, rewrite it for tick n) and prints `count=<n> sum=<hex>`, or first
 //! `FAIL sum` when a word did not hold its n-1 value. Between ticks it answers the
-//! first NIC's ARP and pings (with an address), echoes serial input
-//! (`testguest.echo`) and powers off when a key arrives on the i8042.
+//! first NIC's ARP and pings (with an address), or with `testguest.chat` sends its
+//! name frame on the first NIC every tick and prints who it hears (`net::Chat`),
+//! echoes serial input (`testguest.echo`) and powers off when a key arrives on the
+//! i8042.
 
 pub mod pattern;
 
 use crate::bootparams::Ram;
 use crate::cmdline::Cmdline;
 use crate::net::stack::Stack;
+use crate::net::Chat;
 use crate::report::Report;
 use crate::{clock, power, serial};
 use pattern::{Page, PAGE};
@@ -138,14 +141,15 @@ impl Counter {
         serial::end();
     }
 
-    /// Ticks every 100 ms for ever; between ticks serves `stack`, echoes serial input
-    /// (`echo`) and watches the i8042: a key prints `net dropped=` (with a stack) and
+    /// Ticks every 100 ms for ever; each tick also chats (`chat`); between ticks
+    /// serves `stack`, hears for `chat`, echoes serial input (`echo`) and watches the
+    /// i8042: a key prints `net dropped=` (with a stack) and
     /// `shutdown requested`, and powers off.
     ///
     /// The schedule follows the TSC without drift (tick k at start + k × 100 ms), but
     /// a TSC that jumps (a restore or migration with another TSC) restarts it from
     /// now instead of bursting to catch up or stalling.
-    pub fn run(mut self, mut stack: Option<Stack>, echo: bool) -> ! {
+    pub fn run(mut self, mut stack: Option<Stack>, mut chat: Option<Chat>, echo: bool) -> ! {
         let period = PERIOD_MS * clock::ticks_per_ms();
         let mut next = clock::rdtsc().saturating_add(period);
         let mut in_line = false;
@@ -153,6 +157,9 @@ impl Counter {
             let now = clock::rdtsc();
             if now >= next {
                 self.tick();
+                if let Some(c) = chat.as_mut() {
+                    c.tick(self.n);
+                }
                 next = if now - next >= period {
                     now + period
                 } else {
@@ -164,6 +171,9 @@ impl Counter {
             for _ in 0..POLLS {
                 if let Some(s) = stack.as_mut() {
                     s.serve_pending();
+                }
+                if let Some(c) = chat.as_mut() {
+                    c.poll();
                 }
                 clock::pause(NIC_PAUSES);
             }

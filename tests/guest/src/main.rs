@@ -68,7 +68,9 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
         machine::ioapic(mp.as_ref(), &mut report);
         machine::cpus(view, mp.as_ref(), bp, ram.as_ref(), &mut report);
     }
-    let stack = devices(&cmdline, &mut report);
+    // Chatting is something a counting guest does between its ticks.
+    let chat = cmdline.has(b"testguest.chat") && cmdline.has(b"testguest.count");
+    let (stack, chat) = devices(&cmdline, chat, &mut report);
     let memory = ram.as_ref().map(|ram| count::Memory { ram, initrd });
     let counter = count::setup(&cmdline, memory, &mut report);
     report.verdict();
@@ -78,7 +80,7 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
         power::triple_fault();
     }
     if let Some(counter) = counter {
-        counter.run(stack, cmdline.has(b"testguest.echo"));
+        counter.run(stack, chat, cmdline.has(b"testguest.echo"));
     }
     if let (Some(mut stack), true) = (stack, cmdline.has(b"testguest.halt")) {
         stack.serve();
@@ -92,8 +94,9 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
 /// The virtio-mmio devices named on the command line, in order: each disk is driven
 /// at once (`disk<i>` lines), the NICs are set up (`nic<i> mac=`), then they send and
 /// listen together (`nic<i> rx from=`); then the first NIC gets its IPv4 address
-/// (`ip=`, `testguest.dhcp`) and pings (`testguest.ping=`). Returns the IP stack, if any.
-fn devices(cmdline: &Cmdline<'static>, report: &mut Report) -> Option<net::stack::Stack> {
+/// (`ip=`, `testguest.dhcp`) and pings (`testguest.ping=`), or is kept to `chat` while
+/// the guest counts. Returns the IP stack or the chat, if any.
+fn devices(cmdline: &Cmdline<'static>, chat: bool, report: &mut Report) -> (Option<net::stack::Stack>, Option<net::Chat>) {
     let name = cmdline.value(b"testguest.name").unwrap_or(b"");
     let marker = cmdline.value(b"testguest.write");
     let hostile = cmdline.has(b"testguest.hostile");
@@ -139,11 +142,16 @@ fn devices(cmdline: &Cmdline<'static>, report: &mut Report) -> Option<net::stack
         }
     }
     let ip = ip_config(cmdline, report);
-    let first = net::run(&mut nics, listen_ms, ip.is_some(), report);
-    let ip = ip?;
+    let first = net::run(&mut nics, listen_ms, ip.is_some() || chat, report);
+    let Some(ip) = ip else {
+        return (None, first.map(net::Chat::new));
+    };
+    if chat {
+        report.fail(b"testguest.chat and an IPv4 address (ip=, testguest.dhcp) both want the first NIC");
+    }
     let Some(nic) = first else {
         report.fail(b"an IPv4 address is asked for (ip=, testguest.dhcp) but there is no NIC");
-        return None;
+        return (None, None);
     };
     let mut stack = net::stack::Stack::new(nic);
     match ip {
@@ -167,7 +175,7 @@ fn devices(cmdline: &Cmdline<'static>, report: &mut Report) -> Option<net::stack
             }
         }
     }
-    Some(stack)
+    (Some(stack), None)
 }
 
 /// The first NIC's IPv4 configuration: `testguest.dhcp` (DHCP), else the last `ip=` (a fixed

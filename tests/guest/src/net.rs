@@ -1,5 +1,7 @@
 //! virtio-net: read the MAC, broadcast a frame carrying the guest's name (again every
-//! RESEND_MS during the listening window), and print each distinct sender heard.
+//! RESEND_MS during the listening window), and print each distinct sender heard, and
+//! each RARP announcement (a VMM's, for a guest that moved). With `testguest.chat`
+//! the first NIC goes on sending and hearing while the guest counts ([`Chat`]).
 //! Queue 0 receives (RX_BUFS one-descriptor buffers), queue 1 transmits (a two-
 //! descriptor chain: the zeroed 12-byte virtio_net_hdr_v1, then the frame).
 //!
@@ -9,6 +11,7 @@
 
 use crate::clock;
 use crate::io::{fill, phys_slice, rd8, wr8};
+use wire::Rarp;
 use crate::report::Report;
 use crate::serial;
 use crate::virtio::{self, Device, Queue, DESC_F_NEXT, DESC_F_WRITE};
@@ -44,6 +47,9 @@ const RESEND_MS: u64 = 300;
 const TX_TIMEOUT_MS: u64 = 1000;
 /// Distinct senders remembered per NIC (later ones are printed every time).
 const MAX_SEEN: usize = 16;
+/// `testguest.chat`: the senders heard are forgotten every this many ticks (1 s), so
+/// one still heard is printed again.
+const CHAT_FORGET_TICKS: u64 = 10;
 
 #[repr(C, align(4096))]
 struct Buffers {
@@ -85,6 +91,16 @@ pub struct Nic {
     seen: usize,
 }
 
+/// `aa:bb:cc:dd:ee:ff`, inside a line.
+fn print_mac(mac: &[u8; 6]) {
+    for (i, &b) in mac.iter().enumerate() {
+        if i != 0 {
+            serial::byte(b':');
+        }
+        serial::hex(u64::from(b), 2);
+    }
+}
+
 /// Sets NIC number `n` up, prints `nic<n> mac=…`, builds its frame and posts its
 /// receive buffers.
 pub fn init(dev: &Device, n: usize, name: &[u8], report: &mut Report) -> Option<Nic> {
@@ -108,12 +124,7 @@ pub fn init(dev: &Device, n: usize, name: &[u8], report: &mut Report) -> Option<
     serial::bytes(b"nic");
     serial::dec(n as u64);
     serial::bytes(b" mac=");
-    for (i, &b) in mac.iter().enumerate() {
-        if i != 0 {
-            serial::byte(b':');
-        }
-        serial::hex(u64::from(b), 2);
-    }
+    print_mac(&mac);
     serial::end();
 
     // The transmit chain: header (zeroed), then the frame.
@@ -199,7 +210,7 @@ impl Nic {
             }
             let len = u64::from(len).min(BUF);
             if len > HDR_LEN {
-                self.frame(rx_buf(self.n, u64::from(id)) + HDR_LEN, len - HDR_LEN);
+                self.frame(rx_buf(self.n, u64::from(id)) + HDR_LEN, len - HDR_LEN, report);
             }
             self.rx.publish(id as u16);
         }
@@ -208,8 +219,25 @@ impl Nic {
         }
     }
 
-    /// A received frame: ours (magic, not from our own MAC)? Then the sender's name.
-    fn frame(&mut self, f: u64, len: u64) {
+    /// A received frame: a RARP announcement? Then the MAC it announces. Ours (magic,
+    /// not from our own MAC)? Then the sender's name.
+    fn frame(&mut self, f: u64, len: u64, report: &mut Report) {
+        match wire::parse_rarp(phys_slice(f, len)) {
+            Some(Rarp::Announce(mac)) => {
+                serial::begin();
+                serial::bytes(b"nic");
+                serial::dec(self.n as u64);
+                serial::bytes(b" rarp mac=");
+                print_mac(&mac);
+                serial::end();
+                return;
+            }
+            Some(Rarp::Other) => {
+                virtio::fail(report, self.dev.base, b"a RARP frame that is not a MAC's announcement");
+                return;
+            }
+            None => {}
+        }
         if len < NAME_LEN_AT + 1 || rd8(f + 12) != ETHERTYPE[0] || rd8(f + 13) != ETHERTYPE[1] {
             return;
         }
@@ -294,5 +322,34 @@ pub fn run(nics: &mut [Option<Nic>], listen_ms: u64, keep_first: bool, report: &
         nics[0].take()
     } else {
         None
+    }
+}
+
+/// `testguest.chat` (with `testguest.count`): the first NIC, kept after the listening
+/// window, sends its name frame every tick and prints what it hears between ticks
+/// (`rx from=`, forgetting the senders every CHAT_FORGET_TICKS ticks; `rarp mac=`).
+pub struct Chat {
+    nic: Nic,
+    /// Where a FAIL found while counting is counted (the verdict is printed already).
+    report: Report,
+}
+
+impl Chat {
+    pub fn new(nic: Nic) -> Chat {
+        Chat { nic, report: Report::new() }
+    }
+
+    /// Tick `n`: forgets the senders heard every CHAT_FORGET_TICKS ticks, sends the
+    /// name frame (unless the last one is still in flight).
+    pub fn tick(&mut self, n: u64) {
+        if n % CHAT_FORGET_TICKS == 0 {
+            self.nic.seen = 0;
+        }
+        self.nic.send();
+    }
+
+    /// Between ticks: takes every frame received, prints what is new.
+    pub fn poll(&mut self) {
+        self.nic.poll_rx(&mut self.report);
     }
 }

@@ -2,7 +2,9 @@
 //! describes (its disks and taps opened as for a boot), guest memory mapped
 //! copy-on-write from the memory file ([`super::memory::map_private`]), then the
 //! saved state set — the irqchip, PIT and clock on the VM, each device, and each vCPU
-//! before any thread starts. No kernel is loaded and no boot table written.
+//! before any thread starts. No kernel is loaded and no boot table written. Once it
+//! runs, its NICs announce the guest's MACs on the network (RARP, as QEMU does after
+//! a migration: [`crate::vmm::devices::virtio::net::announce`]).
 //!
 //! Refused before anything runs: a snapshot of another shape than the spec (vCPUs,
 //! memory, PIT, devices), a device state that does not fit (a queue outside memory),
@@ -149,8 +151,10 @@ impl Vmm {
         vm::restore(&vm, &snap.vm)?;
 
         let mut mmio = MmioBus::new();
-        let virtio = VirtioDevices::attach(&vm, &mem, &spec.devices, &mut mmio)?;
+        let mut virtio = VirtioDevices::attach(&vm, &mem, &spec.devices, &mut mmio)?;
         virtio.restore(&snap.devices.virtio)?;
+        // The guest may have moved: its NICs tell the network where it is now.
+        virtio.announce_on_start();
         let mmio = Arc::new(mmio);
 
         let life = Arc::new(Lifecycle::new(spec.cpus, spec.memory.0));

@@ -144,6 +144,46 @@ pub fn parse_arp(p: &[u8]) -> Option<Arp> {
     })
 }
 
+pub const ETHERTYPE_RARP: u16 = 0x8035;
+pub const RARP_REQUEST_REVERSE: u16 = 3;
+
+/// A RARP frame, as a VMM sends one for each NIC of a guest that moved (QEMU's
+/// `announce_self`, vmctl's restored VMM).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rarp {
+    /// The announcement of a MAC, laid out as QEMU builds it: broadcast, from the
+    /// MAC; hardware type 1, protocol 0x0800, lengths 6 and 4, opcode 3 (request
+    /// reverse); sender and target hardware address the MAC, protocol addresses 0.
+    Announce(Mac),
+    /// A RARP frame that is not such an announcement.
+    Other,
+}
+
+/// The frame's RARP, if its EtherType is RARP.
+pub fn parse_rarp(f: &[u8]) -> Option<Rarp> {
+    let eth = parse_eth(f)?;
+    if eth.ethertype != ETHERTYPE_RARP {
+        return None;
+    }
+    let p = eth.payload;
+    let announce = eth.dst == BROADCAST_MAC
+        && p.len() >= 28
+        && be16(p, 0) == 1
+        && be16(p, 2) == ETHERTYPE_IPV4
+        && p[4] == 6
+        && p[5] == 4
+        && be16(p, 6) == RARP_REQUEST_REVERSE
+        && mac_at(p, 8) == eth.src
+        && mac_at(p, 18) == eth.src
+        && ip_at(p, 14) == [0; 4]
+        && ip_at(p, 24) == [0; 4];
+    Some(if announce {
+        Rarp::Announce(eth.src)
+    } else {
+        Rarp::Other
+    })
+}
+
 /// A whole ARP frame (requests broadcast, replies to the asker); its length.
 pub fn build_arp(buf: &mut [u8], a: &Arp) -> usize {
     let dst = if a.op == ARP_REQUEST {
@@ -332,6 +372,27 @@ pub fn wrap_udp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The frame vmctl's restored VMM sends (its own code, less the virtio net header)
+    /// is an announcement; any field changed, or another EtherType, is not.
+    #[test]
+    fn the_vmms_announcement_is_a_rarp_of_its_mac() {
+        use vmctl_runtime::vmm::devices::virtio::net::{announce, VNET_HDR_LEN};
+        let mac = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
+        let frame = announce::rarp_frame(mac);
+        let good = &frame[VNET_HDR_LEN..];
+        assert_eq!(parse_rarp(good), Some(Rarp::Announce(mac)));
+        for at in [0, 6, 14, 16, 18, 19, 21, 22, 28, 32, 38] {
+            let mut bad = good.to_vec();
+            bad[at] ^= 1;
+            assert_eq!(parse_rarp(&bad), Some(Rarp::Other), "byte {at} changed");
+        }
+        assert_eq!(parse_rarp(&good[..41]), Some(Rarp::Other), "cut short");
+        let mut arp = good.to_vec();
+        put16(&mut arp, 12, ETHERTYPE_ARP);
+        assert_eq!(parse_rarp(&arp), None);
+        assert_eq!(parse_rarp(&good[..13]), None);
+    }
 
     /// A ping from Linux (`ping -c1 10.0.0.2` from 10.0.0.1), IPv4 header and ICMP
     /// message as captured.

@@ -171,6 +171,10 @@ pub struct DeviceCounters {
     pub interrupts: u64,
     /// Interrupts that could not be raised (the irqfd write failed).
     pub interrupt_errors: u64,
+    /// Frames the device sent on its own to say where the guest is (a NIC of a
+    /// restored VM: RARP requests of its MAC, [`net::announce`]).
+    #[serde(default)]
+    pub announcements: u64,
 }
 
 impl DeviceCounters {
@@ -187,6 +191,7 @@ impl DeviceCounters {
         self.frames_dropped += other.frames_dropped;
         self.interrupts += other.interrupts;
         self.interrupt_errors += other.interrupt_errors;
+        self.announcements += other.announcements;
     }
 
     /// Every refused guest request, whatever the reason.
@@ -284,6 +289,10 @@ pub trait VirtioDevice: Send {
     /// a snapshot; [`VirtioDevice::activate`] with queues rebuilt from them restores it.
     fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>>;
 
+    /// Tells the network the guest is here now (a restored VM's NIC: a RARP request
+    /// of its MAC out of its tap). Devices with nothing to announce ignore it.
+    fn announce(&mut self) {}
+
     /// The device's counters since it was created.
     fn counters(&self) -> DeviceCounters;
 }
@@ -332,6 +341,9 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     }
     fn queue_states(&self) -> Option<Vec<virtio_queue::QueueState>> {
         (**self).queue_states()
+    }
+    fn announce(&mut self) {
+        (**self).announce()
     }
     fn counters(&self) -> DeviceCounters {
         (**self).counters()

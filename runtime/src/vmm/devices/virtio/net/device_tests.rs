@@ -328,3 +328,31 @@ fn reset_drops_the_deferred_frame() {
     h.net.process_backend();
     h.net.process_queue(TX_QUEUE);
 }
+
+/// An announcement is one RARP request of the NIC's MAC on the tap, active or not,
+/// touching no queue; a tap that refuses it counts a dropped frame, not an announcement.
+#[test]
+fn an_announcement_is_a_rarp_of_the_mac_on_the_tap() {
+    let mut net = Net::new(FakeTap::default(), MAC);
+    net.announce();
+    let mut h = harness();
+    h.net.announce();
+    h.net.announce();
+    for (tap, n) in [(net.tap(), 1), (h.net.tap(), 2)] {
+        assert_eq!(tap.tx.len(), n);
+        for f in &tap.tx {
+            assert_eq!(f[..], super::announce::rarp_frame(MAC)[..]);
+        }
+    }
+    assert_eq!(net.counters().announcements, 1);
+    let c = h.net.counters();
+    assert_eq!((c.announcements, c.requests, c.bytes_from_guest), (2, 0, 0));
+    assert_eq!(h.line.count(), 0, "no interrupt");
+
+    h.net.tap_mut().write_error = Some(std::io::ErrorKind::WouldBlock);
+    h.net.announce();
+    h.net.tap_mut().write_error = Some(std::io::ErrorKind::Other);
+    h.net.announce();
+    let c = h.net.counters();
+    assert_eq!((c.announcements, c.frames_dropped, c.io_errors), (2, 2, 1));
+}

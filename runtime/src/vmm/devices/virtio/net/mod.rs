@@ -1,5 +1,6 @@
 //! virtio-net: a NIC over a tap.
 
+pub mod announce;
 mod device;
 mod tap;
 
