@@ -1089,6 +1089,75 @@ fn a_migration_whose_controller_is_killed_leaves_one_paused_copy_that_resumes() 
     lab.ok(&["destroy", "--auto-approve"]);
 }
 
+/// Issue 14: the new host's VMM killed right after it started the moving guest (before
+/// the old host discards its paused copy): the move fails, the paused copy is resumed —
+/// it counts on on host a, no boot — and nothing of it stays on host b; the plan still
+/// says to move it, and the next apply does.
+#[test]
+fn a_migration_whose_target_vmm_is_killed_after_its_start_leaves_the_guest_running_where_it_was() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(2, counting_lab);
+    counting_then_moved(&lab);
+    let apply = lab
+        .fleet
+        .controller_command(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["--color", "never", "apply", "--auto-approve"])
+        .arg(&lab.config)
+        .env("VMCTL_TEST_MIGRATION_STALL_STARTED_MS", "5000")
+        .env("TMPDIR", lab.fleet.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("apply starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let target = loop {
+        if let Some(pid) = lab.vmm_pid("host-b", "web-1") {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web-1 never started on b"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // SAFETY: kill has no memory-safety preconditions; `target` is the VMM this test's
+    // apply started on host b (its pid file and flock say so: vmm_pid).
+    unsafe { libc::kill(target, libc::SIGKILL) };
+    let out = apply.wait_with_output().expect("apply ends");
+    let said = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("does not run on the new host"), "{said}");
+
+    // One copy: on a, running and counting on from where it was.
+    assert!(lab.vmm_pid("host-a", "web-1").is_some());
+    assert!(lab.vmm_pid("host-b", "web-1").is_none());
+    let counted = crate::guest_count::parse(&console_of(&lab, "host-a", "web-1"))
+        .counts
+        .len();
+    let console =
+        crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), counted + 2);
+    assert_eq!(
+        crate::guest_count::parse(&console).nonces.len(),
+        1,
+        "{console}"
+    );
+    assert!(!console.contains("FAIL"), "{console}");
+    assert!(!lab.state("host-b").join("fleet/vms/web-1").exists());
+    assert!(!lab.state("host-a").join("fleet/migrations").exists());
+    assert!(!lab.state("host-b").join("fleet/migrations").exists());
+    assert_eq!(
+        lab.planned(&[]),
+        ["migrate vm.web-1@b", "migrate volume.web-1-root@b"]
+    );
+    let applied = lab.ok(&["apply", "--auto-approve"]);
+    assert!(applied.contains("Migrated VM \"web-1\""), "{applied}");
+    assert!(lab.vmm_pid("host-a", "web-1").is_none());
+    assert!(lab.vmm_pid("host-b", "web-1").is_some());
+    lab.ok(&["destroy", "--auto-approve"]);
+}
+
 /// Issue 14: the source VMM killed in the middle of a migration, once it has saved the
 /// guest: the move goes on from the save — the guest counts on, on host b, without a
 /// second boot — and nothing of it stays on host a.

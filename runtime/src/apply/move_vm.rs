@@ -168,7 +168,7 @@ impl<'a> VmMove<'a> {
                 })
             }
         };
-        stall_for_tests();
+        stall_for_tests("VMCTL_TEST_MIGRATION_STALL_MS");
         let moved = self.copy_and_start(project, settings.cancel, &saved.disks);
         let (resent_bytes, paused_bytes) = match moved {
             Ok(sent) => sent,
@@ -179,6 +179,22 @@ impl<'a> VmMove<'a> {
             }
         };
         let pause = paused.elapsed();
+        stall_for_tests("VMCTL_TEST_MIGRATION_STALL_STARTED_MS");
+        // The paused copy goes only once the new one is seen running: a new VMM that
+        // died after its start leaves the guest to its paused copy, resumed.
+        let running = MigrationCall::Running { vm: vm.clone() };
+        if let Err(e) = self.target.migration(project, &running) {
+            let stop = RunSettings {
+                stop_timeout: Duration::ZERO,
+                cancel: &AtomicBool::new(false),
+            };
+            let _ = self.target.run(project, &self.start_undone(), &stop);
+            for disk in &self.disks {
+                let _ = disk.remove_made(project);
+            }
+            self.abandon(project);
+            return Err(e);
+        }
         // Its paused copy: killed at once (its guest runs on the new host).
         let kill = RunSettings {
             stop_timeout: Duration::ZERO,
@@ -204,6 +220,20 @@ impl<'a> VmMove<'a> {
             disk_bytes: disk_bytes + resent_bytes,
             disk_paused_bytes: resent_bytes,
         }))
+    }
+
+    /// The delete of the copy the move started on the new host.
+    fn start_undone(&self) -> StepOrder {
+        StepOrder {
+            step: format!(
+                "delete vm.{} (its copy on the new host, which did not run)",
+                self.vm
+            ),
+            phase: Phase::Delete,
+            resource: self.start.resource.clone(),
+            keep: None,
+            places: self.start.places.clone(),
+        }
     }
 
     /// Puts things back after a move that failed before the VM ran on the new host:
@@ -409,14 +439,15 @@ impl<'a> VmMove<'a> {
     }
 }
 
-/// Debug builds only: waits `VMCTL_TEST_MIGRATION_STALL_MS` milliseconds with the guest
-/// saved and paused, so that a test can kill the controller mid-move.
-fn stall_for_tests() {
+/// Debug builds only: waits the milliseconds the environment variable `var` says —
+/// `VMCTL_TEST_MIGRATION_STALL_MS` with the guest saved and paused,
+/// `VMCTL_TEST_MIGRATION_STALL_STARTED_MS` once the new host started it — so that a
+/// test can kill something mid-move.
+fn stall_for_tests(var: &str) {
     #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var("VMCTL_TEST_MIGRATION_STALL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse().ok()) {
         std::thread::sleep(Duration::from_millis(ms));
     }
+    #[cfg(not(debug_assertions))]
+    let _ = var;
 }

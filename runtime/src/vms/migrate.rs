@@ -349,6 +349,28 @@ pub fn apply_pages(host: &VmHost<'_>, vm: &str) -> Result<u64, VmError> {
     Ok(applied)
 }
 
+/// Whether VM `vm` runs here (the new host, after its start): its VMM answers that it
+/// runs.
+pub fn running(host: &VmHost<'_>, vm: &str) -> Result<(), VmError> {
+    check_name(vm)?;
+    let paths = VmPaths::new(host.state_dir, host.project, vm);
+    match process::ask(&paths, &Request::Status, REQUEST_TIMEOUT) {
+        Some(Reply::Current(Response::Status(s))) if s.state == RunState::Running => Ok(()),
+        other => Err(VmError::Migrate {
+            vm: vm.into(),
+            reason: format!(
+                "it does not run on the new host after its start ({}): it runs on where it was",
+                match other {
+                    Some(Reply::Current(Response::Status(s))) =>
+                        format!("its VMM says {:?}", s.state),
+                    None => "no VMM answers".to_owned(),
+                    other => format!("{other:?}"),
+                }
+            ),
+        }),
+    }
+}
+
 /// What a move that did not finish left on a host, as observing finds it.
 pub struct Leftovers<'a> {
     pub state_dir: &'a Path,
@@ -440,6 +462,8 @@ pub enum MigrationCall {
     },
     /// [`apply_pages`].
     ApplyPages { vm: String },
+    /// [`running`].
+    Running { vm: String },
     /// [`discard`].
     Discard { vm: String },
 }
@@ -480,6 +504,10 @@ pub fn serve(host: &VmHost<'_>, call: &MigrationCall) -> Result<MigrationAnswer,
         }
         MigrationCall::ApplyPages { vm } => {
             apply_pages(host, vm)?;
+            MigrationAnswer::Done
+        }
+        MigrationCall::Running { vm } => {
+            running(host, vm)?;
             MigrationAnswer::Done
         }
         MigrationCall::Discard { vm } => {

@@ -98,7 +98,7 @@ fn runs(words: &[u64]) -> WrittenBlocks {
 /// How a save writes the guest's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryOut {
-    /// All of it, as a memory file (a snapshot; a stop-and-copy move).
+    /// All of it, as a memory file (a snapshot).
     All,
     /// The pages written since the last pre-copy round, as a pages file (the last
     /// round of a live migration).
