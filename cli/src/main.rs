@@ -6,6 +6,7 @@ mod error;
 mod files;
 mod progress;
 mod render;
+mod run_json;
 mod runtime;
 mod seen;
 mod signals;

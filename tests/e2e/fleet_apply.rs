@@ -914,7 +914,10 @@ fn a_running_vm_migrates_to_another_host_and_counts_on() {
     let counted_on_a = crate::guest_count::parse(&console_of(&lab, "host-a", "web-1"))
         .counts
         .len() as u64;
-    let applied = lab.ok(&["apply", "--auto-approve"]);
+    // With --json: stdout is the run's report alone, the rest is on stderr.
+    let out = lab.vmctl(&["apply", "--auto-approve", "--json"]);
+    let applied = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = applied
         .lines()
         .find(|l| {
@@ -924,6 +927,30 @@ fn a_running_vm_migrates_to_another_host_and_counts_on() {
         })
         .unwrap_or_else(|| panic!("{applied}"));
     eprintln!("{said}");
+    assert!(
+        applied.contains("migrate vm.web-1: pre-copy round 1,"),
+        "no progress line: {applied}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(&out)));
+    assert_eq!(report["format_version"], "1.0");
+    assert_eq!(report["complete"], true);
+    let notes = report["notes"].as_array().expect("notes");
+    let migrated = notes
+        .iter()
+        .find(|n| n["note"] == "vm-migrated")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(migrated["name"], "web-1");
+    assert_eq!(migrated["from"], "a");
+    assert_eq!(migrated["host"], "b");
+    assert!(
+        migrated["rounds"].as_u64().is_some_and(|r| r >= 1),
+        "{migrated}"
+    );
+    assert!(
+        migrated["pause-ms"].as_u64() <= migrated["total-ms"].as_u64(),
+        "{migrated}"
+    );
 
     // On b it goes on: no boot (no nonce, no verdict), counts after a's, sums right.
     assert!(lab.vmm_pid("host-a", "web-1").is_none(), "web-1 left a");
@@ -969,6 +996,16 @@ fn a_running_vm_migrates_to_another_host_and_counts_on() {
     assert!(!lab.state("host-a").join("fleet/migrations").exists());
     assert!(!lab.state("host-b").join("fleet/migrations").exists());
     assert_eq!(lab.planned(&[]), Vec::<String>::new());
+    // Nothing to do: still one document, complete, without steps.
+    let out = lab.vmctl(&["apply", "--auto-approve", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(&out)));
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(
+        report["steps"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
 
     lab.ok(&["destroy", "--auto-approve"]);
 }

@@ -18,6 +18,7 @@ use vmctl_schema::Config;
 use crate::error::CommandError;
 use crate::progress::{self, Progress};
 use crate::render::Style;
+use crate::run_json::{self, RunReport};
 use crate::runtime::{self, chain};
 use crate::signals;
 
@@ -70,6 +71,11 @@ pub struct RunOptions {
     /// How long a VM gets to power off after the shutdown key before it is killed.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = runtime::parse_duration)]
     pub stop_timeout: Duration,
+
+    /// Print what the run did as one JSON document on stdout (docs/apply-json.md);
+    /// everything else (the plan, progress, the summary) goes to stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
@@ -201,6 +207,10 @@ pub fn execute(
     print!("{}", human::render(plan, style.stdout));
     runtime::print_shipping(plan, fleet);
     if !plan.has_changes() {
+        if run.json {
+            let nothing = apply::ApplyReport::default();
+            run_json::emit(&RunReport::of(verb, &config.project, &nothing, 0));
+        }
         return Ok(());
     }
     confirm(run.auto_approve, verb)?;
@@ -227,6 +237,7 @@ pub fn execute(
     .map_err(|e| CommandError::Report(miette!(code = "vmctl::apply::failed", "{}", chain(&e))))?;
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     println!();
     runtime::print_notes(&report);
     for (step, error) in &report.failed {
@@ -267,6 +278,10 @@ pub fn execute(
     }
     if !report.succeeded() {
         println!("Run `vmctl plan` to see what is left.");
+    }
+    // Last: stdout is the report's alone from here on.
+    if run.json {
+        run_json::emit(&RunReport::of(verb, &config.project, &report, elapsed_ms));
     }
     if report.cancelled || signals::CANCEL.load(Ordering::SeqCst) {
         return Err(CommandError::Silent { code: 130 });

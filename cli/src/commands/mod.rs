@@ -51,6 +51,17 @@ pub enum Command {
     Agent(agent::Args),
 }
 
+/// With `--json`, stdout carries only the run's report: the rest goes to stderr.
+fn json_run(json: bool) -> Result<(), CommandError> {
+    if json {
+        crate::run_json::begin().map_err(|e| CommandError::Failed {
+            message: format!("cannot point stdout at stderr for --json: {e}"),
+            hint: Some("run without --json".into()),
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs one command.
 pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
     match command {
@@ -59,8 +70,14 @@ pub fn run(command: Command, style: &Style) -> Result<(), CommandError> {
         Command::Schema(args) => schema::run(&args),
         Command::Plan(args) => plan::run(&args, style),
         Command::Graph(args) => graph::run(&args, style),
-        Command::Apply(args) => apply::run(&args, style),
-        Command::Destroy(args) => destroy::run(&args, style),
+        Command::Apply(args) => {
+            json_run(args.run.json)?;
+            apply::run(&args, style)
+        }
+        Command::Destroy(args) => {
+            json_run(args.run.json)?;
+            destroy::run(&args, style)
+        }
         Command::Status(args) => status::run(&args, style),
         Command::Import(args) => import::run(&args, style),
         Command::List(args) => list::run(&args, style),
