@@ -1010,6 +1010,87 @@ fn a_running_vm_migrates_to_another_host_and_counts_on() {
     lab.ok(&["destroy", "--auto-approve"]);
 }
 
+/// Issue 14: a guest that writes faster than the move sends never fits its budget (here
+/// `migration-downtime "1ms"`): the pre-copy rounds stop when they no longer shrink what
+/// is left, and the move goes on with a longer pause — said in the apply's line and in
+/// its `--json` report — and the guest counts on, its memory right.
+#[test]
+fn a_guest_that_does_not_converge_is_moved_with_a_longer_pause_said() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(2, |fleet| {
+        counting_lab(fleet).replace(
+            "    cpus 1\n",
+            "    cpus 1\n    migration-downtime \"1ms\"\n",
+        )
+    });
+    counting_then_moved(&lab);
+    let out = lab.vmctl(&["apply", "--auto-approve", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("it did not converge (the guest wrote as fast as the move sent), so it paused longer than its 1 ms budget"),
+        "{said}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(&out)));
+    let migrated = report["notes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["note"] == "vm-migrated"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(migrated["converged"], false, "{migrated}");
+    assert_eq!(migrated["budget-ms"], 1, "{migrated}");
+    assert!(
+        migrated["rounds"].as_u64().is_some_and(|r| r > 1),
+        "a stalled pre-copy takes rounds to be found stalled: {migrated}"
+    );
+    let after = crate::guest_count::wait_counts(|| console_of(&lab, "host-b", "web-1"), 3);
+    assert!(!after.contains("FAIL"), "{after}");
+    assert!(
+        crate::guest_count::parse(&after).nonces.is_empty(),
+        "booted again:\n{after}"
+    );
+    lab.ok(&["destroy", "--auto-approve"]);
+}
+
+/// Issue 14: a host whose `cpuid-mask` hides a CPU feature the running guest has cannot
+/// take it running: the plan moves it by a delete and a create (a restart), saying
+/// which feature — refused at plan time, before anything is paused or copied.
+#[test]
+fn a_host_that_hides_a_feature_the_guest_has_gets_it_by_a_restart_not_a_migration() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(2, |fleet| {
+        counting_lab(fleet).replace(
+            "host \"b\" {\n",
+            "host \"b\" {\n    cpuid-mask \"x2apic\"\n",
+        )
+    });
+    counting_then_moved(&lab);
+    assert_eq!(
+        lab.planned(&[]),
+        [
+            "create vm.web-1@b",
+            "delete vm.web-1@a",
+            "migrate volume.web-1-root@b"
+        ]
+    );
+    let shown = lab.ok(&["plan"]);
+    assert!(
+        shown.contains("not a migration") && shown.contains("x2apic"),
+        "{shown}"
+    );
+    // Nothing was paused or saved for it: it counts on on host a.
+    assert!(!lab.state("host-a").join("fleet/migrations").exists());
+    let counted = crate::guest_count::parse(&console_of(&lab, "host-a", "web-1"))
+        .counts
+        .len();
+    crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), counted + 2);
+    lab.ok(&["destroy", "--auto-approve"]);
+}
+
 /// Two hosts on one spanning VLAN with a pool each; web-1 counts on host a, on a disk.
 fn counting_lab(fleet: &Fleet) -> String {
     let mut kdl = hosts_with_pools(fleet, &["a", "b"]);
