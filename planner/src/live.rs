@@ -689,6 +689,10 @@ pub struct LiveVm {
     /// controller was killed) left it so. A running VM only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// The names of its snapshots on its host (`vmctl snapshot`), sorted (for
+    /// `status` and `show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
 }
 
 /// A running VM's NIC whose tap is gone, off its VLAN or down.

@@ -1091,6 +1091,73 @@ fn a_host_that_hides_a_feature_the_guest_has_gets_it_by_a_restart_not_a_migratio
     lab.ok(&["destroy", "--auto-approve"]);
 }
 
+/// Issue 14: `vmctl snapshot` on a VM of a host reached over ssh, through its agent:
+/// taken while it counts, listed, shown by `status`, restored (it counts on from the
+/// snapshot's tick, no boot), deleted.
+#[test]
+fn a_vm_on_a_remote_host_is_snapshotted_listed_restored_and_its_snapshot_deleted() {
+    if fleet::skip() {
+        return;
+    }
+    let lab = FleetLab::with(2, counting_lab);
+    lab.ok(&["apply", "--auto-approve"]);
+    crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), 2);
+    let taken = lab.ok(&["snapshot", "create", "web-1", "s1"]);
+    assert!(taken.contains("Snapshot s1 of VM web-1 taken"), "{taken}");
+    let at = crate::guest_count::parse(&console_of(&lab, "host-a", "web-1"))
+        .counts
+        .last()
+        .map_or(0, |c| c.0);
+    let snapshot = lab.state("host-a").join("fleet/vms/web-1/snapshots/s1");
+    assert!(snapshot.join("snapshot.json").is_file(), "not on host a");
+
+    let listed = lab.ok(&["snapshot", "list", "--json"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&listed[..listed.rfind('}').map_or(0, |e| e + 1)])
+            .unwrap_or_else(|e| panic!("{e}: {listed}"));
+    assert_eq!(listed["snapshots"][0]["name"], "s1", "{listed}");
+    assert_eq!(listed["snapshots"][0]["vm"], "web-1", "{listed}");
+    let status = lab.ok(&["status"]);
+    assert!(
+        status.contains("s1"),
+        "status does not show the snapshot:\n{status}"
+    );
+
+    // Later ticks, then back to the snapshot: the count goes on from `at`.
+    crate::guest_count::wait_counts(|| console_of(&lab, "host-a", "web-1"), at as usize + 5);
+    let restored = lab.ok(&["snapshot", "restore", "web-1", "s1", "--auto-approve"]);
+    assert!(restored.contains("restored from snapshot s1"), "{restored}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let after = loop {
+        let console = console_of(&lab, "host-a", "web-1");
+        let tail: Vec<u64> = crate::guest_count::parse(&console)
+            .counts
+            .iter()
+            .map(|c| c.0)
+            .collect();
+        // The restored guest prints its counts again from the snapshot's tick on.
+        if let Some(pos) = tail.windows(2).position(|w| w[1] <= w[0]) {
+            break tail[pos + 1];
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no count from the snapshot:\n{console}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        after <= at + 2 && after + 2 >= at,
+        "restored at tick {after}, the snapshot was taken at {at}"
+    );
+    let deleted = lab.ok(&["snapshot", "delete", "web-1", "s1"]);
+    assert!(
+        deleted.contains("Snapshot s1 of VM web-1 deleted"),
+        "{deleted}"
+    );
+    assert!(!snapshot.exists());
+    lab.ok(&["destroy", "--auto-approve"]);
+}
+
 /// Two hosts on one spanning VLAN with a pool each; web-1 counts on host a, on a disk.
 fn counting_lab(fleet: &Fleet) -> String {
     let mut kdl = hosts_with_pools(fleet, &["a", "b"]);

@@ -193,8 +193,7 @@ fn facts(change: &Change, seen: &Seen) -> Vec<String> {
                 line.push_str(&format!(", up {up}"));
             }
             lines.push(line);
-            let snapshots =
-                super::snapshot::local_snapshot_names(&seen.loaded.config, &change.id.name);
+            let snapshots = vm.map(|v| v.snapshots.clone()).unwrap_or_default();
             if !snapshots.is_empty() {
                 lines.push(format!("# snapshots: {}", snapshots.join(", ")));
             }

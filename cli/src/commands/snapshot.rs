@@ -1,18 +1,23 @@
 //! `vmctl snapshot create|list|restore|delete`: snapshots of a running VM, kept in its
 //! state dir on its host (`<state-dir>/<project>/vms/<vm>/snapshots/<name>/`: the
 //! engine's state and memory files and a copy of each of its disks;
-//! `vmctl_runtime::vms::snapshots`). Local hosts only for now: a VM on a host reached
-//! over ssh is refused with a diagnostic saying so.
+//! `vmctl_runtime::vms::snapshots`), on any host of the config: a local host does the
+//! work in this process, a host reached over ssh through its agent
+//! (`vmctl_runtime::vms::snapshot_call`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use miette::{miette, Diagnostic};
 use vmctl_runtime::host::lock;
-use vmctl_runtime::vms::snapshots::{self, SnapshotRecord, SnapshotStoreError};
-use vmctl_runtime::vms::{VmHost, VmPaths};
+use vmctl_runtime::hosts::{Fleet, HeldLock, Host};
+use vmctl_runtime::vms::snapshot_call::{
+    FailureKind, SnapshotAnswer, SnapshotCall, SnapshotFailure,
+};
+use vmctl_runtime::vms::snapshots::SnapshotRecord;
 
 use crate::error::CommandError;
+use crate::runtime::chain;
 
 /// The version of `vmctl snapshot list --json`.
 pub const LIST_FORMAT_VERSION: &str = "1.0";
@@ -25,7 +30,7 @@ pub const LIST_FORMAT_VERSION: &str = "1.0";
 /// moment the snapshot was taken, without booting.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vmctl snapshot create web-1 before-upgrade\n  vmctl snapshot list\n  vmctl snapshot restore web-1 before-upgrade --auto-approve\n  vmctl snapshot delete web-1 before-upgrade\n\nSnapshots live in the VM's state dir on its host (local hosts only for now).\nExit codes: 0 success, 1 error."
+    after_help = "Examples:\n  vmctl snapshot create web-1 before-upgrade\n  vmctl snapshot list\n  vmctl snapshot restore web-1 before-upgrade --auto-approve\n  vmctl snapshot delete web-1 before-upgrade\n\nSnapshots live in the VM's state dir on its host (local, or reached over ssh).\nExit codes: 0 success, 1 error."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -57,6 +62,8 @@ pub struct Named {
     /// How long to wait for another vmctl holding the host's lock: 0, 500ms, 1m30s.
     #[arg(long, value_name = "DUR", default_value = "0", value_parser = crate::runtime::parse_duration)]
     pub lock_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub reach: SnapshotReach,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +78,8 @@ pub struct ListArgs {
     /// in its snapshot.json]}; versioned as `vmctl list --json` ("MAJOR.MINOR").
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub reach: SnapshotReach,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,85 +102,122 @@ pub enum SnapshotCliError {
         #[help]
         help: String,
     },
-    /// The VM's host is reached over ssh.
-    #[error(
-        "VM `{vm}` runs on host `{host}`, reached over ssh: snapshots are local-host only for now"
-    )]
-    #[diagnostic(
-        code(vmctl::snapshot::remote_host),
-        help("run vmctl on host `{host}` itself (`ssh` there, then `vmctl snapshot …` with the config), or move the VM to a local host")
-    )]
-    Remote { vm: String, host: String },
 }
 
-/// One VM's place on its (local) host.
-struct Located {
+/// How the VMs' hosts are reached (as for `console`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SnapshotReach {
+    /// An ssh config file for reaching a remote VM's host (`ssh -F`).
+    #[arg(long, value_name = "FILE", env = "VMCTL_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+    /// Where each host's ssh connection is kept (as for `plan`; `none`: this command's
+    /// own connection, closed when it returns).
+    #[arg(long, value_name = "DIR|none", env = "VMCTL_SSH_CONTROL_DIR", value_parser = crate::runtime::parse_control)]
+    pub ssh_control_dir: Option<vmctl_runtime::remote::ssh::Control>,
+}
+
+/// The hosts of the VMs a command names, reached: local ones in process, remote ones
+/// through their agents (`vmctl_runtime::vms::snapshot_call`).
+struct Hosts {
     project: String,
-    state_dir: PathBuf,
-    netns: Option<String>,
-    vm: String,
-    /// The host's `cpuid-mask`, as the config says it now.
-    cpuid_mask: Vec<String>,
+    fleet: Fleet,
 }
 
-impl Located {
-    fn paths(&self) -> VmPaths {
-        VmPaths::new(&self.state_dir, &self.project, &self.vm)
-    }
-
-    /// The host's lock, as apply takes it: no apply, destroy or other snapshot command
-    /// of the project changes the VM meanwhile.
-    fn lock(&self, timeout: std::time::Duration) -> Result<lock::HostLock, CommandError> {
-        lock::acquire(&self.state_dir, &self.project, timeout).map_err(|e| {
-            let help = match &e {
-                lock::LockError::Held { .. } => {
-                    "wait for the other vmctl to finish, or pass --lock-timeout 1m to wait for it"
-                }
-                _ => "vmctl needs to write the project's state dir (run it as root)",
-            };
-            CommandError::Report(miette!(
-                code = "vmctl::snapshot::locked",
-                help = help,
-                "cannot take the host's lock for VM `{}`: {e}",
-                self.vm
-            ))
+impl Hosts {
+    /// Reaches the hosts of `vms` (VM names of the config; unknown ones are refused).
+    fn reach(
+        config: &vmctl_schema::Config,
+        vms: &[&str],
+        reach: &SnapshotReach,
+        path: &std::path::Path,
+    ) -> Result<Hosts, CommandError> {
+        let mut wanted = Vec::new();
+        for vm in vms {
+            let (found, _) = super::console::vm_and_host(config, vm).map_err(|help| {
+                report(SnapshotCliError::UnknownVm {
+                    vm: vm.to_string(),
+                    help,
+                })
+            })?;
+            wanted.push(found.host.clone());
+        }
+        let reach = crate::runtime::Reach {
+            host_parallelism: 16,
+            exclude_hosts: config
+                .hosts
+                .iter()
+                .filter(|h| !wanted.contains(&h.name))
+                .map(|h| h.name.clone())
+                .collect(),
+            ssh_config: reach.ssh_config.clone(),
+            ssh_control_dir: reach.ssh_control_dir.clone(),
+        };
+        Ok(Hosts {
+            project: config.project.clone(),
+            fleet: crate::runtime::connect(config, &reach, path)?,
         })
     }
-}
 
-fn locate(config: &vmctl_schema::Config, vm: &str) -> Result<Located, CommandError> {
-    let (found, host) = super::console::vm_and_host(config, vm).map_err(|help| {
-        report(SnapshotCliError::UnknownVm {
-            vm: vm.to_string(),
-            help,
+    /// VM `vm`'s host.
+    fn host_of(&self, config: &vmctl_schema::Config, vm: &str) -> Result<&dyn Host, CommandError> {
+        let name = config
+            .vms
+            .iter()
+            .find(|v| v.name == vm)
+            .map(|v| v.host.as_str())
+            .unwrap_or_default();
+        self.fleet.get(name).ok_or_else(|| {
+            CommandError::failed(format!("host {name:?} of VM {vm} was not reached"))
         })
-    })?;
-    if let Some(h) = host.filter(|h| h.ssh.is_some()) {
-        return Err(report(SnapshotCliError::Remote {
-            vm: vm.into(),
-            host: h.name.clone(),
-        }));
     }
-    Ok(Located {
-        project: config.project.clone(),
-        state_dir: host.map_or_else(|| PathBuf::from("/var/lib/vmctl"), |h| h.state_dir.clone()),
-        netns: host.and_then(|h| h.netns.clone()),
-        vm: found.name.clone(),
-        cpuid_mask: host.map(|h| h.cpuid_mask.clone()).unwrap_or_default(),
-    })
-}
 
-/// The names of VM `vm`'s snapshots, for `status` and `show`: read from its state dir
-/// when its host is this machine; empty for a VM on a remote host (not reported there
-/// yet) or one without snapshots.
-pub fn local_snapshot_names(config: &vmctl_schema::Config, vm: &str) -> Vec<String> {
-    match locate(config, vm) {
-        Ok(at) => snapshots::list(&at.paths())
-            .into_iter()
-            .flatten()
-            .map(|r| r.name)
-            .collect(),
-        Err(_) => Vec::new(),
+    /// Carries out `call` on VM `vm`'s host.
+    fn call(
+        &self,
+        config: &vmctl_schema::Config,
+        vm: &str,
+        call: &SnapshotCall,
+    ) -> Result<SnapshotAnswer, CommandError> {
+        let host = self.host_of(config, vm)?;
+        match host.snapshot(&self.project, call) {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(failure)) => Err(store_error(failure)),
+            Err(e) => Err(CommandError::Report(miette!(
+                code = "vmctl::snapshot::host",
+                help =
+                    "check that the host is reachable (`vmctl status`), then run the command again",
+                "cannot ask host {:?} about VM {vm}: {}",
+                host.name(),
+                chain(&e)
+            ))),
+        }
+    }
+
+    /// VM `vm`'s host's lock, as apply takes it: no apply, destroy or other snapshot
+    /// command of the project changes the VM meanwhile.
+    fn lock(
+        &self,
+        config: &vmctl_schema::Config,
+        vm: &str,
+        timeout: std::time::Duration,
+    ) -> Result<HeldLock, CommandError> {
+        let host = self.host_of(config, vm)?;
+        host.lock(&self.project, self.fleet.origin(), timeout)
+            .map_err(|e| {
+                let help = match &e {
+                    lock::LockError::Held { .. } => {
+                        "wait for the other vmctl to finish, or pass --lock-timeout 1m to wait for it"
+                    }
+                    _ => "vmctl needs to write the project's state dir (run it as root)",
+                };
+                CommandError::Report(miette!(
+                    code = "vmctl::snapshot::locked",
+                    help = help,
+                    "cannot take the lock of host {:?} for VM `{vm}`: {}",
+                    host.name(),
+                    chain(&e)
+                ))
+            })
     }
 }
 
@@ -179,51 +225,52 @@ fn report(e: impl Diagnostic + Send + Sync + 'static) -> CommandError {
     CommandError::Report(miette::Report::new(e))
 }
 
-/// The diagnostic of a host-side snapshot error: what, where, and what to do.
-fn store_error(e: SnapshotStoreError) -> CommandError {
-    let (code, help): (&str, String) = match &e {
-        SnapshotStoreError::InvalidName { .. } => (
+/// The diagnostic of a host-side snapshot failure: what, where, and what to do.
+fn store_error(e: SnapshotFailure) -> CommandError {
+    let vm = &e.vm;
+    let (code, help): (&str, String) = match e.kind {
+        FailureKind::InvalidName => (
             "vmctl::snapshot::invalid_name",
             "use letters, digits, `-`, `_` and `.` (not first)".into(),
         ),
-        SnapshotStoreError::Exists { vm, name, .. } => (
+        FailureKind::Exists => (
             "vmctl::snapshot::exists",
-            format!("choose another name, or `vmctl snapshot delete {vm} {name}` first"),
+            format!("choose another name, or `vmctl snapshot delete {vm} NAME` first"),
         ),
-        SnapshotStoreError::NotFound { vm, .. } => (
+        FailureKind::NotFound => (
             "vmctl::snapshot::not_found",
             format!("`vmctl snapshot list {vm}` shows its snapshots"),
         ),
-        SnapshotStoreError::Incomplete { vm, name } => (
+        FailureKind::Incomplete => (
             "vmctl::snapshot::incomplete",
-            format!("delete it (`vmctl snapshot delete {vm} {name}`) and take it again"),
+            format!("delete it (`vmctl snapshot delete {vm} NAME`) and take it again"),
         ),
-        SnapshotStoreError::NotRunning { .. } => (
+        FailureKind::NotRunning => (
             "vmctl::snapshot::not_running",
             "a snapshot is taken of a running VM: start it with `vmctl apply`".into(),
         ),
-        SnapshotStoreError::Engine { .. } => (
+        FailureKind::Engine => (
             "vmctl::snapshot::engine",
             "the VM keeps running as it was; its console log may say more".into(),
         ),
-        SnapshotStoreError::Disks { .. } => (
+        FailureKind::Disks => (
             "vmctl::snapshot::disks_changed",
             "a snapshot restores only onto the disks it was taken with; take a new snapshot".into(),
         ),
-        SnapshotStoreError::Refused { .. } => (
+        FailureKind::Refused => (
             "vmctl::snapshot::refused",
             "the VM was left as it is; a snapshot restores only on a host whose CPU offers what its guest saw (and without a `cpuid-mask` hiding it), into the same vCPUs, memory and devices".into(),
         ),
-        SnapshotStoreError::Io { .. } => (
+        FailureKind::Io => (
             "vmctl::snapshot::io",
             "check the file's permissions and the free space of the VM's state dir".into(),
         ),
-        SnapshotStoreError::Vm(_) => (
+        FailureKind::Vm => (
             "vmctl::snapshot::vm",
             "`vmctl console VM --lines 50` shows what the VM's console printed last".into(),
         ),
     };
-    CommandError::Report(miette!(code = code, help = help, "{e}"))
+    CommandError::Report(miette!(code = code, help = help, "{}", e.message))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -255,12 +302,6 @@ fn confirm(auto_approve: bool, vm: &str, name: &str) -> Result<(), CommandError>
     }
 }
 
-fn vmctl_binary() -> Result<PathBuf, CommandError> {
-    std::env::current_exe().map_err(|e| {
-        CommandError::failed(format!("cannot find the vmctl binary to run VMs with: {e}"))
-    })
-}
-
 /// One line of `list`.
 fn line(r: &SnapshotRecord) -> String {
     let disks = r.disks.len();
@@ -276,20 +317,25 @@ fn line(r: &SnapshotRecord) -> String {
     )
 }
 
+/// The record a call about one snapshot answered.
+fn record_of(answer: SnapshotAnswer) -> Result<SnapshotRecord, CommandError> {
+    match answer {
+        SnapshotAnswer::Taken { record } | SnapshotAnswer::Deleted { record } => Ok(record),
+        other => Err(CommandError::failed(format!("the host answered {other:?}"))),
+    }
+}
+
 pub fn run(args: &Args) -> Result<(), CommandError> {
     match &args.command {
         SnapshotCommand::Create(n) => {
-            let loaded = vmctl_schema::load(&n.path)?;
-            let at = locate(&loaded.config, &n.vm)?;
-            let _lock = at.lock(n.lock_timeout)?;
-            let vmctl = vmctl_binary()?;
-            let host = VmHost {
-                project: &at.project,
-                state_dir: &at.state_dir,
-                netns: at.netns.as_deref(),
-                vmctl: &vmctl,
+            let config = vmctl_schema::load(&n.path)?.config;
+            let hosts = Hosts::reach(&config, &[&n.vm], &n.reach, &n.path)?;
+            let _lock = hosts.lock(&config, &n.vm, n.lock_timeout)?;
+            let call = SnapshotCall::Create {
+                vm: n.vm.clone(),
+                name: n.name.clone(),
             };
-            let r = snapshots::create(&host, &at.vm, &n.name).map_err(store_error)?;
+            let r = record_of(hosts.call(&config, &n.vm, &call)?)?;
             println!(
                 "Snapshot {} of VM {} taken: {} of memory ({} written), {} disk{}, guest paused {} ms.",
                 r.name,
@@ -309,27 +355,33 @@ pub fn run(args: &Args) -> Result<(), CommandError> {
                 }
                 (vm, path) => (vm.clone(), path.clone().unwrap_or_else(|| ".".into())),
             };
-            let loaded = vmctl_schema::load(&path)?;
+            let config = vmctl_schema::load(&path)?.config;
             let vms: Vec<String> = match &only {
                 Some(vm) => vec![vm.clone()],
-                None => loaded.config.vms.iter().map(|v| v.name.clone()).collect(),
+                None => config.vms.iter().map(|v| v.name.clone()).collect(),
             };
+            let names: Vec<&str> = vms.iter().map(String::as_str).collect();
+            let hosts = Hosts::reach(&config, &names, &l.reach, &path)?;
             let mut records = Vec::new();
             for vm in &vms {
-                let at = match locate(&loaded.config, vm) {
-                    Ok(at) => at,
-                    // Listing every VM skips those on remote hosts.
-                    Err(_) if only.is_none() => continue,
-                    Err(e) => return Err(e),
-                };
-                for r in snapshots::list(&at.paths()) {
-                    records.push(r.map_err(store_error)?);
+                let call = SnapshotCall::List { vm: vm.clone() };
+                match hosts.call(&config, vm, &call)? {
+                    SnapshotAnswer::Listed { records: listed } => {
+                        for r in listed {
+                            records.push(r.map_err(store_error)?);
+                        }
+                    }
+                    other => {
+                        return Err(CommandError::failed(format!(
+                            "the host of VM {vm} answered {other:?}"
+                        )))
+                    }
                 }
             }
             if l.json {
                 let out = serde_json::json!({
                     "format_version": LIST_FORMAT_VERSION,
-                    "project": loaded.config.project,
+                    "project": config.project,
                     "snapshots": records,
                 });
                 let text = serde_json::to_string_pretty(&out)
@@ -350,41 +402,53 @@ pub fn run(args: &Args) -> Result<(), CommandError> {
         }
         SnapshotCommand::Restore(r) => {
             let n = &r.named;
-            let loaded = vmctl_schema::load(&n.path)?;
-            let at = locate(&loaded.config, &n.vm)?;
-            let paths = at.paths();
-            if snapshots::read_snapshot(&paths, &n.name)
-                .map_err(store_error)?
-                .is_none()
-            {
-                return Err(store_error(SnapshotStoreError::NotFound {
+            let config = vmctl_schema::load(&n.path)?.config;
+            let hosts = Hosts::reach(&config, &[&n.vm], &n.reach, &n.path)?;
+            let find = SnapshotCall::Find {
+                vm: n.vm.clone(),
+                name: n.name.clone(),
+            };
+            if hosts.call(&config, &n.vm, &find)? == (SnapshotAnswer::Found { record: None }) {
+                return Err(store_error(SnapshotFailure {
+                    kind: FailureKind::NotFound,
                     vm: n.vm.clone(),
-                    name: n.name.clone(),
-                    path: snapshots::snapshots_dir(&paths).join(&n.name),
+                    message: format!("VM {} has no snapshot {:?}", n.vm, n.name),
                 }));
             }
             confirm(r.auto_approve, &n.vm, &n.name)?;
-            let _lock = at.lock(n.lock_timeout)?;
-            let vmctl = vmctl_binary()?;
-            let host = VmHost {
-                project: &at.project,
-                state_dir: &at.state_dir,
-                netns: at.netns.as_deref(),
-                vmctl: &vmctl,
+            let _lock = hosts.lock(&config, &n.vm, n.lock_timeout)?;
+            let cpuid_mask = config
+                .vms
+                .iter()
+                .find(|v| v.name == n.vm)
+                .and_then(|v| config.hosts.iter().find(|h| h.name == v.host))
+                .map(|h| h.cpuid_mask.clone())
+                .unwrap_or_default();
+            let call = SnapshotCall::Restore {
+                vm: n.vm.clone(),
+                name: n.name.clone(),
+                cpuid_mask,
             };
-            let pid = snapshots::restore(&host, &at.vm, &n.name, Some(&at.cpuid_mask))
-                .map_err(store_error)?;
-            println!(
-                "VM {} restored from snapshot {} (VMM pid {pid}).",
-                n.vm, n.name
-            );
-            Ok(())
+            match hosts.call(&config, &n.vm, &call)? {
+                SnapshotAnswer::Restored { pid } => {
+                    println!(
+                        "VM {} restored from snapshot {} (VMM pid {pid}).",
+                        n.vm, n.name
+                    );
+                    Ok(())
+                }
+                other => Err(CommandError::failed(format!("the host answered {other:?}"))),
+            }
         }
         SnapshotCommand::Delete(n) => {
-            let loaded = vmctl_schema::load(&n.path)?;
-            let at = locate(&loaded.config, &n.vm)?;
-            let _lock = at.lock(n.lock_timeout)?;
-            let r = snapshots::delete(&at.paths(), &at.vm, &n.name).map_err(store_error)?;
+            let config = vmctl_schema::load(&n.path)?.config;
+            let hosts = Hosts::reach(&config, &[&n.vm], &n.reach, &n.path)?;
+            let _lock = hosts.lock(&config, &n.vm, n.lock_timeout)?;
+            let call = SnapshotCall::Delete {
+                vm: n.vm.clone(),
+                name: n.name.clone(),
+            };
+            let r = record_of(hosts.call(&config, &n.vm, &call)?)?;
             println!("Snapshot {} of VM {} deleted.", r.name, r.vm);
             Ok(())
         }

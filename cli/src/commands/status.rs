@@ -223,7 +223,12 @@ pub fn run(args: &Args, style: &Style) -> Result<(), CommandError> {
             row.detail = detail(row, seen);
         }
         if row.kind == "vm" {
-            let names = super::snapshot::local_snapshot_names(config, &row.name);
+            let names: Vec<String> = live
+                .hosts
+                .get(&row.host)
+                .and_then(|h| h.vms.iter().find(|v| v.name == row.name))
+                .map(|v| v.snapshots.clone())
+                .unwrap_or_default();
             if !names.is_empty() {
                 let names: Vec<Value> = names.into_iter().map(Value::from).collect();
                 row.detail.push(("snapshots", names.into()));

@@ -16,6 +16,7 @@ use crate::host::lock::{self, LockError};
 use crate::host::pool;
 use crate::host::volume_transfer::{self, Chunk, ReceivePart};
 use crate::vms::migrate::{MigrationAnswer, MigrationCall};
+use crate::vms::snapshot_call::{SnapshotAnswer, SnapshotCall, SnapshotFailure};
 
 /// A host vmctl reaches by being on it.
 #[derive(Debug, Clone)]
@@ -128,6 +129,20 @@ impl Host for LocalHost {
             vmctl: &self.vmctl,
         };
         Ok(crate::vms::migrate::serve(&host, call)?)
+    }
+
+    fn snapshot(
+        &self,
+        project: &str,
+        call: &SnapshotCall,
+    ) -> Result<Result<SnapshotAnswer, SnapshotFailure>, StepError> {
+        let host = crate::vms::VmHost {
+            project,
+            state_dir: &self.state_dir,
+            netns: self.netns.as_deref(),
+            vmctl: &self.vmctl,
+        };
+        Ok(crate::vms::snapshot_call::serve(&host, call))
     }
 
     fn receive_volume(

@@ -28,6 +28,7 @@ use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 use crate::host::volume_transfer::{Chunk, ReceivePart};
 use crate::vms::migrate::{MigrationAnswer, MigrationCall};
+use crate::vms::snapshot_call::{SnapshotAnswer, SnapshotCall, SnapshotFailure};
 
 pub use local::LocalHost;
 pub use remote::{ConsoleView, Link, LinkError, RemoteHost};
@@ -81,6 +82,15 @@ pub trait Host: Send + Sync {
     /// One thing this host does for a VM of `project` moving to or from it
     /// ([`crate::vms::migrate`]).
     fn migration(&self, project: &str, call: &MigrationCall) -> Result<MigrationAnswer, StepError>;
+
+    /// A `vmctl snapshot` command on a VM of `project` here
+    /// ([`crate::vms::snapshot_call`]): its answer or its failure there (`Err`: the host
+    /// could not be asked).
+    fn snapshot(
+        &self,
+        project: &str,
+        call: &SnapshotCall,
+    ) -> Result<Result<SnapshotAnswer, SnapshotFailure>, StepError>;
 
     /// One part of receiving volume `name` of `project` into the pool at `pool` from
     /// another host: the target side of moving a volume.

@@ -25,6 +25,7 @@ use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 use crate::host::volume_transfer::{Chunk, ReceivePart};
 use crate::vms::migrate::{MigrationAnswer, MigrationCall};
+use crate::vms::snapshot_call::{SnapshotAnswer, SnapshotCall, SnapshotFailure};
 
 /// Carries calls to one host's agent and brings back its answers. Calls may be made
 /// from many threads at once.
@@ -270,6 +271,26 @@ impl Host for RemoteHost {
             Ok(Answer::Chunk { chunk }) => Ok(*chunk),
             Ok(other) => Err(StepError::Remote {
                 message: unexpected("read-volume", &other),
+            }),
+            Err(f) => Err(StepError::Remote {
+                message: f.message(),
+            }),
+        }
+    }
+
+    fn snapshot(
+        &self,
+        project: &str,
+        call: &SnapshotCall,
+    ) -> Result<Result<SnapshotAnswer, SnapshotFailure>, StepError> {
+        let call = Call::Snapshot {
+            project: project.to_owned(),
+            command: Box::new(call.clone()),
+        };
+        match self.ask(&call) {
+            Ok(Answer::Snapshot { outcome }) => Ok(*outcome),
+            Ok(other) => Err(StepError::Remote {
+                message: unexpected("snapshot", &other),
             }),
             Err(f) => Err(StepError::Remote {
                 message: f.message(),

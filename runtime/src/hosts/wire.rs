@@ -25,6 +25,7 @@ use crate::host::import::{ImportError, ImportOrder};
 use crate::host::lock::LockError;
 use crate::host::volume_transfer::{Chunk, ReceivePart};
 use crate::vms::migrate::{MigrationAnswer, MigrationCall};
+use crate::vms::snapshot_call::{SnapshotAnswer, SnapshotCall, SnapshotFailure};
 
 /// One call to a host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +90,11 @@ pub enum Call {
         project: String,
         step: Box<MigrationCall>,
     },
+    /// A `vmctl snapshot` command on one of the host's VMs.
+    Snapshot {
+        project: String,
+        command: Box<SnapshotCall>,
+    },
     /// One part of receiving a volume from another host.
     ReceiveVolume {
         project: String,
@@ -131,6 +137,10 @@ pub enum Answer {
     Received,
     Migration {
         outcome: Box<MigrationAnswer>,
+    },
+    /// The snapshot command's answer, or its failure (whole, for its help).
+    Snapshot {
+        outcome: Box<Result<SnapshotAnswer, SnapshotFailure>>,
     },
     Failed {
         error: WireError,
@@ -358,6 +368,15 @@ impl Served {
                     .migration(&project, &step)
                     .map_err(|e| WireError::of(&e))?;
                 Answer::Migration {
+                    outcome: Box::new(outcome),
+                }
+            }
+            Call::Snapshot { project, command } => {
+                let outcome = self
+                    .host()?
+                    .snapshot(&project, &command)
+                    .map_err(|e| WireError::of(&e))?;
+                Answer::Snapshot {
                     outcome: Box::new(outcome),
                 }
             }

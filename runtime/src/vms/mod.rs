@@ -28,6 +28,7 @@
 pub mod cgroup;
 pub mod migrate;
 pub(crate) mod process;
+pub mod snapshot_call;
 pub mod snapshots;
 
 use std::fs;
@@ -277,7 +278,7 @@ pub fn observe_vms(
         .into_iter()
         .zip(probes)
         .map(|((name, record), probe)| {
-            let mut vm = observed(name, record, probe);
+            let mut vm = observed(state_dir, name, record, probe);
             // Only a VM a move left behind is asked (rare): the rest cost nothing more.
             vm.paused = vm.status == VmStatus::Running && host.left_paused(name);
             vm
@@ -288,16 +289,17 @@ pub fn observe_vms(
 
 /// The VM of `record`, in the dir `name`, as its host reports it: running when its VMM
 /// answers `probe`, crashed when vmctl left it running and it does not.
-fn observed(name: &str, record: VmRecord, probe: Probe) -> LiveVm {
+fn observed(state_dir: &Path, name: &str, record: VmRecord, probe: Probe) -> LiveVm {
     let (status, pid) = match probe {
         Probe::Running(pid) => (VmStatus::Running, Some(pid)),
         Probe::Gone if record.running => (VmStatus::Crashed, None),
         Probe::Gone => (VmStatus::Stopped, None),
     };
+    let project = record.project;
     LiveVm {
         // The dir's name is the VM's identity.
         name: name.to_owned(),
-        project: record.project,
+        project: project.clone(),
         spec: VmSpec {
             name: name.to_owned(),
             ..record.vm
@@ -310,6 +312,7 @@ fn observed(name: &str, record: VmRecord, probe: Probe) -> LiveVm {
             .and_then(crate::host::proc::uptime)
             .map(|up| up.as_secs()),
         paused: false,
+        snapshots: snapshots::names(&VmPaths::new(state_dir, &project, name)),
     }
 }
 
@@ -322,7 +325,7 @@ pub fn observe_vm(state_dir: &Path, project: &str, name: &str) -> Result<Option<
         return Ok(None);
     }
     let paths = VmPaths::new(state_dir, project, name);
-    Ok(Some(observed(name, record, probe(&paths))))
+    Ok(Some(observed(state_dir, name, record, probe(&paths))))
 }
 
 /// The engine's spec for `vm` with `devices`, its files in `paths`.

@@ -198,6 +198,21 @@ pub fn read_snapshot(
 
 /// The VM's snapshots (those vmctl made: with a record), by name; one whose record
 /// cannot be read is returned as its error.
+/// The names of the VM's snapshots (the directories of its snapshots dir), sorted;
+/// none when it has no snapshots dir or it cannot be read.
+pub fn names(paths: &VmPaths) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(snapshots_dir(paths)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn list(paths: &VmPaths) -> Vec<Result<SnapshotRecord, SnapshotStoreError>> {
     let dir = snapshots_dir(paths);
     let Ok(entries) = fs::read_dir(&dir) else {
