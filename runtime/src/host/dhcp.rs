@@ -20,7 +20,6 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -315,16 +314,13 @@ fn start(exe: &Path, dir: &Path, netns: Option<&str>, vlan: &str) -> Result<(), 
         .stdout(Stdio::null())
         .stderr(stderr)
         .process_group(0);
-    let ns_fd = ns.as_ref().map(AsRawFd::as_raw_fd);
-    // SAFETY: between fork and exec only async-signal-safe calls (setns, prctl) on a
-    // descriptor that `ns` keeps open until the spawn returned.
+    // `ns` stays open until the spawn returned.
+    if let Some(ns) = &ns {
+        crate::host::net::netns::enter_in_child(&mut command, ns);
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl).
     unsafe {
         command.pre_exec(move || {
-            if let Some(fd) = ns_fd {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
             for cap in 0..=libc::c_ulong::from(63u8) {
                 if KEPT_CAPS.iter().any(|&k| libc::c_ulong::from(k) == cap) {
                     continue;

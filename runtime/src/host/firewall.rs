@@ -16,8 +16,6 @@
 //! project needs it.
 
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -141,18 +139,9 @@ fn nft(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // `ns` lives until the child is spawned.
     if let Some(ns) = &ns {
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe and `fd` stays open (owned by `ns`, which
-        // lives until the child is spawned) across the fork.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::host::net::netns::enter_in_child(&mut command, ns);
     }
     let mut child = match command.spawn() {
         Ok(child) => child,

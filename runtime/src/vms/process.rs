@@ -287,18 +287,9 @@ fn spawn_with(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // `netns` lives until the launcher has been spawned.
     if let Some(ns) = &netns {
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe and `fd` stays open (owned by `netns`,
-        // which lives until the launcher has been spawned) across the fork.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::host::net::netns::enter_in_child(&mut command, ns);
     }
     let child = command.spawn().map_err(|source| VmError::Spawn {
         vm: vm.into(),

@@ -179,6 +179,26 @@ pub fn path_of(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// Has `command`'s child enter the network namespace `ns` (an open
+/// `/run/netns/<name>`) between fork and exec, before any other `pre_exec` added after
+/// this. `ns` must stay open until the command is spawned: the child uses its
+/// descriptor.
+pub fn enter_in_child(command: &mut std::process::Command, ns: &File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = ns.as_raw_fd();
+    // SAFETY: setns is async-signal-safe; between fork and exec the child touches
+    // nothing but this descriptor, which the caller keeps open until the spawn.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The marker's path for namespace `name`.
 pub fn marker_path(name: &str) -> PathBuf {
     Path::new(MARKER_DIR).join(format!("{name}.json"))
