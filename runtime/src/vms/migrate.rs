@@ -134,14 +134,7 @@ fn fresh_dir(vm: &str, path: &Path) -> Result<(), VmError> {
 }
 
 fn new_file(vm: &str, path: &Path) -> Result<File, VmError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io_err(vm, path))
+    super::new_private_file(path).map_err(io_err(vm, path))
 }
 
 /// A file of the move's directory `dir`, made anew (one of that name goes).

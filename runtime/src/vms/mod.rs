@@ -219,6 +219,19 @@ pub fn write_record(host: &VmHost<'_>, vm: &Vm, running: bool) -> Result<VmPaths
     Ok(paths)
 }
 
+/// Creates the file `path`, which must not exist (nor be a link): 0600, read-write —
+/// a file vmctl writes for a VM (a snapshot's or a move's state and memory).
+pub(crate) fn new_private_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Creates `dir` (a VM's state dir) and its missing parents 0700, and makes it and its
 /// parent (`vms/`) 0700 whatever they were.
 fn create_private_dir(dir: &Path) -> io::Result<()> {

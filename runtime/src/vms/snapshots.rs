@@ -14,7 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -172,13 +172,7 @@ fn writable_disks(vm: &str, paths: &VmPaths) -> Result<Vec<PathBuf>, SnapshotSto
 }
 
 fn new_file(path: &Path) -> Result<File, SnapshotStoreError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err("cannot create", path))
+    super::new_private_file(path).map_err(io_err("cannot create", path))
 }
 
 fn write_snapshot_record(dir: &Path, record: &SnapshotRecord) -> Result<(), SnapshotStoreError> {
