@@ -10,6 +10,7 @@
 #
 #   sudo bench/apply.sh           # N=50 RUNS=5
 #   sudo N=20 bench/apply.sh
+#   sudo VMCTL=/path/to/other/vmctl bench/apply.sh   # another build, same machine
 # Needs root, /dev/kvm and iproute2. Everything it makes goes away at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,13 @@ runs=${RUNS:-5}
 ns="vmctl-bench-$$"
 work=$(mktemp -d /tmp/vmctl-bench-apply.XXXXXX)
 
-cargo build --release -q -p vmctl
-bin=$PWD/target/release/vmctl
+# VMCTL: another build to measure (e.g. an older commit's, to compare in one session).
+if [[ -n ${VMCTL:-} ]]; then
+    bin=$VMCTL
+else
+    cargo build --release -q -p vmctl
+    bin=$PWD/target/release/vmctl
+fi
 guest=$(tests/guest/build)
 
 cleanup() {
