@@ -1548,3 +1548,135 @@ fn a_migrated_guest_is_announced_and_still_heard_on_its_spanning_vlan() {
     }
     lab.ok(&["destroy", "--auto-approve"]);
 }
+
+/// [`counting_lab`] with web-1 writing each tick's record into a ring of sectors on
+/// its disk (`testguest.count-disk`, tests/guest/README.md) and a 1 ms
+/// `migration-downtime`, which a guest rewriting 4 MiB every tick never fits: its
+/// pre-copy goes on until it stalls (4 rounds or more after round 0), so it counts
+/// on for a while after its disk was copied.
+fn disk_counting_lab(fleet: &Fleet) -> String {
+    counting_lab(fleet)
+        .replace(
+            "testguest.count\"",
+            "testguest.count testguest.count-disk\"",
+        )
+        .replace(
+            "    disk \"web-1-root\"\n",
+            "    disk \"web-1-root\"\n    migration-downtime \"1ms\"\n",
+        )
+}
+
+/// Issue 14: the blocks a guest writes to its disk while it migrates — after its disk
+/// was copied to the new host, before its pause — are on the new host when it runs
+/// there (`VolumeMove::resend` of the blocks the save reports written).
+///
+/// The guest writes tick `n`'s record into sector 64 + n % 16 of its disk, waits for
+/// the write and a flush, then prints `count=<n>`. Right after the apply returns the
+/// ring is read from web-1's volume on b. Why it cannot pass by luck, with `L` the
+/// last count a's console showed when b's incoming memory file appeared, and `F` the
+/// first count printed on b:
+///
+/// - b's memory file is begun only once the disk copy is done, and the console log
+///   is written as the guest prints: tick L+1 printed after that moment, so tick L+2
+///   wrote its sector after the copy read it. `F - 1 >= L + 2` is asserted: tick
+///   F-1, the last printed on a (its write done before the pause), wrote after the
+///   copy, and only a resend can bring it to b.
+/// - on b the guest writes ticks F, F+1, …; with the ring's newest count below
+///   `F - 1 + 16` (asserted), b has not yet rewritten tick F-1's sector. So that
+///   sector holds F-1 exactly when the write made during the pre-copy arrived, and a
+///   count a whole turn older (what the copy read) when it did not.
+///
+/// Checked to fail with `disk.resend(…)` left out of `copy_and_start`.
+#[test]
+fn the_blocks_a_guest_writes_while_it_migrates_are_on_its_new_host() {
+    use crate::guest_count::{check_disk_ring, disk_ring, disk_ring_of, parse, wait_counts};
+    if fleet::skip() {
+        return;
+    }
+    let r = disk_ring::SECTORS;
+    let lab = FleetLab::with(2, disk_counting_lab);
+    lab.ok(&["apply", "--auto-approve"]);
+    // A whole turn and more on a: every sector of the ring holds a count.
+    let on_a = wait_counts(|| console_of(&lab, "host-a", "web-1"), r as usize + 2);
+    assert!(
+        on_a.contains("testguest: count disk sectors=64-79") && !on_a.contains("FAIL"),
+        "{on_a}"
+    );
+    web1_edited_onto_b(&lab);
+
+    // What a printed when the disk copy was over: b's incoming memory file is begun.
+    let incoming = lab.state("host-b").join("fleet/migrations/web-1/in/memory");
+    let console_a = lab.state("host-a").join("fleet/vms/web-1/console.log");
+    let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let over = over.clone();
+        std::thread::spawn(move || {
+            while !over.load(std::sync::atomic::Ordering::SeqCst) {
+                if incoming.exists() {
+                    let console = std::fs::read_to_string(&console_a).unwrap_or_default();
+                    return parse(&console).counts.last().map(|c| c.0);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            None
+        })
+    };
+    let out = lab.vmctl(&["apply", "--auto-approve", "--json"]);
+    let image = std::fs::read(lab.fleet.dir.path().join("pool-b/web-1-root.raw"));
+    over.store(true, std::sync::atomic::Ordering::SeqCst);
+    let at_copy = watch.join().expect("the watcher");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let image = image.expect("web-1's volume on b");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the run's report");
+    let migrated = report["notes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["note"] == "vm-migrated"))
+        .unwrap_or_else(|| panic!("{report}"));
+    eprintln!("{migrated}");
+
+    let on_b = wait_counts(|| console_of(&lab, "host-b", "web-1"), 1);
+    let first_on_b = parse(&on_b).counts[0].0;
+    let last_on_a = first_on_b.saturating_sub(1);
+    let ring = disk_ring_of(&image);
+    let at_copy = at_copy.unwrap_or_else(|| {
+        panic!("b's incoming memory never seen while web-1 ran on a: {migrated}")
+    });
+    assert!(
+        last_on_a >= at_copy + 2,
+        "web-1 printed {at_copy} when its disk copy was over and {last_on_a} last on a: \
+         no tick wrote its disk between the copy and the pause ({migrated})"
+    );
+    let slot = ring[(last_on_a % r) as usize];
+    assert_eq!(
+        slot,
+        disk_ring::Slot::Count {
+            n: last_on_a,
+            sector: disk_ring::sector_of(last_on_a)
+        },
+        "tick {last_on_a}, the last on a, wrote sector {} after the disk copy (which \
+         a showed at {at_copy}); b's volume holds {slot:?} there: a block written during \
+         the pre-copy was not sent again ({migrated}); the ring:\n{ring:#?}",
+        disk_ring::sector_of(last_on_a)
+    );
+    let newest = check_disk_ring(&ring);
+    eprintln!(
+        "web-1 counted {at_copy} when its disk was copied, {last_on_a} when it paused; \
+         its ring on b at {newest} when the apply returned"
+    );
+    assert!(
+        newest < last_on_a + r,
+        "b's guest rewrote the whole ring ({newest}) before it was read: inconclusive"
+    );
+    assert!(
+        migrated["disk-paused-bytes"].as_u64() >= Some(64 << 10),
+        "the ring's block was not sent during the pause: {migrated}"
+    );
+
+    // On b it counts on, its ring kept whole by the restored disk queue.
+    let on_b = wait_counts(|| console_of(&lab, "host-b", "web-1"), r as usize + 2);
+    assert!(!on_b.contains("FAIL"), "{on_b}");
+    let printed = parse(&on_b).counts.last().map_or(0, |c| c.0);
+    let volume = std::fs::read(lab.fleet.dir.path().join("pool-b/web-1-root.raw")).unwrap();
+    assert!(check_disk_ring(&disk_ring_of(&volume)) >= printed);
+    lab.ok(&["destroy", "--auto-approve"]);
+}

@@ -4,6 +4,8 @@
 //! every sum the guest prints. The e2e tests boot the guest through a detached
 //! `vmctl vmm --spec` (killed by pid when a test ends, also when it fails).
 
+#[path = "../guest/src/count/disk_ring.rs"]
+pub(crate) mod disk_ring;
 #[path = "../guest/src/count/pattern.rs"]
 pub(crate) mod pattern;
 
@@ -71,6 +73,47 @@ pub(crate) fn wait_counts(console: impl Fn() -> String, at_least: usize) -> Stri
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The ring of records `testguest.count-disk` writes, read from the disk image
+/// `image`: what each of its sectors holds, in order.
+pub(crate) fn disk_ring_of(image: &[u8]) -> Vec<disk_ring::Slot> {
+    (disk_ring::FIRST..disk_ring::FIRST + disk_ring::SECTORS)
+        .map(|s| {
+            let at = s as usize * disk_ring::SECTOR;
+            image
+                .get(at..at + disk_ring::SECTOR)
+                .map_or(disk_ring::Slot::Garbage, disk_ring::parse)
+        })
+        .collect()
+}
+
+/// Checks a ring the guest wrote for at least [`disk_ring::SECTORS`] ticks: every
+/// sector holds a record naming itself, of a count in its residue class, and no count
+/// is older than the newest by a whole turn of the ring (a sector that missed a write
+/// would be). Returns the newest count.
+pub(crate) fn check_disk_ring(ring: &[disk_ring::Slot]) -> u64 {
+    let r = disk_ring::SECTORS;
+    let counts: Vec<u64> = ring
+        .iter()
+        .zip(disk_ring::FIRST..)
+        .map(|(slot, at)| match *slot {
+            disk_ring::Slot::Count { n, sector }
+                if sector == at && n % r == at - disk_ring::FIRST =>
+            {
+                n
+            }
+            _ => panic!("sector {at} holds {slot:?}; the ring:\n{ring:#?}"),
+        })
+        .collect();
+    let newest = counts.iter().copied().max().unwrap_or(0);
+    for (n, at) in counts.iter().zip(disk_ring::FIRST..) {
+        assert!(
+            newest - n < r,
+            "sector {at} holds count {n}, a whole turn older than the newest, {newest}: a write was lost; the ring:\n{ring:#?}"
+        );
+    }
+    newest
 }
 
 /// Checks one boot's output: one nonce, a region of `bytes`, counts 1, 2, 3, … each
@@ -207,4 +250,73 @@ fn a_counting_guest_with_an_address_answers_pings_between_ticks() {
     );
     assert_line(&console, "testguest: shutdown requested");
     check_counting(&console, 4 << 20);
+}
+
+/// `testguest.count-disk`: each tick writes its record into the ring on the first disk
+/// before it prints its line, and nothing else of the disk changes; a disk that cannot
+/// hold the ring, or none, is a FAIL (and the guest counts on without it).
+#[test]
+fn a_counting_guest_writes_each_tick_into_a_ring_on_its_disk() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    let mut image: Vec<u8> = (0..128 * 512).map(|i| (i % 251) as u8).collect();
+    let ring =
+        disk_ring::FIRST as usize * 512..(disk_ring::FIRST + disk_ring::SECTORS) as usize * 512;
+    image[ring.clone()].fill(0);
+    std::fs::write(&disk, &image).unwrap();
+    let vm = Detached::start_with(json!({
+        "cmdline": "console=ttyS0 testguest.count testguest.count-disk",
+        "devices": {"disks": [{"path": disk}]},
+    }));
+    // Each tick printed has its record in its sector (or a later turn's).
+    let console = wait_counts(|| vm.console(), 3);
+    assert_line(&console, "testguest: count disk sectors=64-79");
+    let early = disk_ring_of(&std::fs::read(&disk).unwrap());
+    let printed = parse(&console).counts.len() as u64;
+    for (n, slot) in (1..=printed).map(|n| (n, early[(n % disk_ring::SECTORS) as usize])) {
+        assert!(
+            matches!(slot, disk_ring::Slot::Count { n: m, .. } if m >= n),
+            "tick {n} printed but its sector holds {slot:?}"
+        );
+    }
+
+    let console = wait_counts(|| vm.console(), disk_ring::SECTORS as usize + 3);
+    check_counting(&console, 4 << 20);
+    let printed = parse(&console).counts.len() as u64;
+    let now = std::fs::read(&disk).unwrap();
+    let newest = check_disk_ring(&disk_ring_of(&now));
+    // Written before printed: the ring is at least as far as the console.
+    assert!(newest >= printed, "ring at {newest}, console at {printed}");
+    assert!(
+        now[..ring.start] == image[..ring.start] && now[ring.end..] == image[ring.end..],
+        "the guest wrote outside its ring"
+    );
+    drop(vm);
+
+    let small = dir.path().join("small.raw");
+    std::fs::write(&small, vec![0u8; 72 * 512]).unwrap();
+    for (disks, line) in [
+        (
+            json!([{"path": small}]),
+            "testguest: FAIL testguest.count-disk: the first disk has 72 sectors, the ring needs 80",
+        ),
+        (
+            json!([{"path": disk, "read_only": true}]),
+            "testguest: FAIL testguest.count-disk: the first disk is read-only",
+        ),
+        (json!([]), "testguest: FAIL testguest.count-disk needs a virtio disk"),
+    ] {
+        let vm = Detached::start_with(json!({
+            "cmdline": "console=ttyS0 testguest.count testguest.count-disk",
+            "devices": {"disks": disks},
+        }));
+        vm.wait_console("testguest: failed");
+        assert_line(&vm.console(), line);
+        // It counts on, without the disk.
+        wait_counts(|| vm.console(), 1);
+    }
+    assert_eq!(std::fs::read(&small).unwrap(), vec![0u8; 72 * 512]);
 }

@@ -1,7 +1,11 @@
 //! virtio-blk: read sector 0, optionally write a marker to sector 1 (then flush), read
 //! sector 1. One request at a time on queue 0, three descriptors: header (16 bytes,
 //! device-readable), data (512 bytes), status (1 byte, device-writable).
+//!
+//! With `testguest.count-disk` the first disk is set up once more, after those checks,
+//! and kept ([`TickDisk`]): every count tick writes its record there and flushes.
 
+use crate::count::disk_ring;
 use crate::io::{fill, rd8, wr32, wr64, wr8};
 use crate::report::Report;
 use crate::serial;
@@ -71,6 +75,96 @@ pub fn run(dev: &Device, disk: u32, marker: Option<&[u8]>, report: &mut Report) 
         print_sector(disk, b" sector1=");
     }
     dev.reset();
+}
+
+/// The first disk, kept driven while the guest counts (`testguest.count-disk`): its
+/// queue lives in its own ring memory ([`virtio::TICK_DISK_SLOT`]), so the other
+/// devices never touch it.
+pub struct TickDisk {
+    dev: Device,
+    q: Queue,
+    flush: bool,
+    /// A request went unanswered (or came back wrong): the queue's state is unknown,
+    /// and the disk is not written again.
+    lost: bool,
+}
+
+impl TickDisk {
+    /// Sets the disk up again (reset, features, queue 0, DRIVER_OK) and checks it can
+    /// hold the ring: writable, at least [`disk_ring::FIRST`] + [`disk_ring::SECTORS`]
+    /// sectors. `None` after a FAIL line.
+    pub fn open(dev: &Device, report: &mut Report) -> Option<TickDisk> {
+        let features = dev.begin(F_RO | F_FLUSH, report)?;
+        let sectors = (0..8).fold(0u64, |c, i| c | u64::from(dev.config8(i)) << (8 * i));
+        let needed = disk_ring::FIRST + disk_ring::SECTORS;
+        if features & F_RO != 0 || sectors < needed {
+            dev.failed();
+            report.fail_begin();
+            serial::bytes(b"testguest.count-disk: the first disk ");
+            if features & F_RO != 0 {
+                serial::bytes(b"is read-only");
+            } else {
+                serial::bytes(b"has ");
+                serial::dec(sectors);
+                serial::bytes(b" sectors, the ring needs ");
+                serial::dec(needed);
+            }
+            serial::end();
+            return None;
+        }
+        let Some(q) = dev.queue(0, virtio::TICK_DISK_SLOT, report) else {
+            dev.failed();
+            return None;
+        };
+        if !dev.driver_ok(report) {
+            return None;
+        }
+        serial::begin();
+        serial::bytes(b"count disk sectors=");
+        serial::dec(disk_ring::FIRST);
+        serial::bytes(b"-");
+        serial::dec(needed - 1);
+        serial::end();
+        Some(TickDisk {
+            dev: *dev,
+            q,
+            flush: features & F_FLUSH != 0,
+            lost: false,
+        })
+    }
+
+    /// Writes tick `n`'s record into its sector of the ring and flushes it (when the
+    /// device offers FLUSH), waiting for each. A request that fails prints a FAIL line
+    /// (the disk's, or `FAIL count-disk: write of sector <s>: status <st>`); the
+    /// count goes on, without the disk after a request that timed out.
+    pub fn write(&mut self, n: u64) {
+        if self.lost {
+            return;
+        }
+        let mut record = [0u8; disk_ring::SECTOR];
+        disk_ring::record(n, &mut record);
+        for (i, &b) in record.iter().enumerate() {
+            wr8(data() + i as u64, b);
+        }
+        // The verdict is printed: FAIL lines from here on stand alone.
+        let mut report = Report::new();
+        let sector = disk_ring::sector_of(n);
+        let written = request(&mut self.q, &self.dev, T_OUT, sector, &mut report);
+        // IOERR or UNSUPP (`request` reports other statuses itself).
+        if let Some(st @ 1..=2) = written {
+            report.fail_begin();
+            serial::bytes(b"count-disk: write of sector ");
+            serial::dec(sector);
+            serial::bytes(b": status ");
+            serial::dec(u64::from(st));
+            serial::end();
+        }
+        let flushed = match written {
+            Some(S_OK) if self.flush => request(&mut self.q, &self.dev, T_FLUSH, 0, &mut report),
+            other => other,
+        };
+        self.lost = flushed.is_none();
+    }
 }
 
 fn print_sector(disk: u32, what: &[u8]) {

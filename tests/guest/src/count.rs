@@ -8,10 +8,13 @@
 //! first NIC's ARP and pings (with an address), or with `testguest.chat` sends its
 //! name frame on the first NIC every tick and prints who it hears (`net::Chat`),
 //! echoes serial input (`testguest.echo`) and powers off when a key arrives on the
-//! i8042.
+//! i8042. With `testguest.count-disk` each tick also writes its record into a ring of
+//! sectors on the first disk (`disk_ring`, `blk::TickDisk`) before its line is printed.
 
+pub mod disk_ring;
 pub mod pattern;
 
+use crate::blk::TickDisk;
 use crate::bootparams::Ram;
 use crate::cmdline::Cmdline;
 use crate::net::stack::Stack;
@@ -125,11 +128,14 @@ impl Counter {
         unsafe { core::slice::from_raw_parts_mut(self.base as *mut Page, self.pages) }
     }
 
-    /// One tick: check, rewrite, print.
-    fn tick(&mut self) {
+    /// One tick: check, rewrite, write its record on `disk` (and wait for it), print.
+    fn tick(&mut self, disk: Option<&mut TickDisk>) {
         self.n += 1;
         let n = self.n;
         let t = pattern::tick(self.region(), n);
+        if let Some(disk) = disk {
+            disk.write(n);
+        }
         if t.mismatches != 0 {
             serial::line(b"FAIL sum");
         }
@@ -141,22 +147,28 @@ impl Counter {
         serial::end();
     }
 
-    /// Ticks every 100 ms for ever; each tick also chats (`chat`); between ticks
-    /// serves `stack`, hears for `chat`, echoes serial input (`echo`) and watches the
-    /// i8042: a key prints `net dropped=` (with a stack) and
-    /// `shutdown requested`, and powers off.
+    /// Ticks every 100 ms for ever; each tick also writes its record on `disk` and
+    /// chats (`chat`); between ticks serves `stack`, hears for `chat`, echoes serial
+    /// input (`echo`) and watches the i8042: a key prints `net dropped=` (with a
+    /// stack) and `shutdown requested`, and powers off.
     ///
     /// The schedule follows the TSC without drift (tick k at start + k × 100 ms), but
     /// a TSC that jumps (a restore or migration with another TSC) restarts it from
     /// now instead of bursting to catch up or stalling.
-    pub fn run(mut self, mut stack: Option<Stack>, mut chat: Option<Chat>, echo: bool) -> ! {
+    pub fn run(
+        mut self,
+        mut disk: Option<TickDisk>,
+        mut stack: Option<Stack>,
+        mut chat: Option<Chat>,
+        echo: bool,
+    ) -> ! {
         let period = PERIOD_MS * clock::ticks_per_ms();
         let mut next = clock::rdtsc().saturating_add(period);
         let mut in_line = false;
         loop {
             let now = clock::rdtsc();
             if now >= next {
-                self.tick();
+                self.tick(disk.as_mut());
                 if let Some(c) = chat.as_mut() {
                     c.tick(self.n);
                 }

@@ -70,7 +70,16 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
     }
     // Chatting is something a counting guest does between its ticks.
     let chat = cmdline.has(b"testguest.chat") && cmdline.has(b"testguest.count");
-    let (stack, chat) = devices(&cmdline, chat, &mut report);
+    let (stack, chat, first_disk) = devices(&cmdline, chat, &mut report);
+    let count_disk = cmdline.has(b"testguest.count-disk") && cmdline.has(b"testguest.count");
+    let tick_disk = match (count_disk, first_disk) {
+        (false, _) => None,
+        (true, Some(dev)) => blk::TickDisk::open(&dev, &mut report),
+        (true, None) => {
+            report.fail(b"testguest.count-disk needs a virtio disk");
+            None
+        }
+    };
     let memory = ram.as_ref().map(|ram| count::Memory { ram, initrd });
     let counter = count::setup(&cmdline, memory, &mut report);
     report.verdict();
@@ -80,7 +89,7 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
         power::triple_fault();
     }
     if let Some(counter) = counter {
-        counter.run(stack, chat, cmdline.has(b"testguest.echo"));
+        counter.run(tick_disk, stack, chat, cmdline.has(b"testguest.echo"));
     }
     if let (Some(mut stack), true) = (stack, cmdline.has(b"testguest.halt")) {
         stack.serve();
@@ -95,8 +104,12 @@ extern "C" fn testguest_main(info: u64, mode: u64) -> ! {
 /// at once (`disk<i>` lines), the NICs are set up (`nic<i> mac=`), then they send and
 /// listen together (`nic<i> rx from=`); then the first NIC gets its IPv4 address
 /// (`ip=`, `testguest.dhcp`) and pings (`testguest.ping=`), or is kept to `chat` while
-/// the guest counts. Returns the IP stack or the chat, if any.
-fn devices(cmdline: &Cmdline<'static>, chat: bool, report: &mut Report) -> (Option<net::stack::Stack>, Option<net::Chat>) {
+/// the guest counts. Returns the IP stack or the chat, if any, and the first disk.
+fn devices(
+    cmdline: &Cmdline<'static>,
+    chat: bool,
+    report: &mut Report,
+) -> (Option<net::stack::Stack>, Option<net::Chat>, Option<virtio::Device>) {
     let name = cmdline.value(b"testguest.name").unwrap_or(b"");
     let marker = cmdline.value(b"testguest.write");
     let hostile = cmdline.has(b"testguest.hostile");
@@ -110,6 +123,7 @@ fn devices(cmdline: &Cmdline<'static>, chat: bool, report: &mut Report) -> (Opti
     };
     let mut nics: [Option<net::Nic>; net::MAX_NICS] = [const { None }; net::MAX_NICS];
     let (mut disks, mut nic_count) = (0u32, 0usize);
+    let mut first_disk = None;
     for (i, w) in cmdline.values(b"virtio_mmio.device").enumerate() {
         if i == virtio::MAX_DEVICES {
             report.fail(b"more virtio_mmio.device entries than the guest drives (8)");
@@ -129,6 +143,7 @@ fn devices(cmdline: &Cmdline<'static>, chat: bool, report: &mut Report) -> (Opti
                     hostile::run(&dev, disks, report);
                 }
                 blk::run(&dev, disks, marker, report);
+                first_disk = first_disk.or(Some(dev));
                 disks += 1;
             }
             virtio::ID_NET if nic_count == net::MAX_NICS => {
@@ -144,14 +159,14 @@ fn devices(cmdline: &Cmdline<'static>, chat: bool, report: &mut Report) -> (Opti
     let ip = ip_config(cmdline, report);
     let first = net::run(&mut nics, listen_ms, ip.is_some() || chat, report);
     let Some(ip) = ip else {
-        return (None, first.map(net::Chat::new));
+        return (None, first.map(net::Chat::new), first_disk);
     };
     if chat {
         report.fail(b"testguest.chat and an IPv4 address (ip=, testguest.dhcp) both want the first NIC");
     }
     let Some(nic) = first else {
         report.fail(b"an IPv4 address is asked for (ip=, testguest.dhcp) but there is no NIC");
-        return (None, None);
+        return (None, None, first_disk);
     };
     let mut stack = net::stack::Stack::new(nic);
     match ip {
@@ -175,7 +190,7 @@ fn devices(cmdline: &Cmdline<'static>, chat: bool, report: &mut Report) -> (Opti
             }
         }
     }
-    (Some(stack), None)
+    (Some(stack), None, first_disk)
 }
 
 /// The first NIC's IPv4 configuration: `testguest.dhcp` (DHCP), else the last `ip=` (a fixed

@@ -297,8 +297,10 @@ impl Device {
 
 /// Ring memory: one slot per queue, three pages each (descriptor table, available
 /// ring, used ring; each page-aligned, more than any device asks). Slot 0 is the disk
-/// being driven (disks are driven one after another), slots 1.. the NICs' queues.
-pub const QUEUE_SLOTS: usize = 1 + 2 * crate::net::MAX_NICS;
+/// being driven (disks are driven one after another), slots 1.. the NICs' queues, the
+/// last the disk a counting guest keeps writing (`blk::TickDisk`).
+pub const QUEUE_SLOTS: usize = 2 + 2 * crate::net::MAX_NICS;
+pub const TICK_DISK_SLOT: usize = QUEUE_SLOTS - 1;
 
 #[repr(C, align(4096))]
 struct RingMemory([[u8; 3 * 4096]; QUEUE_SLOTS]);
