@@ -12,6 +12,7 @@ mod expansion;
 mod fleet;
 mod fleet_apply;
 mod fleet_bench;
+mod fleet_migrate;
 mod footprint;
 mod guest_count;
 mod guest_ip;
