@@ -160,12 +160,18 @@ impl<'a> VmMove<'a> {
             vm: vm.clone(),
             precopied: true,
         };
-        let saved = match self.source.migration(project, &save)? {
-            MigrationAnswer::Saved { saved } => saved,
-            other => {
-                return Err(StepError::Remote {
-                    message: format!("the save of VM {vm:?} answered {other:?}"),
-                })
+        let saved = match self.source.migration(project, &save) {
+            Ok(MigrationAnswer::Saved { saved }) => saved,
+            failed => {
+                // The old host resumed the guest if it paused it; the disks and memory
+                // the rounds sent go from the new host.
+                self.abandon(project);
+                return Err(match failed {
+                    Err(e) => e,
+                    Ok(other) => StepError::Remote {
+                        message: format!("the save of VM {vm:?} answered {other:?}"),
+                    },
+                });
             }
         };
         stall_for_tests("VMCTL_TEST_MIGRATION_STALL_MS");
