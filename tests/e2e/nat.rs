@@ -2,7 +2,8 @@
 //! namespace. An "outside" namespace made here, joined to the lab's by a veth, is the
 //! lab's default route and has no route back to the VLANs: a guest on a `nat #true`
 //! VLAN reaches it only masqueraded, and the outside counts the lab's uplink address as
-//! the source. Between VLANs nothing is routed (even with forwarding on for NAT on
+//! the source; given a route to the VLAN, it still opens no connection to a guest (NAT
+//! is one way). Between VLANs nothing is routed (even with forwarding on for NAT on
 //! both) until `route-to`; a rule deleted by hand is drift that apply repairs; destroy
 //! removes the table and turns forwarding back off. Needs root, /dev/kvm, iproute2 and
 //! nft (nftables).
@@ -86,24 +87,8 @@ impl Outside {
 
     /// The packets of the `watch` counters: (from the uplink, from a VLAN).
     fn seen(&self) -> (u64, u64) {
-        let listing = run(
-            "ip",
-            &[
-                "netns", "exec", &self.name, "nft", "-j", "list", "table", "inet", "watch",
-            ],
-        );
-        let listing: Value = serde_json::from_str(&listing).expect("nft JSON");
-        let counters: Vec<u64> = listing["nftables"]
-            .as_array()
-            .expect("nftables")
-            .iter()
-            .filter_map(|item| {
-                let expr = item.get("rule")?.get("expr")?.as_array()?;
-                expr.iter()
-                    .find_map(|e| e.get("counter")?.get("packets")?.as_u64())
-            })
-            .collect();
-        assert_eq!(counters.len(), 2, "{listing}");
+        let counters = counters(&self.name, "watch");
+        assert_eq!(counters.len(), 2, "{counters:?}");
         (counters[0], counters[1])
     }
 }
@@ -139,6 +124,27 @@ fn lab_nft(lab: &Lab, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// The packet counts of the counters of `table inet <table>` in `netns`, in rule order.
+fn counters(netns: &str, table: &str) -> Vec<u64> {
+    let listing = run(
+        "ip",
+        &[
+            "netns", "exec", netns, "nft", "-j", "list", "table", "inet", table,
+        ],
+    );
+    let listing: Value = serde_json::from_str(&listing).expect("nft JSON");
+    listing["nftables"]
+        .as_array()
+        .expect("nftables")
+        .iter()
+        .filter_map(|item| {
+            let expr = item.get("rule")?.get("expr")?.as_array()?;
+            expr.iter()
+                .find_map(|e| e.get("counter")?.get("packets")?.as_u64())
+        })
+        .collect()
 }
 
 /// IPv4 forwarding of `ifname` in the lab's namespace.
@@ -437,4 +443,121 @@ fn an_uplink_two_projects_nat_out_of_forwards_until_both_are_gone() {
     assert_eq!(forwarding(&lab, "up0"), "0");
     // vmctl holds no interface any more: no record is left.
     assert!(!lab.state_dir().join("forwarding.json").exists());
+}
+
+/// NAT is one way: the uplink's side, even with a route to the VLAN through the lab's
+/// uplink address, opens nothing to a guest (ICMP echo, TCP SYN, UDP), while the
+/// guest's own ping out is masqueraded and answered. The proof that the probes were
+/// routed to the guest and stopped by vmctl's `forward` chain (priority 0), not lost on
+/// the way: a test table in the lab's namespace counts them in the forward hook just
+/// before that chain (priority -10) and just after it (10); the guest, which answers
+/// the lab's own ping, answers none from the outside.
+#[test]
+fn nat_is_one_way_a_new_connection_from_the_uplink_never_reaches_the_guest() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(|vm| match vm {
+        "web-1" => format!(
+            "console=ttyS0 testguest.name=web-1 testguest.ping={OUTSIDE_ADDR} testguest.halt"
+        ),
+        _ => format!("console=ttyS0 testguest.name={vm} testguest.halt"),
+    });
+    let outside = Outside::new(&lab);
+    // The outside knows the way to front: only the firewall stands between them.
+    outside.ip(&["route", "add", "10.100.0.0/24", "via", UPLINK_ADDR]);
+    nat_on(&lab, &["10.100.0.1/24"]);
+    lab.apply();
+    assert_eq!(forwarding(&lab, "up0"), "1");
+
+    // The guest's own connection out: masqueraded (even though the outside could now
+    // answer the VLAN's address directly) and answered.
+    lab.wait_console("web-1", "testguest: ok");
+    let console = lab.console("web-1");
+    assert_line(&console, &format!("testguest: ping {OUTSIDE_ADDR} ok"));
+    let (from_uplink, from_vlan) = outside.seen();
+    assert!(
+        from_uplink >= 1,
+        "the outside saw no echo from {UPLINK_ADDR}"
+    );
+    assert_eq!(from_vlan, 0, "an echo reached the outside unmasqueraded");
+    let guest = console
+        .lines()
+        .find_map(|l| l.strip_prefix("testguest: ip "))
+        .and_then(|l| l.split('/').next())
+        .unwrap_or_else(|| panic!("no address on web-1's console:\n{console}"))
+        .to_owned();
+    // The guest answers a ping that is not forwarded (the lab's own, on-link).
+    let (answered, out) = ping_from(&lab.netns, &guest, 1);
+    assert!(answered, "web-1 does not answer the lab's ping:\n{out}");
+
+    // Counted in the lab's forward hook, from the outside to the guest, per protocol:
+    // before vmctl's chain, then after it.
+    let probe = format!("ip saddr {OUTSIDE_ADDR} ip daddr {guest}");
+    let mut script = String::from("add table inet probe; ");
+    for (chain, prio) in [("before", -10), ("after", 10)] {
+        script.push_str(&format!(
+            "add chain inet probe {chain} {{ type filter hook forward priority {prio}; }}; "
+        ));
+        for what in [
+            "icmp type echo-request",
+            "tcp flags syn",
+            "meta l4proto udp",
+        ] {
+            script.push_str(&format!(
+                "add rule inet probe {chain} {probe} {what} counter; "
+            ));
+        }
+    }
+    run("ip", &["netns", "exec", &lab.netns, "nft", &script]);
+
+    // New connections from the outside: an echo request, a TCP SYN, a UDP datagram.
+    let (answered, out) = ping_from(&outside.name, &guest, 3);
+    assert!(!answered, "the outside's ping reached web-1:\n{out}");
+    let in_outside = |script: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &outside.name, "timeout", "3", "bash", "-c"])
+            .arg(script)
+            .stdin(Stdio::null())
+            .output()
+            .expect("bash runs")
+    };
+    let tcp = in_outside(&format!("exec 3<>/dev/tcp/{guest}/80"));
+    assert!(!tcp.status.success(), "a TCP connection to web-1 opened");
+    let udp = in_outside(&format!("echo probe > /dev/udp/{guest}/9"));
+    assert!(
+        udp.status.success(),
+        "the UDP datagram was not sent: {}",
+        text(&udp)
+    );
+
+    let counted = counters(&lab.netns, "probe");
+    assert_eq!(counted.len(), 6, "{counted:?}");
+    let (before, after) = counted.split_at(3);
+    assert!(
+        before.iter().all(|&n| n >= 1),
+        "a probe never reached the forward hook (icmp, tcp, udp): {before:?}"
+    );
+    assert_eq!(
+        after,
+        [0, 0, 0],
+        "vmctl's forward chain let a new connection from the uplink through (icmp, tcp, udp)"
+    );
+    // The guest is still there, and still answers its host.
+    let (answered, out) = ping_from(&lab.netns, &guest, 1);
+    assert!(answered, "web-1 stopped answering the lab's ping:\n{out}");
+}
+
+/// `ip netns exec <netns> ping -c<count> -W1 <addr>`: whether a reply came, and the
+/// output.
+fn ping_from(netns: &str, addr: &str, count: u32) -> (bool, String) {
+    let count = format!("-c{count}");
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", netns, "ping", "-n", &count, "-i", "0.2", "-W1", addr,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ip netns exec ping runs");
+    (out.status.success(), text(&out))
 }
