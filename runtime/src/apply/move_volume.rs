@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vmctl_planner::{Action, Change, Phase, Plan, Resource, ResourceKind, Step};
 
 use super::steps::{Inventory, Places, StepError, StepNote, StepOrder};
-use crate::host::volume_transfer::ReceivePart;
+use crate::host::volume_transfer::{ReceivePart, CHUNK};
 use crate::hosts::{Fleet, Host, RunSettings};
 
 /// The most zero bytes sent in one part (a cleared block sent again).
@@ -110,7 +110,9 @@ impl<'a> VolumeMove<'a> {
         finish: bool,
     ) -> Result<Option<StepNote>, StepError> {
         let name = self.volume.name.as_str();
-        let mut chunk = self.source.read_volume(project, &self.from_pool, name, 0)?;
+        let mut chunk = self
+            .source
+            .read_volume(project, &self.from_pool, name, 0, CHUNK)?;
         if self.volume.size < chunk.size {
             return Err(StepError::MoveShrinks {
                 name: name.to_owned(),
@@ -147,7 +149,7 @@ impl<'a> VolumeMove<'a> {
             }
             match self
                 .source
-                .read_volume(project, &self.from_pool, name, chunk.next)
+                .read_volume(project, &self.from_pool, name, chunk.next, CHUNK)
             {
                 Ok(next) => chunk = next,
                 Err(e) => break Err(e),
@@ -196,9 +198,10 @@ impl<'a> VolumeMove<'a> {
         for &(start, end) in ranges {
             let mut at = start;
             while at < end {
-                let mut chunk = self
-                    .source
-                    .read_volume(project, &self.from_pool, name, at)?;
+                // Only what the range needs is read and sent, not a whole chunk.
+                let mut chunk =
+                    self.source
+                        .read_volume(project, &self.from_pool, name, at, end - at)?;
                 let end = end.min(chunk.size);
                 // A hole before the chunk's data (or up to the end): zeros there.
                 let data_at = chunk.offset.clamp(at, end);

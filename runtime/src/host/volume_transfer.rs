@@ -81,12 +81,13 @@ pub enum ReceivePart {
 }
 
 /// Reads the next run of data of volume `name` of `project` in the pool at `pool_path`,
-/// from `offset` on.
+/// from `offset` on, at most `max` bytes of it (and at most [`CHUNK`]).
 pub fn read_chunk(
     project: &str,
     pool_path: &Path,
     name: &str,
     offset: u64,
+    max: u64,
 ) -> Result<Chunk, VolumeError> {
     let marker = volume::ours(project, pool_path, name)?;
     let path = volume::volume_path(pool_path, name);
@@ -95,7 +96,7 @@ pub fn read_chunk(
         source,
     };
     let (file, meta) = fsutil::open_regular(&path, false).map_err(read_err)?;
-    let (offset, data, next) = next_data(&file, meta.len(), offset).map_err(read_err)?;
+    let (offset, data, next) = next_data(&file, meta.len(), offset, max).map_err(read_err)?;
     Ok(Chunk {
         size: meta.len(),
         from_digest: marker.from_digest,
@@ -105,10 +106,15 @@ pub fn read_chunk(
     })
 }
 
-/// The next run of data of `file` (`size` bytes long) from `offset` on, at most
-/// [`CHUNK`] bytes: `(where it starts, the bytes — empty when all zero or none —,
-/// where the next run may start)`; the last is `size` at the end.
-pub fn next_data(file: &std::fs::File, size: u64, offset: u64) -> io::Result<(u64, Vec<u8>, u64)> {
+/// The next run of data of `file` (`size` bytes long) from `offset` on, at most `max`
+/// (at least 1) and [`CHUNK`] bytes: `(where it starts, the bytes — empty when all zero
+/// or none —, where the next run may start)`; the last is `size` at the end.
+pub fn next_data(
+    file: &std::fs::File,
+    size: u64,
+    offset: u64,
+    max: u64,
+) -> io::Result<(u64, Vec<u8>, u64)> {
     if offset >= size {
         return Ok((size, Vec::new(), size));
     }
@@ -118,7 +124,7 @@ pub fn next_data(file: &std::fs::File, size: u64, offset: u64) -> io::Result<(u6
     let end = seek(file, start, libc::SEEK_HOLE)?
         .unwrap_or(size)
         .min(size);
-    let len = (end - start).min(CHUNK);
+    let len = (end - start).min(CHUNK).min(max.max(1));
     let mut data = vec![0; usize::try_from(len).unwrap_or(0)];
     file.read_exact_at(&mut data, start)?;
     if data.iter().all(|&b| b == 0) {

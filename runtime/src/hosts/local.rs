@@ -117,8 +117,11 @@ impl Host for LocalHost {
         pool: &Path,
         name: &str,
         offset: u64,
+        max: u64,
     ) -> Result<Chunk, StepError> {
-        Ok(volume_transfer::read_chunk(project, pool, name, offset)?)
+        Ok(volume_transfer::read_chunk(
+            project, pool, name, offset, max,
+        )?)
     }
 
     fn migration(&self, project: &str, call: &MigrationCall) -> Result<MigrationAnswer, StepError> {

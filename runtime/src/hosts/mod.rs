@@ -69,14 +69,15 @@ pub trait Host: Send + Sync {
     fn tidy(&self, project: &str);
 
     /// The next run of data of volume `name` of `project` in the pool at `pool`, from
-    /// `offset` on: the source side of moving a volume to another host
-    /// ([`crate::host::volume_transfer`]).
+    /// `offset` on, at most `max` bytes (and a chunk): the source side of moving a
+    /// volume to another host ([`crate::host::volume_transfer`]).
     fn read_volume(
         &self,
         project: &str,
         pool: &Path,
         name: &str,
         offset: u64,
+        max: u64,
     ) -> Result<Chunk, StepError>;
 
     /// One thing this host does for a VM of `project` moving to or from it

@@ -260,12 +260,14 @@ impl Host for RemoteHost {
         pool: &Path,
         name: &str,
         offset: u64,
+        max: u64,
     ) -> Result<Chunk, StepError> {
         let call = Call::ReadVolume {
             project: project.to_owned(),
             pool: pool.to_owned(),
             name: name.to_owned(),
             offset,
+            max: Some(max),
         };
         match self.ask(&call) {
             Ok(Answer::Chunk { chunk }) => Ok(*chunk),

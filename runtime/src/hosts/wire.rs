@@ -84,6 +84,9 @@ pub enum Call {
         pool: PathBuf,
         name: String,
         offset: u64,
+        /// At most this many bytes (absent: a whole chunk).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u64>,
     },
     /// One thing the host does for a VM moving to or from it.
     Migration {
@@ -353,10 +356,12 @@ impl Served {
                 pool,
                 name,
                 offset,
+                max,
             } => {
+                let max = max.unwrap_or(crate::host::volume_transfer::CHUNK);
                 let chunk = self
                     .host()?
-                    .read_volume(&project, &pool, &name, offset)
+                    .read_volume(&project, &pool, &name, offset, max)
                     .map_err(|e| WireError::of(&e))?;
                 Answer::Chunk {
                     chunk: Box::new(chunk),

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::process;
 use super::{check_name, VmError, VmHost, VmPaths};
-use crate::host::volume_transfer::{base64_bytes, next_data, Chunk};
+use crate::host::volume_transfer::{base64_bytes, next_data, Chunk, CHUNK};
 use crate::vmm::entry::Restore;
 use crate::vmm::lifecycle::RunState;
 use crate::vmm::protocol::Reply;
@@ -266,7 +266,7 @@ pub fn read_out(
         .open(&path)
         .map_err(read_err)?;
     let size = f.metadata().map_err(read_err)?.len();
-    let (offset, data, next) = next_data(&f, size, offset).map_err(read_err)?;
+    let (offset, data, next) = next_data(&f, size, offset, CHUNK).map_err(read_err)?;
     Ok(Chunk {
         size,
         from_digest: None,

@@ -39,7 +39,7 @@ fn make(pool: &Path, name: &str, size: u64) {
 
 /// Copies `name` from pool `a` to pool `b` as the controller does; the chunks read.
 fn copy(a: &Path, b: &Path, name: &str) -> Vec<(u64, usize)> {
-    let first = read_chunk("lab", a, name, 0).unwrap();
+    let first = read_chunk("lab", a, name, 0, CHUNK).unwrap();
     let begin = ReceivePart::Begin {
         size: first.size,
         from: None,
@@ -61,7 +61,7 @@ fn copy(a: &Path, b: &Path, name: &str) -> Vec<(u64, usize)> {
         if chunk.next >= chunk.size {
             break;
         }
-        chunk = read_chunk("lab", a, name, chunk.next).unwrap();
+        chunk = read_chunk("lab", a, name, chunk.next, CHUNK).unwrap();
     }
     receive("lab", b, name, &ReceivePart::Finish).unwrap();
     seen
@@ -137,7 +137,7 @@ fn writes_past_the_size_or_into_a_complete_volume_are_refused() {
     let err = receive("lab", &b, "root", &part).unwrap_err();
     assert!(matches!(err, VolumeError::VolumeExists { .. }), "{err}");
     // Nor is a volume of another project read, or a pool of another project written.
-    assert!(read_chunk("shop", &a, "root", 0).is_err());
+    assert!(read_chunk("shop", &a, "root", 0, CHUNK).is_err());
     assert!(receive("shop", &b, "other", &begin).is_err());
 }
 
@@ -153,4 +153,16 @@ fn a_chunk_crosses_json_as_base64() {
     let text = serde_json::to_string(&chunk).unwrap();
     assert!(text.contains("\"data\":\"AAEC/w==\""), "{text}");
     assert_eq!(serde_json::from_str::<Chunk>(&text).unwrap(), chunk);
+}
+
+#[test]
+fn a_read_is_held_to_what_its_caller_needs() {
+    use std::io::Write;
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&[7u8; 256 << 10]).unwrap();
+    let (start, data, next) = next_data(&f, 256 << 10, 64 << 10, 64 << 10).unwrap();
+    assert_eq!((start, data.len(), next), (64 << 10, 64 << 10, 128 << 10));
+    // Without a bound below it, a chunk's worth (here the rest of the file).
+    let (_, data, next) = next_data(&f, 256 << 10, 0, CHUNK).unwrap();
+    assert_eq!((data.len(), next), (256 << 10, 256 << 10));
 }
