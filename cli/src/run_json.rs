@@ -46,7 +46,7 @@ pub fn begin() -> std::io::Result<()> {
 pub fn emit(doc: &impl Serialize) {
     let _ = std::io::stdout().flush();
     let text = serde_json::to_string_pretty(doc).unwrap_or_else(|e| {
-        format!("{{\"format_version\":\"{FORMAT_VERSION}\",\"error\":\"{e}\"}}")
+        serde_json::json!({"format_version": FORMAT_VERSION, "error": e.to_string()}).to_string()
     });
     let real = REAL_STDOUT.lock().ok().and_then(|mut r| r.take());
     match real {

@@ -302,11 +302,14 @@ impl<'a> VmMove<'a> {
     ) -> Result<Precopy, StepError> {
         let began = Instant::now();
         self.round(project, 0)?;
+        let disks_began = Instant::now();
         for disk in &self.disks {
             if let Some(StepNote::VolumeMoved { bytes, .. }) = disk.copy(project, cancel, false)? {
                 *disk_bytes += bytes;
             }
         }
+        // The rate memory is sent at leaves the disks' copy out (`sent` counts memory).
+        let disk_time = disks_began.elapsed();
         let mut sent = self.copy_file(project, MigrationFile::Memory)?;
         let mut last = began.elapsed();
         let mut left = u64::MAX;
@@ -327,7 +330,8 @@ impl<'a> VmMove<'a> {
             // have written during this one is what the pause must send, at the rate
             // the move has sent so far.
             let dirty_rate = p.written_bytes as f64 / last.as_secs_f64().max(1e-3);
-            let send_rate = sent as f64 / began.elapsed().as_secs_f64().max(1e-3);
+            let sending = began.elapsed().saturating_sub(disk_time);
+            let send_rate = sent as f64 / sending.as_secs_f64().max(1e-3);
             let expected_ms = (dirty_rate * took.as_secs_f64() / send_rate.max(1.0)) * 1000.0;
             progress(&StepProgress::Migration {
                 round,

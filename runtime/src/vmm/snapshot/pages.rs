@@ -42,7 +42,6 @@ fn invalid(what: String) -> SnapshotError {
 /// returns the bytes of pages written.
 pub fn write(mem: &GuestMemory, dirty: &[Vec<u64>], out: &File) -> Result<u64, SnapshotError> {
     let mut w = BufWriter::with_capacity(1 << 20, out);
-    let e = io("writing the pages file");
     let mut header = Vec::with_capacity(16);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
@@ -87,7 +86,7 @@ pub fn write(mem: &GuestMemory, dirty: &[Vec<u64>], out: &File) -> Result<u64, S
     let mut end = [0u8; 16];
     end[..8].copy_from_slice(&END.to_le_bytes());
     w.write_all(&end).map_err(io("writing the pages file"))?;
-    w.flush().map_err(e)?;
+    w.flush().map_err(io("writing the pages file"))?;
     Ok(written)
 }
 
