@@ -119,9 +119,11 @@ fn pwrite_all(file: &File, mut data: &[u8], mut offset: u64) -> Result<(), Snaps
 }
 
 /// Writes `mem` into `file` (sized to it first; its earlier contents are replaced);
-/// returns the bytes written (the pages that are not all zero). Call with the vCPUs
-/// parked and no device serving a queue. With `residency`, anonymous pages the
-/// process never had are skipped without being read.
+/// returns the bytes written (the pages that are not all zero). For a consistent copy
+/// call it with the vCPUs parked and no device serving a queue; a live migration's
+/// round 0 calls it with the guest running, after dirty-page tracking is on, so every
+/// page written meanwhile is sent again by a later round. With `residency`, anonymous
+/// pages the process never had are skipped without being read.
 pub fn save(
     mem: &GuestMemory,
     file: &File,
